@@ -1,0 +1,683 @@
+//! `config.json`: one file drives divide, train and test. Every section of the
+//! Python system's config is accepted with its default values; unknown keys are
+//! warned about (a typo must not pass silently) and invalid values are errors
+//! that name the key and the value.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_CLASS_NAMES: [&str; 4] = ["care_label", "detail_shot", "full_shot", "neck_label"];
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Config {
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub training: TrainingConfig,
+    pub augmentation: AugmentationConfig,
+    pub validation: ValidationConfig,
+    pub logging: LoggingConfig,
+    pub inference: InferenceConfig,
+    pub paths: PathsConfig,
+    pub system: SystemConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct DataConfig {
+    pub csv_path: PathBuf,
+    pub base_image_path: Option<PathBuf>,
+    pub base_image_url: Option<String>,
+    pub target_column: String,
+    pub class_names: Vec<String>,
+    pub train_ratio: f64,
+    pub val_ratio: f64,
+    pub test_ratio: f64,
+    pub random_state: u64,
+    /// Largest share of a split's images that may be unreadable before a run stops.
+    pub max_bad_image_ratio: f64,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            csv_path: PathBuf::from("image_data.csv"),
+            base_image_path: None,
+            base_image_url: None,
+            target_column: "image_type".into(),
+            class_names: DEFAULT_CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
+            train_ratio: 0.8,
+            val_ratio: 0.1,
+            test_ratio: 0.1,
+            random_state: 2025,
+            max_bad_image_ratio: 0.01,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ModelConfig {
+    pub backbone: String,
+    pub pretrained: bool,
+    /// Backbone weights (safetensors, our key names) used when `pretrained` is true.
+    pub pretrained_weights: Option<PathBuf>,
+    pub dropout_rate: f64,
+    /// Head width; null means max(512, 1280 / 2).
+    pub hidden_dim: Option<i64>,
+    pub freeze_backbone_epochs: usize,
+    /// torchvision's stochastic depth for EfficientNet-B0.
+    pub stochastic_depth_prob: f64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            backbone: "efficientnet_b0".into(),
+            pretrained: true,
+            pretrained_weights: None,
+            dropout_rate: 0.4,
+            hidden_dim: Some(512),
+            freeze_backbone_epochs: 3,
+            stochastic_depth_prob: 0.2,
+        }
+    }
+}
+
+impl ModelConfig {
+    pub fn effective_hidden_dim(&self) -> i64 {
+        self.hidden_dim.unwrap_or_else(|| 512.max(1280 / 2))
+    }
+}
+
+/// Focal-loss gamma: one value, one per class (in class order), or class name → gamma.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum FocalGamma {
+    Scalar(f64),
+    PerClass(Vec<f64>),
+    ByClass(BTreeMap<String, f64>),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct TrainingConfig {
+    pub batch_size: usize,
+    pub epochs: usize,
+    pub learning_rate: f64,
+    /// Backbone learning rate; null means learning_rate × 0.1.
+    pub backbone_lr: Option<f64>,
+    pub weight_decay: f64,
+    pub optimizer: String,
+    pub scheduler: String,
+    pub scheduler_patience: usize,
+    pub warmup_epochs: usize,
+    pub patience: usize,
+    pub min_delta: f64,
+    pub early_stopping: bool,
+    pub use_class_weights: bool,
+    /// Global gradient-norm clip; null or 0 disables it.
+    pub gradient_clip_norm: Option<f64>,
+    pub focal_loss: bool,
+    pub focal_alpha: f64,
+    pub focal_gamma: FocalGamma,
+    pub label_smoothing: f64,
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 32,
+            epochs: 25,
+            learning_rate: 1e-4,
+            backbone_lr: None,
+            weight_decay: 1e-4,
+            optimizer: "adamw".into(),
+            scheduler: "cosine".into(),
+            scheduler_patience: 3,
+            warmup_epochs: 0,
+            patience: 12,
+            min_delta: 0.001,
+            early_stopping: true,
+            use_class_weights: true,
+            gradient_clip_norm: Some(1.0),
+            focal_loss: false,
+            focal_alpha: 1.0,
+            focal_gamma: FocalGamma::Scalar(2.0),
+            label_smoothing: 0.1,
+        }
+    }
+}
+
+impl TrainingConfig {
+    pub fn effective_backbone_lr(&self) -> f64 {
+        self.backbone_lr.unwrap_or(self.learning_rate * 0.1)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct AugmentationConfig {
+    pub image_size: u32,
+    pub strength: String,
+    pub horizontal_flip: bool,
+    /// Maximum rotation in degrees (±).
+    pub rotation: f64,
+    pub color_jitter: bool,
+    pub brightness: f64,
+    pub contrast: f64,
+    pub saturation: f64,
+    pub hue: f64,
+    pub random_erasing: bool,
+    pub random_erasing_prob: f64,
+    pub mixup_alpha: f64,
+    pub cutmix_alpha: f64,
+}
+
+impl Default for AugmentationConfig {
+    fn default() -> Self {
+        Self {
+            image_size: 256,
+            strength: "medium".into(),
+            horizontal_flip: true,
+            rotation: 10.0,
+            color_jitter: false,
+            brightness: 0.2,
+            contrast: 0.2,
+            saturation: 0.2,
+            hue: 0.05,
+            random_erasing: false,
+            random_erasing_prob: 0.25,
+            mixup_alpha: 0.0,
+            cutmix_alpha: 0.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ValidationConfig {
+    pub val_frequency: usize,
+    pub save_best_model: bool,
+    pub save_last_model: bool,
+    pub metric: String,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        Self {
+            val_frequency: 1,
+            save_best_model: true,
+            save_last_model: true,
+            metric: "f1_weighted".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct LoggingConfig {
+    /// Batches between plain progress lines when stderr is not a terminal.
+    pub log_frequency: usize,
+    /// Epochs between numbered checkpoints (0 = none).
+    pub save_frequency: usize,
+    pub log_level: String,
+    /// Accepted for compatibility with the Python config; runs are tracked in files instead.
+    pub use_wandb: bool,
+    pub project_name: Option<String>,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            log_frequency: 10,
+            save_frequency: 5,
+            log_level: "info".into(),
+            use_wandb: false,
+            project_name: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct InferenceConfig {
+    pub confidence_threshold: f64,
+    pub batch_size: usize,
+    pub return_top_k: usize,
+    /// Class name → minimum probability for that class to be chosen.
+    pub class_thresholds: BTreeMap<String, f64>,
+}
+
+impl Default for InferenceConfig {
+    fn default() -> Self {
+        Self {
+            confidence_threshold: 0.5,
+            batch_size: 32,
+            return_top_k: 3,
+            class_thresholds: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct PathsConfig {
+    pub data_dir: PathBuf,
+    pub model_dir: PathBuf,
+    pub result_dir: PathBuf,
+    pub test_result_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub checkpoint_dir: PathBuf,
+}
+
+impl Default for PathsConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: "data".into(),
+            model_dir: "models".into(),
+            result_dir: "results".into(),
+            test_result_dir: "test_result".into(),
+            log_dir: "logs".into(),
+            checkpoint_dir: "checkpoints".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct SystemConfig {
+    pub num_workers: usize,
+    pub device: String,
+    pub mixed_precision: bool,
+    pub seed: u64,
+}
+
+impl Default for SystemConfig {
+    fn default() -> Self {
+        Self {
+            num_workers: 4,
+            device: "auto".into(),
+            mixed_precision: false,
+            seed: 42,
+        }
+    }
+}
+
+pub const OPTIMIZERS: [&str; 3] = ["adamw", "adam", "sgd"];
+pub const SCHEDULERS: [&str; 4] = ["cosine", "step", "plateau", "none"];
+pub const BACKBONES: [&str; 1] = ["efficientnet_b0"];
+pub const METRICS: [&str; 4] = ["val_loss", "accuracy", "f1_macro", "f1_weighted"];
+pub const STRENGTHS: [&str; 4] = ["none", "light", "medium", "strong"];
+
+/// A parsed config and the dotted paths of keys it did not recognise.
+#[derive(Debug)]
+pub struct LoadedConfig {
+    pub config: Config,
+    pub unknown_keys: Vec<String>,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file. Unknown keys are logged as warnings.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let loaded = Self::parse(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        for key in &loaded.unknown_keys {
+            tracing::warn!(
+                "{}: unknown config key `{key}` is ignored (typo?)",
+                path.display()
+            );
+        }
+        Ok(loaded.config)
+    }
+
+    /// Parses and validates JSON text (syntax errors carry line and column).
+    pub fn parse(text: &str) -> Result<LoadedConfig> {
+        let mut unknown_keys = Vec::new();
+        let mut de = serde_json::Deserializer::from_str(text);
+        let config: Config = {
+            let mut record_unknown =
+                |path: serde_ignored::Path<'_>| unknown_keys.push(path.to_string());
+            let tracked = serde_ignored::Deserializer::new(&mut de, &mut record_unknown);
+            serde_path_to_error::deserialize(tracked).map_err(|e| {
+                let key = e.path().to_string();
+                if key == "." {
+                    anyhow::anyhow!("{}", e.inner())
+                } else {
+                    anyhow::anyhow!("{key}: {}", e.inner())
+                }
+            })?
+        };
+        de.end().map_err(|e| anyhow::anyhow!("{e}"))?;
+        config.validate()?;
+        Ok(LoadedConfig {
+            config,
+            unknown_keys,
+        })
+    }
+
+    pub fn to_json_pretty(&self) -> String {
+        serde_json::to_string_pretty(self).expect("config serialises")
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let d = &self.data;
+        for (key, value) in [
+            ("data.train_ratio", d.train_ratio),
+            ("data.val_ratio", d.val_ratio),
+            ("data.test_ratio", d.test_ratio),
+        ] {
+            check_unit_interval(key, value)?;
+        }
+        let sum = d.train_ratio + d.val_ratio + d.test_ratio;
+        if (sum - 1.0).abs() > 1e-6 {
+            bail!(
+                "data.train_ratio + data.val_ratio + data.test_ratio must be 1, got {} + {} + {} = {sum}",
+                d.train_ratio,
+                d.val_ratio,
+                d.test_ratio
+            );
+        }
+        check_unit_interval("data.max_bad_image_ratio", d.max_bad_image_ratio)?;
+        if d.class_names.is_empty() {
+            bail!("data.class_names is empty: list the classes in the model's output order");
+        }
+        if d.class_names.len() < 2 {
+            bail!(
+                "data.class_names needs at least 2 classes, got {:?}",
+                d.class_names
+            );
+        }
+        let mut seen = std::collections::HashSet::new();
+        for name in &d.class_names {
+            if name.trim().is_empty() {
+                bail!("data.class_names contains an empty name");
+            }
+            if !seen.insert(name) {
+                bail!("data.class_names lists `{name}` more than once");
+            }
+        }
+
+        let m = &self.model;
+        check_choice("model.backbone", &m.backbone, &BACKBONES)?;
+        check_unit_interval_open("model.dropout_rate", m.dropout_rate)?;
+        check_unit_interval_open("model.stochastic_depth_prob", m.stochastic_depth_prob)?;
+        if let Some(h) = m.hidden_dim {
+            if h <= 0 {
+                bail!("model.hidden_dim must be positive (or null), got {h}");
+            }
+        }
+
+        let t = &self.training;
+        if t.epochs == 0 {
+            bail!("training.epochs must be at least 1, got 0");
+        }
+        if t.batch_size == 0 {
+            bail!("training.batch_size must be at least 1, got 0");
+        }
+        check_positive("training.learning_rate", t.learning_rate)?;
+        if let Some(lr) = t.backbone_lr {
+            check_non_negative("training.backbone_lr", lr)?;
+        }
+        check_non_negative("training.weight_decay", t.weight_decay)?;
+        check_choice("training.optimizer", &t.optimizer, &OPTIMIZERS)?;
+        check_choice("training.scheduler", &t.scheduler, &SCHEDULERS)?;
+        check_non_negative("training.min_delta", t.min_delta)?;
+        if let Some(clip) = t.gradient_clip_norm {
+            check_non_negative("training.gradient_clip_norm", clip)?;
+        }
+        check_unit_interval_open("training.label_smoothing", t.label_smoothing)?;
+        check_non_negative("training.focal_alpha", t.focal_alpha)?;
+        match &t.focal_gamma {
+            FocalGamma::Scalar(g) => check_non_negative("training.focal_gamma", *g)?,
+            FocalGamma::PerClass(gs) => {
+                if gs.len() != d.class_names.len() {
+                    bail!(
+                        "training.focal_gamma lists {} values but data.class_names has {} classes",
+                        gs.len(),
+                        d.class_names.len()
+                    );
+                }
+                for g in gs {
+                    check_non_negative("training.focal_gamma", *g)?;
+                }
+            }
+            FocalGamma::ByClass(map) => {
+                for name in &d.class_names {
+                    if !map.contains_key(name) {
+                        bail!("training.focal_gamma has no value for class `{name}` (every class needs one)");
+                    }
+                }
+                for (name, g) in map {
+                    if !d.class_names.contains(name) {
+                        bail!(
+                            "training.focal_gamma names `{name}`, which is not in data.class_names"
+                        );
+                    }
+                    check_non_negative(&format!("training.focal_gamma.{name}"), *g)?;
+                }
+            }
+        }
+
+        let a = &self.augmentation;
+        if !(16..=1024).contains(&a.image_size) {
+            bail!(
+                "augmentation.image_size must be between 16 and 1024 pixels, got {}",
+                a.image_size
+            );
+        }
+        check_choice("augmentation.strength", &a.strength, &STRENGTHS)?;
+        if !(0.0..=180.0).contains(&a.rotation) {
+            bail!(
+                "augmentation.rotation must be between 0 and 180 degrees, got {}",
+                a.rotation
+            );
+        }
+        for (key, value) in [
+            ("augmentation.brightness", a.brightness),
+            ("augmentation.contrast", a.contrast),
+            ("augmentation.saturation", a.saturation),
+        ] {
+            check_non_negative(key, value)?;
+        }
+        if !(0.0..=0.5).contains(&a.hue) {
+            bail!("augmentation.hue must be between 0 and 0.5, got {}", a.hue);
+        }
+        check_unit_interval("augmentation.random_erasing_prob", a.random_erasing_prob)?;
+        check_non_negative("augmentation.mixup_alpha", a.mixup_alpha)?;
+        check_non_negative("augmentation.cutmix_alpha", a.cutmix_alpha)?;
+
+        let v = &self.validation;
+        if v.val_frequency == 0 {
+            bail!("validation.val_frequency must be at least 1, got 0");
+        }
+        check_choice("validation.metric", &v.metric, &METRICS)?;
+
+        let i = &self.inference;
+        if i.batch_size == 0 {
+            bail!("inference.batch_size must be at least 1, got 0");
+        }
+        check_unit_interval("inference.confidence_threshold", i.confidence_threshold)?;
+        for (name, threshold) in &i.class_thresholds {
+            if !d.class_names.contains(name) {
+                bail!(
+                    "inference.class_thresholds names `{name}`, which is not in data.class_names"
+                );
+            }
+            check_unit_interval(&format!("inference.class_thresholds.{name}"), *threshold)?;
+        }
+
+        if self.logging.log_frequency == 0 {
+            bail!("logging.log_frequency must be at least 1, got 0");
+        }
+        crate::device::parse_device_name(&self.system.device).context("system.device")?;
+        Ok(())
+    }
+}
+
+fn check_unit_interval(key: &str, value: f64) -> Result<()> {
+    if !(0.0..=1.0).contains(&value) {
+        bail!("{key} must be between 0 and 1, got {value}");
+    }
+    Ok(())
+}
+
+fn check_unit_interval_open(key: &str, value: f64) -> Result<()> {
+    if !(0.0..1.0).contains(&value) {
+        bail!("{key} must be in [0, 1), got {value}");
+    }
+    Ok(())
+}
+
+fn check_positive(key: &str, value: f64) -> Result<()> {
+    if !(value > 0.0 && value.is_finite()) {
+        bail!("{key} must be a positive number, got {value}");
+    }
+    Ok(())
+}
+
+fn check_non_negative(key: &str, value: f64) -> Result<()> {
+    if !(value >= 0.0 && value.is_finite()) {
+        bail!("{key} must not be negative, got {value}");
+    }
+    Ok(())
+}
+
+fn check_choice(key: &str, value: &str, choices: &[&str]) -> Result<()> {
+    if !choices.contains(&value) {
+        bail!(
+            "{key} = `{value}` is not supported; choose one of {}",
+            choices.join(", ")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_with_their_path() {
+        let loaded =
+            Config::parse(r#"{"training": {"epochs": 3, "learnig_rate": 0.1}, "extra": 1}"#)
+                .unwrap();
+        assert_eq!(loaded.config.training.epochs, 3);
+        assert_eq!(
+            loaded.unknown_keys,
+            vec!["training.learnig_rate".to_string(), "extra".to_string()]
+        );
+    }
+
+    #[test]
+    fn syntax_error_has_line_and_column() {
+        let err = Config::parse("{\n  \"training\": {\"epochs\": 3,}\n}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("column"), "{err}");
+    }
+
+    fn error_of(json: &str) -> String {
+        format!("{:#}", Config::parse(json).unwrap_err())
+    }
+
+    #[test]
+    fn invalid_values_name_key_and_value() {
+        let cases = [
+            (
+                r#"{"data": {"train_ratio": 1.5}}"#,
+                "data.train_ratio",
+                "1.5",
+            ),
+            (r#"{"data": {"train_ratio": 0.5}}"#, "must be 1", "0.5"),
+            (r#"{"training": {"epochs": 0}}"#, "training.epochs", "0"),
+            (
+                r#"{"training": {"optimizer": "adagrad"}}"#,
+                "training.optimizer",
+                "adagrad",
+            ),
+            (
+                r#"{"training": {"scheduler": "cyclic"}}"#,
+                "training.scheduler",
+                "cyclic",
+            ),
+            (
+                r#"{"model": {"backbone": "resnet50"}}"#,
+                "model.backbone",
+                "resnet50",
+            ),
+            (
+                r#"{"validation": {"metric": "auc"}}"#,
+                "validation.metric",
+                "auc",
+            ),
+            (
+                r#"{"training": {"learning_rate": -0.001}}"#,
+                "training.learning_rate",
+                "-0.001",
+            ),
+            (
+                r#"{"data": {"class_names": []}}"#,
+                "data.class_names",
+                "empty",
+            ),
+            (
+                r#"{"data": {"class_names": ["a", "b", "a"]}}"#,
+                "data.class_names",
+                "`a`",
+            ),
+            (r#"{"system": {"device": "tpu"}}"#, "system.device", "tpu"),
+            (
+                r#"{"training": {"focal_gamma": {"care_label": 2.0}}}"#,
+                "training.focal_gamma",
+                "detail_shot",
+            ),
+            (
+                r#"{"inference": {"class_thresholds": {"shoe": 0.5}}}"#,
+                "inference.class_thresholds",
+                "shoe",
+            ),
+        ];
+        for (json, key, value) in cases {
+            let err = error_of(json);
+            assert!(err.contains(key) && err.contains(value), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        let err = error_of(r#"{"training": {"epochs": "ten"}}"#);
+        assert!(
+            err.contains("training.epochs") && err.contains("invalid type"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn focal_gamma_accepts_number_list_and_map() {
+        for g in [
+            "2.0",
+            "[1, 2, 3, 4]",
+            r#"{"care_label": 1, "detail_shot": 2, "full_shot": 2, "neck_label": 3}"#,
+        ] {
+            Config::parse(&format!(r#"{{"training": {{"focal_gamma": {g}}}}}"#)).unwrap();
+        }
+    }
+
+    #[test]
+    fn hidden_dim_null_means_640() {
+        let loaded = Config::parse(r#"{"model": {"hidden_dim": null}}"#).unwrap();
+        assert_eq!(loaded.config.model.effective_hidden_dim(), 640);
+    }
+}

@@ -1,0 +1,59 @@
+//! Decoding batches of images on several threads, skipping unreadable ones.
+
+use std::path::Path;
+
+use image::RgbImage;
+use rand::Rng;
+
+use super::image::{load_resized, resolve_local_path};
+use super::records::ImageRecord;
+
+/// One image that could not be used, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SkippedImage {
+    pub image_path: String,
+    pub reason: String,
+}
+
+/// Loads the given records' images (resized) with up to `workers` threads, in order.
+/// Results are per record: the image, or why it could not be read.
+pub fn load_images(
+    records: &[&ImageRecord],
+    base: Option<&Path>,
+    size: u32,
+    workers: usize,
+) -> Vec<Result<RgbImage, String>> {
+    let workers = workers.clamp(1, records.len().max(1));
+    let chunk = records.len().div_ceil(workers).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = records
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|r| {
+                            load_resized(&resolve_local_path(&r.image_path, base), size)
+                                .map_err(|e| format!("{e:#}"))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("image loader thread panicked"))
+            .collect()
+    })
+}
+
+/// Mirrors an image left-right in place.
+pub fn flip_horizontal(image: &mut RgbImage) {
+    image::imageops::flip_horizontal_in_place(image);
+}
+
+/// Training-time augmentation (the switches wired so far).
+pub fn augment<R: Rng>(image: &mut RgbImage, horizontal_flip: bool, rng: &mut R) {
+    if horizontal_flip && rng.gen_bool(0.5) {
+        flip_horizontal(image);
+    }
+}

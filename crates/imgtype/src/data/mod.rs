@@ -1,0 +1,9 @@
+//! Data: the product CSV, leak-free splits, split CSVs, image decoding and batching.
+
+pub mod batch;
+pub mod image;
+pub mod product;
+pub mod records;
+pub mod split;
+
+pub use records::{read_split_csv, ImageRecord, SplitName};

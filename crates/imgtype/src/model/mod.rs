@@ -1,0 +1,181 @@
+//! The Python system's classifier: torchvision EfficientNet-B0 features under
+//! `backbone.`, and the head `classifier = Sequential(Dropout, Linear, LayerNorm,
+//! ReLU, Dropout, Linear)`, so weights load by their PyTorch state-dict names.
+
+pub mod efficientnet;
+pub mod file;
+
+use anyhow::Result;
+use tch::nn::{self, Module};
+use tch::{Device, Tensor};
+
+pub use efficientnet::{EfficientNetB0, FEATURE_DIM};
+pub use file::{ModelFile, ModelMetadata};
+
+use crate::config::Config;
+
+/// Optimiser parameter groups: the head trains at `learning_rate`, the backbone at `backbone_lr`.
+pub const HEAD_GROUP: usize = 0;
+pub const BACKBONE_GROUP: usize = 1;
+
+/// `Dropout(p) → Linear(1280, hidden) → LayerNorm → ReLU → Dropout(p) → Linear(hidden, classes)`;
+/// Linear weights Xavier-uniform, biases zero, as the Python system initialises them.
+#[derive(Debug)]
+pub struct ClassifierHead {
+    hidden: nn::Linear,
+    norm: nn::LayerNorm,
+    output: nn::Linear,
+    dropout: f64,
+}
+
+fn xavier_linear(path: nn::Path, fan_in: i64, fan_out: i64) -> nn::Linear {
+    let bound = (6.0 / (fan_in + fan_out) as f64).sqrt();
+    let config = nn::LinearConfig {
+        ws_init: nn::Init::Uniform {
+            lo: -bound,
+            up: bound,
+        },
+        bs_init: Some(nn::Init::Const(0.)),
+        bias: true,
+    };
+    nn::linear(path, fan_in, fan_out, config)
+}
+
+impl ClassifierHead {
+    pub fn new(path: nn::Path, hidden_dim: i64, num_classes: i64, dropout: f64) -> Self {
+        Self {
+            hidden: xavier_linear(&path / 1, FEATURE_DIM, hidden_dim),
+            norm: nn::layer_norm(&path / 2, vec![hidden_dim], Default::default()),
+            output: xavier_linear(&path / 5, hidden_dim, num_classes),
+            dropout,
+        }
+    }
+
+    pub fn forward_t(&self, features: &Tensor, train: bool) -> Tensor {
+        let ys = features.dropout(self.dropout, train).apply(&self.hidden);
+        let ys = self.norm.forward(&ys).relu();
+        ys.dropout(self.dropout, train).apply(&self.output)
+    }
+}
+
+/// The whole model with its variables, class names and the config it was built from.
+pub struct ImageTypeClassifier {
+    pub vs: nn::VarStore,
+    backbone: EfficientNetB0,
+    head: ClassifierHead,
+    class_names: Vec<String>,
+    config: Config,
+    backbone_frozen: bool,
+}
+
+impl ImageTypeClassifier {
+    /// A freshly initialised model (torchvision's initialisation) for `config`.
+    pub fn new(config: &Config, device: Device) -> Self {
+        let vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let backbone = EfficientNetB0::new(
+            root.set_group(BACKBONE_GROUP) / "backbone",
+            config.model.stochastic_depth_prob,
+        );
+        let class_names = config.data.class_names.clone();
+        let head = ClassifierHead::new(
+            root.set_group(HEAD_GROUP) / "classifier",
+            config.model.effective_hidden_dim(),
+            class_names.len() as i64,
+            config.model.dropout_rate,
+        );
+        Self {
+            vs,
+            backbone,
+            head,
+            class_names,
+            config: config.clone(),
+            backbone_frozen: false,
+        }
+    }
+
+    /// Loads a model file: the architecture comes from the config stored in it.
+    pub fn load(path: &std::path::Path, device: Device) -> Result<Self> {
+        let file = ModelFile::read(path)?;
+        let mut model = Self::new(&file.metadata.config, device);
+        file.copy_into(&mut model.vs, path)?;
+        Ok(model)
+    }
+
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        ModelFile::write(path, &self.vs, &ModelMetadata::new(&self.config))
+    }
+
+    pub fn class_names(&self) -> &[String] {
+        &self.class_names
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    /// Logits `[N, classes]` for a normalised batch `[N, 3, H, W]`. While the backbone is
+    /// frozen its BatchNorm layers stay in eval mode even when `train` is true.
+    pub fn forward_t(&self, images: &Tensor, train: bool) -> Tensor {
+        let backbone_train = train && !self.backbone_frozen;
+        let features = self
+            .backbone
+            .forward_t(images, backbone_train, backbone_train);
+        self.head.forward_t(&features, train)
+    }
+
+    pub fn set_backbone_frozen(&mut self, frozen: bool) {
+        for (name, var) in self.vs.variables() {
+            if name.starts_with("backbone.") && var.is_floating_point() && !is_buffer(&name) {
+                let _ = var.set_requires_grad(!frozen);
+            }
+        }
+        self.backbone_frozen = frozen;
+    }
+
+    pub fn backbone_frozen(&self) -> bool {
+        self.backbone_frozen
+    }
+}
+
+/// BatchNorm running statistics are state, never trained.
+pub fn is_buffer(name: &str) -> bool {
+    name.ends_with("running_mean") || name.ends_with("running_var")
+}
+
+/// Loads backbone weights (for example torchvision's ImageNet weights exported as safetensors)
+/// into `backbone.*`; the head keeps its fresh initialisation. Keys may carry our
+/// `backbone.` prefix or be torchvision's own (`features.…`; its `classifier.…` is ignored).
+pub fn load_backbone_weights(
+    model: &mut ImageTypeClassifier,
+    path: &std::path::Path,
+) -> Result<()> {
+    if !path.exists() {
+        anyhow::bail!(
+            "model.pretrained_weights {} does not exist: make it on a machine with internet with \
+             scripts/export_torchvision_weights.py, or set model.pretrained to false to train from scratch",
+            path.display()
+        );
+    }
+    let (tensors, _) = file::read_safetensors(path)?;
+    let backbone: Vec<(String, Tensor)> = tensors
+        .into_iter()
+        .filter_map(|(name, t)| {
+            if name.starts_with("backbone.") {
+                Some((name, t))
+            } else if name.starts_with("features.") {
+                Some((format!("backbone.{name}"), t))
+            } else {
+                None
+            }
+        })
+        .collect();
+    let count = backbone.len();
+    file::copy_named_tensors(&backbone, &mut model.vs, path, "backbone.")?;
+    tracing::info!("loaded {count} backbone tensors from {}", path.display());
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! `test`: predicts with a trained model over the splits, a CSV, or one image (test.py).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::Parser;
+use imgtype::infer::{run_csv, run_dataset, Predictor};
+
+#[derive(Parser)]
+#[command(
+    about = "Predict image types with a trained model: the whole dataset, a CSV of images, or one image"
+)]
+struct Args {
+    /// Model file (.safetensors) or a run folder holding model/best_model.safetensors
+    #[arg(long)]
+    model_path: PathBuf,
+    /// Predict one image and print the result
+    #[arg(long, conflicts_with = "csv_path")]
+    image_path: Option<String>,
+    /// Predict the images listed in this CSV
+    #[arg(long, requires = "output_path")]
+    csv_path: Option<PathBuf>,
+    /// Where the CSV mode writes its predictions
+    #[arg(long)]
+    output_path: Option<PathBuf>,
+    /// Column of --csv-path that holds image paths
+    #[arg(long, default_value = "image_path")]
+    image_column: String,
+    /// Split CSV folder for the whole-dataset mode (default: the model's paths.data_dir)
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Folder relative image paths are resolved against (default: the model's data.base_image_path)
+    #[arg(long)]
+    image_base_path: Option<PathBuf>,
+    /// Folder for whole-dataset results (default: the model's paths.test_result_dir)
+    #[arg(long)]
+    output_dir: Option<PathBuf>,
+    /// Device (auto, cpu, cuda, cuda:N, mps)
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Print the single-image result as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    imgtype::logging::init("info");
+    let device = imgtype::device::resolve_device(&args.device)?;
+    let mut predictor = Predictor::load(&args.model_path, device)?;
+    predictor.set_base_image_path(args.image_base_path.clone());
+
+    if let Some(image) = &args.image_path {
+        let result = predictor
+            .predict_keys(std::slice::from_ref(image))
+            .remove(0);
+        let prediction = match result {
+            Ok(p) => p,
+            Err(reason) => bail!("{reason}"),
+        };
+        print!(
+            "{}",
+            imgtype::infer::format_single(&predictor, image, &prediction, args.json)
+        );
+        return Ok(());
+    }
+    if let Some(csv_path) = &args.csv_path {
+        let output = args
+            .output_path
+            .as_ref()
+            .expect("clap requires --output-path");
+        let count = run_csv(&predictor, csv_path, &args.image_column, output)?;
+        println!("{count} predictions written to {}", output.display());
+        return Ok(());
+    }
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| predictor.config().paths.data_dir.clone());
+    let output_root = args
+        .output_dir
+        .clone()
+        .unwrap_or_else(|| predictor.config().paths.test_result_dir.clone());
+    let report = run_dataset(&predictor, &data_dir, &output_root)?;
+    for (split, accuracy) in &report.accuracy_by_split {
+        println!("{split:<10} accuracy {accuracy:.4}");
+    }
+    println!(
+        "{} images, {:.2} ms per image; results in {}",
+        report.images,
+        report.mean_ms_per_image,
+        report.output_dir.display()
+    );
+    Ok(())
+}
