@@ -34,9 +34,13 @@ struct Args {
     image_base_path: Option<PathBuf>,
 }
 
-fn main() -> Result<()> {
+fn main() {
     let args = Args::parse();
     imgtype::logging::init("info");
+    imgtype::cli::run_main(|| run(args));
+}
+
+fn run(args: Args) -> Result<()> {
     let summary = divide(&DivideOptions {
         input_file: args.input_file,
         output_dir: args.output_dir.clone(),

@@ -43,9 +43,13 @@ struct Args {
     json: bool,
 }
 
-fn main() -> Result<()> {
+fn main() {
     let args = Args::parse();
     imgtype::logging::init("info");
+    imgtype::cli::run_main(|| run(args));
+}
+
+fn run(args: Args) -> Result<()> {
     let device = imgtype::device::resolve_device(&args.device)?;
     let mut predictor = Predictor::load(&args.model_path, device)?;
     predictor.set_base_image_path(args.image_base_path.clone());

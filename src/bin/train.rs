@@ -31,9 +31,13 @@ struct Args {
     device: Option<String>,
 }
 
-fn main() -> Result<()> {
+fn main() {
     let args = Args::parse();
     imgtype::logging::init("info");
+    imgtype::cli::run_main(|| run(args));
+}
+
+fn run(args: Args) -> Result<()> {
     let config_path = args.config.clone().or_else(|| {
         let default = PathBuf::from("config.json");
         default.exists().then_some(default)

@@ -49,10 +49,15 @@ pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<
     write_atomic(path, text.as_bytes())
 }
 
-/// Writes CSV rows atomically with the given header.
-pub fn write_csv_atomic<R: serde::Serialize>(path: &Path, rows: &[R]) -> Result<()> {
+/// Writes CSV rows atomically under `header` (written even when there are no rows).
+pub fn write_csv_atomic<R: serde::Serialize>(
+    path: &Path,
+    header: &[&str],
+    rows: &[R],
+) -> Result<()> {
     write_atomic_with(path, |w| {
-        let mut csv = csv::Writer::from_writer(w);
+        let mut csv = csv::WriterBuilder::new().has_headers(false).from_writer(w);
+        csv.write_record(header)?;
         for row in rows {
             csv.serialize(row)?;
         }

@@ -1,6 +1,7 @@
 //! Core library of the image-type classifier: config, data, model, train, eval, infer.
 //! The `divide`, `train` and `test` binaries are thin front ends over it.
 
+pub mod cli;
 pub mod config;
 pub mod data;
 pub mod device;

@@ -711,7 +711,21 @@ fn write_skipped(path: &Path, skipped: &[(SplitName, SkippedImage)]) -> Result<(
 }
 
 fn write_metrics_csv(path: &Path, history: &[EpochRecord]) -> Result<()> {
-    crate::fsutil::write_csv_atomic(path, history).context("logs/metrics.csv")
+    const HEADER: [&str; 12] = [
+        "epoch",
+        "backbone_frozen",
+        "train_loss",
+        "train_accuracy",
+        "val_loss",
+        "val_accuracy",
+        "val_f1_macro",
+        "val_f1_weighted",
+        "lr_head",
+        "lr_backbone",
+        "seconds",
+        "images_per_second",
+    ];
+    crate::fsutil::write_csv_atomic(path, &HEADER, history).context("logs/metrics.csv")
 }
 
 fn write_class_summary(path: &Path, metrics: &Metrics) -> Result<()> {

@@ -10,11 +10,19 @@ use tch::{Kind, Tensor};
 
 use crate::model::file::{IMAGENET_MEAN, IMAGENET_STD};
 
-/// A local path for an image key: absolute paths as they are, relative keys under `base`.
+/// A local path for an image key: absolute paths as they are; a relative key under `base`
+/// when it exists there, else as given (relative to the working folder).
 pub fn resolve_local_path(key: &str, base: Option<&Path>) -> PathBuf {
     let path = Path::new(key);
     match base {
-        Some(base) if path.is_relative() => base.join(path),
+        Some(base) if path.is_relative() => {
+            let under_base = base.join(path);
+            if under_base.exists() || !path.exists() {
+                under_base
+            } else {
+                path.to_path_buf()
+            }
+        }
         _ => path.to_path_buf(),
     }
 }

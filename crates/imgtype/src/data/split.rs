@@ -269,7 +269,11 @@ pub fn divide(options: &DivideOptions) -> Result<SplitSummary> {
         let part = split.part(name);
         let records = image_records(part);
         let path = options.output_dir.join(name.file_name());
-        crate::fsutil::write_csv_atomic(&path, &records)?;
+        crate::fsutil::write_csv_atomic(
+            &path,
+            &["product_id", "image_path", "image_type"],
+            &records,
+        )?;
         let key = name.as_str().to_string();
         data_counts.insert(
             key.clone(),
