@@ -18,35 +18,19 @@ fn run_divide(dir: &Path, input: &Path, out: &str, extra: &[&str]) -> Output {
 }
 
 fn ok(output: Output) -> Output {
-    assert!(
-        output.status.success(),
-        "divide failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "divide failed:\n{}", String::from_utf8_lossy(&output.stderr));
     output
 }
 
 /// Products in categories of the given sizes, 1–3 images each, cells joined by `&` or `,`.
 fn write_products(path: &Path, categories: &[(&str, usize)]) {
-    let mut csv = String::from(
-        "id,category_name,main_image,back_image,text_tag_image,neck_tag_image,other\n",
-    );
+    let mut csv = String::from("id,category_name,main_image,back_image,text_tag_image,neck_tag_image,other\n");
     let mut n = 0;
     for (category, count) in categories {
         for _ in 0..*count {
-            let back = if n % 2 == 0 {
-                format!("b{n}a.jpg&b{n}b.jpg")
-            } else {
-                "nan".into()
-            };
-            let other = if n % 3 == 0 {
-                format!("\"o{n}a.jpg,o{n}b.jpg\"")
-            } else {
-                String::new()
-            };
-            csv.push_str(&format!(
-                "p{n},{category},m{n}.jpg,{back},t{n}.jpg,,{other}\n"
-            ));
+            let back = if n % 2 == 0 { format!("b{n}a.jpg&b{n}b.jpg") } else { "nan".into() };
+            let other = if n % 3 == 0 { format!("\"o{n}a.jpg,o{n}b.jpg\"") } else { String::new() };
+            csv.push_str(&format!("p{n},{category},m{n}.jpg,{back},t{n}.jpg,,{other}\n"));
             n += 1;
         }
     }
@@ -56,19 +40,10 @@ fn write_products(path: &Path, categories: &[(&str, usize)]) {
 fn read_rows(path: &Path) -> Vec<HashMap<String, String>> {
     let mut reader = csv::Reader::from_path(path).unwrap();
     let headers = reader.headers().unwrap().clone();
-    assert_eq!(
-        headers.iter().collect::<Vec<_>>(),
-        ["product_id", "image_path", "image_type"]
-    );
+    assert_eq!(headers.iter().collect::<Vec<_>>(), ["product_id", "image_path", "image_type"]);
     reader
         .records()
-        .map(|r| {
-            headers
-                .iter()
-                .zip(r.unwrap().iter())
-                .map(|(h, v)| (h.to_string(), v.to_string()))
-                .collect()
-        })
+        .map(|r| headers.iter().zip(r.unwrap().iter()).map(|(h, v)| (h.to_string(), v.to_string())).collect())
         .collect()
 }
 
@@ -78,20 +53,9 @@ const SPLITS: [&str; 3] = ["train_data.csv", "validation_data.csv", "test_data.c
 fn splits_by_product_with_ratios_per_category() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("products.csv");
-    let sizes = [
-        ("top", 40),
-        ("outer", 23),
-        ("pants", 11),
-        ("acc", 2),
-        ("bag", 1),
-    ];
+    let sizes = [("top", 40), ("outer", 23), ("pants", 11), ("acc", 2), ("bag", 1)];
     write_products(&input, &sizes);
-    ok(run_divide(
-        dir.path(),
-        &input,
-        "data",
-        &["--random-state", "2025"],
-    ));
+    ok(run_divide(dir.path(), &input, "data", &["--random-state", "2025"]));
 
     let mut owner: HashMap<String, &str> = HashMap::new();
     let mut per_category: BTreeMap<(String, &str), usize> = BTreeMap::new();
@@ -123,33 +87,19 @@ fn splits_by_product_with_ratios_per_category() {
     assert_eq!(total_images, 77 + 78 + 77 + 52);
     for (category, count) in sizes.iter().filter(|(_, c)| *c >= 3) {
         for (split, ratio) in SPLITS.iter().zip([0.8, 0.1, 0.1]) {
-            let got = per_category
-                .get(&(category.to_string(), *split))
-                .copied()
-                .unwrap_or(0) as f64;
-            assert!(
-                (got - ratio * *count as f64).abs() <= 1.0,
-                "{category} {split}: {got} of {count}"
-            );
+            let got = per_category.get(&(category.to_string(), *split)).copied().unwrap_or(0) as f64;
+            assert!((got - ratio * *count as f64).abs() <= 1.0, "{category} {split}: {got} of {count}");
         }
     }
-    let summary: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("data/data_split_summary.json")).unwrap(),
-    )
-    .unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("data/data_split_summary.json")).unwrap())
+            .unwrap();
     assert_eq!(summary["split_info"]["random_state"], 2025);
-    let products: u64 = ["train", "validation", "test"]
-        .iter()
-        .map(|s| summary["data_counts"][s]["products"].as_u64().unwrap())
-        .sum();
+    let products: u64 =
+        ["train", "validation", "test"].iter().map(|s| summary["data_counts"][s]["products"].as_u64().unwrap()).sum();
     assert_eq!(products, 77);
     assert_eq!(summary["categories"].as_array().unwrap().len(), 5);
-    assert!(
-        summary["image_type_distribution"]["train"]["full_shot"]
-            .as_u64()
-            .unwrap()
-            > 0
-    );
+    assert!(summary["image_type_distribution"]["train"]["full_shot"].as_u64().unwrap() > 0);
 }
 
 #[test]
@@ -157,36 +107,14 @@ fn same_seed_gives_identical_files_and_another_seed_another_split() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("products.csv");
     write_products(&input, &[("top", 30), ("outer", 20), ("pants", 2)]);
-    ok(run_divide(
-        dir.path(),
-        &input,
-        "a",
-        &["--random-state", "7"],
-    ));
-    ok(run_divide(
-        dir.path(),
-        &input,
-        "b",
-        &["--random-state", "7"],
-    ));
-    ok(run_divide(
-        dir.path(),
-        &input,
-        "c",
-        &["--random-state", "8"],
-    ));
+    ok(run_divide(dir.path(), &input, "a", &["--random-state", "7"]));
+    ok(run_divide(dir.path(), &input, "b", &["--random-state", "7"]));
+    ok(run_divide(dir.path(), &input, "c", &["--random-state", "8"]));
     let read = |d: &str, f: &str| std::fs::read(dir.path().join(d).join(f)).unwrap();
     for split in SPLITS {
-        assert_eq!(
-            read("a", split),
-            read("b", split),
-            "{split} differs between runs with one seed"
-        );
+        assert_eq!(read("a", split), read("b", split), "{split} differs between runs with one seed");
     }
-    assert!(
-        SPLITS.iter().any(|s| read("a", s) != read("c", s)),
-        "seeds 7 and 8 gave the same split"
-    );
+    assert!(SPLITS.iter().any(|s| read("a", s) != read("c", s)), "seeds 7 and 8 gave the same split");
 }
 
 #[test]
@@ -201,30 +129,10 @@ fn expands_joined_cells_and_skips_empty_and_nan() {
          p3,top,h.jpg,,,,\n",
     )
     .unwrap();
-    ok(run_divide(
-        dir.path(),
-        &input,
-        "data",
-        &[
-            "--train-ratio",
-            "1",
-            "--val-ratio",
-            "0",
-            "--test-ratio",
-            "0",
-        ],
-    ));
+    ok(run_divide(dir.path(), &input, "data", &["--train-ratio", "1", "--val-ratio", "0", "--test-ratio", "0"]));
     let rows = read_rows(&dir.path().join("data/train_data.csv"));
-    let mut got: Vec<(String, String, String)> = rows
-        .into_iter()
-        .map(|r| {
-            (
-                r["product_id"].clone(),
-                r["image_path"].clone(),
-                r["image_type"].clone(),
-            )
-        })
-        .collect();
+    let mut got: Vec<(String, String, String)> =
+        rows.into_iter().map(|r| (r["product_id"].clone(), r["image_path"].clone(), r["image_type"].clone())).collect();
     got.sort();
     let expected = [
         ("p1", "a.jpg", "full_shot"),
@@ -236,33 +144,15 @@ fn expands_joined_cells_and_skips_empty_and_nan() {
         ("p2", "g.jpg", "neck_label"),
         ("p3", "h.jpg", "full_shot"),
     ];
-    assert_eq!(
-        got,
-        expected.map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
-    );
+    assert_eq!(got, expected.map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())));
 }
 
 #[test]
 fn categories_with_fewer_than_three_products_still_split() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("products.csv");
-    write_products(
-        &input,
-        &[("a", 1), ("b", 2), ("c", 2), ("d", 1), ("e", 2), ("f", 2)],
-    );
-    ok(run_divide(
-        dir.path(),
-        &input,
-        "data",
-        &[
-            "--train-ratio",
-            "0.6",
-            "--val-ratio",
-            "0.2",
-            "--test-ratio",
-            "0.2",
-        ],
-    ));
+    write_products(&input, &[("a", 1), ("b", 2), ("c", 2), ("d", 1), ("e", 2), ("f", 2)]);
+    ok(run_divide(dir.path(), &input, "data", &["--train-ratio", "0.6", "--val-ratio", "0.2", "--test-ratio", "0.2"]));
     let counts: Vec<usize> = SPLITS
         .iter()
         .map(|s| {
@@ -284,26 +174,17 @@ fn bad_input_gives_clear_errors() {
     let out = run_divide(dir.path(), &input, "data", &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(
-        stderr.contains("products.csv") && stderr.contains("category_name"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("products.csv") && stderr.contains("category_name"), "{stderr}");
     assert!(!dir.path().join("data/train_data.csv").exists());
 
     write_products(&input, &[("top", 5)]);
     let out = run_divide(dir.path(), &input, "data", &["--train-ratio", "0.9"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && stderr.contains("sum to 1"),
-        "{stderr}"
-    );
+    assert!(!out.status.success() && stderr.contains("sum to 1"), "{stderr}");
 
     let out = run_divide(dir.path(), &dir.path().join("absent.csv"), "data", &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && stderr.contains("absent.csv"),
-        "{stderr}"
-    );
+    assert!(!out.status.success() && stderr.contains("absent.csv"), "{stderr}");
 }
 
 #[test]
@@ -311,9 +192,7 @@ fn validate_images_drops_missing_and_broken_files() {
     let dir = tempfile::tempdir().unwrap();
     let images = dir.path().join("imgs");
     std::fs::create_dir_all(&images).unwrap();
-    image::RgbImage::from_pixel(8, 8, image::Rgb([200, 10, 10]))
-        .save(images.join("good.png"))
-        .unwrap();
+    image::RgbImage::from_pixel(8, 8, image::Rgb([200, 10, 10])).save(images.join("good.png")).unwrap();
     std::fs::write(images.join("broken.jpg"), b"not an image").unwrap();
     let input = dir.path().join("products.csv");
     std::fs::write(
@@ -341,8 +220,5 @@ fn validate_images_drops_missing_and_broken_files() {
     let paths: Vec<&str> = rows.iter().map(|r| r["image_path"].as_str()).collect();
     assert_eq!(paths, ["good.png", "good.png"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("broken.jpg") && stderr.contains("missing.jpg"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("broken.jpg") && stderr.contains("missing.jpg"), "{stderr}");
 }

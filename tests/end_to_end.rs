@@ -10,11 +10,7 @@ fn repo_root() -> PathBuf {
 }
 
 fn run(dir: &Path, exe: &str, args: &[&str]) -> Output {
-    let output = Command::new(exe)
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run binary");
+    let output = Command::new(exe).current_dir(dir).args(args).output().expect("run binary");
     assert!(
         output.status.success(),
         "{exe} {args:?} failed:\nstdout:\n{}\nstderr:\n{}",
@@ -25,28 +21,18 @@ fn run(dir: &Path, exe: &str, args: &[&str]) -> Output {
 }
 
 fn read_json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(
-        &std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-    )
-    .unwrap()
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
 }
 
 fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
-    let mut reader =
-        csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader = csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let headers = reader.headers().unwrap().iter().map(String::from).collect();
-    let rows = reader
-        .records()
-        .map(|r| r.unwrap().iter().map(String::from).collect())
-        .collect();
+    let rows = reader.records().map(|r| r.unwrap().iter().map(String::from).collect()).collect();
     (headers, rows)
 }
 
 fn only_dir(parent: &Path) -> PathBuf {
-    let entries: Vec<PathBuf> = std::fs::read_dir(parent)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let entries: Vec<PathBuf> = std::fs::read_dir(parent).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(entries.len(), 1, "{entries:?}");
     entries.into_iter().next().unwrap()
 }
@@ -69,38 +55,20 @@ fn divide_train_test_on_a_sample_subset() {
         "logging": {"log_frequency": 2},
         "system": {"num_workers": 2, "device": "cpu"}
     });
-    std::fs::write(
-        work.join("config.json"),
-        serde_json::to_string_pretty(&config).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(work.join("config.json"), serde_json::to_string_pretty(&config).unwrap()).unwrap();
 
-    run(
-        work,
-        env!("CARGO_BIN_EXE_divide"),
-        &["--input-file", "products.csv", "--random-state", "3"],
-    );
-    let train_out = run(
-        work,
-        env!("CARGO_BIN_EXE_train"),
-        &["--config", "config.json"],
-    );
+    run(work, env!("CARGO_BIN_EXE_divide"), &["--input-file", "products.csv", "--random-state", "3"]);
+    let train_out = run(work, env!("CARGO_BIN_EXE_train"), &["--config", "config.json"]);
     let stdout = String::from_utf8_lossy(&train_out.stdout);
     let stderr = String::from_utf8_lossy(&train_out.stderr);
     assert!(stdout.contains("test accuracy:"), "{stdout}");
     // Not a terminal: plain progress lines and per-epoch summaries.
-    assert!(
-        stderr.contains("epoch 1/2") && stderr.contains("epoch 2/2"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("epoch 1/2") && stderr.contains("epoch 2/2"), "{stderr}");
     assert!(stderr.contains("backbone unfrozen"), "{stderr}");
 
     let run_dir = only_dir(&work.join("results"));
     let name = run_dir.file_name().unwrap().to_string_lossy().to_string();
-    assert!(
-        name.starts_with("run_") && name.len() == "run_YYYYMMDD_HHMMSS_12345678".len(),
-        "{name}"
-    );
+    assert!(name.starts_with("run_") && name.len() == "run_YYYYMMDD_HHMMSS_12345678".len(), "{name}");
     for sub in ["model", "logs", "checkpoints"] {
         assert!(run_dir.join(sub).is_dir(), "{sub}/ missing");
     }
@@ -115,16 +83,10 @@ fn divide_train_test_on_a_sample_subset() {
     assert!((0.0..=1.0).contains(&accuracy));
     assert!(evaluation["metrics"]["macro_avg"]["f1"].is_number());
     assert!(evaluation["metrics"]["weighted_avg"]["f1"].is_number());
-    let confusion = evaluation["metrics"]["confusion_matrix"]
-        .as_array()
-        .unwrap();
+    let confusion = evaluation["metrics"]["confusion_matrix"].as_array().unwrap();
     assert_eq!(confusion.len(), 4);
     let test_rows = read_csv(&work.join("data/test_data.csv")).1.len() as u64;
-    let counted: u64 = confusion
-        .iter()
-        .flat_map(|r| r.as_array().unwrap())
-        .map(|v| v.as_u64().unwrap())
-        .sum();
+    let counted: u64 = confusion.iter().flat_map(|r| r.as_array().unwrap()).map(|v| v.as_u64().unwrap()).sum();
     assert_eq!(counted, test_rows, "every test image scored");
     let history = read_json(&run_dir.join("logs/training_results.json"));
     assert_eq!(history["history"].as_array().unwrap().len(), 2);
@@ -134,18 +96,12 @@ fn divide_train_test_on_a_sample_subset() {
     let app_log = std::fs::read_to_string(run_dir.join("logs/application.log")).unwrap();
     assert!(app_log.contains("epoch 2/2"), "{app_log}");
     assert!(run_dir.join("logs/error.log").exists());
-    assert!(run_dir
-        .join("checkpoints/latest_checkpoint.safetensors")
-        .is_file());
+    assert!(run_dir.join("checkpoints/latest_checkpoint.safetensors").is_file());
     let best = run_dir.join("model/best_model.safetensors");
     assert!(best.is_file());
 
     // Whole-dataset mode, from the run folder.
-    let test_out = run(
-        work,
-        env!("CARGO_BIN_EXE_test"),
-        &["--model-path", run_dir.to_str().unwrap()],
-    );
+    let test_out = run(work, env!("CARGO_BIN_EXE_test"), &["--model-path", run_dir.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&test_out.stdout).contains("test       accuracy"));
     let result_dir = only_dir(&work.join("test_result"));
     let (header, rows) = read_csv(&result_dir.join("inference_results.csv"));
@@ -154,50 +110,20 @@ fn divide_train_test_on_a_sample_subset() {
         .map(|f| read_csv(&work.join("data").join(f)).1.len())
         .sum();
     assert_eq!(rows.len(), total, "one row per image of the three splits");
-    let col = |name: &str| {
-        header
-            .iter()
-            .position(|h| h == name)
-            .unwrap_or_else(|| panic!("no {name} in {header:?}"))
-    };
-    let (true_col, pred_col, conf_col, split_col) = (
-        col("true_class"),
-        col("predicted_class"),
-        col("confidence"),
-        col("split"),
-    );
-    for c in [
-        "prob_care_label",
-        "prob_detail_shot",
-        "prob_full_shot",
-        "prob_neck_label",
-        "top_k",
-        "inference_ms",
-    ] {
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap_or_else(|| panic!("no {name} in {header:?}"));
+    let (true_col, pred_col, conf_col, split_col) =
+        (col("true_class"), col("predicted_class"), col("confidence"), col("split"));
+    for c in ["prob_care_label", "prob_detail_shot", "prob_full_shot", "prob_neck_label", "top_k", "inference_ms"] {
         col(c);
     }
-    for (split, short) in [
-        ("train", "train"),
-        ("validation", "valid"),
-        ("test", "test"),
-    ] {
+    for (split, short) in [("train", "train"), ("validation", "valid"), ("test", "test")] {
         let (wrong_header, wrong) = read_csv(&result_dir.join(format!("wrong_{short}.csv")));
         assert_eq!(wrong_header, header);
-        let expected = rows
-            .iter()
-            .filter(|r| r[split_col] == split && r[true_col] != r[pred_col])
-            .count();
-        assert_eq!(
-            wrong.len(),
-            expected,
-            "wrong_{short}.csv holds exactly the wrong predictions"
-        );
+        let expected = rows.iter().filter(|r| r[split_col] == split && r[true_col] != r[pred_col]).count();
+        assert_eq!(wrong.len(), expected, "wrong_{short}.csv holds exactly the wrong predictions");
         assert!(wrong.iter().all(|r| r[true_col] != r[pred_col]));
         let confidences: Vec<f64> = wrong.iter().map(|r| r[conf_col].parse().unwrap()).collect();
-        assert!(
-            confidences.windows(2).all(|w| w[0] >= w[1]),
-            "wrong_{short}.csv not sorted: {confidences:?}"
-        );
+        assert!(confidences.windows(2).all(|w| w[0] >= w[1]), "wrong_{short}.csv not sorted: {confidences:?}");
     }
 
     // CSV mode on the test split, then single-image mode.
@@ -216,31 +142,18 @@ fn divide_train_test_on_a_sample_subset() {
     );
     let (csv_header, csv_rows) = read_csv(&output);
     assert_eq!(csv_rows.len() as u64, test_rows);
-    assert!(
-        csv_header.contains(&"true_class".to_string())
-            && csv_header.contains(&"correct".to_string())
-    );
+    assert!(csv_header.contains(&"true_class".to_string()) && csv_header.contains(&"correct".to_string()));
     let first_image = &read_csv(&work.join("data/test_data.csv")).1[0][1];
     let single = run(
         work,
         env!("CARGO_BIN_EXE_test"),
-        &[
-            "--model-path",
-            best.to_str().unwrap(),
-            "--image-path",
-            first_image,
-            "--json",
-        ],
+        &["--model-path", best.to_str().unwrap(), "--image-path", first_image, "--json"],
     );
     let single: serde_json::Value = serde_json::from_slice(&single.stdout).unwrap();
     let classes: HashSet<&str> = ["care_label", "detail_shot", "full_shot", "neck_label"].into();
     assert!(classes.contains(single["predicted_class"].as_str().unwrap()));
-    let total_probability: f64 = single["probabilities"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_f64().unwrap())
-        .sum();
+    let total_probability: f64 =
+        single["probabilities"].as_object().unwrap().values().map(|v| v.as_f64().unwrap()).sum();
     assert!((total_probability - 1.0).abs() < 1e-4);
     assert_eq!(single["top_k"].as_array().unwrap().len(), 2);
 }
@@ -248,11 +161,7 @@ fn divide_train_test_on_a_sample_subset() {
 #[test]
 fn train_reports_a_bad_config_with_its_key() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("bad.json"),
-        r#"{"training": {"optimizer": "adagrad"}}"#,
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("bad.json"), r#"{"training": {"optimizer": "adagrad"}}"#).unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_train"))
         .current_dir(dir.path())
         .args(["--config", "bad.json"])
@@ -261,13 +170,8 @@ fn train_reports_a_bad_config_with_its_key() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("bad.json")
-            && stderr.contains("training.optimizer")
-            && stderr.contains("adagrad"),
+        stderr.contains("bad.json") && stderr.contains("training.optimizer") && stderr.contains("adagrad"),
         "{stderr}"
     );
-    assert!(
-        !dir.path().join("results").exists(),
-        "no run folder for a config that does not validate"
-    );
+    assert!(!dir.path().join("results").exists(), "no run folder for a config that does not validate");
 }

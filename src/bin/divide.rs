@@ -52,9 +52,6 @@ fn run(args: Args) -> Result<()> {
         image_base_path: args.image_base_path,
     })?;
     print!("{}", format_summary_tables(&summary));
-    println!(
-        "\nno product is in two splits; files written to {}",
-        args.output_dir.display()
-    );
+    println!("\nno product is in two splits; files written to {}", args.output_dir.display());
     Ok(())
 }

@@ -7,9 +7,7 @@ use clap::Parser;
 use imgtype::infer::{run_csv, run_dataset, Predictor};
 
 #[derive(Parser)]
-#[command(
-    about = "Predict image types with a trained model: the whole dataset, a CSV of images, or one image"
-)]
+#[command(about = "Predict image types with a trained model: the whole dataset, a CSV of images, or one image")]
 struct Args {
     /// Model file (.safetensors) or a run folder holding model/best_model.safetensors
     #[arg(long)]
@@ -55,36 +53,22 @@ fn run(args: Args) -> Result<()> {
     predictor.set_base_image_path(args.image_base_path.clone());
 
     if let Some(image) = &args.image_path {
-        let result = predictor
-            .predict_keys(std::slice::from_ref(image))
-            .remove(0);
+        let result = predictor.predict_keys(std::slice::from_ref(image)).remove(0);
         let prediction = match result {
             Ok(p) => p,
             Err(reason) => bail!("{reason}"),
         };
-        print!(
-            "{}",
-            imgtype::infer::format_single(&predictor, image, &prediction, args.json)
-        );
+        print!("{}", imgtype::infer::format_single(&predictor, image, &prediction, args.json));
         return Ok(());
     }
     if let Some(csv_path) = &args.csv_path {
-        let output = args
-            .output_path
-            .as_ref()
-            .expect("clap requires --output-path");
+        let output = args.output_path.as_ref().expect("clap requires --output-path");
         let count = run_csv(&predictor, csv_path, &args.image_column, output)?;
         println!("{count} predictions written to {}", output.display());
         return Ok(());
     }
-    let data_dir = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| predictor.config().paths.data_dir.clone());
-    let output_root = args
-        .output_dir
-        .clone()
-        .unwrap_or_else(|| predictor.config().paths.test_result_dir.clone());
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| predictor.config().paths.data_dir.clone());
+    let output_root = args.output_dir.clone().unwrap_or_else(|| predictor.config().paths.test_result_dir.clone());
     let report = run_dataset(&predictor, &data_dir, &output_root)?;
     for (split, accuracy) in &report.accuracy_by_split {
         println!("{split:<10} accuracy {accuracy:.4}");

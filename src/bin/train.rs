@@ -7,9 +7,7 @@ use clap::Parser;
 use imgtype::Config;
 
 #[derive(Parser)]
-#[command(
-    about = "Train the EfficientNet-B0 image-type classifier; results go to results/run_YYYYMMDD_HHMMSS_<id>/"
-)]
+#[command(about = "Train the EfficientNet-B0 image-type classifier; results go to results/run_YYYYMMDD_HHMMSS_<id>/")]
 struct Args {
     /// Config file (defaults to ./config.json when present, else built-in defaults)
     #[arg(long)]
@@ -63,23 +61,15 @@ fn run(args: Args) -> Result<()> {
     if let Some(device) = args.device {
         config.system.device = device;
     }
-    config
-        .validate()
-        .context("invalid setting after command-line overrides")?;
+    config.validate().context("invalid setting after command-line overrides")?;
     let outcome = imgtype::train::run_training(&config, config_path.as_deref())?;
     println!("run folder: {}", outcome.run_dir.display());
     if let Some(model) = &outcome.best_model {
-        println!(
-            "best model: {} (epoch {})",
-            model.display(),
-            outcome.best_epoch.unwrap_or(0)
-        );
+        println!("best model: {} (epoch {})", model.display(), outcome.best_epoch.unwrap_or(0));
     }
     println!(
         "test accuracy: {:.4}  F1 macro: {:.4}  F1 weighted: {:.4}",
-        outcome.test_metrics.accuracy,
-        outcome.test_metrics.macro_avg.f1,
-        outcome.test_metrics.weighted_avg.f1
+        outcome.test_metrics.accuracy, outcome.test_metrics.macro_avg.f1, outcome.test_metrics.weighted_avg.f1
     );
     Ok(())
 }

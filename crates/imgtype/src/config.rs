@@ -208,12 +208,7 @@ pub struct ValidationConfig {
 
 impl Default for ValidationConfig {
     fn default() -> Self {
-        Self {
-            val_frequency: 1,
-            save_best_model: true,
-            save_last_model: true,
-            metric: "f1_weighted".into(),
-        }
+        Self { val_frequency: 1, save_best_model: true, save_last_model: true, metric: "f1_weighted".into() }
     }
 }
 
@@ -232,13 +227,7 @@ pub struct LoggingConfig {
 
 impl Default for LoggingConfig {
     fn default() -> Self {
-        Self {
-            log_frequency: 10,
-            save_frequency: 5,
-            log_level: "info".into(),
-            use_wandb: false,
-            project_name: None,
-        }
+        Self { log_frequency: 10, save_frequency: 5, log_level: "info".into(), use_wandb: false, project_name: None }
     }
 }
 
@@ -254,12 +243,7 @@ pub struct InferenceConfig {
 
 impl Default for InferenceConfig {
     fn default() -> Self {
-        Self {
-            confidence_threshold: 0.5,
-            batch_size: 32,
-            return_top_k: 3,
-            class_thresholds: BTreeMap::new(),
-        }
+        Self { confidence_threshold: 0.5, batch_size: 32, return_top_k: 3, class_thresholds: BTreeMap::new() }
     }
 }
 
@@ -298,12 +282,7 @@ pub struct SystemConfig {
 
 impl Default for SystemConfig {
     fn default() -> Self {
-        Self {
-            num_workers: 4,
-            device: "auto".into(),
-            mixed_precision: false,
-            seed: 42,
-        }
+        Self { num_workers: 4, device: "auto".into(), mixed_precision: false, seed: 42 }
     }
 }
 
@@ -323,15 +302,11 @@ pub struct LoadedConfig {
 impl Config {
     /// Reads, parses and validates a config file. Unknown keys are logged as warnings.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let loaded = Self::parse(&text)
-            .with_context(|| format!("invalid config file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let loaded = Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))?;
         for key in &loaded.unknown_keys {
-            tracing::warn!(
-                "{}: unknown config key `{key}` is ignored (typo?)",
-                path.display()
-            );
+            tracing::warn!("{}: unknown config key `{key}` is ignored (typo?)", path.display());
         }
         Ok(loaded.config)
     }
@@ -341,8 +316,7 @@ impl Config {
         let mut unknown_keys = Vec::new();
         let mut de = serde_json::Deserializer::from_str(text);
         let config: Config = {
-            let mut record_unknown =
-                |path: serde_ignored::Path<'_>| unknown_keys.push(path.to_string());
+            let mut record_unknown = |path: serde_ignored::Path<'_>| unknown_keys.push(path.to_string());
             let tracked = serde_ignored::Deserializer::new(&mut de, &mut record_unknown);
             serde_path_to_error::deserialize(tracked).map_err(|e| {
                 let key = e.path().to_string();
@@ -355,10 +329,7 @@ impl Config {
         };
         de.end().map_err(|e| anyhow::anyhow!("{e}"))?;
         config.validate()?;
-        Ok(LoadedConfig {
-            config,
-            unknown_keys,
-        })
+        Ok(LoadedConfig { config, unknown_keys })
     }
 
     pub fn to_json_pretty(&self) -> String {
@@ -367,11 +338,9 @@ impl Config {
 
     pub fn validate(&self) -> Result<()> {
         let d = &self.data;
-        for (key, value) in [
-            ("data.train_ratio", d.train_ratio),
-            ("data.val_ratio", d.val_ratio),
-            ("data.test_ratio", d.test_ratio),
-        ] {
+        for (key, value) in
+            [("data.train_ratio", d.train_ratio), ("data.val_ratio", d.val_ratio), ("data.test_ratio", d.test_ratio)]
+        {
             check_unit_interval(key, value)?;
         }
         let sum = d.train_ratio + d.val_ratio + d.test_ratio;
@@ -388,10 +357,7 @@ impl Config {
             bail!("data.class_names is empty: list the classes in the model's output order");
         }
         if d.class_names.len() < 2 {
-            bail!(
-                "data.class_names needs at least 2 classes, got {:?}",
-                d.class_names
-            );
+            bail!("data.class_names needs at least 2 classes, got {:?}", d.class_names);
         }
         let mut seen = std::collections::HashSet::new();
         for name in &d.class_names {
@@ -455,9 +421,7 @@ impl Config {
                 }
                 for (name, g) in map {
                     if !d.class_names.contains(name) {
-                        bail!(
-                            "training.focal_gamma names `{name}`, which is not in data.class_names"
-                        );
+                        bail!("training.focal_gamma names `{name}`, which is not in data.class_names");
                     }
                     check_non_negative(&format!("training.focal_gamma.{name}"), *g)?;
                 }
@@ -466,17 +430,11 @@ impl Config {
 
         let a = &self.augmentation;
         if !(16..=1024).contains(&a.image_size) {
-            bail!(
-                "augmentation.image_size must be between 16 and 1024 pixels, got {}",
-                a.image_size
-            );
+            bail!("augmentation.image_size must be between 16 and 1024 pixels, got {}", a.image_size);
         }
         check_choice("augmentation.strength", &a.strength, &STRENGTHS)?;
         if !(0.0..=180.0).contains(&a.rotation) {
-            bail!(
-                "augmentation.rotation must be between 0 and 180 degrees, got {}",
-                a.rotation
-            );
+            bail!("augmentation.rotation must be between 0 and 180 degrees, got {}", a.rotation);
         }
         for (key, value) in [
             ("augmentation.brightness", a.brightness),
@@ -505,9 +463,7 @@ impl Config {
         check_unit_interval("inference.confidence_threshold", i.confidence_threshold)?;
         for (name, threshold) in &i.class_thresholds {
             if !d.class_names.contains(name) {
-                bail!(
-                    "inference.class_thresholds names `{name}`, which is not in data.class_names"
-                );
+                bail!("inference.class_thresholds names `{name}`, which is not in data.class_names");
             }
             check_unit_interval(&format!("inference.class_thresholds.{name}"), *threshold)?;
         }
@@ -550,10 +506,7 @@ fn check_non_negative(key: &str, value: f64) -> Result<()> {
 
 fn check_choice(key: &str, value: &str, choices: &[&str]) -> Result<()> {
     if !choices.contains(&value) {
-        bail!(
-            "{key} = `{value}` is not supported; choose one of {}",
-            choices.join(", ")
-        );
+        bail!("{key} = `{value}` is not supported; choose one of {}", choices.join(", "));
     }
     Ok(())
 }
@@ -569,21 +522,14 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_reported_with_their_path() {
-        let loaded =
-            Config::parse(r#"{"training": {"epochs": 3, "learnig_rate": 0.1}, "extra": 1}"#)
-                .unwrap();
+        let loaded = Config::parse(r#"{"training": {"epochs": 3, "learnig_rate": 0.1}, "extra": 1}"#).unwrap();
         assert_eq!(loaded.config.training.epochs, 3);
-        assert_eq!(
-            loaded.unknown_keys,
-            vec!["training.learnig_rate".to_string(), "extra".to_string()]
-        );
+        assert_eq!(loaded.unknown_keys, vec!["training.learnig_rate".to_string(), "extra".to_string()]);
     }
 
     #[test]
     fn syntax_error_has_line_and_column() {
-        let err = Config::parse("{\n  \"training\": {\"epochs\": 3,}\n}")
-            .unwrap_err()
-            .to_string();
+        let err = Config::parse("{\n  \"training\": {\"epochs\": 3,}\n}").unwrap_err().to_string();
         assert!(err.contains("line 2"), "{err}");
         assert!(err.contains("column"), "{err}");
     }
@@ -595,59 +541,19 @@ mod tests {
     #[test]
     fn invalid_values_name_key_and_value() {
         let cases = [
-            (
-                r#"{"data": {"train_ratio": 1.5}}"#,
-                "data.train_ratio",
-                "1.5",
-            ),
+            (r#"{"data": {"train_ratio": 1.5}}"#, "data.train_ratio", "1.5"),
             (r#"{"data": {"train_ratio": 0.5}}"#, "must be 1", "0.5"),
             (r#"{"training": {"epochs": 0}}"#, "training.epochs", "0"),
-            (
-                r#"{"training": {"optimizer": "adagrad"}}"#,
-                "training.optimizer",
-                "adagrad",
-            ),
-            (
-                r#"{"training": {"scheduler": "cyclic"}}"#,
-                "training.scheduler",
-                "cyclic",
-            ),
-            (
-                r#"{"model": {"backbone": "resnet50"}}"#,
-                "model.backbone",
-                "resnet50",
-            ),
-            (
-                r#"{"validation": {"metric": "auc"}}"#,
-                "validation.metric",
-                "auc",
-            ),
-            (
-                r#"{"training": {"learning_rate": -0.001}}"#,
-                "training.learning_rate",
-                "-0.001",
-            ),
-            (
-                r#"{"data": {"class_names": []}}"#,
-                "data.class_names",
-                "empty",
-            ),
-            (
-                r#"{"data": {"class_names": ["a", "b", "a"]}}"#,
-                "data.class_names",
-                "`a`",
-            ),
+            (r#"{"training": {"optimizer": "adagrad"}}"#, "training.optimizer", "adagrad"),
+            (r#"{"training": {"scheduler": "cyclic"}}"#, "training.scheduler", "cyclic"),
+            (r#"{"model": {"backbone": "resnet50"}}"#, "model.backbone", "resnet50"),
+            (r#"{"validation": {"metric": "auc"}}"#, "validation.metric", "auc"),
+            (r#"{"training": {"learning_rate": -0.001}}"#, "training.learning_rate", "-0.001"),
+            (r#"{"data": {"class_names": []}}"#, "data.class_names", "empty"),
+            (r#"{"data": {"class_names": ["a", "b", "a"]}}"#, "data.class_names", "`a`"),
             (r#"{"system": {"device": "tpu"}}"#, "system.device", "tpu"),
-            (
-                r#"{"training": {"focal_gamma": {"care_label": 2.0}}}"#,
-                "training.focal_gamma",
-                "detail_shot",
-            ),
-            (
-                r#"{"inference": {"class_thresholds": {"shoe": 0.5}}}"#,
-                "inference.class_thresholds",
-                "shoe",
-            ),
+            (r#"{"training": {"focal_gamma": {"care_label": 2.0}}}"#, "training.focal_gamma", "detail_shot"),
+            (r#"{"inference": {"class_thresholds": {"shoe": 0.5}}}"#, "inference.class_thresholds", "shoe"),
         ];
         for (json, key, value) in cases {
             let err = error_of(json);
@@ -658,19 +564,12 @@ mod tests {
     #[test]
     fn wrong_type_names_the_field() {
         let err = error_of(r#"{"training": {"epochs": "ten"}}"#);
-        assert!(
-            err.contains("training.epochs") && err.contains("invalid type"),
-            "{err}"
-        );
+        assert!(err.contains("training.epochs") && err.contains("invalid type"), "{err}");
     }
 
     #[test]
     fn focal_gamma_accepts_number_list_and_map() {
-        for g in [
-            "2.0",
-            "[1, 2, 3, 4]",
-            r#"{"care_label": 1, "detail_shot": 2, "full_shot": 2, "neck_label": 3}"#,
-        ] {
+        for g in ["2.0", "[1, 2, 3, 4]", r#"{"care_label": 1, "detail_shot": 2, "full_shot": 2, "neck_label": 3}"#] {
             Config::parse(&format!(r#"{{"training": {{"focal_gamma": {g}}}}}"#)).unwrap();
         }
     }

@@ -40,9 +40,7 @@ pub fn resolve_device(name: &str) -> Result<Device> {
         DeviceRequest::Cuda(index) => {
             let count = tch::Cuda::device_count() as usize;
             if index >= count {
-                bail!(
-                    "system.device `{name}` requested, but this machine has {count} CUDA device(s)"
-                );
+                bail!("system.device `{name}` requested, but this machine has {count} CUDA device(s)");
             }
             Ok(Device::Cuda(index))
         }

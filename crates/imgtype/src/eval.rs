@@ -70,12 +70,7 @@ pub fn roc_auc(scores: &[f64], positive: &[bool]) -> Option<f64> {
         }
         i = j + 1;
     }
-    let rank_sum: f64 = ranks
-        .iter()
-        .zip(positive)
-        .filter(|(_, &p)| p)
-        .map(|(r, _)| r)
-        .sum();
+    let rank_sum: f64 = ranks.iter().zip(positive).filter(|(_, &p)| p).map(|(r, _)| r).sum();
     Some((rank_sum - (n_pos * (n_pos + 1)) as f64 / 2.0) / (n_pos * n_neg) as f64)
 }
 
@@ -110,15 +105,7 @@ pub fn compute_metrics(
         weighted_p += precision * w;
         weighted_r += recall * w;
         weighted_f += f * w;
-        per_class.insert(
-            class_names[c].clone(),
-            ClassReport {
-                precision,
-                recall,
-                f1_score: f,
-                support,
-            },
-        );
+        per_class.insert(class_names[c].clone(), ClassReport { precision, recall, f1_score: f, support });
     }
     let accuracy = ratio(correct as f64, n as f64);
     let (auc_macro, auc_weighted) = match probabilities {
@@ -132,9 +119,8 @@ pub fn compute_metrics(
             if aucs.iter().all(Option::is_some) {
                 let aucs: Vec<f64> = aucs.into_iter().map(Option::unwrap).collect();
                 let macro_auc = aucs.iter().sum::<f64>() / k as f64;
-                let weighted_auc = (0..k)
-                    .map(|c| aucs[c] * ratio(confusion[c].iter().sum::<usize>() as f64, n as f64))
-                    .sum();
+                let weighted_auc =
+                    (0..k).map(|c| aucs[c] * ratio(confusion[c].iter().sum::<usize>() as f64, n as f64)).sum();
                 (Some(macro_auc), Some(weighted_auc))
             } else {
                 (None, None)
@@ -145,22 +131,10 @@ pub fn compute_metrics(
     Metrics {
         num_samples: n,
         accuracy,
-        macro_avg: Averages {
-            precision: macro_p,
-            recall: macro_r,
-            f1: macro_f,
-        },
+        macro_avg: Averages { precision: macro_p, recall: macro_r, f1: macro_f },
         // Single-label: micro precision = micro recall = micro F1 = accuracy.
-        micro_avg: Averages {
-            precision: accuracy,
-            recall: accuracy,
-            f1: accuracy,
-        },
-        weighted_avg: Averages {
-            precision: weighted_p,
-            recall: weighted_r,
-            f1: weighted_f,
-        },
+        micro_avg: Averages { precision: accuracy, recall: accuracy, f1: accuracy },
+        weighted_avg: Averages { precision: weighted_p, recall: weighted_r, f1: weighted_f },
         roc_auc_macro: auc_macro,
         roc_auc_weighted: auc_weighted,
         per_class,
@@ -182,10 +156,7 @@ mod tests {
         // sklearn: precision_recall_fscore_support([0,0,1,1,2,2],[0,1,1,1,2,0])
         let m = compute_metrics(&names(), &[0, 0, 1, 1, 2, 2], &[0, 1, 1, 1, 2, 0], None);
         assert!((m.accuracy - 4.0 / 6.0).abs() < 1e-12);
-        assert_eq!(
-            m.confusion_matrix,
-            vec![vec![1, 1, 0], vec![0, 2, 0], vec![1, 0, 1]]
-        );
+        assert_eq!(m.confusion_matrix, vec![vec![1, 1, 0], vec![0, 2, 0], vec![1, 0, 1]]);
         let b = &m.per_class["b"];
         assert!((b.precision - 2.0 / 3.0).abs() < 1e-12 && (b.recall - 1.0).abs() < 1e-12);
         assert!((b.f1_score - 0.8).abs() < 1e-12);
@@ -195,14 +166,8 @@ mod tests {
 
     #[test]
     fn auc_of_perfect_and_reversed_scores() {
-        assert_eq!(
-            roc_auc(&[0.1, 0.2, 0.8, 0.9], &[false, false, true, true]),
-            Some(1.0)
-        );
-        assert_eq!(
-            roc_auc(&[0.9, 0.8, 0.2, 0.1], &[false, false, true, true]),
-            Some(0.0)
-        );
+        assert_eq!(roc_auc(&[0.1, 0.2, 0.8, 0.9], &[false, false, true, true]), Some(1.0));
+        assert_eq!(roc_auc(&[0.9, 0.8, 0.2, 0.1], &[false, false, true, true]), Some(0.0));
         assert_eq!(roc_auc(&[0.5, 0.5], &[false, true]), Some(0.5));
         assert_eq!(roc_auc(&[0.5, 0.5], &[true, true]), None);
     }

@@ -24,8 +24,7 @@ where
     F: FnOnce(&mut dyn Write) -> Result<()>,
 {
     let dir = parent_of(path);
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create folder {}", dir.display()))?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create folder {}", dir.display()))?;
     let mut temp = tempfile::Builder::new()
         .prefix(".tmp-")
         .tempfile_in(&dir)
@@ -33,13 +32,10 @@ where
     {
         let mut writer = std::io::BufWriter::new(temp.as_file_mut());
         fill(&mut writer).with_context(|| format!("while writing {}", path.display()))?;
-        writer
-            .flush()
-            .with_context(|| format!("while writing {}", path.display()))?;
+        writer.flush().with_context(|| format!("while writing {}", path.display()))?;
     }
     temp.as_file().sync_all().ok();
-    temp.persist(path)
-        .with_context(|| format!("cannot move the finished file to {}", path.display()))?;
+    temp.persist(path).with_context(|| format!("cannot move the finished file to {}", path.display()))?;
     Ok(())
 }
 
@@ -50,11 +46,7 @@ pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<
 }
 
 /// Writes CSV rows atomically under `header` (written even when there are no rows).
-pub fn write_csv_atomic<R: serde::Serialize>(
-    path: &Path,
-    header: &[&str],
-    rows: &[R],
-) -> Result<()> {
+pub fn write_csv_atomic<R: serde::Serialize>(path: &Path, header: &[&str], rows: &[R]) -> Result<()> {
     write_atomic_with(path, |w| {
         let mut csv = csv::WriterBuilder::new().has_headers(false).from_writer(w);
         csv.write_record(header)?;

@@ -19,20 +19,13 @@ use crate::model::ImageTypeClassifier;
 /// A model file given directly, or a run folder holding `model/best_model.safetensors`.
 pub fn resolve_model_path(path: &Path) -> Result<PathBuf> {
     if path.is_dir() {
-        for candidate in [
-            "model/best_model.safetensors",
-            "model/last_model.safetensors",
-            "best_model.safetensors",
-        ] {
+        for candidate in ["model/best_model.safetensors", "model/last_model.safetensors", "best_model.safetensors"] {
             let file = path.join(candidate);
             if file.is_file() {
                 return Ok(file);
             }
         }
-        bail!(
-            "{}: run folder has no model/best_model.safetensors",
-            path.display()
-        );
+        bail!("{}: run folder has no model/best_model.safetensors", path.display());
     }
     if !path.exists() {
         bail!("model file {} does not exist", path.display());
@@ -80,14 +73,7 @@ impl Predictor {
         let thresholds = model
             .class_names()
             .iter()
-            .map(|name| {
-                config
-                    .inference
-                    .class_thresholds
-                    .get(name)
-                    .copied()
-                    .unwrap_or(0.0)
-            })
+            .map(|name| config.inference.class_thresholds.get(name).copied().unwrap_or(0.0))
             .collect();
         Self {
             thresholds,
@@ -129,16 +115,11 @@ impl Predictor {
     /// Softmax probabilities for a normalised batch.
     pub fn probabilities(&self, batch: &Tensor) -> Vec<Vec<f64>> {
         let probs = tch::no_grad(|| {
-            self.model
-                .forward_t(&batch.to_device(self.model.device()), false)
-                .softmax(-1, tch::Kind::Float)
+            self.model.forward_t(&batch.to_device(self.model.device()), false).softmax(-1, tch::Kind::Float)
         });
         let k = self.class_names().len();
-        let flat = Vec::<f32>::try_from(probs.to_device(Device::Cpu).flatten(0, -1))
-            .expect("probabilities");
-        flat.chunks(k)
-            .map(|row| row.iter().map(|&p| p as f64).collect())
-            .collect()
+        let flat = Vec::<f32>::try_from(probs.to_device(Device::Cpu).flatten(0, -1)).expect("probabilities");
+        flat.chunks(k).map(|row| row.iter().map(|&p| p as f64).collect()).collect()
     }
 
     /// Among classes whose probability passes its threshold, the most probable; else argmax.
@@ -148,9 +129,8 @@ impl Predictor {
                 .filter(|&c| allowed(c))
                 .max_by(|&a, &b| probabilities[a].total_cmp(&probabilities[b]))
         };
-        let class_index = argmax(&|c| probabilities[c] >= self.thresholds[c])
-            .or_else(|| argmax(&|_| true))
-            .expect("classes");
+        let class_index =
+            argmax(&|c| probabilities[c] >= self.thresholds[c]).or_else(|| argmax(&|_| true)).expect("classes");
         let mut order: Vec<usize> = (0..probabilities.len()).collect();
         order.sort_by(|&a, &b| probabilities[b].total_cmp(&probabilities[a]));
         let names = self.class_names();
@@ -159,11 +139,7 @@ impl Predictor {
             predicted_class: names[class_index].clone(),
             confidence: probabilities[class_index],
             probabilities: probabilities.to_vec(),
-            top_k: order
-                .iter()
-                .take(self.top_k)
-                .map(|&c| (names[c].clone(), probabilities[c]))
-                .collect(),
+            top_k: order.iter().take(self.top_k).map(|&c| (names[c].clone(), probabilities[c])).collect(),
         }
     }
 
@@ -172,10 +148,7 @@ impl Predictor {
         if images.is_empty() {
             return Vec::new();
         }
-        self.probabilities(&to_normalized_batch(images))
-            .iter()
-            .map(|p| self.decide(p))
-            .collect()
+        self.probabilities(&to_normalized_batch(images)).iter().map(|p| self.decide(p)).collect()
     }
 
     /// Predictions for image keys (resolved against `data.base_image_path`), in order;
@@ -183,28 +156,13 @@ impl Predictor {
     pub fn predict_keys(&self, keys: &[String]) -> Vec<Result<Prediction, String>> {
         let records: Vec<ImageRecord> = keys
             .iter()
-            .map(|k| ImageRecord {
-                product_id: String::new(),
-                image_path: k.clone(),
-                image_type: String::new(),
-            })
+            .map(|k| ImageRecord { product_id: String::new(), image_path: k.clone(), image_type: String::new() })
             .collect();
         let refs: Vec<&ImageRecord> = records.iter().collect();
-        let loaded = load_images(
-            &refs,
-            self.base_image_path.as_deref(),
-            self.image_size,
-            self.workers,
-        );
-        let good: Vec<RgbImage> = loaded
-            .iter()
-            .filter_map(|r| r.as_ref().ok().cloned())
-            .collect();
+        let loaded = load_images(&refs, self.base_image_path.as_deref(), self.image_size, self.workers);
+        let good: Vec<RgbImage> = loaded.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
         let mut predictions = self.predict_images(&good).into_iter();
-        loaded
-            .into_iter()
-            .map(|r| r.map(|_| predictions.next().expect("one prediction per good image")))
-            .collect()
+        loaded.into_iter().map(|r| r.map(|_| predictions.next().expect("one prediction per good image"))).collect()
     }
 }
 
@@ -219,13 +177,7 @@ fn prediction_columns(class_names: &[String]) -> Vec<String> {
 fn prediction_values(p: &Prediction) -> Vec<String> {
     let mut values = vec![p.predicted_class.clone(), format!("{:.6}", p.confidence)];
     values.extend(p.probabilities.iter().map(|v| format!("{v:.6}")));
-    values.push(
-        p.top_k
-            .iter()
-            .map(|(c, v)| format!("{c}:{v:.4}"))
-            .collect::<Vec<_>>()
-            .join("|"),
-    );
+    values.push(p.top_k.iter().map(|(c, v)| format!("{c}:{v:.4}")).collect::<Vec<_>>().join("|"));
     values
 }
 
@@ -257,9 +209,7 @@ impl ResultRow {
 }
 
 fn result_header(class_names: &[String]) -> Vec<String> {
-    let mut header: Vec<String> = ["image_path", "split", "product_id", "true_class"]
-        .map(String::from)
-        .to_vec();
+    let mut header: Vec<String> = ["image_path", "split", "product_id", "true_class"].map(String::from).to_vec();
     header.extend(prediction_columns(class_names));
     header.push("correct".into());
     header.push("inference_ms".into());
@@ -288,20 +238,11 @@ where
     F: FnMut(&ImageRecord, Prediction, f64) -> Result<()>,
 {
     let mut skipped = Vec::new();
-    let mut progress = crate::progress::Progress::new(
-        label,
-        records.len() as u64,
-        predictor.batch_size as u64 * 10,
-    );
+    let mut progress = crate::progress::Progress::new(label, records.len() as u64, predictor.batch_size as u64 * 10);
     for chunk in records.chunks(predictor.batch_size) {
         let started = Instant::now();
         let refs: Vec<&ImageRecord> = chunk.iter().collect();
-        let loaded = load_images(
-            &refs,
-            predictor.base_image_path(),
-            predictor.image_size(),
-            predictor.workers,
-        );
+        let loaded = load_images(&refs, predictor.base_image_path(), predictor.image_size(), predictor.workers);
         let mut good_records = Vec::new();
         let mut good_images = Vec::new();
         for (record, image) in chunk.iter().zip(loaded) {
@@ -341,11 +282,7 @@ fn write_rows(path: &Path, header: &[String], rows: &[&ResultRow]) -> Result<()>
 
 /// `test --model-path M`: every image of the three splits; writes `inference_results.csv`,
 /// `wrong_{train,valid,test}.csv` (wrong only, most confident first) and `metrics.json`.
-pub fn run_dataset(
-    predictor: &Predictor,
-    data_dir: &Path,
-    output_root: &Path,
-) -> Result<DatasetReport> {
+pub fn run_dataset(predictor: &Predictor, data_dir: &Path, output_root: &Path) -> Result<DatasetReport> {
     let class_names = predictor.class_names().to_vec();
     let mut splits = Vec::new();
     for split in SplitName::ALL {
@@ -362,93 +299,45 @@ pub fn run_dataset(
     let started = Instant::now();
     for (split, records) in &splits {
         let mut rows = Vec::new();
-        let skipped = predict_records(
-            predictor,
-            records,
-            split.as_str(),
-            |record, prediction, ms| {
-                rows.push(ResultRow {
-                    split: *split,
-                    record: record.clone(),
-                    prediction,
-                    inference_ms: ms,
-                });
-                Ok(())
-            },
-        )?;
+        let skipped = predict_records(predictor, records, split.as_str(), |record, prediction, ms| {
+            rows.push(ResultRow { split: *split, record: record.clone(), prediction, inference_ms: ms });
+            Ok(())
+        })?;
         skipped_total += skipped.len();
         let y_true: Vec<usize> = rows
             .iter()
-            .map(|r| {
-                class_names
-                    .iter()
-                    .position(|c| *c == r.record.image_type)
-                    .expect("known class")
-            })
+            .map(|r| class_names.iter().position(|c| *c == r.record.image_type).expect("known class"))
             .collect();
         let y_pred: Vec<usize> = rows.iter().map(|r| r.prediction.class_index).collect();
-        let probs: Vec<Vec<f64>> = rows
-            .iter()
-            .map(|r| r.prediction.probabilities.clone())
-            .collect();
+        let probs: Vec<Vec<f64>> = rows.iter().map(|r| r.prediction.probabilities.clone()).collect();
         let metrics = compute_metrics(&class_names, &y_true, &y_pred, Some(&probs));
-        tracing::info!(
-            "{}: {} images, accuracy {:.4}",
-            split.as_str(),
-            rows.len(),
-            metrics.accuracy
-        );
+        tracing::info!("{}: {} images, accuracy {:.4}", split.as_str(), rows.len(), metrics.accuracy);
         accuracy_by_split.push((split.as_str().to_string(), metrics.accuracy));
         metrics_json.insert(split.as_str().to_string(), serde_json::to_value(&metrics)?);
         let mut wrong: Vec<&ResultRow> = rows.iter().filter(|r| !r.correct()).collect();
         wrong.sort_by(|a, b| b.prediction.confidence.total_cmp(&a.prediction.confidence));
-        write_rows(
-            &output_dir.join(format!("wrong_{}.csv", split.short())),
-            &header,
-            &wrong,
-        )?;
+        write_rows(&output_dir.join(format!("wrong_{}.csv", split.short())), &header, &wrong)?;
         all_rows.extend(rows);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    write_rows(
-        &output_dir.join("inference_results.csv"),
-        &header,
-        &all_rows.iter().collect::<Vec<_>>(),
-    )?;
+    write_rows(&output_dir.join("inference_results.csv"), &header, &all_rows.iter().collect::<Vec<_>>())?;
     crate::fsutil::write_json_atomic(&output_dir.join("metrics.json"), &metrics_json)?;
     let images = all_rows.len();
-    let mean_ms = if images > 0 {
-        all_rows.iter().map(|r| r.inference_ms).sum::<f64>() / images as f64
-    } else {
-        0.0
-    };
+    let mean_ms = if images > 0 { all_rows.iter().map(|r| r.inference_ms).sum::<f64>() / images as f64 } else { 0.0 };
     tracing::info!(
         "{images} images in {elapsed:.1} s: {mean_ms:.2} ms per image ({:.1} images/s)",
         images as f64 / elapsed.max(1e-9)
     );
-    Ok(DatasetReport {
-        output_dir,
-        images,
-        skipped: skipped_total,
-        accuracy_by_split,
-        mean_ms_per_image: mean_ms,
-    })
+    Ok(DatasetReport { output_dir, images, skipped: skipped_total, accuracy_by_split, mean_ms_per_image: mean_ms })
 }
 
 /// `test --csv-path C --output-path O`: predicts the images of any CSV with an image column.
 /// When the CSV has an `image_type` column, `true_class` and `correct` are added.
-pub fn run_csv(
-    predictor: &Predictor,
-    csv_path: &Path,
-    image_column: &str,
-    output_path: &Path,
-) -> Result<usize> {
-    let mut reader = csv::Reader::from_path(csv_path)
-        .with_context(|| format!("cannot open CSV {}", csv_path.display()))?;
-    let headers = reader
-        .headers()
-        .with_context(|| format!("{}: cannot read the header row", csv_path.display()))?
-        .clone();
+pub fn run_csv(predictor: &Predictor, csv_path: &Path, image_column: &str, output_path: &Path) -> Result<usize> {
+    let mut reader =
+        csv::Reader::from_path(csv_path).with_context(|| format!("cannot open CSV {}", csv_path.display()))?;
+    let headers =
+        reader.headers().with_context(|| format!("{}: cannot read the header row", csv_path.display()))?.clone();
     let Some(path_col) = headers.iter().position(|h| h == image_column) else {
         bail!(
             "{}: no `{image_column}` column (columns: {}); name the path column with --image-column",
@@ -456,20 +345,13 @@ pub fn run_csv(
             headers.iter().collect::<Vec<_>>().join(", ")
         );
     };
-    let label_col = headers
-        .iter()
-        .position(|h| h == predictor.config().data.target_column);
+    let label_col = headers.iter().position(|h| h == predictor.config().data.target_column);
     let product_col = headers.iter().position(|h| h == "product_id");
     let mut records = Vec::new();
     for (index, row) in reader.records().enumerate() {
-        let row = row.with_context(|| {
-            format!("{}: row {} is not valid CSV", csv_path.display(), index + 2)
-        })?;
+        let row = row.with_context(|| format!("{}: row {} is not valid CSV", csv_path.display(), index + 2))?;
         records.push(ImageRecord {
-            product_id: product_col
-                .and_then(|c| row.get(c))
-                .unwrap_or("")
-                .to_string(),
+            product_id: product_col.and_then(|c| row.get(c)).unwrap_or("").to_string(),
             image_path: row.get(path_col).unwrap_or("").to_string(),
             image_type: label_col.and_then(|c| row.get(c)).unwrap_or("").to_string(),
         });
@@ -512,10 +394,7 @@ pub fn run_csv(
             Ok(())
         })?;
         if !skipped.is_empty() {
-            tracing::warn!(
-                "{} image(s) could not be read and are not in the output",
-                skipped.len()
-            );
+            tracing::warn!("{} image(s) could not be read and are not in the output", skipped.len());
         }
         csv.flush()?;
         Ok(())
@@ -524,19 +403,11 @@ pub fn run_csv(
 }
 
 /// The single-image report `test --image-path` prints: human lines, or JSON with `json`.
-pub fn format_single(
-    predictor: &Predictor,
-    image: &str,
-    prediction: &Prediction,
-    json: bool,
-) -> String {
+pub fn format_single(predictor: &Predictor, image: &str, prediction: &Prediction, json: bool) -> String {
     let names = predictor.class_names();
     if json {
-        let probabilities: serde_json::Map<String, serde_json::Value> = names
-            .iter()
-            .zip(&prediction.probabilities)
-            .map(|(n, p)| (n.clone(), (*p).into()))
-            .collect();
+        let probabilities: serde_json::Map<String, serde_json::Value> =
+            names.iter().zip(&prediction.probabilities).map(|(n, p)| (n.clone(), (*p).into())).collect();
         let value = serde_json::json!({
             "image_path": image,
             "predicted_class": prediction.predicted_class,
@@ -546,20 +417,9 @@ pub fn format_single(
         });
         return format!("{}\n", serde_json::to_string_pretty(&value).expect("json"));
     }
-    let mut out = format!(
-        "{image}: {} (confidence {:.4})\n",
-        prediction.predicted_class, prediction.confidence
-    );
-    let top: Vec<String> = prediction
-        .top_k
-        .iter()
-        .map(|(c, p)| format!("{c} {p:.4}"))
-        .collect();
-    out.push_str(&format!(
-        "  top-{}: {}\n",
-        prediction.top_k.len(),
-        top.join(", ")
-    ));
+    let mut out = format!("{image}: {} (confidence {:.4})\n", prediction.predicted_class, prediction.confidence);
+    let top: Vec<String> = prediction.top_k.iter().map(|(c, p)| format!("{c} {p:.4}")).collect();
+    out.push_str(&format!("  top-{}: {}\n", prediction.top_k.len(), top.join(", ")));
     for (name, p) in names.iter().zip(&prediction.probabilities) {
         out.push_str(&format!("  {name:<14} {p:.4}\n"));
     }

@@ -32,9 +32,7 @@ struct ConsoleWriter;
 impl Write for ConsoleWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match PROGRESS.get() {
-            Some(multi) if stderr_is_terminal() => {
-                multi.suspend(|| std::io::stderr().write_all(buf))?
-            }
+            Some(multi) if stderr_is_terminal() => multi.suspend(|| std::io::stderr().write_all(buf))?,
             _ => std::io::stderr().write_all(buf)?,
         }
         Ok(buf.len())
@@ -78,40 +76,27 @@ impl<'a> MakeWriter<'a> for FileWriter {
 
 /// Installs the global logger once; later calls do nothing. `RUST_LOG` overrides the level.
 pub fn init(level: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{level},ort=warn")));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("{level},ort=warn")));
     let console = tracing_subscriber::fmt::layer()
         .with_writer(ConsoleWriter)
         .with_target(false)
         .with_ansi(stderr_is_terminal())
-        .with_timer(tracing_subscriber::fmt::time::ChronoLocal::new(
-            "%Y-%m-%d %H:%M:%S".into(),
-        ));
+        .with_timer(tracing_subscriber::fmt::time::ChronoLocal::new("%Y-%m-%d %H:%M:%S".into()));
     let application = tracing_subscriber::fmt::layer()
         .with_writer(FileWriter(&APPLICATION_LOG))
         .with_ansi(false)
-        .with_timer(tracing_subscriber::fmt::time::ChronoLocal::new(
-            "%Y-%m-%d %H:%M:%S%.3f".into(),
-        ));
+        .with_timer(tracing_subscriber::fmt::time::ChronoLocal::new("%Y-%m-%d %H:%M:%S%.3f".into()));
     let errors = tracing_subscriber::fmt::layer()
         .with_writer(FileWriter(&ERROR_LOG))
         .with_ansi(false)
-        .with_timer(tracing_subscriber::fmt::time::ChronoLocal::new(
-            "%Y-%m-%d %H:%M:%S%.3f".into(),
-        ))
+        .with_timer(tracing_subscriber::fmt::time::ChronoLocal::new("%Y-%m-%d %H:%M:%S%.3f".into()))
         .with_filter(filter::LevelFilter::from_level(Level::WARN));
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(console)
-        .with(application)
-        .with(errors)
-        .try_init();
+    let _ = tracing_subscriber::registry().with(filter).with(console).with(application).with(errors).try_init();
 }
 
 /// From now on, also log into `dir/application.log` and `dir/error.log`.
 pub fn attach_log_files(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create log folder {}", dir.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create log folder {}", dir.display()))?;
     let open = |name: &str| {
         let path = dir.join(name);
         std::fs::OpenOptions::new()

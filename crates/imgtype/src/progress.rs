@@ -29,14 +29,7 @@ impl Progress {
             bar.set_prefix(label.clone());
             bar
         });
-        Self {
-            label,
-            total,
-            done: 0,
-            log_every: log_every.max(1),
-            started: Instant::now(),
-            bar,
-        }
+        Self { label, total, done: 0, log_every: log_every.max(1), started: Instant::now(), bar }
     }
 
     /// Advances by `n` items; `message` describes the state so far (loss, accuracy, …).
@@ -50,7 +43,8 @@ impl Progress {
             None => {
                 let step_before = (self.done - n) / self.log_every;
                 if self.done / self.log_every != step_before || self.done == self.total {
-                    tracing::info!("{} {}/{} {}", self.label, self.done, self.total, message);
+                    let separator = if message.is_empty() { "" } else { " " };
+                    tracing::info!("{} {}/{}{separator}{message}", self.label, self.done, self.total);
                 }
             }
         }

@@ -13,12 +13,10 @@ pub fn run_name() -> String {
 /// Creates `parent/run_…/` and the given sub-folders inside it.
 pub fn create_run_dir(parent: &Path, subdirs: &[&str]) -> Result<PathBuf> {
     let dir = parent.join(run_name());
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create run folder {}", dir.display()))?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create run folder {}", dir.display()))?;
     for sub in subdirs {
         let path = dir.join(sub);
-        std::fs::create_dir_all(&path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
+        std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
     }
     Ok(dir)
 }

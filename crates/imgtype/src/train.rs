@@ -35,12 +35,7 @@ pub struct LrSchedule {
 }
 
 impl LrSchedule {
-    pub fn new(
-        kind: &str,
-        phase_epochs: usize,
-        warmup_epochs: usize,
-        plateau_patience: usize,
-    ) -> Self {
+    pub fn new(kind: &str, phase_epochs: usize, warmup_epochs: usize, plateau_patience: usize) -> Self {
         Self {
             kind: kind.to_string(),
             phase_epochs: phase_epochs.max(1),
@@ -54,16 +49,11 @@ impl LrSchedule {
 
     /// Multiplier for the `epoch`-th epoch of the phase (0-based).
     pub fn factor(&self, epoch: usize) -> f64 {
-        let warmup = if epoch < self.warmup_epochs {
-            (epoch + 1) as f64 / (self.warmup_epochs + 1) as f64
-        } else {
-            1.0
-        };
+        let warmup =
+            if epoch < self.warmup_epochs { (epoch + 1) as f64 / (self.warmup_epochs + 1) as f64 } else { 1.0 };
         let base = match self.kind.as_str() {
             // torch CosineAnnealingLR with T_max = the phase's epochs, eta_min 0
-            "cosine" => {
-                0.5 * (1.0 + (std::f64::consts::PI * epoch as f64 / self.phase_epochs as f64).cos())
-            }
+            "cosine" => 0.5 * (1.0 + (std::f64::consts::PI * epoch as f64 / self.phase_epochs as f64).cos()),
             // torch StepLR(step_size=10, gamma=0.1)
             "step" => 0.1f64.powi((epoch / 10) as i32),
             "plateau" => self.plateau_factor,
@@ -93,22 +83,9 @@ impl LrSchedule {
 fn build_optimizer(config: &Config, vs: &nn::VarStore) -> Result<nn::Optimizer> {
     let t = &config.training;
     let optimizer = match t.optimizer.as_str() {
-        "adamw" => nn::AdamW {
-            wd: t.weight_decay,
-            ..Default::default()
-        }
-        .build(vs, t.learning_rate)?,
-        "adam" => nn::Adam {
-            wd: t.weight_decay,
-            ..Default::default()
-        }
-        .build(vs, t.learning_rate)?,
-        "sgd" => nn::Sgd {
-            momentum: 0.9,
-            wd: t.weight_decay,
-            ..Default::default()
-        }
-        .build(vs, t.learning_rate)?,
+        "adamw" => nn::AdamW { wd: t.weight_decay, ..Default::default() }.build(vs, t.learning_rate)?,
+        "adam" => nn::Adam { wd: t.weight_decay, ..Default::default() }.build(vs, t.learning_rate)?,
+        "sgd" => nn::Sgd { momentum: 0.9, wd: t.weight_decay, ..Default::default() }.build(vs, t.learning_rate)?,
         other => bail!("training.optimizer `{other}` is not supported"),
     };
     Ok(optimizer)
@@ -147,12 +124,7 @@ fn screen_images(
     skipped: &mut Vec<(SplitName, SkippedImage)>,
 ) -> Result<Vec<ImageRecord>> {
     let refs: Vec<&ImageRecord> = records.iter().collect();
-    let loaded = load_images(
-        &refs,
-        config.data.base_image_path.as_deref(),
-        16,
-        config.system.num_workers.max(1),
-    );
+    let loaded = load_images(&refs, config.data.base_image_path.as_deref(), 16, config.system.num_workers.max(1));
     let total = records.len();
     let mut kept = Vec::with_capacity(total);
     let mut bad = 0;
@@ -160,27 +132,13 @@ fn screen_images(
         match result {
             Ok(_) => kept.push(record),
             Err(reason) => {
-                tracing::warn!(
-                    "{}: skipping unreadable image {}: {reason}",
-                    split.as_str(),
-                    record.image_path
-                );
-                skipped.push((
-                    split,
-                    SkippedImage {
-                        image_path: record.image_path,
-                        reason,
-                    },
-                ));
+                tracing::warn!("{}: skipping unreadable image {}: {reason}", split.as_str(), record.image_path);
+                skipped.push((split, SkippedImage { image_path: record.image_path, reason }));
                 bad += 1;
             }
         }
     }
-    let ratio = if total > 0 {
-        bad as f64 / total as f64
-    } else {
-        0.0
-    };
+    let ratio = if total > 0 { bad as f64 / total as f64 } else { 0.0 };
     if ratio > config.data.max_bad_image_ratio {
         bail!(
             "{} split: {bad} of {total} images are unreadable ({:.1}%), more than data.max_bad_image_ratio = {}; \
@@ -196,12 +154,7 @@ fn screen_images(
 fn class_indices(records: &[ImageRecord], class_names: &[String]) -> Vec<i64> {
     records
         .iter()
-        .map(|r| {
-            class_names
-                .iter()
-                .position(|c| *c == r.image_type)
-                .expect("validated class") as i64
-        })
+        .map(|r| class_names.iter().position(|c| *c == r.image_type).expect("validated class") as i64)
         .collect()
 }
 
@@ -217,18 +170,9 @@ impl SplitEvaluation {
         let y_pred: Vec<usize> = self
             .probabilities
             .iter()
-            .map(|p| {
-                (0..p.len())
-                    .max_by(|&a, &b| p[a].total_cmp(&p[b]))
-                    .unwrap_or(0)
-            })
+            .map(|p| (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap_or(0))
             .collect();
-        compute_metrics(
-            class_names,
-            &self.y_true,
-            &y_pred,
-            Some(&self.probabilities),
-        )
+        compute_metrics(class_names, &self.y_true, &y_pred, Some(&self.probabilities))
     }
 }
 
@@ -262,26 +206,16 @@ pub fn evaluate_records(
         let targets = Tensor::from_slice(chunk_labels).to_device(model.device());
         let (loss, probs) = tch::no_grad(|| {
             let logits = model.forward_t(&batch, false);
-            (
-                loss_fn.compute(&logits, &targets).double_value(&[]),
-                logits.softmax(-1, Kind::Float),
-            )
+            (loss_fn.compute(&logits, &targets).double_value(&[]), logits.softmax(-1, Kind::Float))
         });
         total_loss += loss * chunk.len() as f64;
         let flat = Vec::<f32>::try_from(probs.to_device(Device::Cpu).flatten(0, -1))?;
-        probabilities.extend(
-            flat.chunks(class_names.len())
-                .map(|r| r.iter().map(|&v| v as f64).collect::<Vec<_>>()),
-        );
+        probabilities.extend(flat.chunks(class_names.len()).map(|r| r.iter().map(|&v| v as f64).collect::<Vec<_>>()));
         y_true.extend(chunk_labels.iter().map(|&l| l as usize));
         progress.advance(chunk.len() as u64, "");
     }
     progress.finish();
-    Ok(SplitEvaluation {
-        loss: total_loss / records.len().max(1) as f64,
-        y_true,
-        probabilities,
-    })
+    Ok(SplitEvaluation { loss: total_loss / records.len().max(1) as f64, y_true, probabilities })
 }
 
 /// The validation figure `validation.metric` names, oriented so that larger is better.
@@ -295,11 +229,7 @@ fn score(metric: &str, loss: f64, metrics: &Metrics) -> f64 {
 }
 
 fn snapshot(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
-    let mut vars: Vec<(String, Tensor)> = vs
-        .variables()
-        .into_iter()
-        .map(|(n, t)| (n, t.detach().copy()))
-        .collect();
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (n, t.detach().copy())).collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     vars
 }
@@ -318,13 +248,8 @@ struct RunMetadata {
 }
 
 fn git_commit() -> Option<String> {
-    let out = std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// Runs training as `config` says; `config_file` is recorded in the run metadata.
@@ -334,18 +259,11 @@ pub fn run_training(config: &Config, config_file: Option<&Path>) -> Result<Train
     let mut rng = ChaCha8Rng::seed_from_u64(config.system.seed);
     let class_names = config.data.class_names.clone();
 
-    let run_dir =
-        crate::rundir::create_run_dir(&config.paths.result_dir, &["model", "logs", "checkpoints"])?;
+    let run_dir = crate::rundir::create_run_dir(&config.paths.result_dir, &["model", "logs", "checkpoints"])?;
     crate::logging::attach_log_files(&run_dir.join("logs"))?;
-    let run_id = run_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
+    let run_id = run_dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     tracing::info!("run folder: {}", run_dir.display());
-    crate::fsutil::write_atomic(
-        &run_dir.join("config.json"),
-        config.to_json_pretty().as_bytes(),
-    )?;
+    crate::fsutil::write_atomic(&run_dir.join("config.json"), config.to_json_pretty().as_bytes())?;
     crate::fsutil::write_json_atomic(
         &run_dir.join("run_metadata.json"),
         &RunMetadata {
@@ -356,11 +274,9 @@ pub fn run_training(config: &Config, config_file: Option<&Path>) -> Result<Train
             imgtype_version: env!("CARGO_PKG_VERSION"),
             libtorch_cuda_available: tch::Cuda::is_available(),
             torch_threads: tch::get_num_threads(),
-            host: std::env::var("HOSTNAME").ok().or_else(|| {
-                std::fs::read_to_string("/etc/hostname")
-                    .ok()
-                    .map(|s| s.trim().to_string())
-            }),
+            host: std::env::var("HOSTNAME")
+                .ok()
+                .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string())),
             git_commit: git_commit(),
         },
     )?;
@@ -384,17 +300,8 @@ pub fn run_training(config: &Config, config_file: Option<&Path>) -> Result<Train
         for i in class_indices(&records, &class_names) {
             counts[i as usize] += 1;
         }
-        let per_class: Vec<String> = class_names
-            .iter()
-            .zip(&counts)
-            .map(|(c, n)| format!("{c}={n}"))
-            .collect();
-        tracing::info!(
-            "{}: {} images ({})",
-            split.as_str(),
-            records.len(),
-            per_class.join(", ")
-        );
+        let per_class: Vec<String> = class_names.iter().zip(&counts).map(|(c, n)| format!("{c}={n}")).collect();
+        tracing::info!("{}: {} images ({})", split.as_str(), records.len(), per_class.join(", "));
         splits.push((records, counts));
     }
     write_skipped(&run_dir.join("logs/skipped_images.csv"), &skipped)?;
@@ -417,10 +324,7 @@ pub fn run_training(config: &Config, config_file: Option<&Path>) -> Result<Train
         }
     }
     let pretrained_loaded = config.model.pretrained && config.model.pretrained_weights.is_some();
-    let freeze_epochs = config
-        .model
-        .freeze_backbone_epochs
-        .min(config.training.epochs);
+    let freeze_epochs = config.model.freeze_backbone_epochs.min(config.training.epochs);
     if !pretrained_loaded && freeze_epochs > 0 {
         tracing::warn!(
             "model.freeze_backbone_epochs = {freeze_epochs} with a randomly initialised backbone: frozen random \
@@ -436,12 +340,7 @@ pub fn run_training(config: &Config, config_file: Option<&Path>) -> Result<Train
     let mut best: Option<(f64, usize, Vec<(String, Tensor)>)> = None;
     let mut epochs_without_improvement = 0;
     let mut optimizer: Option<nn::Optimizer> = None;
-    let mut schedule = LrSchedule::new(
-        &t.scheduler,
-        t.epochs,
-        t.warmup_epochs,
-        t.scheduler_patience,
-    );
+    let mut schedule = LrSchedule::new(&t.scheduler, t.epochs, t.warmup_epochs, t.scheduler_patience);
     let mut phase_start = 0;
     let best_model_path = run_dir.join("model/best_model.safetensors");
     let batch_size = t.batch_size;
@@ -452,31 +351,16 @@ pub fn run_training(config: &Config, config_file: Option<&Path>) -> Result<Train
         if optimizer.is_none() || (epoch == freeze_epochs && freeze_epochs > 0) {
             model.set_backbone_frozen(frozen);
             optimizer = Some(build_optimizer(config, &model.vs)?);
-            let phase_epochs = if frozen {
-                freeze_epochs
-            } else {
-                t.epochs - freeze_epochs
-            };
-            schedule = LrSchedule::new(
-                &t.scheduler,
-                phase_epochs,
-                t.warmup_epochs,
-                t.scheduler_patience,
-            );
+            let phase_epochs = if frozen { freeze_epochs } else { t.epochs - freeze_epochs };
+            schedule = LrSchedule::new(&t.scheduler, phase_epochs, t.warmup_epochs, t.scheduler_patience);
             phase_start = epoch;
             if epoch > 0 {
-                tracing::info!(
-                    "epoch {}: backbone unfrozen; optimiser and scheduler rebuilt",
-                    epoch + 1
-                );
+                tracing::info!("epoch {}: backbone unfrozen; optimiser and scheduler rebuilt", epoch + 1);
             }
         }
         let opt = optimizer.as_mut().expect("optimizer built");
         let factor = schedule.factor(epoch - phase_start);
-        let (lr_head, lr_backbone) = (
-            head_lr * factor,
-            if frozen { 0.0 } else { backbone_lr * factor },
-        );
+        let (lr_head, lr_backbone) = (head_lr * factor, if frozen { 0.0 } else { backbone_lr * factor });
         opt.set_lr_group(HEAD_GROUP, lr_head);
         opt.set_lr_group(BACKBONE_GROUP, lr_backbone);
 
@@ -489,10 +373,7 @@ pub fn run_training(config: &Config, config_file: Option<&Path>) -> Result<Train
             n_batches as u64,
             config.logging.log_frequency as u64,
         );
-        for (chunk, chunk_labels) in train_records
-            .chunks(batch_size)
-            .zip(labels.chunks(batch_size))
-        {
+        for (chunk, chunk_labels) in train_records.chunks(batch_size).zip(labels.chunks(batch_size)) {
             let refs: Vec<&ImageRecord> = chunk.iter().collect();
             let mut images = Vec::with_capacity(chunk.len());
             let mut targets = Vec::with_capacity(chunk.len());
@@ -532,11 +413,7 @@ pub fn run_training(config: &Config, config_file: Option<&Path>) -> Result<Train
             opt.step();
             let n = images.len();
             loss_sum += loss.double_value(&[]) * n as f64;
-            correct += logits
-                .argmax(-1, false)
-                .eq_tensor(&targets)
-                .sum(Kind::Int64)
-                .int64_value(&[]);
+            correct += logits.argmax(-1, false).eq_tensor(&targets).sum(Kind::Int64).int64_value(&[]);
             seen += n;
             let rate = seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
             progress.advance(
@@ -571,8 +448,7 @@ pub fn run_training(config: &Config, config_file: Option<&Path>) -> Result<Train
         };
         let mut stop = false;
         if validate {
-            let evaluation =
-                evaluate_records(&model, &val_records, &loss_fn, config, "validation")?;
+            let evaluation = evaluate_records(&model, &val_records, &loss_fn, config, "validation")?;
             let metrics = evaluation.metrics(&class_names);
             record.val_loss = Some(evaluation.loss);
             record.val_accuracy = Some(metrics.accuracy);
@@ -612,11 +488,7 @@ pub fn run_training(config: &Config, config_file: Option<&Path>) -> Result<Train
                 stop = true;
             }
         } else {
-            tracing::info!(
-                "epoch {}/{}: train loss {train_loss:.4} acc {train_accuracy:.4}",
-                epoch + 1,
-                t.epochs
-            );
+            tracing::info!("epoch {}/{}: train loss {train_loss:.4} acc {train_accuracy:.4}", epoch + 1, t.epochs);
         }
         history.push(record);
         model.save(&run_dir.join("checkpoints/latest_checkpoint.safetensors"))?;
@@ -640,12 +512,7 @@ pub fn run_training(config: &Config, config_file: Option<&Path>) -> Result<Train
     }
     let best_epoch = best.as_ref().map(|b| b.1);
     if let Some((_, epoch, weights)) = &best {
-        crate::model::file::copy_named_tensors(
-            weights,
-            &mut model.vs,
-            Path::new("best weights in memory"),
-            "",
-        )?;
+        crate::model::file::copy_named_tensors(weights, &mut model.vs, Path::new("best weights in memory"), "")?;
         tracing::info!("restored the best weights (epoch {epoch})");
     }
     let test_eval = evaluate_records(&model, &test_records, &loss_fn, config, "test")?;
@@ -665,16 +532,9 @@ pub fn run_training(config: &Config, config_file: Option<&Path>) -> Result<Train
             "metrics": test_metrics,
         }),
     )?;
-    write_class_summary(
-        &run_dir.join("class_performance_summary.csv"),
-        &test_metrics,
-    )?;
+    write_class_summary(&run_dir.join("class_performance_summary.csv"), &test_metrics)?;
     let skipped_count = skipped.len();
-    let best_model = config
-        .validation
-        .save_best_model
-        .then_some(best_model_path)
-        .filter(|p| p.exists());
+    let best_model = config.validation.save_best_model.then_some(best_model_path).filter(|p| p.exists());
     crate::fsutil::write_json_atomic(
         &run_dir.join("final_results.json"),
         &serde_json::json!({
@@ -689,13 +549,7 @@ pub fn run_training(config: &Config, config_file: Option<&Path>) -> Result<Train
             "skipped_images": skipped_count,
         }),
     )?;
-    Ok(TrainOutcome {
-        run_dir,
-        best_model,
-        best_epoch,
-        test_metrics,
-        skipped_images: skipped_count,
-    })
+    Ok(TrainOutcome { run_dir, best_model, best_epoch, test_metrics, skipped_images: skipped_count })
 }
 
 fn write_skipped(path: &Path, skipped: &[(SplitName, SkippedImage)]) -> Result<()> {
@@ -755,11 +609,7 @@ pub fn check_split_leak(data_dir: &Path, class_names: &[String]) -> Result<()> {
         let ids: HashSet<String> = records.into_iter().map(|r| r.product_id).collect();
         for id in ids {
             if let Some(other) = seen.insert(id.clone(), split) {
-                bail!(
-                    "product `{id}` is in both {} and {} splits",
-                    other.as_str(),
-                    split.as_str()
-                );
+                bail!("product `{id}` is in both {} and {} splits", other.as_str(), split.as_str());
             }
         }
     }

@@ -22,23 +22,13 @@ fn matches_torchvision_in_eval_and_train_mode() {
     common::run_python("parity_reference.py", &[dir.path()]);
     let (weights, _) = read_safetensors(&dir.path().join("weights.safetensors")).unwrap();
     let reference: HashMap<String, Tensor> =
-        read_safetensors(&dir.path().join("reference.safetensors"))
-            .unwrap()
-            .0
-            .into_iter()
-            .collect();
+        read_safetensors(&dir.path().join("reference.safetensors")).unwrap().0.into_iter().collect();
 
     let mut config = Config::default();
     config.model.dropout_rate = 0.0;
     config.model.stochastic_depth_prob = 0.0;
     let mut model = ImageTypeClassifier::new(&config, Device::Cpu);
-    copy_named_tensors(
-        &weights,
-        &mut model.vs,
-        Path::new("weights.safetensors"),
-        "",
-    )
-    .unwrap();
+    copy_named_tensors(&weights, &mut model.vs, Path::new("weights.safetensors"), "").unwrap();
 
     let input = &reference["input"];
     let eval_logits = tch::no_grad(|| model.forward_t(input, false));
@@ -49,93 +39,49 @@ fn matches_torchvision_in_eval_and_train_mode() {
     let train_logits = tch::no_grad(|| model.forward_t(input, true));
     let train_diff = max_abs_diff(&train_logits, &reference["train_logits"]);
     println!("train-mode max |diff| = {train_diff:e}");
-    assert!(
-        train_diff <= 1e-4,
-        "train-mode logits differ by {train_diff}"
-    );
+    assert!(train_diff <= 1e-4, "train-mode logits differ by {train_diff}");
 
     let variables = model.vs.variables();
     let mut checked = 0;
     for (key, expected) in &reference {
         if let Some(name) = key.strip_prefix("after_train.") {
             let diff = max_abs_diff(&variables[name], expected);
-            assert!(
-                diff <= 1e-5,
-                "{name} after a train-mode forward differs by {diff}"
-            );
+            assert!(diff <= 1e-5, "{name} after a train-mode forward differs by {diff}");
             checked += 1;
         }
     }
-    assert_eq!(
-        checked,
-        2 * 49,
-        "every BatchNorm layer's running mean and var compared"
-    );
+    assert_eq!(checked, 2 * 49, "every BatchNorm layer's running mean and var compared");
 }
 
 #[test]
 fn loading_names_missing_unexpected_and_misshaped_keys() {
     let config = Config::default();
     let mut model = ImageTypeClassifier::new(&config, Device::Cpu);
-    let mut tensors: Vec<(String, Tensor)> = model
-        .vs
-        .variables()
-        .into_iter()
-        .map(|(n, t)| (n, t.detach().copy()))
-        .collect();
+    let mut tensors: Vec<(String, Tensor)> =
+        model.vs.variables().into_iter().map(|(n, t)| (n, t.detach().copy())).collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let source = Path::new("weights.safetensors");
 
-    let mut missing = tensors
-        .iter()
-        .map(|(n, t)| (n.clone(), t.shallow_clone()))
-        .collect::<Vec<_>>();
+    let mut missing = tensors.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect::<Vec<_>>();
     missing.retain(|(n, _)| n != "classifier.5.bias");
-    let err = copy_named_tensors(&missing, &mut model.vs, source, "")
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("missing") && err.contains("classifier.5.bias"),
-        "{err}"
-    );
+    let err = copy_named_tensors(&missing, &mut model.vs, source, "").unwrap_err().to_string();
+    assert!(err.contains("missing") && err.contains("classifier.5.bias"), "{err}");
 
-    let mut extra = tensors
-        .iter()
-        .map(|(n, t)| (n.clone(), t.shallow_clone()))
-        .collect::<Vec<_>>();
-    extra.push((
-        "classifier.9.weight".into(),
-        Tensor::zeros([2], (tch::Kind::Float, Device::Cpu)),
-    ));
-    extra.push((
-        "backbone.features.0.1.num_batches_tracked".into(),
-        Tensor::from(3i64),
-    ));
-    let err = copy_named_tensors(&extra, &mut model.vs, source, "")
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("unexpected") && err.contains("classifier.9.weight"),
-        "{err}"
-    );
+    let mut extra = tensors.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect::<Vec<_>>();
+    extra.push(("classifier.9.weight".into(), Tensor::zeros([2], (tch::Kind::Float, Device::Cpu))));
+    extra.push(("backbone.features.0.1.num_batches_tracked".into(), Tensor::from(3i64)));
+    let err = copy_named_tensors(&extra, &mut model.vs, source, "").unwrap_err().to_string();
+    assert!(err.contains("unexpected") && err.contains("classifier.9.weight"), "{err}");
     assert!(!err.contains("num_batches_tracked"), "{err}");
 
-    let mut misshaped = tensors
-        .iter()
-        .map(|(n, t)| (n.clone(), t.shallow_clone()))
-        .collect::<Vec<_>>();
+    let mut misshaped = tensors.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect::<Vec<_>>();
     for (name, t) in misshaped.iter_mut() {
         if name == "classifier.5.weight" {
             *t = Tensor::zeros([7, 512], (tch::Kind::Float, Device::Cpu));
         }
     }
-    let err = copy_named_tensors(&misshaped, &mut model.vs, source, "")
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("classifier.5.weight") && err.contains("[7, 512]"),
-        "{err}"
-    );
+    let err = copy_named_tensors(&misshaped, &mut model.vs, source, "").unwrap_err().to_string();
+    assert!(err.contains("classifier.5.weight") && err.contains("[7, 512]"), "{err}");
 }
 
 #[test]

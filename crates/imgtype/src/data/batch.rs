@@ -32,17 +32,13 @@ pub fn load_images(
                 scope.spawn(move || {
                     part.iter()
                         .map(|r| {
-                            load_resized(&resolve_local_path(&r.image_path, base), size)
-                                .map_err(|e| format!("{e:#}"))
+                            load_resized(&resolve_local_path(&r.image_path, base), size).map_err(|e| format!("{e:#}"))
                         })
                         .collect::<Vec<_>>()
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("image loader thread panicked"))
-            .collect()
+        handles.into_iter().flat_map(|h| h.join().expect("image loader thread panicked")).collect()
     })
 }
 

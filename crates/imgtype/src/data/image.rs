@@ -40,14 +40,10 @@ pub fn decode_rgb(path: &Path) -> Result<RgbImage> {
     if reader.format().is_none() {
         bail!("{}: not an image (unknown format)", path.display());
     }
-    let mut decoder = reader
-        .into_decoder()
-        .with_context(|| format!("cannot decode image {}", path.display()))?;
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut image = DynamicImage::from_decoder(decoder)
-        .with_context(|| format!("cannot decode image {}", path.display()))?;
+    let mut decoder = reader.into_decoder().with_context(|| format!("cannot decode image {}", path.display()))?;
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut image =
+        DynamicImage::from_decoder(decoder).with_context(|| format!("cannot decode image {}", path.display()))?;
     image.apply_orientation(orientation);
     Ok(image.to_rgb8())
 }
@@ -75,11 +71,7 @@ pub fn to_normalized_batch(images: &[RgbImage]) -> Tensor {
     }
     let batch = Tensor::from_slice(&bytes).view([images.len() as i64, h as i64, w as i64, 3]);
     let batch = batch.permute([0, 3, 1, 2]).to_kind(Kind::Float) / 255.0;
-    let mean = Tensor::from_slice(&IMAGENET_MEAN)
-        .to_kind(Kind::Float)
-        .view([1, 3, 1, 1]);
-    let std = Tensor::from_slice(&IMAGENET_STD)
-        .to_kind(Kind::Float)
-        .view([1, 3, 1, 1]);
+    let mean = Tensor::from_slice(&IMAGENET_MEAN).to_kind(Kind::Float).view([1, 3, 1, 1]);
+    let std = Tensor::from_slice(&IMAGENET_STD).to_kind(Kind::Float).view([1, 3, 1, 1]);
     (batch - mean) / std
 }

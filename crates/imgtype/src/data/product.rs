@@ -30,9 +30,7 @@ pub struct Product {
 pub fn split_cell(cell: &str) -> Vec<String> {
     cell.split(['&', ','])
         .map(str::trim)
-        .filter(|p| {
-            !p.is_empty() && !p.eq_ignore_ascii_case("nan") && !p.eq_ignore_ascii_case("none")
-        })
+        .filter(|p| !p.is_empty() && !p.eq_ignore_ascii_case("nan") && !p.eq_ignore_ascii_case("none"))
         .map(str::to_string)
         .collect()
 }
@@ -44,20 +42,10 @@ pub fn read_products(path: &Path) -> Result<Vec<Product>> {
         .flexible(false)
         .from_path(path)
         .with_context(|| format!("cannot open product CSV {}", path.display()))?;
-    let headers = reader
-        .headers()
-        .with_context(|| format!("{}: cannot read the header row", path.display()))?
-        .clone();
-    let column = |name: &str| {
-        headers
-            .iter()
-            .position(|h| h.trim().trim_start_matches('\u{feff}') == name)
-    };
+    let headers = reader.headers().with_context(|| format!("{}: cannot read the header row", path.display()))?.clone();
+    let column = |name: &str| headers.iter().position(|h| h.trim().trim_start_matches('\u{feff}') == name);
     let (Some(id_col), Some(category_col)) = (column("id"), column("category_name")) else {
-        let missing: Vec<&str> = ["id", "category_name"]
-            .into_iter()
-            .filter(|c| column(c).is_none())
-            .collect();
+        let missing: Vec<&str> = ["id", "category_name"].into_iter().filter(|c| column(c).is_none()).collect();
         bail!(
             "{}: required column(s) {} missing (columns found: {})",
             path.display(),
@@ -65,58 +53,38 @@ pub fn read_products(path: &Path) -> Result<Vec<Product>> {
             headers.iter().collect::<Vec<_>>().join(", ")
         );
     };
-    let image_cols: Vec<(usize, &str)> = IMAGE_COLUMNS
-        .iter()
-        .filter_map(|(name, class)| column(name).map(|i| (i, *class)))
-        .collect();
+    let image_cols: Vec<(usize, &str)> =
+        IMAGE_COLUMNS.iter().filter_map(|(name, class)| column(name).map(|i| (i, *class))).collect();
     if image_cols.is_empty() {
         bail!(
             "{}: no image columns; expected some of {}",
             path.display(),
-            IMAGE_COLUMNS
-                .iter()
-                .map(|c| c.0)
-                .collect::<Vec<_>>()
-                .join(", ")
+            IMAGE_COLUMNS.iter().map(|c| c.0).collect::<Vec<_>>().join(", ")
         );
     }
     let mut products = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (index, row) in reader.records().enumerate() {
         let line = index + 2;
-        let row =
-            row.with_context(|| format!("{}: row {line} is not valid CSV", path.display()))?;
+        let row = row.with_context(|| format!("{}: row {line} is not valid CSV", path.display()))?;
         let id = row.get(id_col).unwrap_or("").trim().to_string();
         if id.is_empty() || id.eq_ignore_ascii_case("nan") {
             bail!("{}: row {line} has an empty `id`", path.display());
         }
         if !seen.insert(id.clone()) {
-            bail!(
-                "{}: row {line}: product id `{id}` appears more than once",
-                path.display()
-            );
+            bail!("{}: row {line}: product id `{id}` appears more than once", path.display());
         }
         let category = row.get(category_col).unwrap_or("").trim().to_string();
         if category.is_empty() || category.eq_ignore_ascii_case("nan") {
-            bail!(
-                "{}: row {line} (product `{id}`) has an empty `category_name`",
-                path.display()
-            );
+            bail!("{}: row {line} (product `{id}`) has an empty `category_name`", path.display());
         }
         let mut images = Vec::new();
         for &(col, class) in &image_cols {
             for p in split_cell(row.get(col).unwrap_or("")) {
-                images.push(ProductImage {
-                    path: p,
-                    image_type: class.to_string(),
-                });
+                images.push(ProductImage { path: p, image_type: class.to_string() });
             }
         }
-        products.push(Product {
-            id,
-            category,
-            images,
-        });
+        products.push(Product { id, category, images });
     }
     Ok(products)
 }

@@ -50,18 +50,12 @@ impl SplitName {
 
 /// Reads a split CSV; every `image_type` must be one of `class_names`.
 pub fn read_split_csv(path: &Path, class_names: &[String]) -> Result<Vec<ImageRecord>> {
-    let mut reader = csv::Reader::from_path(path)
-        .with_context(|| format!("cannot open split CSV {}", path.display()))?;
-    let headers = reader
-        .headers()
-        .with_context(|| format!("{}: cannot read the header row", path.display()))?
-        .clone();
+    let mut reader =
+        csv::Reader::from_path(path).with_context(|| format!("cannot open split CSV {}", path.display()))?;
+    let headers = reader.headers().with_context(|| format!("{}: cannot read the header row", path.display()))?.clone();
     for needed in ["product_id", "image_path", "image_type"] {
         if !headers.iter().any(|h| h == needed) {
-            bail!(
-                "{}: column `{needed}` missing (run `divide` to make split CSVs)",
-                path.display()
-            );
+            bail!("{}: column `{needed}` missing (run `divide` to make split CSVs)", path.display());
         }
     }
     let mut records = Vec::new();

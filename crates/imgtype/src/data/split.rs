@@ -51,11 +51,7 @@ impl Split {
 }
 
 pub fn check_ratios(train: f64, val: f64, test: f64) -> Result<()> {
-    for (name, r) in [
-        ("--train-ratio", train),
-        ("--val-ratio", val),
-        ("--test-ratio", test),
-    ] {
+    for (name, r) in [("--train-ratio", train), ("--val-ratio", val), ("--test-ratio", test)] {
         if !(0.0..=1.0).contains(&r) {
             bail!("{name} must be between 0 and 1, got {r}");
         }
@@ -73,11 +69,7 @@ pub fn allocate(n: usize, ratios: [f64; 3]) -> [usize; 3] {
     let mut counts = ideal.map(|x| x.floor() as usize);
     let mut left = n - counts.iter().sum::<usize>();
     let mut order = [0usize, 1, 2];
-    order.sort_by(|&a, &b| {
-        (ideal[b] - ideal[b].floor())
-            .total_cmp(&(ideal[a] - ideal[a].floor()))
-            .then(a.cmp(&b))
-    });
+    order.sort_by(|&a, &b| (ideal[b] - ideal[b].floor()).total_cmp(&(ideal[a] - ideal[a].floor())).then(a.cmp(&b)));
     for &i in order.iter().cycle() {
         if left == 0 {
             break;
@@ -123,11 +115,7 @@ pub fn split_products(products: &[Product], ratios: [f64; 3], seed: u64) -> Spli
     if !small_pool.is_empty() {
         assign(&mut small_pool, &mut rng);
     }
-    let mut split = Split {
-        train: Vec::new(),
-        validation: Vec::new(),
-        test: Vec::new(),
-    };
+    let mut split = Split { train: Vec::new(), validation: Vec::new(), test: Vec::new() };
     for (product, name) in products.iter().zip(assignment) {
         match name {
             SplitName::Train => split.train.push(product.clone()),
@@ -144,12 +132,7 @@ pub fn verify_no_leak(split: &Split) -> Result<()> {
     for name in SplitName::ALL {
         for p in split.part(name) {
             if let Some(other) = owner.insert(&p.id, name) {
-                bail!(
-                    "product `{}` is in both {} and {}",
-                    p.id,
-                    other.as_str(),
-                    name.as_str()
-                );
+                bail!("product `{}` is in both {} and {}", p.id, other.as_str(), name.as_str());
             }
         }
     }
@@ -230,10 +213,7 @@ pub fn divide(options: &DivideOptions) -> Result<SplitSummary> {
     check_ratios(options.train_ratio, options.val_ratio, options.test_ratio)?;
     let mut products = read_products(&options.input_file)?;
     if products.is_empty() {
-        bail!(
-            "{}: no products (the CSV has a header but no rows)",
-            options.input_file.display()
-        );
+        bail!("{}: no products (the CSV has a header but no rows)", options.input_file.display());
     }
     let dropped = if options.validate_images {
         drop_unreadable_images(&mut products, options.image_base_path.as_deref())
@@ -243,10 +223,7 @@ pub fn divide(options: &DivideOptions) -> Result<SplitSummary> {
     let before = products.len();
     products.retain(|p| !p.images.is_empty());
     if products.len() < before {
-        tracing::warn!(
-            "{} product(s) have no usable image and are left out",
-            before - products.len()
-        );
+        tracing::warn!("{} product(s) have no usable image and are left out", before - products.len());
     }
     if products.is_empty() {
         bail!("{}: no product has an image", options.input_file.display());
@@ -255,12 +232,8 @@ pub fn divide(options: &DivideOptions) -> Result<SplitSummary> {
     let split = split_products(&products, ratios, options.random_state);
     verify_no_leak(&split)?;
 
-    std::fs::create_dir_all(&options.output_dir).with_context(|| {
-        format!(
-            "cannot create output folder {}",
-            options.output_dir.display()
-        )
-    })?;
+    std::fs::create_dir_all(&options.output_dir)
+        .with_context(|| format!("cannot create output folder {}", options.output_dir.display()))?;
     let mut data_counts = BTreeMap::new();
     let mut file_paths = BTreeMap::new();
     let mut image_type_distribution = BTreeMap::new();
@@ -269,19 +242,9 @@ pub fn divide(options: &DivideOptions) -> Result<SplitSummary> {
         let part = split.part(name);
         let records = image_records(part);
         let path = options.output_dir.join(name.file_name());
-        crate::fsutil::write_csv_atomic(
-            &path,
-            &["product_id", "image_path", "image_type"],
-            &records,
-        )?;
+        crate::fsutil::write_csv_atomic(&path, &["product_id", "image_path", "image_type"], &records)?;
         let key = name.as_str().to_string();
-        data_counts.insert(
-            key.clone(),
-            Counts {
-                images: records.len(),
-                products: part.len(),
-            },
-        );
+        data_counts.insert(key.clone(), Counts { images: records.len(), products: part.len() });
         file_paths.insert(key.clone(), path.display().to_string());
         let mut types = BTreeMap::new();
         for r in &records {
@@ -324,10 +287,7 @@ pub fn divide(options: &DivideOptions) -> Result<SplitSummary> {
         category_distribution,
         dropped_images: dropped,
     };
-    crate::fsutil::write_json_atomic(
-        &options.output_dir.join("data_split_summary.json"),
-        &summary,
-    )?;
+    crate::fsutil::write_json_atomic(&options.output_dir.join("data_split_summary.json"), &summary)?;
     Ok(summary)
 }
 
@@ -347,10 +307,7 @@ pub fn format_summary_tables(summary: &SplitSummary) -> String {
         for k in keys {
             out.push_str(&format!("{k:<20}"));
             for s in splits {
-                out.push_str(&format!(
-                    "{:>12}",
-                    dist.get(s).and_then(|m| m.get(k)).copied().unwrap_or(0)
-                ));
+                out.push_str(&format!("{:>12}", dist.get(s).and_then(|m| m.get(k)).copied().unwrap_or(0)));
             }
             out.push('\n');
         }
@@ -379,10 +336,7 @@ mod tests {
             let counts = allocate(n, [0.8, 0.1, 0.1]);
             assert_eq!(counts.iter().sum::<usize>(), n);
             for (c, r) in counts.iter().zip([0.8, 0.1, 0.1]) {
-                assert!(
-                    (*c as f64 - r * n as f64).abs() < 1.0 + 1e-9,
-                    "n={n} {counts:?}"
-                );
+                assert!((*c as f64 - r * n as f64).abs() < 1.0 + 1e-9, "n={n} {counts:?}");
             }
         }
         assert_eq!(allocate(10, [1.0, 0.0, 0.0]), [10, 0, 0]);

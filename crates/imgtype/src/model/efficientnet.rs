@@ -20,62 +20,13 @@ struct StageConfig {
 }
 
 const B0_STAGES: [StageConfig; 7] = [
-    StageConfig {
-        expand_ratio: 1,
-        kernel: 3,
-        stride: 1,
-        input_channels: 32,
-        out_channels: 16,
-        num_layers: 1,
-    },
-    StageConfig {
-        expand_ratio: 6,
-        kernel: 3,
-        stride: 2,
-        input_channels: 16,
-        out_channels: 24,
-        num_layers: 2,
-    },
-    StageConfig {
-        expand_ratio: 6,
-        kernel: 5,
-        stride: 2,
-        input_channels: 24,
-        out_channels: 40,
-        num_layers: 2,
-    },
-    StageConfig {
-        expand_ratio: 6,
-        kernel: 3,
-        stride: 2,
-        input_channels: 40,
-        out_channels: 80,
-        num_layers: 3,
-    },
-    StageConfig {
-        expand_ratio: 6,
-        kernel: 5,
-        stride: 1,
-        input_channels: 80,
-        out_channels: 112,
-        num_layers: 3,
-    },
-    StageConfig {
-        expand_ratio: 6,
-        kernel: 5,
-        stride: 2,
-        input_channels: 112,
-        out_channels: 192,
-        num_layers: 4,
-    },
-    StageConfig {
-        expand_ratio: 6,
-        kernel: 3,
-        stride: 1,
-        input_channels: 192,
-        out_channels: 320,
-        num_layers: 1,
-    },
+    StageConfig { expand_ratio: 1, kernel: 3, stride: 1, input_channels: 32, out_channels: 16, num_layers: 1 },
+    StageConfig { expand_ratio: 6, kernel: 3, stride: 2, input_channels: 16, out_channels: 24, num_layers: 2 },
+    StageConfig { expand_ratio: 6, kernel: 5, stride: 2, input_channels: 24, out_channels: 40, num_layers: 2 },
+    StageConfig { expand_ratio: 6, kernel: 3, stride: 2, input_channels: 40, out_channels: 80, num_layers: 3 },
+    StageConfig { expand_ratio: 6, kernel: 5, stride: 1, input_channels: 80, out_channels: 112, num_layers: 3 },
+    StageConfig { expand_ratio: 6, kernel: 5, stride: 2, input_channels: 112, out_channels: 192, num_layers: 4 },
+    StageConfig { expand_ratio: 6, kernel: 3, stride: 1, input_channels: 192, out_channels: 320, num_layers: 1 },
 ];
 
 /// torchvision: `kaiming_normal_(weight, mode="fan_out")`, bias zero.
@@ -86,23 +37,11 @@ const CONV_INIT: nn::Init = nn::Init::Kaiming {
 };
 
 fn batch_norm(path: nn::Path, channels: i64) -> nn::BatchNorm {
-    let config = nn::BatchNormConfig {
-        eps: 1e-5,
-        momentum: 0.1,
-        ..Default::default()
-    };
+    let config = nn::BatchNormConfig { eps: 1e-5, momentum: 0.1, ..Default::default() };
     nn::batch_norm2d(path, channels, config)
 }
 
-fn conv(
-    path: nn::Path,
-    cin: i64,
-    cout: i64,
-    kernel: i64,
-    stride: i64,
-    groups: i64,
-    bias: bool,
-) -> nn::Conv2D {
+fn conv(path: nn::Path, cin: i64, cout: i64, kernel: i64, stride: i64, groups: i64, bias: bool) -> nn::Conv2D {
     let config = nn::ConvConfig {
         stride,
         padding: (kernel - 1) / 2,
@@ -124,15 +63,7 @@ pub struct ConvNormActivation {
 }
 
 impl ConvNormActivation {
-    pub fn new(
-        path: nn::Path,
-        cin: i64,
-        cout: i64,
-        kernel: i64,
-        stride: i64,
-        groups: i64,
-        activation: bool,
-    ) -> Self {
+    pub fn new(path: nn::Path, cin: i64, cout: i64, kernel: i64, stride: i64, groups: i64, activation: bool) -> Self {
         Self {
             conv: conv(&path / 0, cin, cout, kernel, stride, groups, false),
             norm: batch_norm(&path / 1, cout),
@@ -141,12 +72,12 @@ impl ConvNormActivation {
     }
 
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        let ys = self.norm.forward_t(&xs.apply(&self.conv), train);
+        let mut ys = self.norm.forward_t(&xs.apply(&self.conv), train);
         if self.activation {
-            ys.silu()
-        } else {
-            ys
+            // In place, as torchvision's SiLU(inplace=True): saves an allocation per layer.
+            let _ = ys.silu_();
         }
+        ys
     }
 }
 
@@ -166,12 +97,7 @@ impl SqueezeExcitation {
     }
 
     pub fn forward(&self, xs: &Tensor) -> Tensor {
-        let scale = xs
-            .adaptive_avg_pool2d([1, 1])
-            .apply(&self.fc1)
-            .silu()
-            .apply(&self.fc2)
-            .sigmoid();
+        let scale = xs.adaptive_avg_pool2d([1, 1]).apply(&self.fc1).silu().apply(&self.fc2).sigmoid();
         xs * scale
     }
 }
@@ -189,15 +115,7 @@ pub struct MbConv {
 }
 
 impl MbConv {
-    fn new(
-        path: nn::Path,
-        cin: i64,
-        cout: i64,
-        expand_ratio: i64,
-        kernel: i64,
-        stride: i64,
-        sd_prob: f64,
-    ) -> Self {
+    fn new(path: nn::Path, cin: i64, cout: i64, expand_ratio: i64, kernel: i64, stride: i64, sd_prob: f64) -> Self {
         let block = &path / "block";
         let expanded = cin * expand_ratio;
         let mut index = 0;
@@ -205,18 +123,9 @@ impl MbConv {
             index += 1;
             ConvNormActivation::new(&block / 0, cin, expanded, 1, 1, 1, true)
         });
-        let depthwise = ConvNormActivation::new(
-            &block / index,
-            expanded,
-            expanded,
-            kernel,
-            stride,
-            expanded,
-            true,
-        );
+        let depthwise = ConvNormActivation::new(&block / index, expanded, expanded, kernel, stride, expanded, true);
         let squeeze_channels = (cin / 4).max(1);
-        let squeeze_excitation =
-            SqueezeExcitation::new(&block / (index + 1), expanded, squeeze_channels);
+        let squeeze_excitation = SqueezeExcitation::new(&block / (index + 1), expanded, squeeze_channels);
         let project = ConvNormActivation::new(&block / (index + 2), expanded, cout, 1, 1, 1, false);
         Self {
             expand,
@@ -242,7 +151,8 @@ impl MbConv {
         if train && stochastic_depth && self.stochastic_depth_prob > 0.0 {
             ys = row_stochastic_depth(&ys, self.stochastic_depth_prob);
         }
-        ys + xs
+        ys += xs;
+        ys
     }
 }
 
@@ -250,13 +160,8 @@ impl MbConv {
 fn row_stochastic_depth(xs: &Tensor, p: f64) -> Tensor {
     let survival = 1.0 - p;
     let batch = xs.size()[0];
-    let noise =
-        Tensor::empty([batch, 1, 1, 1], (xs.kind(), xs.device())).bernoulli_float_(survival);
-    let noise = if survival > 0.0 {
-        noise / survival
-    } else {
-        noise
-    };
+    let noise = Tensor::empty([batch, 1, 1, 1], (xs.kind(), xs.device())).bernoulli_float_(survival);
+    let noise = if survival > 0.0 { noise / survival } else { noise };
     xs * noise
 }
 
@@ -278,11 +183,8 @@ impl EfficientNetB0 {
         for (stage_index, stage) in B0_STAGES.iter().enumerate() {
             let stage_path = &features / (stage_index + 1);
             for layer in 0..stage.num_layers {
-                let (cin, stride) = if layer == 0 {
-                    (stage.input_channels, stage.stride)
-                } else {
-                    (stage.out_channels, 1)
-                };
+                let (cin, stride) =
+                    if layer == 0 { (stage.input_channels, stage.stride) } else { (stage.out_channels, 1) };
                 let sd_prob = stochastic_depth_prob * blocks.len() as f64 / total_blocks as f64;
                 blocks.push(MbConv::new(
                     &stage_path / layer,
@@ -296,20 +198,8 @@ impl EfficientNetB0 {
             }
         }
         let last = B0_STAGES.last().expect("stages").out_channels;
-        let head_conv = ConvNormActivation::new(
-            &features / (B0_STAGES.len() + 1),
-            last,
-            FEATURE_DIM,
-            1,
-            1,
-            1,
-            true,
-        );
-        Self {
-            stem,
-            blocks,
-            head_conv,
-        }
+        let head_conv = ConvNormActivation::new(&features / (B0_STAGES.len() + 1), last, FEATURE_DIM, 1, 1, 1, true);
+        Self { stem, blocks, head_conv }
     }
 
     /// Pooled features `[N, 1280]`. `train` selects BatchNorm batch statistics and stochastic depth.
@@ -318,9 +208,6 @@ impl EfficientNetB0 {
         for block in &self.blocks {
             ys = block.forward_t(&ys, train, stochastic_depth);
         }
-        self.head_conv
-            .forward_t(&ys, train)
-            .adaptive_avg_pool2d([1, 1])
-            .flatten(1, -1)
+        self.head_conv.forward_t(&ys, train).adaptive_avg_pool2d([1, 1]).flatten(1, -1)
     }
 }

@@ -25,35 +25,17 @@ pub struct ModelMetadata {
 
 impl ModelMetadata {
     pub fn new(config: &Config) -> Self {
-        Self {
-            class_names: config.data.class_names.clone(),
-            config: config.clone(),
-        }
+        Self { class_names: config.data.class_names.clone(), config: config.clone() }
     }
 
     fn to_header(&self) -> HashMap<String, String> {
         let mut header = HashMap::new();
         header.insert("format".into(), FORMAT.into());
-        header.insert(
-            "class_names".into(),
-            serde_json::to_string(&self.class_names).expect("names serialise"),
-        );
-        header.insert(
-            "config".into(),
-            serde_json::to_string(&self.config).expect("config serialises"),
-        );
-        header.insert(
-            "image_size".into(),
-            self.config.augmentation.image_size.to_string(),
-        );
-        header.insert(
-            "normalize_mean".into(),
-            serde_json::to_string(&IMAGENET_MEAN).expect("mean"),
-        );
-        header.insert(
-            "normalize_std".into(),
-            serde_json::to_string(&IMAGENET_STD).expect("std"),
-        );
+        header.insert("class_names".into(), serde_json::to_string(&self.class_names).expect("names serialise"));
+        header.insert("config".into(), serde_json::to_string(&self.config).expect("config serialises"));
+        header.insert("image_size".into(), self.config.augmentation.image_size.to_string());
+        header.insert("normalize_mean".into(), serde_json::to_string(&IMAGENET_MEAN).expect("mean"));
+        header.insert("normalize_std".into(), serde_json::to_string(&IMAGENET_STD).expect("std"));
         header.insert("architecture".into(), self.config.model.backbone.clone());
         header.insert("imgtype_version".into(), env!("CARGO_PKG_VERSION").into());
         header
@@ -62,34 +44,19 @@ impl ModelMetadata {
     fn from_header(header: &HashMap<String, String>, path: &Path) -> Result<Self> {
         let field = |key: &str| {
             header.get(key).ok_or_else(|| {
-                anyhow!(
-                    "{}: model file metadata has no `{key}` entry (not written by this tool?)",
-                    path.display()
-                )
+                anyhow!("{}: model file metadata has no `{key}` entry (not written by this tool?)", path.display())
             })
         };
-        let class_names: Vec<String> =
-            serde_json::from_str(field("class_names")?).with_context(|| {
-                format!(
-                    "{}: metadata `class_names` is not a JSON list of strings",
-                    path.display()
-                )
-            })?;
-        let loaded = Config::parse(field("config")?).with_context(|| {
-            format!(
-                "{}: metadata `config` is not a valid config",
-                path.display()
-            )
-        })?;
+        let class_names: Vec<String> = serde_json::from_str(field("class_names")?)
+            .with_context(|| format!("{}: metadata `class_names` is not a JSON list of strings", path.display()))?;
+        let loaded = Config::parse(field("config")?)
+            .with_context(|| format!("{}: metadata `config` is not a valid config", path.display()))?;
         let mut config = loaded.config;
         if class_names.is_empty() {
             bail!("{}: metadata `class_names` is empty", path.display());
         }
         config.data.class_names = class_names.clone();
-        Ok(Self {
-            class_names,
-            config,
-        })
+        Ok(Self { class_names, config })
     }
 }
 
@@ -112,8 +79,7 @@ fn kind_of(dtype: Dtype) -> Option<Kind> {
 
 /// Named tensors of a safetensors file, as CPU tensors, and its header metadata.
 pub fn read_safetensors(path: &Path) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>)> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("cannot read model file {}", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read model file {}", path.display()))?;
     let (_, header) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| anyhow!("{}: not a valid safetensors file ({e:?})", path.display()))?;
     let metadata = header.metadata().clone().unwrap_or_default();
@@ -121,13 +87,8 @@ pub fn read_safetensors(path: &Path) -> Result<(Vec<(String, Tensor)>, HashMap<S
         .map_err(|e| anyhow!("{}: not a valid safetensors file ({e:?})", path.display()))?;
     let mut tensors = Vec::new();
     for (name, view) in file.tensors() {
-        let kind = kind_of(view.dtype()).ok_or_else(|| {
-            anyhow!(
-                "{}: tensor `{name}` has unsupported dtype {:?}",
-                path.display(),
-                view.dtype()
-            )
-        })?;
+        let kind = kind_of(view.dtype())
+            .ok_or_else(|| anyhow!("{}: tensor `{name}` has unsupported dtype {:?}", path.display(), view.dtype()))?;
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         let tensor = Tensor::f_from_data_size(view.data(), &shape, kind)
             .with_context(|| format!("{}: cannot read tensor `{name}`", path.display()))?;
@@ -138,35 +99,21 @@ pub fn read_safetensors(path: &Path) -> Result<(Vec<(String, Tensor)>, HashMap<S
 }
 
 /// Writes named tensors (as f32, contiguous, on CPU) with header metadata; atomic.
-pub fn write_safetensors(
-    path: &Path,
-    tensors: &[(String, Tensor)],
-    metadata: HashMap<String, String>,
-) -> Result<()> {
+pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String, String>) -> Result<()> {
     let mut buffers = Vec::with_capacity(tensors.len());
     for (name, tensor) in tensors {
-        let cpu = tensor
-            .to_device(tch::Device::Cpu)
-            .to_kind(Kind::Float)
-            .contiguous();
+        let cpu = tensor.to_device(tch::Device::Cpu).to_kind(Kind::Float).contiguous();
         let shape: Vec<usize> = cpu.size().iter().map(|&d| d as usize).collect();
-        let values =
-            Vec::<f32>::try_from(cpu.flatten(0, -1)).with_context(|| format!("tensor `{name}`"))?;
+        let values = Vec::<f32>::try_from(cpu.flatten(0, -1)).with_context(|| format!("tensor `{name}`"))?;
         let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         buffers.push((name.clone(), shape, bytes));
     }
     let views = buffers
         .iter()
-        .map(|(name, shape, bytes)| {
-            Ok((
-                name.clone(),
-                TensorView::new(Dtype::F32, shape.clone(), bytes)?,
-            ))
-        })
+        .map(|(name, shape, bytes)| Ok((name.clone(), TensorView::new(Dtype::F32, shape.clone(), bytes)?)))
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
         .map_err(|e| anyhow!("cannot build tensor views: {e:?}"))?;
-    let bytes = safetensors::serialize(views, &Some(metadata))
-        .map_err(|e| anyhow!("cannot serialise: {e:?}"))?;
+    let bytes = safetensors::serialize(views, &Some(metadata)).map_err(|e| anyhow!("cannot serialise: {e:?}"))?;
     crate::fsutil::write_atomic(path, &bytes)
 }
 
@@ -198,11 +145,8 @@ pub fn copy_named_tensors(
     source: &Path,
     prefix: &str,
 ) -> Result<()> {
-    let mut variables: HashMap<String, Tensor> = vs
-        .variables()
-        .into_iter()
-        .filter(|(name, _)| name.starts_with(prefix))
-        .collect();
+    let mut variables: HashMap<String, Tensor> =
+        vs.variables().into_iter().filter(|(name, _)| name.starts_with(prefix)).collect();
     let mut unexpected = Vec::new();
     tch::no_grad(|| -> Result<()> {
         for (name, tensor) in tensors {
@@ -227,20 +171,12 @@ pub fn copy_named_tensors(
     })?;
     if !unexpected.is_empty() {
         unexpected.sort();
-        bail!(
-            "{}: unexpected tensor(s) not in the model: {}",
-            source.display(),
-            unexpected.join(", ")
-        );
+        bail!("{}: unexpected tensor(s) not in the model: {}", source.display(), unexpected.join(", "));
     }
     if !variables.is_empty() {
         let mut missing: Vec<_> = variables.into_keys().collect();
         missing.sort();
-        bail!(
-            "{}: missing tensor(s): {}",
-            source.display(),
-            missing.join(", ")
-        );
+        bail!("{}: missing tensor(s): {}", source.display(), missing.join(", "));
     }
     Ok(())
 }

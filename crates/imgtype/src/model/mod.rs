@@ -31,10 +31,7 @@ pub struct ClassifierHead {
 fn xavier_linear(path: nn::Path, fan_in: i64, fan_out: i64) -> nn::Linear {
     let bound = (6.0 / (fan_in + fan_out) as f64).sqrt();
     let config = nn::LinearConfig {
-        ws_init: nn::Init::Uniform {
-            lo: -bound,
-            up: bound,
-        },
+        ws_init: nn::Init::Uniform { lo: -bound, up: bound },
         bs_init: Some(nn::Init::Const(0.)),
         bias: true,
     };
@@ -73,10 +70,8 @@ impl ImageTypeClassifier {
     pub fn new(config: &Config, device: Device) -> Self {
         let vs = nn::VarStore::new(device);
         let root = vs.root();
-        let backbone = EfficientNetB0::new(
-            root.set_group(BACKBONE_GROUP) / "backbone",
-            config.model.stochastic_depth_prob,
-        );
+        let backbone =
+            EfficientNetB0::new(root.set_group(BACKBONE_GROUP) / "backbone", config.model.stochastic_depth_prob);
         let class_names = config.data.class_names.clone();
         let head = ClassifierHead::new(
             root.set_group(HEAD_GROUP) / "classifier",
@@ -84,14 +79,7 @@ impl ImageTypeClassifier {
             class_names.len() as i64,
             config.model.dropout_rate,
         );
-        Self {
-            vs,
-            backbone,
-            head,
-            class_names,
-            config: config.clone(),
-            backbone_frozen: false,
-        }
+        Self { vs, backbone, head, class_names, config: config.clone(), backbone_frozen: false }
     }
 
     /// Loads a model file: the architecture comes from the config stored in it.
@@ -122,9 +110,7 @@ impl ImageTypeClassifier {
     /// frozen its BatchNorm layers stay in eval mode even when `train` is true.
     pub fn forward_t(&self, images: &Tensor, train: bool) -> Tensor {
         let backbone_train = train && !self.backbone_frozen;
-        let features = self
-            .backbone
-            .forward_t(images, backbone_train, backbone_train);
+        let features = self.backbone.forward_t(images, backbone_train, backbone_train);
         self.head.forward_t(&features, train)
     }
 
@@ -150,10 +136,7 @@ pub fn is_buffer(name: &str) -> bool {
 /// Loads backbone weights (for example torchvision's ImageNet weights exported as safetensors)
 /// into `backbone.*`; the head keeps its fresh initialisation. Keys may carry our
 /// `backbone.` prefix or be torchvision's own (`features.…`; its `classifier.…` is ignored).
-pub fn load_backbone_weights(
-    model: &mut ImageTypeClassifier,
-    path: &std::path::Path,
-) -> Result<()> {
+pub fn load_backbone_weights(model: &mut ImageTypeClassifier, path: &std::path::Path) -> Result<()> {
     if !path.exists() {
         anyhow::bail!(
             "model.pretrained_weights {} does not exist: make it on a machine with internet with \
