@@ -4,21 +4,21 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use imgtype::infer::{run_csv, run_dataset, Predictor};
+use imgtype::infer::{merge_shards, run_csv, run_dataset, Predictor, Shard};
 
 #[derive(Parser)]
 #[command(about = "Predict image types with a trained model: the whole dataset, a CSV of images, or one image")]
 struct Args {
     /// Model file (.safetensors) or a run folder holding model/best_model.safetensors
-    #[arg(long)]
-    model_path: PathBuf,
+    #[arg(long, required_unless_present = "merge_shards")]
+    model_path: Option<PathBuf>,
     /// Predict one image and print the result
     #[arg(long, conflicts_with = "csv_path")]
     image_path: Option<String>,
     /// Predict the images listed in this CSV
     #[arg(long, requires = "output_path")]
     csv_path: Option<PathBuf>,
-    /// Where the CSV mode writes its predictions
+    /// Where the CSV mode (or --merge-shards) writes its rows
     #[arg(long)]
     output_path: Option<PathBuf>,
     /// Column of --csv-path that holds image paths
@@ -33,6 +33,12 @@ struct Args {
     /// Folder for whole-dataset results (default: the model's paths.test_result_dir)
     #[arg(long)]
     output_dir: Option<PathBuf>,
+    /// Predict only rows i with i mod N = K (K from 0), e.g. $JOB_COMPLETION_INDEX/N
+    #[arg(long, value_name = "K/N")]
+    shard: Option<Shard>,
+    /// Merge *.shard-K-of-N.* result files into --output-path (no model needed)
+    #[arg(long, num_args = 1.., requires = "output_path", conflicts_with_all = ["csv_path", "image_path"])]
+    merge_shards: Vec<PathBuf>,
     /// Device (auto, cpu, cuda, cuda:N, mps)
     #[arg(long, default_value = "auto")]
     device: String,
@@ -48,13 +54,20 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<()> {
+    if !args.merge_shards.is_empty() {
+        let output = args.output_path.as_ref().expect("clap requires --output-path");
+        let source = imgtype::data::ImageSource::local(args.image_base_path.clone());
+        let rows = merge_shards(&args.merge_shards, output, &source)?;
+        println!("{rows} rows merged into {}", output.display());
+        return Ok(());
+    }
     let device = imgtype::device::resolve_device(&args.device)?;
-    let mut predictor = Predictor::load(&args.model_path, device)?;
+    let model_path = args.model_path.as_ref().expect("clap requires --model-path");
+    let mut predictor = Predictor::load(model_path, device)?;
     predictor.set_base_image_path(args.image_base_path.clone());
 
     if let Some(image) = &args.image_path {
-        let result = predictor.predict_keys(std::slice::from_ref(image)).remove(0);
-        let prediction = match result {
+        let prediction = match predictor.predict_keys(std::slice::from_ref(image)).remove(0) {
             Ok(p) => p,
             Err(reason) => bail!("{reason}"),
         };
@@ -63,20 +76,28 @@ fn run(args: Args) -> Result<()> {
     }
     if let Some(csv_path) = &args.csv_path {
         let output = args.output_path.as_ref().expect("clap requires --output-path");
-        let count = run_csv(&predictor, csv_path, &args.image_column, output)?;
-        println!("{count} predictions written to {}", output.display());
+        let report = run_csv(&predictor, csv_path, &args.image_column, output, args.shard)?;
+        println!(
+            "{} predictions ({} failed) written to {}; {:.1} images/s",
+            report.rows,
+            report.failed,
+            report.output_path.display(),
+            report.timing.images_per_second
+        );
         return Ok(());
     }
     let data_dir = args.data_dir.clone().unwrap_or_else(|| predictor.config().paths.data_dir.clone());
     let output_root = args.output_dir.clone().unwrap_or_else(|| predictor.config().paths.test_result_dir.clone());
-    let report = run_dataset(&predictor, &data_dir, &output_root)?;
+    let report = run_dataset(&predictor, &data_dir, &output_root, args.shard)?;
     for (split, accuracy) in &report.accuracy_by_split {
         println!("{split:<10} accuracy {accuracy:.4}");
     }
     println!(
-        "{} images, {:.2} ms per image; results in {}",
-        report.images,
-        report.mean_ms_per_image,
+        "{} images ({} failed), {:.2} ms per image, {:.1} images/s; results in {}",
+        report.timing.images,
+        report.failed,
+        report.timing.mean_ms_per_image,
+        report.timing.images_per_second,
         report.output_dir.display()
     );
     Ok(())

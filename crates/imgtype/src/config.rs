@@ -39,6 +39,12 @@ pub struct DataConfig {
     pub random_state: u64,
     /// Largest share of a split's images that may be unreadable before a run stops.
     pub max_bad_image_ratio: f64,
+    /// On-disk cache of downloaded images, keyed by URL (null = no cache).
+    pub image_cache_dir: Option<PathBuf>,
+    /// Timeout of one remote image request, in seconds.
+    pub download_timeout_secs: f64,
+    /// Extra attempts after a failed download (timeouts, 5xx; a 404 is not retried).
+    pub download_retries: u32,
 }
 
 impl Default for DataConfig {
@@ -54,6 +60,9 @@ impl Default for DataConfig {
             test_ratio: 0.1,
             random_state: 2025,
             max_bad_image_ratio: 0.01,
+            image_cache_dir: None,
+            download_timeout_secs: 10.0,
+            download_retries: 2,
         }
     }
 }
@@ -353,6 +362,7 @@ impl Config {
             );
         }
         check_unit_interval("data.max_bad_image_ratio", d.max_bad_image_ratio)?;
+        check_positive("data.download_timeout_secs", d.download_timeout_secs)?;
         if d.class_names.is_empty() {
             bail!("data.class_names is empty: list the classes in the model's output order");
         }

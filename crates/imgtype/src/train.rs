@@ -17,7 +17,7 @@ use tch::{nn, Device, Kind, Tensor};
 use crate::config::Config;
 use crate::data::batch::{augment, load_images, SkippedImage};
 use crate::data::image::to_normalized_batch;
-use crate::data::{read_split_csv, ImageRecord, SplitName};
+use crate::data::{read_split_csv, ImageRecord, ImageSource, SplitName};
 use crate::eval::{compute_metrics, Metrics};
 use crate::loss::Loss;
 use crate::model::{ImageTypeClassifier, BACKBONE_GROUP, HEAD_GROUP};
@@ -121,10 +121,11 @@ fn screen_images(
     split: SplitName,
     records: Vec<ImageRecord>,
     config: &Config,
+    source: &ImageSource,
     skipped: &mut Vec<(SplitName, SkippedImage)>,
 ) -> Result<Vec<ImageRecord>> {
     let refs: Vec<&ImageRecord> = records.iter().collect();
-    let loaded = load_images(&refs, config.data.base_image_path.as_deref(), 16, config.system.num_workers.max(1));
+    let loaded = load_images(&refs, source, 16, config.system.num_workers.max(1));
     let total = records.len();
     let mut kept = Vec::with_capacity(total);
     let mut bad = 0;
@@ -181,6 +182,7 @@ pub fn evaluate_records(
     records: &[ImageRecord],
     loss_fn: &Loss,
     config: &Config,
+    source: &ImageSource,
     label: &str,
 ) -> Result<SplitEvaluation> {
     let class_names = model.class_names().to_vec();
@@ -192,16 +194,11 @@ pub fn evaluate_records(
     let mut progress = crate::progress::Progress::new(label, records.len() as u64, u64::MAX);
     for (chunk, chunk_labels) in records.chunks(batch_size).zip(labels.chunks(batch_size)) {
         let refs: Vec<&ImageRecord> = chunk.iter().collect();
-        let images = load_images(
-            &refs,
-            config.data.base_image_path.as_deref(),
-            config.augmentation.image_size,
-            config.system.num_workers.max(1),
-        )
-        .into_iter()
-        .zip(chunk)
-        .map(|(r, rec)| r.map_err(|e| anyhow::anyhow!("{}: {e}", rec.image_path)))
-        .collect::<Result<Vec<_>>>()?;
+        let images = load_images(&refs, source, config.augmentation.image_size, config.system.num_workers.max(1))
+            .into_iter()
+            .zip(chunk)
+            .map(|(r, rec)| r.map_err(|e| anyhow::anyhow!("{}: {e}", rec.image_path)))
+            .collect::<Result<Vec<_>>>()?;
         let batch = to_normalized_batch(&images).to_device(model.device());
         let targets = Tensor::from_slice(chunk_labels).to_device(model.device());
         let (loss, probs) = tch::no_grad(|| {
@@ -284,11 +281,12 @@ pub fn run_training(config: &Config, config_file: Option<&Path>) -> Result<Train
 
     // Data
     let data_dir = &config.paths.data_dir;
+    let source = ImageSource::from_config(&config.data);
     let mut skipped = Vec::new();
     let mut splits = Vec::new();
     for split in SplitName::ALL {
         let records = read_split_csv(&data_dir.join(split.file_name()), &class_names)?;
-        let records = screen_images(split, records, config, &mut skipped)?;
+        let records = screen_images(split, records, config, &source, &mut skipped)?;
         if records.is_empty() {
             bail!(
                 "{} split is empty ({}); run `divide` first",
@@ -377,15 +375,11 @@ pub fn run_training(config: &Config, config_file: Option<&Path>) -> Result<Train
             let refs: Vec<&ImageRecord> = chunk.iter().collect();
             let mut images = Vec::with_capacity(chunk.len());
             let mut targets = Vec::with_capacity(chunk.len());
-            for ((result, record), &label) in load_images(
-                &refs,
-                config.data.base_image_path.as_deref(),
-                config.augmentation.image_size,
-                config.system.num_workers.max(1),
-            )
-            .into_iter()
-            .zip(chunk)
-            .zip(chunk_labels)
+            for ((result, record), &label) in
+                load_images(&refs, &source, config.augmentation.image_size, config.system.num_workers.max(1))
+                    .into_iter()
+                    .zip(chunk)
+                    .zip(chunk_labels)
             {
                 match result {
                     Ok(mut image) => {
@@ -448,7 +442,7 @@ pub fn run_training(config: &Config, config_file: Option<&Path>) -> Result<Train
         };
         let mut stop = false;
         if validate {
-            let evaluation = evaluate_records(&model, &val_records, &loss_fn, config, "validation")?;
+            let evaluation = evaluate_records(&model, &val_records, &loss_fn, config, &source, "validation")?;
             let metrics = evaluation.metrics(&class_names);
             record.val_loss = Some(evaluation.loss);
             record.val_accuracy = Some(metrics.accuracy);
@@ -515,7 +509,7 @@ pub fn run_training(config: &Config, config_file: Option<&Path>) -> Result<Train
         crate::model::file::copy_named_tensors(weights, &mut model.vs, Path::new("best weights in memory"), "")?;
         tracing::info!("restored the best weights (epoch {epoch})");
     }
-    let test_eval = evaluate_records(&model, &test_records, &loss_fn, config, "test")?;
+    let test_eval = evaluate_records(&model, &test_records, &loss_fn, config, &source, "test")?;
     let test_metrics = test_eval.metrics(&class_names);
     tracing::info!(
         "test: accuracy {:.4}, F1 macro {:.4}, F1 weighted {:.4} ({} images)",

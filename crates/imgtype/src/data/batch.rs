@@ -1,12 +1,11 @@
 //! Decoding batches of images on several threads, skipping unreadable ones.
 
-use std::path::Path;
-
 use image::RgbImage;
 use rand::Rng;
 
-use super::image::{load_resized, resolve_local_path};
+use super::image::load_resized;
 use super::records::ImageRecord;
+use super::source::ImageSource;
 
 /// One image that could not be used, and why.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -19,7 +18,7 @@ pub struct SkippedImage {
 /// Results are per record: the image, or why it could not be read.
 pub fn load_images(
     records: &[&ImageRecord],
-    base: Option<&Path>,
+    source: &ImageSource,
     size: u32,
     workers: usize,
 ) -> Vec<Result<RgbImage, String>> {
@@ -31,9 +30,7 @@ pub fn load_images(
             .map(|part| {
                 scope.spawn(move || {
                     part.iter()
-                        .map(|r| {
-                            load_resized(&resolve_local_path(&r.image_path, base), size).map_err(|e| format!("{e:#}"))
-                        })
+                        .map(|r| load_resized(source, &r.image_path, size).map_err(|e| format!("{e:#}")))
                         .collect::<Vec<_>>()
                 })
             })

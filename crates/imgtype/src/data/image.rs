@@ -2,50 +2,33 @@
 //! person sees it, in training and inference alike), resized to a square with a
 //! bilinear (triangle) filter, then normalised with the ImageNet mean and std.
 
-use std::path::{Path, PathBuf};
-
 use anyhow::{bail, Context, Result};
 use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 use tch::{Kind, Tensor};
 
+use super::source::{check_key, ImageSource};
 use crate::model::file::{IMAGENET_MEAN, IMAGENET_STD};
 
-/// A local path for an image key: absolute paths as they are; a relative key under `base`
-/// when it exists there, else as given (relative to the working folder).
-pub fn resolve_local_path(key: &str, base: Option<&Path>) -> PathBuf {
-    let path = Path::new(key);
-    match base {
-        Some(base) if path.is_relative() => {
-            let under_base = base.join(path);
-            if under_base.exists() || !path.exists() {
-                under_base
-            } else {
-                path.to_path_buf()
-            }
-        }
-        _ => path.to_path_buf(),
-    }
-}
-
-/// Decodes any supported format (the extension may be missing, as with `product/unhashed/<uuid>`).
-pub fn decode_rgb(path: &Path) -> Result<RgbImage> {
-    let key = path.display().to_string();
-    if key.starts_with("http://") || key.starts_with("https://") {
-        bail!("{key}: remote images are not supported by this loader; download them or set data.base_image_path");
-    }
-    let reader = ImageReader::open(path)
-        .with_context(|| format!("cannot open image {}", path.display()))?
+/// Decodes image bytes of any supported format (keys often have no extension, as
+/// `product/unhashed/<uuid>`); `label` names the image in errors.
+pub fn decode_bytes(bytes: &[u8], label: &str) -> Result<RgbImage> {
+    let reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
-        .with_context(|| format!("cannot read image {}", path.display()))?;
+        .with_context(|| format!("cannot read image {label}"))?;
     if reader.format().is_none() {
-        bail!("{}: not an image (unknown format)", path.display());
+        bail!("{label}: not an image (unknown format)");
     }
-    let mut decoder = reader.into_decoder().with_context(|| format!("cannot decode image {}", path.display()))?;
+    let mut decoder = reader.into_decoder().with_context(|| format!("cannot decode image {label}"))?;
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut image =
-        DynamicImage::from_decoder(decoder).with_context(|| format!("cannot decode image {}", path.display()))?;
+    let mut image = DynamicImage::from_decoder(decoder).with_context(|| format!("cannot decode image {label}"))?;
     image.apply_orientation(orientation);
     Ok(image.to_rgb8())
+}
+
+/// Fetches and decodes one image.
+pub fn load_rgb(source: &ImageSource, key: &str) -> Result<RgbImage> {
+    check_key(key)?;
+    decode_bytes(&source.fetch(key)?, key)
 }
 
 /// Resizes to `size`×`size` (aspect ratio not kept, as torchvision's `Resize((s, s))`).
@@ -57,8 +40,8 @@ pub fn resize_square(image: &RgbImage, size: u32) -> RgbImage {
 }
 
 /// Loads one image as `size`×`size` RGB bytes (HWC).
-pub fn load_resized(path: &Path, size: u32) -> Result<RgbImage> {
-    Ok(resize_square(&decode_rgb(path)?, size))
+pub fn load_resized(source: &ImageSource, key: &str, size: u32) -> Result<RgbImage> {
+    Ok(resize_square(&load_rgb(source, key)?, size))
 }
 
 /// Stacks same-sized RGB images into a normalised float batch `[N, 3, H, W]`.

@@ -4,6 +4,8 @@ pub mod batch;
 pub mod image;
 pub mod product;
 pub mod records;
+pub mod source;
 pub mod split;
 
 pub use records::{read_split_csv, ImageRecord, SplitName};
+pub use source::ImageSource;

@@ -187,21 +187,19 @@ pub struct DroppedImage {
 
 /// Removes images that are missing or undecodable; returns what was dropped and why.
 fn drop_unreadable_images(products: &mut [Product], base: Option<&Path>) -> Vec<DroppedImage> {
+    let source = crate::data::ImageSource::local(base.map(Path::to_path_buf));
     let mut dropped = Vec::new();
     for product in products.iter_mut() {
-        product.images.retain(|img| {
-            let path = crate::data::image::resolve_local_path(&img.path, base);
-            match crate::data::image::decode_rgb(&path) {
-                Ok(_) => true,
-                Err(e) => {
-                    tracing::warn!("product {}: dropping image {}: {e:#}", product.id, img.path);
-                    dropped.push(DroppedImage {
-                        product_id: product.id.clone(),
-                        image_path: img.path.clone(),
-                        reason: format!("{e:#}"),
-                    });
-                    false
-                }
+        product.images.retain(|img| match crate::data::image::load_rgb(&source, &img.path) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!("product {}: dropping image {}: {e:#}", product.id, img.path);
+                dropped.push(DroppedImage {
+                    product_id: product.id.clone(),
+                    image_path: img.path.clone(),
+                    reason: format!("{e:#}"),
+                });
+                false
             }
         });
     }

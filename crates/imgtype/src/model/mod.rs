@@ -85,6 +85,17 @@ impl ImageTypeClassifier {
     /// Loads a model file: the architecture comes from the config stored in it.
     pub fn load(path: &std::path::Path, device: Device) -> Result<Self> {
         let file = ModelFile::read(path)?;
+        let classes = file.metadata.class_names.len() as i64;
+        if let Some((_, output)) = file.tensors.iter().find(|(name, _)| name == "classifier.5.weight") {
+            let outputs = output.size()[0];
+            if outputs != classes {
+                anyhow::bail!(
+                    "{}: the model has {outputs} outputs but its metadata lists {classes} class names {:?}",
+                    path.display(),
+                    file.metadata.class_names
+                );
+            }
+        }
         let mut model = Self::new(&file.metadata.config, device);
         file.copy_into(&mut model.vs, path)?;
         Ok(model)

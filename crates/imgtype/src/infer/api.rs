@@ -1,0 +1,92 @@
+//! The backend API (the Python system's `run.py`): list of image paths in, list of
+//! predictions out, same order; writes no files; one log line per call.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Result;
+use serde::Serialize;
+use tch::Device;
+
+use super::Predictor;
+use crate::model::ImageTypeClassifier;
+
+/// What the backend gets for one image. An image that cannot be read or predicted gives
+/// `predicted_class = "ERROR"` and confidence 0.0.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiPrediction {
+    pub image_path: String,
+    pub predicted_class: String,
+    pub confidence: f64,
+}
+
+pub const ERROR_CLASS: &str = "ERROR";
+
+/// `Send + Sync`: share one instance (e.g. in an `Arc`) between request threads. Each call
+/// decodes its images on its own threads; forward passes are serialised on the model,
+/// batched by `inference.batch_size`.
+pub struct ImageClassificationApi {
+    predictor: Predictor,
+}
+
+impl ImageClassificationApi {
+    /// Loads a model file (or run folder) on the best device (CUDA, then MPS, then CPU).
+    pub fn new(model_path: impl AsRef<Path>) -> Result<Self> {
+        let device = crate::device::resolve_device("auto")?;
+        Self::with_device(model_path, device)
+    }
+
+    pub fn with_device(model_path: impl AsRef<Path>, device: Device) -> Result<Self> {
+        Ok(Self { predictor: Predictor::load(model_path.as_ref(), device)? })
+    }
+
+    /// From a model already in memory (for example right after training).
+    pub fn from_model(model: ImageTypeClassifier) -> Self {
+        Self { predictor: Predictor::from_model(model) }
+    }
+
+    pub fn from_predictor(predictor: Predictor) -> Self {
+        Self { predictor }
+    }
+
+    pub fn class_names(&self) -> &[String] {
+        self.predictor.class_names()
+    }
+
+    /// Predicts every path; never fails as a whole because of one bad image.
+    pub fn predict<S: AsRef<str>>(&self, image_paths: &[S]) -> Vec<ApiPrediction> {
+        let started = Instant::now();
+        let keys: Vec<String> = image_paths.iter().map(|p| p.as_ref().to_string()).collect();
+        let mut results = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(self.predictor.batch_size) {
+            for (key, outcome) in chunk.iter().zip(self.predictor.predict_keys(chunk)) {
+                results.push(match outcome {
+                    Ok(p) => ApiPrediction {
+                        image_path: key.clone(),
+                        predicted_class: p.predicted_class,
+                        confidence: p.confidence,
+                    },
+                    Err(reason) => {
+                        tracing::warn!("prediction failed for {key}: {reason}");
+                        ApiPrediction { image_path: key.clone(), predicted_class: ERROR_CLASS.into(), confidence: 0.0 }
+                    }
+                });
+            }
+        }
+        let failed = results.iter().filter(|r| r.predicted_class == ERROR_CLASS).count();
+        let mut distribution: BTreeMap<&str, usize> = BTreeMap::new();
+        for r in results.iter().filter(|r| r.predicted_class != ERROR_CLASS) {
+            *distribution.entry(&r.predicted_class).or_default() += 1;
+        }
+        let distribution: Vec<String> = distribution.iter().map(|(c, n)| format!("{c}={n}")).collect();
+        tracing::info!(
+            "predicted {} image(s) in {:.1} ms: {} succeeded, {failed} failed; classes: {}",
+            results.len(),
+            started.elapsed().as_secs_f64() * 1000.0,
+            results.len() - failed,
+            if distribution.is_empty() { "none".to_string() } else { distribution.join(", ") }
+        );
+        results
+    }
+}

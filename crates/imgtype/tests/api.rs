@@ -1,0 +1,115 @@
+//! The backend API: order kept, ERROR for bad images, no files written, usable from
+//! many threads at once; and the decision rule with per-class thresholds.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use imgtype::infer::{ImageClassificationApi, Predictor};
+use imgtype::{Config, ImageTypeClassifier};
+use tch::Device;
+
+fn small_config() -> Config {
+    let mut config = Config::default();
+    config.augmentation.image_size = 32;
+    config.inference.batch_size = 3;
+    config
+}
+
+fn write_images(dir: &Path) -> Vec<String> {
+    let mut paths = Vec::new();
+    for (i, color) in [[250u8, 250, 250], [20, 20, 200], [200, 30, 30], [30, 160, 30]].iter().enumerate() {
+        let path = dir.join(format!("img{i}.png"));
+        image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([color[0], color[1].wrapping_add((x * y) as u8), color[2]]))
+            .save(&path)
+            .unwrap();
+        paths.push(path.display().to_string());
+    }
+    std::fs::write(dir.join("broken.jpg"), b"not an image").unwrap();
+    paths
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn predicts_in_order_with_errors_in_place_and_writes_nothing() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<ImageClassificationApi>();
+
+    let dir = tempfile::tempdir().unwrap();
+    let images = write_images(dir.path());
+    tch::manual_seed(1);
+    let model_path = dir.path().join("model.safetensors");
+    ImageTypeClassifier::new(&small_config(), Device::Cpu).save(&model_path).unwrap();
+    let before = files_in(dir.path());
+
+    let api = ImageClassificationApi::with_device(&model_path, Device::Cpu).unwrap();
+    let missing = dir.path().join("missing.jpg").display().to_string();
+    let broken = dir.path().join("broken.jpg").display().to_string();
+    let inputs = vec![
+        images[0].clone(),
+        missing.clone(),
+        images[1].clone(),
+        broken.clone(),
+        images[2].clone(),
+        images[3].clone(),
+    ];
+    let results = api.predict(&inputs);
+    assert_eq!(results.len(), inputs.len());
+    for (result, input) in results.iter().zip(&inputs) {
+        assert_eq!(&result.image_path, input, "order kept");
+    }
+    for bad in [1, 3] {
+        assert_eq!(results[bad].predicted_class, "ERROR");
+        assert_eq!(results[bad].confidence, 0.0);
+    }
+    for good in [0, 2, 4, 5] {
+        assert!(api.class_names().contains(&results[good].predicted_class));
+        assert!(results[good].confidence > 0.0 && results[good].confidence <= 1.0);
+    }
+    assert!(api.predict::<String>(&[]).is_empty());
+    assert_eq!(files_in(dir.path()), before, "the API wrote files");
+
+    // Same answers from many threads at once.
+    let api = Arc::new(api);
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (api, inputs) = (api.clone(), inputs.clone());
+            std::thread::spawn(move || api.predict(&inputs))
+        })
+        .collect();
+    for handle in handles {
+        let concurrent = handle.join().unwrap();
+        for (a, b) in concurrent.iter().zip(&results) {
+            assert_eq!(a.predicted_class, b.predicted_class);
+            assert!((a.confidence - b.confidence).abs() < 1e-5);
+        }
+    }
+}
+
+#[test]
+fn class_thresholds_pick_the_most_probable_passing_class() {
+    let mut config = small_config();
+    config.inference.class_thresholds.insert("care_label".into(), 0.9);
+    config.inference.return_top_k = 2;
+    let predictor = Predictor::from_model(ImageTypeClassifier::new(&config, Device::Cpu));
+    // care_label is most probable but below its 0.9 threshold: detail_shot wins.
+    let p = predictor.decide(&[0.6, 0.3, 0.05, 0.05]);
+    assert_eq!(p.predicted_class, "detail_shot");
+    assert!((p.confidence - 0.3).abs() < 1e-12);
+    assert_eq!(p.top_k.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(), ["care_label", "detail_shot"]);
+    // Above its threshold it wins.
+    assert_eq!(predictor.decide(&[0.95, 0.03, 0.01, 0.01]).predicted_class, "care_label");
+
+    let mut strict = small_config();
+    for class in ["care_label", "detail_shot", "full_shot", "neck_label"] {
+        strict.inference.class_thresholds.insert(class.into(), 0.99);
+    }
+    let predictor = Predictor::from_model(ImageTypeClassifier::new(&strict, Device::Cpu));
+    // No class passes: plain argmax.
+    assert_eq!(predictor.decide(&[0.1, 0.2, 0.6, 0.1]).predicted_class, "full_shot");
+}
