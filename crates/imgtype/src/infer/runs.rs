@@ -513,16 +513,25 @@ pub fn merge_shards(inputs: &[PathBuf], output: &Path, source: &ImageSource) -> 
     }
     let count = shards[0].0.count;
     shards.sort_by_key(|(s, _)| s.index);
-    for (expected, (shard, path)) in shards.iter().enumerate() {
+    for (shard, path) in &shards {
         if shard.count != count {
             bail!("{} is one of {} shards, the others of {count}", path.display(), shard.count);
         }
-        if shard.index != expected {
-            bail!("shard {expected} of {count} is missing (or given twice)");
+    }
+    for pair in shards.windows(2) {
+        if pair[0].0.index == pair[1].0.index {
+            bail!(
+                "shard {} of {count} is given twice ({}, {})",
+                pair[0].0.index,
+                pair[0].1.display(),
+                pair[1].1.display()
+            );
         }
     }
-    if shards.len() != count {
-        bail!("{} shard file(s) given, {count} needed", shards.len());
+    let missing: Vec<String> =
+        (0..count).filter(|k| !shards.iter().any(|(s, _)| s.index == *k)).map(|k| k.to_string()).collect();
+    if !missing.is_empty() {
+        bail!("shard {} of {count} is missing", missing.join(", "));
     }
     let mut readers = Vec::new();
     let mut header: Option<csv::StringRecord> = None;

@@ -1,0 +1,316 @@
+//! `test` as a user runs it: CSV mode with unreadable rows, sharding and merging
+//! (CSV and whole-dataset modes), bad inputs, and flat memory over large CSVs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use imgtype::{Config, ImageTypeClassifier};
+
+const TEST: &str = env!("CARGO_BIN_EXE_test");
+
+fn sample_images() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_images")
+}
+
+/// An untrained 32 px model whose config points at the bundled sample images.
+fn write_model(dir: &Path) -> PathBuf {
+    let mut config = Config::default();
+    config.augmentation.image_size = 32;
+    config.inference.batch_size = 16;
+    config.system.num_workers = 2;
+    config.data.base_image_path = Some(sample_images());
+    tch::manual_seed(5);
+    let path = dir.join("model.safetensors");
+    ImageTypeClassifier::new(&config, tch::Device::Cpu).save(&path).unwrap();
+    path
+}
+
+fn run_test(dir: &Path, args: &[&str]) -> Output {
+    Command::new(TEST).current_dir(dir).args(args).output().expect("run test binary")
+}
+
+fn ok(output: Output) -> Output {
+    assert!(
+        output.status.success(),
+        "test failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut reader = csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let header = reader.headers().unwrap().iter().map(String::from).collect();
+    (header, reader.records().map(|r| r.unwrap().iter().map(String::from).collect()).collect())
+}
+
+/// The rows without the timing column, which differs from run to run.
+fn without_timing(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let (header, rows) = read_csv(path);
+    let skip = header.iter().position(|h| h == "inference_ms").unwrap();
+    let strip = |v: &Vec<String>| v.iter().enumerate().filter(|(i, _)| *i != skip).map(|(_, s)| s.clone()).collect();
+    (strip(&header), rows.iter().map(strip).collect())
+}
+
+fn as_refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn sample_split_rows(n: usize) -> Vec<(String, String, String)> {
+    let (_, rows) = read_csv(&Path::new(env!("CARGO_MANIFEST_DIR")).join("image_data.csv"));
+    let mut out = Vec::new();
+    for row in rows {
+        for key in row[2].split(['&', ',']).filter(|k| !k.is_empty() && *k != "nan") {
+            out.push((row[0].clone(), key.to_string(), "full_shot".to_string()));
+        }
+        for key in row[4].split(['&', ',']).filter(|k| !k.is_empty() && *k != "nan") {
+            out.push((row[0].clone(), key.to_string(), "care_label".to_string()));
+        }
+    }
+    out.truncate(n);
+    out
+}
+
+fn write_split_csv(path: &Path, rows: &[(String, String, String)]) {
+    let mut text = String::from("product_id,image_path,image_type\n");
+    for (p, i, t) in rows {
+        text.push_str(&format!("{p},{i},{t}\n"));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn csv_mode_keeps_every_row_and_shards_merge_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_model(dir.path());
+    let mut rows = sample_split_rows(40);
+    rows.insert(3, ("P9".into(), "product/unhashed/does-not-exist.jpg".into(), "full_shot".into()));
+    write_split_csv(&dir.path().join("input.csv"), &rows);
+    let model = model.to_str().unwrap();
+
+    ok(run_test(dir.path(), &["--model-path", model, "--csv-path", "input.csv", "--output-path", "all.csv"]));
+    let (header, all) = read_csv(&dir.path().join("all.csv"));
+    assert_eq!(all.len(), rows.len(), "one output row per input row");
+    for column in [
+        "image_path",
+        "product_id",
+        "true_class",
+        "predicted_class",
+        "confidence",
+        "prob_care_label",
+        "top_k",
+        "correct",
+        "inference_ms",
+        "error",
+    ] {
+        assert!(header.iter().any(|h| h == column), "no {column} in {header:?}");
+    }
+    let error_col = header.iter().position(|h| h == "error").unwrap();
+    assert_eq!(all[3][0], "product/unhashed/does-not-exist.jpg");
+    assert_eq!(all[3][3], "ERROR");
+    assert!(all[3][error_col].contains("does-not-exist"), "{:?}", all[3]);
+    assert!(all.iter().enumerate().all(|(i, r)| i == 3 || r[error_col].is_empty()));
+
+    for k in 0..3 {
+        let shard = format!("{k}/3");
+        ok(run_test(
+            dir.path(),
+            &["--model-path", model, "--csv-path", "input.csv", "--output-path", "part.csv", "--shard", &shard],
+        ));
+    }
+    let shard_rows: usize =
+        (0..3).map(|k| read_csv(&dir.path().join(format!("part.shard-{k}-of-3.csv"))).1.len()).sum();
+    assert_eq!(shard_rows, rows.len());
+    ok(run_test(
+        dir.path(),
+        &[
+            "--merge-shards",
+            "part.shard-2-of-3.csv",
+            "part.shard-0-of-3.csv",
+            "part.shard-1-of-3.csv",
+            "--output-path",
+            "merged.csv",
+        ],
+    ));
+    assert_eq!(without_timing(&dir.path().join("merged.csv")), without_timing(&dir.path().join("all.csv")));
+
+    let out = run_test(
+        dir.path(),
+        &["--merge-shards", "part.shard-0-of-3.csv", "part.shard-1-of-3.csv", "--output-path", "bad.csv"],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shard 2 of 3 is missing"));
+    assert!(!dir.path().join("bad.csv").exists());
+}
+
+#[test]
+fn dataset_mode_shards_merge_to_the_unsharded_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_model(dir.path());
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let rows = sample_split_rows(50);
+    write_split_csv(&data.join("train_data.csv"), &rows[..30]);
+    write_split_csv(&data.join("validation_data.csv"), &rows[30..40]);
+    write_split_csv(&data.join("test_data.csv"), &rows[40..]);
+    let model = model.to_str().unwrap();
+    let args = |out: &str| {
+        vec!["--model-path", model, "--data-dir", "data", "--output-dir", out]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+
+    ok(run_test(dir.path(), &as_refs(&args("whole"))));
+    let whole = std::fs::read_dir(dir.path().join("whole")).unwrap().next().unwrap().unwrap().path();
+    for file in [
+        "inference_results.csv",
+        "wrong_train.csv",
+        "wrong_valid.csv",
+        "wrong_test.csv",
+        "wrong_test.png",
+        "metrics.json",
+        "timing.json",
+    ] {
+        assert!(whole.join(file).is_file(), "{file} missing");
+    }
+    let timing: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(whole.join("timing.json")).unwrap()).unwrap();
+    assert_eq!(timing["images"], 50);
+    for key in ["images_per_second", "mean_ms_per_image", "p50_ms_per_image", "p95_ms_per_image", "model_load_seconds"]
+    {
+        assert!(timing[key].as_f64().unwrap() > 0.0, "{key}");
+    }
+    let png = image::open(whole.join("wrong_train.png")).unwrap();
+    assert!(png.width() > 100 && png.height() > 100);
+
+    let mut shard_files = Vec::new();
+    for k in 0..2 {
+        let mut a = args("sharded");
+        a.extend(["--shard".to_string(), format!("{k}/2")]);
+        ok(run_test(dir.path(), &as_refs(&a)));
+    }
+    for entry in std::fs::read_dir(dir.path().join("sharded")).unwrap() {
+        let run = entry.unwrap().path();
+        for f in std::fs::read_dir(&run).unwrap() {
+            let f = f.unwrap().path();
+            if f.file_name().unwrap().to_string_lossy().starts_with("inference_results.shard-") {
+                shard_files.push(f);
+            }
+        }
+    }
+    assert_eq!(shard_files.len(), 2);
+    let merged_dir = dir.path().join("merged");
+    std::fs::create_dir_all(&merged_dir).unwrap();
+    let merged = merged_dir.join("inference_results.csv");
+    let images = sample_images();
+    let mut merge_args: Vec<&str> = vec!["--merge-shards"];
+    merge_args.extend(shard_files.iter().map(|p| p.to_str().unwrap()));
+    merge_args.extend(["--output-path", merged.to_str().unwrap(), "--image-base-path", images.to_str().unwrap()]);
+    ok(run_test(dir.path(), &merge_args));
+    assert_eq!(without_timing(&merged), without_timing(&whole.join("inference_results.csv")));
+    for wrong in ["wrong_train.csv", "wrong_valid.csv", "wrong_test.csv"] {
+        assert_eq!(
+            without_timing(&merged_dir.join(wrong)).1.len(),
+            without_timing(&whole.join(wrong)).1.len(),
+            "{wrong}"
+        );
+    }
+}
+
+#[test]
+fn bad_inputs_name_the_problem_and_leave_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_model(dir.path());
+    let model_str = model.to_str().unwrap();
+    let expect_error = |args: &[&str], needles: &[&str]| {
+        let out = run_test(dir.path(), args);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        for needle in needles {
+            assert!(stderr.contains(needle), "{args:?}: `{needle}` not in {stderr}");
+        }
+    };
+    std::fs::write(dir.path().join("images.csv"), "path\nproduct/unhashed/x.jpg\n").unwrap();
+    std::fs::write(dir.path().join("empty.csv"), "image_path\n").unwrap();
+
+    expect_error(
+        &["--model-path", "absent.safetensors", "--image-path", "x.jpg"],
+        &["absent.safetensors", "does not exist"],
+    );
+    std::fs::write(dir.path().join("corrupt.safetensors"), b"\x10\x00\x00\x00\x00\x00\x00\x00garbage!").unwrap();
+    expect_error(
+        &["--model-path", "corrupt.safetensors", "--image-path", "x.jpg"],
+        &["corrupt.safetensors", "not a valid safetensors"],
+    );
+
+    // Metadata with 3 class names over a 4-output model.
+    let (tensors, mut metadata) = imgtype::model::file::read_safetensors(&model).unwrap();
+    metadata.insert("class_names".into(), r#"["a","b","c"]"#.into());
+    let mismatched = dir.path().join("mismatched.safetensors");
+    imgtype::model::file::write_safetensors(&mismatched, &tensors, metadata).unwrap();
+    expect_error(
+        &["--model-path", mismatched.to_str().unwrap(), "--image-path", "x.jpg"],
+        &["4 outputs", "3 class names"],
+    );
+
+    expect_error(
+        &["--model-path", model_str, "--csv-path", "images.csv", "--output-path", "o1.csv"],
+        &["images.csv", "image_path", "--image-column"],
+    );
+    expect_error(
+        &["--model-path", model_str, "--csv-path", "empty.csv", "--output-path", "o2.csv"],
+        &["empty.csv", "no rows"],
+    );
+    expect_error(
+        &["--model-path", model_str, "--data-dir", "nowhere", "--output-dir", "results"],
+        &["nowhere", "train_data.csv"],
+    );
+    for leftover in ["o1.csv", "o2.csv", "results"] {
+        assert!(!dir.path().join(leftover).exists(), "{leftover} was left behind");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// Peak resident memory (KiB) of the `test` binary over a CSV of `rows` rows.
+fn peak_rss_kib(dir: &Path, model: &Path, rows: usize) -> i64 {
+    let keys = sample_split_rows(8);
+    let mut text = String::from("image_path\n");
+    for i in 0..rows {
+        text.push_str(&keys[i % keys.len()].1);
+        text.push('\n');
+    }
+    let input = dir.join(format!("big{rows}.csv"));
+    std::fs::write(&input, text).unwrap();
+    let child = Command::new(TEST)
+        .current_dir(dir)
+        .args(["--model-path", model.to_str().unwrap(), "--csv-path", input.to_str().unwrap()])
+        .args(["--output-path", &format!("out{rows}.csv")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as libc::pid_t);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "test binary failed on {rows} rows");
+    assert_eq!(read_csv(&dir.join(format!("out{rows}.csv"))).1.len(), rows);
+    usage.ru_maxrss
+}
+
+#[test]
+fn memory_stays_flat_over_a_large_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_model(dir.path());
+    let small = peak_rss_kib(dir.path(), &model, 1_000);
+    let large = peak_rss_kib(dir.path(), &model, 10_000);
+    println!("peak RSS: 1000 rows {small} KiB, 10000 rows {large} KiB");
+    assert!(large - small < 30 * 1024, "peak RSS grew from {small} KiB to {large} KiB");
+}
