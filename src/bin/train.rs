@@ -4,72 +4,98 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use imgtype::train::{PauseReason, TrainEnd, TrainOptions};
 use imgtype::Config;
 
 #[derive(Parser)]
 #[command(about = "Train the EfficientNet-B0 image-type classifier; results go to results/run_YYYYMMDD_HHMMSS_<id>/")]
 struct Args {
     /// Config file (defaults to ./config.json when present, else built-in defaults)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     config: Option<PathBuf>,
+    /// Continue an interrupted run from its latest checkpoint, in its own folder
+    #[arg(long, value_name = "RUN_DIR")]
+    resume: Option<PathBuf>,
     /// Short run: 5 epochs, patience 3, 2 frozen epochs
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     quick_test: bool,
     /// Folder with train_data.csv, validation_data.csv, test_data.csv (overrides paths.data_dir)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     data_dir: Option<PathBuf>,
     /// Overrides training.epochs
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     epochs: Option<usize>,
     /// Overrides training.batch_size
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     batch_size: Option<usize>,
     /// Overrides system.device (auto, cpu, cuda, cuda:N, mps)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     device: Option<String>,
+    /// Stop after this many epochs of this invocation, resumably (for time-limited job slots)
+    #[arg(long, value_name = "EPOCHS")]
+    stop_after: Option<usize>,
 }
 
 fn main() {
     let args = Args::parse();
     imgtype::logging::init("info");
+    imgtype::train::install_interrupt_handler();
     imgtype::cli::run_main(|| run(args));
 }
 
 fn run(args: Args) -> Result<()> {
-    let config_path = args.config.clone().or_else(|| {
-        let default = PathBuf::from("config.json");
-        default.exists().then_some(default)
-    });
-    let mut config = match &config_path {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
+    let mut options = TrainOptions { config_file: None, stop_after_epochs: args.stop_after };
+    let end = match &args.resume {
+        Some(run_dir) => imgtype::train::resume(run_dir, &options)?,
+        None => {
+            let config_path = args.config.clone().or_else(|| {
+                let default = PathBuf::from("config.json");
+                default.exists().then_some(default)
+            });
+            let mut config = match &config_path {
+                Some(path) => Config::load(path)?,
+                None => Config::default(),
+            };
+            if args.quick_test {
+                config.training.epochs = 5;
+                config.training.patience = 3;
+                config.model.freeze_backbone_epochs = 2;
+            }
+            if let Some(dir) = args.data_dir {
+                config.paths.data_dir = dir;
+            }
+            if let Some(epochs) = args.epochs {
+                config.training.epochs = epochs;
+            }
+            if let Some(batch_size) = args.batch_size {
+                config.training.batch_size = batch_size;
+            }
+            if let Some(device) = args.device {
+                config.system.device = device;
+            }
+            config.validate().context("invalid setting after command-line overrides")?;
+            options.config_file = config_path;
+            imgtype::train::train(&config, &options)?
+        }
     };
-    if args.quick_test {
-        config.training.epochs = 5;
-        config.training.patience = 3;
-        config.model.freeze_backbone_epochs = 2;
+    match end {
+        TrainEnd::Finished(outcome) => {
+            println!("run folder: {}", outcome.run_dir.display());
+            if let Some(model) = &outcome.best_model {
+                println!("best model: {} (epoch {})", model.display(), outcome.best_epoch.unwrap_or(0));
+            }
+            println!(
+                "test accuracy: {:.4}  F1 macro: {:.4}  F1 weighted: {:.4}",
+                outcome.test_metrics.accuracy, outcome.test_metrics.macro_avg.f1, outcome.test_metrics.weighted_avg.f1
+            );
+        }
+        TrainEnd::Paused { run_dir, epochs_done, reason } => {
+            println!("run folder: {}", run_dir.display());
+            println!("paused after {epochs_done} epoch(s); resume with: train --resume {}", run_dir.display());
+            if reason == PauseReason::Interrupted {
+                std::process::exit(130);
+            }
+        }
     }
-    if let Some(dir) = args.data_dir {
-        config.paths.data_dir = dir;
-    }
-    if let Some(epochs) = args.epochs {
-        config.training.epochs = epochs;
-    }
-    if let Some(batch_size) = args.batch_size {
-        config.training.batch_size = batch_size;
-    }
-    if let Some(device) = args.device {
-        config.system.device = device;
-    }
-    config.validate().context("invalid setting after command-line overrides")?;
-    let outcome = imgtype::train::run_training(&config, config_path.as_deref())?;
-    println!("run folder: {}", outcome.run_dir.display());
-    if let Some(model) = &outcome.best_model {
-        println!("best model: {} (epoch {})", model.display(), outcome.best_epoch.unwrap_or(0));
-    }
-    println!(
-        "test accuracy: {:.4}  F1 macro: {:.4}  F1 weighted: {:.4}",
-        outcome.test_metrics.accuracy, outcome.test_metrics.macro_avg.f1, outcome.test_metrics.weighted_avg.f1
-    );
     Ok(())
 }

@@ -134,6 +134,9 @@ pub struct TrainingConfig {
     pub focal_alpha: f64,
     pub focal_gamma: FocalGamma,
     pub label_smoothing: f64,
+    /// Keep an exponential moving average of the weights; validate and save it.
+    pub use_ema: bool,
+    pub ema_decay: f64,
 }
 
 impl Default for TrainingConfig {
@@ -157,6 +160,8 @@ impl Default for TrainingConfig {
             focal_alpha: 1.0,
             focal_gamma: FocalGamma::Scalar(2.0),
             label_smoothing: 0.1,
+            use_ema: false,
+            ema_decay: 0.999,
         }
     }
 }
@@ -203,6 +208,27 @@ impl Default for AugmentationConfig {
             mixup_alpha: 0.0,
             cutmix_alpha: 0.0,
         }
+    }
+}
+
+impl AugmentationConfig {
+    /// The values `strength` stands for; keys given in the config override them.
+    pub fn preset(strength: &str) -> Option<serde_json::Value> {
+        use serde_json::json;
+        Some(match strength {
+            "none" => json!({"horizontal_flip": false, "rotation": 0.0, "color_jitter": false,
+                "random_erasing": false, "mixup_alpha": 0.0, "cutmix_alpha": 0.0}),
+            "light" => json!({"horizontal_flip": true, "rotation": 5.0, "color_jitter": false,
+                "brightness": 0.1, "contrast": 0.1, "saturation": 0.1, "hue": 0.02,
+                "random_erasing": false, "mixup_alpha": 0.0, "cutmix_alpha": 0.0}),
+            "medium" => json!({"horizontal_flip": true, "rotation": 10.0, "color_jitter": false,
+                "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.05,
+                "random_erasing": false, "random_erasing_prob": 0.25, "mixup_alpha": 0.0, "cutmix_alpha": 0.0}),
+            "strong" => json!({"horizontal_flip": true, "rotation": 20.0, "color_jitter": true,
+                "brightness": 0.3, "contrast": 0.3, "saturation": 0.3, "hue": 0.08,
+                "random_erasing": true, "random_erasing_prob": 0.5, "mixup_alpha": 0.2, "cutmix_alpha": 1.0}),
+            _ => return None,
+        })
     }
 }
 
@@ -320,13 +346,15 @@ impl Config {
         Ok(loaded.config)
     }
 
-    /// Parses and validates JSON text (syntax errors carry line and column).
+    /// Parses and validates JSON text (syntax errors carry line and column). An
+    /// `augmentation.strength` preset fills the augmentation keys the text leaves out.
     pub fn parse(text: &str) -> Result<LoadedConfig> {
+        let mut value: serde_json::Value = serde_json::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        apply_strength_preset(&mut value);
         let mut unknown_keys = Vec::new();
-        let mut de = serde_json::Deserializer::from_str(text);
         let config: Config = {
             let mut record_unknown = |path: serde_ignored::Path<'_>| unknown_keys.push(path.to_string());
-            let tracked = serde_ignored::Deserializer::new(&mut de, &mut record_unknown);
+            let tracked = serde_ignored::Deserializer::new(&value, &mut record_unknown);
             serde_path_to_error::deserialize(tracked).map_err(|e| {
                 let key = e.path().to_string();
                 if key == "." {
@@ -336,7 +364,6 @@ impl Config {
                 }
             })?
         };
-        de.end().map_err(|e| anyhow::anyhow!("{e}"))?;
         config.validate()?;
         Ok(LoadedConfig { config, unknown_keys })
     }
@@ -408,6 +435,7 @@ impl Config {
             check_non_negative("training.gradient_clip_norm", clip)?;
         }
         check_unit_interval_open("training.label_smoothing", t.label_smoothing)?;
+        check_unit_interval_open("training.ema_decay", t.ema_decay)?;
         check_non_negative("training.focal_alpha", t.focal_alpha)?;
         match &t.focal_gamma {
             FocalGamma::Scalar(g) => check_non_negative("training.focal_gamma", *g)?,
@@ -483,6 +511,17 @@ impl Config {
         }
         crate::device::parse_device_name(&self.system.device).context("system.device")?;
         Ok(())
+    }
+}
+
+fn apply_strength_preset(value: &mut serde_json::Value) {
+    let Some(augmentation) = value.get_mut("augmentation").and_then(|a| a.as_object_mut()) else { return };
+    let Some(preset) = augmentation.get("strength").and_then(|s| s.as_str()).and_then(AugmentationConfig::preset)
+    else {
+        return;
+    };
+    for (key, default) in preset.as_object().expect("preset object") {
+        augmentation.entry(key.clone()).or_insert_with(|| default.clone());
     }
 }
 
@@ -582,6 +621,19 @@ mod tests {
         for g in ["2.0", "[1, 2, 3, 4]", r#"{"care_label": 1, "detail_shot": 2, "full_shot": 2, "neck_label": 3}"#] {
             Config::parse(&format!(r#"{{"training": {{"focal_gamma": {g}}}}}"#)).unwrap();
         }
+    }
+
+    #[test]
+    fn strength_presets_fill_unset_keys_only() {
+        let none = Config::parse(r#"{"augmentation": {"strength": "none"}}"#).unwrap().config.augmentation;
+        assert!(!none.horizontal_flip && none.rotation == 0.0 && !none.color_jitter && !none.random_erasing);
+        let strong =
+            Config::parse(r#"{"augmentation": {"strength": "strong", "color_jitter": false}}"#).unwrap().config;
+        let a = strong.augmentation;
+        assert!(a.random_erasing && a.mixup_alpha > 0.0 && a.cutmix_alpha > 0.0 && a.rotation == 20.0);
+        assert!(!a.color_jitter, "an explicit key beats the preset");
+        let err = format!("{:#}", Config::parse(r#"{"augmentation": {"strength": "extreme"}}"#).unwrap_err());
+        assert!(err.contains("augmentation.strength") && err.contains("extreme"), "{err}");
     }
 
     #[test]

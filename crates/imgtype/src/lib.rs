@@ -12,6 +12,7 @@ pub mod logging;
 pub mod loss;
 pub mod model;
 pub mod progress;
+pub mod report;
 pub mod rundir;
 pub mod train;
 

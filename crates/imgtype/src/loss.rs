@@ -1,5 +1,7 @@
 //! Losses: cross-entropy with class weights and label smoothing, or focal loss
-//! (alpha, per-class gamma), optionally class-weighted.
+//! (alpha, per-class gamma), optionally class-weighted. Hard targets follow PyTorch's
+//! `cross_entropy` exactly (a weighted mean divides by the summed weights); soft targets
+//! (mixup / cutmix) average over the batch, as PyTorch does for probability targets.
 
 use anyhow::Result;
 use tch::{Kind, Reduction, Tensor};
@@ -11,6 +13,12 @@ pub fn balanced_class_weights(counts: &[usize]) -> Vec<f64> {
     let n: usize = counts.iter().sum();
     let k = counts.len() as f64;
     counts.iter().map(|&c| if c == 0 { 0.0 } else { n as f64 / (k * c as f64) }).collect()
+}
+
+/// Class indices `[N]` (i64), or class probabilities `[N, C]` (float) after mixing.
+pub enum Targets<'a> {
+    Hard(&'a Tensor),
+    Soft(&'a Tensor),
 }
 
 pub enum Loss {
@@ -38,23 +46,32 @@ impl Loss {
         Ok(Loss::Focal { weights, alpha: t.focal_alpha, gamma })
     }
 
-    /// Mean loss of `logits [N, C]` against class indices `targets [N]`.
-    pub fn compute(&self, logits: &Tensor, targets: &Tensor) -> Tensor {
-        match self {
-            Loss::CrossEntropy { weights, label_smoothing } => {
-                logits.cross_entropy_loss(targets, weights.as_ref(), Reduction::Mean, -100, *label_smoothing)
+    /// Mean loss of `logits [N, C]`.
+    pub fn compute(&self, logits: &Tensor, targets: Targets) -> Tensor {
+        match (self, targets) {
+            (Loss::CrossEntropy { weights, label_smoothing }, Targets::Hard(t) | Targets::Soft(t)) => {
+                logits.cross_entropy_loss(t, weights.as_ref(), Reduction::Mean, -100, *label_smoothing)
             }
-            Loss::Focal { weights, alpha, gamma } => {
-                let log_probs = logits.log_softmax(-1, Kind::Float);
-                let log_pt = log_probs.gather(1, &targets.unsqueeze(1), false).squeeze_dim(1);
+            (Loss::Focal { weights, alpha, gamma }, Targets::Hard(t)) => {
+                let log_pt = logits.log_softmax(-1, Kind::Float).gather(1, &t.unsqueeze(1), false).squeeze_dim(1);
                 let pt = log_pt.exp();
-                let gamma_t = gamma.index_select(0, targets);
-                let modulating = (pt.ones_like() - &pt).clamp_min(0.0).pow(&gamma_t);
+                let modulating = (pt.ones_like() - &pt).clamp_min(0.0).pow(&gamma.index_select(0, t));
                 let mut loss = -(modulating * log_pt) * *alpha;
                 if let Some(w) = weights {
-                    loss = loss * w.index_select(0, targets);
+                    loss = loss * w.index_select(0, t);
                 }
                 loss.mean(Kind::Float)
+            }
+            (Loss::Focal { weights, alpha, gamma }, Targets::Soft(t)) => {
+                // Σ_c t_c · α (1 - p_c)^γ_c · (-log p_c) · w_c: the hard-target focal loss for one-hot t.
+                let log_p = logits.log_softmax(-1, Kind::Float);
+                let p = log_p.exp();
+                let modulating = (p.ones_like() - &p).clamp_min(0.0).pow(&gamma.unsqueeze(0));
+                let mut per_class = -(modulating * log_p) * t * *alpha;
+                if let Some(w) = weights {
+                    per_class = per_class * w.unsqueeze(0);
+                }
+                per_class.sum_dim_intlist(1, false, Kind::Float).mean(Kind::Float)
             }
         }
     }

@@ -1,7 +1,6 @@
 //! Decoding batches of images on several threads, skipping unreadable ones.
 
 use image::RgbImage;
-use rand::Rng;
 
 use super::image::load_resized;
 use super::records::ImageRecord;
@@ -37,16 +36,4 @@ pub fn load_images(
             .collect();
         handles.into_iter().flat_map(|h| h.join().expect("image loader thread panicked")).collect()
     })
-}
-
-/// Mirrors an image left-right in place.
-pub fn flip_horizontal(image: &mut RgbImage) {
-    image::imageops::flip_horizontal_in_place(image);
-}
-
-/// Training-time augmentation (the switches wired so far).
-pub fn augment<R: Rng>(image: &mut RgbImage, horizontal_flip: bool, rng: &mut R) {
-    if horizontal_flip && rng.gen_bool(0.5) {
-        flip_horizontal(image);
-    }
 }

@@ -1,5 +1,6 @@
 //! Data: the product CSV, leak-free splits, split CSVs, image decoding and batching.
 
+pub mod augment;
 pub mod batch;
 pub mod image;
 pub mod product;

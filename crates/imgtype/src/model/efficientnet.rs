@@ -73,11 +73,15 @@ impl ConvNormActivation {
 
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let mut ys = self.norm.forward_t(&xs.apply(&self.conv), train);
-        if self.activation {
-            // In place, as torchvision's SiLU(inplace=True): saves an allocation per layer.
+        if !self.activation {
+            ys
+        } else if train {
+            ys.silu()
+        } else {
+            // In eval mode, in place (as torchvision's SiLU(inplace=True)) saves an allocation.
             let _ = ys.silu_();
+            ys
         }
-        ys
     }
 }
 
@@ -151,8 +155,12 @@ impl MbConv {
         if train && stochastic_depth && self.stochastic_depth_prob > 0.0 {
             ys = row_stochastic_depth(&ys, self.stochastic_depth_prob);
         }
-        ys += xs;
-        ys
+        if train {
+            ys + xs
+        } else {
+            ys += xs;
+            ys
+        }
     }
 }
 

@@ -28,7 +28,7 @@ impl ModelMetadata {
         Self { class_names: config.data.class_names.clone(), config: config.clone() }
     }
 
-    fn to_header(&self) -> HashMap<String, String> {
+    pub fn to_header(&self) -> HashMap<String, String> {
         let mut header = HashMap::new();
         header.insert("format".into(), FORMAT.into());
         header.insert("class_names".into(), serde_json::to_string(&self.class_names).expect("names serialise"));

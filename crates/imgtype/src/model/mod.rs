@@ -97,7 +97,14 @@ impl ImageTypeClassifier {
             }
         }
         let mut model = Self::new(&file.metadata.config, device);
-        file.copy_into(&mut model.vs, path)?;
+        // A training checkpoint also holds optimiser, EMA and best-so-far tensors.
+        let weights: Vec<(String, Tensor)> = file
+            .tensors
+            .iter()
+            .filter(|(n, _)| !n.starts_with("optimizer.") && !n.starts_with("ema.") && !n.starts_with("best."))
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect();
+        file::copy_named_tensors(&weights, &mut model.vs, path, "")?;
         Ok(model)
     }
 

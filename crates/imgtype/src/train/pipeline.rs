@@ -1,0 +1,178 @@
+//! The training input pipeline: a background thread decodes, augments and batches the
+//! images of an epoch (decoding spread over `system.num_workers` threads) while the
+//! model trains on the previous batch; at most `PREFETCH` batches wait in the queue.
+//! All randomness comes from (seed, epoch, position), so a batch is the same whatever
+//! the thread timing, and a run resumed mid-epoch sees the batches it would have seen.
+
+use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tch::{Kind, Tensor};
+
+use crate::config::Config;
+use crate::data::augment::{augment_image, mix_batch};
+use crate::data::batch::load_images;
+use crate::data::image::to_normalized_batch;
+use crate::data::{ImageRecord, ImageSource};
+
+pub const PREFETCH: usize = 2;
+
+/// A seed for one (purpose, epoch, item) triple, from the run's seed (splitmix64 mixing).
+pub fn derive_seed(seed: u64, a: u64, b: u64) -> u64 {
+    let mut z = seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+const SHUFFLE: u64 = u64::MAX;
+const MIX: u64 = u64::MAX - 1;
+
+/// The order of the train split in `epoch`.
+pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..len).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(derive_seed(seed, epoch as u64, SHUFFLE)));
+    order
+}
+
+pub struct Batch {
+    pub index: usize,
+    /// Normalised images `[n, 3, H, W]`.
+    pub images: Tensor,
+    /// Class indices `[n]`.
+    pub labels: Tensor,
+    /// Class probabilities `[n, C]` when mixup / cutmix mixed the batch.
+    pub soft_targets: Option<Tensor>,
+    /// Images of this batch that could not be read (path, reason).
+    pub skipped: Vec<(String, String)>,
+}
+
+pub struct EpochPlan {
+    pub records: Arc<Vec<ImageRecord>>,
+    pub labels: Arc<Vec<i64>>,
+    pub num_classes: i64,
+    pub epoch: usize,
+    pub first_batch: usize,
+}
+
+/// Builds the batches of one epoch in order, from `first_batch`.
+pub struct EpochBatches {
+    plan: EpochPlan,
+    config: Arc<Config>,
+    source: ImageSource,
+    order: Vec<usize>,
+    next: usize,
+    decode_threads: usize,
+}
+
+impl EpochBatches {
+    pub fn new(plan: EpochPlan, config: Arc<Config>, source: ImageSource, decode_threads: usize) -> Self {
+        let order = epoch_order(plan.records.len(), config.system.seed, plan.epoch);
+        let next = plan.first_batch;
+        Self { plan, config, source, order, next, decode_threads: decode_threads.max(1) }
+    }
+
+    fn build(&self, index: usize, chunk: &[usize]) -> Batch {
+        let config = &self.config;
+        let (seed, batch_size, epoch) = (config.system.seed, config.training.batch_size, self.plan.epoch as u64);
+        let refs: Vec<&ImageRecord> = chunk.iter().map(|&i| &self.plan.records[i]).collect();
+        let loaded = load_images(&refs, &self.source, config.augmentation.image_size, self.decode_threads);
+        let mut images = Vec::with_capacity(chunk.len());
+        let mut labels = Vec::with_capacity(chunk.len());
+        let mut skipped = Vec::new();
+        for ((&i, result), position) in chunk.iter().zip(loaded).zip(index * batch_size..) {
+            match result {
+                Ok(mut image) => {
+                    let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, epoch, position as u64));
+                    augment_image(&mut image, &config.augmentation, &mut rng);
+                    images.push(image);
+                    labels.push(self.plan.labels[i]);
+                }
+                Err(reason) => skipped.push((self.plan.records[i].image_path.clone(), reason)),
+            }
+        }
+        if images.is_empty() {
+            return Batch {
+                index,
+                images: Tensor::zeros([0], (Kind::Float, tch::Device::Cpu)),
+                labels: Tensor::zeros([0], (Kind::Int64, tch::Device::Cpu)),
+                soft_targets: None,
+                skipped,
+            };
+        }
+        let tensor = to_normalized_batch(&images);
+        let labels = Tensor::from_slice(&labels);
+        let mixing = config.augmentation.mixup_alpha > 0.0 || config.augmentation.cutmix_alpha > 0.0;
+        if mixing && images.len() > 1 {
+            let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(seed ^ MIX, epoch, index as u64));
+            let one_hot = labels.one_hot(self.plan.num_classes).to_kind(Kind::Float);
+            let (mixed, soft) = mix_batch(&tensor, &one_hot, &config.augmentation, &mut rng);
+            return Batch { index, images: mixed, labels, soft_targets: Some(soft), skipped };
+        }
+        Batch { index, images: tensor, labels, soft_targets: None, skipped }
+    }
+}
+
+impl Iterator for EpochBatches {
+    type Item = Batch;
+
+    fn next(&mut self) -> Option<Batch> {
+        let batch_size = self.config.training.batch_size;
+        let start = self.next * batch_size;
+        if start >= self.order.len() {
+            return None;
+        }
+        let end = (start + batch_size).min(self.order.len());
+        let chunk = self.order[start..end].to_vec();
+        let batch = self.build(self.next, &chunk);
+        self.next += 1;
+        Some(batch)
+    }
+}
+
+/// The batches of an epoch: with `system.num_workers` ≥ 1, made by that many background
+/// decode threads, at most `PREFETCH` batches ahead; with 0, made in the training thread
+/// between steps (decoding on all cores), which is faster where there are only a couple of
+/// cores for libtorch to share.
+pub fn epoch_batches(plan: EpochPlan, config: Arc<Config>, source: ImageSource) -> Box<dyn Iterator<Item = Batch>> {
+    let workers = config.system.num_workers;
+    if workers == 0 {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        return Box::new(EpochBatches::new(plan, config, source, cores));
+    }
+    let (sender, receiver) = sync_channel(PREFETCH);
+    let epoch = plan.epoch;
+    let batches = EpochBatches::new(plan, config, source, workers);
+    std::thread::Builder::new()
+        .name(format!("batches-epoch-{}", epoch + 1))
+        .spawn(move || {
+            // Tensor work here is small; a second OpenMP team would spin against the training thread's.
+            tch::set_num_threads(1);
+            for batch in batches {
+                if sender.send(batch).is_err() {
+                    return;
+                }
+            }
+        })
+        .expect("start the batch thread");
+    Box::new(receiver.into_iter())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orders_are_permutations_fixed_by_seed_and_epoch() {
+        let a = epoch_order(50, 42, 0);
+        let mut sorted = a.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
+        assert_eq!(a, epoch_order(50, 42, 0));
+        assert_ne!(a, epoch_order(50, 42, 1));
+        assert_ne!(a, epoch_order(50, 43, 0));
+    }
+}
