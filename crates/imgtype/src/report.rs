@@ -199,14 +199,14 @@ fn heat_table(
     axis_names: (&str, &str),
 ) -> Result<()> {
     let (width, height) = area.dim_in_pixel();
-    let (left, top) = (170i32, 80i32);
+    let (left, top) = (170i32, 96i32);
     let cell_w = ((width as i32 - left - 20) / col_names.len().max(1) as i32).max(10);
     let cell_h = ((height as i32 - top - 60) / row_names.len().max(1) as i32).clamp(10, 90);
     let title_style = TextStyle::from((FONT, 22).into_font()).color(&BLACK);
     area.draw(&Text::new(title.to_string(), (20, 15), title_style)).map_err(plot_error)?;
     let style = TextStyle::from((FONT, 15).into_font());
-    area.draw(&Text::new(axis_names.1.to_string(), (left, 48), style.clone())).map_err(plot_error)?;
-    area.draw(&Text::new(axis_names.0.to_string(), (10, 48), style.clone())).map_err(plot_error)?;
+    area.draw(&Text::new(axis_names.1.to_string(), (left, 50), style.clone())).map_err(plot_error)?;
+    area.draw(&Text::new(axis_names.0.to_string(), (10, 50), style.clone())).map_err(plot_error)?;
     for (c, name) in col_names.iter().enumerate() {
         let x = left + c as i32 * cell_w + 4;
         area.draw(&Text::new(name.clone(), (x, top - 18), style.clone())).map_err(plot_error)?;

@@ -1,0 +1,123 @@
+//! Losses and optimisers against numbers PyTorch computes
+//! (tests/python/loss_optim_reference.py): cross-entropy with weights and label smoothing,
+//! hard and soft targets; focal loss with scalar and per-class gamma, weighted; AdamW,
+//! Adam and SGD over three steps; gradient clipping by global norm.
+
+mod common;
+
+use std::collections::HashMap;
+
+use imgtype::config::{Config, FocalGamma};
+use imgtype::loss::{Loss, Targets};
+use imgtype::model::file::read_safetensors;
+use imgtype::train::optim::{Optimizer, OptimizerKind};
+use tch::{nn, Device, Kind, Tensor};
+
+fn reference() -> HashMap<String, Tensor> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("reference.safetensors");
+    common::run_python("loss_optim_reference.py", &[&path]);
+    read_safetensors(&path).unwrap().0.into_iter().collect()
+}
+
+fn value(t: &Tensor) -> f64 {
+    t.double_value(&[0])
+}
+
+fn close(name: &str, got: f64, expected: f64) {
+    assert!((got - expected).abs() < 1e-5, "{name}: got {got}, PyTorch {expected}");
+}
+
+#[test]
+fn losses_match_pytorch() {
+    let r = reference();
+    let (logits, targets, soft) = (&r["logits"], &r["targets"].to_kind(Kind::Int64), &r["soft"]);
+    let weights = Some(r["weights"].shallow_clone());
+    let ce = |w: Option<Tensor>, smoothing: f64| Loss::CrossEntropy { weights: w, label_smoothing: smoothing };
+    close("ce", value(&ce(None, 0.0).compute(logits, Targets::Hard(targets)).reshape([1])), value(&r["ce"]));
+    close("ce_smooth", value(&ce(None, 0.1).compute(logits, Targets::Hard(targets)).reshape([1])), value(&r["ce_smooth"]));
+    close(
+        "ce_weighted_smooth",
+        value(&ce(weights.as_ref().map(|w| w.shallow_clone()), 0.1).compute(logits, Targets::Hard(targets)).reshape([1])),
+        value(&r["ce_weighted_smooth"]),
+    );
+    close(
+        "ce_soft_weighted_smooth",
+        value(&ce(weights.as_ref().map(|w| w.shallow_clone()), 0.1).compute(logits, Targets::Soft(soft)).reshape([1])),
+        value(&r["ce_soft_weighted_smooth"]),
+    );
+
+    // Focal losses built from config, as training builds them.
+    let mut config = Config::default();
+    config.training.focal_loss = true;
+    config.training.use_class_weights = false;
+    config.training.focal_alpha = 0.25;
+    config.training.focal_gamma = FocalGamma::Scalar(2.0);
+    let focal = Loss::from_config(&config, &[1, 1, 1, 1], Device::Cpu).unwrap();
+    close("focal_scalar", value(&focal.compute(logits, Targets::Hard(targets)).reshape([1])), value(&r["focal_scalar"]));
+
+    let by_name = [("care_label", 1.0), ("detail_shot", 2.0), ("full_shot", 3.0), ("neck_label", 0.5)];
+    for gamma in [
+        FocalGamma::PerClass(vec![1.0, 2.0, 3.0, 0.5]),
+        FocalGamma::ByClass(by_name.iter().map(|(n, g)| (n.to_string(), *g)).collect()),
+    ] {
+        config.training.focal_gamma = gamma;
+        config.training.focal_alpha = 1.0;
+        let weighted = Loss::Focal {
+            weights: weights.as_ref().map(|w| w.shallow_clone()),
+            alpha: 1.0,
+            gamma: Tensor::from_slice(&[1.0f32, 2.0, 3.0, 0.5]),
+        };
+        let from_config = match Loss::from_config(&config, &[1, 1, 1, 1], Device::Cpu).unwrap() {
+            Loss::Focal { gamma, .. } => gamma,
+            _ => unreachable!(),
+        };
+        assert_eq!(Vec::<f32>::try_from(&from_config).unwrap(), vec![1.0, 2.0, 3.0, 0.5]);
+        close("focal_list_weighted", value(&weighted.compute(logits, Targets::Hard(targets)).reshape([1])), value(&r["focal_list_weighted"]));
+    }
+    let soft_focal = Loss::Focal { weights, alpha: 0.5, gamma: Tensor::from_slice(&[1.0f32, 2.0, 3.0, 0.5]) };
+    close("focal_soft_weighted", value(&soft_focal.compute(logits, Targets::Soft(soft)).reshape([1])), value(&r["focal_soft_weighted"]));
+}
+
+#[test]
+fn balanced_class_weights_follow_sklearn() {
+    // n_samples / (n_classes * count): 10 / (4 * [1, 2, 3, 4])
+    let w = imgtype::loss::balanced_class_weights(&[1, 2, 3, 4]);
+    for (got, expected) in w.iter().zip([2.5, 1.25, 10.0 / 12.0, 0.625]) {
+        assert!((got - expected).abs() < 1e-12);
+    }
+}
+
+#[test]
+fn optimisers_match_pytorch_over_three_steps() {
+    let r = reference();
+    for (name, kind) in [("adamw", OptimizerKind::AdamW), ("adam", OptimizerKind::Adam), ("sgd", OptimizerKind::Sgd)] {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let param = vs.root().var_copy("weight", &r["param_start"]);
+        let mut optimizer = Optimizer::new(kind, 0.1, &vs);
+        optimizer.set_lr(imgtype::model::HEAD_GROUP, 0.01);
+        for step in 0..3 {
+            optimizer.zero_grad();
+            (&param * &r[&format!("grad_{step}")]).sum(Kind::Float).backward();
+            optimizer.step();
+        }
+        let diff = (&param - &r[&format!("after_{name}")]).abs().max().double_value(&[]);
+        assert!(diff < 1e-6, "{name}: parameters differ from PyTorch by {diff}");
+    }
+}
+
+#[test]
+fn gradient_clipping_matches_pytorch() {
+    let r = reference();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let a = vs.root().zeros("a", &[3]);
+    let b = vs.root().zeros("b", &[2, 2]);
+    let optimizer = Optimizer::new(OptimizerKind::Sgd, 0.0, &vs);
+    let loss = (&a * Tensor::from_slice(&[3.0f32, 4.0, 0.0])).sum(Kind::Float)
+        + (&b * Tensor::from_slice(&[12.0f32, 0.0, 0.0, 0.0]).view([2, 2])).sum(Kind::Float);
+    loss.backward();
+    let norm = optimizer.clip_grad_norm(1.0);
+    close("clip_norm", norm, value(&r["clip_norm"]));
+    assert!((a.grad() - &r["clipped_a"]).abs().max().double_value(&[]) < 1e-6);
+    assert!((b.grad() - &r["clipped_b"]).abs().max().double_value(&[]) < 1e-6);
+}
