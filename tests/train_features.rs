@@ -1,0 +1,216 @@
+//! `train` features as a user meets them: resume gives the same run as no interruption,
+//! SIGINT saves a resumable checkpoint, unreadable images are skipped and listed (or stop
+//! the run past `data.max_bad_image_ratio`), and every artefact is written.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const TRAIN: &str = env!("CARGO_BIN_EXE_train");
+const DIVIDE: &str = env!("CARGO_BIN_EXE_divide");
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(dir: &Path, exe: &str, args: &[&str]) -> Output {
+    Command::new(exe).current_dir(dir).args(args).output().expect("run binary")
+}
+
+fn ok(output: Output) -> Output {
+    assert!(
+        output.status.success(),
+        "failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// A work folder with the first `products` products of the sample split, and a config.
+fn setup(products: usize, config: serde_json::Value) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = std::fs::read_to_string(repo().join("image_data.csv")).unwrap();
+    let subset: String = sample.lines().take(products + 1).map(|l| format!("{l}\n")).collect();
+    std::fs::write(dir.path().join("products.csv"), subset).unwrap();
+    ok(run(dir.path(), DIVIDE, &["--input-file", "products.csv", "--random-state", "11"]));
+    let mut base = serde_json::json!({
+        "data": {"base_image_path": repo().join("sample_images")},
+        "model": {"pretrained": false, "freeze_backbone_epochs": 1, "dropout_rate": 0.2},
+        "training": {"batch_size": 16, "epochs": 4, "learning_rate": 0.002, "backbone_lr": 0.002, "warmup_epochs": 1},
+        "augmentation": {"image_size": 32, "strength": "medium", "mixup_alpha": 0.2},
+        "system": {"num_workers": 1, "device": "cpu", "seed": 3}
+    });
+    merge(&mut base, config);
+    std::fs::write(dir.path().join("config.json"), serde_json::to_string_pretty(&base).unwrap()).unwrap();
+    dir
+}
+
+fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
+    if let (Some(b), serde_json::Value::Object(e)) = (base.as_object_mut(), extra) {
+        for (k, v) in e {
+            match b.get_mut(&k) {
+                Some(existing) if existing.is_object() && v.is_object() => merge(existing, v),
+                _ => {
+                    b.insert(k, v);
+                }
+            }
+        }
+    }
+}
+
+/// The run folder `train` printed, as a path from the test (train prints it relative to its work folder).
+fn run_dir_from(work: &Path, stdout: &[u8]) -> PathBuf {
+    let text = String::from_utf8_lossy(stdout);
+    let line = text.lines().find_map(|l| l.strip_prefix("run folder: ")).unwrap_or_else(|| panic!("{text}"));
+    work.join(line.trim())
+}
+
+fn metrics_rows(run_dir: &Path) -> Vec<Vec<String>> {
+    let mut reader = csv::Reader::from_path(run_dir.join("logs/metrics.csv")).unwrap();
+    reader.records().map(|r| r.unwrap().iter().map(String::from).collect()).collect()
+}
+
+#[test]
+fn stop_and_resume_equals_an_uninterrupted_run() {
+    let dir = setup(24, serde_json::json!({}));
+    let work = dir.path();
+    let straight = run_dir_from(work, &ok(run(work, TRAIN, &["--config", "config.json"])).stdout);
+
+    let paused = ok(run(work, TRAIN, &["--config", "config.json", "--stop-after", "2"]));
+    let stdout = String::from_utf8_lossy(&paused.stdout).to_string();
+    assert!(stdout.contains("paused after 2 epoch(s)") && stdout.contains("train --resume"), "{stdout}");
+    let resumed_dir = run_dir_from(work, &paused.stdout);
+    assert_eq!(metrics_rows(&resumed_dir).len(), 2);
+    assert!(!resumed_dir.join("evaluation_results.json").exists());
+    let resumed = ok(run(work, TRAIN, &["--resume", resumed_dir.to_str().unwrap()]));
+    assert!(String::from_utf8_lossy(&resumed.stdout).contains("test accuracy:"));
+
+    let (a, b) = (metrics_rows(&straight), metrics_rows(&resumed_dir));
+    assert_eq!(a.len(), 4);
+    assert_eq!(b.len(), 4);
+    // Columns: epoch, frozen, train_loss, train_acc, val_loss, val_acc, f1_macro, f1_weighted, lr_head, lr_backbone, …
+    for (ra, rb) in a.iter().zip(&b) {
+        assert_eq!(ra[..2], rb[..2]);
+        assert_eq!(ra[8..10], rb[8..10], "learning rates differ: {ra:?} vs {rb:?}");
+        for col in [2, 3, 4, 5, 6, 7] {
+            let (x, y): (f64, f64) = (ra[col].parse().unwrap(), rb[col].parse().unwrap());
+            assert!((x - y).abs() <= 1e-4 * x.abs().max(1.0), "column {col}: {x} vs {y}\n{ra:?}\n{rb:?}");
+        }
+    }
+    let lrs: Vec<f64> = a.iter().map(|r| r[8].parse().unwrap()).collect();
+    // Frozen epoch 1 (a one-epoch phase, warm-up at half rate), then the unfrozen phase
+    // rebuilt: warm-up, then cosine over its 3 epochs.
+    for (got, expected) in lrs.iter().zip([0.001, 0.001, 0.0015, 0.0005]) {
+        assert!((got - expected).abs() < 1e-12, "learning rates {lrs:?}");
+    }
+    let eval = |d: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(d.join("evaluation_results.json")).unwrap()).unwrap()
+    };
+    let (ea, eb) = (eval(&straight), eval(&resumed_dir));
+    assert_eq!(ea["metrics"]["confusion_matrix"], eb["metrics"]["confusion_matrix"]);
+    let names = |d: &Path| {
+        let mut n: Vec<String> = walk(d).iter().map(|p| p.strip_prefix(d).unwrap().display().to_string()).collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names(&straight), names(&resumed_dir), "same artefacts");
+    let out = run(work, TRAIN, &["--resume", resumed_dir.to_str().unwrap()]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("already finished"));
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn sigint_saves_a_checkpoint_and_the_run_resumes() {
+    let dir = setup(24, serde_json::json!({"training": {"epochs": 40}}));
+    let work = dir.path();
+    let mut child = Command::new(TRAIN)
+        .current_dir(work)
+        .args(["--config", "config.json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("epoch 1/40:") {
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+        }
+    }
+    let status = child.wait().unwrap();
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert_eq!(status.code(), Some(130), "{log}");
+    assert!(log.contains("checkpoint saved") && log.contains("train --resume"), "{log}");
+    let run_dir = run_dir_from(work, stdout.as_bytes());
+    let done = metrics_rows(&run_dir).len();
+    assert!((1..40).contains(&done), "{done} epochs");
+    let resumed = ok(run(work, TRAIN, &["--resume", run_dir.to_str().unwrap(), "--stop-after", "1"]));
+    assert!(String::from_utf8_lossy(&resumed.stdout).contains(&format!("paused after {} epoch(s)", done + 1)));
+    assert_eq!(metrics_rows(&run_dir).len(), done + 1);
+}
+
+#[test]
+fn unreadable_images_are_skipped_and_listed_or_stop_the_run() {
+    let dir = setup(20, serde_json::json!({"training": {"epochs": 1}, "model": {"freeze_backbone_epochs": 0}}));
+    let work = dir.path();
+    // One train image made unreadable: a copy of the sample with a broken file.
+    let images = work.join("images");
+    copy_dir(&repo().join("sample_images"), &images);
+    let train_csv = std::fs::read_to_string(work.join("data/train_data.csv")).unwrap();
+    let victim = train_csv.lines().nth(1).unwrap().split(',').nth(1).unwrap().to_string();
+    std::fs::write(images.join(&victim), b"this is not a jpeg").unwrap();
+    let config_text = std::fs::read_to_string(work.join("config.json")).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&config_text).unwrap();
+    config["data"]["base_image_path"] = serde_json::json!(images);
+    std::fs::write(work.join("config.json"), config.to_string()).unwrap();
+
+    let out = run(work, TRAIN, &["--config", "config.json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("train split") && stderr.contains("max_bad_image_ratio") && stderr.contains(&victim), "{stderr}");
+
+    config["data"]["max_bad_image_ratio"] = serde_json::json!(0.2);
+    std::fs::write(work.join("config.json"), config.to_string()).unwrap();
+    let out = ok(run(work, TRAIN, &["--config", "config.json"]));
+    let run_dir = run_dir_from(work, &out.stdout);
+    let skipped = std::fs::read_to_string(run_dir.join("logs/skipped_images.csv")).unwrap();
+    assert!(skipped.starts_with("split,image_path,reason\n") && skipped.contains(&victim), "{skipped}");
+    let finals: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("final_results.json")).unwrap()).unwrap();
+    assert_eq!(finals["skipped_images"], 1);
+    let errors = std::fs::read_to_string(run_dir.join("logs/error.log")).unwrap();
+    assert!(errors.contains(&victim) && !errors.contains(" INFO "), "{errors}");
+    for png in ["logs/training_curves.png", "confusion_matrix.png", "classification_report.png", "probability_analysis.png"] {
+        let image = image::open(run_dir.join(png)).unwrap_or_else(|e| panic!("{png}: {e}"));
+        assert!(image.width() >= 800 && image.height() >= 300, "{png}");
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
