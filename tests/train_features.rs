@@ -184,7 +184,10 @@ fn unreadable_images_are_skipped_and_listed_or_stop_the_run() {
     let out = run(work, TRAIN, &["--config", "config.json"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("train split") && stderr.contains("max_bad_image_ratio") && stderr.contains(&victim), "{stderr}");
+    assert!(
+        stderr.contains("train split") && stderr.contains("max_bad_image_ratio") && stderr.contains(&victim),
+        "{stderr}"
+    );
 
     config["data"]["max_bad_image_ratio"] = serde_json::json!(0.2);
     std::fs::write(work.join("config.json"), config.to_string()).unwrap();
@@ -192,11 +195,14 @@ fn unreadable_images_are_skipped_and_listed_or_stop_the_run() {
     let run_dir = run_dir_from(work, &out.stdout);
     let skipped = std::fs::read_to_string(run_dir.join("logs/skipped_images.csv")).unwrap();
     assert!(skipped.starts_with("split,image_path,reason\n") && skipped.contains(&victim), "{skipped}");
-    let finals: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("final_results.json")).unwrap()).unwrap();
+    let finals: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("final_results.json")).unwrap()).unwrap();
     assert_eq!(finals["skipped_images"], 1);
     let errors = std::fs::read_to_string(run_dir.join("logs/error.log")).unwrap();
     assert!(errors.contains(&victim) && !errors.contains(" INFO "), "{errors}");
-    for png in ["logs/training_curves.png", "confusion_matrix.png", "classification_report.png", "probability_analysis.png"] {
+    for png in
+        ["logs/training_curves.png", "confusion_matrix.png", "classification_report.png", "probability_analysis.png"]
+    {
         let image = image::open(run_dir.join(png)).unwrap_or_else(|e| panic!("{png}: {e}"));
         assert!(image.width() >= 800 && image.height() >= 300, "{png}");
     }

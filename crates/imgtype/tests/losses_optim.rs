@@ -35,10 +35,16 @@ fn losses_match_pytorch() {
     let weights = Some(r["weights"].shallow_clone());
     let ce = |w: Option<Tensor>, smoothing: f64| Loss::CrossEntropy { weights: w, label_smoothing: smoothing };
     close("ce", value(&ce(None, 0.0).compute(logits, Targets::Hard(targets)).reshape([1])), value(&r["ce"]));
-    close("ce_smooth", value(&ce(None, 0.1).compute(logits, Targets::Hard(targets)).reshape([1])), value(&r["ce_smooth"]));
+    close(
+        "ce_smooth",
+        value(&ce(None, 0.1).compute(logits, Targets::Hard(targets)).reshape([1])),
+        value(&r["ce_smooth"]),
+    );
     close(
         "ce_weighted_smooth",
-        value(&ce(weights.as_ref().map(|w| w.shallow_clone()), 0.1).compute(logits, Targets::Hard(targets)).reshape([1])),
+        value(
+            &ce(weights.as_ref().map(|w| w.shallow_clone()), 0.1).compute(logits, Targets::Hard(targets)).reshape([1]),
+        ),
         value(&r["ce_weighted_smooth"]),
     );
     close(
@@ -54,7 +60,11 @@ fn losses_match_pytorch() {
     config.training.focal_alpha = 0.25;
     config.training.focal_gamma = FocalGamma::Scalar(2.0);
     let focal = Loss::from_config(&config, &[1, 1, 1, 1], Device::Cpu).unwrap();
-    close("focal_scalar", value(&focal.compute(logits, Targets::Hard(targets)).reshape([1])), value(&r["focal_scalar"]));
+    close(
+        "focal_scalar",
+        value(&focal.compute(logits, Targets::Hard(targets)).reshape([1])),
+        value(&r["focal_scalar"]),
+    );
 
     let by_name = [("care_label", 1.0), ("detail_shot", 2.0), ("full_shot", 3.0), ("neck_label", 0.5)];
     for gamma in [
@@ -73,10 +83,18 @@ fn losses_match_pytorch() {
             _ => unreachable!(),
         };
         assert_eq!(Vec::<f32>::try_from(&from_config).unwrap(), vec![1.0, 2.0, 3.0, 0.5]);
-        close("focal_list_weighted", value(&weighted.compute(logits, Targets::Hard(targets)).reshape([1])), value(&r["focal_list_weighted"]));
+        close(
+            "focal_list_weighted",
+            value(&weighted.compute(logits, Targets::Hard(targets)).reshape([1])),
+            value(&r["focal_list_weighted"]),
+        );
     }
     let soft_focal = Loss::Focal { weights, alpha: 0.5, gamma: Tensor::from_slice(&[1.0f32, 2.0, 3.0, 0.5]) };
-    close("focal_soft_weighted", value(&soft_focal.compute(logits, Targets::Soft(soft)).reshape([1])), value(&r["focal_soft_weighted"]));
+    close(
+        "focal_soft_weighted",
+        value(&soft_focal.compute(logits, Targets::Soft(soft)).reshape([1])),
+        value(&r["focal_soft_weighted"]),
+    );
 }
 
 #[test]

@@ -36,7 +36,13 @@ pub fn resize_square(image: &RgbImage, size: u32) -> RgbImage {
     if image.width() == size && image.height() == size {
         return image.clone();
     }
-    image::imageops::resize(image, size, size, image::imageops::FilterType::Triangle)
+    use fast_image_resize::{images::Image, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+    let source = Image::from_vec_u8(image.width(), image.height(), image.as_raw().clone(), PixelType::U8x3)
+        .expect("RGB buffer matches its size");
+    let mut resized = Image::new(size, size, PixelType::U8x3);
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+    Resizer::new().resize(&source, &mut resized, &options).expect("same pixel type");
+    RgbImage::from_raw(size, size, resized.into_vec()).expect("resized buffer")
 }
 
 /// Loads one image as `size`×`size` RGB bytes (HWC).

@@ -73,6 +73,7 @@ fn kind_of(dtype: Dtype) -> Option<Kind> {
         Dtype::F16 => Kind::Half,
         Dtype::BF16 => Kind::BFloat16,
         Dtype::I64 => Kind::Int64,
+        Dtype::U8 => Kind::Uint8,
         _ => return None,
     })
 }
