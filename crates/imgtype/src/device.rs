@@ -61,3 +61,21 @@ pub fn describe_device(device: Device) -> String {
         Device::Vulkan => "vulkan".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_and_unavailable_devices_fail_clearly() {
+        assert_eq!(parse_device_name("CUDA:2").unwrap(), DeviceRequest::Cuda(2));
+        assert_eq!(parse_device_name("cuda").unwrap(), DeviceRequest::Cuda(0));
+        assert!(parse_device_name("cuda:x").is_err());
+        assert_eq!(resolve_device("cpu").unwrap(), Device::Cpu);
+        let count = tch::Cuda::device_count() as usize;
+        let err = resolve_device(&format!("cuda:{count}")).unwrap_err().to_string();
+        assert!(err.contains(&format!("cuda:{count}")) && err.contains("CUDA device"), "{err}");
+        let auto = resolve_device("auto").unwrap();
+        assert_eq!(matches!(auto, Device::Cuda(_)), tch::Cuda::is_available());
+    }
+}

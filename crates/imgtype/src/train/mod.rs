@@ -404,7 +404,9 @@ fn forward(session: &Session, images: &Tensor, train: bool) -> Tensor {
     }
 }
 
-fn update_ema(ema: &mut ImageTypeClassifier, model: &ImageTypeClassifier, decay: f64) {
+/// timm's ModelEmaV2: every floating tensor (weights and BatchNorm statistics) becomes
+/// `decay · ema + (1 - decay) · model`.
+pub fn update_ema(ema: &mut ImageTypeClassifier, model: &ImageTypeClassifier, decay: f64) {
     let source = model.vs.variables();
     tch::no_grad(|| {
         for (name, mut target) in ema.vs.variables() {
