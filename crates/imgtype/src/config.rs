@@ -506,6 +506,16 @@ impl Config {
             check_unit_interval(&format!("inference.class_thresholds.{name}"), *threshold)?;
         }
 
+        if !["trace", "debug", "info", "warn", "error"].contains(&self.logging.log_level.as_str()) {
+            bail!("logging.log_level = `{}` is not one of trace, debug, info, warn, error", self.logging.log_level);
+        }
+        for (key, path) in
+            [("paths.log_dir", &self.paths.log_dir), ("paths.checkpoint_dir", &self.paths.checkpoint_dir)]
+        {
+            if path.is_absolute() || path.as_os_str().is_empty() {
+                bail!("{key} names a folder inside each run folder; got `{}`", path.display());
+            }
+        }
         if self.logging.log_frequency == 0 {
             bail!("logging.log_frequency must be at least 1, got 0");
         }

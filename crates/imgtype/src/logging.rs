@@ -16,6 +16,7 @@ use tracing_subscriber::{filter, EnvFilter, Layer};
 static APPLICATION_LOG: Mutex<Option<File>> = Mutex::new(None);
 static ERROR_LOG: Mutex<Option<File>> = Mutex::new(None);
 static PROGRESS: OnceLock<indicatif::MultiProgress> = OnceLock::new();
+static LEVEL: OnceLock<tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>> = OnceLock::new();
 
 /// The progress-bar host shared by all bars, so log lines print above them.
 pub fn multi_progress() -> &'static indicatif::MultiProgress {
@@ -76,7 +77,9 @@ impl<'a> MakeWriter<'a> for FileWriter {
 
 /// Installs the global logger once; later calls do nothing. `RUST_LOG` overrides the level.
 pub fn init(level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("{level},ort=warn")));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let _ = LEVEL.set(handle);
     let console = tracing_subscriber::fmt::layer()
         .with_writer(ConsoleWriter)
         .with_target(false)
@@ -92,6 +95,18 @@ pub fn init(level: &str) {
         .with_timer(tracing_subscriber::fmt::time::ChronoLocal::new("%Y-%m-%d %H:%M:%S%.3f".into()))
         .with_filter(filter::LevelFilter::from_level(Level::WARN));
     let _ = tracing_subscriber::registry().with(filter).with(console).with(application).with(errors).try_init();
+}
+
+/// Applies `logging.log_level` (trace, debug, info, warn, error) unless `RUST_LOG` is set.
+pub fn set_level(level: &str) -> Result<()> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        return Ok(());
+    }
+    let filter = EnvFilter::try_new(level).with_context(|| format!("logging.log_level `{level}` is not a level"))?;
+    if let Some(handle) = LEVEL.get() {
+        handle.reload(filter).context("cannot change the log level")?;
+    }
+    Ok(())
 }
 
 /// From now on, also log into `dir/application.log` and `dir/error.log`.

@@ -46,9 +46,15 @@ fn plot_error<E: std::fmt::Display>(e: E) -> anyhow::Error {
 }
 
 /// Writes every plot of a run; failures become warnings.
-pub fn write_training_plots(run_dir: &Path, history: &[EpochRecord], test: &Metrics, evaluation: &SplitEvaluation) {
+pub fn write_training_plots(
+    run_dir: &Path,
+    logs_dir: &Path,
+    history: &[EpochRecord],
+    test: &Metrics,
+    evaluation: &SplitEvaluation,
+) {
     let jobs: [(&str, Box<dyn FnOnce() -> Result<()> + '_>); 4] = [
-        ("logs/training_curves.png", Box::new(|| training_curves(&run_dir.join("logs/training_curves.png"), history))),
+        ("training_curves.png", Box::new(|| training_curves(&logs_dir.join("training_curves.png"), history))),
         ("confusion_matrix.png", Box::new(|| confusion_matrix(&run_dir.join("confusion_matrix.png"), test))),
         (
             "classification_report.png",

@@ -77,22 +77,24 @@ pub fn shard_of_file(path: &Path) -> Option<Shard> {
 }
 
 fn prediction_header(class_names: &[String]) -> Vec<String> {
-    let mut columns = vec!["predicted_class".to_string(), "confidence".to_string()];
+    let mut columns = vec!["predicted_class".to_string(), "confidence".to_string(), "low_confidence".to_string()];
     columns.extend(class_names.iter().map(|c| format!("prob_{c}")));
     columns.push("top_k".into());
     columns
 }
 
-fn prediction_values(outcome: &Result<Prediction, String>, classes: usize) -> Vec<String> {
+/// `low_confidence` is true when the confidence is under `inference.confidence_threshold`.
+fn prediction_values(outcome: &Result<Prediction, String>, classes: usize, threshold: f64) -> Vec<String> {
     match outcome {
         Ok(p) => {
-            let mut values = vec![p.predicted_class.clone(), format!("{:.6}", p.confidence)];
+            let mut values =
+                vec![p.predicted_class.clone(), format!("{:.6}", p.confidence), (p.confidence < threshold).to_string()];
             values.extend(p.probabilities.iter().map(|v| format!("{v:.6}")));
             values.push(p.top_k.iter().map(|(c, v)| format!("{c}:{v:.4}")).collect::<Vec<_>>().join("|"));
             values
         }
         Err(_) => {
-            let mut values = vec![super::api::ERROR_CLASS.to_string(), format!("{:.6}", 0.0)];
+            let mut values = vec![super::api::ERROR_CLASS.to_string(), format!("{:.6}", 0.0), String::new()];
             values.extend(std::iter::repeat_n(String::new(), classes + 1));
             values
         }
@@ -200,6 +202,7 @@ pub fn run_dataset(
     for split in SplitName::ALL {
         splits.push((split, read_split_csv(&data_dir.join(split.file_name()), &class_names)?));
     }
+    let threshold = predictor.config().inference.confidence_threshold;
     let (output_dir, (accuracy_by_split, failed, timing)) = with_staged_run_dir(output_root, |dir| {
         let results_path = shard_file_name(&dir.join("inference_results.csv"), shard);
         let mut header: Vec<String> = ["image_path", "split", "product_id", "true_class"].map(String::from).to_vec();
@@ -232,7 +235,7 @@ pub fn run_dataset(
                         record.product_id.clone(),
                         record.image_type.clone(),
                     ];
-                    values.extend(prediction_values(outcome, class_names.len()));
+                    values.extend(prediction_values(outcome, class_names.len(), threshold));
                     let correct = match outcome {
                         Ok(p) => (p.predicted_class == record.image_type).to_string(),
                         Err(_) => String::new(),
@@ -428,6 +431,7 @@ pub fn run_csv(
     header.extend(["inference_ms", "error"].map(String::from));
 
     let output = shard_file_name(output_path, shard);
+    let threshold = predictor.config().inference.confidence_threshold;
     let started = Instant::now();
     let mut per_image_ms = Vec::new();
     let (mut rows_seen, mut failed) = (0usize, 0usize);
@@ -445,7 +449,7 @@ pub fn run_csv(
                 if label_col.is_some() {
                     values.push(record.image_type.clone());
                 }
-                values.extend(prediction_values(outcome, class_names.len()));
+                values.extend(prediction_values(outcome, class_names.len(), threshold));
                 if label_col.is_some() {
                     values.push(match outcome {
                         Ok(p) => (p.predicted_class == record.image_type).to_string(),

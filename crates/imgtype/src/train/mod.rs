@@ -238,6 +238,20 @@ fn host_name() -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
+/// A run folder's sub-folders for logs and checkpoints, named by `paths.log_dir` and
+/// `paths.checkpoint_dir` (`logs/`, `checkpoints/` by default).
+fn logs_dir(run_dir: &Path, config: &Config) -> PathBuf {
+    run_dir.join(&config.paths.log_dir)
+}
+
+fn checkpoints_dir(run_dir: &Path, config: &Config) -> PathBuf {
+    run_dir.join(&config.paths.checkpoint_dir)
+}
+
+fn latest_checkpoint(run_dir: &Path, config: &Config) -> PathBuf {
+    checkpoints_dir(run_dir, config).join("latest_checkpoint.safetensors")
+}
+
 /// Everything a run needs once its folder exists: data, model, loss.
 struct Session {
     config: Arc<Config>,
@@ -255,6 +269,13 @@ struct Session {
 }
 
 fn open_session(config: &Config, run_dir: PathBuf) -> Result<Session> {
+    crate::logging::set_level(&config.logging.log_level)?;
+    if config.logging.use_wandb {
+        tracing::warn!(
+            "logging.use_wandb: Weights & Biases is not called from here; every run writes logs/metrics.csv and \
+             logs/training_results.json instead"
+        );
+    }
     let device = crate::device::resolve_device(&config.system.device)?;
     tch::manual_seed(config.system.seed as i64);
     let class_names = config.data.class_names.clone();
@@ -277,7 +298,7 @@ fn open_session(config: &Config, run_dir: PathBuf) -> Result<Session> {
         tracing::info!("{}: {} images ({})", split.as_str(), records.len(), per_class.join(", "));
         splits.push((records, counts));
     }
-    write_skipped(&run_dir.join("logs/skipped_images.csv"), &skipped)?;
+    write_skipped(&logs_dir(&run_dir, config).join("skipped_images.csv"), &skipped)?;
     let (train_records, train_counts) = splits.remove(0);
     let (val_records, _) = splits.remove(0);
     let (test_records, _) = splits.remove(0);
@@ -332,8 +353,10 @@ fn open_session(config: &Config, run_dir: PathBuf) -> Result<Session> {
 
 /// Starts a new run as `config` says.
 pub fn train(config: &Config, options: &TrainOptions) -> Result<TrainEnd> {
-    let run_dir = crate::rundir::create_run_dir(&config.paths.result_dir, &["model", "logs", "checkpoints"])?;
-    crate::logging::attach_log_files(&run_dir.join("logs"))?;
+    let log_dir = config.paths.log_dir.to_string_lossy().to_string();
+    let checkpoint_dir = config.paths.checkpoint_dir.to_string_lossy().to_string();
+    let run_dir = crate::rundir::create_run_dir(&config.paths.result_dir, &["model", &log_dir, &checkpoint_dir])?;
+    crate::logging::attach_log_files(&logs_dir(&run_dir, config))?;
     let run_id = run_dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     tracing::info!("run folder: {}", run_dir.display());
     crate::fsutil::write_atomic(&run_dir.join("config.json"), config.to_json_pretty().as_bytes())?;
@@ -368,12 +391,12 @@ pub fn resume(run_dir: &Path, options: &TrainOptions) -> Result<TrainEnd> {
     if !config_path.is_file() {
         bail!("{} is not a run folder (no config.json)", run_dir.display());
     }
-    let checkpoint_path = run_dir.join("checkpoints/latest_checkpoint.safetensors");
+    let config = Config::load(&config_path)?;
+    let checkpoint_path = latest_checkpoint(run_dir, &config);
     if !checkpoint_path.is_file() {
         bail!("{}: no checkpoint to resume from (the run stopped before its first checkpoint)", run_dir.display());
     }
-    let config = Config::load(&config_path)?;
-    crate::logging::attach_log_files(&run_dir.join("logs"))?;
+    crate::logging::attach_log_files(&logs_dir(run_dir, &config))?;
     let metadata_path = run_dir.join("run_metadata.json");
     if let Ok(text) = std::fs::read_to_string(&metadata_path) {
         if let Ok(mut metadata) = serde_json::from_str::<RunMetadata>(&text) {
@@ -430,7 +453,7 @@ fn run_epochs(
     let optimizer_kind = OptimizerKind::parse(&t.optimizer)?;
     let backbone_lr = t.effective_backbone_lr();
     let best_model_path = session.run_dir.join("model/best_model.safetensors");
-    let checkpoint_path = session.run_dir.join("checkpoints/latest_checkpoint.safetensors");
+    let checkpoint_path = latest_checkpoint(&session.run_dir, &config);
     let n_batches = session.train_records.len().div_ceil(t.batch_size);
     let mut best_weights: Option<Vec<(String, Tensor)>> = restored.as_mut().and_then(|r| r.best.take());
     let mut optimizer: Option<Optimizer> = None;
@@ -639,7 +662,8 @@ fn run_epochs(
         state.optimizer_steps = opt.steps().clone();
         checkpoint::save(&checkpoint_path, session, opt, &state, best_weights.as_deref())?;
         if config.logging.save_frequency > 0 && (epoch + 1) % config.logging.save_frequency == 0 {
-            let numbered = session.run_dir.join(format!("checkpoints/checkpoint_epoch_{:03}.safetensors", epoch + 1));
+            let numbered = checkpoints_dir(&session.run_dir, &config)
+                .join(format!("checkpoint_epoch_{:03}.safetensors", epoch + 1));
             session.ema.as_ref().unwrap_or(&session.model).save(&numbered)?;
         }
         write_history(&session.run_dir, &state, &config)?;
@@ -674,7 +698,7 @@ fn run_epochs(
 
 fn write_history(run_dir: &Path, state: &TrainingState, config: &Config) -> Result<()> {
     crate::fsutil::write_json_atomic(
-        &run_dir.join("logs/training_results.json"),
+        &logs_dir(run_dir, config).join("training_results.json"),
         &serde_json::json!({
             "history": state.history,
             "best_epoch": state.best_epoch,
@@ -683,7 +707,7 @@ fn write_history(run_dir: &Path, state: &TrainingState, config: &Config) -> Resu
             "stopped_early": state.stopped_early,
         }),
     )?;
-    write_metrics_csv(&run_dir.join("logs/metrics.csv"), &state.history)
+    write_metrics_csv(&logs_dir(run_dir, config).join("metrics.csv"), &state.history)
 }
 
 /// After the last epoch: last model, best weights back, test evaluation, reports.
@@ -717,8 +741,25 @@ fn finish(
         &serde_json::json!({"split": "test", "loss": test_eval.loss, "metrics": test_metrics}),
     )?;
     write_class_summary(&run_dir.join("class_performance_summary.csv"), &test_metrics)?;
-    crate::report::write_training_plots(&run_dir, &state.history, &test_metrics, &test_eval);
     let best_model = Some(run_dir.join("model/best_model.safetensors")).filter(|p| p.exists());
+    crate::report::write_training_plots(
+        &run_dir,
+        &logs_dir(&run_dir, &config),
+        &state.history,
+        &test_metrics,
+        &test_eval,
+    );
+    if let Some(best) = best_model.as_ref().filter(|_| config.validation.save_best_model) {
+        // As the Python system's models/best_model.pth: the latest best model in one known place.
+        let shared = config.paths.model_dir.join("best_model.safetensors");
+        match std::fs::read(best)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| crate::fsutil::write_atomic(&shared, &bytes))
+        {
+            Ok(()) => tracing::info!("best model also copied to {}", shared.display()),
+            Err(e) => tracing::warn!("could not copy the best model to {}: {e:#}", shared.display()),
+        }
+    }
     let run_id = run_dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     crate::fsutil::write_json_atomic(
         &run_dir.join("final_results.json"),
@@ -738,7 +779,7 @@ fn finish(
         }),
     )?;
     state.finished = true;
-    checkpoint::mark_finished(&run_dir.join("checkpoints/latest_checkpoint.safetensors"), &state)?;
+    checkpoint::mark_finished(&latest_checkpoint(&run_dir, &config), &state)?;
     Ok(TrainEnd::Finished(TrainOutcome {
         run_dir,
         best_model,
