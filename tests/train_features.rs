@@ -220,3 +220,59 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn validation_settings_overrides_and_metadata_are_honoured() {
+    let dir = setup(
+        20,
+        serde_json::json!({
+            "model": {"freeze_backbone_epochs": 0},
+            "training": {"epochs": 9, "patience": 1, "min_delta": 10.0, "early_stopping": true},
+            "validation": {"val_frequency": 2, "metric": "accuracy", "save_last_model": false},
+            "logging": {"save_frequency": 2, "log_level": "warn"}
+        }),
+    );
+    let work = dir.path();
+    // --epochs and --batch-size override the config and are recorded in the run's config.json.
+    let out = ok(run(work, TRAIN, &["--config", "config.json", "--epochs", "8", "--batch-size", "8"]));
+    let run_dir = run_dir_from(work, &out.stdout);
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(saved["training"]["epochs"], 8);
+    assert_eq!(saved["training"]["batch_size"], 8);
+    // Validation every 2nd epoch; min_delta 10 means no validation after the first improves,
+    // so with patience 1 the run stops after the second validation (epoch 4).
+    let rows = metrics_rows(&run_dir);
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for row in &rows {
+        let epoch: usize = row[0].parse().unwrap();
+        assert_eq!(row[4].is_empty(), epoch % 2 == 1, "val_loss present only on validated epochs: {row:?}");
+    }
+    let finals: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("final_results.json")).unwrap()).unwrap();
+    assert_eq!(finals["stopped_early"], true);
+    assert_eq!(finals["best_epoch"], 2);
+    assert_eq!(finals["validation_metric"], "accuracy");
+    assert!(run_dir.join("model/best_model.safetensors").is_file());
+    assert!(!run_dir.join("model/last_model.safetensors").exists(), "save_last_model false");
+    for epoch in [2, 4] {
+        assert!(run_dir.join(format!("checkpoints/checkpoint_epoch_{epoch:03}.safetensors")).is_file());
+    }
+    assert!(!run_dir.join("checkpoints/checkpoint_epoch_001.safetensors").exists());
+    assert!(work.join("models/best_model.safetensors").is_file(), "best model copied to paths.model_dir");
+    let evaluation: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("evaluation_results.json")).unwrap()).unwrap();
+    for key in ["accuracy", "macro_avg", "micro_avg", "weighted_avg", "per_class", "confusion_matrix", "roc_auc_macro"]
+    {
+        assert!(evaluation["metrics"].get(key).is_some(), "{key} missing");
+    }
+    let metadata: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("run_metadata.json")).unwrap()).unwrap();
+    assert!(metadata["libtorch_version"].as_str().unwrap().starts_with("2.13.0"), "{metadata}");
+    for key in ["device", "torch_threads", "cpu_cores", "data_workers", "imgtype_version", "start_time"] {
+        assert!(!metadata[key].is_null(), "{key} missing in {metadata}");
+    }
+    // log_level warn: the per-epoch INFO lines are not logged.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("epoch 1/8:"), "{stderr}");
+}
