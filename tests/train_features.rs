@@ -276,3 +276,29 @@ fn validation_settings_overrides_and_metadata_are_honoured() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("epoch 1/8:"), "{stderr}");
 }
+
+#[test]
+fn quick_test_progress_lines_and_mixed_precision_on_cpu() {
+    let dir = setup(20, serde_json::json!({"logging": {"log_frequency": 1}, "system": {"mixed_precision": true}}));
+    let work = dir.path();
+    let out = ok(run(work, TRAIN, &["--config", "config.json", "--quick-test", "--stop-after", "1"]));
+    let run_dir = run_dir_from(work, &out.stdout);
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(saved["training"]["epochs"], 5);
+    assert_eq!(saved["training"]["patience"], 3);
+    assert_eq!(saved["model"]["freeze_backbone_epochs"], 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Not a terminal: one plain line per batch (log_frequency 1) and one per epoch.
+    let batches = std::fs::read_to_string(work.join("data/train_data.csv"))
+        .unwrap()
+        .lines()
+        .count()
+        .saturating_sub(1)
+        .div_ceil(16);
+    for b in 1..=batches {
+        assert!(stderr.contains(&format!("epoch 1/5 {b}/{batches} loss")), "batch line {b} missing:\n{stderr}");
+    }
+    assert!(stderr.contains("epoch 1/5: train loss"), "{stderr}");
+    assert!(stderr.contains("mixed_precision is ignored"), "{stderr}");
+}
