@@ -1,0 +1,98 @@
+//! Our model files in the PyTorch world: read from Python into the Python system's model
+//! with the same logits; torchvision-style backbone weights loaded into ours.
+
+mod common;
+
+use std::path::Path;
+
+use imgtype::model::file::write_safetensors;
+use imgtype::{Config, ImageTypeClassifier};
+use tch::{Device, Kind, Tensor};
+
+#[test]
+fn model_file_loads_in_python_with_the_same_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.data.class_names = vec!["care_label".into(), "detail_shot".into(), "full_shot".into()];
+    config.model.hidden_dim = None;
+    config.augmentation.image_size = 96;
+    tch::manual_seed(7);
+    let model = ImageTypeClassifier::new(&config, Device::Cpu);
+    // Non-trivial BatchNorm statistics, as after training.
+    tch::no_grad(|| {
+        for (name, mut t) in model.vs.variables() {
+            if name.ends_with("running_var") {
+                let _ = t.uniform_(0.5, 2.0);
+            } else if name.ends_with("running_mean") {
+                let _ = t.uniform_(-0.3, 0.3);
+            }
+        }
+    });
+    let model_path = dir.path().join("model.safetensors");
+    model.save(&model_path).unwrap();
+    let input = Tensor::randn([3, 3, 96, 96], (Kind::Float, Device::Cpu));
+    let logits = tch::no_grad(|| model.forward_t(&input, false));
+    let reference = dir.path().join("reference.safetensors");
+    write_safetensors(&reference, &[("input".into(), input), ("logits".into(), logits)], Default::default()).unwrap();
+    common::run_python("check_model_file.py", &[&model_path, &reference]);
+}
+
+#[test]
+fn torchvision_weights_load_into_the_backbone_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("efficientnet_b0_random.safetensors");
+    let script = common::repo_root().join("scripts/export_torchvision_weights.py");
+    let output = std::process::Command::new(common::python())
+        .arg(&script)
+        .arg(&weights)
+        .args(["--random-init", "--seed", "3"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let mut config = Config::default();
+    config.model.pretrained = true;
+    config.model.pretrained_weights = Some(weights.clone());
+    tch::manual_seed(1);
+    let fresh = ImageTypeClassifier::new(&config, Device::Cpu);
+    tch::manual_seed(1);
+    let mut model = ImageTypeClassifier::new(&config, Device::Cpu);
+    imgtype::model::load_backbone_weights(&mut model, &weights).unwrap();
+    let (file, _) = imgtype::model::file::read_safetensors(&weights).unwrap();
+    let loaded = model.vs.variables();
+    for (name, tensor) in &file {
+        let diff = (&loaded[name] - tensor).abs().max().double_value(&[]);
+        assert_eq!(diff, 0.0, "{name} not loaded");
+    }
+    assert!(file.iter().all(|(n, _)| n.starts_with("backbone.features.")), "only backbone keys exported");
+    let fresh_head = &fresh.vs.variables()["classifier.1.weight"];
+    assert_eq!((&loaded["classifier.1.weight"] - fresh_head).abs().max().double_value(&[]), 0.0, "head kept its init");
+
+    let missing = dir.path().join("absent.safetensors");
+    let err = format!("{:#}", imgtype::model::load_backbone_weights(&mut model, &missing).unwrap_err());
+    assert!(err.contains("export_torchvision_weights.py") && err.contains("pretrained") && err.contains("false"), "{err}");
+}
+
+#[test]
+fn python_system_checkpoint_converts_to_a_model_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join("best_model.pth");
+    let reference = dir.path().join("reference.safetensors");
+    common::run_python("make_seed_checkpoint.py", &[&checkpoint, &reference]);
+    let converted = dir.path().join("converted.safetensors");
+    let script = common::repo_root().join("scripts/convert_seed_checkpoint.py");
+    let output = std::process::Command::new(common::python()).arg(&script).arg(&checkpoint).arg(&converted).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let model = ImageTypeClassifier::load(&converted, Device::Cpu).unwrap();
+    assert_eq!(model.class_names(), ["care_label", "detail_shot", "full_shot", "neck_label"]);
+    assert_eq!(model.config().augmentation.image_size, 128);
+    let (tensors, _) = imgtype::model::file::read_safetensors(&reference).unwrap();
+    let get = |name: &str| tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t.shallow_clone()).unwrap();
+    let logits = tch::no_grad(|| model.forward_t(&get("input"), false));
+    let diff = (logits - get("logits")).abs().max().double_value(&[]);
+    assert!(diff <= 1e-4, "converted checkpoint's logits differ by {diff}");
+    let predictor = imgtype::infer::Predictor::from_model(model);
+    assert_eq!(predictor.class_names().len(), 4);
+    assert!(Path::new(&converted).exists());
+}
