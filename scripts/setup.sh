@@ -10,10 +10,12 @@ py="$venv/bin/python"
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
-python_packages=(torch==2.13.0 torchvision==0.28.0 safetensors numpy)
+# torch/torchvision: libtorch and the reference model; the rest for the interop tests
+# (TensorBoard reader, ONNX export and onnxruntime).
+python_packages=(torch==2.13.0 torchvision==0.28.0 safetensors numpy tensorboard onnx onnxscript onnxruntime)
 venv_ready() {
     [ -x "$py" ] && "$py" - <<'PY' 2>/dev/null
-import torch, torchvision, safetensors, numpy
+import torch, torchvision, safetensors, numpy, tensorboard, onnx, onnxscript, onnxruntime
 assert torch.__version__.split("+")[0] == "2.13.0", torch.__version__
 assert torchvision.__version__.split("+")[0] == "0.28.0", torchvision.__version__
 PY

@@ -110,13 +110,56 @@ fn stop_and_resume_equals_an_uninterrupted_run() {
     let (ea, eb) = (eval(&straight), eval(&resumed_dir));
     assert_eq!(ea["metrics"]["confusion_matrix"], eb["metrics"]["confusion_matrix"]);
     let names = |d: &Path| {
-        let mut n: Vec<String> = walk(d).iter().map(|p| p.strip_prefix(d).unwrap().display().to_string()).collect();
+        // Each invocation writes its own TensorBoard event file.
+        let mut n: Vec<String> =
+            walk(d)
+                .iter()
+                .map(|p| p.strip_prefix(d).unwrap().display().to_string())
+                .map(|p| {
+                    if p.starts_with("logs/events.out.tfevents.") {
+                        "logs/events.out.tfevents.*".to_string()
+                    } else {
+                        p
+                    }
+                })
+                .collect();
         n.sort();
+        n.dedup();
         n
     };
     assert_eq!(names(&straight), names(&resumed_dir), "same artefacts");
     let out = run(work, TRAIN, &["--resume", resumed_dir.to_str().unwrap()]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("already finished"));
+
+    // TensorBoard: both invocations' event files, read by the tensorboard package, give the
+    // metrics.csv values for every epoch, and the final test metrics.
+    let scalars = read_tensorboard(&resumed_dir.join("logs"));
+    let series = |tag: &str| scalars[tag].as_array().unwrap_or_else(|| panic!("no {tag} in {scalars}")).clone();
+    for (tag, col) in [("train/loss", 2), ("train/accuracy", 3), ("lr/head", 8)] {
+        let points = series(tag);
+        assert_eq!(points.len(), 4, "{tag}: {points:?}");
+        for (point, row) in points.iter().zip(&b) {
+            let (step, value) = (point[0].as_i64().unwrap(), point[1].as_f64().unwrap());
+            let expected: f64 = row[col].parse().unwrap();
+            assert_eq!(step.to_string(), row[0]);
+            assert!(
+                (value - expected).abs() <= 1e-6 * expected.abs().max(1.0),
+                "{tag} epoch {step}: {value} vs {expected}"
+            );
+        }
+    }
+    let accuracy = eb["metrics"]["accuracy"].as_f64().unwrap();
+    let test_points = series("test/accuracy");
+    assert_eq!(test_points.len(), 1);
+    assert!((test_points[0][1].as_f64().unwrap() - accuracy).abs() < 1e-6);
+}
+
+fn read_tensorboard(dir: &Path) -> serde_json::Value {
+    let python =
+        std::env::var_os("IMGTYPE_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join(".venv/bin/python"));
+    let output = Command::new(python).arg(repo().join("tests/python/read_tensorboard.py")).arg(dir).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -14,6 +14,7 @@ pub mod model;
 pub mod progress;
 pub mod report;
 pub mod rundir;
+pub mod tensorboard;
 pub mod train;
 
 pub use config::Config;

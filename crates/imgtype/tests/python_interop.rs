@@ -70,7 +70,10 @@ fn torchvision_weights_load_into_the_backbone_only() {
 
     let missing = dir.path().join("absent.safetensors");
     let err = format!("{:#}", imgtype::model::load_backbone_weights(&mut model, &missing).unwrap_err());
-    assert!(err.contains("export_torchvision_weights.py") && err.contains("pretrained") && err.contains("false"), "{err}");
+    assert!(
+        err.contains("export_torchvision_weights.py") && err.contains("pretrained") && err.contains("false"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -81,7 +84,8 @@ fn python_system_checkpoint_converts_to_a_model_file() {
     common::run_python("make_seed_checkpoint.py", &[&checkpoint, &reference]);
     let converted = dir.path().join("converted.safetensors");
     let script = common::repo_root().join("scripts/convert_seed_checkpoint.py");
-    let output = std::process::Command::new(common::python()).arg(&script).arg(&checkpoint).arg(&converted).output().unwrap();
+    let output =
+        std::process::Command::new(common::python()).arg(&script).arg(&checkpoint).arg(&converted).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 
     let model = ImageTypeClassifier::load(&converted, Device::Cpu).unwrap();

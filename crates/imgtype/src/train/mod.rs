@@ -266,6 +266,8 @@ struct Session {
     val_records: Vec<ImageRecord>,
     test_records: Vec<ImageRecord>,
     skipped: usize,
+    /// TensorBoard scalars in the logs folder; a run goes on without them if the file fails.
+    events: Option<crate::tensorboard::EventWriter>,
 }
 
 fn open_session(config: &Config, run_dir: PathBuf) -> Result<Session> {
@@ -335,6 +337,13 @@ fn open_session(config: &Config, run_dir: PathBuf) -> Result<Session> {
     });
     let loss_fn = Loss::from_config(config, &train_counts, device)?;
     let train_labels = Arc::new(class_indices(&train_records, &class_names));
+    let events = match crate::tensorboard::EventWriter::create(&logs_dir(&run_dir, config)) {
+        Ok(writer) => Some(writer),
+        Err(e) => {
+            tracing::warn!("no TensorBoard event file: {e:#}");
+            None
+        }
+    };
     Ok(Session {
         config: Arc::new(config.clone()),
         run_dir,
@@ -348,6 +357,7 @@ fn open_session(config: &Config, run_dir: PathBuf) -> Result<Session> {
         val_records,
         test_records,
         skipped: skipped.len(),
+        events,
     })
 }
 
@@ -656,6 +666,7 @@ fn run_epochs(
                 lr_head
             );
         }
+        log_scalars(session, &record);
         state.history.push(record);
         state.next_epoch = epoch + 1;
         state.schedule = Some(schedule.clone());
@@ -694,6 +705,30 @@ fn run_epochs(
         }
     }
     finish(session, state, best_weights)
+}
+
+fn log_scalars(session: &mut Session, r: &EpochRecord) {
+    let Some(events) = session.events.as_mut() else { return };
+    let mut values = vec![
+        ("train/loss", r.train_loss),
+        ("train/accuracy", r.train_accuracy),
+        ("lr/head", r.lr_head),
+        ("lr/backbone", r.lr_backbone),
+        ("train/images_per_second", r.images_per_second),
+    ];
+    for (tag, value) in [
+        ("val/loss", r.val_loss),
+        ("val/accuracy", r.val_accuracy),
+        ("val/f1_macro", r.val_f1_macro),
+        ("val/f1_weighted", r.val_f1_weighted),
+    ] {
+        if let Some(v) = value {
+            values.push((tag, v));
+        }
+    }
+    if let Err(e) = events.scalars(r.epoch as i64, &values) {
+        tracing::warn!("TensorBoard event file: {e:#}");
+    }
 }
 
 fn write_history(run_dir: &Path, state: &TrainingState, config: &Config) -> Result<()> {
@@ -741,6 +776,21 @@ fn finish(
         &serde_json::json!({"split": "test", "loss": test_eval.loss, "metrics": test_metrics}),
     )?;
     write_class_summary(&run_dir.join("class_performance_summary.csv"), &test_metrics)?;
+    if let Some(events) = session.events.as_mut() {
+        let step = state.history.last().map(|r| r.epoch as i64).unwrap_or(0);
+        let mut values = vec![
+            ("test/loss", test_eval.loss),
+            ("test/accuracy", test_metrics.accuracy),
+            ("test/f1_macro", test_metrics.macro_avg.f1),
+            ("test/f1_weighted", test_metrics.weighted_avg.f1),
+        ];
+        if let Some(auc) = test_metrics.roc_auc_macro {
+            values.push(("test/roc_auc_macro", auc));
+        }
+        if let Err(e) = events.scalars(step, &values) {
+            tracing::warn!("TensorBoard event file: {e:#}");
+        }
+    }
     let best_model = Some(run_dir.join("model/best_model.safetensors")).filter(|p| p.exists());
     crate::report::write_training_plots(
         &run_dir,
