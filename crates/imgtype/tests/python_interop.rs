@@ -100,3 +100,33 @@ fn python_system_checkpoint_converts_to_a_model_file() {
     assert_eq!(predictor.class_names().len(), 4);
     assert!(Path::new(&converted).exists());
 }
+
+#[test]
+fn onnx_export_gives_our_logits_in_onnxruntime() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.data.class_names = vec!["care_label".into(), "detail_shot".into(), "full_shot".into()];
+    config.augmentation.image_size = 64;
+    tch::manual_seed(9);
+    let model = ImageTypeClassifier::new(&config, Device::Cpu);
+    let model_path = dir.path().join("model.safetensors");
+    model.save(&model_path).unwrap();
+    let input = Tensor::randn([3, 3, 64, 64], (Kind::Float, Device::Cpu));
+    let logits = tch::no_grad(|| model.forward_t(&input, false));
+    let reference = dir.path().join("reference.safetensors");
+    write_safetensors(&reference, &[("input".into(), input), ("logits".into(), logits)], Default::default()).unwrap();
+    let onnx_path = dir.path().join("model.onnx");
+    let output = std::process::Command::new(common::python())
+        .arg(common::repo_root().join("scripts/export_onnx.py"))
+        .arg(&model_path)
+        .arg(&onnx_path)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    common::run_python("check_onnx.py", &[&onnx_path, &reference]);
+}
