@@ -117,14 +117,19 @@ fn line_chart(area: &Area, title: &str, x_desc: &str, y_desc: &str, series: &[Se
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
         chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(plot_error)?;
     }
+    draw_legend(&mut chart)
+}
+
+fn draw_legend<'a, 'x: 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, BitMapBackend<'x>, CT>,
+) -> Result<()> {
     chart
         .configure_series_labels()
         .label_font((FONT, 14))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()
-        .map_err(plot_error)?;
-    Ok(())
+        .map_err(plot_error)
 }
 
 /// Loss, accuracy, learning rate per epoch, and validation loss against accuracy.
@@ -339,13 +344,7 @@ pub fn probability_analysis(path: &Path, metrics: &Metrics, evaluation: &SplitEv
                 .label(label)
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled()));
         }
-        chart
-            .configure_series_labels()
-            .label_font((FONT, 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(plot_error)?;
+        draw_legend(&mut chart)?;
 
         let mut bars = ChartBuilder::on(&right_area)
             .caption("Mean probability of the true class", (FONT, 22))
