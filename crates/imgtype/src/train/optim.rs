@@ -49,6 +49,8 @@ pub struct Optimizer {
     /// exp_avg / exp_avg_sq for Adam(W), momentum_buffer for SGD, by parameter name.
     first: HashMap<String, Tensor>,
     second: HashMap<String, Tensor>,
+    /// Per-parameter work space (not state: never saved).
+    scratch: HashMap<String, Tensor>,
 }
 
 impl Optimizer {
@@ -72,6 +74,7 @@ impl Optimizer {
             steps: HashMap::new(),
             first: HashMap::new(),
             second: HashMap::new(),
+            scratch: HashMap::new(),
         }
     }
 
@@ -100,7 +103,10 @@ impl Optimizer {
             let norms: Vec<Tensor> = grads.iter().map(|g| g.norm()).collect();
             Tensor::stack(&norms, 0).norm().double_value(&[])
         });
-        let coefficient = (max_norm / (total + 1e-6)).min(1.0);
+        let coefficient = max_norm / (total + 1e-6);
+        if coefficient >= 1.0 {
+            return total; // PyTorch multiplies by the clamped 1.0: the same values.
+        }
         tch::no_grad(|| {
             for g in &grads {
                 let _ = g.shallow_clone().g_mul_scalar_(coefficient);
@@ -122,23 +128,32 @@ impl Optimizer {
                 let mut param = p.tensor.shallow_clone();
                 match self.kind {
                     OptimizerKind::AdamW | OptimizerKind::Adam => {
-                        let grad = if self.kind == OptimizerKind::Adam && self.weight_decay != 0.0 {
-                            &grad + &param * self.weight_decay
-                        } else {
-                            grad
-                        };
+                        // In place, through one scratch buffer per parameter: allocating
+                        // temporaries for ~200 tensors every step cost more than the arithmetic.
+                        let mut grad = grad;
+                        if self.kind == OptimizerKind::Adam && self.weight_decay != 0.0 {
+                            let _ = grad.g_add_(&(&param * self.weight_decay));
+                        }
                         if self.kind == OptimizerKind::AdamW {
                             let _ = param.g_mul_scalar_(1.0 - lr * self.weight_decay);
                         }
                         let m = self.first.entry(p.name.clone()).or_insert_with(|| param.zeros_like());
                         let _ = m.lerp_(&grad, 1.0 - BETA1);
+                        let scratch = self.scratch.entry(p.name.clone()).or_insert_with(|| param.zeros_like());
+                        let _ = scratch.copy_(&grad);
+                        let _ = scratch.g_mul_scalar_(1.0 - BETA2);
                         let v = self.second.entry(p.name.clone()).or_insert_with(|| param.zeros_like());
                         let _ = v.g_mul_scalar_(BETA2);
-                        let _ = v.addcmul_(&grad, &(&grad * (1.0 - BETA2)));
+                        let _ = v.addcmul_(&grad, scratch);
                         let bias1 = 1.0 - BETA1.powi(*step as i32);
                         let bias2 = 1.0 - BETA2.powi(*step as i32);
-                        let denom = v.sqrt() / bias2.sqrt() + EPS;
-                        let _ = param.addcdiv_(&(&*m * (-lr / bias1)), &denom);
+                        let step_size = lr / bias1;
+                        // param -= step_size · m / (sqrt(v) / sqrt(bias2) + eps)
+                        let _ = v.sqrt_out(scratch);
+                        let _ = scratch.g_mul_scalar_(1.0 / bias2.sqrt());
+                        let _ = scratch.g_add_scalar_(EPS);
+                        let _ = scratch.g_mul_scalar_(-1.0 / step_size);
+                        let _ = param.addcdiv_(m, scratch);
                     }
                     OptimizerKind::Sgd => {
                         let d_p = if self.weight_decay != 0.0 { &grad + &param * self.weight_decay } else { grad };
