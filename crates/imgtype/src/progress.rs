@@ -1,8 +1,6 @@
 //! Progress for long work: an indicatif bar when stderr is a terminal, otherwise a plain
 //! log line every `log_every` steps (and at the end), so `nohup … > log.log` reads well.
 
-use std::time::Instant;
-
 use indicatif::{ProgressBar, ProgressStyle};
 
 pub struct Progress {
@@ -10,7 +8,6 @@ pub struct Progress {
     total: u64,
     done: u64,
     log_every: u64,
-    started: Instant,
     bar: Option<ProgressBar>,
 }
 
@@ -29,7 +26,7 @@ impl Progress {
             bar.set_prefix(label.clone());
             bar
         });
-        Self { label, total, done: 0, log_every: log_every.max(1), started: Instant::now(), bar }
+        Self { label, total, done: 0, log_every: log_every.max(1), bar }
     }
 
     /// Advances by `n` items; `message` describes the state so far (loss, accuracy, …).
@@ -48,10 +45,6 @@ impl Progress {
                 }
             }
         }
-    }
-
-    pub fn elapsed_secs(&self) -> f64 {
-        self.started.elapsed().as_secs_f64()
     }
 
     pub fn finish(self) {

@@ -131,11 +131,6 @@ impl ModelFile {
         let metadata = ModelMetadata::from_header(&header, path)?;
         Ok(Self { tensors, metadata })
     }
-
-    /// Copies every tensor into `vs` by name; a missing, unexpected or mis-shaped key is an error.
-    pub fn copy_into(&self, vs: &mut nn::VarStore, path: &Path) -> Result<()> {
-        copy_named_tensors(&self.tensors, vs, path, "")
-    }
 }
 
 /// Loads `tensors` into the variables of `vs` whose names start with `prefix`
