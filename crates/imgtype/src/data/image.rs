@@ -36,8 +36,10 @@ pub fn resize_square(image: &RgbImage, size: u32) -> RgbImage {
     if image.width() == size && image.height() == size {
         return image.clone();
     }
-    use fast_image_resize::{images::Image, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
-    let source = Image::from_vec_u8(image.width(), image.height(), image.as_raw().clone(), PixelType::U8x3)
+    use fast_image_resize::{
+        images::Image, images::ImageRef, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer,
+    };
+    let source = ImageRef::new(image.width(), image.height(), image.as_raw(), PixelType::U8x3)
         .expect("RGB buffer matches its size");
     let mut resized = Image::new(size, size, PixelType::U8x3);
     let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));

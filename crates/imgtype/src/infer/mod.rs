@@ -169,11 +169,27 @@ impl Predictor {
             .iter()
             .map(|k| ImageRecord { product_id: String::new(), image_path: k.clone(), image_type: String::new() })
             .collect();
-        let refs: Vec<&ImageRecord> = records.iter().collect();
-        let loaded = load_images(&refs, &self.source, self.image_size(), self.workers);
-        let good: Vec<RgbImage> = loaded.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+        self.predict_records(&records.iter().collect::<Vec<_>>())
+    }
+
+    /// Loads and predicts records' images as one batch, in order; an image that cannot be
+    /// read gives the reason instead.
+    pub fn predict_records(&self, records: &[&ImageRecord]) -> Vec<Result<Prediction, String>> {
+        let loaded = load_images(records, &self.source, self.image_size(), self.workers);
+        let mut good = Vec::with_capacity(loaded.len());
+        let slots: Vec<Result<(), String>> = loaded
+            .into_iter()
+            .map(|r| {
+                r.map(|image| {
+                    good.push(image);
+                })
+            })
+            .collect();
         let mut predictions = self.predict_images(&good).into_iter();
-        loaded.into_iter().map(|r| r.map(|_| predictions.next().expect("one prediction per good image"))).collect()
+        slots
+            .into_iter()
+            .map(|slot| slot.map(|()| predictions.next().expect("one prediction per good image")))
+            .collect()
     }
 }
 

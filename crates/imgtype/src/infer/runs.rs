@@ -17,7 +17,6 @@ use serde::Serialize;
 
 use super::contact_sheet::{self, SheetEntry};
 use super::{Prediction, Predictor};
-use crate::data::batch::load_images;
 use crate::data::{read_split_csv, ImageRecord, ImageSource, SplitName};
 use crate::eval::compute_metrics;
 
@@ -104,12 +103,7 @@ fn prediction_values(outcome: &Result<Prediction, String>, classes: usize, thres
 /// Loads and predicts one chunk; returns outcomes in order and the wall time per image.
 fn predict_chunk(predictor: &Predictor, chunk: &[ImageRecord]) -> (Vec<Result<Prediction, String>>, f64) {
     let started = Instant::now();
-    let refs: Vec<&ImageRecord> = chunk.iter().collect();
-    let loaded = load_images(&refs, predictor.source(), predictor.image_size(), predictor.workers);
-    let good: Vec<_> = loaded.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
-    let mut predictions = predictor.predict_images(&good).into_iter();
-    let outcomes: Vec<Result<Prediction, String>> =
-        loaded.into_iter().map(|r| r.map(|_| predictions.next().expect("prediction per image"))).collect();
+    let outcomes = predictor.predict_records(&chunk.iter().collect::<Vec<_>>());
     for (record, outcome) in chunk.iter().zip(&outcomes) {
         if let Err(reason) = outcome {
             tracing::warn!("cannot predict {}: {reason}", record.image_path);

@@ -60,6 +60,12 @@ impl ModelMetadata {
     }
 }
 
+/// Tensors a training checkpoint holds besides the model weights (optimiser state, EMA
+/// and best-so-far weights); loading a checkpoint as a model skips them.
+pub fn is_training_state(name: &str) -> bool {
+    name.starts_with("optimizer.") || name.starts_with("ema.") || name.starts_with("best.")
+}
+
 /// A model file read into memory: named CPU tensors and the metadata.
 pub struct ModelFile {
     pub tensors: Vec<(String, Tensor)>,

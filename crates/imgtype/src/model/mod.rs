@@ -101,7 +101,7 @@ impl ImageTypeClassifier {
         let weights: Vec<(String, Tensor)> = file
             .tensors
             .iter()
-            .filter(|(n, _)| !n.starts_with("optimizer.") && !n.starts_with("ema.") && !n.starts_with("best."))
+            .filter(|(n, _)| !file::is_training_state(n))
             .map(|(n, t)| (n.clone(), t.shallow_clone()))
             .collect();
         file::copy_named_tensors(&weights, &mut model.vs, path, "")?;

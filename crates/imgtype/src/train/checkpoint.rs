@@ -14,7 +14,7 @@ use tch::Tensor;
 use super::optim::Optimizer;
 use super::schedule::LrSchedule;
 use super::{EpochRecord, Session};
-use crate::model::file::{copy_named_tensors, read_safetensors, write_safetensors, ModelMetadata};
+use crate::model::file::{copy_named_tensors, is_training_state, read_safetensors, write_safetensors, ModelMetadata};
 use crate::model::ImageTypeClassifier;
 
 const STATE_KEY: &str = "training_state";
@@ -95,11 +95,8 @@ pub fn load(path: &Path, model: &mut ImageTypeClassifier, ema: Option<&mut Image
             .filter_map(|(n, t)| n.strip_prefix(prefix).map(|rest| (rest.to_string(), t.shallow_clone())))
             .collect()
     };
-    let plain: Vec<(String, Tensor)> = tensors
-        .iter()
-        .filter(|(n, _)| !n.starts_with("optimizer.") && !n.starts_with("ema.") && !n.starts_with("best."))
-        .map(|(n, t)| (n.clone(), t.shallow_clone()))
-        .collect();
+    let plain: Vec<(String, Tensor)> =
+        tensors.iter().filter(|(n, _)| !is_training_state(n)).map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
     copy_named_tensors(&plain, &mut model.vs, path, "")?;
     if let Some(ema) = ema {
         let ema_weights = take("ema.");
