@@ -6,3 +6,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo test --release --workspace "$@"
+
+# The prediction API alone, as a backend embeds it: the core crate without its default
+# features builds and links the backend example, and pulls in no plotting, TLS, training
+# or terminal-front-end crate.
+echo "== inference-only build of the core crate (--no-default-features)"
+cargo build --release --quiet -p imgtype --no-default-features --example backend_api
+linked=$(cargo tree -p imgtype --no-default-features -e normal --prefix none)
+for crate in plotters ureq rustls indicatif tracing-subscriber ctrlc crc32c rand_distr font8x8; do
+    if grep -q "^$crate v" <<<"$linked"; then
+        echo "error: the inference-only core crate depends on $crate" >&2
+        exit 1
+    fi
+done
+echo "inference-only build: ok (none of plotters, ureq, rustls, indicatif, tracing-subscriber, ctrlc, crc32c, rand_distr, font8x8)"

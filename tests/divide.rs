@@ -4,6 +4,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::process::{Command, Output};
 
+use imgtype_testkit::ok;
+
 const DIVIDE: &str = env!("CARGO_BIN_EXE_divide");
 
 fn run_divide(dir: &Path, input: &Path, out: &str, extra: &[&str]) -> Output {
@@ -15,11 +17,6 @@ fn run_divide(dir: &Path, input: &Path, out: &str, extra: &[&str]) -> Output {
         .args(extra)
         .output()
         .expect("run divide")
-}
-
-fn ok(output: Output) -> Output {
-    assert!(output.status.success(), "divide failed:\n{}", String::from_utf8_lossy(&output.stderr));
-    output
 }
 
 /// Products in categories of the given sizes, 1–3 images each, cells joined by `&` or `,`.

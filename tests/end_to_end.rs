@@ -2,40 +2,13 @@
 //! sample, in a temp folder, checking what each writes.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use imgtype_testkit::{ok, only_entry, read_csv, read_json, repo_root, run};
 
-fn run(dir: &Path, exe: &str, args: &[&str]) -> Output {
-    let output = Command::new(exe).current_dir(dir).args(args).output().expect("run binary");
-    assert!(
-        output.status.success(),
-        "{exe} {args:?} failed:\nstdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn read_json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
-}
-
-fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
-    let mut reader = csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let headers = reader.headers().unwrap().iter().map(String::from).collect();
-    let rows = reader.records().map(|r| r.unwrap().iter().map(String::from).collect()).collect();
-    (headers, rows)
-}
-
-fn only_dir(parent: &Path) -> PathBuf {
-    let entries: Vec<PathBuf> = std::fs::read_dir(parent).unwrap().map(|e| e.unwrap().path()).collect();
-    assert_eq!(entries.len(), 1, "{entries:?}");
-    entries.into_iter().next().unwrap()
-}
+const DIVIDE: &str = env!("CARGO_BIN_EXE_divide");
+const TRAIN: &str = env!("CARGO_BIN_EXE_train");
+const TEST: &str = env!("CARGO_BIN_EXE_test");
 
 #[test]
 fn divide_train_test_on_a_sample_subset() {
@@ -57,8 +30,8 @@ fn divide_train_test_on_a_sample_subset() {
     });
     std::fs::write(work.join("config.json"), serde_json::to_string_pretty(&config).unwrap()).unwrap();
 
-    run(work, env!("CARGO_BIN_EXE_divide"), &["--input-file", "products.csv", "--random-state", "3"]);
-    let train_out = run(work, env!("CARGO_BIN_EXE_train"), &["--config", "config.json"]);
+    ok(run(work, DIVIDE, &["--input-file", "products.csv", "--random-state", "3"]));
+    let train_out = ok(run(work, TRAIN, &["--config", "config.json"]));
     let stdout = String::from_utf8_lossy(&train_out.stdout);
     let stderr = String::from_utf8_lossy(&train_out.stderr);
     assert!(stdout.contains("test accuracy:"), "{stdout}");
@@ -66,7 +39,15 @@ fn divide_train_test_on_a_sample_subset() {
     assert!(stderr.contains("epoch 1/2") && stderr.contains("epoch 2/2"), "{stderr}");
     assert!(stderr.contains("backbone unfrozen"), "{stderr}");
 
-    let run_dir = only_dir(&work.join("results"));
+    let run_dir = only_entry(&work.join("results"));
+    check_run_folder(work, &run_dir);
+    let best = run_dir.join("model/best_model.safetensors");
+    check_dataset_mode(work, &run_dir);
+    check_csv_and_single_image_modes(work, &best);
+}
+
+/// What `train` wrote: folder layout, effective config, metadata, evaluation, history, logs.
+fn check_run_folder(work: &Path, run_dir: &Path) {
     let name = run_dir.file_name().unwrap().to_string_lossy().to_string();
     assert!(name.starts_with("run_") && name.len() == "run_YYYYMMDD_HHMMSS_12345678".len(), "{name}");
     for sub in ["model", "logs", "checkpoints"] {
@@ -97,13 +78,14 @@ fn divide_train_test_on_a_sample_subset() {
     assert!(app_log.contains("epoch 2/2"), "{app_log}");
     assert!(run_dir.join("logs/error.log").exists());
     assert!(run_dir.join("checkpoints/latest_checkpoint.safetensors").is_file());
-    let best = run_dir.join("model/best_model.safetensors");
-    assert!(best.is_file());
+    assert!(run_dir.join("model/best_model.safetensors").is_file());
+}
 
-    // Whole-dataset mode, from the run folder.
-    let test_out = run(work, env!("CARGO_BIN_EXE_test"), &["--model-path", run_dir.to_str().unwrap()]);
+/// Whole-dataset mode, from the run folder: one row per image, wrong-prediction files.
+fn check_dataset_mode(work: &Path, run_dir: &Path) {
+    let test_out = ok(run(work, TEST, &["--model-path", run_dir.to_str().unwrap()]));
     assert!(String::from_utf8_lossy(&test_out.stdout).contains("test       accuracy"));
-    let result_dir = only_dir(&work.join("test_result"));
+    let result_dir = only_entry(&work.join("test_result"));
     let (header, rows) = read_csv(&result_dir.join("inference_results.csv"));
     let total: usize = ["train_data.csv", "validation_data.csv", "test_data.csv"]
         .iter()
@@ -125,12 +107,15 @@ fn divide_train_test_on_a_sample_subset() {
         let confidences: Vec<f64> = wrong.iter().map(|r| r[conf_col].parse().unwrap()).collect();
         assert!(confidences.windows(2).all(|w| w[0] >= w[1]), "wrong_{short}.csv not sorted: {confidences:?}");
     }
+}
 
-    // CSV mode on the test split, then single-image mode.
+/// CSV mode on the test split, then single-image mode with JSON output.
+fn check_csv_and_single_image_modes(work: &Path, best: &Path) {
+    let test_rows = read_csv(&work.join("data/test_data.csv")).1.len() as u64;
     let output = work.join("predictions.csv");
-    run(
+    ok(run(
         work,
-        env!("CARGO_BIN_EXE_test"),
+        TEST,
         &[
             "--model-path",
             best.to_str().unwrap(),
@@ -139,16 +124,12 @@ fn divide_train_test_on_a_sample_subset() {
             "--output-path",
             output.to_str().unwrap(),
         ],
-    );
+    ));
     let (csv_header, csv_rows) = read_csv(&output);
     assert_eq!(csv_rows.len() as u64, test_rows);
     assert!(csv_header.contains(&"true_class".to_string()) && csv_header.contains(&"correct".to_string()));
     let first_image = &read_csv(&work.join("data/test_data.csv")).1[0][1];
-    let single = run(
-        work,
-        env!("CARGO_BIN_EXE_test"),
-        &["--model-path", best.to_str().unwrap(), "--image-path", first_image, "--json"],
-    );
+    let single = ok(run(work, TEST, &["--model-path", best.to_str().unwrap(), "--image-path", first_image, "--json"]));
     let single: serde_json::Value = serde_json::from_slice(&single.stdout).unwrap();
     let classes: HashSet<&str> = ["care_label", "detail_shot", "full_shot", "neck_label"].into();
     assert!(classes.contains(single["predicted_class"].as_str().unwrap()));
@@ -162,11 +143,7 @@ fn divide_train_test_on_a_sample_subset() {
 fn train_reports_a_bad_config_with_its_key() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("bad.json"), r#"{"training": {"optimizer": "adagrad"}}"#).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_train"))
-        .current_dir(dir.path())
-        .args(["--config", "bad.json"])
-        .output()
-        .unwrap();
+    let output = run(dir.path(), TRAIN, &["--config", "bad.json"]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

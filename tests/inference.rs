@@ -5,12 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use imgtype::{Config, ImageTypeClassifier};
+use imgtype_testkit::{ok, read_csv, repo_root, run, sample_images};
 
 const TEST: &str = env!("CARGO_BIN_EXE_test");
-
-fn sample_images() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_images")
-}
 
 /// An untrained 32 px model whose config points at the bundled sample images.
 fn write_model(dir: &Path) -> PathBuf {
@@ -26,23 +23,7 @@ fn write_model(dir: &Path) -> PathBuf {
 }
 
 fn run_test(dir: &Path, args: &[&str]) -> Output {
-    Command::new(TEST).current_dir(dir).args(args).output().expect("run test binary")
-}
-
-fn ok(output: Output) -> Output {
-    assert!(
-        output.status.success(),
-        "test failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
-    let mut reader = csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let header = reader.headers().unwrap().iter().map(String::from).collect();
-    (header, reader.records().map(|r| r.unwrap().iter().map(String::from).collect()).collect())
+    run(dir, TEST, args)
 }
 
 /// The rows without the timing column, which differs from run to run.
@@ -58,7 +39,7 @@ fn as_refs(v: &[String]) -> Vec<&str> {
 }
 
 fn sample_split_rows(n: usize) -> Vec<(String, String, String)> {
-    let (_, rows) = read_csv(&Path::new(env!("CARGO_MANIFEST_DIR")).join("image_data.csv"));
+    let (_, rows) = read_csv(&repo_root().join("image_data.csv"));
     let mut out = Vec::new();
     for row in rows {
         for key in row[2].split(['&', ',']).filter(|k| !k.is_empty() && *k != "nan") {

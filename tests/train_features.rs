@@ -4,38 +4,22 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
+
+use imgtype_testkit::{ok, read_csv, repo_root, run, run_python, sample_images, walk};
 
 const TRAIN: &str = env!("CARGO_BIN_EXE_train");
 const DIVIDE: &str = env!("CARGO_BIN_EXE_divide");
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn run(dir: &Path, exe: &str, args: &[&str]) -> Output {
-    Command::new(exe).current_dir(dir).args(args).output().expect("run binary")
-}
-
-fn ok(output: Output) -> Output {
-    assert!(
-        output.status.success(),
-        "failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
 /// A work folder with the first `products` products of the sample split, and a config.
 fn setup(products: usize, config: serde_json::Value) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let sample = std::fs::read_to_string(repo().join("image_data.csv")).unwrap();
+    let sample = std::fs::read_to_string(repo_root().join("image_data.csv")).unwrap();
     let subset: String = sample.lines().take(products + 1).map(|l| format!("{l}\n")).collect();
     std::fs::write(dir.path().join("products.csv"), subset).unwrap();
     ok(run(dir.path(), DIVIDE, &["--input-file", "products.csv", "--random-state", "11"]));
     let mut base = serde_json::json!({
-        "data": {"base_image_path": repo().join("sample_images")},
+        "data": {"base_image_path": sample_images()},
         "model": {"pretrained": false, "freeze_backbone_epochs": 1, "dropout_rate": 0.2},
         "training": {"batch_size": 16, "epochs": 4, "learning_rate": 0.002, "backbone_lr": 0.002, "warmup_epochs": 1, "use_ema": true, "ema_decay": 0.9},
         "augmentation": {"image_size": 32, "strength": "medium", "mixup_alpha": 0.2},
@@ -67,8 +51,7 @@ fn run_dir_from(work: &Path, stdout: &[u8]) -> PathBuf {
 }
 
 fn metrics_rows(run_dir: &Path) -> Vec<Vec<String>> {
-    let mut reader = csv::Reader::from_path(run_dir.join("logs/metrics.csv")).unwrap();
-    reader.records().map(|r| r.unwrap().iter().map(String::from).collect()).collect()
+    read_csv(&run_dir.join("logs/metrics.csv")).1
 }
 
 #[test]
@@ -155,24 +138,8 @@ fn stop_and_resume_equals_an_uninterrupted_run() {
 }
 
 fn read_tensorboard(dir: &Path) -> serde_json::Value {
-    let python =
-        std::env::var_os("IMGTYPE_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join(".venv/bin/python"));
-    let output = Command::new(python).arg(repo().join("tests/python/read_tensorboard.py")).arg(dir).output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = run_python("tests/python/read_tensorboard.py", &[&dir]);
     serde_json::from_slice(&output.stdout).unwrap()
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 #[test]
@@ -215,7 +182,7 @@ fn unreadable_images_are_skipped_and_listed_or_stop_the_run() {
     let work = dir.path();
     // One train image made unreadable: a copy of the sample with a broken file.
     let images = work.join("images");
-    copy_dir(&repo().join("sample_images"), &images);
+    copy_dir(&sample_images(), &images);
     let train_csv = std::fs::read_to_string(work.join("data/train_data.csv")).unwrap();
     let victim = train_csv.lines().nth(1).unwrap().split(',').nth(1).unwrap().to_string();
     std::fs::write(images.join(&victim), b"this is not a jpeg").unwrap();

@@ -36,8 +36,8 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    imgtype::logging::init("info");
-    imgtype::cli::run_main(|| run(args));
+    imgtype_cli::init_logging();
+    imgtype_cli::run_main(|| run(args));
 }
 
 fn run(args: Args) -> Result<()> {

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use imgtype::train::{PauseReason, TrainEnd, TrainOptions};
-use imgtype::Config;
+use imgtype::config::DeviceChoice;
+use imgtype::train::{PauseReason, RunFolder, TrainEnd, TrainOptions};
+use imgtype::{Config, StopFlag};
 
 #[derive(Parser)]
 #[command(about = "Train the EfficientNet-B0 image-type classifier; results go to results/run_YYYYMMDD_HHMMSS_<id>/")]
@@ -30,7 +31,7 @@ struct Args {
     batch_size: Option<usize>,
     /// Overrides system.device (auto, cpu, cuda, cuda:N, mps)
     #[arg(long, conflicts_with = "resume")]
-    device: Option<String>,
+    device: Option<DeviceChoice>,
     /// Stop after this many epochs of this invocation, resumably (for time-limited job slots)
     #[arg(long, value_name = "EPOCHS")]
     stop_after: Option<usize>,
@@ -38,47 +39,22 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    imgtype::logging::init("info");
-    imgtype::train::install_interrupt_handler();
-    imgtype::cli::run_main(|| run(args));
+    imgtype_cli::init_logging();
+    let stop = imgtype_cli::stop_on_signals();
+    imgtype_cli::run_main(|| run(args, stop));
 }
 
-fn run(args: Args) -> Result<()> {
-    let mut options = TrainOptions { config_file: None, stop_after_epochs: args.stop_after };
-    let end = match &args.resume {
-        Some(run_dir) => imgtype::train::resume(run_dir, &options)?,
+fn run(args: Args, stop: StopFlag) -> Result<()> {
+    let folder = match &args.resume {
+        Some(run_dir) => RunFolder::reopen(run_dir)?,
         None => {
-            let config_path = args.config.clone().or_else(|| {
-                let default = PathBuf::from("config.json");
-                default.exists().then_some(default)
-            });
-            let mut config = match &config_path {
-                Some(path) => Config::load(path)?,
-                None => Config::default(),
-            };
-            if args.quick_test {
-                config.training.epochs = 5;
-                config.training.patience = 3;
-                config.model.freeze_backbone_epochs = 2;
-            }
-            if let Some(dir) = args.data_dir {
-                config.paths.data_dir = dir;
-            }
-            if let Some(epochs) = args.epochs {
-                config.training.epochs = epochs;
-            }
-            if let Some(batch_size) = args.batch_size {
-                config.training.batch_size = batch_size;
-            }
-            if let Some(device) = args.device {
-                config.system.device = device;
-            }
-            config.validate().context("invalid setting after command-line overrides")?;
-            options.config_file = config_path;
-            imgtype::train::train(&config, &options)?
+            let (config, config_path) = effective_config(&args)?;
+            RunFolder::create(&config, config_path.as_deref())?
         }
     };
-    match end {
+    imgtype_cli::attach_run_logs(&folder.logs_dir(), folder.config().logging.log_level)?;
+    let options = TrainOptions { stop_after_epochs: args.stop_after, stop };
+    match imgtype::train::train(folder, &options)? {
         TrainEnd::Finished(outcome) => {
             println!("run folder: {}", outcome.run_dir.display());
             if let Some(model) = &outcome.best_model {
@@ -98,4 +74,35 @@ fn run(args: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The config file (or defaults) with the command-line overrides applied, and its path.
+fn effective_config(args: &Args) -> Result<(Config, Option<PathBuf>)> {
+    let config_path = args.config.clone().or_else(|| {
+        let default = PathBuf::from("config.json");
+        default.exists().then_some(default)
+    });
+    let mut config = match &config_path {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if args.quick_test {
+        config.training.epochs = 5;
+        config.training.patience = 3;
+        config.model.freeze_backbone_epochs = 2;
+    }
+    if let Some(dir) = &args.data_dir {
+        config.paths.data_dir = dir.clone();
+    }
+    if let Some(epochs) = args.epochs {
+        config.training.epochs = epochs;
+    }
+    if let Some(batch_size) = args.batch_size {
+        config.training.batch_size = batch_size;
+    }
+    if let Some(device) = args.device {
+        config.system.device = device;
+    }
+    config.validate().context("invalid setting after command-line overrides")?;
+    Ok((config, config_path))
 }

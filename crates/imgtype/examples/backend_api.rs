@@ -11,7 +11,8 @@ use std::sync::Arc;
 use imgtype::infer::ImageClassificationApi;
 
 fn main() -> anyhow::Result<()> {
-    imgtype::logging::init("info");
+    // The library only emits `tracing` events; the embedding program decides where they go.
+    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
     let mut args = std::env::args().skip(1);
     let model_path = args.next().ok_or_else(|| anyhow::anyhow!("usage: backend_api MODEL_OR_RUN_DIR IMAGE..."))?;
     let images: Vec<String> = args.collect();

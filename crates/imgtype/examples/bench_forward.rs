@@ -12,10 +12,10 @@ fn main() {
     tch::manual_seed(0);
     let model = ImageTypeClassifier::new(&Config::default(), Device::Cpu);
     let input = Tensor::randn([batch, 3, size, size], (Kind::Float, Device::Cpu));
-    tch::no_grad(|| model.forward_t(&input, false)); // warm-up
+    let _ = tch::no_grad(|| model.forward_t(&input, false)); // warm-up
     let started = std::time::Instant::now();
     for _ in 0..iters {
-        tch::no_grad(|| model.forward_t(&input, false));
+        let _ = tch::no_grad(|| model.forward_t(&input, false));
     }
     let rate = (batch as usize * iters) as f64 / started.elapsed().as_secs_f64();
     println!(

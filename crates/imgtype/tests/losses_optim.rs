@@ -3,8 +3,6 @@
 //! hard and soft targets; focal loss with scalar and per-class gamma, weighted; AdamW,
 //! Adam and SGD over three steps; gradient clipping by global norm.
 
-mod common;
-
 use std::collections::HashMap;
 
 use imgtype::config::{Config, FocalGamma};
@@ -16,7 +14,7 @@ use tch::{nn, Device, Kind, Tensor};
 fn reference() -> HashMap<String, Tensor> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("reference.safetensors");
-    common::run_python("loss_optim_reference.py", &[&path]);
+    imgtype_testkit::run_python("tests/python/loss_optim_reference.py", &[&path]);
     read_safetensors(&path).unwrap().0.into_iter().collect()
 }
 

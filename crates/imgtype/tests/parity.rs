@@ -2,8 +2,6 @@
 //! tests/python/parity_reference.py writes: eval logits, a train-mode forward and the
 //! BatchNorm running statistics after it.
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -19,7 +17,7 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 #[test]
 fn matches_torchvision_in_eval_and_train_mode() {
     let dir = tempfile::tempdir().unwrap();
-    common::run_python("parity_reference.py", &[dir.path()]);
+    imgtype_testkit::run_python("tests/python/parity_reference.py", &[&dir.path()]);
     let (weights, _) = read_safetensors(&dir.path().join("weights.safetensors")).unwrap();
     let reference: HashMap<String, Tensor> =
         read_safetensors(&dir.path().join("reference.safetensors")).unwrap().0.into_iter().collect();

@@ -1,12 +1,11 @@
 //! Our model files in the PyTorch world: read from Python into the Python system's model
 //! with the same logits; torchvision-style backbone weights loaded into ours.
 
-mod common;
-
 use std::path::Path;
 
 use imgtype::model::file::write_safetensors;
 use imgtype::{Config, ImageTypeClassifier};
+use imgtype_testkit::run_python;
 use tch::{Device, Kind, Tensor};
 
 #[test]
@@ -34,21 +33,14 @@ fn model_file_loads_in_python_with_the_same_logits() {
     let logits = tch::no_grad(|| model.forward_t(&input, false));
     let reference = dir.path().join("reference.safetensors");
     write_safetensors(&reference, &[("input".into(), input), ("logits".into(), logits)], Default::default()).unwrap();
-    common::run_python("check_model_file.py", &[&model_path, &reference]);
+    run_python("tests/python/check_model_file.py", &[&model_path, &reference]);
 }
 
 #[test]
 fn torchvision_weights_load_into_the_backbone_only() {
     let dir = tempfile::tempdir().unwrap();
     let weights = dir.path().join("efficientnet_b0_random.safetensors");
-    let script = common::repo_root().join("scripts/export_torchvision_weights.py");
-    let output = std::process::Command::new(common::python())
-        .arg(&script)
-        .arg(&weights)
-        .args(["--random-init", "--seed", "3"])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    run_python("scripts/export_torchvision_weights.py", &[&weights, &"--random-init", &"--seed", &"3"]);
 
     let mut config = Config::default();
     config.model.pretrained = true;
@@ -81,12 +73,9 @@ fn python_system_checkpoint_converts_to_a_model_file() {
     let dir = tempfile::tempdir().unwrap();
     let checkpoint = dir.path().join("best_model.pth");
     let reference = dir.path().join("reference.safetensors");
-    common::run_python("make_seed_checkpoint.py", &[&checkpoint, &reference]);
+    run_python("tests/python/make_seed_checkpoint.py", &[&checkpoint, &reference]);
     let converted = dir.path().join("converted.safetensors");
-    let script = common::repo_root().join("scripts/convert_seed_checkpoint.py");
-    let output =
-        std::process::Command::new(common::python()).arg(&script).arg(&checkpoint).arg(&converted).output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    run_python("scripts/convert_seed_checkpoint.py", &[&checkpoint, &converted]);
 
     let model = ImageTypeClassifier::load(&converted, Device::Cpu).unwrap();
     assert_eq!(model.class_names(), ["care_label", "detail_shot", "full_shot", "neck_label"]);
@@ -116,17 +105,6 @@ fn onnx_export_gives_our_logits_in_onnxruntime() {
     let reference = dir.path().join("reference.safetensors");
     write_safetensors(&reference, &[("input".into(), input), ("logits".into(), logits)], Default::default()).unwrap();
     let onnx_path = dir.path().join("model.onnx");
-    let output = std::process::Command::new(common::python())
-        .arg(common::repo_root().join("scripts/export_onnx.py"))
-        .arg(&model_path)
-        .arg(&onnx_path)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    common::run_python("check_onnx.py", &[&onnx_path, &reference]);
+    run_python("scripts/export_onnx.py", &[&model_path, &onnx_path]);
+    run_python("tests/python/check_onnx.py", &[&onnx_path, &reference]);
 }

@@ -87,21 +87,8 @@ fn cache_avoids_a_second_download() {
     load_rgb(&src, &url).unwrap();
     load_rgb(&src, &url).unwrap();
     assert_eq!(server.hits.load(Ordering::SeqCst), 1, "the second load came from the cache");
-    let cached: Vec<_> = walk(cache.path());
+    let cached: Vec<_> = imgtype_testkit::walk(cache.path());
     assert_eq!(cached.len(), 1, "{cached:?}");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files.extend(walk(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
 }
 
 #[test]

@@ -3,8 +3,6 @@
 //! From the same pixels the two resizes differ by at most 1 level; from the JPEG files
 //! the decoders (libjpeg in PIL, zune-jpeg here) add up to a few levels.
 
-mod common;
-
 use imgtype::data::image::{load_rgb, resize_square};
 use imgtype::data::ImageSource;
 use imgtype::model::file::read_safetensors;
@@ -12,15 +10,15 @@ use tch::Kind;
 
 #[test]
 fn resize_matches_torchvision_on_pil_images() {
-    let root = common::repo_root();
+    let root = imgtype_testkit::repo_root();
     let csv = std::fs::read_to_string(root.join("image_data.csv")).unwrap();
     let keys: Vec<String> = csv.lines().skip(1).take(3).map(|l| l.split(',').nth(2).unwrap().to_string()).collect();
     let paths: Vec<std::path::PathBuf> = keys.iter().map(|k| root.join("sample_images").join(k)).collect();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("resized.safetensors");
-    let mut args: Vec<&std::path::Path> = vec![&out];
-    args.extend(paths.iter().map(|p| p.as_path()));
-    common::run_python("pil_resize_reference.py", &args);
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&out];
+    args.extend(paths.iter().map(|p| p as &dyn AsRef<std::ffi::OsStr>));
+    imgtype_testkit::run_python("tests/python/pil_resize_reference.py", &args);
     let reference: std::collections::HashMap<String, tch::Tensor> =
         read_safetensors(&out).unwrap().0.into_iter().collect();
 

@@ -1,10 +1,13 @@
 //! Data: the product CSV, leak-free splits, split CSVs, image decoding and batching.
 
+#[cfg(feature = "train")]
 pub mod augment;
 pub mod batch;
 pub mod image;
 pub mod product;
 pub mod records;
+#[cfg(feature = "remote")]
+mod remote;
 pub mod source;
 pub mod split;
 

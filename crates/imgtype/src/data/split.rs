@@ -6,7 +6,7 @@
 //! fewer than 3 products are pooled and split at random the same way. The RNG is
 //! ChaCha8 seeded by `random_state`: the same seed gives the same files everywhere.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -229,64 +229,76 @@ pub fn divide(options: &DivideOptions) -> Result<SplitSummary> {
     let ratios = [options.train_ratio, options.val_ratio, options.test_ratio];
     let split = split_products(&products, ratios, options.random_state);
     verify_no_leak(&split)?;
-
-    std::fs::create_dir_all(&options.output_dir)
-        .with_context(|| format!("cannot create output folder {}", options.output_dir.display()))?;
-    let mut data_counts = BTreeMap::new();
-    let mut file_paths = BTreeMap::new();
-    let mut image_type_distribution = BTreeMap::new();
-    let mut category_distribution = BTreeMap::new();
-    for name in SplitName::ALL {
-        let part = split.part(name);
-        let records = image_records(part);
-        let path = options.output_dir.join(name.file_name());
-        crate::fsutil::write_csv_atomic(&path, &["product_id", "image_path", "image_type"], &records)?;
-        let key = name.as_str().to_string();
-        data_counts.insert(key.clone(), Counts { images: records.len(), products: part.len() });
-        file_paths.insert(key.clone(), path.display().to_string());
-        let mut types = BTreeMap::new();
-        for r in &records {
-            *types.entry(r.image_type.clone()).or_insert(0) += 1;
-        }
-        image_type_distribution.insert(key.clone(), types);
-        let mut cats = BTreeMap::new();
-        for p in part {
-            *cats.entry(p.category.clone()).or_insert(0) += 1;
-        }
-        category_distribution.insert(key, cats);
-    }
-    let categories: Vec<String> = products
-        .iter()
-        .map(|p| p.category.clone())
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let tables = write_split_files(&split, &options.output_dir)?;
+    let categories: BTreeSet<String> = products.iter().map(|p| p.category.clone()).collect();
     let summary = SplitSummary {
-        split_info: SplitInfo {
-            created_at: chrono::Local::now().to_rfc3339(),
-            source_file: options.input_file.display().to_string(),
-            random_state: options.random_state,
-            ratios: BTreeMap::from([
-                ("train".to_string(), options.train_ratio),
-                ("validation".to_string(), options.val_ratio),
-                ("test".to_string(), options.test_ratio),
-            ]),
-            split_method: format!(
-                "product-level, stratified by category_name (largest remainder per category); \
-                 categories with fewer than {MIN_STRATIFIED_PRODUCTS} products pooled and split at random"
-            ),
-        },
-        data_counts,
-        file_paths,
-        categories,
-        image_type_distribution,
-        category_distribution,
+        split_info: split_info(options),
+        data_counts: tables.data_counts,
+        file_paths: tables.file_paths,
+        categories: categories.into_iter().collect(),
+        image_type_distribution: tables.image_type_distribution,
+        category_distribution: tables.category_distribution,
         dropped_images: dropped,
     };
     crate::fsutil::write_json_atomic(&options.output_dir.join("data_split_summary.json"), &summary)?;
     Ok(summary)
+}
+
+/// What each split holds, by split name.
+struct SplitTables {
+    data_counts: BTreeMap<String, Counts>,
+    file_paths: BTreeMap<String, String>,
+    image_type_distribution: BTreeMap<String, BTreeMap<String, usize>>,
+    category_distribution: BTreeMap<String, BTreeMap<String, usize>>,
+}
+
+/// Writes `{train,validation,test}_data.csv` into `output_dir` and counts what each holds.
+fn write_split_files(split: &Split, output_dir: &Path) -> Result<SplitTables> {
+    std::fs::create_dir_all(output_dir)
+        .with_context(|| format!("cannot create output folder {}", output_dir.display()))?;
+    let mut tables = SplitTables {
+        data_counts: BTreeMap::new(),
+        file_paths: BTreeMap::new(),
+        image_type_distribution: BTreeMap::new(),
+        category_distribution: BTreeMap::new(),
+    };
+    for name in SplitName::ALL {
+        let part = split.part(name);
+        let records = image_records(part);
+        let path = output_dir.join(name.file_name());
+        crate::fsutil::write_csv_atomic(&path, &["product_id", "image_path", "image_type"], &records)?;
+        let key = name.as_str().to_string();
+        tables.data_counts.insert(key.clone(), Counts { images: records.len(), products: part.len() });
+        tables.file_paths.insert(key.clone(), path.display().to_string());
+        let mut types = BTreeMap::new();
+        for r in &records {
+            *types.entry(r.image_type.clone()).or_insert(0) += 1;
+        }
+        tables.image_type_distribution.insert(key.clone(), types);
+        let mut cats = BTreeMap::new();
+        for p in part {
+            *cats.entry(p.category.clone()).or_insert(0) += 1;
+        }
+        tables.category_distribution.insert(key, cats);
+    }
+    Ok(tables)
+}
+
+fn split_info(options: &DivideOptions) -> SplitInfo {
+    SplitInfo {
+        created_at: chrono::Local::now().to_rfc3339(),
+        source_file: options.input_file.display().to_string(),
+        random_state: options.random_state,
+        ratios: BTreeMap::from([
+            ("train".to_string(), options.train_ratio),
+            ("validation".to_string(), options.val_ratio),
+            ("test".to_string(), options.test_ratio),
+        ]),
+        split_method: format!(
+            "product-level, stratified by category_name (largest remainder per category); \
+             categories with fewer than {MIN_STRATIFIED_PRODUCTS} products pooled and split at random"
+        ),
+    }
 }
 
 /// The per-split tables `divide` prints.

@@ -33,7 +33,7 @@ pub struct ImageClassificationApi {
 impl ImageClassificationApi {
     /// Loads a model file (or run folder) on the best device (CUDA, then MPS, then CPU).
     pub fn new(model_path: impl AsRef<Path>) -> Result<Self> {
-        let device = crate::device::resolve_device("auto")?;
+        let device = crate::device::resolve_device(crate::config::DeviceChoice::Auto)?;
         Self::with_device(model_path, device)
     }
 

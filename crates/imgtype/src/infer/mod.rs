@@ -1,27 +1,44 @@
-//! Inference: a model file plus the decision rule (per-class thresholds, top-k), the
-//! `test` modes built on it, and the backend API.
+//! Inference: a model file and the decision rule ([`Predictor`]), the backend API, and
+//! (feature `batch`) the `test` binary's file-writing modes: a CSV of images, the whole
+//! dataset, shards and their merge, and the wrong-prediction reports.
 
 pub mod api;
-pub mod contact_sheet;
-pub mod runs;
+mod predictor;
+mod single_image;
+
+#[cfg(feature = "batch")]
+mod columns;
+#[cfg(feature = "batch")]
+mod csv_mode;
+#[cfg(feature = "batch")]
+mod dataset_mode;
+#[cfg(feature = "batch")]
+mod merge;
+#[cfg(feature = "batch")]
+pub mod shards;
+#[cfg(feature = "batch")]
+mod timing;
+#[cfg(feature = "batch")]
+mod wrong_predictions;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::Instant;
 
 use anyhow::{bail, Result};
-use image::RgbImage;
-use serde::Serialize;
-use tch::{Device, Tensor};
-
-use crate::config::Config;
-use crate::data::batch::load_images;
-use crate::data::image::to_normalized_batch;
-use crate::data::{ImageRecord, ImageSource};
-use crate::model::ImageTypeClassifier;
 
 pub use api::{ApiPrediction, ImageClassificationApi};
-pub use runs::{merge_shards, run_csv, run_dataset, Shard};
+pub use predictor::{Prediction, Predictor};
+pub use single_image::format_single;
+
+#[cfg(feature = "batch")]
+pub use csv_mode::{run_csv, CsvReport};
+#[cfg(feature = "batch")]
+pub use dataset_mode::{run_dataset, DatasetReport};
+#[cfg(feature = "batch")]
+pub use merge::merge_shards;
+#[cfg(feature = "batch")]
+pub use shards::Shard;
+#[cfg(feature = "batch")]
+pub use timing::TimingSummary;
 
 /// A model file given directly, or a run folder holding `model/best_model.safetensors`.
 pub fn resolve_model_path(path: &Path) -> Result<PathBuf> {
@@ -38,181 +55,4 @@ pub fn resolve_model_path(path: &Path) -> Result<PathBuf> {
         bail!("model file {} does not exist", path.display());
     }
     Ok(path.to_path_buf())
-}
-
-/// One image's outcome.
-#[derive(Debug, Clone, Serialize)]
-pub struct Prediction {
-    pub class_index: usize,
-    pub predicted_class: String,
-    pub confidence: f64,
-    pub probabilities: Vec<f64>,
-    /// (class, probability), most probable first.
-    pub top_k: Vec<(String, f64)>,
-}
-
-/// A loaded model ready to predict. Shareable between threads: image decoding runs on
-/// the caller's threads, forward passes take turns on the model (libtorch tensors are
-/// not `Sync`), each over a whole batch.
-pub struct Predictor {
-    model: Mutex<ImageTypeClassifier>,
-    device: Device,
-    class_names: Vec<String>,
-    config: Config,
-    thresholds: Vec<f64>,
-    top_k: usize,
-    source: ImageSource,
-    pub batch_size: usize,
-    pub workers: usize,
-    pub load_seconds: f64,
-}
-
-impl Predictor {
-    pub fn load(model_path: &Path, device: Device) -> Result<Self> {
-        let started = Instant::now();
-        let path = resolve_model_path(model_path)?;
-        let model = ImageTypeClassifier::load(&path, device)?;
-        let mut predictor = Self::from_model(model);
-        predictor.load_seconds = started.elapsed().as_secs_f64();
-        tracing::info!(
-            "model {} loaded in {:.2} s; classes: {}",
-            path.display(),
-            predictor.load_seconds,
-            predictor.class_names.join(", ")
-        );
-        Ok(predictor)
-    }
-
-    pub fn from_model(model: ImageTypeClassifier) -> Self {
-        let config = model.config().clone();
-        let class_names = model.class_names().to_vec();
-        let thresholds = class_names
-            .iter()
-            .map(|name| config.inference.class_thresholds.get(name).copied().unwrap_or(0.0))
-            .collect();
-        Self {
-            device: model.device(),
-            thresholds,
-            top_k: config.inference.return_top_k.clamp(1, class_names.len()),
-            source: ImageSource::from_config(&config.data),
-            batch_size: config.inference.batch_size.max(1),
-            workers: config.system.num_workers.max(1),
-            load_seconds: 0.0,
-            class_names,
-            config,
-            model: Mutex::new(model),
-        }
-    }
-
-    pub fn class_names(&self) -> &[String] {
-        &self.class_names
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    pub fn source(&self) -> &ImageSource {
-        &self.source
-    }
-
-    pub fn set_base_image_path(&mut self, base: Option<PathBuf>) {
-        self.source.set_base_path(base);
-    }
-
-    pub fn image_size(&self) -> u32 {
-        self.config.augmentation.image_size
-    }
-
-    /// Softmax probabilities for a normalised batch.
-    pub fn probabilities(&self, batch: &Tensor) -> Vec<Vec<f64>> {
-        let probs = {
-            let model = self.model.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            tch::no_grad(|| model.forward_t(&batch.to_device(self.device), false).softmax(-1, tch::Kind::Float))
-        };
-        let flat = Vec::<f32>::try_from(probs.to_device(Device::Cpu).flatten(0, -1)).expect("probabilities");
-        flat.chunks(self.class_names.len()).map(|row| row.iter().map(|&p| p as f64).collect()).collect()
-    }
-
-    /// Among classes whose probability passes its threshold, the most probable; else argmax.
-    pub fn decide(&self, probabilities: &[f64]) -> Prediction {
-        let best_of = |allowed: &dyn Fn(usize) -> bool| {
-            (0..probabilities.len())
-                .filter(|&c| allowed(c))
-                .max_by(|&a, &b| probabilities[a].total_cmp(&probabilities[b]))
-        };
-        let class_index =
-            best_of(&|c| probabilities[c] >= self.thresholds[c]).or_else(|| best_of(&|_| true)).expect("classes");
-        let mut order: Vec<usize> = (0..probabilities.len()).collect();
-        order.sort_by(|&a, &b| probabilities[b].total_cmp(&probabilities[a]));
-        Prediction {
-            class_index,
-            predicted_class: self.class_names[class_index].clone(),
-            confidence: probabilities[class_index],
-            probabilities: probabilities.to_vec(),
-            top_k: order.iter().take(self.top_k).map(|&c| (self.class_names[c].clone(), probabilities[c])).collect(),
-        }
-    }
-
-    /// Predictions for decoded, resized images.
-    pub fn predict_images(&self, images: &[RgbImage]) -> Vec<Prediction> {
-        if images.is_empty() {
-            return Vec::new();
-        }
-        self.probabilities(&to_normalized_batch(images)).iter().map(|p| self.decide(p)).collect()
-    }
-
-    /// Predictions for image keys, in order (one batch); an image that cannot be read
-    /// gives the reason instead.
-    pub fn predict_keys(&self, keys: &[String]) -> Vec<Result<Prediction, String>> {
-        let records: Vec<ImageRecord> = keys
-            .iter()
-            .map(|k| ImageRecord { product_id: String::new(), image_path: k.clone(), image_type: String::new() })
-            .collect();
-        self.predict_records(&records.iter().collect::<Vec<_>>())
-    }
-
-    /// Loads and predicts records' images as one batch, in order; an image that cannot be
-    /// read gives the reason instead.
-    pub fn predict_records(&self, records: &[&ImageRecord]) -> Vec<Result<Prediction, String>> {
-        let loaded = load_images(records, &self.source, self.image_size(), self.workers);
-        let mut good = Vec::with_capacity(loaded.len());
-        let slots: Vec<Result<(), String>> = loaded
-            .into_iter()
-            .map(|r| {
-                r.map(|image| {
-                    good.push(image);
-                })
-            })
-            .collect();
-        let mut predictions = self.predict_images(&good).into_iter();
-        slots
-            .into_iter()
-            .map(|slot| slot.map(|()| predictions.next().expect("one prediction per good image")))
-            .collect()
-    }
-}
-
-/// The single-image report `test --image-path` prints: human lines, or JSON with `json`.
-pub fn format_single(predictor: &Predictor, image: &str, prediction: &Prediction, json: bool) -> String {
-    let names = predictor.class_names();
-    if json {
-        let probabilities: serde_json::Map<String, serde_json::Value> =
-            names.iter().zip(&prediction.probabilities).map(|(n, p)| (n.clone(), (*p).into())).collect();
-        let value = serde_json::json!({
-            "image_path": image,
-            "predicted_class": prediction.predicted_class,
-            "confidence": prediction.confidence,
-            "top_k": prediction.top_k.iter().map(|(c, p)| serde_json::json!({"class": c, "probability": p})).collect::<Vec<_>>(),
-            "probabilities": probabilities,
-        });
-        return format!("{}\n", serde_json::to_string_pretty(&value).expect("json"));
-    }
-    let mut out = format!("{image}: {} (confidence {:.4})\n", prediction.predicted_class, prediction.confidence);
-    let top: Vec<String> = prediction.top_k.iter().map(|(c, p)| format!("{c} {p:.4}")).collect();
-    out.push_str(&format!("  top-{}: {}\n", prediction.top_k.len(), top.join(", ")));
-    for (name, p) in names.iter().zip(&prediction.probabilities) {
-        out.push_str(&format!("  {name:<14} {p:.4}\n"));
-    }
-    out
 }

@@ -36,7 +36,7 @@ impl ModelMetadata {
         header.insert("image_size".into(), self.config.augmentation.image_size.to_string());
         header.insert("normalize_mean".into(), serde_json::to_string(&IMAGENET_MEAN).expect("mean"));
         header.insert("normalize_std".into(), serde_json::to_string(&IMAGENET_STD).expect("std"));
-        header.insert("architecture".into(), self.config.model.backbone.clone());
+        header.insert("architecture".into(), self.config.model.backbone.as_str().into());
         header.insert("imgtype_version".into(), env!("CARGO_PKG_VERSION").into());
         header
     }
@@ -126,9 +126,7 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)], metadata: Ha
 
 impl ModelFile {
     pub fn write(path: &Path, vs: &nn::VarStore, metadata: &ModelMetadata) -> Result<()> {
-        let mut tensors: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-        tensors.sort_by(|a, b| a.0.cmp(&b.0));
-        write_safetensors(path, &tensors, metadata.to_header())
+        write_safetensors(path, &sorted_variables(vs), metadata.to_header())
             .with_context(|| format!("cannot write model file {}", path.display()))
     }
 
@@ -137,6 +135,13 @@ impl ModelFile {
         let metadata = ModelMetadata::from_header(&header, path)?;
         Ok(Self { tensors, metadata })
     }
+}
+
+/// Every variable of `vs` (weights and BatchNorm statistics) by its state-dict name, sorted.
+pub fn sorted_variables(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut tensors: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    tensors
 }
 
 /// Loads `tensors` into the variables of `vs` whose names start with `prefix`

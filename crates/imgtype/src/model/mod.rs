@@ -132,6 +132,21 @@ impl ImageTypeClassifier {
         self.head.forward_t(&features, train)
     }
 
+    /// Every variable by its state-dict name, sorted; shares storage with the model.
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        file::sorted_variables(&self.vs)
+    }
+
+    /// Detached copies of every variable, sorted by name (best-so-far weights, an EMA's start).
+    pub fn snapshot(&self) -> Vec<(String, Tensor)> {
+        self.named_tensors().into_iter().map(|(name, tensor)| (name, tensor.detach().copy())).collect()
+    }
+
+    /// Overwrites every variable with `tensors` (as from [`Self::snapshot`]); `source` names them in errors.
+    pub fn load_tensors(&mut self, tensors: &[(String, Tensor)], source: &std::path::Path) -> Result<()> {
+        file::copy_named_tensors(tensors, &mut self.vs, source, "")
+    }
+
     pub fn set_backbone_frozen(&mut self, frozen: bool) {
         for (name, var) in self.vs.variables() {
             if name.starts_with("backbone.") && var.is_floating_point() && !is_buffer(&name) {

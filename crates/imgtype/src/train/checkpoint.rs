@@ -4,45 +4,18 @@
 //! names and the training state (epoch, batch, partial epoch sums, history, best score,
 //! schedule, optimiser step counts). Written atomically after every epoch and on interrupt.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
-use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use super::optim::Optimizer;
-use super::schedule::LrSchedule;
-use super::{EpochRecord, Session};
-use crate::model::file::{copy_named_tensors, is_training_state, read_safetensors, write_safetensors, ModelMetadata};
+pub use super::state::TrainingState;
+use crate::config::Config;
+use crate::model::file::{is_training_state, read_safetensors, write_safetensors, ModelMetadata};
 use crate::model::ImageTypeClassifier;
 
 const STATE_KEY: &str = "training_state";
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct PartialEpoch {
-    pub loss_sum: f64,
-    pub correct: usize,
-    pub seen: usize,
-    pub seconds: f64,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct TrainingState {
-    /// The epoch (0-based) to run next, and the batch within it.
-    pub next_epoch: usize,
-    pub next_batch: usize,
-    pub partial: PartialEpoch,
-    pub history: Vec<EpochRecord>,
-    pub best_score: Option<f64>,
-    pub best_epoch: Option<usize>,
-    pub epochs_without_improvement: usize,
-    pub stopped_early: bool,
-    pub schedule: Option<LrSchedule>,
-    pub phase_start: usize,
-    pub optimizer_steps: HashMap<String, i64>,
-    pub finished: bool,
-}
 
 pub struct Restored {
     pub state: TrainingState,
@@ -54,30 +27,30 @@ fn prefixed(prefix: &str, tensors: &[(String, Tensor)]) -> Vec<(String, Tensor)>
     tensors.iter().map(|(n, t)| (format!("{prefix}{n}"), t.shallow_clone())).collect()
 }
 
-fn variables(model: &ImageTypeClassifier) -> Vec<(String, Tensor)> {
-    let mut vars: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    vars
+/// What a checkpoint is made of.
+pub struct CheckpointContents<'a> {
+    pub config: &'a Config,
+    pub model: &'a ImageTypeClassifier,
+    pub ema: Option<&'a ImageTypeClassifier>,
+    pub optimizer: &'a Optimizer,
+    pub state: &'a TrainingState,
+    pub best: Option<&'a [(String, Tensor)]>,
 }
 
-pub(super) fn save(
-    path: &Path,
-    session: &Session,
-    optimizer: &Optimizer,
-    state: &TrainingState,
-    best: Option<&[(String, Tensor)]>,
-) -> Result<()> {
-    let mut tensors = variables(&session.model);
-    tensors.extend(optimizer.state_tensors());
-    if let Some(ema) = &session.ema {
-        tensors.extend(prefixed("ema.", &variables(ema)));
+impl CheckpointContents<'_> {
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut tensors = self.model.named_tensors();
+        tensors.extend(self.optimizer.state_tensors());
+        if let Some(ema) = self.ema {
+            tensors.extend(prefixed("ema.", &ema.named_tensors()));
+        }
+        if let Some(best) = self.best {
+            tensors.extend(prefixed("best.", best));
+        }
+        let mut header = ModelMetadata::new(self.config).to_header();
+        header.insert(STATE_KEY.into(), serde_json::to_string(self.state)?);
+        write_safetensors(path, &tensors, header).with_context(|| format!("cannot write checkpoint {}", path.display()))
     }
-    if let Some(best) = best {
-        tensors.extend(prefixed("best.", best));
-    }
-    let mut header = ModelMetadata::new(&session.config).to_header();
-    header.insert(STATE_KEY.into(), serde_json::to_string(state)?);
-    write_safetensors(path, &tensors, header).with_context(|| format!("cannot write checkpoint {}", path.display()))
 }
 
 /// Loads weights (and EMA weights) into the models and returns the rest.
@@ -97,14 +70,10 @@ pub fn load(path: &Path, model: &mut ImageTypeClassifier, ema: Option<&mut Image
     };
     let plain: Vec<(String, Tensor)> =
         tensors.iter().filter(|(n, _)| !is_training_state(n)).map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
-    copy_named_tensors(&plain, &mut model.vs, path, "")?;
+    model.load_tensors(&plain, path)?;
     if let Some(ema) = ema {
         let ema_weights = take("ema.");
-        if ema_weights.is_empty() {
-            copy_named_tensors(&plain, &mut ema.vs, path, "")?;
-        } else {
-            copy_named_tensors(&ema_weights, &mut ema.vs, path, "")?;
-        }
+        ema.load_tensors(if ema_weights.is_empty() { &plain } else { &ema_weights }, path)?;
     }
     let best = take("best.");
     let optimizer = tensors

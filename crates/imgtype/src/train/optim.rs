@@ -9,25 +9,9 @@ use std::collections::HashMap;
 use anyhow::{bail, Result};
 use tch::{nn, Tensor};
 
+/// The `training.optimizer` choice.
+pub use crate::config::Optimizer as OptimizerKind;
 use crate::model::{BACKBONE_GROUP, HEAD_GROUP};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum OptimizerKind {
-    AdamW,
-    Adam,
-    Sgd,
-}
-
-impl OptimizerKind {
-    pub fn parse(name: &str) -> Result<Self> {
-        Ok(match name {
-            "adamw" => OptimizerKind::AdamW,
-            "adam" => OptimizerKind::Adam,
-            "sgd" => OptimizerKind::Sgd,
-            other => bail!("training.optimizer `{other}` is not supported"),
-        })
-    }
-}
 
 const BETA1: f64 = 0.9;
 const BETA2: f64 = 0.999;

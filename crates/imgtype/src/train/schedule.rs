@@ -6,9 +6,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::Scheduler;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LrSchedule {
-    kind: String,
+    kind: Scheduler,
     phase_epochs: usize,
     warmup_epochs: usize,
     plateau_patience: usize,
@@ -18,9 +20,9 @@ pub struct LrSchedule {
 }
 
 impl LrSchedule {
-    pub fn new(kind: &str, phase_epochs: usize, warmup_epochs: usize, plateau_patience: usize) -> Self {
+    pub fn new(kind: Scheduler, phase_epochs: usize, warmup_epochs: usize, plateau_patience: usize) -> Self {
         Self {
-            kind: kind.to_string(),
+            kind,
             phase_epochs: phase_epochs.max(1),
             warmup_epochs,
             plateau_patience,
@@ -34,18 +36,18 @@ impl LrSchedule {
     pub fn factor(&self, epoch: usize) -> f64 {
         let warmup =
             if epoch < self.warmup_epochs { (epoch + 1) as f64 / (self.warmup_epochs + 1) as f64 } else { 1.0 };
-        let base = match self.kind.as_str() {
-            "cosine" => 0.5 * (1.0 + (std::f64::consts::PI * epoch as f64 / self.phase_epochs as f64).cos()),
-            "step" => 0.1f64.powi((epoch / 10) as i32),
-            "plateau" => self.plateau_factor,
-            _ => 1.0,
+        let base = match self.kind {
+            Scheduler::Cosine => 0.5 * (1.0 + (std::f64::consts::PI * epoch as f64 / self.phase_epochs as f64).cos()),
+            Scheduler::Step => 0.1f64.powi((epoch / 10) as i32),
+            Scheduler::Plateau => self.plateau_factor,
+            Scheduler::None => 1.0,
         };
         warmup * base
     }
 
     /// ReduceLROnPlateau(mode min, factor 0.3, threshold 1e-4 relative) on validation loss.
     pub fn observe_val_loss(&mut self, val_loss: f64) {
-        if self.kind != "plateau" {
+        if self.kind != Scheduler::Plateau {
             return;
         }
         match self.plateau_best {
@@ -77,7 +79,7 @@ mod tests {
 
     #[test]
     fn cosine_follows_torch_cosine_annealing() {
-        let s = LrSchedule::new("cosine", 4, 0, 0);
+        let s = LrSchedule::new(Scheduler::Cosine, 4, 0, 0);
         close(
             &(0..5).map(|e| s.factor(e)).collect::<Vec<_>>(),
             &[1.0, 0.8535533905932737, 0.5, 0.14644660940672627, 0.0],
@@ -86,13 +88,13 @@ mod tests {
 
     #[test]
     fn step_divides_by_ten_every_ten_epochs() {
-        let s = LrSchedule::new("step", 30, 0, 0);
+        let s = LrSchedule::new(Scheduler::Step, 30, 0, 0);
         assert_eq!([0, 9, 10, 19, 20].map(|e| s.factor(e)), [1.0, 1.0, 0.1, 0.1, 0.1f64.powi(2)]);
     }
 
     #[test]
     fn plateau_cuts_by_0_3_after_patience_bad_epochs() {
-        let mut s = LrSchedule::new("plateau", 10, 0, 1);
+        let mut s = LrSchedule::new(Scheduler::Plateau, 10, 0, 1);
         let mut factors = Vec::new();
         for loss in [1.0, 0.9, 0.95, 0.96, 0.97, 0.8, 0.85, 0.86] {
             s.observe_val_loss(loss);
@@ -104,9 +106,9 @@ mod tests {
 
     #[test]
     fn warmup_is_linear_then_the_schedule() {
-        let s = LrSchedule::new("none", 10, 3, 0);
+        let s = LrSchedule::new(Scheduler::None, 10, 3, 0);
         close(&(0..5).map(|e| s.factor(e)).collect::<Vec<_>>(), &[0.25, 0.5, 0.75, 1.0, 1.0]);
-        let c = LrSchedule::new("cosine", 4, 1, 0);
+        let c = LrSchedule::new(Scheduler::Cosine, 4, 1, 0);
         close(&[c.factor(0), c.factor(1)], &[0.5, 0.8535533905932737]);
     }
 }

@@ -78,10 +78,6 @@ impl EventWriter {
         Ok(writer)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Writes scalars for one step and flushes, so a live TensorBoard sees them.
     pub fn scalars(&mut self, step: i64, values: &[(&str, f64)]) -> Result<()> {
         let finite: Vec<(&str, f64)> = values.iter().copied().filter(|(_, v)| v.is_finite()).collect();

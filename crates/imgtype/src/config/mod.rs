@@ -1,12 +1,19 @@
 //! `config.json`: one file drives divide, train and test. Every section of the
 //! Python system's config is accepted with its default values; unknown keys are
 //! warned about (a typo must not pass silently) and invalid values are errors
-//! that name the key and the value.
+//! that name the key and the value. Each default lives in one place: the `Default`
+//! impls here (augmentation: the `medium` preset); the README table and the shipped
+//! `config.json` are checked against them by tests.
+
+mod choices;
+mod validate;
+
+pub use choices::{Backbone, DeviceChoice, LogLevel, Metric, Optimizer, Scheduler, Strength};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_CLASS_NAMES: [&str; 4] = ["care_label", "detail_shot", "full_shot", "neck_label"];
@@ -70,7 +77,7 @@ impl Default for DataConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct ModelConfig {
-    pub backbone: String,
+    pub backbone: Backbone,
     pub pretrained: bool,
     /// Backbone weights (safetensors, our key names) used when `pretrained` is true.
     pub pretrained_weights: Option<PathBuf>,
@@ -85,7 +92,7 @@ pub struct ModelConfig {
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {
-            backbone: "efficientnet_b0".into(),
+            backbone: Backbone::EfficientNetB0,
             pretrained: true,
             pretrained_weights: None,
             dropout_rate: 0.4,
@@ -120,8 +127,8 @@ pub struct TrainingConfig {
     /// Backbone learning rate; null means learning_rate × 0.1.
     pub backbone_lr: Option<f64>,
     pub weight_decay: f64,
-    pub optimizer: String,
-    pub scheduler: String,
+    pub optimizer: Optimizer,
+    pub scheduler: Scheduler,
     pub scheduler_patience: usize,
     pub warmup_epochs: usize,
     pub patience: usize,
@@ -147,8 +154,8 @@ impl Default for TrainingConfig {
             learning_rate: 1e-4,
             backbone_lr: None,
             weight_decay: 1e-4,
-            optimizer: "adamw".into(),
-            scheduler: "cosine".into(),
+            optimizer: Optimizer::AdamW,
+            scheduler: Scheduler::Cosine,
             scheduler_patience: 3,
             warmup_epochs: 0,
             patience: 12,
@@ -176,7 +183,7 @@ impl TrainingConfig {
 #[serde(default)]
 pub struct AugmentationConfig {
     pub image_size: u32,
-    pub strength: String,
+    pub strength: Strength,
     pub horizontal_flip: bool,
     /// Maximum rotation in degrees (±).
     pub rotation: f64,
@@ -193,42 +200,7 @@ pub struct AugmentationConfig {
 
 impl Default for AugmentationConfig {
     fn default() -> Self {
-        Self {
-            image_size: 256,
-            strength: "medium".into(),
-            horizontal_flip: true,
-            rotation: 10.0,
-            color_jitter: false,
-            brightness: 0.2,
-            contrast: 0.2,
-            saturation: 0.2,
-            hue: 0.05,
-            random_erasing: false,
-            random_erasing_prob: 0.25,
-            mixup_alpha: 0.0,
-            cutmix_alpha: 0.0,
-        }
-    }
-}
-
-impl AugmentationConfig {
-    /// The values `strength` stands for; keys given in the config override them.
-    pub fn preset(strength: &str) -> Option<serde_json::Value> {
-        use serde_json::json;
-        Some(match strength {
-            "none" => json!({"horizontal_flip": false, "rotation": 0.0, "color_jitter": false,
-                "random_erasing": false, "mixup_alpha": 0.0, "cutmix_alpha": 0.0}),
-            "light" => json!({"horizontal_flip": true, "rotation": 5.0, "color_jitter": false,
-                "brightness": 0.1, "contrast": 0.1, "saturation": 0.1, "hue": 0.02,
-                "random_erasing": false, "mixup_alpha": 0.0, "cutmix_alpha": 0.0}),
-            "medium" => json!({"horizontal_flip": true, "rotation": 10.0, "color_jitter": false,
-                "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.05,
-                "random_erasing": false, "random_erasing_prob": 0.25, "mixup_alpha": 0.0, "cutmix_alpha": 0.0}),
-            "strong" => json!({"horizontal_flip": true, "rotation": 20.0, "color_jitter": true,
-                "brightness": 0.3, "contrast": 0.3, "saturation": 0.3, "hue": 0.08,
-                "random_erasing": true, "random_erasing_prob": 0.5, "mixup_alpha": 0.2, "cutmix_alpha": 1.0}),
-            _ => return None,
-        })
+        Strength::default().settings()
     }
 }
 
@@ -238,12 +210,12 @@ pub struct ValidationConfig {
     pub val_frequency: usize,
     pub save_best_model: bool,
     pub save_last_model: bool,
-    pub metric: String,
+    pub metric: Metric,
 }
 
 impl Default for ValidationConfig {
     fn default() -> Self {
-        Self { val_frequency: 1, save_best_model: true, save_last_model: true, metric: "f1_weighted".into() }
+        Self { val_frequency: 1, save_best_model: true, save_last_model: true, metric: Metric::F1Weighted }
     }
 }
 
@@ -254,7 +226,7 @@ pub struct LoggingConfig {
     pub log_frequency: usize,
     /// Epochs between numbered checkpoints (0 = none).
     pub save_frequency: usize,
-    pub log_level: String,
+    pub log_level: LogLevel,
     /// Accepted for compatibility with the Python config; runs are tracked in files instead.
     pub use_wandb: bool,
     pub project_name: Option<String>,
@@ -262,7 +234,7 @@ pub struct LoggingConfig {
 
 impl Default for LoggingConfig {
     fn default() -> Self {
-        Self { log_frequency: 10, save_frequency: 5, log_level: "info".into(), use_wandb: false, project_name: None }
+        Self { log_frequency: 10, save_frequency: 5, log_level: LogLevel::Info, use_wandb: false, project_name: None }
     }
 }
 
@@ -310,22 +282,16 @@ impl Default for PathsConfig {
 #[serde(default)]
 pub struct SystemConfig {
     pub num_workers: usize,
-    pub device: String,
+    pub device: DeviceChoice,
     pub mixed_precision: bool,
     pub seed: u64,
 }
 
 impl Default for SystemConfig {
     fn default() -> Self {
-        Self { num_workers: 4, device: "auto".into(), mixed_precision: false, seed: 42 }
+        Self { num_workers: 4, device: DeviceChoice::Auto, mixed_precision: false, seed: 42 }
     }
 }
-
-pub const OPTIMIZERS: [&str; 3] = ["adamw", "adam", "sgd"];
-pub const SCHEDULERS: [&str; 4] = ["cosine", "step", "plateau", "none"];
-pub const BACKBONES: [&str; 1] = ["efficientnet_b0"];
-pub const METRICS: [&str; 4] = ["val_loss", "accuracy", "f1_macro", "f1_weighted"];
-pub const STRENGTHS: [&str; 4] = ["none", "light", "medium", "strong"];
 
 /// A parsed config and the dotted paths of keys it did not recognise.
 #[derive(Debug)]
@@ -371,203 +337,23 @@ impl Config {
     pub fn to_json_pretty(&self) -> String {
         serde_json::to_string_pretty(self).expect("config serialises")
     }
-
-    pub fn validate(&self) -> Result<()> {
-        let d = &self.data;
-        for (key, value) in
-            [("data.train_ratio", d.train_ratio), ("data.val_ratio", d.val_ratio), ("data.test_ratio", d.test_ratio)]
-        {
-            check_unit_interval(key, value)?;
-        }
-        let sum = d.train_ratio + d.val_ratio + d.test_ratio;
-        if (sum - 1.0).abs() > 1e-6 {
-            bail!(
-                "data.train_ratio + data.val_ratio + data.test_ratio must be 1, got {} + {} + {} = {sum}",
-                d.train_ratio,
-                d.val_ratio,
-                d.test_ratio
-            );
-        }
-        check_unit_interval("data.max_bad_image_ratio", d.max_bad_image_ratio)?;
-        check_positive("data.download_timeout_secs", d.download_timeout_secs)?;
-        if d.class_names.is_empty() {
-            bail!("data.class_names is empty: list the classes in the model's output order");
-        }
-        if d.class_names.len() < 2 {
-            bail!("data.class_names needs at least 2 classes, got {:?}", d.class_names);
-        }
-        let mut seen = std::collections::HashSet::new();
-        for name in &d.class_names {
-            if name.trim().is_empty() {
-                bail!("data.class_names contains an empty name");
-            }
-            if !seen.insert(name) {
-                bail!("data.class_names lists `{name}` more than once");
-            }
-        }
-
-        let m = &self.model;
-        check_choice("model.backbone", &m.backbone, &BACKBONES)?;
-        check_unit_interval_open("model.dropout_rate", m.dropout_rate)?;
-        check_unit_interval_open("model.stochastic_depth_prob", m.stochastic_depth_prob)?;
-        if let Some(h) = m.hidden_dim {
-            if h <= 0 {
-                bail!("model.hidden_dim must be positive (or null), got {h}");
-            }
-        }
-
-        let t = &self.training;
-        if t.epochs == 0 {
-            bail!("training.epochs must be at least 1, got 0");
-        }
-        if t.batch_size == 0 {
-            bail!("training.batch_size must be at least 1, got 0");
-        }
-        check_positive("training.learning_rate", t.learning_rate)?;
-        if let Some(lr) = t.backbone_lr {
-            check_non_negative("training.backbone_lr", lr)?;
-        }
-        check_non_negative("training.weight_decay", t.weight_decay)?;
-        check_choice("training.optimizer", &t.optimizer, &OPTIMIZERS)?;
-        check_choice("training.scheduler", &t.scheduler, &SCHEDULERS)?;
-        check_non_negative("training.min_delta", t.min_delta)?;
-        if let Some(clip) = t.gradient_clip_norm {
-            check_non_negative("training.gradient_clip_norm", clip)?;
-        }
-        check_unit_interval_open("training.label_smoothing", t.label_smoothing)?;
-        check_unit_interval_open("training.ema_decay", t.ema_decay)?;
-        check_non_negative("training.focal_alpha", t.focal_alpha)?;
-        match &t.focal_gamma {
-            FocalGamma::Scalar(g) => check_non_negative("training.focal_gamma", *g)?,
-            FocalGamma::PerClass(gs) => {
-                if gs.len() != d.class_names.len() {
-                    bail!(
-                        "training.focal_gamma lists {} values but data.class_names has {} classes",
-                        gs.len(),
-                        d.class_names.len()
-                    );
-                }
-                for g in gs {
-                    check_non_negative("training.focal_gamma", *g)?;
-                }
-            }
-            FocalGamma::ByClass(map) => {
-                for name in &d.class_names {
-                    if !map.contains_key(name) {
-                        bail!("training.focal_gamma has no value for class `{name}` (every class needs one)");
-                    }
-                }
-                for (name, g) in map {
-                    if !d.class_names.contains(name) {
-                        bail!("training.focal_gamma names `{name}`, which is not in data.class_names");
-                    }
-                    check_non_negative(&format!("training.focal_gamma.{name}"), *g)?;
-                }
-            }
-        }
-
-        let a = &self.augmentation;
-        if !(16..=1024).contains(&a.image_size) {
-            bail!("augmentation.image_size must be between 16 and 1024 pixels, got {}", a.image_size);
-        }
-        check_choice("augmentation.strength", &a.strength, &STRENGTHS)?;
-        if !(0.0..=180.0).contains(&a.rotation) {
-            bail!("augmentation.rotation must be between 0 and 180 degrees, got {}", a.rotation);
-        }
-        for (key, value) in [
-            ("augmentation.brightness", a.brightness),
-            ("augmentation.contrast", a.contrast),
-            ("augmentation.saturation", a.saturation),
-        ] {
-            check_non_negative(key, value)?;
-        }
-        if !(0.0..=0.5).contains(&a.hue) {
-            bail!("augmentation.hue must be between 0 and 0.5, got {}", a.hue);
-        }
-        check_unit_interval("augmentation.random_erasing_prob", a.random_erasing_prob)?;
-        check_non_negative("augmentation.mixup_alpha", a.mixup_alpha)?;
-        check_non_negative("augmentation.cutmix_alpha", a.cutmix_alpha)?;
-
-        let v = &self.validation;
-        if v.val_frequency == 0 {
-            bail!("validation.val_frequency must be at least 1, got 0");
-        }
-        check_choice("validation.metric", &v.metric, &METRICS)?;
-
-        let i = &self.inference;
-        if i.batch_size == 0 {
-            bail!("inference.batch_size must be at least 1, got 0");
-        }
-        check_unit_interval("inference.confidence_threshold", i.confidence_threshold)?;
-        for (name, threshold) in &i.class_thresholds {
-            if !d.class_names.contains(name) {
-                bail!("inference.class_thresholds names `{name}`, which is not in data.class_names");
-            }
-            check_unit_interval(&format!("inference.class_thresholds.{name}"), *threshold)?;
-        }
-
-        if !["trace", "debug", "info", "warn", "error"].contains(&self.logging.log_level.as_str()) {
-            bail!("logging.log_level = `{}` is not one of trace, debug, info, warn, error", self.logging.log_level);
-        }
-        for (key, path) in
-            [("paths.log_dir", &self.paths.log_dir), ("paths.checkpoint_dir", &self.paths.checkpoint_dir)]
-        {
-            if path.is_absolute() || path.as_os_str().is_empty() {
-                bail!("{key} names a folder inside each run folder; got `{}`", path.display());
-            }
-        }
-        if self.logging.log_frequency == 0 {
-            bail!("logging.log_frequency must be at least 1, got 0");
-        }
-        crate::device::parse_device_name(&self.system.device).context("system.device")?;
-        Ok(())
-    }
 }
 
+/// Fills the augmentation keys the text leaves out from its `strength` preset. A strength
+/// that is not a preset is left for deserialisation to refuse.
 fn apply_strength_preset(value: &mut serde_json::Value) {
     let Some(augmentation) = value.get_mut("augmentation").and_then(|a| a.as_object_mut()) else { return };
-    let Some(preset) = augmentation.get("strength").and_then(|s| s.as_str()).and_then(AugmentationConfig::preset)
+    let Some(strength) = augmentation.get("strength").and_then(|s| serde_json::from_value::<Strength>(s.clone()).ok())
     else {
         return;
     };
-    for (key, default) in preset.as_object().expect("preset object") {
-        augmentation.entry(key.clone()).or_insert_with(|| default.clone());
+    let serde_json::Value::Object(preset) = serde_json::to_value(strength.settings()).expect("preset serialises")
+    else {
+        unreachable!("a struct serialises to an object")
+    };
+    for (key, value) in preset {
+        augmentation.entry(key).or_insert(value);
     }
-}
-
-fn check_unit_interval(key: &str, value: f64) -> Result<()> {
-    if !(0.0..=1.0).contains(&value) {
-        bail!("{key} must be between 0 and 1, got {value}");
-    }
-    Ok(())
-}
-
-fn check_unit_interval_open(key: &str, value: f64) -> Result<()> {
-    if !(0.0..1.0).contains(&value) {
-        bail!("{key} must be in [0, 1), got {value}");
-    }
-    Ok(())
-}
-
-fn check_positive(key: &str, value: f64) -> Result<()> {
-    if !(value > 0.0 && value.is_finite()) {
-        bail!("{key} must be a positive number, got {value}");
-    }
-    Ok(())
-}
-
-fn check_non_negative(key: &str, value: f64) -> Result<()> {
-    if !(value >= 0.0 && value.is_finite()) {
-        bail!("{key} must not be negative, got {value}");
-    }
-    Ok(())
-}
-
-fn check_choice(key: &str, value: &str, choices: &[&str]) -> Result<()> {
-    if !choices.contains(&value) {
-        bail!("{key} = `{value}` is not supported; choose one of {}", choices.join(", "));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -618,6 +404,28 @@ mod tests {
             let err = error_of(json);
             assert!(err.contains(key) && err.contains(value), "{json}: {err}");
         }
+    }
+
+    #[test]
+    fn a_value_outside_a_choice_names_the_allowed_values() {
+        for (json, key, allowed) in [
+            (r#"{"training": {"optimizer": "adagrad"}}"#, "training.optimizer", ["adamw", "adam", "sgd"]),
+            (r#"{"validation": {"metric": "auc"}}"#, "validation.metric", ["val_loss", "accuracy", "f1_macro"]),
+            (r#"{"augmentation": {"strength": "extreme"}}"#, "augmentation.strength", ["none", "light", "strong"]),
+        ] {
+            let err = error_of(json);
+            assert!(err.contains(key) && allowed.iter().all(|a| err.contains(a)), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn python_spellings_parse_to_the_same_config() {
+        let python =
+            Config::parse(r#"{"training": {"scheduler": "reduce_on_plateau"}, "logging": {"log_level": "INFO"}}"#)
+                .unwrap()
+                .config;
+        assert_eq!(python.training.scheduler, Scheduler::Plateau);
+        assert_eq!(python.logging.log_level, LogLevel::Info);
     }
 
     #[test]

@@ -2,39 +2,32 @@
 //! exists, `logs/application.log` (everything) and `logs/error.log` (warnings and errors).
 
 use std::fs::File;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
 use anyhow::{Context, Result};
+use imgtype::config::LogLevel;
 use tracing::Level;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{filter, EnvFilter, Layer};
+use tracing_subscriber::{filter, reload, EnvFilter, Layer, Registry};
+
+use crate::progress_bars::{bars, stderr_is_terminal};
 
 static APPLICATION_LOG: Mutex<Option<File>> = Mutex::new(None);
 static ERROR_LOG: Mutex<Option<File>> = Mutex::new(None);
-static PROGRESS: OnceLock<indicatif::MultiProgress> = OnceLock::new();
-static LEVEL: OnceLock<tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>> = OnceLock::new();
-
-/// The progress-bar host shared by all bars, so log lines print above them.
-pub fn multi_progress() -> &'static indicatif::MultiProgress {
-    PROGRESS.get_or_init(indicatif::MultiProgress::new)
-}
-
-pub fn stderr_is_terminal() -> bool {
-    std::io::stderr().is_terminal()
-}
+static LEVEL: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 
 #[derive(Clone, Copy)]
 struct ConsoleWriter;
 
 impl Write for ConsoleWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match PROGRESS.get() {
-            Some(multi) if stderr_is_terminal() => multi.suspend(|| std::io::stderr().write_all(buf))?,
-            _ => std::io::stderr().write_all(buf)?,
+        match bars() {
+            Some(bars) => bars.suspend(|| std::io::stderr().write_all(buf))?,
+            None => std::io::stderr().write_all(buf)?,
         }
         Ok(buf.len())
     }
@@ -75,10 +68,12 @@ impl<'a> MakeWriter<'a> for FileWriter {
     }
 }
 
-/// Installs the global logger once; later calls do nothing. `RUST_LOG` overrides the level.
-pub fn init(level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+/// Installs the global logger (level info; `RUST_LOG` overrides) and, on a terminal,
+/// progress bars. Later calls do nothing.
+pub fn init_logging() {
+    crate::progress_bars::install();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
     let _ = LEVEL.set(handle);
     let console = tracing_subscriber::fmt::layer()
         .with_writer(ConsoleWriter)
@@ -97,20 +92,19 @@ pub fn init(level: &str) {
     let _ = tracing_subscriber::registry().with(filter).with(console).with(application).with(errors).try_init();
 }
 
-/// Applies `logging.log_level` (trace, debug, info, warn, error) unless `RUST_LOG` is set.
-pub fn set_level(level: &str) -> Result<()> {
+/// Applies `logging.log_level` unless `RUST_LOG` is set.
+pub fn set_log_level(level: LogLevel) -> Result<()> {
     if std::env::var_os("RUST_LOG").is_some() {
         return Ok(());
     }
-    let filter = EnvFilter::try_new(level).with_context(|| format!("logging.log_level `{level}` is not a level"))?;
     if let Some(handle) = LEVEL.get() {
-        handle.reload(filter).context("cannot change the log level")?;
+        handle.reload(EnvFilter::new(level.as_str())).context("cannot change the log level")?;
     }
     Ok(())
 }
 
-/// From now on, also log into `dir/application.log` and `dir/error.log`.
-pub fn attach_log_files(dir: &Path) -> Result<()> {
+/// From now on, also log into `dir/application.log` and `dir/error.log`, at `level`.
+pub fn attach_run_logs(dir: &Path, level: LogLevel) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create log folder {}", dir.display()))?;
     let open = |name: &str| {
         let path = dir.join(name);
@@ -122,5 +116,5 @@ pub fn attach_log_files(dir: &Path) -> Result<()> {
     };
     *APPLICATION_LOG.lock().expect("log file lock") = Some(open("application.log")?);
     *ERROR_LOG.lock().expect("log file lock") = Some(open("error.log")?);
-    Ok(())
+    set_log_level(level)
 }

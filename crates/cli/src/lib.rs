@@ -1,0 +1,20 @@
+//! The front-end side of the binaries: what a terminal user sees and how the process
+//! ends. The core library only reports (tracing events, progress, errors); this crate
+//! draws progress bars, writes the log files, turns signals into stop requests and
+//! errors into one message and an exit status.
+
+mod logging;
+mod progress_bars;
+mod signals;
+
+pub use logging::{attach_run_logs, init_logging, set_log_level};
+pub use signals::stop_on_signals;
+
+/// Runs `body`; on error prints `error: <message with its causes>` on stderr and exits 1.
+pub fn run_main(body: impl FnOnce() -> anyhow::Result<()>) {
+    if let Err(error) = body() {
+        progress_bars::clear();
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,20 @@
+//! SIGINT / SIGTERM (Ctrl-C, `kill`, a scheduler's preemption): the first asks the work
+//! to stop at its next safe point (training finishes the step and saves a checkpoint);
+//! a second one exits at once.
+
+use imgtype::StopFlag;
+
+/// Installs the handler and returns the flag it raises.
+pub fn stop_on_signals() -> StopFlag {
+    let stop = StopFlag::default();
+    let raised = stop.clone();
+    let _ = ctrlc::set_handler(move || {
+        if raised.is_raised() {
+            eprintln!("second interrupt: exiting without a checkpoint");
+            std::process::exit(130);
+        }
+        raised.raise();
+        eprintln!("interrupt received: finishing the current step, then saving a checkpoint");
+    });
+    stop
+}

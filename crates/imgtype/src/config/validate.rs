@@ -1,0 +1,193 @@
+//! Checks of values that parse but make no sense (ratios that do not sum to 1, a negative
+//! learning rate, a class threshold for an unknown class); each error names the key and
+//! the value.
+
+use anyhow::{bail, Result};
+
+use super::{AugmentationConfig, Config, DataConfig, FocalGamma, InferenceConfig, ModelConfig, TrainingConfig};
+
+impl Config {
+    pub fn validate(&self) -> Result<()> {
+        validate_data(&self.data)?;
+        validate_model(&self.model)?;
+        validate_training(&self.training, &self.data.class_names)?;
+        validate_augmentation(&self.augmentation)?;
+        if self.validation.val_frequency == 0 {
+            bail!("validation.val_frequency must be at least 1, got 0");
+        }
+        validate_inference(&self.inference, &self.data.class_names)?;
+        for (key, path) in
+            [("paths.log_dir", &self.paths.log_dir), ("paths.checkpoint_dir", &self.paths.checkpoint_dir)]
+        {
+            if path.is_absolute() || path.as_os_str().is_empty() {
+                bail!("{key} names a folder inside each run folder; got `{}`", path.display());
+            }
+        }
+        if self.logging.log_frequency == 0 {
+            bail!("logging.log_frequency must be at least 1, got 0");
+        }
+        Ok(())
+    }
+}
+
+fn validate_data(d: &DataConfig) -> Result<()> {
+    for (key, value) in
+        [("data.train_ratio", d.train_ratio), ("data.val_ratio", d.val_ratio), ("data.test_ratio", d.test_ratio)]
+    {
+        check_unit_interval(key, value)?;
+    }
+    let sum = d.train_ratio + d.val_ratio + d.test_ratio;
+    if (sum - 1.0).abs() > 1e-6 {
+        bail!(
+            "data.train_ratio + data.val_ratio + data.test_ratio must be 1, got {} + {} + {} = {sum}",
+            d.train_ratio,
+            d.val_ratio,
+            d.test_ratio
+        );
+    }
+    check_unit_interval("data.max_bad_image_ratio", d.max_bad_image_ratio)?;
+    check_positive("data.download_timeout_secs", d.download_timeout_secs)?;
+    if d.class_names.is_empty() {
+        bail!("data.class_names is empty: list the classes in the model's output order");
+    }
+    if d.class_names.len() < 2 {
+        bail!("data.class_names needs at least 2 classes, got {:?}", d.class_names);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for name in &d.class_names {
+        if name.trim().is_empty() {
+            bail!("data.class_names contains an empty name");
+        }
+        if !seen.insert(name) {
+            bail!("data.class_names lists `{name}` more than once");
+        }
+    }
+    Ok(())
+}
+
+fn validate_model(m: &ModelConfig) -> Result<()> {
+    check_unit_interval_open("model.dropout_rate", m.dropout_rate)?;
+    check_unit_interval_open("model.stochastic_depth_prob", m.stochastic_depth_prob)?;
+    if let Some(h) = m.hidden_dim {
+        if h <= 0 {
+            bail!("model.hidden_dim must be positive (or null), got {h}");
+        }
+    }
+    Ok(())
+}
+
+fn validate_training(t: &TrainingConfig, class_names: &[String]) -> Result<()> {
+    if t.epochs == 0 {
+        bail!("training.epochs must be at least 1, got 0");
+    }
+    if t.batch_size == 0 {
+        bail!("training.batch_size must be at least 1, got 0");
+    }
+    check_positive("training.learning_rate", t.learning_rate)?;
+    if let Some(lr) = t.backbone_lr {
+        check_non_negative("training.backbone_lr", lr)?;
+    }
+    check_non_negative("training.weight_decay", t.weight_decay)?;
+    check_non_negative("training.min_delta", t.min_delta)?;
+    if let Some(clip) = t.gradient_clip_norm {
+        check_non_negative("training.gradient_clip_norm", clip)?;
+    }
+    check_unit_interval_open("training.label_smoothing", t.label_smoothing)?;
+    check_unit_interval_open("training.ema_decay", t.ema_decay)?;
+    check_non_negative("training.focal_alpha", t.focal_alpha)?;
+    validate_focal_gamma(&t.focal_gamma, class_names)
+}
+
+fn validate_focal_gamma(gamma: &FocalGamma, class_names: &[String]) -> Result<()> {
+    match gamma {
+        FocalGamma::Scalar(g) => check_non_negative("training.focal_gamma", *g),
+        FocalGamma::PerClass(gs) => {
+            if gs.len() != class_names.len() {
+                bail!(
+                    "training.focal_gamma lists {} values but data.class_names has {} classes",
+                    gs.len(),
+                    class_names.len()
+                );
+            }
+            gs.iter().try_for_each(|g| check_non_negative("training.focal_gamma", *g))
+        }
+        FocalGamma::ByClass(map) => {
+            for name in class_names {
+                if !map.contains_key(name) {
+                    bail!("training.focal_gamma has no value for class `{name}` (every class needs one)");
+                }
+            }
+            for (name, g) in map {
+                if !class_names.contains(name) {
+                    bail!("training.focal_gamma names `{name}`, which is not in data.class_names");
+                }
+                check_non_negative(&format!("training.focal_gamma.{name}"), *g)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn validate_augmentation(a: &AugmentationConfig) -> Result<()> {
+    if !(16..=1024).contains(&a.image_size) {
+        bail!("augmentation.image_size must be between 16 and 1024 pixels, got {}", a.image_size);
+    }
+    if !(0.0..=180.0).contains(&a.rotation) {
+        bail!("augmentation.rotation must be between 0 and 180 degrees, got {}", a.rotation);
+    }
+    for (key, value) in [
+        ("augmentation.brightness", a.brightness),
+        ("augmentation.contrast", a.contrast),
+        ("augmentation.saturation", a.saturation),
+    ] {
+        check_non_negative(key, value)?;
+    }
+    if !(0.0..=0.5).contains(&a.hue) {
+        bail!("augmentation.hue must be between 0 and 0.5, got {}", a.hue);
+    }
+    check_unit_interval("augmentation.random_erasing_prob", a.random_erasing_prob)?;
+    check_non_negative("augmentation.mixup_alpha", a.mixup_alpha)?;
+    check_non_negative("augmentation.cutmix_alpha", a.cutmix_alpha)
+}
+
+fn validate_inference(i: &InferenceConfig, class_names: &[String]) -> Result<()> {
+    if i.batch_size == 0 {
+        bail!("inference.batch_size must be at least 1, got 0");
+    }
+    check_unit_interval("inference.confidence_threshold", i.confidence_threshold)?;
+    for (name, threshold) in &i.class_thresholds {
+        if !class_names.contains(name) {
+            bail!("inference.class_thresholds names `{name}`, which is not in data.class_names");
+        }
+        check_unit_interval(&format!("inference.class_thresholds.{name}"), *threshold)?;
+    }
+    Ok(())
+}
+
+fn check_unit_interval(key: &str, value: f64) -> Result<()> {
+    if !(0.0..=1.0).contains(&value) {
+        bail!("{key} must be between 0 and 1, got {value}");
+    }
+    Ok(())
+}
+
+fn check_unit_interval_open(key: &str, value: f64) -> Result<()> {
+    if !(0.0..1.0).contains(&value) {
+        bail!("{key} must be in [0, 1), got {value}");
+    }
+    Ok(())
+}
+
+fn check_positive(key: &str, value: f64) -> Result<()> {
+    if !(value > 0.0 && value.is_finite()) {
+        bail!("{key} must be a positive number, got {value}");
+    }
+    Ok(())
+}
+
+fn check_non_negative(key: &str, value: f64) -> Result<()> {
+    if !(value >= 0.0 && value.is_finite()) {
+        bail!("{key} must not be negative, got {value}");
+    }
+    Ok(())
+}

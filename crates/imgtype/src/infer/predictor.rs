@@ -1,0 +1,171 @@
+//! A loaded model plus the decision rule (per-class thresholds, top-k): images in,
+//! predictions out. Every `test` mode and the backend API predict through it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::Result;
+use image::RgbImage;
+use serde::Serialize;
+use tch::{Device, Tensor};
+
+use super::resolve_model_path;
+use crate::config::Config;
+use crate::data::batch::load_images;
+use crate::data::image::to_normalized_batch;
+use crate::data::{ImageRecord, ImageSource};
+use crate::model::ImageTypeClassifier;
+
+/// One image's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct Prediction {
+    pub class_index: usize,
+    pub predicted_class: String,
+    pub confidence: f64,
+    pub probabilities: Vec<f64>,
+    /// (class, probability), most probable first.
+    pub top_k: Vec<(String, f64)>,
+}
+
+/// A loaded model ready to predict. Shareable between threads: image decoding runs on
+/// the caller's threads, forward passes take turns on the model (libtorch tensors are
+/// not `Sync`), each over a whole batch.
+pub struct Predictor {
+    model: Mutex<ImageTypeClassifier>,
+    device: Device,
+    class_names: Vec<String>,
+    config: Config,
+    thresholds: Vec<f64>,
+    top_k: usize,
+    source: ImageSource,
+    pub batch_size: usize,
+    pub workers: usize,
+    pub load_seconds: f64,
+}
+
+impl Predictor {
+    pub fn load(model_path: &Path, device: Device) -> Result<Self> {
+        let started = Instant::now();
+        let path = resolve_model_path(model_path)?;
+        let model = ImageTypeClassifier::load(&path, device)?;
+        let mut predictor = Self::from_model(model);
+        predictor.load_seconds = started.elapsed().as_secs_f64();
+        tracing::info!(
+            "model {} loaded in {:.2} s; classes: {}",
+            path.display(),
+            predictor.load_seconds,
+            predictor.class_names.join(", ")
+        );
+        Ok(predictor)
+    }
+
+    pub fn from_model(model: ImageTypeClassifier) -> Self {
+        let config = model.config().clone();
+        let class_names = model.class_names().to_vec();
+        let thresholds = class_names
+            .iter()
+            .map(|name| config.inference.class_thresholds.get(name).copied().unwrap_or(0.0))
+            .collect();
+        Self {
+            device: model.device(),
+            thresholds,
+            top_k: config.inference.return_top_k.clamp(1, class_names.len()),
+            source: ImageSource::from_config(&config.data),
+            batch_size: config.inference.batch_size.max(1),
+            workers: config.system.num_workers.max(1),
+            load_seconds: 0.0,
+            class_names,
+            config,
+            model: Mutex::new(model),
+        }
+    }
+
+    pub fn class_names(&self) -> &[String] {
+        &self.class_names
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn source(&self) -> &ImageSource {
+        &self.source
+    }
+
+    pub fn set_base_image_path(&mut self, base: Option<PathBuf>) {
+        self.source.set_base_path(base);
+    }
+
+    pub fn image_size(&self) -> u32 {
+        self.config.augmentation.image_size
+    }
+
+    /// Softmax probabilities for a normalised batch.
+    pub fn probabilities(&self, batch: &Tensor) -> Vec<Vec<f64>> {
+        let probs = {
+            let model = self.model.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            tch::no_grad(|| model.forward_t(&batch.to_device(self.device), false).softmax(-1, tch::Kind::Float))
+        };
+        let flat = Vec::<f32>::try_from(probs.to_device(Device::Cpu).flatten(0, -1)).expect("probabilities");
+        flat.chunks(self.class_names.len()).map(|row| row.iter().map(|&p| p as f64).collect()).collect()
+    }
+
+    /// Among classes whose probability passes its threshold, the most probable; else argmax.
+    pub fn decide(&self, probabilities: &[f64]) -> Prediction {
+        let best_of = |allowed: &dyn Fn(usize) -> bool| {
+            (0..probabilities.len())
+                .filter(|&c| allowed(c))
+                .max_by(|&a, &b| probabilities[a].total_cmp(&probabilities[b]))
+        };
+        let class_index =
+            best_of(&|c| probabilities[c] >= self.thresholds[c]).or_else(|| best_of(&|_| true)).expect("classes");
+        let mut order: Vec<usize> = (0..probabilities.len()).collect();
+        order.sort_by(|&a, &b| probabilities[b].total_cmp(&probabilities[a]));
+        Prediction {
+            class_index,
+            predicted_class: self.class_names[class_index].clone(),
+            confidence: probabilities[class_index],
+            probabilities: probabilities.to_vec(),
+            top_k: order.iter().take(self.top_k).map(|&c| (self.class_names[c].clone(), probabilities[c])).collect(),
+        }
+    }
+
+    /// Predictions for decoded, resized images.
+    pub fn predict_images(&self, images: &[RgbImage]) -> Vec<Prediction> {
+        if images.is_empty() {
+            return Vec::new();
+        }
+        self.probabilities(&to_normalized_batch(images)).iter().map(|p| self.decide(p)).collect()
+    }
+
+    /// Predictions for image keys, in order (one batch); an image that cannot be read
+    /// gives the reason instead.
+    pub fn predict_keys(&self, keys: &[String]) -> Vec<Result<Prediction, String>> {
+        let records: Vec<ImageRecord> = keys
+            .iter()
+            .map(|k| ImageRecord { product_id: String::new(), image_path: k.clone(), image_type: String::new() })
+            .collect();
+        self.predict_records(&records.iter().collect::<Vec<_>>())
+    }
+
+    /// Loads and predicts records' images as one batch, in order; an image that cannot be
+    /// read gives the reason instead.
+    pub fn predict_records(&self, records: &[&ImageRecord]) -> Vec<Result<Prediction, String>> {
+        let loaded = load_images(records, &self.source, self.image_size(), self.workers);
+        let mut good = Vec::with_capacity(loaded.len());
+        let slots: Vec<Result<(), String>> = loaded
+            .into_iter()
+            .map(|r| {
+                r.map(|image| {
+                    good.push(image);
+                })
+            })
+            .collect();
+        let mut predictions = self.predict_images(&good).into_iter();
+        slots
+            .into_iter()
+            .map(|slot| slot.map(|()| predictions.next().expect("one prediction per good image")))
+            .collect()
+    }
+}

@@ -1,0 +1,156 @@
+//! Reports from a whole-dataset results CSV (one run's, or merged shards'): per split
+//! `wrong_<split>.csv` (wrong predictions only, most confident first), a `wrong_<split>.png`
+//! contact sheet of them, and `metrics.json`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use super::shards::{shard_file_name, Shard};
+use crate::data::{ImageSource, SplitName};
+use crate::eval::compute_metrics;
+use crate::report::contact_sheet::{self, SheetEntry};
+
+/// Wrong predictions shown on a contact sheet, most confident first.
+const CONTACT_SHEET_SIZE: usize = 24;
+
+struct WrongRow {
+    confidence: f64,
+    values: Vec<String>,
+}
+
+#[derive(Default)]
+struct SplitResults {
+    y_true: Vec<usize>,
+    y_pred: Vec<usize>,
+    probabilities: Vec<Vec<f64>>,
+    wrong: Vec<WrongRow>,
+    failed: usize,
+}
+
+/// A results CSV read back: its columns and each split's outcomes.
+struct Results {
+    header: Vec<String>,
+    path_col: usize,
+    true_col: usize,
+    pred_col: usize,
+    class_names: Vec<String>,
+    splits: BTreeMap<String, SplitResults>,
+}
+
+/// Writes the reports into `dir`; returns the accuracy per split and the number of images
+/// that could not be predicted.
+pub fn write_split_reports(
+    dir: &Path,
+    results_path: &Path,
+    shard: Option<Shard>,
+    source: &ImageSource,
+) -> Result<(Vec<(String, f64)>, usize)> {
+    let mut results = read_results(results_path)?;
+    let mut accuracy = Vec::new();
+    let mut failed_total = 0;
+    let mut metrics_json = serde_json::Map::new();
+    for split in SplitName::ALL {
+        let mut entry = results.splits.remove(split.as_str()).expect("every split");
+        let metrics = compute_metrics(&results.class_names, &entry.y_true, &entry.y_pred, Some(&entry.probabilities));
+        accuracy.push((split.as_str().to_string(), metrics.accuracy));
+        failed_total += entry.failed;
+        let mut value = serde_json::to_value(&metrics)?;
+        value["failed_images"] = entry.failed.into();
+        metrics_json.insert(split.as_str().to_string(), value);
+        entry.wrong.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+        write_wrong_csv(&shard_file_name(&dir.join(format!("wrong_{}.csv", split.short())), shard), &results, &entry)?;
+        let png = shard_file_name(&dir.join(format!("wrong_{}.png", split.short())), shard);
+        write_contact_sheet(&png, split, &results, &entry, source);
+        tracing::info!("{}: {} images, accuracy {:.4}", split.as_str(), entry.y_true.len(), metrics.accuracy);
+    }
+    crate::fsutil::write_json_atomic(&shard_file_name(&dir.join("metrics.json"), shard), &metrics_json)?;
+    Ok((accuracy, failed_total))
+}
+
+fn read_results(results_path: &Path) -> Result<Results> {
+    let mut reader =
+        csv::Reader::from_path(results_path).with_context(|| format!("cannot read {}", results_path.display()))?;
+    let header: Vec<String> = reader.headers()?.iter().map(String::from).collect();
+    let column = |name: &str| {
+        header.iter().position(|h| h == name).ok_or_else(|| anyhow!("{}: no `{name}` column", results_path.display()))
+    };
+    let (path_col, split_col, true_col, pred_col, conf_col, error_col) = (
+        column("image_path")?,
+        column("split")?,
+        column("true_class")?,
+        column("predicted_class")?,
+        column("confidence")?,
+        column("error")?,
+    );
+    let prob_cols: Vec<(usize, String)> =
+        header.iter().enumerate().filter_map(|(i, h)| h.strip_prefix("prob_").map(|c| (i, c.to_string()))).collect();
+    let class_names: Vec<String> = prob_cols.iter().map(|(_, c)| c.clone()).collect();
+    let mut splits: BTreeMap<String, SplitResults> =
+        SplitName::ALL.iter().map(|s| (s.as_str().to_string(), SplitResults::default())).collect();
+    for (index, row) in reader.records().enumerate() {
+        let row = row.with_context(|| format!("{}: row {}", results_path.display(), index + 2))?;
+        let split = row.get(split_col).unwrap_or("").to_string();
+        let Some(entry) = splits.get_mut(&split) else {
+            bail!("{}: row {}: unknown split `{split}`", results_path.display(), index + 2);
+        };
+        if !row.get(error_col).unwrap_or("").is_empty() {
+            entry.failed += 1;
+            continue;
+        }
+        let class_of = |name: &str| class_names.iter().position(|c| c == name);
+        let (Some(t), Some(p)) = (class_of(row.get(true_col).unwrap_or("")), class_of(row.get(pred_col).unwrap_or("")))
+        else {
+            bail!("{}: row {}: class not among {:?}", results_path.display(), index + 2, class_names);
+        };
+        entry.y_true.push(t);
+        entry.y_pred.push(p);
+        entry
+            .probabilities
+            .push(prob_cols.iter().map(|(i, _)| row.get(*i).unwrap_or("0").parse().unwrap_or(0.0)).collect());
+        if t != p {
+            let confidence = row.get(conf_col).unwrap_or("0").parse().unwrap_or(0.0);
+            entry.wrong.push(WrongRow { confidence, values: row.iter().map(String::from).collect() });
+        }
+    }
+    Ok(Results { header, path_col, true_col, pred_col, class_names, splits })
+}
+
+fn write_wrong_csv(path: &Path, results: &Results, entry: &SplitResults) -> Result<()> {
+    crate::fsutil::write_atomic_with(path, |w| {
+        let mut writer = csv::Writer::from_writer(w);
+        writer.write_record(&results.header)?;
+        for row in &entry.wrong {
+            writer.write_record(&row.values)?;
+        }
+        writer.flush()?;
+        Ok(())
+    })
+}
+
+/// The most confident wrong predictions as thumbnails; a picture never fails a run.
+fn write_contact_sheet(png: &Path, split: SplitName, results: &Results, entry: &SplitResults, source: &ImageSource) {
+    let sheet: Vec<SheetEntry> = entry
+        .wrong
+        .iter()
+        .take(CONTACT_SHEET_SIZE)
+        .map(|row| SheetEntry {
+            image: crate::data::image::load_rgb(source, &row.values[results.path_col]).ok(),
+            lines: vec![
+                format!("true {}", row.values[results.true_col]),
+                format!("pred {}", row.values[results.pred_col]),
+                format!("conf {:.3}", row.confidence),
+            ],
+        })
+        .collect();
+    let title = format!(
+        "{} split: {} wrong of {}, most confident first",
+        split.as_str(),
+        entry.wrong.len(),
+        entry.y_true.len()
+    );
+    if let Err(e) = contact_sheet::write(png, &title, &sheet) {
+        tracing::warn!("cannot draw {}: {e:#}", png.display());
+    }
+}

@@ -1,0 +1,188 @@
+//! What a run writes besides models and checkpoints: the per-epoch history
+//! (`logs/metrics.csv`, `logs/training_results.json`, TensorBoard scalars), the list of
+//! skipped images, and at the end the test evaluation (`evaluation_results.json`,
+//! `class_performance_summary.csv`, pictures) and `final_results.json`.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use super::state::{EpochRecord, TrainingState};
+use super::tensorboard::EventWriter;
+use super::RunFolder;
+use crate::config::Config;
+use crate::data::batch::SkippedImage;
+use crate::data::SplitName;
+use crate::eval::{Metrics, SplitEvaluation};
+
+const METRICS_CSV_HEADER: [&str; 12] = [
+    "epoch",
+    "backbone_frozen",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "val_f1_macro",
+    "val_f1_weighted",
+    "lr_head",
+    "lr_backbone",
+    "seconds",
+    "images_per_second",
+];
+
+/// `logs/training_results.json` and `logs/metrics.csv`, rewritten whole after every epoch.
+pub(super) fn write_history(folder: &RunFolder, state: &TrainingState) -> Result<()> {
+    let logs = folder.logs_dir();
+    crate::fsutil::write_json_atomic(
+        &logs.join("training_results.json"),
+        &serde_json::json!({
+            "history": state.history,
+            "best_epoch": state.best_epoch,
+            "best_score": state.best_score,
+            "metric": folder.config().validation.metric,
+            "stopped_early": state.stopped_early,
+        }),
+    )?;
+    crate::fsutil::write_csv_atomic(&logs.join("metrics.csv"), &METRICS_CSV_HEADER, &state.history)
+        .context("logs/metrics.csv")
+}
+
+pub(super) fn log_epoch_scalars(events: Option<&mut EventWriter>, r: &EpochRecord) {
+    let mut values = vec![
+        ("train/loss", r.train_loss),
+        ("train/accuracy", r.train_accuracy),
+        ("lr/head", r.lr_head),
+        ("lr/backbone", r.lr_backbone),
+        ("train/images_per_second", r.images_per_second),
+    ];
+    for (tag, value) in [
+        ("val/loss", r.val_loss),
+        ("val/accuracy", r.val_accuracy),
+        ("val/f1_macro", r.val_f1_macro),
+        ("val/f1_weighted", r.val_f1_weighted),
+    ] {
+        if let Some(v) = value {
+            values.push((tag, v));
+        }
+    }
+    log_scalars(events, r.epoch as i64, &values);
+}
+
+pub(super) fn log_test_scalars(events: Option<&mut EventWriter>, step: i64, evaluation: &SplitEvaluation, m: &Metrics) {
+    let mut values = vec![
+        ("test/loss", evaluation.loss),
+        ("test/accuracy", m.accuracy),
+        ("test/f1_macro", m.macro_avg.f1),
+        ("test/f1_weighted", m.weighted_avg.f1),
+    ];
+    if let Some(auc) = m.roc_auc_macro {
+        values.push(("test/roc_auc_macro", auc));
+    }
+    log_scalars(events, step, &values);
+}
+
+fn log_scalars(events: Option<&mut EventWriter>, step: i64, values: &[(&str, f64)]) {
+    let Some(events) = events else { return };
+    if let Err(e) = events.scalars(step, values) {
+        tracing::warn!("TensorBoard event file: {e:#}");
+    }
+}
+
+/// `logs/skipped_images.csv`: images that could not be read, never trained on.
+pub(super) fn write_skipped(path: &Path, skipped: &[(SplitName, SkippedImage)]) -> Result<()> {
+    crate::fsutil::write_atomic_with(path, |w| {
+        let mut csv = csv::Writer::from_writer(w);
+        csv.write_record(["split", "image_path", "reason"])?;
+        for (split, s) in skipped {
+            csv.write_record([split.as_str(), &s.image_path, &s.reason])?;
+        }
+        csv.flush()?;
+        Ok(())
+    })
+}
+
+/// `evaluation_results.json`, `class_performance_summary.csv` and the evaluation pictures
+/// of the test split; `logs/training_curves.png` from the history.
+pub(super) fn write_test_evaluation(
+    folder: &RunFolder,
+    history: &[EpochRecord],
+    evaluation: &SplitEvaluation,
+    metrics: &Metrics,
+) -> Result<()> {
+    let dir = folder.dir();
+    crate::fsutil::write_json_atomic(
+        &dir.join("evaluation_results.json"),
+        &serde_json::json!({"split": "test", "loss": evaluation.loss, "metrics": metrics}),
+    )?;
+    write_class_summary(&dir.join("class_performance_summary.csv"), metrics)?;
+    use crate::report::{draw, evaluation as pictures};
+    let logs = folder.logs_dir();
+    draw("training_curves.png", || super::curves::training_curves(&logs.join("training_curves.png"), history));
+    draw("confusion_matrix.png", || pictures::confusion_matrix(&dir.join("confusion_matrix.png"), metrics));
+    draw("classification_report.png", || {
+        pictures::classification_report(&dir.join("classification_report.png"), metrics)
+    });
+    draw("probability_analysis.png", || {
+        pictures::probability_analysis(&dir.join("probability_analysis.png"), metrics, evaluation)
+    });
+    Ok(())
+}
+
+fn write_class_summary(path: &Path, metrics: &Metrics) -> Result<()> {
+    crate::fsutil::write_atomic_with(path, |w| {
+        let mut csv = csv::Writer::from_writer(w);
+        csv.write_record(["class", "precision", "recall", "f1_score", "support"])?;
+        for name in &metrics.class_names {
+            let r = &metrics.per_class[name];
+            csv.write_record([
+                name.clone(),
+                format!("{:.4}", r.precision),
+                format!("{:.4}", r.recall),
+                format!("{:.4}", r.f1_score),
+                r.support.to_string(),
+            ])?;
+        }
+        csv.flush()?;
+        Ok(())
+    })
+}
+
+/// As the Python system's `models/best_model.pth`: the latest best model also in
+/// `paths.model_dir`. A failure here only warns: the run's own copy is what counts.
+pub(super) fn share_best_model(best: &Path, config: &Config) {
+    let shared = config.paths.model_dir.join("best_model.safetensors");
+    match std::fs::read(best)
+        .map_err(anyhow::Error::from)
+        .and_then(|bytes| crate::fsutil::write_atomic(&shared, &bytes))
+    {
+        Ok(()) => tracing::info!("best model also copied to {}", shared.display()),
+        Err(e) => tracing::warn!("could not copy the best model to {}: {e:#}", shared.display()),
+    }
+}
+
+/// `final_results.json`: the run in one place.
+pub(super) fn write_final_results(
+    folder: &RunFolder,
+    state: &TrainingState,
+    best_model: Option<&Path>,
+    test: &Metrics,
+    skipped_images: usize,
+) -> Result<()> {
+    crate::fsutil::write_json_atomic(
+        &folder.dir().join("final_results.json"),
+        &serde_json::json!({
+            "run_id": folder.run_id(),
+            "best_epoch": state.best_epoch,
+            "validation_metric": folder.config().validation.metric,
+            "best_validation_score": state.best_score,
+            "epochs_run": state.history.len(),
+            "stopped_early": state.stopped_early,
+            "best_model": best_model.map(|p| p.display().to_string()),
+            "test_accuracy": test.accuracy,
+            "test_f1_macro": test.macro_avg.f1,
+            "test_f1_weighted": test.weighted_avg.f1,
+            "test_roc_auc_macro": test.roc_auc_macro,
+            "skipped_images": skipped_images,
+        }),
+    )
+}

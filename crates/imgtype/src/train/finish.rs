@@ -1,0 +1,52 @@
+//! After the last epoch: the last model, the best weights restored, the test split
+//! evaluated, the final files written, and the checkpoint marked finished.
+
+use anyhow::Result;
+use std::path::Path;
+
+use super::artifacts::{log_test_scalars, share_best_model, write_final_results, write_test_evaluation};
+use super::checkpoint;
+use super::selection::BestWeights;
+use super::session::Session;
+use super::state::TrainingState;
+use super::{TrainEnd, TrainOutcome};
+use crate::eval::evaluate_records;
+
+pub(super) fn finish(session: &mut Session, mut state: TrainingState, best_weights: BestWeights) -> Result<TrainEnd> {
+    let config = session.config.clone();
+    let folder = &session.folder;
+    if config.validation.save_last_model {
+        session.eval_model().save(&folder.last_model())?;
+    }
+    if let Some(weights) = &best_weights {
+        session.model.load_tensors(weights, Path::new("best weights"))?;
+        tracing::info!("restored the best weights (epoch {})", state.best_epoch.unwrap_or(0));
+    }
+    let test_eval =
+        evaluate_records(&session.model, &session.test_records, &session.loss_fn, &config, &session.source, "test")?;
+    let test_metrics = test_eval.metrics(&config.data.class_names);
+    tracing::info!(
+        "test: accuracy {:.4}, F1 macro {:.4}, F1 weighted {:.4} ({} images)",
+        test_metrics.accuracy,
+        test_metrics.macro_avg.f1,
+        test_metrics.weighted_avg.f1,
+        test_metrics.num_samples
+    );
+    let last_epoch = state.history.last().map(|r| r.epoch as i64).unwrap_or(0);
+    log_test_scalars(session.events.as_mut(), last_epoch, &test_eval, &test_metrics);
+    write_test_evaluation(folder, &state.history, &test_eval, &test_metrics)?;
+    let best_model = Some(folder.best_model()).filter(|p| p.exists());
+    if let Some(best) = best_model.as_ref().filter(|_| config.validation.save_best_model) {
+        share_best_model(best, &config);
+    }
+    write_final_results(folder, &state, best_model.as_deref(), &test_metrics, session.skipped)?;
+    state.finished = true;
+    checkpoint::mark_finished(&folder.latest_checkpoint(), &state)?;
+    Ok(TrainEnd::Finished(TrainOutcome {
+        run_dir: folder.dir().to_path_buf(),
+        best_model,
+        best_epoch: state.best_epoch,
+        test_metrics,
+        skipped_images: session.skipped,
+    }))
+}

@@ -1,0 +1,149 @@
+//! The run folder `results/run_YYYYMMDD_HHMMSS_<8 hex>/`: created with its sub-folders,
+//! the effective `config.json` and `run_metadata.json` for a new run, or reopened with its
+//! own config for `--resume`. Where each file of a run lives is decided here.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+
+pub struct RunFolder {
+    dir: PathBuf,
+    config: Config,
+    resumed: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RunMetadata {
+    run_id: String,
+    start_time: String,
+    config_file: Option<String>,
+    device: String,
+    imgtype_version: String,
+    libtorch_version: String,
+    cuda_available: bool,
+    cuda_devices: i64,
+    torch_threads: i32,
+    cpu_cores: usize,
+    data_workers: usize,
+    host: Option<String>,
+    git_commit: Option<String>,
+    #[serde(default)]
+    resumed_at: Vec<String>,
+}
+
+impl RunFolder {
+    /// Creates a new run folder under `paths.result_dir` for `config` (read from
+    /// `config_file`, when there was one) with `model/`, the logs and checkpoints folders,
+    /// `config.json` and `run_metadata.json`.
+    pub fn create(config: &Config, config_file: Option<&Path>) -> Result<Self> {
+        let log_dir = config.paths.log_dir.to_string_lossy().to_string();
+        let checkpoint_dir = config.paths.checkpoint_dir.to_string_lossy().to_string();
+        let dir = crate::rundir::create_run_dir(&config.paths.result_dir, &["model", &log_dir, &checkpoint_dir])?;
+        let folder = Self { dir, config: config.clone(), resumed: false };
+        crate::fsutil::write_atomic(&folder.dir.join("config.json"), config.to_json_pretty().as_bytes())?;
+        let device = crate::device::resolve_device(config.system.device)?;
+        crate::fsutil::write_json_atomic(
+            &folder.metadata_path(),
+            &RunMetadata {
+                run_id: folder.run_id(),
+                start_time: chrono::Local::now().to_rfc3339(),
+                config_file: config_file.map(|p| p.display().to_string()),
+                device: crate::device::describe_device(device),
+                imgtype_version: env!("CARGO_PKG_VERSION").into(),
+                libtorch_version: env!("IMGTYPE_LIBTORCH_VERSION").into(),
+                cuda_available: tch::Cuda::is_available(),
+                cuda_devices: tch::Cuda::device_count(),
+                torch_threads: tch::get_num_threads(),
+                cpu_cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+                data_workers: config.system.num_workers,
+                host: host_name(),
+                git_commit: git_commit(),
+                resumed_at: Vec::new(),
+            },
+        )?;
+        Ok(folder)
+    }
+
+    /// Reopens an interrupted run with its own `config.json`, and records the resume time
+    /// in its metadata. Fails when there is no checkpoint to resume from.
+    pub fn reopen(dir: &Path) -> Result<Self> {
+        let config_path = dir.join("config.json");
+        if !config_path.is_file() {
+            bail!("{} is not a run folder (no config.json)", dir.display());
+        }
+        let folder = Self { dir: dir.to_path_buf(), config: Config::load(&config_path)?, resumed: true };
+        if !folder.latest_checkpoint().is_file() {
+            bail!("{}: no checkpoint to resume from (the run stopped before its first checkpoint)", dir.display());
+        }
+        let metadata_path = folder.metadata_path();
+        if let Ok(text) = std::fs::read_to_string(&metadata_path) {
+            if let Ok(mut metadata) = serde_json::from_str::<RunMetadata>(&text) {
+                metadata.resumed_at.push(chrono::Local::now().to_rfc3339());
+                crate::fsutil::write_json_atomic(&metadata_path, &metadata)?;
+            }
+        }
+        Ok(folder)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// True for a folder reopened to resume from its checkpoint.
+    pub fn is_resumed(&self) -> bool {
+        self.resumed
+    }
+
+    pub fn run_id(&self) -> String {
+        self.dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default()
+    }
+
+    /// `paths.log_dir` inside the run folder (`logs/` by default).
+    pub fn logs_dir(&self) -> PathBuf {
+        self.dir.join(&self.config.paths.log_dir)
+    }
+
+    /// `paths.checkpoint_dir` inside the run folder (`checkpoints/` by default).
+    pub fn checkpoints_dir(&self) -> PathBuf {
+        self.dir.join(&self.config.paths.checkpoint_dir)
+    }
+
+    pub fn latest_checkpoint(&self) -> PathBuf {
+        self.checkpoints_dir().join("latest_checkpoint.safetensors")
+    }
+
+    pub fn numbered_checkpoint(&self, epoch: usize) -> PathBuf {
+        self.checkpoints_dir().join(format!("checkpoint_epoch_{epoch:03}.safetensors"))
+    }
+
+    pub fn best_model(&self) -> PathBuf {
+        self.dir.join("model/best_model.safetensors")
+    }
+
+    pub fn last_model(&self) -> PathBuf {
+        self.dir.join("model/last_model.safetensors")
+    }
+
+    fn metadata_path(&self) -> PathBuf {
+        self.dir.join("run_metadata.json")
+    }
+}
+
+fn git_commit() -> Option<String> {
+    let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn host_name() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()))
+        .filter(|h| !h.is_empty())
+}

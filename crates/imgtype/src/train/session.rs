@@ -1,0 +1,118 @@
+//! Everything a run needs once its folder exists: the device, the screened splits, the
+//! model (with ImageNet weights when asked) and its EMA copy, the loss, the TensorBoard
+//! writer. The same set-up serves a new run and a resumed one.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use tch::Device;
+
+use super::splits::load_splits;
+use super::tensorboard::EventWriter;
+use super::RunFolder;
+use crate::config::Config;
+use crate::data::records::class_indices;
+use crate::data::{ImageRecord, ImageSource};
+use crate::loss::Loss;
+use crate::model::ImageTypeClassifier;
+
+pub(super) struct Session {
+    pub config: Arc<Config>,
+    pub folder: RunFolder,
+    pub device: Device,
+    pub source: ImageSource,
+    pub model: ImageTypeClassifier,
+    /// The exponential moving average of the weights (`training.use_ema`): what is validated and saved.
+    pub ema: Option<ImageTypeClassifier>,
+    pub loss_fn: Loss,
+    pub train_records: Arc<Vec<ImageRecord>>,
+    pub train_labels: Arc<Vec<i64>>,
+    pub val_records: Vec<ImageRecord>,
+    pub test_records: Vec<ImageRecord>,
+    /// Images left out because they could not be read (listed in `logs/skipped_images.csv`).
+    pub skipped: usize,
+    /// TensorBoard scalars in the logs folder; a run goes on without them if the file fails.
+    pub events: Option<EventWriter>,
+}
+
+impl Session {
+    pub fn open(folder: RunFolder) -> Result<Self> {
+        let config = folder.config().clone();
+        warn_about_ignored_settings(&config);
+        let device = crate::device::resolve_device(config.system.device)?;
+        tracing::info!("device: {}", crate::device::describe_device(device));
+        tch::manual_seed(config.system.seed as i64);
+        let source = ImageSource::from_config(&config.data);
+        let splits = load_splits(&config, &source)?;
+        super::artifacts::write_skipped(&folder.logs_dir().join("skipped_images.csv"), &splits.skipped)?;
+        let model = build_model(&config, device)?;
+        let ema = config.training.use_ema.then(|| super::ema::copy_of(&model, &config));
+        let loss_fn = Loss::from_config(&config, &splits.train_counts, device)?;
+        let train_labels = Arc::new(class_indices(&splits.train, &config.data.class_names));
+        let events = match EventWriter::create(&folder.logs_dir()) {
+            Ok(writer) => Some(writer),
+            Err(e) => {
+                tracing::warn!("no TensorBoard event file: {e:#}");
+                None
+            }
+        };
+        Ok(Session {
+            config: Arc::new(config),
+            folder,
+            device,
+            source,
+            model,
+            ema,
+            loss_fn,
+            train_records: Arc::new(splits.train),
+            train_labels,
+            val_records: splits.validation,
+            test_records: splits.test,
+            skipped: splits.skipped.len(),
+            events,
+        })
+    }
+
+    /// The model that is validated and saved: the EMA when there is one.
+    pub fn eval_model(&self) -> &ImageTypeClassifier {
+        self.ema.as_ref().unwrap_or(&self.model)
+    }
+}
+
+/// A fresh model, its backbone loaded from `model.pretrained_weights` when `pretrained`.
+fn build_model(config: &Config, device: Device) -> Result<ImageTypeClassifier> {
+    let mut model = ImageTypeClassifier::new(config, device);
+    if config.model.pretrained {
+        match &config.model.pretrained_weights {
+            Some(path) => crate::model::load_backbone_weights(&mut model, path)?,
+            None => tracing::warn!(
+                "model.pretrained is true but model.pretrained_weights is not set; ImageNet weights cannot be \
+                 downloaded by this tool, so the backbone starts from random initialisation"
+            ),
+        }
+    }
+    let pretrained_loaded = config.model.pretrained && config.model.pretrained_weights.is_some();
+    let freeze_epochs = config.model.freeze_backbone_epochs.min(config.training.epochs);
+    if !pretrained_loaded && freeze_epochs > 0 {
+        tracing::warn!(
+            "model.freeze_backbone_epochs = {freeze_epochs} with a randomly initialised backbone: frozen random \
+             features only waste epochs; set it to 0 when training from scratch (see configs/demo.json)"
+        );
+    }
+    if config.system.mixed_precision && !matches!(device, Device::Cuda(_)) {
+        tracing::warn!(
+            "system.mixed_precision is ignored on {}: autocast is used on CUDA only",
+            crate::device::describe_device(device)
+        );
+    }
+    Ok(model)
+}
+
+fn warn_about_ignored_settings(config: &Config) {
+    if config.logging.use_wandb {
+        tracing::warn!(
+            "logging.use_wandb: Weights & Biases is not called from here; every run writes logs/metrics.csv and \
+             logs/training_results.json instead"
+        );
+    }
+}

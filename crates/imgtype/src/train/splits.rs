@@ -1,0 +1,83 @@
+//! The three splits a run trains on: read from `paths.data_dir`, screened for images that
+//! cannot be decoded (skipped and listed, or the run stops past `data.max_bad_image_ratio`),
+//! counted per class.
+
+use anyhow::{bail, Result};
+
+use crate::config::Config;
+use crate::data::batch::{load_images, SkippedImage};
+use crate::data::records::class_indices;
+use crate::data::{read_split_csv, ImageRecord, ImageSource, SplitName};
+
+pub(super) struct Splits {
+    pub train: Vec<ImageRecord>,
+    /// Train images per class, in class order (for balanced class weights).
+    pub train_counts: Vec<usize>,
+    pub validation: Vec<ImageRecord>,
+    pub test: Vec<ImageRecord>,
+    pub skipped: Vec<(SplitName, SkippedImage)>,
+}
+
+pub(super) fn load_splits(config: &Config, source: &ImageSource) -> Result<Splits> {
+    let class_names = &config.data.class_names;
+    let mut skipped = Vec::new();
+    let mut loaded = Vec::new();
+    for split in SplitName::ALL {
+        let path = config.paths.data_dir.join(split.file_name());
+        let records = read_split_csv(&path, class_names)?;
+        let records = screen_images(split, records, config, source, &mut skipped)?;
+        if records.is_empty() {
+            bail!("{} split is empty ({}); run `divide` first", split.as_str(), path.display());
+        }
+        let counts = count_per_class(&records, class_names);
+        let per_class: Vec<String> = class_names.iter().zip(&counts).map(|(c, n)| format!("{c}={n}")).collect();
+        tracing::info!("{}: {} images ({})", split.as_str(), records.len(), per_class.join(", "));
+        loaded.push((records, counts));
+    }
+    let [(train, train_counts), (validation, _), (test, _)]: [_; 3] = loaded.try_into().ok().expect("three splits");
+    Ok(Splits { train, train_counts, validation, test, skipped })
+}
+
+fn count_per_class(records: &[ImageRecord], class_names: &[String]) -> Vec<usize> {
+    let mut counts = vec![0usize; class_names.len()];
+    for i in class_indices(records, class_names) {
+        counts[i as usize] += 1;
+    }
+    counts
+}
+
+/// Drops images that cannot be decoded; fails when a split has more than the allowed share.
+fn screen_images(
+    split: SplitName,
+    records: Vec<ImageRecord>,
+    config: &Config,
+    source: &ImageSource,
+    skipped: &mut Vec<(SplitName, SkippedImage)>,
+) -> Result<Vec<ImageRecord>> {
+    let refs: Vec<&ImageRecord> = records.iter().collect();
+    let loaded = load_images(&refs, source, 16, config.system.num_workers.max(1));
+    let total = records.len();
+    let mut kept = Vec::with_capacity(total);
+    let mut bad = 0;
+    for (record, result) in records.into_iter().zip(loaded) {
+        match result {
+            Ok(_) => kept.push(record),
+            Err(reason) => {
+                tracing::warn!("{}: skipping unreadable image {}: {reason}", split.as_str(), record.image_path);
+                skipped.push((split, SkippedImage { image_path: record.image_path, reason }));
+                bad += 1;
+            }
+        }
+    }
+    let ratio = if total > 0 { bad as f64 / total as f64 } else { 0.0 };
+    if ratio > config.data.max_bad_image_ratio {
+        bail!(
+            "{} split: {bad} of {total} images are unreadable ({:.1}%), more than data.max_bad_image_ratio = {}; \
+             see the warnings above",
+            split.as_str(),
+            ratio * 100.0,
+            config.data.max_bad_image_ratio
+        );
+    }
+    Ok(kept)
+}

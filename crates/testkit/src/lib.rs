@@ -1,0 +1,88 @@
+//! What the tests share: the repository root, running a binary or a reference script of
+//! the project venv's Python and insisting that it succeeds, and reading the CSV and JSON
+//! files they write.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+}
+
+/// The bundled sample photos.
+pub fn sample_images() -> PathBuf {
+    repo_root().join("sample_images")
+}
+
+/// Runs `exe args…` in `dir` and returns what it did, success or not.
+pub fn run(dir: &Path, exe: impl AsRef<Path>, args: &[&str]) -> Output {
+    let exe = exe.as_ref();
+    Command::new(exe).current_dir(dir).args(args).output().unwrap_or_else(|e| panic!("run {}: {e}", exe.display()))
+}
+
+/// `output`, after checking that the command succeeded (else panics with its output).
+pub fn ok(output: Output) -> Output {
+    assert!(
+        output.status.success(),
+        "command failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The venv's Python (set-up records it as IMGTYPE_PYTHON in .cargo/config.toml).
+pub fn python() -> PathBuf {
+    std::env::var_os("IMGTYPE_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".venv/bin/python"))
+}
+
+/// Runs the repository's `script` (e.g. `tests/python/parity_reference.py`) with the venv's
+/// Python and panics with its output when it fails.
+pub fn run_python(script: &str, args: &[&dyn AsRef<OsStr>]) -> Output {
+    let output = Command::new(python())
+        .arg(repo_root().join(script))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run python {script}: {e}"));
+    ok(output)
+}
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The header and rows of a CSV file.
+pub fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut reader = csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let header = reader.headers().unwrap().iter().map(String::from).collect();
+    let rows = reader.records().map(|r| r.unwrap().iter().map(String::from).collect()).collect();
+    (header, rows)
+}
+
+/// Every file below `dir`, sorted.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        for entry in std::fs::read_dir(&current).unwrap_or_else(|e| panic!("{}: {e}", current.display())) {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// The one entry of `parent` (panics when there are none or several).
+pub fn only_entry(parent: &Path) -> PathBuf {
+    let entries: Vec<PathBuf> = std::fs::read_dir(parent).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    entries.into_iter().next().unwrap()
+}
