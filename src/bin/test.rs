@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
 use imgtype::config::DeviceChoice;
 use imgtype::infer::{merge_shards, run_csv, run_dataset, Predictor, Shard};
@@ -42,7 +42,7 @@ struct Args {
     merge_shards: Vec<PathBuf>,
     /// Device (auto, cpu, cuda, cuda:N, mps)
     #[arg(long, default_value = "auto")]
-    device: DeviceChoice,
+    device: String,
     /// Print the single-image result as JSON
     #[arg(long)]
     json: bool,
@@ -62,7 +62,7 @@ fn run(args: Args) -> Result<()> {
         println!("{rows} rows merged into {}", output.display());
         return Ok(());
     }
-    let device = imgtype::device::resolve_device(args.device)?;
+    let device = imgtype::device::resolve_device(args.device.parse::<DeviceChoice>().context("--device")?)?;
     let model_path = args.model_path.as_ref().expect("clap requires --model-path");
     let mut predictor = Predictor::load(model_path, device)?;
     predictor.set_base_image_path(args.image_base_path.clone());

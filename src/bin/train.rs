@@ -31,7 +31,7 @@ struct Args {
     batch_size: Option<usize>,
     /// Overrides system.device (auto, cpu, cuda, cuda:N, mps)
     #[arg(long, conflicts_with = "resume")]
-    device: Option<DeviceChoice>,
+    device: Option<String>,
     /// Stop after this many epochs of this invocation, resumably (for time-limited job slots)
     #[arg(long, value_name = "EPOCHS")]
     stop_after: Option<usize>,
@@ -100,8 +100,8 @@ fn effective_config(args: &Args) -> Result<(Config, Option<PathBuf>)> {
     if let Some(batch_size) = args.batch_size {
         config.training.batch_size = batch_size;
     }
-    if let Some(device) = args.device {
-        config.system.device = device;
+    if let Some(device) = &args.device {
+        config.system.device = device.parse::<DeviceChoice>().context("--device")?;
     }
     config.validate().context("invalid setting after command-line overrides")?;
     Ok((config, config_path))

@@ -7,7 +7,7 @@ mod logging;
 mod progress_bars;
 mod signals;
 
-pub use logging::{attach_run_logs, init_logging, set_log_level};
+pub use logging::{attach_run_logs, init_logging};
 pub use signals::stop_on_signals;
 
 /// Runs `body`; on error prints `error: <message with its causes>` on stderr and exits 1.

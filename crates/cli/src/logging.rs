@@ -93,7 +93,7 @@ pub fn init_logging() {
 }
 
 /// Applies `logging.log_level` unless `RUST_LOG` is set.
-pub fn set_log_level(level: LogLevel) -> Result<()> {
+fn set_log_level(level: LogLevel) -> Result<()> {
     if std::env::var_os("RUST_LOG").is_some() {
         return Ok(());
     }

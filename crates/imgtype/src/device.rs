@@ -17,6 +17,7 @@ pub fn resolve_device(choice: DeviceChoice) -> Result<Device> {
         }),
         DeviceChoice::Cpu => Ok(Device::Cpu),
         DeviceChoice::Cuda(index) => {
+            let index = index.unwrap_or(0);
             let count = tch::Cuda::device_count() as usize;
             if index >= count {
                 bail!("system.device `{choice}` requested, but this machine has {count} CUDA device(s)");
@@ -49,7 +50,7 @@ mod tests {
     fn unavailable_devices_fail_clearly() {
         assert_eq!(resolve_device(DeviceChoice::Cpu).unwrap(), Device::Cpu);
         let count = tch::Cuda::device_count() as usize;
-        let err = resolve_device(DeviceChoice::Cuda(count)).unwrap_err().to_string();
+        let err = resolve_device(DeviceChoice::Cuda(Some(count))).unwrap_err().to_string();
         assert!(err.contains(&format!("cuda:{count}")) && err.contains("CUDA device"), "{err}");
         let auto = resolve_device(DeviceChoice::Auto).unwrap();
         assert_eq!(matches!(auto, Device::Cuda(_)), tch::Cuda::is_available());

@@ -1,4 +1,5 @@
 //! Model EMA: every floating tensor moves to decay · ema + (1 - decay) · model.
+#![cfg(feature = "train")]
 
 use imgtype::train::update_ema;
 use imgtype::{Config, ImageTypeClassifier};

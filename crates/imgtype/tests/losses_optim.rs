@@ -2,13 +2,14 @@
 //! (tests/python/loss_optim_reference.py): cross-entropy with weights and label smoothing,
 //! hard and soft targets; focal loss with scalar and per-class gamma, weighted; AdamW,
 //! Adam and SGD over three steps; gradient clipping by global norm.
+#![cfg(feature = "train")]
 
 use std::collections::HashMap;
 
-use imgtype::config::{Config, FocalGamma};
+use imgtype::config::{Config, FocalGamma, OptimizerKind};
 use imgtype::loss::{Loss, Targets};
 use imgtype::model::file::read_safetensors;
-use imgtype::train::optim::{Optimizer, OptimizerKind};
+use imgtype::train::optim::Optimizer;
 use tch::{nn, Device, Kind, Tensor};
 
 fn reference() -> HashMap<String, Tensor> {

@@ -1,5 +1,6 @@
 //! Remote images through a real HTTP server on 127.0.0.1: success, cache, retries,
 //! a 404, a response slower than the timeout, and a body that is not an image.
+#![cfg(feature = "remote")]
 
 use std::io::Cursor;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -26,7 +26,7 @@ impl Backbone {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum Optimizer {
+pub enum OptimizerKind {
     #[default]
     #[serde(rename = "adamw", alias = "AdamW")]
     AdamW,
@@ -170,7 +170,8 @@ pub enum DeviceChoice {
     #[default]
     Auto,
     Cpu,
-    Cuda(usize),
+    /// `cuda` (the first device) or `cuda:N`.
+    Cuda(Option<usize>),
     Mps,
 }
 
@@ -182,10 +183,10 @@ impl FromStr for DeviceChoice {
         Ok(match lower.as_str() {
             "auto" => DeviceChoice::Auto,
             "cpu" => DeviceChoice::Cpu,
-            "cuda" | "gpu" => DeviceChoice::Cuda(0),
+            "cuda" | "gpu" => DeviceChoice::Cuda(None),
             "mps" => DeviceChoice::Mps,
             other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-                Some(Ok(index)) => DeviceChoice::Cuda(index),
+                Some(Ok(index)) => DeviceChoice::Cuda(Some(index)),
                 _ => bail!("unknown device `{name}`; use auto, cpu, cuda, cuda:N or mps"),
             },
         })
@@ -197,7 +198,8 @@ impl fmt::Display for DeviceChoice {
         match self {
             DeviceChoice::Auto => f.write_str("auto"),
             DeviceChoice::Cpu => f.write_str("cpu"),
-            DeviceChoice::Cuda(index) => write!(f, "cuda:{index}"),
+            DeviceChoice::Cuda(None) => f.write_str("cuda"),
+            DeviceChoice::Cuda(Some(index)) => write!(f, "cuda:{index}"),
             DeviceChoice::Mps => f.write_str("mps"),
         }
     }
@@ -222,10 +224,10 @@ mod tests {
 
     #[test]
     fn device_names_parse_and_print_back() {
-        assert_eq!("CUDA:2".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(2));
-        assert_eq!("gpu".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(0));
+        assert_eq!("CUDA:2".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(Some(2)));
+        assert_eq!("gpu".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(None));
         assert!("cuda:x".parse::<DeviceChoice>().is_err());
-        for name in ["auto", "cpu", "cuda:0", "cuda:3", "mps"] {
+        for name in ["auto", "cpu", "cuda", "cuda:0", "cuda:3", "mps"] {
             assert_eq!(name.parse::<DeviceChoice>().unwrap().to_string(), name);
         }
     }

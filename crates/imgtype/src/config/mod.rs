@@ -8,7 +8,7 @@
 mod choices;
 mod validate;
 
-pub use choices::{Backbone, DeviceChoice, LogLevel, Metric, Optimizer, Scheduler, Strength};
+pub use choices::{Backbone, DeviceChoice, LogLevel, Metric, OptimizerKind, Scheduler, Strength};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -127,7 +127,7 @@ pub struct TrainingConfig {
     /// Backbone learning rate; null means learning_rate × 0.1.
     pub backbone_lr: Option<f64>,
     pub weight_decay: f64,
-    pub optimizer: Optimizer,
+    pub optimizer: OptimizerKind,
     pub scheduler: Scheduler,
     pub scheduler_patience: usize,
     pub warmup_epochs: usize,
@@ -154,7 +154,7 @@ impl Default for TrainingConfig {
             learning_rate: 1e-4,
             backbone_lr: None,
             weight_decay: 1e-4,
-            optimizer: Optimizer::AdamW,
+            optimizer: OptimizerKind::AdamW,
             scheduler: Scheduler::Cosine,
             scheduler_patience: 3,
             warmup_epochs: 0,
@@ -334,6 +334,11 @@ impl Config {
         Ok(LoadedConfig { config, unknown_keys })
     }
 
+    /// The epochs trained with a frozen backbone: `freeze_backbone_epochs`, at most all of them.
+    pub fn frozen_epochs(&self) -> usize {
+        self.model.freeze_backbone_epochs.min(self.training.epochs)
+    }
+
     pub fn to_json_pretty(&self) -> String {
         serde_json::to_string_pretty(self).expect("config serialises")
     }
@@ -351,7 +356,8 @@ fn apply_strength_preset(value: &mut serde_json::Value) {
     else {
         unreachable!("a struct serialises to an object")
     };
-    for (key, value) in preset {
+    // A preset stands for the augmentation switches, not for the image size or itself.
+    for (key, value) in preset.into_iter().filter(|(key, _)| key != "image_size" && key != "strength") {
         augmentation.entry(key).or_insert(value);
     }
 }

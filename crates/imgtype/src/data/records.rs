@@ -75,10 +75,13 @@ pub fn read_split_csv(path: &Path, class_names: &[String]) -> Result<Vec<ImageRe
     Ok(records)
 }
 
-/// The class index of each record's `image_type` (records already checked against `class_names`).
-pub fn class_indices(records: &[ImageRecord], class_names: &[String]) -> Vec<i64> {
+/// The class index of each record's `image_type`.
+pub fn class_indices(records: &[ImageRecord], class_names: &[String]) -> Result<Vec<i64>> {
     records
         .iter()
-        .map(|r| class_names.iter().position(|c| *c == r.image_type).expect("validated class") as i64)
+        .map(|r| match class_names.iter().position(|c| *c == r.image_type) {
+            Some(index) => Ok(index as i64),
+            None => bail!("{}: image_type `{}` is not one of the classes {class_names:?}", r.image_path, r.image_type),
+        })
         .collect()
 }

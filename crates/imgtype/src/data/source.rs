@@ -1,7 +1,7 @@
 //! Where image bytes come from. A key is resolved, as in the Python system, against
 //! `data.base_image_path` (a local folder), else `data.base_image_url`, else
 //! `https://$S3_CLOUDFRONT_DOMAIN/<key>`; absolute `http(s)://` URLs and absolute paths
-//! are used as they are. Remote keys are fetched by [`super::remote`] (feature `remote`).
+//! are used as they are. Remote keys are fetched by the `remote` module (feature `remote`).
 //! Training and inference use the same loader.
 
 use std::path::{Path, PathBuf};

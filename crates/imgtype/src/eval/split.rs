@@ -42,7 +42,7 @@ pub fn evaluate_records(
     label: &str,
 ) -> Result<SplitEvaluation> {
     let class_names = model.class_names().to_vec();
-    let labels = class_indices(records, &class_names);
+    let labels = class_indices(records, &class_names)?;
     let batch_size = config.inference.batch_size.max(1);
     let mut total_loss = 0.0;
     let mut y_true = Vec::new();

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::columns::{correct_value, prediction_header, prediction_values, timing_and_error};
 use super::shards::{shard_file_name, Shard};
-use super::timing::{predict_chunk, TimingSummary};
+use super::timing::TimingSummary;
 use super::{Prediction, Predictor};
 use crate::data::ImageRecord;
 
@@ -111,7 +111,7 @@ pub fn run_csv(
         let mut writer = csv::Writer::from_writer(w);
         writer.write_record(columns.output_header(predictor.class_names()))?;
         let mut predict_and_write = |chunk: &mut Vec<ImageRecord>, writer: &mut csv::Writer<_>| -> Result<()> {
-            let (outcomes, ms) = predict_chunk(predictor, chunk);
+            let (outcomes, ms) = predictor.predict_batch_timed(chunk);
             for (record, outcome) in chunk.iter().zip(&outcomes) {
                 writer.write_record(columns.output_row(predictor, record, outcome, ms))?;
                 per_image_ms.push(ms);

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::columns::{correct_value, prediction_header, prediction_values, timing_and_error};
 use super::shards::{shard_file_name, Shard};
-use super::timing::{predict_chunk, TimingSummary};
+use super::timing::TimingSummary;
 use super::wrong_predictions::write_split_reports;
 use super::{Prediction, Predictor};
 use crate::data::{read_split_csv, ImageRecord, SplitName};
@@ -99,7 +99,7 @@ fn predict_splits(
             crate::progress::Progress::new(split.as_str(), mine.len() as u64, (predictor.batch_size * 10) as u64);
         for chunk in mine.chunks(predictor.batch_size) {
             let chunk: Vec<ImageRecord> = chunk.iter().map(|r| (*r).clone()).collect();
-            let (outcomes, ms) = predict_chunk(predictor, &chunk);
+            let (outcomes, ms) = predictor.predict_batch_timed(&chunk);
             for (record, outcome) in chunk.iter().zip(&outcomes) {
                 writer.write_record(dataset_row(predictor, *split, record, outcome, ms))?;
                 per_image_ms.push(ms);

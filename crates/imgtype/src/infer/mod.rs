@@ -15,7 +15,7 @@ mod dataset_mode;
 #[cfg(feature = "batch")]
 mod merge;
 #[cfg(feature = "batch")]
-pub mod shards;
+mod shards;
 #[cfg(feature = "batch")]
 mod timing;
 #[cfg(feature = "batch")]

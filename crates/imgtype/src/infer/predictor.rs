@@ -149,6 +149,19 @@ impl Predictor {
         self.predict_records(&records.iter().collect::<Vec<_>>())
     }
 
+    /// [`Self::predict_records`] for one batch of a `test` run: logs each image that fails
+    /// and returns the outcomes with the wall time per image, in milliseconds.
+    pub fn predict_batch_timed(&self, batch: &[ImageRecord]) -> (Vec<Result<Prediction, String>>, f64) {
+        let started = Instant::now();
+        let outcomes = self.predict_records(&batch.iter().collect::<Vec<_>>());
+        for (record, outcome) in batch.iter().zip(&outcomes) {
+            if let Err(reason) = outcome {
+                tracing::warn!("cannot predict {}: {reason}", record.image_path);
+            }
+        }
+        (outcomes, started.elapsed().as_secs_f64() * 1000.0 / batch.len().max(1) as f64)
+    }
+
     /// Loads and predicts records' images as one batch, in order; an image that cannot be
     /// read gives the reason instead.
     pub fn predict_records(&self, records: &[&ImageRecord]) -> Vec<Result<Prediction, String>> {

@@ -2,7 +2,6 @@
 
 use super::{Prediction, Predictor};
 
-/// The single-image report `test --image-path` prints: human lines, or JSON with `json`.
 pub fn format_single(predictor: &Predictor, image: &str, prediction: &Prediction, json: bool) -> String {
     let names = predictor.class_names();
     if json {

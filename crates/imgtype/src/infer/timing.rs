@@ -1,23 +1,6 @@
 //! Per-image latency and throughput of a `test` run (`timing.json`, the summary line).
 
-use std::time::Instant;
-
 use serde::Serialize;
-
-use super::{Prediction, Predictor};
-use crate::data::ImageRecord;
-
-/// Loads and predicts one chunk; returns outcomes in order and the wall time per image.
-pub(super) fn predict_chunk(predictor: &Predictor, chunk: &[ImageRecord]) -> (Vec<Result<Prediction, String>>, f64) {
-    let started = Instant::now();
-    let outcomes = predictor.predict_records(&chunk.iter().collect::<Vec<_>>());
-    for (record, outcome) in chunk.iter().zip(&outcomes) {
-        if let Err(reason) = outcome {
-            tracing::warn!("cannot predict {}: {reason}", record.image_path);
-        }
-    }
-    (outcomes, started.elapsed().as_secs_f64() * 1000.0 / chunk.len().max(1) as f64)
-}
 
 /// Images per second and per-image latency of a run.
 #[derive(Debug, Clone, Serialize)]

@@ -129,7 +129,7 @@ fn write_wrong_csv(path: &Path, results: &Results, entry: &SplitResults) -> Resu
     })
 }
 
-/// The most confident wrong predictions as thumbnails; a picture never fails a run.
+/// The most confident wrong predictions as thumbnails.
 fn write_contact_sheet(png: &Path, split: SplitName, results: &Results, entry: &SplitResults, source: &ImageSource) {
     let sheet: Vec<SheetEntry> = entry
         .wrong
@@ -150,7 +150,5 @@ fn write_contact_sheet(png: &Path, split: SplitName, results: &Results, entry: &
         entry.wrong.len(),
         entry.y_true.len()
     );
-    if let Err(e) = contact_sheet::write(png, &title, &sheet) {
-        tracing::warn!("cannot draw {}: {e:#}", png.display());
-    }
+    crate::report::draw(&png.display().to_string(), || contact_sheet::write(png, &title, &sheet));
 }

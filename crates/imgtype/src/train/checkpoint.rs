@@ -10,7 +10,7 @@ use anyhow::{anyhow, Context, Result};
 use tch::Tensor;
 
 use super::optim::Optimizer;
-pub use super::state::TrainingState;
+use super::state::TrainingState;
 use crate::config::Config;
 use crate::model::file::{is_training_state, read_safetensors, write_safetensors, ModelMetadata};
 use crate::model::ImageTypeClassifier;

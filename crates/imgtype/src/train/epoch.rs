@@ -13,15 +13,22 @@ use super::state::TrainingState;
 use crate::loss::Targets;
 use crate::StopFlag;
 
-/// Trains epoch `epoch` from `state.next_batch`, adding to `state.partial`. Returns false
-/// when `stop` was raised before the last batch; `state` then says where to resume.
+/// How an epoch's batches ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum EpochEnd {
+    Completed,
+    /// A stop was requested before the last batch; the state says where to resume.
+    Stopped,
+}
+
+/// Trains epoch `epoch` (0-based) from `state.next_batch`, adding to `state.partial`.
 pub(super) fn train_epoch(
     session: &mut Session,
     optimizer: &mut Optimizer,
     state: &mut TrainingState,
     epoch: usize,
     stop: &StopFlag,
-) -> bool {
+) -> EpochEnd {
     let config = session.config.clone();
     let n_batches = session.train_records.len().div_ceil(config.training.batch_size);
     let started = Instant::now();
@@ -38,7 +45,7 @@ pub(super) fn train_epoch(
         epoch,
         first_batch: state.next_batch,
     };
-    let mut completed = true;
+    let mut end = EpochEnd::Completed;
     for batch in epoch_batches(plan, config.clone(), session.source.clone()) {
         for (path, reason) in &batch.skipped {
             tracing::warn!("skipping {path} in this batch: {reason}");
@@ -60,13 +67,13 @@ pub(super) fn train_epoch(
             ),
         );
         if stop.is_raised() && state.next_batch < n_batches {
-            completed = false;
+            end = EpochEnd::Stopped;
             break;
         }
     }
     progress.finish();
     state.partial.seconds += started.elapsed().as_secs_f64();
-    completed
+    end
 }
 
 /// One optimiser step on `batch`. Dropout and stochastic depth draw from a seed fixed by

@@ -9,6 +9,7 @@ use tch::Tensor;
 
 use super::artifacts::{log_epoch_scalars, write_history};
 use super::checkpoint::{CheckpointContents, Restored};
+use super::epoch::{train_epoch, EpochEnd};
 use super::optim::Optimizer;
 use super::schedule::LrSchedule;
 use super::selection::{validate_epoch, BestWeights};
@@ -62,7 +63,7 @@ pub(super) fn fit(
         let epoch = fit.state.next_epoch;
         let (lr_head, lr_backbone) = fit.begin_epoch(epoch)?;
         let optimizer = fit.optimizer.as_mut().expect("optimizer built");
-        if !super::epoch::train_epoch(fit.session, optimizer, &mut fit.state, epoch, &options.stop) {
+        if train_epoch(fit.session, optimizer, &mut fit.state, epoch, &options.stop) == EpochEnd::Stopped {
             return fit.pause_mid_epoch(epoch);
         }
         let record = fit.take_epoch_record(epoch, lr_head, lr_backbone);
@@ -76,10 +77,10 @@ pub(super) fn fit(
 }
 
 impl Fit<'_> {
-    /// Sets the phase and the learning rates of `epoch`; returns (head, backbone) rates.
+    /// Sets the phase and the learning rates of `epoch` (0-based); returns (head, backbone) rates.
     fn begin_epoch(&mut self, epoch: usize) -> Result<(f64, f64)> {
         let t = &self.session.config.training;
-        let freeze_epochs = self.session.config.model.freeze_backbone_epochs.min(t.epochs);
+        let freeze_epochs = self.session.config.frozen_epochs();
         let frozen = epoch < freeze_epochs;
         self.session.model.set_backbone_frozen(frozen);
         let phase_starts = epoch == 0 || (epoch == freeze_epochs && freeze_epochs > 0);
@@ -132,13 +133,13 @@ impl Fit<'_> {
     fn end_epoch(&mut self, mut record: EpochRecord) -> Result<()> {
         validate_epoch(self.session, &mut self.state, &mut self.best_weights, &mut self.schedule, &mut record)?;
         log_epoch_scalars(self.session.events.as_mut(), &record);
-        let epoch = record.epoch;
+        let epochs_done = record.epoch;
         self.state.history.push(record);
-        self.state.next_epoch = epoch;
+        self.state.next_epoch = epochs_done;
         self.save_checkpoint()?;
         let save_frequency = self.session.config.logging.save_frequency;
-        if save_frequency > 0 && epoch % save_frequency == 0 {
-            self.session.eval_model().save(&self.session.folder.numbered_checkpoint(epoch))?;
+        if save_frequency > 0 && epochs_done % save_frequency == 0 {
+            self.session.eval_model().save(&self.session.folder.numbered_checkpoint(epochs_done))?;
         }
         write_history(&self.session.folder, &self.state)?;
         self.epochs_this_run += 1;
@@ -175,19 +176,19 @@ impl Fit<'_> {
     /// After a finished epoch with more to do: a pause when `stop_after_epochs` is reached
     /// or a stop was requested.
     fn pause_between_epochs(&self) -> Option<TrainEnd> {
-        let epoch = self.state.next_epoch;
-        let more_to_do = epoch < self.session.config.training.epochs && !self.state.stopped_early;
+        let epochs_done = self.state.next_epoch;
+        let more_to_do = epochs_done < self.session.config.training.epochs && !self.state.stopped_early;
         if !more_to_do {
             return None;
         }
         let resume_hint = format!("train --resume {}", self.session.folder.dir().display());
         if self.options.stop_after_epochs.is_some_and(|n| self.epochs_this_run >= n) {
             tracing::info!("stopping after {} epoch(s) as asked; resume with: {resume_hint}", self.epochs_this_run);
-            return Some(self.paused(epoch, PauseReason::StopAfter));
+            return Some(self.paused(epochs_done, PauseReason::StopAfter));
         }
         if self.options.stop.is_raised() {
-            tracing::warn!("interrupted after epoch {epoch}; checkpoint saved. Resume with: {resume_hint}");
-            return Some(self.paused(epoch, PauseReason::Interrupted));
+            tracing::warn!("interrupted after epoch {epochs_done}; checkpoint saved. Resume with: {resume_hint}");
+            return Some(self.paused(epochs_done, PauseReason::Interrupted));
         }
         None
     }

@@ -9,8 +9,7 @@ use std::collections::HashMap;
 use anyhow::{bail, Result};
 use tch::{nn, Tensor};
 
-/// The `training.optimizer` choice.
-pub use crate::config::Optimizer as OptimizerKind;
+use crate::config::OptimizerKind;
 use crate::model::{BACKBONE_GROUP, HEAD_GROUP};
 
 const BETA1: f64 = 0.9;

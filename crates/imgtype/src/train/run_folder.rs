@@ -1,6 +1,7 @@
 //! The run folder `results/run_YYYYMMDD_HHMMSS_<8 hex>/`: created with its sub-folders,
 //! the effective `config.json` and `run_metadata.json` for a new run, or reopened with its
-//! own config for `--resume`. Where each file of a run lives is decided here.
+//! own config for `--resume`. The paths of its sub-folders, models and checkpoints are
+//! decided here; `artifacts` names the other files it writes.
 
 use std::path::{Path, PathBuf};
 

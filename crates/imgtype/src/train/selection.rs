@@ -16,7 +16,7 @@ use crate::eval::{evaluate_records, Metrics};
 /// The best weights so far, by name (restored for the final test evaluation).
 pub(super) type BestWeights = Option<Vec<(String, Tensor)>>;
 
-/// Validates after epoch `epoch` when it is due, filling `record`'s validation figures and
+/// Validates after the epoch of `record` when it is due, filling its validation figures and
 /// updating the best model, early stopping and the plateau schedule; logs the epoch line.
 pub(super) fn validate_epoch(
     session: &Session,
@@ -27,7 +27,7 @@ pub(super) fn validate_epoch(
 ) -> Result<()> {
     let config = &session.config;
     let t = &config.training;
-    let epoch = record.epoch;
+    let epoch = record.epoch; // 1-based: the epochs done
     if epoch % config.validation.val_frequency != 0 && epoch != t.epochs {
         tracing::info!(
             "epoch {epoch}/{}: train loss {:.4} acc {:.4} | lr {:.2e}",

@@ -48,7 +48,7 @@ impl Session {
         let model = build_model(&config, device)?;
         let ema = config.training.use_ema.then(|| super::ema::copy_of(&model, &config));
         let loss_fn = Loss::from_config(&config, &splits.train_counts, device)?;
-        let train_labels = Arc::new(class_indices(&splits.train, &config.data.class_names));
+        let train_labels = Arc::new(class_indices(&splits.train, &config.data.class_names)?);
         let events = match EventWriter::create(&folder.logs_dir()) {
             Ok(writer) => Some(writer),
             Err(e) => {
@@ -92,7 +92,7 @@ fn build_model(config: &Config, device: Device) -> Result<ImageTypeClassifier> {
         }
     }
     let pretrained_loaded = config.model.pretrained && config.model.pretrained_weights.is_some();
-    let freeze_epochs = config.model.freeze_backbone_epochs.min(config.training.epochs);
+    let freeze_epochs = config.frozen_epochs();
     if !pretrained_loaded && freeze_epochs > 0 {
         tracing::warn!(
             "model.freeze_backbone_epochs = {freeze_epochs} with a randomly initialised backbone: frozen random \

@@ -29,7 +29,7 @@ pub(super) fn load_splits(config: &Config, source: &ImageSource) -> Result<Split
         if records.is_empty() {
             bail!("{} split is empty ({}); run `divide` first", split.as_str(), path.display());
         }
-        let counts = count_per_class(&records, class_names);
+        let counts = count_per_class(&records, class_names)?;
         let per_class: Vec<String> = class_names.iter().zip(&counts).map(|(c, n)| format!("{c}={n}")).collect();
         tracing::info!("{}: {} images ({})", split.as_str(), records.len(), per_class.join(", "));
         loaded.push((records, counts));
@@ -38,12 +38,12 @@ pub(super) fn load_splits(config: &Config, source: &ImageSource) -> Result<Split
     Ok(Splits { train, train_counts, validation, test, skipped })
 }
 
-fn count_per_class(records: &[ImageRecord], class_names: &[String]) -> Vec<usize> {
+fn count_per_class(records: &[ImageRecord], class_names: &[String]) -> Result<Vec<usize>> {
     let mut counts = vec![0usize; class_names.len()];
-    for i in class_indices(records, class_names) {
+    for i in class_indices(records, class_names)? {
         counts[i as usize] += 1;
     }
-    counts
+    Ok(counts)
 }
 
 /// Drops images that cannot be decoded; fails when a split has more than the allowed share.
