@@ -2,10 +2,10 @@
 //! (CSV and whole-dataset modes), bad inputs, and flat memory over large CSVs.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use imgtype::{Config, ImageTypeClassifier};
-use imgtype_testkit::{ok, read_csv, repo_root, run, sample_images};
+use imgtype_testkit::{ok, read_csv, repo_root, run, run_measured, sample_images};
 
 const TEST: &str = env!("CARGO_BIN_EXE_test");
 
@@ -269,21 +269,16 @@ fn peak_rss_kib(dir: &Path, model: &Path, rows: usize) -> i64 {
     }
     let input = dir.join(format!("big{rows}.csv"));
     std::fs::write(&input, text).unwrap();
-    let child = Command::new(TEST)
-        .current_dir(dir)
-        .args(["--model-path", model.to_str().unwrap(), "--csv-path", input.to_str().unwrap()])
-        .args(["--output-path", &format!("out{rows}.csv")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as libc::pid_t);
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "test binary failed on {rows} rows");
+    let model = model.to_str().unwrap();
+    let output = format!("out{rows}.csv");
+    let (out, peak_kib) = run_measured(
+        dir,
+        TEST,
+        &["--model-path", model, "--csv-path", input.to_str().unwrap(), "--output-path", &output],
+    );
+    assert!(out.status.success(), "test binary failed on {rows} rows");
     assert_eq!(read_csv(&dir.join(format!("out{rows}.csv"))).1.len(), rows);
-    usage.ru_maxrss
+    peak_kib
 }
 
 #[test]
@@ -294,4 +289,78 @@ fn memory_stays_flat_over_a_large_csv() {
     let large = peak_rss_kib(dir.path(), &model, 10_000);
     println!("peak RSS: 1000 rows {small} KiB, 10000 rows {large} KiB");
     assert!(large - small < 30 * 1024, "peak RSS grew from {small} KiB to {large} KiB");
+}
+
+/// Starts `test args…` in `dir`, sends SIGINT once stderr shows `trigger`, and returns
+/// the exit code and stderr.
+fn interrupt_when(dir: &Path, args: &[&str], trigger: &str) -> (Option<i32>, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(TEST)
+        .current_dir(dir)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = String::new();
+    let mut sent = false;
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if !sent && line.contains(trigger) {
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+            sent = true;
+        }
+        log.push_str(&line);
+        log.push('\n');
+    }
+    (child.wait().unwrap().code(), log)
+}
+
+#[test]
+fn an_interrupted_csv_run_keeps_its_rows_and_the_same_command_finishes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_model(dir.path());
+    let keys = sample_split_rows(40);
+    let rows: Vec<_> = (0..4000).map(|i| keys[i % keys.len()].clone()).collect();
+    write_split_csv(&dir.path().join("input.csv"), &rows);
+    let model = model.to_str().unwrap();
+    ok(run_test(dir.path(), &["--model-path", model, "--csv-path", "input.csv", "--output-path", "straight.csv"]));
+
+    let args = ["--model-path", model, "--csv-path", "input.csv", "--output-path", "resumed.csv"];
+    let (code, log) = interrupt_when(dir.path(), &args, "predict 160/4000");
+    assert_eq!(code, Some(130), "{log}");
+    assert!(log.contains("resumed.csv.partial") && log.contains("run the same command again"), "{log}");
+    assert!(!dir.path().join("resumed.csv").exists(), "the output appears only when complete");
+    let partial = std::fs::read_to_string(dir.path().join("resumed.csv.partial")).unwrap();
+    let kept = partial.lines().count() - 1;
+    assert!((160..4000).contains(&kept), "{kept} rows kept");
+
+    let resumed = ok(run_test(dir.path(), &args));
+    assert!(String::from_utf8_lossy(&resumed.stderr).contains(&format!("{kept} of 4000 rows were done before")));
+    assert_eq!(without_timing(&dir.path().join("resumed.csv")), without_timing(&dir.path().join("straight.csv")));
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains(".partial") || n.starts_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn an_interrupted_dataset_run_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_model(dir.path());
+    let keys = sample_split_rows(40);
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let many: Vec<_> = (0..3000).map(|i| keys[i % keys.len()].clone()).collect();
+    write_split_csv(&data.join("train_data.csv"), &many);
+    write_split_csv(&data.join("validation_data.csv"), &keys);
+    write_split_csv(&data.join("test_data.csv"), &keys);
+    let args = ["--model-path", model.to_str().unwrap(), "--data-dir", "data", "--output-dir", "results"];
+    let (code, log) = interrupt_when(dir.path(), &args, "train 160/3000");
+    assert_eq!(code, Some(130), "{log}");
+    assert!(log.contains("interrupted"), "{log}");
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("results")).unwrap().collect();
+    assert!(left.is_empty(), "no partial results folder: {left:?}");
 }

@@ -171,9 +171,40 @@ fn sigint_saves_a_checkpoint_and_the_run_resumes() {
     let run_dir = run_dir_from(work, stdout.as_bytes());
     let done = metrics_rows(&run_dir).len();
     assert!((1..40).contains(&done), "{done} epochs");
+    // What a second signal during a checkpoint save leaves behind; --resume clears it.
+    let stray = run_dir.join("checkpoints/.tmp-interrupted-save");
+    std::fs::write(&stray, b"half a checkpoint").unwrap();
     let resumed = ok(run(work, TRAIN, &["--resume", run_dir.to_str().unwrap(), "--stop-after", "1"]));
     assert!(String::from_utf8_lossy(&resumed.stdout).contains(&format!("paused after {} epoch(s)", done + 1)));
     assert_eq!(metrics_rows(&run_dir).len(), done + 1);
+    assert!(!stray.exists(), "--resume removes temp files of interrupted writes");
+}
+
+#[test]
+fn inputs_are_checked_before_a_run_folder_exists_and_missing_classes_are_named() {
+    let dir = setup(20, serde_json::json!({"training": {"epochs": 1}, "model": {"freeze_backbone_epochs": 0}}));
+    let work = dir.path();
+    let train_csv = std::fs::read_to_string(work.join("data/train_data.csv")).unwrap();
+    // A class the config does not list: refused before any folder is made.
+    std::fs::write(work.join("data/train_data.csv"), train_csv.replacen("full_shot", "shoe", 1)).unwrap();
+    let out = run(work, TRAIN, &["--config", "config.json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("`shoe` is not one of the classes"), "{stderr}");
+    assert!(!work.join("results").exists(), "no run folder for inputs that fail their checks");
+
+    // No neck_label image to train on: an error unless allowed, which then warns.
+    let without: String = train_csv.lines().filter(|l| !l.ends_with(",neck_label")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(work.join("data/train_data.csv"), without).unwrap();
+    let out = run(work, TRAIN, &["--config", "config.json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("no `neck_label` image"), "{stderr}");
+    let config_text = std::fs::read_to_string(work.join("config.json")).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&config_text).unwrap();
+    config["data"]["allow_empty_train_classes"] = serde_json::json!(true);
+    std::fs::write(work.join("config.json"), config.to_string()).unwrap();
+    let out = ok(run(work, TRAIN, &["--config", "config.json"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("WARN") && stderr.contains("the train split has no `neck_label` image"), "{stderr}");
 }
 
 #[test]
@@ -198,6 +229,15 @@ fn unreadable_images_are_skipped_and_listed_or_stop_the_run() {
         stderr.contains("train split") && stderr.contains("max_bad_image_ratio") && stderr.contains(&victim),
         "{stderr}"
     );
+    // The failed run's folder says why, for whoever finds it later.
+    let failed_dir = imgtype_testkit::only_entry(&work.join("results"));
+    let failed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(failed_dir.join("final_results.json")).unwrap()).unwrap();
+    assert_eq!(failed["status"], "failed");
+    assert!(failed["error"].as_str().unwrap().contains("max_bad_image_ratio"), "{failed}");
+    let error_log = std::fs::read_to_string(failed_dir.join("logs/error.log")).unwrap();
+    assert!(error_log.contains("ERROR") && error_log.contains("max_bad_image_ratio"), "{error_log}");
+    std::fs::remove_dir_all(&failed_dir).unwrap();
 
     config["data"]["max_bad_image_ratio"] = serde_json::json!(0.2);
     std::fs::write(work.join("config.json"), config.to_string()).unwrap();
@@ -208,6 +248,7 @@ fn unreadable_images_are_skipped_and_listed_or_stop_the_run() {
     let finals: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("final_results.json")).unwrap()).unwrap();
     assert_eq!(finals["skipped_images"], 1);
+    assert_eq!(finals["status"], "finished");
     let errors = std::fs::read_to_string(run_dir.join("logs/error.log")).unwrap();
     assert!(errors.contains(&victim) && !errors.contains(" INFO "), "{errors}");
     for png in

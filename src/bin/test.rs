@@ -1,11 +1,13 @@
 //! `test`: predicts with a trained model over the splits, a CSV, or one image (test.py).
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use imgtype::config::DeviceChoice;
-use imgtype::infer::{merge_shards, run_csv, run_dataset, Predictor, Shard};
+use imgtype::infer::{merge_shards, run_csv, run_dataset, CsvRequest, Predictor, Shard};
+use imgtype::StopFlag;
 
 #[derive(Parser)]
 #[command(about = "Predict image types with a trained model: the whole dataset, a CSV of images, or one image")]
@@ -15,7 +17,7 @@ struct Args {
     model_path: Option<PathBuf>,
     /// Predict one image and print the result
     #[arg(long, conflicts_with = "csv_path")]
-    image_path: Option<String>,
+    image_path: Option<OsString>,
     /// Predict the images listed in this CSV
     #[arg(long, requires = "output_path")]
     csv_path: Option<PathBuf>,
@@ -46,15 +48,19 @@ struct Args {
     /// Print the single-image result as JSON
     #[arg(long)]
     json: bool,
+    /// CSV mode: exit with status 1 when any row is an ERROR row (all rows are still written)
+    #[arg(long)]
+    strict: bool,
 }
 
 fn main() {
     let args = Args::parse();
     imgtype_cli::init_logging();
-    imgtype_cli::run_main(|| run(args));
+    let stop = imgtype_cli::stop_on_signals("finishing the current batch, then keeping what is done");
+    imgtype_cli::run_main(|| run(args, stop));
 }
 
-fn run(args: Args) -> Result<()> {
+fn run(args: Args, stop: StopFlag) -> Result<()> {
     if !args.merge_shards.is_empty() {
         let output = args.output_path.as_ref().expect("clap requires --output-path");
         let source = imgtype::data::ImageSource::local(args.image_base_path.clone());
@@ -68,16 +74,12 @@ fn run(args: Args) -> Result<()> {
     predictor.set_base_image_path(args.image_base_path.clone());
 
     if let Some(image) = &args.image_path {
-        let prediction = match predictor.predict_keys(std::slice::from_ref(image)).remove(0) {
-            Ok(p) => p,
-            Err(reason) => bail!("{reason}"),
-        };
-        print!("{}", imgtype::infer::format_single(&predictor, image, &prediction, args.json));
-        return Ok(());
+        return predict_one(&predictor, image, args.json);
     }
     if let Some(csv_path) = &args.csv_path {
         let output = args.output_path.as_ref().expect("clap requires --output-path");
-        let report = run_csv(&predictor, csv_path, &args.image_column, output, args.shard)?;
+        let request = CsvRequest { csv_path, image_column: &args.image_column, output_path: output, shard: args.shard };
+        let report = run_csv(&predictor, &request, &stop)?;
         println!(
             "{} predictions ({} failed) written to {}; {:.1} images/s",
             report.rows,
@@ -85,11 +87,19 @@ fn run(args: Args) -> Result<()> {
             report.output_path.display(),
             report.timing.images_per_second
         );
+        if args.strict && report.failed > 0 {
+            bail!(
+                "--strict: {} of {} rows are ERROR rows (the reason is in the `error` column of {})",
+                report.failed,
+                report.rows,
+                report.output_path.display()
+            );
+        }
         return Ok(());
     }
     let data_dir = args.data_dir.clone().unwrap_or_else(|| predictor.config().paths.data_dir.clone());
     let output_root = args.output_dir.clone().unwrap_or_else(|| predictor.config().paths.test_result_dir.clone());
-    let report = run_dataset(&predictor, &data_dir, &output_root, args.shard)?;
+    let report = run_dataset(&predictor, &data_dir, &output_root, args.shard, &stop)?;
     for (split, accuracy) in &report.accuracy_by_split {
         println!("{split:<10} accuracy {accuracy:.4}");
     }
@@ -102,4 +112,20 @@ fn run(args: Args) -> Result<()> {
         report.output_dir.display()
     );
     Ok(())
+}
+
+/// `--image-path`: a key as in the CSVs (relative, absolute, URL), or any local file name,
+/// UTF-8 or not.
+fn predict_one(predictor: &Predictor, image: &OsString, json: bool) -> Result<()> {
+    let (label, outcome) = match image.to_str() {
+        Some(key) => (key.to_string(), predictor.predict_keys(&[key.to_string()]).remove(0)),
+        None => (image.to_string_lossy().into_owned(), predictor.predict_file(Path::new(image))),
+    };
+    match outcome {
+        Ok(prediction) => {
+            print!("{}", imgtype::infer::format_single(predictor, &label, &prediction, json));
+            Ok(())
+        }
+        Err(reason) => bail!("{reason}"),
+    }
 }

@@ -40,7 +40,7 @@ struct Args {
 fn main() {
     let args = Args::parse();
     imgtype_cli::init_logging();
-    let stop = imgtype_cli::stop_on_signals();
+    let stop = imgtype_cli::stop_on_signals("finishing the current step, then saving a checkpoint");
     imgtype_cli::run_main(|| run(args, stop));
 }
 

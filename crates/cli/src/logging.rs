@@ -103,6 +103,23 @@ fn set_log_level(level: LogLevel) -> Result<()> {
     Ok(())
 }
 
+/// Writes the error that ends the process into the run's log files, if a run has them, so
+/// `logs/error.log` says why a run stopped even when nobody watched the terminal.
+pub(crate) fn record_fatal(message: &str) {
+    let stamp = tracing_subscriber::fmt::time::ChronoLocal::new("%Y-%m-%d %H:%M:%S%.3f".into());
+    let mut line = String::new();
+    let _ = tracing_subscriber::fmt::time::FormatTime::format_time(
+        &stamp,
+        &mut tracing_subscriber::fmt::format::Writer::new(&mut line),
+    );
+    let line = format!("{line} ERROR {message}\n");
+    for log in [&APPLICATION_LOG, &ERROR_LOG] {
+        if let Some(file) = log.lock().expect("log file lock").as_mut() {
+            let _ = file.write_all(line.as_bytes());
+        }
+    }
+}
+
 /// From now on, also log into `dir/application.log` and `dir/error.log`, at `level`.
 pub fn attach_run_logs(dir: &Path, level: LogLevel) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create log folder {}", dir.display()))?;

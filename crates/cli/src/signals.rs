@@ -4,8 +4,9 @@
 
 use imgtype::StopFlag;
 
-/// Installs the handler and returns the flag it raises.
-pub fn stop_on_signals() -> StopFlag {
+/// Installs the handler and returns the flag it raises; `what_happens` tells the user what
+/// the first signal does ("finishing the current step, then saving a checkpoint").
+pub fn stop_on_signals(what_happens: &'static str) -> StopFlag {
     let stop = StopFlag::default();
     let raised = stop.clone();
     let _ = ctrlc::set_handler(move || {
@@ -14,7 +15,7 @@ pub fn stop_on_signals() -> StopFlag {
             std::process::exit(130);
         }
         raised.raise();
-        eprintln!("interrupt received: finishing the current step, then saving a checkpoint");
+        eprintln!("interrupt received: {what_happens}");
     });
     stop
 }

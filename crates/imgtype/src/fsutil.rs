@@ -1,4 +1,6 @@
-//! Files are written whole or not at all: into a temp file beside the target, then renamed.
+//! Files are written whole or not at all: into a temp file beside the target, flushed to
+//! disk, then renamed. They get the permissions the umask gives a new file (0644 under
+//! umask 022), so others on shared storage can read predictions, models and checkpoints.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -26,7 +28,8 @@ where
     let dir = parent_of(path);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create folder {}", dir.display()))?;
     let mut temp = tempfile::Builder::new()
-        .prefix(".tmp-")
+        .prefix(TEMP_PREFIX)
+        .permissions(new_file_permissions())
         .tempfile_in(&dir)
         .with_context(|| format!("cannot create a temp file in {}", dir.display()))?;
     {
@@ -34,9 +37,40 @@ where
         fill(&mut writer).with_context(|| format!("while writing {}", path.display()))?;
         writer.flush().with_context(|| format!("while writing {}", path.display()))?;
     }
-    temp.as_file().sync_all().ok();
+    temp.as_file().sync_all().with_context(|| format!("cannot flush {} to disk", path.display()))?;
     temp.persist(path).with_context(|| format!("cannot move the finished file to {}", path.display()))?;
+    // The rename itself is only durable once the folder is flushed; a failure here is rare
+    // and leaves the file in place.
+    if let Err(e) = std::fs::File::open(&dir).and_then(|d| d.sync_all()) {
+        tracing::warn!("cannot flush folder {} to disk: {e}", dir.display());
+    }
     Ok(())
+}
+
+/// Temp files of unfinished writes start with this (`remove_stale_temp_files` finds them).
+pub const TEMP_PREFIX: &str = ".tmp-";
+
+/// Read-write for everyone, less what the umask takes away, as `File::create` gives.
+fn new_file_permissions() -> std::fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::Permissions::from_mode(0o666)
+}
+
+/// Removes temp files that interrupted writes left below `dir` (a process killed while
+/// writing, a second Ctrl-C during a checkpoint save); returns how many.
+pub fn remove_stale_temp_files(dir: &Path) -> usize {
+    let mut removed = 0;
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            removed += remove_stale_temp_files(&path);
+        } else if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) && std::fs::remove_file(&path).is_ok() {
+            tracing::info!("removed {}, left by an interrupted write", path.display());
+            removed += 1;
+        }
+    }
+    removed
 }
 
 pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
@@ -56,4 +90,51 @@ pub fn write_csv_atomic<R: serde::Serialize>(path: &Path, header: &[&str], rows:
         csv.flush()?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn umask() -> u32 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("Umask:")).unwrap();
+        u32::from_str_radix(line.split_whitespace().nth(1).unwrap(), 8).unwrap()
+    }
+
+    #[test]
+    fn written_files_get_the_permissions_the_umask_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.json");
+        write_json_atomic(&path, &serde_json::json!({"a": 1})).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o666 & !umask(), "mode {mode:o}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left");
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_old_file_and_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.txt");
+        write_atomic(&path, b"old").unwrap();
+        let err = write_atomic_with(&path, |w| {
+            w.write_all(b"half")?;
+            anyhow::bail!("disk full")
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("disk full"));
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn stale_temp_files_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("checkpoints")).unwrap();
+        std::fs::write(dir.path().join("checkpoints/.tmp-abc"), b"x").unwrap();
+        std::fs::write(dir.path().join("keep.json"), b"{}").unwrap();
+        assert_eq!(remove_stale_temp_files(dir.path()), 1);
+        assert!(dir.path().join("keep.json").exists());
+    }
 }

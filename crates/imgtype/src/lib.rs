@@ -18,10 +18,10 @@ pub mod progress;
 #[cfg(feature = "plots")]
 pub mod report;
 pub mod rundir;
-mod stop;
+pub mod stop;
 #[cfg(feature = "train")]
 pub mod train;
 
 pub use config::Config;
 pub use model::ImageTypeClassifier;
-pub use stop::StopFlag;
+pub use stop::{Interrupted, StopFlag};

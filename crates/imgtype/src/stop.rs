@@ -17,3 +17,16 @@ impl StopFlag {
         self.0.load(Ordering::SeqCst)
     }
 }
+
+/// The error of work that stopped because its [`StopFlag`] was raised; the message says
+/// what was kept and how to continue. Front ends exit with status 130 for it.
+#[derive(Debug)]
+pub struct Interrupted(pub String);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "interrupted" } else { &self.0 })
+    }
+}
+
+impl std::error::Error for Interrupted {}

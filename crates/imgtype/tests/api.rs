@@ -113,3 +113,21 @@ fn class_thresholds_pick_the_most_probable_passing_class() {
     // No class passes: plain argmax.
     assert_eq!(predictor.decide(&[0.1, 0.2, 0.6, 0.1]).predicted_class, "full_shot");
 }
+
+#[test]
+fn a_libtorch_error_in_the_forward_pass_fails_that_batch_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = write_images(dir.path());
+    tch::manual_seed(4);
+    let predictor = Predictor::from_model(ImageTypeClassifier::new(&small_config(), Device::Cpu));
+    let before = predictor.predict_keys(&images[..2]);
+    // One channel where the model wants three: libtorch refuses the convolution.
+    let err =
+        predictor.probabilities(&tch::Tensor::zeros([2, 1, 32, 32], (tch::Kind::Float, Device::Cpu))).unwrap_err();
+    assert!(err.contains("the model failed on this batch"), "{err}");
+    let after = predictor.predict_keys(&images[..2]);
+    let confidences = |r: &[Result<imgtype::infer::Prediction, String>]| -> Vec<f64> {
+        r.iter().map(|p| p.as_ref().unwrap().confidence).collect()
+    };
+    assert_eq!(confidences(&before), confidences(&after), "the predictor works as before");
+}

@@ -112,3 +112,23 @@ fn readme_strength_table_matches_the_presets() {
         assert!(readme.lines().any(|l| l == row), "README's strength table lacks the row\n{row}");
     }
 }
+
+/// Every key, given a value of the wrong type, is refused with an error naming the key.
+#[test]
+fn every_key_with_a_wrong_type_is_refused_naming_it() {
+    for (key, default) in default_keys() {
+        let (section, name) = key.split_once('.').unwrap();
+        let mut wrong = vec![serde_json::json!({"nested": true})];
+        wrong.push(match default {
+            Value::String(_) => serde_json::json!(7),
+            // Optional keys (paths, URLs, numbers): no optional key is a boolean.
+            Value::Null => serde_json::json!(true),
+            _ => serde_json::json!("?"),
+        });
+        for value in wrong {
+            let text = serde_json::json!({ section: { name: value.clone() } }).to_string();
+            let err = format!("{:#}", Config::parse(&text).expect_err(&format!("{key} = {value} is accepted")));
+            assert!(err.contains(&key), "{key} = {value}: {err}");
+        }
+    }
+}

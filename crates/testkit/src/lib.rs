@@ -15,6 +15,34 @@ pub fn sample_images() -> PathBuf {
     repo_root().join("sample_images")
 }
 
+/// Runs `exe args…` in `dir` and returns its output and its peak resident memory in KiB
+/// (`wait4`'s `ru_maxrss`).
+pub fn run_measured(dir: &Path, exe: impl AsRef<Path>, args: &[&str]) -> (Output, i64) {
+    use std::io::Read;
+    let mut child = Command::new(exe.as_ref())
+        .current_dir(dir)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {}: {e}", exe.as_ref().display()));
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let mut err_pipe = child.stderr.take().unwrap();
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        err_pipe.read_to_end(&mut buf).unwrap();
+        buf
+    });
+    child.stdout.take().unwrap().read_to_end(&mut stdout).unwrap();
+    stderr.extend(err_reader.join().unwrap());
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as libc::pid_t);
+    let status = std::os::unix::process::ExitStatusExt::from_raw(status);
+    (Output { status, stdout, stderr }, usage.ru_maxrss)
+}
+
 /// Runs `exe args…` in `dir` and returns what it did, success or not.
 pub fn run(dir: &Path, exe: impl AsRef<Path>, args: &[&str]) -> Output {
     let exe = exe.as_ref();

@@ -52,6 +52,14 @@ pub struct DataConfig {
     pub download_timeout_secs: f64,
     /// Extra attempts after a failed download (timeouts, 5xx; a 404 is not retried).
     pub download_retries: u32,
+    /// Images with more pixels get a warning, with more than twice as many are refused
+    /// (Pillow's `MAX_IMAGE_PIXELS`); null: no limit.
+    pub max_image_pixels: Option<u64>,
+    /// Decode JPEG / PNG files that end early, the missing part filled in (Pillow's
+    /// `LOAD_TRUNCATED_IMAGES`); off: they are unreadable images.
+    pub allow_truncated_images: bool,
+    /// Train even when a class has no training image (otherwise an error: it could never be learnt).
+    pub allow_empty_train_classes: bool,
 }
 
 impl Default for DataConfig {
@@ -70,6 +78,9 @@ impl Default for DataConfig {
             image_cache_dir: None,
             download_timeout_secs: 10.0,
             download_retries: 2,
+            max_image_pixels: Some(89_478_485),
+            allow_truncated_images: false,
+            allow_empty_train_classes: false,
         }
     }
 }

@@ -47,6 +47,9 @@ fn validate_data(d: &DataConfig) -> Result<()> {
     }
     check_unit_interval("data.max_bad_image_ratio", d.max_bad_image_ratio)?;
     check_positive("data.download_timeout_secs", d.download_timeout_secs)?;
+    if d.max_image_pixels == Some(0) {
+        bail!("data.max_image_pixels must be at least 1 (or null for no limit), got 0");
+    }
     if d.class_names.is_empty() {
         bail!("data.class_names is empty: list the classes in the model's output order");
     }

@@ -1,7 +1,9 @@
-//! Decoding batches of images on several threads, skipping unreadable ones.
+//! Decoding batches of images on several threads, skipping unreadable ones. Whatever goes
+//! wrong with one image (a missing file, a bomb, a decoder panic) is that image's error.
 
 use image::RgbImage;
 
+use super::decode::panic_message;
 use super::image::load_resized;
 use super::records::ImageRecord;
 use super::source::ImageSource;
@@ -26,14 +28,24 @@ pub fn load_images(
     std::thread::scope(|scope| {
         let handles: Vec<_> = records
             .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|r| load_resized(source, &r.image_path, size).map_err(|e| format!("{e:#}")))
-                        .collect::<Vec<_>>()
-                })
-            })
+            .map(|part| (part.len(), scope.spawn(move || part.iter().map(|r| load_one(source, r, size)).collect())))
             .collect();
-        handles.into_iter().flat_map(|h| h.join().expect("image loader thread panicked")).collect()
+        handles
+            .into_iter()
+            .flat_map(|(count, handle)| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| vec![Err(format!("image loader failed: {}", panic_message(&panic))); count])
+            })
+            .collect::<Vec<_>>()
     })
+}
+
+fn load_one(source: &ImageSource, record: &ImageRecord, size: u32) -> Result<RgbImage, String> {
+    // The source is only read: nothing a panic interrupts is seen again.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load_resized(source, &record.image_path, size)))
+        .unwrap_or_else(|panic| {
+            Err(anyhow::anyhow!("{}: image loader failed: {}", record.image_path, panic_message(&panic)))
+        })
+        .map_err(|e| format!("{e:#}"))
 }

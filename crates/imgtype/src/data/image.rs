@@ -1,34 +1,18 @@
-//! Image decoding and preprocessing: RGB, EXIF orientation applied (the photo as a
-//! person sees it, in training and inference alike), resized to a square with a
-//! bilinear (triangle) filter, then normalised with the ImageNet mean and std.
+//! Image preprocessing: fetched and decoded (`decode`), resized to a square with
+//! Pillow's bilinear antialiased filter, then normalised with the ImageNet mean and std.
 
-use anyhow::{bail, Context, Result};
-use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+use anyhow::Result;
+use image::RgbImage;
 use tch::{Kind, Tensor};
 
+use super::decode::decode_bytes;
 use super::source::{check_key, ImageSource};
 use crate::model::file::{IMAGENET_MEAN, IMAGENET_STD};
-
-/// Decodes image bytes of any supported format (keys often have no extension, as
-/// `product/unhashed/<uuid>`); `label` names the image in errors.
-pub fn decode_bytes(bytes: &[u8], label: &str) -> Result<RgbImage> {
-    let reader = ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .with_context(|| format!("cannot read image {label}"))?;
-    if reader.format().is_none() {
-        bail!("{label}: not an image (unknown format)");
-    }
-    let mut decoder = reader.into_decoder().with_context(|| format!("cannot decode image {label}"))?;
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut image = DynamicImage::from_decoder(decoder).with_context(|| format!("cannot decode image {label}"))?;
-    image.apply_orientation(orientation);
-    Ok(image.to_rgb8())
-}
 
 /// Fetches and decodes one image.
 pub fn load_rgb(source: &ImageSource, key: &str) -> Result<RgbImage> {
     check_key(key)?;
-    decode_bytes(&source.fetch(key)?, key)
+    decode_bytes(&source.fetch(key)?, key, source.decode_limits())
 }
 
 /// Resizes to `size`×`size` (aspect ratio not kept, as torchvision's `Resize((s, s))`).

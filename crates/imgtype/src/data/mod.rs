@@ -3,6 +3,7 @@
 #[cfg(feature = "train")]
 pub mod augment;
 pub mod batch;
+pub mod decode;
 pub mod image;
 pub mod product;
 pub mod records;

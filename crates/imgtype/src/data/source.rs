@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use super::decode::DecodeLimits;
 use crate::config::DataConfig;
 
 #[cfg(feature = "remote")]
@@ -24,6 +25,7 @@ pub struct ImageSource {
     base_path: Option<PathBuf>,
     base_url: Option<String>,
     remote: RemoteFetcher,
+    limits: DecodeLimits,
 }
 
 fn is_url(key: &str) -> bool {
@@ -38,7 +40,17 @@ impl ImageSource {
                 .filter(|d| !d.trim().is_empty())
                 .map(|d| format!("https://{}", d.trim().trim_end_matches('/')))
         });
-        Self { base_path: data.base_image_path.clone(), base_url, remote: RemoteFetcher::new(data) }
+        Self {
+            base_path: data.base_image_path.clone(),
+            base_url,
+            remote: RemoteFetcher::new(data),
+            limits: DecodeLimits::from_config(data),
+        }
+    }
+
+    /// What decoding the fetched bytes may do (`data.max_image_pixels`, `data.allow_truncated_images`).
+    pub fn decode_limits(&self) -> DecodeLimits {
+        self.limits
     }
     /// Local files only, relative keys under `base`.
     pub fn local(base: Option<PathBuf>) -> Self {

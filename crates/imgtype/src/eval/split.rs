@@ -1,7 +1,7 @@
 //! A model scored over every image of a split: the loss, and the probabilities from which
 //! the metrics follow. Unlike the Python system, the last partial batch is scored too.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::{compute_metrics, Metrics};
@@ -13,11 +13,13 @@ use crate::data::{ImageRecord, ImageSource};
 use crate::loss::{Loss, Targets};
 use crate::model::ImageTypeClassifier;
 
-/// Loss, probabilities and true labels of a model over records, every image scored.
+/// Loss, probabilities and true labels of a model over records, every readable image scored.
 pub struct SplitEvaluation {
     pub loss: f64,
     pub y_true: Vec<usize>,
     pub probabilities: Vec<Vec<f64>>,
+    /// Images that could not be read this time (a download that failed, a file gone).
+    pub unreadable: usize,
 }
 
 impl SplitEvaluation {
@@ -31,8 +33,10 @@ impl SplitEvaluation {
     }
 }
 
-/// Scores `model` on `records` in batches of `inference.batch_size`; an image that cannot
-/// be read is an error (training screens them out before it starts).
+/// Scores `model` on `records` in batches of `inference.batch_size`. Training screens out
+/// unreadable images before it starts, so one that fails now (a download, a file removed
+/// meanwhile) is left out with a warning rather than stopping the run; a split with no
+/// readable image at all is an error.
 pub fn evaluate_records(
     model: &ImageTypeClassifier,
     records: &[ImageRecord],
@@ -47,26 +51,43 @@ pub fn evaluate_records(
     let mut total_loss = 0.0;
     let mut y_true = Vec::new();
     let mut probabilities = Vec::new();
+    let mut unreadable = 0;
     let mut progress = crate::progress::Progress::new(label, records.len() as u64, u64::MAX);
     for (chunk, chunk_labels) in records.chunks(batch_size).zip(labels.chunks(batch_size)) {
         let refs: Vec<&ImageRecord> = chunk.iter().collect();
-        let images = load_images(&refs, source, config.augmentation.image_size, config.system.num_workers.max(1))
-            .into_iter()
-            .zip(chunk)
-            .map(|(r, rec)| r.map_err(|e| anyhow::anyhow!("{}: {e}", rec.image_path)))
-            .collect::<Result<Vec<_>>>()?;
+        let mut images = Vec::with_capacity(chunk.len());
+        let mut image_labels = Vec::with_capacity(chunk.len());
+        let loaded = load_images(&refs, source, config.augmentation.image_size, config.system.num_workers.max(1));
+        for ((result, record), &class) in loaded.into_iter().zip(chunk).zip(chunk_labels) {
+            match result {
+                Ok(image) => {
+                    images.push(image);
+                    image_labels.push(class);
+                }
+                Err(reason) => {
+                    tracing::warn!("{label}: leaving out {}: {reason}", record.image_path);
+                    unreadable += 1;
+                }
+            }
+        }
+        progress.advance(chunk.len() as u64, "");
+        if images.is_empty() {
+            continue;
+        }
         let batch = to_normalized_batch(&images).to_device(model.device());
-        let targets = Tensor::from_slice(chunk_labels).to_device(model.device());
+        let targets = Tensor::from_slice(&image_labels).to_device(model.device());
         let (loss, probs) = tch::no_grad(|| {
             let logits = model.forward_t(&batch, false);
             (loss_fn.compute(&logits, Targets::Hard(&targets)).double_value(&[]), logits.softmax(-1, Kind::Float))
         });
-        total_loss += loss * chunk.len() as f64;
+        total_loss += loss * images.len() as f64;
         let flat = Vec::<f32>::try_from(probs.to_device(Device::Cpu).flatten(0, -1))?;
         probabilities.extend(flat.chunks(class_names.len()).map(|r| r.iter().map(|&v| v as f64).collect::<Vec<_>>()));
-        y_true.extend(chunk_labels.iter().map(|&l| l as usize));
-        progress.advance(chunk.len() as u64, "");
+        y_true.extend(image_labels.iter().map(|&l| l as usize));
     }
     progress.finish();
-    Ok(SplitEvaluation { loss: total_loss / records.len().max(1) as f64, y_true, probabilities })
+    if y_true.is_empty() && !records.is_empty() {
+        bail!("{label}: none of its {} images could be read", records.len());
+    }
+    Ok(SplitEvaluation { loss: total_loss / y_true.len().max(1) as f64, y_true, probabilities, unreadable })
 }

@@ -1,12 +1,21 @@
 //! `test --csv-path C --output-path O`: the images of any CSV with an image column. With
 //! the label column (`data.target_column`, or `true_class`) present, adds `true_class` and
-//! `correct`. Reads, predicts and writes batch by batch, so memory stays flat; every input
-//! row gives one output row (an unreadable image gives `ERROR` and the reason in `error`).
+//! `correct`. Every input row gives one output row, in order: an image that cannot be read,
+//! and an input row that is malformed (wrong field count, a path that is not UTF-8), give
+//! an `ERROR` row with the reason.
+//!
+//! Rows are written batch by batch to `O.partial` (so memory stays flat), which is renamed
+//! to `O` once complete. A run that stops early (Ctrl-C, a kill, a full disk) leaves the
+//! rows done so far in `O.partial`; the same command run again checks that they belong to
+//! this input and continues after them.
 
+use std::fs::File;
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use csv::ByteRecord;
 use serde::Serialize;
 
 use super::columns::{correct_value, prediction_header, prediction_values, timing_and_error};
@@ -14,13 +23,112 @@ use super::shards::{shard_file_name, Shard};
 use super::timing::TimingSummary;
 use super::{Prediction, Predictor};
 use crate::data::ImageRecord;
+use crate::stop::{Interrupted, StopFlag};
+
+/// What to predict and where to write it.
+#[derive(Debug, Clone)]
+pub struct CsvRequest<'a> {
+    pub csv_path: &'a Path,
+    /// The column holding image paths.
+    pub image_column: &'a str,
+    pub output_path: &'a Path,
+    pub shard: Option<Shard>,
+}
 
 #[derive(Debug, Serialize)]
 pub struct CsvReport {
     pub output_path: PathBuf,
+    /// Output rows in all, including those a previous, interrupted run wrote.
     pub rows: usize,
+    /// Rows taken over from the `.partial` file of an interrupted run.
+    pub resumed_rows: usize,
+    /// ERROR rows: unreadable images and malformed input rows.
     pub failed: usize,
     pub timing: TimingSummary,
+}
+
+pub fn run_csv(predictor: &Predictor, request: &CsvRequest, stop: &StopFlag) -> Result<CsvReport> {
+    let csv_path = request.csv_path;
+    let open = || {
+        csv::ReaderBuilder::new()
+            .flexible(true)
+            .from_path(csv_path)
+            .with_context(|| format!("cannot open CSV {}", csv_path.display()))
+    };
+    let mut reader = open()?;
+    let headers =
+        reader.byte_headers().with_context(|| format!("{}: cannot read the header row", csv_path.display()))?.clone();
+    if headers.is_empty() || headers.iter().all(|h| h.is_empty()) {
+        bail!("{}: the file is empty (no header row)", csv_path.display());
+    }
+    let columns = InputColumns::find(&headers, request.image_column, &predictor.config().data.target_column, csv_path)?;
+    let output = shard_file_name(request.output_path, request.shard);
+    let header = columns.output_header(predictor.class_names());
+    let mut partial = PartialOutput::open(&output, &header)?;
+    let shard_rows = first_pass(&mut reader, &columns, request.shard, &partial, csv_path)?;
+    if shard_rows == 0 {
+        partial.discard();
+        bail!("{}: the CSV has a header but no rows", csv_path.display());
+    }
+    let resumed_rows = partial.done.len();
+    if resumed_rows > 0 {
+        tracing::info!("continuing {}: {resumed_rows} of {shard_rows} rows were done before", partial.path.display());
+    }
+    let mut run = CsvRun { predictor, columns: &columns, partial: &mut partial, per_image_ms: Vec::new(), failed: 0 };
+    let started = Instant::now();
+    let outcome = run.predict_rows(open()?, request.shard, shard_rows, stop);
+    let (per_image_ms, failed) = (std::mem::take(&mut run.per_image_ms), run.failed);
+    if let Err(error) = outcome {
+        let kept = partial.written;
+        return Err(match error.downcast::<Interrupted>() {
+            Ok(_) => Interrupted(format!(
+                "interrupted after {kept} of {shard_rows} rows; they are in {}: run the same command again to continue",
+                partial.path.display()
+            ))
+            .into(),
+            Err(error) => error.context(format!(
+                "the {kept} rows done so far are in {}; run the same command again to continue",
+                partial.path.display()
+            )),
+        });
+    }
+    partial.finish(&output)?;
+    let timing = TimingSummary::new(per_image_ms, started.elapsed().as_secs_f64(), predictor.load_seconds);
+    timing.log();
+    if failed > 0 {
+        tracing::warn!("{failed} row(s) could not be predicted (ERROR rows, reason in the `error` column)");
+    }
+    Ok(CsvReport { output_path: output, rows: shard_rows, resumed_rows, failed, timing })
+}
+
+/// A first, cheap pass: counts this shard's data rows (the progress total) and checks
+/// that the rows an interrupted run finished are this input's first rows.
+fn first_pass(
+    reader: &mut csv::Reader<File>,
+    columns: &InputColumns,
+    shard: Option<Shard>,
+    partial: &PartialOutput,
+    csv_path: &Path,
+) -> Result<usize> {
+    let mut record = ByteRecord::new();
+    let (mut index, mut rows) = (0, 0);
+    while reader.read_byte_record(&mut record).with_context(|| format!("cannot read {}", csv_path.display()))? {
+        if shard.is_none_or(|s| s.includes(index)) {
+            if rows < partial.done.len() {
+                partial.check_done_row(rows, record.get(columns.path).unwrap_or_default())?;
+            }
+            rows += 1;
+        }
+        index += 1;
+    }
+    if rows < partial.done.len() {
+        bail!(
+            "{} holds {} rows, more than this input has ({rows}); delete it to start over",
+            partial.path.display(),
+            partial.done.len()
+        );
+    }
+    Ok(rows)
 }
 
 /// Where the input's columns are, and so which columns the output has.
@@ -28,28 +136,52 @@ struct InputColumns {
     path: usize,
     label: Option<usize>,
     product: Option<usize>,
+    /// Fields in the header row; a data row with another count is malformed.
+    width: usize,
+}
+
+/// One data row of the input as read, with what is wrong with it, if anything.
+struct InputRow {
+    record: ImageRecord,
+    /// The path cell's bytes as given (written back unchanged, UTF-8 or not).
+    raw_path: Vec<u8>,
+    problem: Option<String>,
 }
 
 impl InputColumns {
-    fn find(headers: &csv::StringRecord, image_column: &str, target: &str, csv_path: &Path) -> Result<Self> {
-        let Some(path) = headers.iter().position(|h| h == image_column) else {
+    fn find(headers: &ByteRecord, image_column: &str, target: &str, csv_path: &Path) -> Result<Self> {
+        let names: Vec<String> = headers.iter().map(|h| String::from_utf8_lossy(h).into_owned()).collect();
+        let position = |name: &str| names.iter().position(|h| h == name);
+        let Some(path) = position(image_column) else {
             bail!(
                 "{}: no `{image_column}` column (columns: {}); name the path column with --image-column",
                 csv_path.display(),
-                headers.iter().collect::<Vec<_>>().join(", ")
+                names.join(", ")
             );
         };
-        let label = headers.iter().position(|h| h == target).or_else(|| headers.iter().position(|h| h == "true_class"));
-        let product = headers.iter().position(|h| h == "product_id");
-        Ok(Self { path, label, product })
+        let label = position(target).or_else(|| position("true_class"));
+        Ok(Self { path, label, product: position("product_id"), width: names.len() })
     }
 
-    fn record(&self, row: &csv::StringRecord) -> ImageRecord {
-        ImageRecord {
-            product_id: self.product.and_then(|c| row.get(c)).unwrap_or("").to_string(),
-            image_path: row.get(self.path).unwrap_or("").to_string(),
-            image_type: self.label.and_then(|c| row.get(c)).unwrap_or("").to_string(),
-        }
+    fn parse(&self, row: &ByteRecord) -> InputRow {
+        let line = row.position().map(|p| p.line()).unwrap_or(0);
+        let text = |column: Option<usize>| {
+            column.and_then(|c| row.get(c)).map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default()
+        };
+        let raw_path = row.get(self.path).unwrap_or_default().to_vec();
+        let problem = if row.len() != self.width {
+            Some(format!("row {line} has {} fields, the header has {}", row.len(), self.width))
+        } else if std::str::from_utf8(&raw_path).is_err() {
+            Some(format!("row {line}: the image path is not valid UTF-8"))
+        } else {
+            None
+        };
+        let record = ImageRecord {
+            product_id: text(self.product),
+            image_path: text(Some(self.path)),
+            image_type: text(self.label),
+        };
+        InputRow { record, raw_path, problem }
     }
 
     fn output_header(&self, class_names: &[String]) -> Vec<String> {
@@ -71,85 +203,210 @@ impl InputColumns {
     fn output_row(
         &self,
         predictor: &Predictor,
-        record: &ImageRecord,
+        row: &InputRow,
         outcome: &Result<Prediction, String>,
         ms: f64,
-    ) -> Vec<String> {
-        let mut values = vec![record.image_path.clone()];
+    ) -> Vec<Vec<u8>> {
+        let record = &row.record;
+        let mut values = vec![row.raw_path.clone()];
         if self.product.is_some() {
-            values.push(record.product_id.clone());
+            values.push(record.product_id.clone().into_bytes());
         }
         if self.label.is_some() {
-            values.push(record.image_type.clone());
+            values.push(record.image_type.clone().into_bytes());
         }
-        values.extend(prediction_values(outcome, predictor));
+        let mut rest = prediction_values(outcome, predictor);
         if self.label.is_some() {
-            values.push(correct_value(outcome, &record.image_type));
+            rest.push(correct_value(outcome, &record.image_type));
         }
-        values.extend(timing_and_error(outcome, ms));
+        rest.extend(timing_and_error(outcome, ms));
+        values.extend(rest.into_iter().map(String::into_bytes));
         values
     }
 }
 
-pub fn run_csv(
-    predictor: &Predictor,
-    csv_path: &Path,
-    image_column: &str,
-    output_path: &Path,
-    shard: Option<Shard>,
-) -> Result<CsvReport> {
-    let mut reader =
-        csv::Reader::from_path(csv_path).with_context(|| format!("cannot open CSV {}", csv_path.display()))?;
-    let headers =
-        reader.headers().with_context(|| format!("{}: cannot read the header row", csv_path.display()))?.clone();
-    let columns = InputColumns::find(&headers, image_column, &predictor.config().data.target_column, csv_path)?;
-    let output = shard_file_name(output_path, shard);
-    let started = Instant::now();
-    let mut per_image_ms = Vec::new();
-    let (mut rows_seen, mut failed) = (0usize, 0usize);
-    crate::fsutil::write_atomic_with(&output, |w| {
-        let mut writer = csv::Writer::from_writer(w);
-        writer.write_record(columns.output_header(predictor.class_names()))?;
-        let mut predict_and_write = |chunk: &mut Vec<ImageRecord>, writer: &mut csv::Writer<_>| -> Result<()> {
-            let (outcomes, ms) = predictor.predict_batch_timed(chunk);
-            for (record, outcome) in chunk.iter().zip(&outcomes) {
-                writer.write_record(columns.output_row(predictor, record, outcome, ms))?;
-                per_image_ms.push(ms);
-                failed += outcome.is_err() as usize;
-            }
-            chunk.clear();
-            Ok(())
-        };
-        let mut chunk: Vec<ImageRecord> = Vec::with_capacity(predictor.batch_size);
-        let mut progress = crate::progress::Progress::new("predict", 0, (predictor.batch_size * 10) as u64);
-        for (index, row) in reader.records().enumerate() {
-            let row = row.with_context(|| format!("{}: row {} is not valid CSV", csv_path.display(), index + 2))?;
-            rows_seen += 1;
-            if !shard.is_none_or(|s| s.includes(index)) {
+/// The state of one pass over the input.
+struct CsvRun<'a> {
+    predictor: &'a Predictor,
+    columns: &'a InputColumns,
+    partial: &'a mut PartialOutput,
+    per_image_ms: Vec<f64>,
+    failed: usize,
+}
+
+impl CsvRun<'_> {
+    /// Predicts this shard's rows after those already done, batch by batch.
+    fn predict_rows(
+        &mut self,
+        mut reader: csv::Reader<File>,
+        shard: Option<Shard>,
+        shard_rows: usize,
+        stop: &StopFlag,
+    ) -> Result<()> {
+        let batch_size = self.predictor.batch_size;
+        let done = self.partial.done.len();
+        let mut progress =
+            crate::progress::Progress::new("predict", (shard_rows - done) as u64, (batch_size * 10) as u64);
+        let mut batch: Vec<InputRow> = Vec::with_capacity(batch_size);
+        let (mut index, mut shard_index) = (0usize, 0usize);
+        let mut record = ByteRecord::new();
+        while reader.read_byte_record(&mut record)? {
+            let mine = shard.is_none_or(|s| s.includes(index));
+            index += 1;
+            if !mine {
                 continue;
             }
-            chunk.push(columns.record(&row));
-            if chunk.len() == predictor.batch_size {
-                predict_and_write(&mut chunk, &mut writer)?;
-                progress.advance(predictor.batch_size as u64, "");
+            shard_index += 1;
+            if shard_index <= done {
+                continue;
+            }
+            batch.push(self.columns.parse(&record));
+            if batch.len() == batch_size {
+                self.predict_batch(&mut batch)?;
+                progress.advance(batch_size as u64, "");
+                if stop.is_raised() && shard_index < shard_rows {
+                    progress.finish();
+                    return Err(Interrupted(String::new()).into());
+                }
             }
         }
-        if !chunk.is_empty() {
-            let n = chunk.len() as u64;
-            predict_and_write(&mut chunk, &mut writer)?;
+        if !batch.is_empty() {
+            let n = batch.len() as u64;
+            self.predict_batch(&mut batch)?;
             progress.advance(n, "");
         }
         progress.finish();
-        if rows_seen == 0 {
-            bail!("{}: the CSV has a header but no rows", csv_path.display());
-        }
-        writer.flush()?;
         Ok(())
-    })?;
-    let timing = TimingSummary::new(per_image_ms, started.elapsed().as_secs_f64(), predictor.load_seconds);
-    timing.log();
-    if failed > 0 {
-        tracing::warn!("{failed} image(s) could not be predicted (ERROR rows, reason in the `error` column)");
     }
-    Ok(CsvReport { output_path: output, rows: timing.images, failed, timing })
+
+    /// Predicts the well-formed rows of `batch`, writes every row, and clears it.
+    fn predict_batch(&mut self, batch: &mut Vec<InputRow>) -> Result<()> {
+        let readable: Vec<ImageRecord> =
+            batch.iter().filter(|row| row.problem.is_none()).map(|row| row.record.clone()).collect();
+        let (outcomes, ms) = self.predictor.predict_batch_timed(&readable);
+        let mut outcomes = outcomes.into_iter();
+        for row in batch.iter() {
+            let outcome = match &row.problem {
+                Some(problem) => {
+                    tracing::warn!("{problem}");
+                    Err(problem.clone())
+                }
+                None => outcomes.next().expect("an outcome per readable row"),
+            };
+            self.failed += outcome.is_err() as usize;
+            self.per_image_ms.push(ms);
+            self.partial.write_row(&self.columns.output_row(self.predictor, row, &outcome, ms))?;
+        }
+        batch.clear();
+        self.partial.flush()
+    }
+}
+
+/// `O.partial`: the output so far, one complete row per input row done.
+struct PartialOutput {
+    path: PathBuf,
+    writer: csv::Writer<BufWriter<File>>,
+    /// The image paths of the rows an earlier run finished, to check they match this input.
+    done: Vec<Vec<u8>>,
+    /// Rows in the file.
+    written: usize,
+}
+
+impl PartialOutput {
+    /// Opens `output.partial`, keeping the complete rows of an earlier run (a last row cut
+    /// short by a kill is dropped), or starts it with `header`.
+    fn open(output: &Path, header: &[String]) -> Result<Self> {
+        let mut name = output.as_os_str().to_owned();
+        name.push(".partial");
+        let path = PathBuf::from(name);
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create folder {}", dir.display()))?;
+        }
+        let (done, keep_bytes) = if path.exists() { Self::complete_rows(&path, header)? } else { (Vec::new(), 0) };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        file.set_len(keep_bytes).with_context(|| format!("cannot write {}", path.display()))?;
+        let mut writer = csv::Writer::from_writer(BufWriter::new(file));
+        if keep_bytes == 0 {
+            writer.write_record(header).with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        let written = done.len();
+        Ok(Self { path, writer, done, written })
+    }
+
+    /// The image paths of the complete rows of an existing partial file, and the length
+    /// of the file up to the end of its last complete row (0: start over).
+    fn complete_rows(path: &Path, header: &[String]) -> Result<(Vec<Vec<u8>>, u64)> {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(&bytes[..]);
+        let found: Vec<String> = match reader.headers() {
+            Ok(h) => h.iter().map(String::from).collect(),
+            Err(_) => Vec::new(),
+        };
+        if found != header {
+            bail!(
+                "{} is not a partial output of this command (its columns differ); delete it to start over",
+                path.display()
+            );
+        }
+        let mut end = reader.position().byte();
+        let mut done = Vec::new();
+        let mut record = ByteRecord::new();
+        while let Ok(true) = reader.read_byte_record(&mut record) {
+            let next = reader.position().byte();
+            let terminated = bytes.get(next as usize - 1).is_some_and(|&b| b == b'\n');
+            if record.len() != header.len() || !terminated {
+                break;
+            }
+            done.push(record.get(0).unwrap_or_default().to_vec());
+            end = next;
+        }
+        Ok((done, end))
+    }
+
+    /// Removes the file when nothing is worth keeping (an input without rows).
+    fn discard(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+
+    /// Fails when row `index` done earlier was for another image than this input's.
+    fn check_done_row(&self, index: usize, raw_path: &[u8]) -> Result<()> {
+        if self.done[index] != raw_path {
+            bail!(
+                "{} holds predictions for other images (its row {} is `{}`, this input's is `{}`); delete it to \
+                 start over",
+                self.path.display(),
+                index + 1,
+                String::from_utf8_lossy(&self.done[index]),
+                String::from_utf8_lossy(raw_path)
+            );
+        }
+        Ok(())
+    }
+
+    fn write_row(&mut self, values: &[Vec<u8>]) -> Result<()> {
+        self.writer.write_record(values).with_context(|| format!("cannot write {}", self.path.display()))?;
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Hands the rows so far to the operating system, so a kill loses at most a batch.
+    fn flush(&mut self) -> Result<()> {
+        self.writer.flush().with_context(|| format!("cannot write {}", self.path.display()))
+    }
+
+    /// Flushes to disk and renames the finished file to `output`.
+    fn finish(mut self, output: &Path) -> Result<()> {
+        self.flush()?;
+        let file =
+            self.writer.into_inner().map_err(|e| anyhow::anyhow!("cannot write {}: {e}", self.path.display()))?;
+        let file = file.into_inner().map_err(|e| anyhow::anyhow!("cannot write {}: {e}", self.path.display()))?;
+        file.sync_all().with_context(|| format!("cannot flush {} to disk", self.path.display()))?;
+        std::fs::rename(&self.path, output)
+            .with_context(|| format!("cannot move the finished {} to {}", self.path.display(), output.display()))?;
+        Ok(())
+    }
 }

@@ -8,7 +8,7 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use super::columns::{correct_value, prediction_header, prediction_values, timing_and_error};
@@ -17,6 +17,7 @@ use super::timing::TimingSummary;
 use super::wrong_predictions::write_split_reports;
 use super::{Prediction, Predictor};
 use crate::data::{read_split_csv, ImageRecord, SplitName};
+use crate::stop::{Interrupted, StopFlag};
 
 #[derive(Debug, Serialize)]
 pub struct DatasetReport {
@@ -26,11 +27,14 @@ pub struct DatasetReport {
     pub timing: TimingSummary,
 }
 
+/// Predicts every split; a raised `stop` ends it between batches with an [`Interrupted`]
+/// error, and nothing is left behind (the results folder appears only when complete).
 pub fn run_dataset(
     predictor: &Predictor,
     data_dir: &Path,
     output_root: &Path,
     shard: Option<Shard>,
+    stop: &StopFlag,
 ) -> Result<DatasetReport> {
     let class_names = predictor.class_names().to_vec();
     let mut splits = Vec::new();
@@ -39,7 +43,7 @@ pub fn run_dataset(
     }
     let (output_dir, (accuracy_by_split, failed, timing)) = with_staged_run_dir(output_root, |dir| {
         let results_path = shard_file_name(&dir.join("inference_results.csv"), shard);
-        let timing = predict_splits(predictor, &splits, &results_path, shard)?;
+        let timing = predict_splits(predictor, &splits, &results_path, shard, stop)?;
         timing.log();
         crate::fsutil::write_json_atomic(&shard_file_name(&dir.join("timing.json"), shard), &timing)?;
         let (accuracy, failed) = write_split_reports(dir, &results_path, shard, predictor.source())?;
@@ -75,6 +79,7 @@ fn predict_splits(
     splits: &[(SplitName, Vec<ImageRecord>)],
     results_path: &Path,
     shard: Option<Shard>,
+    stop: &StopFlag,
 ) -> Result<TimingSummary> {
     let class_names = predictor.class_names();
     let mut header: Vec<String> = ["image_path", "split", "product_id", "true_class"].map(String::from).to_vec();
@@ -105,6 +110,10 @@ fn predict_splits(
                 per_image_ms.push(ms);
             }
             progress.advance(chunk.len() as u64, "");
+            if stop.is_raised() {
+                progress.finish();
+                bail!(Interrupted("interrupted; no results written (run it again from the start)".into()));
+            }
         }
         progress.finish();
     }

@@ -30,7 +30,7 @@ pub use predictor::{Prediction, Predictor};
 pub use single_image::format_single;
 
 #[cfg(feature = "batch")]
-pub use csv_mode::{run_csv, CsvReport};
+pub use csv_mode::{run_csv, CsvReport, CsvRequest};
 #[cfg(feature = "batch")]
 pub use dataset_mode::{run_dataset, DatasetReport};
 #[cfg(feature = "batch")]

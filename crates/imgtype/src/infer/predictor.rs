@@ -13,6 +13,8 @@ use tch::{Device, Tensor};
 use super::resolve_model_path;
 use crate::config::Config;
 use crate::data::batch::load_images;
+use crate::data::decode::{decode_bytes, panic_message};
+use crate::data::image::resize_square;
 use crate::data::image::to_normalized_batch;
 use crate::data::{ImageRecord, ImageSource};
 use crate::model::ImageTypeClassifier;
@@ -101,14 +103,18 @@ impl Predictor {
         self.config.augmentation.image_size
     }
 
-    /// Softmax probabilities for a normalised batch.
-    pub fn probabilities(&self, batch: &Tensor) -> Vec<Vec<f64>> {
-        let probs = {
-            let model = self.model.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    /// Softmax probabilities for a normalised batch. A libtorch error in the forward pass
+    /// (out of memory, say) is an error for this batch; the predictor stays usable.
+    pub fn probabilities(&self, batch: &Tensor) -> Result<Vec<Vec<f64>>, String> {
+        let model = self.model.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let forward = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             tch::no_grad(|| model.forward_t(&batch.to_device(self.device), false).softmax(-1, tch::Kind::Float))
-        };
-        let flat = Vec::<f32>::try_from(probs.to_device(Device::Cpu).flatten(0, -1)).expect("probabilities");
-        flat.chunks(self.class_names.len()).map(|row| row.iter().map(|&p| p as f64).collect()).collect()
+        }));
+        drop(model);
+        let probs = forward.map_err(|panic| format!("the model failed on this batch: {}", panic_message(&panic)))?;
+        let flat = Vec::<f32>::try_from(probs.to_device(Device::Cpu).flatten(0, -1))
+            .map_err(|e| format!("cannot read the model's output: {e}"))?;
+        Ok(flat.chunks(self.class_names.len()).map(|row| row.iter().map(|&p| p as f64).collect()).collect())
     }
 
     /// Among classes whose probability passes its threshold, the most probable; else argmax.
@@ -131,12 +137,22 @@ impl Predictor {
         }
     }
 
-    /// Predictions for decoded, resized images.
-    pub fn predict_images(&self, images: &[RgbImage]) -> Vec<Prediction> {
+    /// Predictions for decoded, resized images (one batch).
+    pub fn predict_images(&self, images: &[RgbImage]) -> Result<Vec<Prediction>, String> {
         if images.is_empty() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
-        self.probabilities(&to_normalized_batch(images)).iter().map(|p| self.decide(p)).collect()
+        Ok(self.probabilities(&to_normalized_batch(images))?.iter().map(|p| self.decide(p)).collect())
+    }
+
+    /// The prediction for a local file given by path (any bytes, on Unix not only UTF-8).
+    pub fn predict_file(&self, path: &Path) -> Result<Prediction, String> {
+        let label = path.to_string_lossy();
+        let image = std::fs::read(path).map_err(|e| format!("cannot open image {label}: {e}")).and_then(|bytes| {
+            decode_bytes(&bytes, &label, self.source.decode_limits()).map_err(|e| format!("{e:#}"))
+        })?;
+        let resized = resize_square(&image, self.image_size());
+        self.predict_images(std::slice::from_ref(&resized)).map(|mut p| p.remove(0))
     }
 
     /// Predictions for image keys, in order (one batch); an image that cannot be read
@@ -163,22 +179,20 @@ impl Predictor {
     }
 
     /// Loads and predicts records' images as one batch, in order; an image that cannot be
-    /// read gives the reason instead.
+    /// read gives the reason instead (and every image of a batch the model fails on).
     pub fn predict_records(&self, records: &[&ImageRecord]) -> Vec<Result<Prediction, String>> {
         let loaded = load_images(records, &self.source, self.image_size(), self.workers);
         let mut good = Vec::with_capacity(loaded.len());
-        let slots: Vec<Result<(), String>> = loaded
-            .into_iter()
-            .map(|r| {
-                r.map(|image| {
-                    good.push(image);
-                })
-            })
-            .collect();
-        let mut predictions = self.predict_images(&good).into_iter();
-        slots
-            .into_iter()
-            .map(|slot| slot.map(|()| predictions.next().expect("one prediction per good image")))
-            .collect()
+        let slots: Vec<Result<(), String>> = loaded.into_iter().map(|r| r.map(|image| good.push(image))).collect();
+        match self.predict_images(&good) {
+            Ok(predictions) => {
+                let mut predictions = predictions.into_iter();
+                slots
+                    .into_iter()
+                    .map(|slot| slot.map(|()| predictions.next().expect("one prediction per good image")))
+                    .collect()
+            }
+            Err(reason) => slots.into_iter().map(|slot| slot.and(Err(reason.clone()))).collect(),
+        }
     }
 }

@@ -166,10 +166,8 @@ pub fn is_buffer(name: &str) -> bool {
     name.ends_with("running_mean") || name.ends_with("running_var")
 }
 
-/// Loads backbone weights (for example torchvision's ImageNet weights exported as safetensors)
-/// into `backbone.*`; the head keeps its fresh initialisation. Keys may carry our
-/// `backbone.` prefix or be torchvision's own (`features.…`; its `classifier.…` is ignored).
-pub fn load_backbone_weights(model: &mut ImageTypeClassifier, path: &std::path::Path) -> Result<()> {
+/// Fails clearly when `model.pretrained_weights` names no file.
+pub fn check_backbone_weights_file(path: &std::path::Path) -> Result<()> {
     if !path.exists() {
         anyhow::bail!(
             "model.pretrained_weights {} does not exist: make it on a machine with internet with \
@@ -177,6 +175,14 @@ pub fn load_backbone_weights(model: &mut ImageTypeClassifier, path: &std::path::
             path.display()
         );
     }
+    Ok(())
+}
+
+/// Loads backbone weights (for example torchvision's ImageNet weights exported as safetensors)
+/// into `backbone.*`; the head keeps its fresh initialisation. Keys may carry our
+/// `backbone.` prefix or be torchvision's own (`features.…`; its `classifier.…` is ignored).
+pub fn load_backbone_weights(model: &mut ImageTypeClassifier, path: &std::path::Path) -> Result<()> {
+    check_backbone_weights_file(path)?;
     let (tensors, _) = file::read_safetensors(path)?;
     let backbone: Vec<(String, Tensor)> = tensors
         .into_iter()

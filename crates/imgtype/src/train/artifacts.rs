@@ -112,7 +112,12 @@ pub(super) fn write_test_evaluation(
     let dir = folder.dir();
     crate::fsutil::write_json_atomic(
         &dir.join("evaluation_results.json"),
-        &serde_json::json!({"split": "test", "loss": evaluation.loss, "metrics": metrics}),
+        &serde_json::json!({
+            "split": "test",
+            "loss": evaluation.loss,
+            "unreadable_images": evaluation.unreadable,
+            "metrics": metrics,
+        }),
     )?;
     write_class_summary(&dir.join("class_performance_summary.csv"), metrics)?;
     use crate::report::{draw, evaluation as pictures};
@@ -160,6 +165,15 @@ pub(super) fn share_best_model(best: &Path, config: &Config) {
     }
 }
 
+/// `final_results.json` of a run that stopped on an error: the error, for whoever finds the folder.
+pub(super) fn write_failed_results(run_dir: &Path, run_id: &str, error: &anyhow::Error) {
+    let path = run_dir.join("final_results.json");
+    let failed = serde_json::json!({"run_id": run_id, "status": "failed", "error": format!("{error:#}")});
+    if let Err(e) = crate::fsutil::write_json_atomic(&path, &failed) {
+        tracing::warn!("could not record the failure in {}: {e:#}", path.display());
+    }
+}
+
 /// `final_results.json`: the run in one place.
 pub(super) fn write_final_results(
     folder: &RunFolder,
@@ -172,6 +186,7 @@ pub(super) fn write_final_results(
         &folder.dir().join("final_results.json"),
         &serde_json::json!({
             "run_id": folder.run_id(),
+            "status": "finished",
             "best_epoch": state.best_epoch,
             "validation_metric": folder.config().validation.metric,
             "best_validation_score": state.best_score,

@@ -4,12 +4,14 @@
 
 use std::time::Instant;
 
+use anyhow::{anyhow, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::optim::Optimizer;
 use super::pipeline::{derive_seed, epoch_batches, Batch, EpochPlan};
 use super::session::Session;
 use super::state::TrainingState;
+use crate::data::decode::panic_message;
 use crate::loss::Targets;
 use crate::StopFlag;
 
@@ -21,14 +23,16 @@ pub(super) enum EpochEnd {
     Stopped,
 }
 
-/// Trains epoch `epoch` (0-based) from `state.next_batch`, adding to `state.partial`.
+/// Trains epoch `epoch` (0-based) from `state.next_batch`, adding to `state.partial`. A
+/// batch that cannot be built, or a step that fails (a libtorch error such as running out
+/// of memory), is an error: the run stops there, its last checkpoint intact.
 pub(super) fn train_epoch(
     session: &mut Session,
     optimizer: &mut Optimizer,
     state: &mut TrainingState,
     epoch: usize,
     stop: &StopFlag,
-) -> EpochEnd {
+) -> Result<EpochEnd> {
     let config = session.config.clone();
     let n_batches = session.train_records.len().div_ceil(config.training.batch_size);
     let started = Instant::now();
@@ -47,11 +51,22 @@ pub(super) fn train_epoch(
     };
     let mut end = EpochEnd::Completed;
     for batch in epoch_batches(plan, config.clone(), session.source.clone()) {
+        let batch = batch.map_err(|reason| anyhow!("epoch {}: {reason}", epoch + 1))?;
         for (path, reason) in &batch.skipped {
             tracing::warn!("skipping {path} in this batch: {reason}");
         }
         if batch.labels.numel() > 0 {
-            train_step(session, optimizer, state, &batch, epoch);
+            let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                train_step(session, optimizer, state, &batch, epoch)
+            }));
+            step.map_err(|panic| {
+                anyhow!(
+                    "epoch {}, batch {}: the training step failed: {}",
+                    epoch + 1,
+                    batch.index + 1,
+                    panic_message(&panic)
+                )
+            })?;
         }
         state.next_batch = batch.index + 1;
         let partial = &state.partial;
@@ -73,7 +88,7 @@ pub(super) fn train_epoch(
     }
     progress.finish();
     state.partial.seconds += started.elapsed().as_secs_f64();
-    end
+    Ok(end)
 }
 
 /// One optimiser step on `batch`. Dropout and stochastic depth draw from a seed fixed by

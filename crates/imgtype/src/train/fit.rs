@@ -63,7 +63,7 @@ pub(super) fn fit(
         let epoch = fit.state.next_epoch;
         let (lr_head, lr_backbone) = fit.begin_epoch(epoch)?;
         let optimizer = fit.optimizer.as_mut().expect("optimizer built");
-        if train_epoch(fit.session, optimizer, &mut fit.state, epoch, &options.stop) == EpochEnd::Stopped {
+        if train_epoch(fit.session, optimizer, &mut fit.state, epoch, &options.stop)? == EpochEnd::Stopped {
             return fit.pause_mid_epoch(epoch);
         }
         let record = fit.take_epoch_record(epoch, lr_head, lr_backbone);

@@ -67,8 +67,18 @@ pub enum TrainEnd {
     Paused { run_dir: PathBuf, epochs_done: usize, reason: PauseReason },
 }
 
-/// Trains in `folder`: a new run from its first epoch, a reopened one from its latest checkpoint.
+/// Trains in `folder`: a new run from its first epoch, a reopened one from its latest
+/// checkpoint. A run that fails says why in its `final_results.json` (status "failed").
 pub fn train(folder: RunFolder, options: &TrainOptions) -> Result<TrainEnd> {
+    let (run_dir, run_id) = (folder.dir().to_path_buf(), folder.run_id());
+    let result = start_or_resume(folder, options);
+    if let Err(error) = &result {
+        artifacts::write_failed_results(&run_dir, &run_id, error);
+    }
+    result
+}
+
+fn start_or_resume(folder: RunFolder, options: &TrainOptions) -> Result<TrainEnd> {
     tracing::info!("run folder: {}", folder.dir().display());
     let checkpoint_path = folder.latest_checkpoint();
     let resumed = folder.is_resumed();

@@ -116,10 +116,14 @@ impl EpochBatches {
     }
 }
 
-impl Iterator for EpochBatches {
-    type Item = Batch;
+/// A batch, or why it could not be built (a bug that panicked while building it: the
+/// run stops with that error instead of silently training on a shorter epoch).
+pub type BatchResult = Result<Batch, String>;
 
-    fn next(&mut self) -> Option<Batch> {
+impl Iterator for EpochBatches {
+    type Item = BatchResult;
+
+    fn next(&mut self) -> Option<BatchResult> {
         let batch_size = self.config.training.batch_size;
         let start = self.next * batch_size;
         if start >= self.order.len() {
@@ -127,9 +131,12 @@ impl Iterator for EpochBatches {
         }
         let end = (start + batch_size).min(self.order.len());
         let chunk = self.order[start..end].to_vec();
-        let batch = self.build(self.next, &chunk);
+        let index = self.next;
         self.next += 1;
-        Some(batch)
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.build(index, &chunk)));
+        Some(built.map_err(|panic| {
+            format!("batch {} could not be built: {}", index + 1, crate::data::decode::panic_message(&panic))
+        }))
     }
 }
 
@@ -137,7 +144,11 @@ impl Iterator for EpochBatches {
 /// decode threads, at most `PREFETCH` batches ahead; with 0, made in the training thread
 /// between steps (decoding on all cores), which is faster where there are only a couple of
 /// cores for libtorch to share.
-pub fn epoch_batches(plan: EpochPlan, config: Arc<Config>, source: ImageSource) -> Box<dyn Iterator<Item = Batch>> {
+pub fn epoch_batches(
+    plan: EpochPlan,
+    config: Arc<Config>,
+    source: ImageSource,
+) -> Box<dyn Iterator<Item = BatchResult>> {
     let workers = config.system.num_workers;
     if workers == 0 {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);

@@ -40,12 +40,17 @@ impl RunFolder {
     /// `config_file`, when there was one) with `model/`, the logs and checkpoints folders,
     /// `config.json` and `run_metadata.json`.
     pub fn create(config: &Config, config_file: Option<&Path>) -> Result<Self> {
+        // Inputs that can be checked cheaply are, before a folder exists to be left behind.
+        let device = crate::device::resolve_device(config.system.device)?;
+        super::splits::read_splits(config)?;
+        if let Some(weights) = config.model.pretrained_weights.as_ref().filter(|_| config.model.pretrained) {
+            crate::model::check_backbone_weights_file(weights)?;
+        }
         let log_dir = config.paths.log_dir.to_string_lossy().to_string();
         let checkpoint_dir = config.paths.checkpoint_dir.to_string_lossy().to_string();
         let dir = crate::rundir::create_run_dir(&config.paths.result_dir, &["model", &log_dir, &checkpoint_dir])?;
         let folder = Self { dir, config: config.clone(), resumed: false };
         crate::fsutil::write_atomic(&folder.dir.join("config.json"), config.to_json_pretty().as_bytes())?;
-        let device = crate::device::resolve_device(config.system.device)?;
         crate::fsutil::write_json_atomic(
             &folder.metadata_path(),
             &RunMetadata {
@@ -76,6 +81,7 @@ impl RunFolder {
             bail!("{} is not a run folder (no config.json)", dir.display());
         }
         let folder = Self { dir: dir.to_path_buf(), config: Config::load(&config_path)?, resumed: true };
+        crate::fsutil::remove_stale_temp_files(dir);
         if !folder.latest_checkpoint().is_file() {
             bail!("{}: no checkpoint to resume from (the run stopped before its first checkpoint)", dir.display());
         }

@@ -18,24 +18,53 @@ pub(super) struct Splits {
     pub skipped: Vec<(SplitName, SkippedImage)>,
 }
 
+/// Reads the three split CSVs; fails when one is missing, malformed, lists an unknown
+/// class or is empty. Cheap: run before a run folder is created.
+pub(super) fn read_splits(config: &Config) -> Result<Vec<(SplitName, Vec<ImageRecord>)>> {
+    let mut splits = Vec::new();
+    for split in SplitName::ALL {
+        let path = config.paths.data_dir.join(split.file_name());
+        let records = read_split_csv(&path, &config.data.class_names)?;
+        if records.is_empty() {
+            bail!("{} split is empty ({}); run `divide` first", split.as_str(), path.display());
+        }
+        splits.push((split, records));
+    }
+    Ok(splits)
+}
+
 pub(super) fn load_splits(config: &Config, source: &ImageSource) -> Result<Splits> {
     let class_names = &config.data.class_names;
     let mut skipped = Vec::new();
     let mut loaded = Vec::new();
-    for split in SplitName::ALL {
-        let path = config.paths.data_dir.join(split.file_name());
-        let records = read_split_csv(&path, class_names)?;
+    for (split, records) in read_splits(config)? {
         let records = screen_images(split, records, config, source, &mut skipped)?;
         if records.is_empty() {
-            bail!("{} split is empty ({}); run `divide` first", split.as_str(), path.display());
+            bail!("{} split has no readable image", split.as_str());
         }
         let counts = count_per_class(&records, class_names)?;
         let per_class: Vec<String> = class_names.iter().zip(&counts).map(|(c, n)| format!("{c}={n}")).collect();
         tracing::info!("{}: {} images ({})", split.as_str(), records.len(), per_class.join(", "));
+        check_every_class_present(split, &counts, config)?;
         loaded.push((records, counts));
     }
     let [(train, train_counts), (validation, _), (test, _)]: [_; 3] = loaded.try_into().ok().expect("three splits");
     Ok(Splits { train, train_counts, validation, test, skipped })
+}
+
+/// A class without training images can never be learnt: an error unless allowed. Missing
+/// from validation or test, it only leaves its metrics empty: a warning.
+fn check_every_class_present(split: SplitName, counts: &[usize], config: &Config) -> Result<()> {
+    for (class, _) in config.data.class_names.iter().zip(counts).filter(|(_, &n)| n == 0) {
+        if split == SplitName::Train && !config.data.allow_empty_train_classes {
+            bail!(
+                "the train split has no `{class}` image, so the model could never learn that class; add some, \
+                 or set data.allow_empty_train_classes to train without it"
+            );
+        }
+        tracing::warn!("the {} split has no `{class}` image; its metrics for that class will be empty", split.as_str());
+    }
+    Ok(())
 }
 
 fn count_per_class(records: &[ImageRecord], class_names: &[String]) -> Result<Vec<usize>> {

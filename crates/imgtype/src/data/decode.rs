@@ -1,0 +1,233 @@
+//! Image bytes to RGB pixels, defensively: the format is sniffed from the bytes (keys often
+//! have no extension), the size is checked from the header before anything is allocated
+//! (decompression bombs), JPEG and PNG data that ends early is refused rather than filled
+//! in, and a decoder that panics gives an error for that image. EXIF orientation is applied:
+//! the photo as a person sees it, in training and inference alike.
+
+use anyhow::{anyhow, bail, Context, Result};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
+
+use crate::config::DataConfig;
+
+/// What a decoder may be asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// More pixels than this get a warning, more than twice this are refused (Pillow's
+    /// `MAX_IMAGE_PIXELS` rule); `None`: no limit.
+    pub max_pixels: Option<u64>,
+    /// Decode JPEG / PNG data that ends early, the missing part filled in (Pillow's
+    /// `LOAD_TRUNCATED_IMAGES`).
+    pub allow_truncated: bool,
+}
+
+impl DecodeLimits {
+    pub fn from_config(data: &DataConfig) -> Self {
+        Self { max_pixels: data.max_image_pixels, allow_truncated: data.allow_truncated_images }
+    }
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        Self::from_config(&DataConfig::default())
+    }
+}
+
+/// Decodes image bytes of any supported format; `label` names the image in errors.
+pub fn decode_bytes(bytes: &[u8], label: &str, limits: DecodeLimits) -> Result<RgbImage> {
+    if bytes.is_empty() {
+        bail!("{label}: empty file (0 bytes)");
+    }
+    let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .with_context(|| format!("cannot read image {label}"))?;
+    let Some(format) = reader.format() else {
+        bail!("{label}: not an image (unknown format)");
+    };
+    if !limits.allow_truncated {
+        check_complete(bytes, format).with_context(|| format!("{label}: truncated image data"))?;
+    }
+    let mut decoder_limits = image::Limits::default();
+    decoder_limits.max_alloc = limits.max_pixels.map(|max| 2 * max * 4);
+    reader.limits(decoder_limits);
+    let decoder = reader.into_decoder().with_context(|| format!("cannot decode image {label}"))?;
+    check_size(decoder.dimensions(), limits, label)?;
+    // A decoder bug must cost this image only, not the process.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || -> Result<RgbImage> {
+        let mut decoder = decoder;
+        let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+        let mut image = DynamicImage::from_decoder(decoder).with_context(|| format!("cannot decode image {label}"))?;
+        image.apply_orientation(orientation);
+        Ok(image.to_rgb8())
+    }))
+    .unwrap_or_else(|panic| Err(anyhow!("{label}: the image decoder failed ({})", panic_message(&panic))))
+}
+
+/// The text of a caught panic.
+pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into())
+}
+
+fn check_size((width, height): (u32, u32), limits: DecodeLimits, label: &str) -> Result<()> {
+    let Some(max) = limits.max_pixels else { return Ok(()) };
+    let pixels = width as u64 * height as u64;
+    if pixels > 2 * max {
+        bail!(
+            "{label}: image is {width}×{height} pixels ({pixels}), over the limit of {} \
+             (2 × data.max_image_pixels = {max}); a decompression bomb?",
+            2 * max
+        );
+    }
+    if pixels > max {
+        tracing::warn!(
+            "{label}: image is {width}×{height} pixels ({pixels}), more than data.max_image_pixels = {max}; \
+             decoding it"
+        );
+    }
+    Ok(())
+}
+
+/// Fails when JPEG or PNG data ends before the image does. Other formats' decoders
+/// report short data themselves.
+fn check_complete(bytes: &[u8], format: ImageFormat) -> Result<()> {
+    let complete = match format {
+        ImageFormat::Jpeg => jpeg_end(bytes) != JpegEnd::Truncated,
+        ImageFormat::Png => png_has_iend(bytes),
+        _ => true,
+    };
+    if !complete {
+        bail!(
+            "the data ends before the image does ({} bytes); set data.allow_truncated_images to use such files",
+            bytes.len()
+        );
+    }
+    Ok(())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum JpegEnd {
+    /// The end-of-image marker is there.
+    Complete,
+    /// The data stops inside a segment or a scan, or before the end-of-image marker.
+    Truncated,
+    /// Not laid out as markers and segments; left to the decoder to judge.
+    Irregular,
+}
+
+/// Walks the JPEG marker segments and entropy-coded scans up to the end-of-image marker.
+fn jpeg_end(data: &[u8]) -> JpegEnd {
+    if !data.starts_with(&[0xFF, 0xD8]) {
+        return JpegEnd::Irregular;
+    }
+    let mut i = 2;
+    loop {
+        if i >= data.len() {
+            return JpegEnd::Truncated;
+        }
+        if data[i] != 0xFF {
+            return JpegEnd::Irregular;
+        }
+        while i < data.len() && data[i] == 0xFF {
+            i += 1; // fill bytes
+        }
+        let Some(&marker) = data.get(i) else { return JpegEnd::Truncated };
+        i += 1;
+        match marker {
+            0xD9 => return JpegEnd::Complete,
+            0x01 | 0xD0..=0xD7 => continue, // markers without a segment
+            _ => {
+                let Some(length) = data.get(i..i + 2).map(|b| u16::from_be_bytes([b[0], b[1]]) as usize) else {
+                    return JpegEnd::Truncated;
+                };
+                i += length;
+                if marker == 0xDA {
+                    // Entropy-coded data: 0xFF is stuffed as FF 00; restart markers FF D0–D7 sit inside.
+                    loop {
+                        if i + 1 >= data.len() {
+                            return JpegEnd::Truncated;
+                        }
+                        if data[i] == 0xFF && data[i + 1] != 0x00 && !(0xD0..=0xD7).contains(&data[i + 1]) {
+                            break;
+                        }
+                        i += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether the PNG chunk sequence reaches its `IEND` chunk.
+fn png_has_iend(data: &[u8]) -> bool {
+    let mut i = 8; // signature
+    while let Some(header) = data.get(i..i + 8) {
+        let length = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let end = i + 12 + length;
+        if end > data.len() {
+            return false;
+        }
+        if &header[4..8] == b"IEND" {
+            return true;
+        }
+        i = end;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jpeg(width: u32, height: u32) -> Vec<u8> {
+        let image = RgbImage::from_fn(width, height, |x, y| image::Rgb([(x * 9) as u8, (y * 5) as u8, (x * y) as u8]));
+        let mut bytes = Vec::new();
+        image.write_to(&mut std::io::Cursor::new(&mut bytes), ImageFormat::Jpeg).unwrap();
+        bytes
+    }
+
+    fn png(width: u32, height: u32) -> Vec<u8> {
+        let image = RgbImage::from_fn(width, height, |x, y| image::Rgb([(x * 9) as u8, (y * 5) as u8, 7]));
+        let mut bytes = Vec::new();
+        image.write_to(&mut std::io::Cursor::new(&mut bytes), ImageFormat::Png).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn complete_files_decode_and_every_cut_is_refused() {
+        let limits = DecodeLimits::default();
+        for (name, bytes) in [("a.jpg", jpeg(40, 30)), ("a.png", png(40, 30))] {
+            assert_eq!(decode_bytes(&bytes, name, limits).unwrap().dimensions(), (40, 30));
+            for cut in (20..bytes.len()).step_by(37).chain([bytes.len() - 1]) {
+                let err = format!("{:#}", decode_bytes(&bytes[..cut], name, limits).unwrap_err());
+                assert!(err.contains(name), "{err}");
+            }
+            let allowed = DecodeLimits { allow_truncated: true, ..limits };
+            let cut = &bytes[..bytes.len() - 2];
+            if name.ends_with(".jpg") {
+                assert_eq!(decode_bytes(cut, name, allowed).unwrap().dimensions(), (40, 30), "filled in when allowed");
+            }
+        }
+    }
+
+    #[test]
+    fn size_is_checked_before_decoding() {
+        let limits = DecodeLimits { max_pixels: Some(500), allow_truncated: false };
+        let err = format!("{:#}", decode_bytes(&png(40, 30), "big.png", limits).unwrap_err());
+        assert!(err.contains("40×30") && err.contains("over the limit of 1000"), "{err}");
+        let warned = DecodeLimits { max_pixels: Some(1000), allow_truncated: false };
+        assert!(decode_bytes(&png(40, 30), "big.png", warned).is_ok(), "between the limit and twice it: a warning");
+        let unlimited = DecodeLimits { max_pixels: None, allow_truncated: false };
+        assert!(decode_bytes(&png(40, 30), "big.png", unlimited).is_ok());
+    }
+
+    #[test]
+    fn empty_and_unknown_bytes_say_so() {
+        let limits = DecodeLimits::default();
+        assert!(format!("{:#}", decode_bytes(b"", "e.jpg", limits).unwrap_err()).contains("empty file"));
+        let err = format!("{:#}", decode_bytes(b"<html></html>", "h.jpg", limits).unwrap_err());
+        assert!(err.contains("not an image"), "{err}");
+    }
+}
