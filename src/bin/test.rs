@@ -56,11 +56,16 @@ struct Args {
 fn main() {
     let args = Args::parse();
     imgtype_cli::init_logging();
-    let stop = imgtype_cli::stop_on_signals("finishing the current batch, then keeping what is done");
-    imgtype_cli::run_main(|| run(args, stop));
+    imgtype_cli::run_main(|| run(args));
 }
 
-fn run(args: Args, stop: StopFlag) -> Result<()> {
+/// Ctrl-C / SIGTERM while batches are predicted: finish the batch, keep what is done. Before
+/// that (loading the model, one image) a signal ends the process as usual.
+fn stop_between_batches() -> StopFlag {
+    imgtype_cli::stop_on_signals("finishing the current batch, then keeping what is done")
+}
+
+fn run(args: Args) -> Result<()> {
     if !args.merge_shards.is_empty() {
         let output = args.output_path.as_ref().expect("clap requires --output-path");
         let source = imgtype::data::ImageSource::local(args.image_base_path.clone());
@@ -79,7 +84,7 @@ fn run(args: Args, stop: StopFlag) -> Result<()> {
     if let Some(csv_path) = &args.csv_path {
         let output = args.output_path.as_ref().expect("clap requires --output-path");
         let request = CsvRequest { csv_path, image_column: &args.image_column, output_path: output, shard: args.shard };
-        let report = run_csv(&predictor, &request, &stop)?;
+        let report = run_csv(&predictor, &request, &stop_between_batches())?;
         println!(
             "{} predictions ({} failed) written to {}; {:.1} images/s",
             report.rows,
@@ -99,7 +104,7 @@ fn run(args: Args, stop: StopFlag) -> Result<()> {
     }
     let data_dir = args.data_dir.clone().unwrap_or_else(|| predictor.config().paths.data_dir.clone());
     let output_root = args.output_dir.clone().unwrap_or_else(|| predictor.config().paths.test_result_dir.clone());
-    let report = run_dataset(&predictor, &data_dir, &output_root, args.shard, &stop)?;
+    let report = run_dataset(&predictor, &data_dir, &output_root, args.shard, &stop_between_batches())?;
     for (split, accuracy) in &report.accuracy_by_split {
         println!("{split:<10} accuracy {accuracy:.4}");
     }

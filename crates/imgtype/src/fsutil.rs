@@ -37,7 +37,7 @@ where
         fill(&mut writer).with_context(|| format!("while writing {}", path.display()))?;
         writer.flush().with_context(|| format!("while writing {}", path.display()))?;
     }
-    temp.as_file().sync_all().with_context(|| format!("cannot flush {} to disk", path.display()))?;
+    sync_to_disk(temp.as_file(), path)?;
     temp.persist(path).with_context(|| format!("cannot move the finished file to {}", path.display()))?;
     // The rename itself is only durable once the folder is flushed; a failure here is rare
     // and leaves the file in place.
@@ -45,6 +45,19 @@ where
         tracing::warn!("cannot flush folder {} to disk: {e}", dir.display());
     }
     Ok(())
+}
+
+/// Flushes `file` to disk. A filesystem that does not do fsync at all (some network and FUSE
+/// mounts answer EINVAL or "unsupported") gets a warning; any other failure is an error.
+pub fn sync_to_disk(file: &std::fs::File, path: &Path) -> Result<()> {
+    match file.sync_all() {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported || e.raw_os_error() == Some(22) => {
+            tracing::warn!("{}: the filesystem does not flush to disk ({e}); written without fsync", path.display());
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot flush {} to disk", path.display())),
+    }
 }
 
 /// Temp files of unfinished writes start with this (`remove_stale_temp_files` finds them).
@@ -63,9 +76,14 @@ pub fn remove_stale_temp_files(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.is_dir() {
+        // file_type() does not follow symlinks: nothing outside `dir` is touched.
+        let Ok(kind) = entry.file_type() else { continue };
+        if kind.is_dir() {
             removed += remove_stale_temp_files(&path);
-        } else if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) && std::fs::remove_file(&path).is_ok() {
+        } else if kind.is_file()
+            && entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
+            && std::fs::remove_file(&path).is_ok()
+        {
             tracing::info!("removed {}, left by an interrupted write", path.display());
             removed += 1;
         }

@@ -47,7 +47,7 @@ pub fn decode_bytes(bytes: &[u8], label: &str, limits: DecodeLimits) -> Result<R
         check_complete(bytes, format).with_context(|| format!("{label}: truncated image data"))?;
     }
     let mut decoder_limits = image::Limits::default();
-    decoder_limits.max_alloc = limits.max_pixels.map(|max| 2 * max * 4);
+    decoder_limits.max_alloc = limits.max_pixels.map(|max| max.saturating_mul(8));
     reader.limits(decoder_limits);
     let decoder = reader.into_decoder().with_context(|| format!("cannot decode image {label}"))?;
     check_size(decoder.dimensions(), limits, label)?;
@@ -62,23 +62,24 @@ pub fn decode_bytes(bytes: &[u8], label: &str, limits: DecodeLimits) -> Result<R
     .unwrap_or_else(|panic| Err(anyhow!("{label}: the image decoder failed ({})", panic_message(&panic))))
 }
 
-/// The text of a caught panic.
+/// The first line of a caught panic's message (libtorch appends a C++ backtrace).
 pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
+    let text = panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic".into())
+        .unwrap_or_else(|| "panic".into());
+    text.lines().next().unwrap_or("panic").trim().to_string()
 }
 
 fn check_size((width, height): (u32, u32), limits: DecodeLimits, label: &str) -> Result<()> {
     let Some(max) = limits.max_pixels else { return Ok(()) };
     let pixels = width as u64 * height as u64;
-    if pixels > 2 * max {
+    if pixels > max.saturating_mul(2) {
         bail!(
             "{label}: image is {width}×{height} pixels ({pixels}), over the limit of {} \
              (2 × data.max_image_pixels = {max}); a decompression bomb?",
-            2 * max
+            max.saturating_mul(2)
         );
     }
     if pixels > max {

@@ -64,32 +64,29 @@ pub fn run_csv(predictor: &Predictor, request: &CsvRequest, stop: &StopFlag) -> 
     let columns = InputColumns::find(&headers, request.image_column, &predictor.config().data.target_column, csv_path)?;
     let output = shard_file_name(request.output_path, request.shard);
     let header = columns.output_header(predictor.class_names());
-    let mut partial = PartialOutput::open(&output, &header)?;
-    let shard_rows = first_pass(&mut reader, &columns, request.shard, &partial, csv_path)?;
+    let earlier = EarlierRows::read(&output, &header, &predictor.model_identity)?;
+    let shard_rows = first_pass(&mut reader, &columns, request.shard, &earlier, csv_path)?;
     if shard_rows == 0 {
-        partial.discard();
         bail!("{}: the CSV has a header but no rows", csv_path.display());
     }
-    let resumed_rows = partial.done.len();
+    let resumed_rows = earlier.paths.len();
+    let mut partial = PartialOutput::open(&output, &header, &earlier, &predictor.model_identity)?;
     if resumed_rows > 0 {
         tracing::info!("continuing {}: {resumed_rows} of {shard_rows} rows were done before", partial.path.display());
     }
     let mut run = CsvRun { predictor, columns: &columns, partial: &mut partial, per_image_ms: Vec::new(), failed: 0 };
     let started = Instant::now();
     let outcome = run.predict_rows(open()?, request.shard, shard_rows, stop);
-    let (per_image_ms, failed) = (std::mem::take(&mut run.per_image_ms), run.failed);
+    let (per_image_ms, failed) = (std::mem::take(&mut run.per_image_ms), run.failed + earlier.failed);
     if let Err(error) = outcome {
         let kept = partial.written;
+        let path = partial.path.display();
         return Err(match error.downcast::<Interrupted>() {
             Ok(_) => Interrupted(format!(
-                "interrupted after {kept} of {shard_rows} rows; they are in {}: run the same command again to continue",
-                partial.path.display()
+                "interrupted after {kept} of {shard_rows} rows; they are in {path}: run the same command again to continue"
             ))
             .into(),
-            Err(error) => error.context(format!(
-                "the {kept} rows done so far are in {}; run the same command again to continue",
-                partial.path.display()
-            )),
+            Err(error) => error.context(format!("the {kept} rows done so far are kept in {path}")),
         });
     }
     partial.finish(&output)?;
@@ -107,25 +104,25 @@ fn first_pass(
     reader: &mut csv::Reader<File>,
     columns: &InputColumns,
     shard: Option<Shard>,
-    partial: &PartialOutput,
+    earlier: &EarlierRows,
     csv_path: &Path,
 ) -> Result<usize> {
     let mut record = ByteRecord::new();
     let (mut index, mut rows) = (0, 0);
     while reader.read_byte_record(&mut record).with_context(|| format!("cannot read {}", csv_path.display()))? {
         if shard.is_none_or(|s| s.includes(index)) {
-            if rows < partial.done.len() {
-                partial.check_done_row(rows, record.get(columns.path).unwrap_or_default())?;
+            if rows < earlier.paths.len() {
+                earlier.check_row(rows, record.get(columns.path).unwrap_or_default())?;
             }
             rows += 1;
         }
         index += 1;
     }
-    if rows < partial.done.len() {
+    if rows < earlier.paths.len() {
         bail!(
             "{} holds {} rows, more than this input has ({rows}); delete it to start over",
-            partial.path.display(),
-            partial.done.len()
+            earlier.path.display(),
+            earlier.paths.len()
         );
     }
     Ok(rows)
@@ -244,7 +241,7 @@ impl CsvRun<'_> {
         stop: &StopFlag,
     ) -> Result<()> {
         let batch_size = self.predictor.batch_size;
-        let done = self.partial.done.len();
+        let done = self.partial.written;
         let mut progress =
             crate::progress::Progress::new("predict", (shard_rows - done) as u64, (batch_size * 10) as u64);
         let mut batch: Vec<InputRow> = Vec::with_capacity(batch_size);
@@ -302,89 +299,127 @@ impl CsvRun<'_> {
     }
 }
 
-/// `O.partial`: the output so far, one complete row per input row done.
-struct PartialOutput {
-    path: PathBuf,
-    writer: csv::Writer<BufWriter<File>>,
-    /// The image paths of the rows an earlier run finished, to check they match this input.
-    done: Vec<Vec<u8>>,
-    /// Rows in the file.
-    written: usize,
+/// `O.partial` (and beside it `O.partial.json`, the model it was made with): the output so
+/// far. Rows reach the file batch by batch; a kill can cut the last one short, which a
+/// rerun drops.
+fn partial_paths(output: &Path) -> (PathBuf, PathBuf) {
+    let mut name = output.as_os_str().to_owned();
+    name.push(".partial");
+    let partial = PathBuf::from(name);
+    let mut sidecar = partial.as_os_str().to_owned();
+    sidecar.push(".json");
+    (partial, PathBuf::from(sidecar))
 }
 
-impl PartialOutput {
-    /// Opens `output.partial`, keeping the complete rows of an earlier run (a last row cut
-    /// short by a kill is dropped), or starts it with `header`.
-    fn open(output: &Path, header: &[String]) -> Result<Self> {
-        let mut name = output.as_os_str().to_owned();
-        name.push(".partial");
-        let path = PathBuf::from(name);
-        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create folder {}", dir.display()))?;
-        }
-        let (done, keep_bytes) = if path.exists() { Self::complete_rows(&path, header)? } else { (Vec::new(), 0) };
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        file.set_len(keep_bytes).with_context(|| format!("cannot write {}", path.display()))?;
-        let mut writer = csv::Writer::from_writer(BufWriter::new(file));
-        if keep_bytes == 0 {
-            writer.write_record(header).with_context(|| format!("cannot write {}", path.display()))?;
-        }
-        let written = done.len();
-        Ok(Self { path, writer, done, written })
-    }
+/// The complete rows an interrupted run left in `O.partial`.
+struct EarlierRows {
+    path: PathBuf,
+    /// The image path of each complete row, to check they are this input's.
+    paths: Vec<Vec<u8>>,
+    /// ERROR rows among them.
+    failed: usize,
+    /// Length of the file up to the end of its last complete row; 0: start the file over.
+    end: u64,
+}
 
-    /// The image paths of the complete rows of an existing partial file, and the length
-    /// of the file up to the end of its last complete row (0: start over).
-    fn complete_rows(path: &Path, header: &[String]) -> Result<(Vec<Vec<u8>>, u64)> {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(&bytes[..]);
-        let found: Vec<String> = match reader.headers() {
-            Ok(h) => h.iter().map(String::from).collect(),
-            Err(_) => Vec::new(),
-        };
-        if found != header {
+impl EarlierRows {
+    fn read(output: &Path, header: &[String], model_identity: &str) -> Result<Self> {
+        let (path, sidecar) = partial_paths(output);
+        let mut earlier = Self { path: path.clone(), paths: Vec::new(), failed: 0, end: 0 };
+        let Ok(bytes) = std::fs::read(&path) else { return Ok(earlier) };
+        let made_with = std::fs::read_to_string(&sidecar)
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|v| v["model"].as_str().map(String::from));
+        if !bytes.is_empty() && made_with.as_deref() != Some(model_identity) {
             bail!(
-                "{} is not a partial output of this command (its columns differ); delete it to start over",
-                path.display()
+                "{} was made with another model ({}); delete it to start over",
+                path.display(),
+                made_with.unwrap_or_else(|| "unknown".into())
             );
         }
-        let mut end = reader.position().byte();
-        let mut done = Vec::new();
+        let mut reader = csv::ReaderBuilder::new().flexible(true).has_headers(false).from_reader(&bytes[..]);
         let mut record = ByteRecord::new();
+        let predicted = header.iter().position(|h| h == "predicted_class").expect("predicted_class column");
+        let mut start = 0;
+        let mut rows = 0usize;
         while let Ok(true) = reader.read_byte_record(&mut record) {
-            let next = reader.position().byte();
-            let terminated = bytes.get(next as usize - 1).is_some_and(|&b| b == b'\n');
-            if record.len() != header.len() || !terminated {
+            let end = reader.position().byte();
+            // Complete means exactly as the writer writes it: a row cut inside a quoted field
+            // or before its newline reads back differently.
+            if record.len() != header.len() || encode(&record) != bytes[start as usize..end as usize] {
                 break;
             }
-            done.push(record.get(0).unwrap_or_default().to_vec());
-            end = next;
+            if rows == 0 {
+                if record.iter().ne(header.iter().map(|h| h.as_bytes())) {
+                    bail!("{} is not a partial output of this command (its columns differ); delete it", path.display());
+                }
+            } else {
+                earlier.paths.push(record.get(0).unwrap_or_default().to_vec());
+                earlier.failed += (record.get(predicted) == Some(b"ERROR".as_slice())) as usize;
+            }
+            rows += 1;
+            start = end;
         }
-        Ok((done, end))
-    }
-
-    /// Removes the file when nothing is worth keeping (an input without rows).
-    fn discard(self) {
-        let _ = std::fs::remove_file(&self.path);
+        if (start as usize) < bytes.len() {
+            tracing::warn!(
+                "{}: dropping an incomplete last row ({} bytes)",
+                path.display(),
+                bytes.len() - start as usize
+            );
+        }
+        earlier.end = if rows > 0 { start } else { 0 };
+        Ok(earlier)
     }
 
     /// Fails when row `index` done earlier was for another image than this input's.
-    fn check_done_row(&self, index: usize, raw_path: &[u8]) -> Result<()> {
-        if self.done[index] != raw_path {
+    fn check_row(&self, index: usize, raw_path: &[u8]) -> Result<()> {
+        if self.paths[index] != raw_path {
             bail!(
                 "{} holds predictions for other images (its row {} is `{}`, this input's is `{}`); delete it to \
                  start over",
                 self.path.display(),
                 index + 1,
-                String::from_utf8_lossy(&self.done[index]),
+                String::from_utf8_lossy(&self.paths[index]),
                 String::from_utf8_lossy(raw_path)
             );
         }
         Ok(())
+    }
+}
+
+/// A record as the output writer writes it.
+fn encode(record: &ByteRecord) -> Vec<u8> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_byte_record(record).expect("writing to memory");
+    writer.into_inner().expect("writing to memory")
+}
+
+struct PartialOutput {
+    path: PathBuf,
+    sidecar: PathBuf,
+    writer: csv::Writer<BufWriter<File>>,
+    /// Rows in the file.
+    written: usize,
+}
+
+impl PartialOutput {
+    /// Opens `O.partial` after the complete rows of `earlier`, or starts it with `header`.
+    fn open(output: &Path, header: &[String], earlier: &EarlierRows, model_identity: &str) -> Result<Self> {
+        let (path, sidecar) = partial_paths(output);
+        let failed = |e| anyhow::Error::new(e).context(format!("cannot write {}", path.display()));
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create folder {}", dir.display()))?;
+        }
+        crate::fsutil::write_json_atomic(&sidecar, &serde_json::json!({"model": model_identity}))?;
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(failed)?;
+        file.set_len(earlier.end).map_err(failed)?;
+        let mut writer = csv::Writer::from_writer(BufWriter::new(file));
+        if earlier.end == 0 {
+            writer.write_record(header).map_err(|e| failed(e.into()))?;
+            writer.flush().map_err(failed)?;
+        }
+        Ok(Self { path, sidecar, writer, written: earlier.paths.len() })
     }
 
     fn write_row(&mut self, values: &[Vec<u8>]) -> Result<()> {
@@ -404,9 +439,64 @@ impl PartialOutput {
         let file =
             self.writer.into_inner().map_err(|e| anyhow::anyhow!("cannot write {}: {e}", self.path.display()))?;
         let file = file.into_inner().map_err(|e| anyhow::anyhow!("cannot write {}: {e}", self.path.display()))?;
-        file.sync_all().with_context(|| format!("cannot flush {} to disk", self.path.display()))?;
+        crate::fsutil::sync_to_disk(&file, &self.path)?;
         std::fs::rename(&self.path, output)
             .with_context(|| format!("cannot move the finished {} to {}", self.path.display(), output.display()))?;
+        let _ = std::fs::remove_file(&self.sidecar);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MODEL: &str = "model.safetensors (10 bytes, modified 1)";
+
+    fn header() -> Vec<String> {
+        ["image_path", "predicted_class", "error"].map(String::from).to_vec()
+    }
+
+    /// Writes `O.partial` with `body` (and the sidecar naming MODEL) and reads it back.
+    fn earlier(body: &[u8]) -> Result<EarlierRows> {
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("out.csv");
+        let (partial, sidecar) = partial_paths(&output);
+        std::fs::write(&partial, body).unwrap();
+        std::fs::write(&sidecar, serde_json::json!({"model": MODEL}).to_string()).unwrap();
+        EarlierRows::read(&output, &header(), MODEL)
+    }
+
+    #[test]
+    fn complete_rows_are_kept_and_a_cut_last_row_is_dropped() {
+        let full = b"image_path,predicted_class,error\na.jpg,full_shot,\nb.jpg,ERROR,\"cannot open\nsecond line\"\n";
+        let rows = earlier(full).unwrap();
+        assert_eq!(rows.paths, vec![b"a.jpg".to_vec(), b"b.jpg".to_vec()]);
+        assert_eq!((rows.failed, rows.end), (1, full.len() as u64));
+        // Cut inside the quoted, multi-line error cell, just after its inner newline.
+        let cut = &full[..full.len() - "second line\"\n".len()];
+        let rows = earlier(cut).unwrap();
+        assert_eq!(rows.paths, vec![b"a.jpg".to_vec()]);
+        assert_eq!(rows.end, b"image_path,predicted_class,error\na.jpg,full_shot,\n".len() as u64);
+        // Cut before the newline of the last row.
+        let rows = earlier(&full[..full.len() - 1]).unwrap();
+        assert_eq!(rows.paths.len(), 1);
+    }
+
+    #[test]
+    fn an_empty_or_header_only_file_starts_over_and_strangers_are_refused() {
+        assert_eq!(earlier(b"").unwrap().end, 0);
+        assert_eq!(earlier(b"image_path,predicted_cl").unwrap().end, 0);
+        let rows = earlier(b"image_path,predicted_class,error\n").unwrap();
+        assert!(rows.paths.is_empty() && rows.end > 0);
+        let crlf = earlier(b"image_path,predicted_class,error\r\na.jpg,full_shot,\r\n").unwrap();
+        assert_eq!(crlf.end, 0, "rows not written by this tool are not trusted");
+        let err = earlier(b"path,class,error\na.jpg,full_shot,\n").err().unwrap();
+        assert!(err.to_string().contains("columns differ"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("out.csv");
+        std::fs::write(partial_paths(&output).0, b"image_path,predicted_class,error\n").unwrap();
+        let err = EarlierRows::read(&output, &header(), MODEL).err().unwrap();
+        assert!(err.to_string().contains("another model"), "{err}");
     }
 }

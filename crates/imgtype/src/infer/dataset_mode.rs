@@ -103,6 +103,10 @@ fn predict_splits(
         let mut progress =
             crate::progress::Progress::new(split.as_str(), mine.len() as u64, (predictor.batch_size * 10) as u64);
         for chunk in mine.chunks(predictor.batch_size) {
+            if stop.is_raised() {
+                progress.finish();
+                bail!(Interrupted("interrupted; no results written (run it again from the start)".into()));
+            }
             let chunk: Vec<ImageRecord> = chunk.iter().map(|r| (*r).clone()).collect();
             let (outcomes, ms) = predictor.predict_batch_timed(&chunk);
             for (record, outcome) in chunk.iter().zip(&outcomes) {
@@ -110,10 +114,6 @@ fn predict_splits(
                 per_image_ms.push(ms);
             }
             progress.advance(chunk.len() as u64, "");
-            if stop.is_raised() {
-                progress.finish();
-                bail!(Interrupted("interrupted; no results written (run it again from the start)".into()));
-            }
         }
         progress.finish();
     }

@@ -44,6 +44,8 @@ pub struct Predictor {
     pub batch_size: usize,
     pub workers: usize,
     pub load_seconds: f64,
+    /// The model file's path, size and modification time; "in memory" for a model built here.
+    pub model_identity: String,
 }
 
 impl Predictor {
@@ -53,6 +55,13 @@ impl Predictor {
         let model = ImageTypeClassifier::load(&path, device)?;
         let mut predictor = Self::from_model(model);
         predictor.load_seconds = started.elapsed().as_secs_f64();
+        predictor.model_identity = match std::fs::metadata(&path) {
+            Ok(meta) => {
+                let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+                format!("{} ({} bytes, modified {})", path.display(), meta.len(), modified.map_or(0, |d| d.as_secs()))
+            }
+            Err(_) => path.display().to_string(),
+        };
         tracing::info!(
             "model {} loaded in {:.2} s; classes: {}",
             path.display(),
@@ -77,6 +86,7 @@ impl Predictor {
             batch_size: config.inference.batch_size.max(1),
             workers: config.system.num_workers.max(1),
             load_seconds: 0.0,
+            model_identity: "in memory".into(),
             class_names,
             config,
             model: Mutex::new(model),
@@ -107,12 +117,15 @@ impl Predictor {
     /// (out of memory, say) is an error for this batch; the predictor stays usable.
     pub fn probabilities(&self, batch: &Tensor) -> Result<Vec<Vec<f64>>, String> {
         let model = self.model.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // The copy back to the host is inside too: asynchronous CUDA errors surface there.
         let forward = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            tch::no_grad(|| model.forward_t(&batch.to_device(self.device), false).softmax(-1, tch::Kind::Float))
+            let probs =
+                tch::no_grad(|| model.forward_t(&batch.to_device(self.device), false).softmax(-1, tch::Kind::Float));
+            Vec::<f32>::try_from(probs.to_device(Device::Cpu).flatten(0, -1))
         }));
         drop(model);
-        let probs = forward.map_err(|panic| format!("the model failed on this batch: {}", panic_message(&panic)))?;
-        let flat = Vec::<f32>::try_from(probs.to_device(Device::Cpu).flatten(0, -1))
+        let flat = forward
+            .map_err(|panic| format!("the model failed on this batch: {}", panic_message(&panic)))?
             .map_err(|e| format!("cannot read the model's output: {e}"))?;
         Ok(flat.chunks(self.class_names.len()).map(|row| row.iter().map(|&p| p as f64).collect()).collect())
     }

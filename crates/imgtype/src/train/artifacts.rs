@@ -168,6 +168,14 @@ pub(super) fn share_best_model(best: &Path, config: &Config) {
 /// `final_results.json` of a run that stopped on an error: the error, for whoever finds the folder.
 pub(super) fn write_failed_results(run_dir: &Path, run_id: &str, error: &anyhow::Error) {
     let path = run_dir.join("final_results.json");
+    // A finished run keeps its results whatever a later command (say, a --resume) runs into.
+    let finished = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .is_some_and(|results| results["status"] != "failed");
+    if finished {
+        return;
+    }
     let failed = serde_json::json!({"run_id": run_id, "status": "failed", "error": format!("{error:#}")});
     if let Err(e) = crate::fsutil::write_json_atomic(&path, &failed) {
         tracing::warn!("could not record the failure in {}: {e:#}", path.display());
