@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "python"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "python"))
 from seed_model import ImageTypeClassifier  # noqa: E402
 
 size, batch, iters = (int(a) for a in (sys.argv[1:] + ["224", "32", "3"][len(sys.argv) - 1:]))

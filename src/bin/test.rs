@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use imgtype::config::DeviceChoice;
+use imgtype::config::{DeviceChoice, Precision};
 use imgtype::infer::{merge_shards, run_csv, run_dataset, CsvRequest, Predictor, Shard};
 use imgtype::StopFlag;
 
@@ -51,6 +51,10 @@ struct Args {
     /// CSV mode: exit with status 1 when any row is an ERROR row (all rows are still written)
     #[arg(long)]
     strict: bool,
+    /// Number format (auto, fp32, bf16; default: the model's system.precision, `auto`: bf16
+    /// where the CPU has AVX512-BF16 or AMX, or on CUDA)
+    #[arg(long)]
+    precision: Option<String>,
 }
 
 fn main() {
@@ -75,7 +79,8 @@ fn run(args: Args) -> Result<()> {
     }
     let device = imgtype::device::resolve_device(args.device.parse::<DeviceChoice>().context("--device")?)?;
     let model_path = args.model_path.as_ref().expect("clap requires --model-path");
-    let mut predictor = Predictor::load(model_path, device)?;
+    let precision = args.precision.as_deref().map(parse_precision).transpose()?;
+    let mut predictor = Predictor::load_with_precision(model_path, device, precision)?;
     predictor.set_base_image_path(args.image_base_path.clone());
 
     if let Some(image) = &args.image_path {
@@ -117,6 +122,11 @@ fn run(args: Args) -> Result<()> {
         report.output_dir.display()
     );
     Ok(())
+}
+
+fn parse_precision(name: &str) -> Result<Precision> {
+    serde_json::from_value(serde_json::Value::String(name.into()))
+        .map_err(|_| anyhow::anyhow!("--precision `{name}`: use auto, fp32 or bf16"))
 }
 
 /// `--image-path`: a key as in the CSVs (relative, absolute, URL), or any local file name,

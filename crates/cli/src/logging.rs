@@ -68,9 +68,11 @@ impl<'a> MakeWriter<'a> for FileWriter {
     }
 }
 
-/// Installs the global logger (level info; `RUST_LOG` overrides) and, on a terminal,
-/// progress bars. Later calls do nothing.
+/// Sets up the process for the binaries: the memory allocator tuned for libtorch, the
+/// global logger (level info; `RUST_LOG` overrides) and, on a terminal, progress bars.
+/// Later calls do nothing.
 pub fn init_logging() {
+    imgtype::tune_memory_allocator();
     crate::progress_bars::install();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);

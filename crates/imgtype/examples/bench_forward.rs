@@ -1,25 +1,39 @@
-//! Eval-mode forward speed of our EfficientNet-B0 + head: `bench_forward [size] [batch] [iters]`.
-//! Prints one line `rust images_per_second=<x>`; scripts/bench_forward.sh compares it with torchvision.
+//! Eval-mode forward speed of our EfficientNet-B0 + head:
+//! `bench_forward [size] [batch] [iters] [plain|fp32|bf16]`. `plain` is the training-time
+//! module; `fp32` and `bf16` the inference model (BatchNorm folded, channels-last).
+//! Prints one line `rust images_per_second=<x>`; scripts/bench.sh compares it with torchvision.
 
+use imgtype::model::fused::{channels_last, FusedClassifier};
 use imgtype::{Config, ImageTypeClassifier};
 use tch::{Device, Kind, Tensor};
 
 fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().expect("numbers")).collect();
-    let size = *args.first().unwrap_or(&224) as i64;
-    let batch = *args.get(1).unwrap_or(&32) as i64;
-    let iters = *args.get(2).unwrap_or(&3);
+    imgtype::tune_memory_allocator();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let number = |i: usize, default: usize| args.get(i).map(|a| a.parse().expect("a number")).unwrap_or(default);
+    let (size, batch, iters) = (number(0, 224) as i64, number(1, 32) as i64, number(2, 3));
+    let mode = args.get(3).map(String::as_str).unwrap_or("plain");
     tch::manual_seed(0);
     let model = ImageTypeClassifier::new(&Config::default(), Device::Cpu);
     let input = Tensor::randn([batch, 3, size, size], (Kind::Float, Device::Cpu));
-    let _ = tch::no_grad(|| model.forward_t(&input, false)); // warm-up
+    let forward: Box<dyn Fn() -> Tensor> = match mode {
+        "plain" => Box::new(|| tch::no_grad(|| model.forward_t(&input, false))),
+        "fp32" | "bf16" => {
+            let kind = if mode == "bf16" { Kind::BFloat16 } else { Kind::Float };
+            let fused = FusedClassifier::new(&model, kind);
+            let input = channels_last(&input);
+            Box::new(move || fused.forward(&input))
+        }
+        other => panic!("unknown mode {other}: plain, fp32 or bf16"),
+    };
+    let _ = forward(); // warm-up
     let started = std::time::Instant::now();
     for _ in 0..iters {
-        let _ = tch::no_grad(|| model.forward_t(&input, false));
+        let _ = forward();
     }
     let rate = (batch as usize * iters) as f64 / started.elapsed().as_secs_f64();
     println!(
-        "rust images_per_second={rate:.2} (size {size}, batch {batch}, {iters} iterations, {} threads)",
+        "rust images_per_second={rate:.2} ({mode}, size {size}, batch {batch}, {iters} iterations, {} threads)",
         tch::get_num_threads()
     );
 }

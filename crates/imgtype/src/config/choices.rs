@@ -163,6 +163,18 @@ impl LogLevel {
     }
 }
 
+/// `system.precision`: the number format of the model's arithmetic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// bfloat16 for inference where the hardware has it (AVX512-BF16 or AMX on a CPU, a
+    /// CUDA device); training in fp32 unless `system.mixed_precision` asks for bf16.
+    #[default]
+    Auto,
+    Fp32,
+    Bf16,
+}
+
 /// `system.device`: the device a config names, before checking what this machine has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceChoice {

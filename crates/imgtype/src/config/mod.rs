@@ -8,7 +8,7 @@
 mod choices;
 mod validate;
 
-pub use choices::{Backbone, DeviceChoice, LogLevel, Metric, OptimizerKind, Scheduler, Strength};
+pub use choices::{Backbone, DeviceChoice, LogLevel, Metric, OptimizerKind, Precision, Scheduler, Strength};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -294,13 +294,21 @@ impl Default for PathsConfig {
 pub struct SystemConfig {
     pub num_workers: usize,
     pub device: DeviceChoice,
+    /// The Python system's switch for reduced-precision training: bf16 where the device has it.
     pub mixed_precision: bool,
+    pub precision: Precision,
     pub seed: u64,
 }
 
 impl Default for SystemConfig {
     fn default() -> Self {
-        Self { num_workers: 4, device: DeviceChoice::Auto, mixed_precision: false, seed: 42 }
+        Self {
+            num_workers: 4,
+            device: DeviceChoice::Auto,
+            mixed_precision: false,
+            precision: Precision::Auto,
+            seed: 42,
+        }
     }
 }
 

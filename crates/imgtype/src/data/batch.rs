@@ -3,10 +3,10 @@
 
 use image::RgbImage;
 
-use super::decode::panic_message;
+use super::decode::{check_readable, panic_message};
 use super::image::load_resized;
 use super::records::ImageRecord;
-use super::source::ImageSource;
+use super::source::{check_key, ImageSource};
 
 /// One image that could not be used, and why.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -23,27 +23,47 @@ pub fn load_images(
     size: u32,
     workers: usize,
 ) -> Vec<Result<RgbImage, String>> {
+    per_record(records, workers, |record| load_resized(source, &record.image_path, size))
+}
+
+/// Checks that the records' images can be used (fetched, and decodable as far as
+/// [`check_readable`] needs to tell), with up to `workers` threads, in order.
+pub fn check_images(records: &[&ImageRecord], source: &ImageSource, workers: usize) -> Vec<Result<(), String>> {
+    per_record(records, workers, |record| {
+        check_key(&record.image_path)?;
+        check_readable(&source.fetch(&record.image_path)?, &record.image_path, source.decode_limits())
+    })
+}
+
+/// `work` for each record on up to `workers` threads, results in order; an error or a
+/// panic is that record's.
+fn per_record<T: Send>(
+    records: &[&ImageRecord],
+    workers: usize,
+    work: impl Fn(&ImageRecord) -> anyhow::Result<T> + Sync,
+) -> Vec<Result<T, String>> {
     let workers = workers.clamp(1, records.len().max(1));
     let chunk = records.len().div_ceil(workers).max(1);
+    let work = &work;
     std::thread::scope(|scope| {
         let handles: Vec<_> = records
             .chunks(chunk)
-            .map(|part| (part.len(), scope.spawn(move || part.iter().map(|r| load_one(source, r, size)).collect())))
+            .map(|part| (part.len(), scope.spawn(move || part.iter().map(|r| guarded(r, work)).collect::<Vec<_>>())))
             .collect();
         handles
             .into_iter()
             .flat_map(|(count, handle)| {
-                handle
-                    .join()
-                    .unwrap_or_else(|panic| vec![Err(format!("image loader failed: {}", panic_message(&panic))); count])
+                handle.join().unwrap_or_else(|panic| {
+                    (0..count).map(|_| Err(format!("image loader failed: {}", panic_message(&panic)))).collect()
+                })
             })
             .collect::<Vec<_>>()
     })
 }
 
-fn load_one(source: &ImageSource, record: &ImageRecord, size: u32) -> Result<RgbImage, String> {
+fn guarded<T>(record: &ImageRecord, work: &(impl Fn(&ImageRecord) -> anyhow::Result<T> + Sync)) -> Result<T, String> {
     // The source is only read: nothing a panic interrupts is seen again.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load_resized(source, &record.image_path, size)))
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(record)))
         .unwrap_or_else(|panic| {
             Err(anyhow::anyhow!("{}: image loader failed: {}", record.image_path, panic_message(&panic)))
         })

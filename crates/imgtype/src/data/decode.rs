@@ -34,6 +34,14 @@ impl Default for DecodeLimits {
 
 /// Decodes image bytes of any supported format; `label` names the image in errors.
 pub fn decode_bytes(bytes: &[u8], label: &str, limits: DecodeLimits) -> Result<RgbImage> {
+    decode_for_size(bytes, label, limits, None)
+}
+
+/// Decodes an image that will be resized to `target`×`target`: a JPEG at least four times
+/// that size on both sides is decoded at a reduced DCT scale (1/2, 1/4 or 1/8), never below
+/// twice the target on either side, so the resize that follows still averages over enough
+/// pixels (tested against full decoding). Other images decode in full.
+pub fn decode_for_size(bytes: &[u8], label: &str, limits: DecodeLimits, target: Option<u32>) -> Result<RgbImage> {
     if bytes.is_empty() {
         bail!("{label}: empty file (0 bytes)");
     }
@@ -46,20 +54,92 @@ pub fn decode_bytes(bytes: &[u8], label: &str, limits: DecodeLimits) -> Result<R
     if !limits.allow_truncated {
         check_complete(bytes, format).with_context(|| format!("{label}: truncated image data"))?;
     }
+    if let (ImageFormat::Jpeg, Some(target)) = (format, target) {
+        let (width, height) = reader.into_dimensions().with_context(|| format!("cannot decode image {label}"))?;
+        check_size((width, height), limits, label)?;
+        if let Some(factor) = jpeg_scale_factor(width, height, target) {
+            return guarded(label, || decode_jpeg_scaled(bytes, label, width, height, factor));
+        }
+        reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
+    }
     let mut decoder_limits = image::Limits::default();
     decoder_limits.max_alloc = limits.max_pixels.map(|max| max.saturating_mul(8));
     reader.limits(decoder_limits);
     let decoder = reader.into_decoder().with_context(|| format!("cannot decode image {label}"))?;
     check_size(decoder.dimensions(), limits, label)?;
-    // A decoder bug must cost this image only, not the process.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || -> Result<RgbImage> {
+    guarded(label, move || {
         let mut decoder = decoder;
         let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
         let mut image = DynamicImage::from_decoder(decoder).with_context(|| format!("cannot decode image {label}"))?;
         image.apply_orientation(orientation);
         Ok(image.to_rgb8())
-    }))
-    .unwrap_or_else(|panic| Err(anyhow!("{label}: the image decoder failed ({})", panic_message(&panic))))
+    })
+}
+
+/// Runs a decoder; a bug that panics in it costs this image only, not the process.
+fn guarded(label: &str, decode: impl FnOnce() -> Result<RgbImage>) -> Result<RgbImage> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode))
+        .unwrap_or_else(|panic| Err(anyhow!("{label}: the image decoder failed ({})", panic_message(&panic))))
+}
+
+/// The largest of 8, 4, 2 by which a `width`×`height` JPEG can be scaled down and stay at
+/// least `2 × target` on both sides; `None` when even 2 is too much.
+pub fn jpeg_scale_factor(width: u32, height: u32, target: u32) -> Option<u32> {
+    [8, 4, 2].into_iter().find(|f| width / f >= 2 * target && height / f >= 2 * target)
+}
+
+/// Decodes a JPEG at 1/`factor` of its size, EXIF orientation applied. Grey and RGB JPEGs
+/// (nearly all photos); others (CMYK) decode in full through the image crate.
+fn decode_jpeg_scaled(bytes: &[u8], label: &str, width: u32, height: u32, factor: u32) -> Result<RgbImage> {
+    let mut decoder = jpeg_decoder::Decoder::new(std::io::Cursor::new(bytes));
+    decoder.read_info().with_context(|| format!("cannot decode image {label}"))?;
+    let info = decoder.info().ok_or_else(|| anyhow!("cannot decode image {label}: no frame header"))?;
+    if !matches!(info.pixel_format, jpeg_decoder::PixelFormat::RGB24 | jpeg_decoder::PixelFormat::L8) {
+        return decode_bytes(bytes, label, DecodeLimits { max_pixels: None, allow_truncated: true });
+    }
+    let (w, h) = (width.div_ceil(factor) as u16, height.div_ceil(factor) as u16);
+    decoder.scale(w, h).with_context(|| format!("cannot decode image {label}"))?;
+    let pixels = decoder.decode().with_context(|| format!("cannot decode image {label}"))?;
+    let info = decoder.info().ok_or_else(|| anyhow!("cannot decode image {label}: no frame header"))?;
+    let (w, h) = (info.width as u32, info.height as u32);
+    let rgb = match info.pixel_format {
+        jpeg_decoder::PixelFormat::L8 => pixels.iter().flat_map(|&v| [v, v, v]).collect(),
+        _ => pixels,
+    };
+    let mut image = DynamicImage::ImageRgb8(
+        RgbImage::from_raw(w, h, rgb).ok_or_else(|| anyhow!("{label}: decoded size does not match {w}×{h}"))?,
+    );
+    let orientation = decoder.exif_data().and_then(image::metadata::Orientation::from_exif_chunk);
+    image.apply_orientation(orientation.unwrap_or(image::metadata::Orientation::NoTransforms));
+    Ok(image.into_rgb8())
+}
+
+/// Checks that the bytes are an image this tool can use, decoding no more than needed: a
+/// JPEG whose marker segments and scans run to its end-of-image marker and whose headers the
+/// decoder accepts, within the size limit, is readable without its pixels; other formats
+/// (and JPEGs laid out irregularly) are decoded. Refuses what decoding refuses: empty data,
+/// not an image, truncated data, over the size limit, headers the decoder rejects.
+pub fn check_readable(bytes: &[u8], label: &str, limits: DecodeLimits) -> Result<()> {
+    if bytes.is_empty() {
+        bail!("{label}: empty file (0 bytes)");
+    }
+    let reader = ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .with_context(|| format!("cannot read image {label}"))?;
+    if reader.format() != Some(ImageFormat::Jpeg) || jpeg_end(bytes) == JpegEnd::Irregular {
+        return decode_bytes(bytes, label, limits).map(|_| ());
+    }
+    if !limits.allow_truncated {
+        check_complete(bytes, ImageFormat::Jpeg).with_context(|| format!("{label}: truncated image data"))?;
+    }
+    guarded(label, || {
+        let mut decoder = jpeg_decoder::Decoder::new(std::io::Cursor::new(bytes));
+        decoder.read_info().with_context(|| format!("cannot decode image {label}"))?;
+        let info = decoder.info().ok_or_else(|| anyhow!("cannot decode image {label}: no frame header"))?;
+        check_size((info.width as u32, info.height as u32), limits, label)?;
+        Ok(RgbImage::new(0, 0))
+    })
+    .map(|_| ())
 }
 
 /// The first line of a caught panic's message (libtorch appends a C++ backtrace).

@@ -10,7 +10,9 @@ use crate::data::batch::load_images;
 use crate::data::image::to_normalized_batch;
 use crate::data::records::class_indices;
 use crate::data::{ImageRecord, ImageSource};
+use crate::device::inference_kind;
 use crate::loss::{Loss, Targets};
+use crate::model::fused::FusedClassifier;
 use crate::model::ImageTypeClassifier;
 
 /// Loss, probabilities and true labels of a model over records, every readable image scored.
@@ -33,7 +35,8 @@ impl SplitEvaluation {
     }
 }
 
-/// Scores `model` on `records` in batches of `inference.batch_size`. Training screens out
+/// Scores `model` on `records` in batches of `inference.batch_size`, with the inference model
+/// (BatchNorm folded, `system.precision`) that `test` and the API use. Training screens out
 /// unreadable images before it starts, so one that fails now (a download, a file removed
 /// meanwhile) is left out with a warning rather than stopping the run; a split with no
 /// readable image at all is an error.
@@ -47,6 +50,8 @@ pub fn evaluate_records(
 ) -> Result<SplitEvaluation> {
     let class_names = model.class_names().to_vec();
     let labels = class_indices(records, &class_names)?;
+    // The same inference model and number format as `test` and the API: one set of numbers.
+    let fused = FusedClassifier::new(model, inference_kind(config.system.precision, model.device()));
     let batch_size = config.inference.batch_size.max(1);
     let mut total_loss = 0.0;
     let mut y_true = Vec::new();
@@ -77,7 +82,7 @@ pub fn evaluate_records(
         let batch = to_normalized_batch(&images).to_device(model.device());
         let targets = Tensor::from_slice(&image_labels).to_device(model.device());
         let (loss, probs) = tch::no_grad(|| {
-            let logits = model.forward_t(&batch, false);
+            let logits = fused.forward(&batch);
             (loss_fn.compute(&logits, Targets::Hard(&targets)).double_value(&[]), logits.softmax(-1, Kind::Float))
         });
         total_loss += loss * images.len() as f64;

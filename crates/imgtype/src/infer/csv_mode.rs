@@ -19,6 +19,8 @@ use csv::ByteRecord;
 use serde::Serialize;
 
 use super::columns::{correct_value, prediction_header, prediction_values, timing_and_error};
+use super::predictor::LoadedBatch;
+use super::prefetch::prefetched;
 use super::shards::{shard_file_name, Shard};
 use super::timing::TimingSummary;
 use super::{Prediction, Predictor};
@@ -231,8 +233,15 @@ struct CsvRun<'a> {
     failed: usize,
 }
 
+/// A batch of input rows with the images of its well-formed rows decoded.
+struct RowBatch {
+    rows: Vec<InputRow>,
+    loaded: LoadedBatch,
+}
+
 impl CsvRun<'_> {
-    /// Predicts this shard's rows after those already done, batch by batch.
+    /// Predicts this shard's rows after those already done, batch by batch; the next batch is
+    /// read and decoded while the model works on this one.
     fn predict_rows(
         &mut self,
         mut reader: csv::Reader<File>,
@@ -240,61 +249,83 @@ impl CsvRun<'_> {
         shard_rows: usize,
         stop: &StopFlag,
     ) -> Result<()> {
-        let batch_size = self.predictor.batch_size;
+        let (predictor, columns) = (self.predictor, self.columns);
+        let batch_size = predictor.batch_size;
         let done = self.partial.written;
         let mut progress =
             crate::progress::Progress::new("predict", (shard_rows - done) as u64, (batch_size * 10) as u64);
-        let mut batch: Vec<InputRow> = Vec::with_capacity(batch_size);
-        let (mut index, mut shard_index) = (0usize, 0usize);
-        let mut record = ByteRecord::new();
-        while reader.read_byte_record(&mut record)? {
-            let mine = shard.is_none_or(|s| s.includes(index));
-            index += 1;
-            if !mine {
-                continue;
-            }
-            shard_index += 1;
-            if shard_index <= done {
-                continue;
-            }
-            batch.push(self.columns.parse(&record));
-            if batch.len() == batch_size {
-                self.predict_batch(&mut batch)?;
-                progress.advance(batch_size as u64, "");
-                if stop.is_raised() && shard_index < shard_rows {
-                    progress.finish();
-                    return Err(Interrupted(String::new()).into());
+        let mut finished = done;
+        let produce = move |send: &dyn Fn(Result<RowBatch>) -> bool| {
+            let load = |rows: Vec<InputRow>| {
+                let readable: Vec<&ImageRecord> =
+                    rows.iter().filter(|row| row.problem.is_none()).map(|row| &row.record).collect();
+                let loaded = predictor.load_batch(&readable);
+                RowBatch { rows, loaded }
+            };
+            let mut batch: Vec<InputRow> = Vec::with_capacity(batch_size);
+            let (mut index, mut shard_index) = (0usize, 0usize);
+            let mut record = ByteRecord::new();
+            loop {
+                match reader.read_byte_record(&mut record) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        send(Err(anyhow::Error::new(e).context("cannot read the input CSV")));
+                        return;
+                    }
+                }
+                let mine = shard.is_none_or(|s| s.includes(index));
+                index += 1;
+                if !mine {
+                    continue;
+                }
+                shard_index += 1;
+                if shard_index <= done {
+                    continue;
+                }
+                batch.push(columns.parse(&record));
+                if batch.len() == batch_size && !send(Ok(load(std::mem::take(&mut batch)))) {
+                    return;
                 }
             }
-        }
-        if !batch.is_empty() {
-            let n = batch.len() as u64;
-            self.predict_batch(&mut batch)?;
-            progress.advance(n, "");
-        }
+            if !batch.is_empty() {
+                send(Ok(load(batch)));
+            }
+        };
+        let result = prefetched(produce, |batch| {
+            let batch = batch?;
+            let n = batch.rows.len();
+            self.write_batch(batch)?;
+            finished += n;
+            progress.advance(n as u64, "");
+            if stop.is_raised() && finished < shard_rows {
+                return Err(Interrupted(String::new()).into());
+            }
+            Ok(())
+        });
         progress.finish();
-        Ok(())
+        result
     }
 
-    /// Predicts the well-formed rows of `batch`, writes every row, and clears it.
-    fn predict_batch(&mut self, batch: &mut Vec<InputRow>) -> Result<()> {
-        let readable: Vec<ImageRecord> =
-            batch.iter().filter(|row| row.problem.is_none()).map(|row| row.record.clone()).collect();
-        let (outcomes, ms) = self.predictor.predict_batch_timed(&readable);
+    /// Predicts the well-formed rows of `batch` and writes every row.
+    fn write_batch(&mut self, batch: RowBatch) -> Result<()> {
+        let started = Instant::now();
+        let load_seconds = batch.loaded.seconds;
+        let outcomes = self.predictor.predict_loaded(batch.loaded);
+        let ms = (load_seconds + started.elapsed().as_secs_f64()) * 1000.0 / batch.rows.len().max(1) as f64;
         let mut outcomes = outcomes.into_iter();
-        for row in batch.iter() {
+        for row in &batch.rows {
             let outcome = match &row.problem {
-                Some(problem) => {
-                    tracing::warn!("{problem}");
-                    Err(problem.clone())
-                }
+                Some(problem) => Err(problem.clone()),
                 None => outcomes.next().expect("an outcome per readable row"),
             };
+            if let Err(reason) = &outcome {
+                tracing::warn!("cannot predict {}: {reason}", row.record.image_path);
+            }
             self.failed += outcome.is_err() as usize;
             self.per_image_ms.push(ms);
             self.partial.write_row(&self.columns.output_row(self.predictor, row, &outcome, ms))?;
         }
-        batch.clear();
         self.partial.flush()
     }
 }

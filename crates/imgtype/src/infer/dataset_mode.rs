@@ -12,6 +12,8 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use super::columns::{correct_value, prediction_header, prediction_values, timing_and_error};
+use super::predictor::LoadedBatch;
+use super::prefetch::prefetched;
 use super::shards::{shard_file_name, Shard};
 use super::timing::TimingSummary;
 use super::wrong_predictions::write_split_reports;
@@ -73,7 +75,8 @@ fn with_staged_run_dir<T>(root: &Path, fill: impl FnOnce(&Path) -> Result<T>) ->
     }
 }
 
-/// Predicts this shard's rows of every split into `results_path`, batch by batch.
+/// Predicts this shard's rows of every split into `results_path`, batch by batch; the next
+/// batch is decoded while the model works on this one.
 fn predict_splits(
     predictor: &Predictor,
     splits: &[(SplitName, Vec<ImageRecord>)],
@@ -88,34 +91,59 @@ fn predict_splits(
     let file = File::create(results_path).with_context(|| format!("cannot create {}", results_path.display()))?;
     let mut writer = csv::Writer::from_writer(BufWriter::new(file));
     writer.write_record(&header)?;
-    let started = Instant::now();
-    let mut per_image_ms = Vec::new();
     let mut row_number = 0;
-    for (split, records) in splits {
-        let mine: Vec<&ImageRecord> = records
-            .iter()
-            .filter(|_| {
+    let mine: Vec<(SplitName, Vec<&ImageRecord>)> = splits
+        .iter()
+        .map(|(split, records)| {
+            let keep = |_: &&ImageRecord| {
                 let keep = shard.is_none_or(|s| s.includes(row_number));
                 row_number += 1;
                 keep
-            })
-            .collect();
-        let mut progress =
-            crate::progress::Progress::new(split.as_str(), mine.len() as u64, (predictor.batch_size * 10) as u64);
-        for chunk in mine.chunks(predictor.batch_size) {
-            if stop.is_raised() {
-                progress.finish();
-                bail!(Interrupted("interrupted; no results written (run it again from the start)".into()));
+            };
+            (*split, records.iter().filter(keep).collect())
+        })
+        .collect();
+    let started = Instant::now();
+    let mut per_image_ms = Vec::new();
+    let mut progress: Option<(SplitName, crate::progress::Progress)> = None;
+    let produce = |send: &dyn Fn((SplitName, Vec<ImageRecord>, LoadedBatch)) -> bool| {
+        for (split, records) in &mine {
+            for chunk in records.chunks(predictor.batch_size) {
+                let owned = chunk.iter().map(|r| (*r).clone()).collect();
+                if !send((*split, owned, predictor.load_batch(chunk))) {
+                    return;
+                }
             }
-            let chunk: Vec<ImageRecord> = chunk.iter().map(|r| (*r).clone()).collect();
-            let (outcomes, ms) = predictor.predict_batch_timed(&chunk);
-            for (record, outcome) in chunk.iter().zip(&outcomes) {
-                writer.write_record(dataset_row(predictor, *split, record, outcome, ms))?;
-                per_image_ms.push(ms);
-            }
-            progress.advance(chunk.len() as u64, "");
         }
-        progress.finish();
+    };
+    prefetched(produce, |(split, chunk, loaded)| {
+        if stop.is_raised() {
+            bail!(Interrupted("interrupted; no results written (run it again from the start)".into()));
+        }
+        if progress.as_ref().is_none_or(|(current, _)| *current != split) {
+            if let Some((_, done)) = progress.take() {
+                done.finish();
+            }
+            let total = mine.iter().find(|(s, _)| *s == split).map_or(0, |(_, r)| r.len());
+            let bar = crate::progress::Progress::new(split.as_str(), total as u64, (predictor.batch_size * 10) as u64);
+            progress = Some((split, bar));
+        }
+        let forward_started = Instant::now();
+        let load_seconds = loaded.seconds;
+        let outcomes = predictor.predict_loaded(loaded);
+        let ms = (load_seconds + forward_started.elapsed().as_secs_f64()) * 1000.0 / chunk.len().max(1) as f64;
+        for (record, outcome) in chunk.iter().zip(&outcomes) {
+            if let Err(reason) = outcome {
+                tracing::warn!("cannot predict {}: {reason}", record.image_path);
+            }
+            writer.write_record(dataset_row(predictor, split, record, outcome, ms))?;
+            per_image_ms.push(ms);
+        }
+        progress.as_mut().expect("a bar per split").1.advance(chunk.len() as u64, "");
+        Ok(())
+    })?;
+    if let Some((_, done)) = progress {
+        done.finish();
     }
     writer.flush()?;
     Ok(TimingSummary::new(per_image_ms, started.elapsed().as_secs_f64(), predictor.load_seconds))

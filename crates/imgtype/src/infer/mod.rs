@@ -15,6 +15,8 @@ mod dataset_mode;
 #[cfg(feature = "batch")]
 mod merge;
 #[cfg(feature = "batch")]
+mod prefetch;
+#[cfg(feature = "batch")]
 mod shards;
 #[cfg(feature = "batch")]
 mod timing;
@@ -26,7 +28,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 
 pub use api::{ApiPrediction, ImageClassificationApi};
-pub use predictor::{Prediction, Predictor};
+pub use predictor::{LoadedBatch, Prediction, Predictor};
 pub use single_image::format_single;
 
 #[cfg(feature = "batch")]

@@ -8,15 +8,17 @@ use std::time::Instant;
 use anyhow::Result;
 use image::RgbImage;
 use serde::Serialize;
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use super::resolve_model_path;
-use crate::config::Config;
+use crate::config::{Config, Precision};
 use crate::data::batch::load_images;
 use crate::data::decode::{decode_bytes, panic_message};
 use crate::data::image::resize_square;
 use crate::data::image::to_normalized_batch;
 use crate::data::{ImageRecord, ImageSource};
+use crate::device::inference_kind;
+use crate::model::fused::FusedClassifier;
 use crate::model::ImageTypeClassifier;
 
 /// One image's outcome.
@@ -30,11 +32,12 @@ pub struct Prediction {
     pub top_k: Vec<(String, f64)>,
 }
 
-/// A loaded model ready to predict. Shareable between threads: image decoding runs on
-/// the caller's threads, forward passes take turns on the model (libtorch tensors are
-/// not `Sync`), each over a whole batch.
+/// A loaded model ready to predict, as the inference model (BatchNorm folded, channels-last,
+/// in the number format `system.precision` gives). Shareable between threads: image decoding
+/// runs on the caller's threads, forward passes take turns on the model (libtorch tensors
+/// are not `Sync`), each over a whole batch.
 pub struct Predictor {
-    model: Mutex<ImageTypeClassifier>,
+    model: Mutex<FusedClassifier>,
     device: Device,
     class_names: Vec<String>,
     config: Config,
@@ -49,10 +52,19 @@ pub struct Predictor {
 }
 
 impl Predictor {
+    /// Loads a model file (or run folder), in the precision its config names.
     pub fn load(model_path: &Path, device: Device) -> Result<Self> {
+        Self::load_with_precision(model_path, device, None)
+    }
+
+    /// Loads a model file (or run folder); `precision` overrides its `system.precision`.
+    pub fn load_with_precision(model_path: &Path, device: Device, precision: Option<Precision>) -> Result<Self> {
         let started = Instant::now();
         let path = resolve_model_path(model_path)?;
-        let model = ImageTypeClassifier::load(&path, device)?;
+        let mut model = ImageTypeClassifier::load(&path, device)?;
+        if let Some(precision) = precision {
+            model.config_mut().system.precision = precision;
+        }
         let mut predictor = Self::from_model(model);
         predictor.load_seconds = started.elapsed().as_secs_f64();
         predictor.model_identity = match std::fs::metadata(&path) {
@@ -63,10 +75,11 @@ impl Predictor {
             Err(_) => path.display().to_string(),
         };
         tracing::info!(
-            "model {} loaded in {:.2} s; classes: {}",
+            "model {} loaded in {:.2} s; classes: {}; {}",
             path.display(),
             predictor.load_seconds,
-            predictor.class_names.join(", ")
+            predictor.class_names.join(", "),
+            if predictor.kind() == Kind::BFloat16 { "bf16" } else { "fp32" }
         );
         Ok(predictor)
     }
@@ -88,9 +101,14 @@ impl Predictor {
             load_seconds: 0.0,
             model_identity: "in memory".into(),
             class_names,
+            model: Mutex::new(FusedClassifier::new(&model, inference_kind(config.system.precision, model.device()))),
             config,
-            model: Mutex::new(model),
         }
+    }
+
+    /// The model's number format: `Float` or `BFloat16`.
+    pub fn kind(&self) -> Kind {
+        self.model.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).kind()
     }
 
     pub fn class_names(&self) -> &[String] {
@@ -119,8 +137,7 @@ impl Predictor {
         let model = self.model.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // The copy back to the host is inside too: asynchronous CUDA errors surface there.
         let forward = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let probs =
-                tch::no_grad(|| model.forward_t(&batch.to_device(self.device), false).softmax(-1, tch::Kind::Float));
+            let probs = model.forward(&batch.to_device(self.device)).softmax(-1, Kind::Float);
             Vec::<f32>::try_from(probs.to_device(Device::Cpu).flatten(0, -1))
         }));
         drop(model);
@@ -178,34 +195,43 @@ impl Predictor {
         self.predict_records(&records.iter().collect::<Vec<_>>())
     }
 
-    /// [`Self::predict_records`] for one batch of a `test` run: logs each image that fails
-    /// and returns the outcomes with the wall time per image, in milliseconds.
-    pub fn predict_batch_timed(&self, batch: &[ImageRecord]) -> (Vec<Result<Prediction, String>>, f64) {
-        let started = Instant::now();
-        let outcomes = self.predict_records(&batch.iter().collect::<Vec<_>>());
-        for (record, outcome) in batch.iter().zip(&outcomes) {
-            if let Err(reason) = outcome {
-                tracing::warn!("cannot predict {}: {reason}", record.image_path);
-            }
-        }
-        (outcomes, started.elapsed().as_secs_f64() * 1000.0 / batch.len().max(1) as f64)
-    }
-
     /// Loads and predicts records' images as one batch, in order; an image that cannot be
     /// read gives the reason instead (and every image of a batch the model fails on).
     pub fn predict_records(&self, records: &[&ImageRecord]) -> Vec<Result<Prediction, String>> {
+        self.predict_loaded(self.load_batch(records))
+    }
+
+    /// Decodes and resizes a batch's images, on `workers` threads: the half of prediction
+    /// that a `test` run does for the next batch while the model works on this one.
+    pub fn load_batch(&self, records: &[&ImageRecord]) -> LoadedBatch {
+        let started = Instant::now();
         let loaded = load_images(records, &self.source, self.image_size(), self.workers);
-        let mut good = Vec::with_capacity(loaded.len());
-        let slots: Vec<Result<(), String>> = loaded.into_iter().map(|r| r.map(|image| good.push(image))).collect();
-        match self.predict_images(&good) {
+        let mut images = Vec::with_capacity(loaded.len());
+        let slots = loaded.into_iter().map(|r| r.map(|image| images.push(image))).collect();
+        LoadedBatch { slots, images, seconds: started.elapsed().as_secs_f64() }
+    }
+
+    /// The other half: the forward pass over a loaded batch, outcomes in order.
+    pub fn predict_loaded(&self, batch: LoadedBatch) -> Vec<Result<Prediction, String>> {
+        match self.predict_images(&batch.images) {
             Ok(predictions) => {
                 let mut predictions = predictions.into_iter();
-                slots
+                batch
+                    .slots
                     .into_iter()
                     .map(|slot| slot.map(|()| predictions.next().expect("one prediction per good image")))
                     .collect()
             }
-            Err(reason) => slots.into_iter().map(|slot| slot.and(Err(reason.clone()))).collect(),
+            Err(reason) => batch.slots.into_iter().map(|slot| slot.and(Err(reason.clone()))).collect(),
         }
     }
+}
+
+/// A batch's images, decoded and resized: one slot per record (the reason where it could
+/// not be read) and the images that could, in order.
+pub struct LoadedBatch {
+    slots: Vec<Result<(), String>>,
+    images: Vec<RgbImage>,
+    /// Wall time of decoding and resizing.
+    pub seconds: f64,
 }

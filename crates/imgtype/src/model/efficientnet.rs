@@ -36,8 +36,11 @@ const CONV_INIT: nn::Init = nn::Init::Kaiming {
     non_linearity: nn::init::NonLinearity::ReLU,
 };
 
+/// torchvision's BatchNorm epsilon.
+pub const BATCH_NORM_EPS: f64 = 1e-5;
+
 fn batch_norm(path: nn::Path, channels: i64) -> nn::BatchNorm {
-    let config = nn::BatchNormConfig { eps: 1e-5, momentum: 0.1, ..Default::default() };
+    let config = nn::BatchNormConfig { eps: BATCH_NORM_EPS, momentum: 0.1, ..Default::default() };
     nn::batch_norm2d(path, channels, config)
 }
 
@@ -54,12 +57,27 @@ fn conv(path: nn::Path, cin: i64, cout: i64, kernel: i64, stride: i64, groups: i
     nn::conv2d(path, cin, cout, kernel, config)
 }
 
+/// `conv` applied to `xs` in `xs`'s number format: with bf16 activations (reduced-precision
+/// training) the fp32 weights are cast on the way in, and their gradients flow back in fp32,
+/// as PyTorch's autocast does. BatchNorm takes bf16 input with its fp32 parameters as it is.
+fn conv_in_input_kind(conv: &nn::Conv2D, xs: &Tensor, stride: i64, padding: i64, groups: i64) -> Tensor {
+    if xs.kind() == conv.ws.kind() {
+        return xs.apply(conv);
+    }
+    let bias = conv.bs.as_ref().map(|b| b.to_kind(xs.kind()));
+    xs.conv2d(&conv.ws.to_kind(xs.kind()), bias.as_ref(), [stride], [padding], [1], groups)
+}
+
 /// torchvision's `Conv2dNormActivation`: `.0` conv (no bias), `.1` BatchNorm, optional SiLU.
 #[derive(Debug)]
 pub struct ConvNormActivation {
-    conv: nn::Conv2D,
-    norm: nn::BatchNorm,
-    activation: bool,
+    pub(super) conv: nn::Conv2D,
+    pub(super) norm: nn::BatchNorm,
+    pub(super) activation: bool,
+    /// The convolution's geometry (tch keeps its own private).
+    pub(super) stride: i64,
+    pub(super) padding: i64,
+    pub(super) groups: i64,
 }
 
 impl ConvNormActivation {
@@ -68,28 +86,29 @@ impl ConvNormActivation {
             conv: conv(&path / 0, cin, cout, kernel, stride, groups, false),
             norm: batch_norm(&path / 1, cout),
             activation,
+            stride,
+            padding: (kernel - 1) / 2,
+            groups,
         }
     }
 
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        let mut ys = self.norm.forward_t(&xs.apply(&self.conv), train);
-        if !self.activation {
-            ys
-        } else if train {
-            ys.silu()
-        } else {
-            // In eval mode, in place (as torchvision's SiLU(inplace=True)) saves an allocation.
+        let convolved = conv_in_input_kind(&self.conv, xs, self.stride, self.padding, self.groups);
+        let mut ys = self.norm.forward_t(&convolved, train);
+        if self.activation {
+            // In place, as torchvision's SiLU(inplace=True): BatchNorm's backward does not
+            // need its output, and a step allocates ~50 activations less.
             let _ = ys.silu_();
-            ys
         }
+        ys
     }
 }
 
 /// torchvision's `SqueezeExcitation` with SiLU and a sigmoid gate (`fc1`, `fc2` are 1×1 convs).
 #[derive(Debug)]
 pub struct SqueezeExcitation {
-    fc1: nn::Conv2D,
-    fc2: nn::Conv2D,
+    pub(super) fc1: nn::Conv2D,
+    pub(super) fc2: nn::Conv2D,
 }
 
 impl SqueezeExcitation {
@@ -101,7 +120,8 @@ impl SqueezeExcitation {
     }
 
     pub fn forward(&self, xs: &Tensor) -> Tensor {
-        let scale = xs.adaptive_avg_pool2d([1, 1]).apply(&self.fc1).silu().apply(&self.fc2).sigmoid();
+        let squeezed = conv_in_input_kind(&self.fc1, &xs.adaptive_avg_pool2d([1, 1]), 1, 0, 1).silu();
+        let scale = conv_in_input_kind(&self.fc2, &squeezed, 1, 0, 1).sigmoid();
         xs * scale
     }
 }
@@ -110,11 +130,11 @@ impl SqueezeExcitation {
 /// residual with row-mode stochastic depth when the shape is kept.
 #[derive(Debug)]
 pub struct MbConv {
-    expand: Option<ConvNormActivation>,
-    depthwise: ConvNormActivation,
-    squeeze_excitation: SqueezeExcitation,
-    project: ConvNormActivation,
-    use_residual: bool,
+    pub(super) expand: Option<ConvNormActivation>,
+    pub(super) depthwise: ConvNormActivation,
+    pub(super) squeeze_excitation: SqueezeExcitation,
+    pub(super) project: ConvNormActivation,
+    pub(super) use_residual: bool,
     stochastic_depth_prob: f64,
 }
 
@@ -155,12 +175,8 @@ impl MbConv {
         if train && stochastic_depth && self.stochastic_depth_prob > 0.0 {
             ys = row_stochastic_depth(&ys, self.stochastic_depth_prob);
         }
-        if train {
-            ys + xs
-        } else {
-            ys += xs;
-            ys
-        }
+        ys += xs; // in place, as torchvision's `result += input`
+        ys
     }
 }
 
@@ -176,9 +192,9 @@ fn row_stochastic_depth(xs: &Tensor, p: f64) -> Tensor {
 /// The `features` part of torchvision's EfficientNet-B0 plus global average pooling.
 #[derive(Debug)]
 pub struct EfficientNetB0 {
-    stem: ConvNormActivation,
-    blocks: Vec<MbConv>,
-    head_conv: ConvNormActivation,
+    pub(super) stem: ConvNormActivation,
+    pub(super) blocks: Vec<MbConv>,
+    pub(super) head_conv: ConvNormActivation,
 }
 
 impl EfficientNetB0 {

@@ -88,6 +88,20 @@ fn log_scalars(events: Option<&mut EventWriter>, step: i64, values: &[(&str, f64
     }
 }
 
+/// The images a run's first start left out, from its `logs/skipped_images.csv`; `None`
+/// when the file is missing or unreadable (the splits are then screened again).
+pub(super) fn read_skipped(path: &Path) -> Option<Vec<(SplitName, SkippedImage)>> {
+    let mut reader = csv::Reader::from_path(path).ok()?;
+    let mut skipped = Vec::new();
+    for row in reader.records() {
+        let row = row.ok()?;
+        let split = SplitName::ALL.into_iter().find(|s| Some(s.as_str()) == row.get(0))?;
+        let image = SkippedImage { image_path: row.get(1)?.to_string(), reason: row.get(2)?.to_string() };
+        skipped.push((split, image));
+    }
+    Some(skipped)
+}
+
 /// `logs/skipped_images.csv`: images that could not be read, never trained on.
 pub(super) fn write_skipped(path: &Path, skipped: &[(SplitName, SkippedImage)]) -> Result<()> {
     crate::fsutil::write_atomic_with(path, |w| {

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use anyhow::{anyhow, Result};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use super::optim::Optimizer;
 use super::pipeline::{derive_seed, epoch_batches, Batch, EpochPlan};
@@ -126,11 +126,7 @@ fn train_step(
     state.partial.seen += n;
 }
 
-/// The training-mode forward pass, under autocast on CUDA with `system.mixed_precision`.
+/// The training-mode forward pass (in bf16 when the session asked the model for it).
 fn forward(session: &Session, images: &Tensor) -> Tensor {
-    if session.config.system.mixed_precision && matches!(session.device, Device::Cuda(_)) {
-        tch::autocast(true, || session.model.forward_t(images, true)).to_kind(Kind::Float)
-    } else {
-        session.model.forward_t(images, true)
-    }
+    session.model.forward_t(images, true)
 }

@@ -28,6 +28,14 @@ struct RunMetadata {
     cuda_devices: i64,
     torch_threads: i32,
     cpu_cores: usize,
+    /// CPU features that decide the fast paths (bf16 needs avx512_bf16 or amx_bf16).
+    #[serde(default)]
+    cpu_features: Vec<String>,
+    /// Number formats: of inference (evaluation, test, the API) and of the training step.
+    #[serde(default)]
+    inference_precision: String,
+    #[serde(default)]
+    training_precision: String,
     data_workers: usize,
     host: Option<String>,
     git_commit: Option<String>,
@@ -64,6 +72,9 @@ impl RunFolder {
                 cuda_devices: tch::Cuda::device_count(),
                 torch_threads: tch::get_num_threads(),
                 cpu_cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+                cpu_features: crate::device::cpu_features().into_iter().map(String::from).collect(),
+                inference_precision: kind_name(crate::device::inference_kind(config.system.precision, device)).into(),
+                training_precision: kind_name(crate::device::training_kind(&config.system, device)).into(),
                 data_workers: config.system.num_workers,
                 host: host_name(),
                 git_commit: git_commit(),
@@ -140,6 +151,14 @@ impl RunFolder {
 
     fn metadata_path(&self) -> PathBuf {
         self.dir.join("run_metadata.json")
+    }
+}
+
+fn kind_name(kind: tch::Kind) -> &'static str {
+    if kind == tch::Kind::BFloat16 {
+        "bf16"
+    } else {
+        "fp32"
     }
 }
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use tch::Device;
+use tch::{Device, Kind};
 
 use super::splits::load_splits;
 use super::tensorboard::EventWriter;
@@ -43,8 +43,13 @@ impl Session {
         tracing::info!("device: {}", crate::device::describe_device(device));
         tch::manual_seed(config.system.seed as i64);
         let source = ImageSource::from_config(&config.data);
-        let splits = load_splits(&config, &source)?;
-        super::artifacts::write_skipped(&folder.logs_dir().join("skipped_images.csv"), &splits.skipped)?;
+        let skipped_csv = folder.logs_dir().join("skipped_images.csv");
+        let earlier = if folder.is_resumed() { super::artifacts::read_skipped(&skipped_csv) } else { None };
+        if let Some(earlier) = &earlier {
+            tracing::info!("reusing the first start's screening ({} image(s) left out)", earlier.len());
+        }
+        let splits = load_splits(&config, &source, earlier)?;
+        super::artifacts::write_skipped(&skipped_csv, &splits.skipped)?;
         let model = build_model(&config, device)?;
         let ema = config.training.use_ema.then(|| super::ema::copy_of(&model, &config));
         let loss_fn = Loss::from_config(&config, &splits.train_counts, device)?;
@@ -99,12 +104,20 @@ fn build_model(config: &Config, device: Device) -> Result<ImageTypeClassifier> {
              features only waste epochs; set it to 0 when training from scratch (see configs/demo.json)"
         );
     }
-    if config.system.mixed_precision && !matches!(device, Device::Cuda(_)) {
+    let kind = crate::device::training_kind(&config.system, device);
+    let native = crate::device::has_native_bf16(device);
+    if config.system.mixed_precision && kind == Kind::Float {
         tracing::warn!(
-            "system.mixed_precision is ignored on {}: autocast is used on CUDA only",
+            "system.mixed_precision: {} has no native bf16 arithmetic; training in fp32",
             crate::device::describe_device(device)
         );
+    } else if kind == Kind::BFloat16 {
+        tracing::info!(
+            "training in bf16 (weights and optimiser in fp32){}",
+            if native { "" } else { "; this device emulates bf16, which is slow" }
+        );
     }
+    model.set_compute_kind(kind);
     Ok(model)
 }
 

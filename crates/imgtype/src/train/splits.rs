@@ -1,11 +1,12 @@
 //! The three splits a run trains on: read from `paths.data_dir`, screened for images that
-//! cannot be decoded (skipped and listed, or the run stops past `data.max_bad_image_ratio`),
-//! counted per class.
+//! cannot be used (skipped and listed in `logs/skipped_images.csv`, or the run stops past
+//! `data.max_bad_image_ratio`), counted per class. Screening reads headers and structure, not
+//! pixels, where that proves an image readable; a resumed run reuses its first screening.
 
 use anyhow::{bail, Result};
 
 use crate::config::Config;
-use crate::data::batch::{load_images, SkippedImage};
+use crate::data::batch::{check_images, SkippedImage};
 use crate::data::records::class_indices;
 use crate::data::{read_split_csv, ImageRecord, ImageSource, SplitName};
 
@@ -33,12 +34,25 @@ pub(super) fn read_splits(config: &Config) -> Result<Vec<(SplitName, Vec<ImageRe
     Ok(splits)
 }
 
-pub(super) fn load_splits(config: &Config, source: &ImageSource) -> Result<Splits> {
+/// The splits, screened now or, for a resumed run, as its first start screened them
+/// (`earlier_screening`: the skipped images it listed).
+pub(super) fn load_splits(
+    config: &Config,
+    source: &ImageSource,
+    earlier_screening: Option<Vec<(SplitName, SkippedImage)>>,
+) -> Result<Splits> {
     let class_names = &config.data.class_names;
-    let mut skipped = Vec::new();
+    let reuse = earlier_screening.is_some();
+    let mut skipped = earlier_screening.unwrap_or_default();
     let mut loaded = Vec::new();
     for (split, records) in read_splits(config)? {
-        let records = screen_images(split, records, config, source, &mut skipped)?;
+        let records = if reuse {
+            let left_out: std::collections::HashSet<&str> =
+                skipped.iter().filter(|(s, _)| *s == split).map(|(_, i)| i.image_path.as_str()).collect();
+            records.into_iter().filter(|r| !left_out.contains(r.image_path.as_str())).collect()
+        } else {
+            screen_images(split, records, config, source, &mut skipped)?
+        };
         if records.is_empty() {
             bail!("{} split has no readable image", split.as_str());
         }
@@ -84,11 +98,13 @@ fn screen_images(
     skipped: &mut Vec<(SplitName, SkippedImage)>,
 ) -> Result<Vec<ImageRecord>> {
     let refs: Vec<&ImageRecord> = records.iter().collect();
-    let loaded = load_images(&refs, source, 16, config.system.num_workers.max(1));
+    let started = std::time::Instant::now();
+    let checked = check_images(&refs, source, config.system.num_workers.max(1));
+    tracing::debug!("{}: {} images screened in {:.2} s", split.as_str(), refs.len(), started.elapsed().as_secs_f64());
     let total = records.len();
     let mut kept = Vec::with_capacity(total);
     let mut bad = 0;
-    for (record, result) in records.into_iter().zip(loaded) {
+    for (record, result) in records.into_iter().zip(checked) {
         match result {
             Ok(_) => kept.push(record),
             Err(reason) => {

@@ -1,0 +1,62 @@
+//! The inference model (BatchNorm folded into the convolutions, channels-last weights)
+//! against the plain training-time module: the same logits, in fp32 to 1e-3, whatever the
+//! input layout; in bf16 the same decisions on nearly every input.
+
+use imgtype::model::fused::{channels_last, FusedClassifier};
+use imgtype::{Config, ImageTypeClassifier};
+use tch::{Device, Kind, Tensor};
+
+/// An untrained model with BatchNorm statistics and affine parameters as after training,
+/// so that folding them is exercised.
+fn model_with_trained_statistics() -> ImageTypeClassifier {
+    let mut config = Config::default();
+    config.augmentation.image_size = 64;
+    tch::manual_seed(11);
+    let model = ImageTypeClassifier::new(&config, Device::Cpu);
+    tch::no_grad(|| {
+        for (name, mut t) in model.vs.variables() {
+            if name.ends_with("running_var") {
+                let _ = t.uniform_(0.5, 2.0);
+            } else if name.ends_with("running_mean") {
+                let _ = t.uniform_(-0.3, 0.3);
+            } else if name.contains(".1.weight") && t.dim() == 1 {
+                let _ = t.uniform_(0.5, 1.5);
+            } else if name.contains(".1.bias") && t.dim() == 1 {
+                let _ = t.uniform_(-0.2, 0.2);
+            }
+        }
+    });
+    model
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}
+
+#[test]
+fn fp32_inference_model_gives_the_plain_logits() {
+    let model = model_with_trained_statistics();
+    let fused = FusedClassifier::new(&model, Kind::Float);
+    let input = Tensor::randn([4, 3, 64, 64], (Kind::Float, Device::Cpu));
+    let plain = tch::no_grad(|| model.forward_t(&input, false));
+    for (layout, images) in [("NCHW", input.shallow_clone()), ("channels-last", channels_last(&input))] {
+        let diff = max_abs_diff(&fused.forward(&images), &plain);
+        println!("fp32 {layout}: max |logit difference| = {diff:e}");
+        assert!(diff < 1e-3, "{layout}: logits differ by {diff}");
+    }
+}
+
+#[test]
+fn bf16_inference_model_decides_as_fp32() {
+    let model = model_with_trained_statistics();
+    let bf16 = FusedClassifier::new(&model, Kind::BFloat16);
+    let input = channels_last(&Tensor::randn([64, 3, 64, 64], (Kind::Float, Device::Cpu)));
+    let plain = tch::no_grad(|| model.forward_t(&input, false));
+    let reduced = bf16.forward(&input);
+    assert_eq!(reduced.kind(), Kind::Float, "logits come back in fp32");
+    let probability_diff = max_abs_diff(&reduced.softmax(-1, Kind::Float), &plain.softmax(-1, Kind::Float));
+    let agree = reduced.argmax(-1, false).eq_tensor(&plain.argmax(-1, false)).sum(Kind::Int64).int64_value(&[]);
+    println!("bf16: {agree}/64 argmax agree, max |probability difference| = {probability_diff:.4}");
+    assert!(probability_diff < 0.05, "{probability_diff}");
+    assert!(agree >= 60, "{agree} of 64");
+}

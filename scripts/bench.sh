@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Every performance ratio of this project, measured on this machine in one run: ours and the
+# reference side by side, alternating, ROUNDS rounds, medians. References: torchvision eager
+# (forward), what the Python system's test.py and training loop do (scripts/bench/reference_*.py),
+# a bare eager PyTorch loop on random tensors, and this tool's own earlier screening.
+# usage: scripts/bench.sh [ROUNDS=3] [PHOTOS=200]     (about 15 minutes on 2 cores)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+photos=${2:-200}
+scripts/setup.sh >&2
+cargo build --release --quiet -p imgtype --examples
+py=.venv/bin/python
+work=target/bench
+mkdir -p "$work"
+for size in 500 1600; do
+    if [ ! -f "$work/p$size/images.csv" ] || [ "$(($(wc -l < "$work/p$size/images.csv") - 1))" != "$photos" ]; then
+        echo "making $photos photos of ${size} px" >&2
+        rm -rf "$work/p$size"
+        $py scripts/bench/make_photos.py "$work/p$size" "$size" "$photos"
+    fi
+done
+target/release/examples/make_model "$work/model224.safetensors" 224 32 >/dev/null
+if [ ! -f "$work/train/data/train_data.csv" ]; then
+    mkdir -p "$work/train"
+    target/release/divide --input-file image_data.csv --output-dir "$work/train/data" --random-state 2025 >/dev/null
+fi
+cat > "$work/train/config.json" <<JSON
+{"data": {"base_image_path": "$PWD/sample_images"},
+ "model": {"pretrained": false, "freeze_backbone_epochs": 0, "dropout_rate": 0.2, "stochastic_depth_prob": 0.1},
+ "training": {"batch_size": 32, "epochs": 2, "learning_rate": 0.002, "backbone_lr": 0.002},
+ "augmentation": {"image_size": 96, "strength": "medium"},
+ "validation": {"val_frequency": 100}, "logging": {"save_frequency": 0},
+ "paths": {"data_dir": "data", "result_dir": "results", "model_dir": "models"},
+ "system": {"num_workers": 2, "device": "cpu"}}
+JSON
+
+results=$(mktemp)
+record() { echo "$1 $2" >> "$results"; }                     # name value
+number() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" | tail -1; }   # the value after NAME=
+seconds() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null 2>&1; t1=$(date +%s.%N); python3 -c "print($t1 - $t0)"; }
+peak_kib() { /usr/bin/time -f "%M" "$@" 2>&1 >/dev/null | tail -1; }
+
+for round in $(seq "$rounds"); do
+    echo "round $round of $rounds" >&2
+    fwd=target/release/examples/bench_forward
+    record torchvision_b32 "$($py scripts/bench/forward_torchvision.py 224 32 3 | number images_per_second)"
+    record ours_fp32_b32 "$($fwd 224 32 3 fp32 | number images_per_second)"
+    record ours_bf16_b32 "$($fwd 224 32 3 bf16 | number images_per_second)"
+    record torchvision_b1 "$($py scripts/bench/forward_torchvision.py 224 1 30 | number images_per_second)"
+    record ours_fp32_b1 "$($fwd 224 1 30 fp32 | number images_per_second)"
+    for size in 500 1600; do
+        record "ours_csv_$size" "$(seconds target/release/test --model-path "$work/model224.safetensors" \
+            --csv-path "$work/p$size/images.csv" --output-path "$work/ours_$size.csv")"
+        record "reference_csv_$size" "$(seconds $py scripts/bench/reference_test.py "$work/model224.safetensors" \
+            "$work/p$size/images.csv" "$work/reference_$size.csv")"
+    done
+    record ours_csv_peak_kib "$(peak_kib target/release/test --model-path "$work/model224.safetensors" \
+        --csv-path "$work/p1600/images.csv" --output-path "$work/ours_1600.csv")"
+    out=$(cd "$work/train" && ../../release/train --config config.json 2>/dev/null)
+    run=$(printf '%s\n' "$out" | sed -n 's/^run folder: //p')
+    record ours_train "$(tail -1 "$work/train/$run/logs/metrics.csv" | awk -F, '{print $12}')"
+    record reference_train "$($py scripts/bench/reference_train.py "$work/train/data/train_data.csv" sample_images 96 32 2 \
+        | number images_per_second)"
+    record bare_train "$($py scripts/bench/bare_train_loop.py 96 32 10 | number images_per_second)"
+    screen=$(target/release/examples/bench_screen "$work/p1600/images")
+    record screen_before "$(echo "$screen" | sed -n 's/.*before \([0-9.]*\).*/\1/p')"
+    record screen_now "$(echo "$screen" | sed -n 's/.*now \([0-9.]*\) images.*/\1/p')"
+done
+
+python3 - "$results" "$rounds" "$photos" <<'PY'
+import statistics, sys
+values = {}
+for line in open(sys.argv[1]):
+    name, value = line.split()
+    values.setdefault(name, []).append(float(value))
+m = {k: statistics.median(v) for k, v in values.items()}
+rounds, photos = sys.argv[2], sys.argv[3]
+rows = [
+    ("forward fp32, 224 px, batch 32 (images/s)", m["ours_fp32_b32"], m["torchvision_b32"], m["ours_fp32_b32"] / m["torchvision_b32"], "≥ 2.0"),
+    ("forward fp32, 224 px, batch 1 (images/s)", m["ours_fp32_b1"], m["torchvision_b1"], m["ours_fp32_b1"] / m["torchvision_b1"], "≥ 1.8"),
+    ("forward bf16 vs torchvision fp32, batch 32 (images/s)", m["ours_bf16_b32"], m["torchvision_b32"], m["ours_bf16_b32"] / m["torchvision_b32"], "≥ 3.5"),
+    (f"test --csv-path, {photos} ~500 px JPEGs (s, process start to CSV)", m["ours_csv_500"], m["reference_csv_500"], m["reference_csv_500"] / m["ours_csv_500"], "≥ 3"),
+    (f"test --csv-path, {photos} ~1600 px JPEGs (s)", m["ours_csv_1600"], m["reference_csv_1600"], m["reference_csv_1600"] / m["ours_csv_1600"], "≥ 5"),
+    ("training, 96 px, batch 32, vs the Python system's loop (images/s)", m["ours_train"], m["reference_train"], m["ours_train"] / m["reference_train"], "≥ 2.5"),
+    ("training, vs a bare eager loop on random tensors (images/s)", m["ours_train"], m["bare_train"], m["ours_train"] / m["bare_train"], "≥ 1.6"),
+    ("screening ~1600 px JPEGs, vs full decoding as before (images/s)", m["screen_now"], m["screen_before"], m["screen_now"] / m["screen_before"], "≥ 5"),
+]
+print(f"medians of {rounds} rounds; reference = torchvision eager / Python-system pipeline / bare PyTorch loop / earlier screening")
+print("| measurement | ours | reference | ratio | target |")
+print("| --- | --- | --- | --- | --- |")
+for name, ours, ref, ratio, target in rows:
+    print(f"| {name} | {ours:.2f} | {ref:.2f} | {ratio:.2f}× | {target} |")
+print(f"| peak RSS of test --csv-path, 224 px, batch 32 (MiB) | {m['ours_csv_peak_kib'] / 1024:.0f} | | | ≤ 600 |")
+PY
+rm -f "$results"
