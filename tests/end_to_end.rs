@@ -152,3 +152,41 @@ fn train_reports_a_bad_config_with_its_key() {
     );
     assert!(!dir.path().join("results").exists(), "no run folder for a config that does not validate");
 }
+
+/// On a model trained on the bundled sample, bf16 inference (the default where the CPU has
+/// it) takes the decisions fp32 takes: argmax agreement ≥ 99.5% over every image.
+#[test]
+fn bf16_inference_decides_as_fp32_on_a_trained_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo_root().join("configs/demo.json")).unwrap()).unwrap();
+    config["data"]["base_image_path"] = serde_json::json!(repo_root().join("sample_images"));
+    config["data"]["csv_path"] = serde_json::json!(repo_root().join("image_data.csv"));
+    config["training"]["epochs"] = serde_json::json!(8);
+    std::fs::write(work.join("config.json"), config.to_string()).unwrap();
+    let products = repo_root().join("image_data.csv");
+    ok(run(work, DIVIDE, &["--input-file", products.to_str().unwrap(), "--random-state", "2025"]));
+    ok(run(work, TRAIN, &["--config", "config.json"]));
+    let run_dir = only_entry(&work.join("results"));
+    let mut predictions = Vec::new();
+    for precision in ["fp32", "bf16"] {
+        let out = work.join(precision);
+        let args = [
+            "--model-path",
+            run_dir.to_str().unwrap(),
+            "--precision",
+            precision,
+            "--output-dir",
+            out.to_str().unwrap(),
+        ];
+        ok(run(work, TEST, &args));
+        let (header, rows) = read_csv(&only_entry(&out).join("inference_results.csv"));
+        let col = header.iter().position(|h| h == "predicted_class").unwrap();
+        predictions.push(rows.into_iter().map(|r| r[col].clone()).collect::<Vec<_>>());
+    }
+    let agree = predictions[0].iter().zip(&predictions[1]).filter(|(a, b)| a == b).count();
+    let total = predictions[0].len();
+    println!("bf16 vs fp32: {agree} of {total} predictions agree");
+    assert!(agree as f64 >= 0.995 * total as f64, "{agree} of {total}");
+}

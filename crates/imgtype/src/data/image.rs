@@ -55,3 +55,13 @@ pub fn to_normalized_batch(images: &[RgbImage]) -> Tensor {
     let _ = batch.g_div_(&Tensor::from_slice(&IMAGENET_STD).to_kind(Kind::Float));
     batch.permute([0, 3, 1, 2])
 }
+
+/// `batch` on `device`: on CUDA through pinned host memory with a non-blocking copy, so the
+/// next batch's transfer overlaps the current step; on the CPU, the same tensor.
+pub fn to_device(batch: &Tensor, device: tch::Device) -> Tensor {
+    match device {
+        tch::Device::Cpu => batch.shallow_clone(),
+        tch::Device::Cuda(_) => batch.pin_memory(device).to_device_(device, batch.kind(), true, false),
+        other => batch.to_device(other),
+    }
+}

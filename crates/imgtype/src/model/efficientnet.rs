@@ -120,7 +120,7 @@ impl SqueezeExcitation {
     }
 
     pub fn forward(&self, xs: &Tensor) -> Tensor {
-        let squeezed = conv_in_input_kind(&self.fc1, &xs.adaptive_avg_pool2d([1, 1]), 1, 0, 1).silu();
+        let squeezed = conv_in_input_kind(&self.fc1, &super::fused::global_average(xs), 1, 0, 1).silu();
         let scale = conv_in_input_kind(&self.fc2, &squeezed, 1, 0, 1).sigmoid();
         xs * scale
     }
@@ -232,6 +232,6 @@ impl EfficientNetB0 {
         for block in &self.blocks {
             ys = block.forward_t(&ys, train, stochastic_depth);
         }
-        self.head_conv.forward_t(&ys, train).adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+        super::fused::global_average(&self.head_conv.forward_t(&ys, train)).flatten(1, -1)
     }
 }

@@ -198,7 +198,7 @@ impl FusedClassifier {
 /// The mean over height and width, `[N, C, 1, 1]`: `adaptive_avg_pool2d(1)`, as an average
 /// pool over the whole image, which libtorch runs several times faster on channels-last
 /// tensors (in bf16 some 30×).
-fn global_average(xs: &Tensor) -> Tensor {
+pub fn global_average(xs: &Tensor) -> Tensor {
     let size = xs.size();
     let (height, width) = (size[2], size[3]);
     xs.avg_pool2d([height, width], [height, width], [0, 0], false, true, None)

@@ -40,14 +40,17 @@ pub fn plot_error<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow!("{e}")
 }
 
+/// The axis range of `values` with some room around them, not below zero when none is
+/// (a learning rate never is).
 fn range_of(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) =
         values.filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
     if !lo.is_finite() {
         return (0.0, 1.0);
     }
-    let pad = ((hi - lo) * 0.08).max(1e-3);
-    (lo - pad, hi + pad)
+    let pad = ((hi - lo) * 0.08).max(hi.abs().max(lo.abs()) * 1e-3).max(1e-12);
+    let bottom = if lo >= 0.0 { (lo - pad).max(0.0) } else { lo - pad };
+    (bottom, hi + pad)
 }
 
 pub struct Series<'a> {
@@ -66,10 +69,21 @@ pub fn line_chart(area: &Area, title: &str, x_desc: &str, y_desc: &str, series: 
         .y_label_area_size(60)
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(plot_error)?;
+    // Whole-number x values (epochs) get whole-number ticks, one per value up to a dozen.
+    let xs: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).collect();
+    let whole = !xs.is_empty() && xs.iter().all(|x| x.fract() == 0.0);
+    let ticks = if whole { ((x1 - x0).floor() as usize + 1).min(12) } else { 10 };
+    let format_x = |x: &f64| match (whole, (x - x.round()).abs() < 1e-6) {
+        (true, true) => format!("{x:.0}"),
+        (true, false) => String::new(),
+        (false, _) => format!("{x:.3}"),
+    };
     chart
         .configure_mesh()
         .x_desc(x_desc)
         .y_desc(y_desc)
+        .x_labels(ticks)
+        .x_label_formatter(&format_x)
         .label_style((FONT, 14))
         .axis_desc_style((FONT, 15))
         .draw()

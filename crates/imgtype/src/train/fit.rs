@@ -149,7 +149,7 @@ impl Fit<'_> {
     fn save_checkpoint(&mut self) -> Result<()> {
         let optimizer = self.optimizer.as_ref().expect("optimizer built");
         self.state.schedule = Some(self.schedule.clone());
-        self.state.optimizer_steps = optimizer.steps().clone();
+        self.state.optimizer_steps = optimizer.steps();
         CheckpointContents {
             config: &self.session.config,
             model: &self.session.model,

@@ -162,6 +162,12 @@ pub fn epoch_batches(
         .spawn(move || {
             // Tensor work here is small; a second OpenMP team would spin against the training thread's.
             tch::set_num_threads(1);
+            // Below the training threads: a decode burst should fill idle time, not stall the
+            // step's OpenMP team (whose threads wait for each other).
+            #[cfg(target_os = "linux")]
+            unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+            }
             for batch in batches {
                 if sender.send(batch).is_err() {
                     return;
