@@ -24,7 +24,9 @@ fn divide_train_test_on_a_sample_subset() {
         "model": {"pretrained": false, "freeze_backbone_epochs": 1, "dropout_rate": 0.2},
         "training": {"batch_size": 16, "epochs": 2, "learning_rate": 0.002, "backbone_lr": 0.002},
         "augmentation": {"image_size": 48},
-        "inference": {"batch_size": 32, "return_top_k": 2},
+        // Thresholds, so the decision rule is more than argmax: training's test evaluation
+        // and `test` must apply the same one.
+        "inference": {"batch_size": 32, "return_top_k": 2, "class_thresholds": {"full_shot": 0.99, "detail_shot": 0.99, "care_label": 0.99}},
         "logging": {"log_frequency": 2},
         "system": {"num_workers": 2, "device": "cpu"}
     });
@@ -64,6 +66,13 @@ fn check_run_folder(work: &Path, run_dir: &Path) {
     assert!((0.0..=1.0).contains(&accuracy));
     assert!(evaluation["metrics"]["macro_avg"]["f1"].is_number());
     assert!(evaluation["metrics"]["weighted_avg"]["f1"].is_number());
+    // The Python system's flat keys, with the same values.
+    let m = &evaluation["metrics"];
+    assert_eq!(m["f1_macro"], m["macro_avg"]["f1"]);
+    assert_eq!(m["precision_weighted"], m["weighted_avg"]["precision"]);
+    assert_eq!(m["recall_micro"], m["micro_avg"]["recall"]);
+    assert_eq!(m["auc_macro"], m["roc_auc_macro"]);
+    assert_eq!(m["auc_weighted"], m["roc_auc_weighted"]);
     let confusion = evaluation["metrics"]["confusion_matrix"].as_array().unwrap();
     assert_eq!(confusion.len(), 4);
     let test_rows = read_csv(&work.join("data/test_data.csv")).1.len() as u64;
@@ -86,6 +95,11 @@ fn check_dataset_mode(work: &Path, run_dir: &Path) {
     let test_out = ok(run(work, TEST, &["--model-path", run_dir.to_str().unwrap()]));
     assert!(String::from_utf8_lossy(&test_out.stdout).contains("test       accuracy"));
     let result_dir = only_entry(&work.join("test_result"));
+    // One decision rule: training's final test evaluation and `test` agree on the test split.
+    let training_eval = read_json(&run_dir.join("evaluation_results.json"))["metrics"].clone();
+    let test_metrics = read_json(&result_dir.join("metrics.json"))["test"].clone();
+    assert_eq!(training_eval["accuracy"], test_metrics["accuracy"]);
+    assert_eq!(training_eval["confusion_matrix"], test_metrics["confusion_matrix"]);
     let (header, rows) = read_csv(&result_dir.join("inference_results.csv"));
     let total: usize = ["train_data.csv", "validation_data.csv", "test_data.csv"]
         .iter()
@@ -98,6 +112,27 @@ fn check_dataset_mode(work: &Path, run_dir: &Path) {
     for c in ["prob_care_label", "prob_detail_shot", "prob_full_shot", "prob_neck_label", "top_k", "inference_ms"] {
         col(c);
     }
+    // inference_ms is each image's own time, not a batch average copied onto every row.
+    let ms_col = col("inference_ms");
+    let distinct: HashSet<&str> = rows.iter().map(|r| r[ms_col].as_str()).collect();
+    assert!(
+        distinct.len() > rows.len() / 2,
+        "{} distinct inference_ms values over {} rows",
+        distinct.len(),
+        rows.len()
+    );
+    let probability_cols: Vec<usize> =
+        ["prob_care_label", "prob_detail_shot", "prob_full_shot", "prob_neck_label"].iter().map(|c| col(c)).collect();
+    let classes = ["care_label", "detail_shot", "full_shot", "neck_label"];
+    let not_argmax = rows
+        .iter()
+        .filter(|r| {
+            let p: Vec<f64> = probability_cols.iter().map(|&c| r[c].parse().unwrap()).collect();
+            let argmax = (0..4).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap();
+            r[pred_col] != classes[argmax]
+        })
+        .count();
+    assert!(not_argmax > 0, "the thresholds changed no prediction: the test proves nothing");
     for (split, short) in [("train", "train"), ("validation", "valid"), ("test", "test")] {
         let (wrong_header, wrong) = read_csv(&result_dir.join(format!("wrong_{short}.csv")));
         assert_eq!(wrong_header, header);

@@ -1,6 +1,7 @@
 //! Training-step speed on random tensors (no data loading), as scripts/bench/bare_train_loop.py
 //! does in PyTorch: `bench_train_step [size=96] [batch=32] [steps=10]`. Prints
-//! `rust_step images_per_second=<x>`.
+//! `rust_step images_per_second=<x>`. A fourth argument `default-malloc` leaves glibc's
+//! allocator settings as they are, to measure what `tune_memory_allocator` contributes.
 
 use imgtype::config::OptimizerKind;
 use imgtype::loss::{Loss, Targets};
@@ -10,8 +11,13 @@ use imgtype::{Config, ImageTypeClassifier};
 use tch::{Device, Kind, Tensor};
 
 fn main() {
-    imgtype::tune_memory_allocator();
-    let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().expect("numbers")).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.last().map(String::as_str) == Some("default-malloc") {
+        args.pop();
+    } else {
+        imgtype::tune_memory_allocator();
+    }
+    let args: Vec<usize> = args.iter().map(|a| a.parse().expect("numbers")).collect();
     let (size, batch, steps) =
         (*args.first().unwrap_or(&96) as i64, *args.get(1).unwrap_or(&32) as i64, *args.get(2).unwrap_or(&10));
     let mut config = Config::default();

@@ -22,8 +22,18 @@ pub enum Targets<'a> {
 }
 
 pub enum Loss {
-    CrossEntropy { weights: Option<Tensor>, label_smoothing: f64 },
-    Focal { weights: Option<Tensor>, alpha: f64, gamma: Tensor },
+    CrossEntropy {
+        weights: Option<Tensor>,
+        label_smoothing: f64,
+    },
+    /// With `label_smoothing` ε the targets become (1 - ε) · t + ε / C first, as PyTorch's
+    /// cross-entropy smooths them, so the key means the same with either loss.
+    Focal {
+        weights: Option<Tensor>,
+        alpha: f64,
+        gamma: Tensor,
+        label_smoothing: f64,
+    },
 }
 
 impl Loss {
@@ -43,7 +53,7 @@ impl Loss {
             FocalGamma::ByClass(map) => names.iter().map(|n| map[n]).collect(),
         };
         let gamma = Tensor::from_slice(&gammas).to_kind(Kind::Float).to_device(device);
-        Ok(Loss::Focal { weights, alpha: t.focal_alpha, gamma })
+        Ok(Loss::Focal { weights, alpha: t.focal_alpha, gamma, label_smoothing: t.label_smoothing })
     }
 
     /// Mean loss of `logits [N, C]`.
@@ -52,7 +62,11 @@ impl Loss {
             (Loss::CrossEntropy { weights, label_smoothing }, Targets::Hard(t) | Targets::Soft(t)) => {
                 logits.cross_entropy_loss(t, weights.as_ref(), Reduction::Mean, -100, *label_smoothing)
             }
-            (Loss::Focal { weights, alpha, gamma }, Targets::Hard(t)) => {
+            (Loss::Focal { label_smoothing, .. }, Targets::Hard(t)) if *label_smoothing > 0.0 => {
+                let one_hot = t.one_hot(logits.size()[1]).to_kind(Kind::Float);
+                self.compute(logits, Targets::Soft(&one_hot))
+            }
+            (Loss::Focal { weights, alpha, gamma, .. }, Targets::Hard(t)) => {
                 let log_pt = logits.log_softmax(-1, Kind::Float).gather(1, &t.unsqueeze(1), false).squeeze_dim(1);
                 let pt = log_pt.exp();
                 let modulating = (pt.ones_like() - &pt).clamp_min(0.0).pow(&gamma.index_select(0, t));
@@ -62,8 +76,16 @@ impl Loss {
                 }
                 loss.mean(Kind::Float)
             }
-            (Loss::Focal { weights, alpha, gamma }, Targets::Soft(t)) => {
+            (Loss::Focal { weights, alpha, gamma, label_smoothing }, Targets::Soft(t)) => {
                 // Σ_c t_c · α (1 - p_c)^γ_c · (-log p_c) · w_c: the hard-target focal loss for one-hot t.
+                let classes = logits.size()[1] as f64;
+                let smoothed;
+                let t = if *label_smoothing > 0.0 {
+                    smoothed = t * (1.0 - label_smoothing) + label_smoothing / classes;
+                    &smoothed
+                } else {
+                    t
+                };
                 let log_p = logits.log_softmax(-1, Kind::Float);
                 let p = log_p.exp();
                 let modulating = (p.ones_like() - &p).clamp_min(0.0).pow(&gamma.unsqueeze(0));

@@ -122,6 +122,7 @@ fn every_key_with_a_wrong_type_is_refused_naming_it() {
         wrong.push(match default {
             Value::String(_) => serde_json::json!(7),
             // Optional keys (paths, URLs, numbers): no optional key is a boolean.
+            Value::Null if key == "data.is_remote" => serde_json::json!("?"),
             Value::Null => serde_json::json!(true),
             _ => serde_json::json!("?"),
         });
@@ -131,4 +132,34 @@ fn every_key_with_a_wrong_type_is_refused_naming_it() {
             assert!(err.contains(&key), "{key} = {value}: {err}");
         }
     }
+}
+
+/// The README lists every key of the Python system's config that has no effect here, with
+/// the reason the log line gives.
+#[test]
+fn readme_lists_the_python_keys_without_effect() {
+    let readme = readme();
+    for (key, why) in imgtype::config::python_keys::inert_keys() {
+        let row = format!("| `{key}` | {why} |");
+        assert!(readme.lines().any(|l| l == row), "README lacks the row\n{row}");
+    }
+}
+
+/// The Python system's shipped config.json (a verbatim copy): every key is known, its
+/// empty strings are unset, and what it sets has the Python system's meaning.
+#[test]
+fn the_python_systems_config_parses_with_every_key_known() {
+    let path = imgtype_testkit::repo_root().join("tests/data/python_system_config.json");
+    let loaded = Config::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert!(loaded.unknown_keys.is_empty(), "{:?}", loaded.unknown_keys);
+    let inert: Vec<&str> = loaded.inert_keys.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(inert.contains(&"data.filter_categories") && inert.contains(&"system.prefetch_factor"), "{inert:?}");
+    assert!(inert.iter().all(|k| imgtype::config::python_keys::inert_reason(k).is_some()));
+    let c = loaded.config;
+    assert_eq!(c.data.base_image_path, None, "\"\" is unset");
+    assert_eq!(c.data.base_image_url, None, "\"\" is unset");
+    assert_eq!(c.data.is_remote, Some(true));
+    assert_eq!(c.augmentation.image_size, 256);
+    assert!(c.system.mixed_precision && c.model.pretrained && c.logging.use_wandb);
+    assert_eq!(c.model.freeze_backbone_epochs, 3);
 }

@@ -58,6 +58,7 @@ fn losses_match_pytorch() {
     config.training.use_class_weights = false;
     config.training.focal_alpha = 0.25;
     config.training.focal_gamma = FocalGamma::Scalar(2.0);
+    config.training.label_smoothing = 0.0;
     let focal = Loss::from_config(&config, &[1, 1, 1, 1], Device::Cpu).unwrap();
     close(
         "focal_scalar",
@@ -76,6 +77,7 @@ fn losses_match_pytorch() {
             weights: weights.as_ref().map(|w| w.shallow_clone()),
             alpha: 1.0,
             gamma: Tensor::from_slice(&[1.0f32, 2.0, 3.0, 0.5]),
+            label_smoothing: 0.0,
         };
         let from_config = match Loss::from_config(&config, &[1, 1, 1, 1], Device::Cpu).unwrap() {
             Loss::Focal { gamma, .. } => gamma,
@@ -88,12 +90,29 @@ fn losses_match_pytorch() {
             value(&r["focal_list_weighted"]),
         );
     }
-    let soft_focal = Loss::Focal { weights, alpha: 0.5, gamma: Tensor::from_slice(&[1.0f32, 2.0, 3.0, 0.5]) };
+    let focal_with = |label_smoothing: f64| Loss::Focal {
+        weights: weights.as_ref().map(|w| w.shallow_clone()),
+        alpha: 0.5,
+        gamma: Tensor::from_slice(&[1.0f32, 2.0, 3.0, 0.5]),
+        label_smoothing,
+    };
     close(
         "focal_soft_weighted",
-        value(&soft_focal.compute(logits, Targets::Soft(soft)).reshape([1])),
+        value(&focal_with(0.0).compute(logits, Targets::Soft(soft)).reshape([1])),
         value(&r["focal_soft_weighted"]),
     );
+    // label_smoothing with focal loss: the targets smoothed as cross-entropy smooths them,
+    // then the (PyTorch-checked) soft focal loss; not dropped.
+    let classes = logits.size()[1];
+    let smoothed = targets.one_hot(classes).to_kind(Kind::Float) * 0.9 + 0.1 / classes as f64;
+    let with_smoothing = value(&focal_with(0.1).compute(logits, Targets::Hard(targets)).reshape([1]));
+    close(
+        "focal_smoothed",
+        with_smoothing,
+        value(&focal_with(0.0).compute(logits, Targets::Soft(&smoothed)).reshape([1])),
+    );
+    let without = value(&focal_with(0.0).compute(logits, Targets::Hard(targets)).reshape([1]));
+    assert!((with_smoothing - without).abs() > 1e-4, "smoothing changes the focal loss");
 }
 
 #[test]

@@ -62,10 +62,32 @@ fn torchvision_weights_load_into_the_backbone_only() {
 
     let missing = dir.path().join("absent.safetensors");
     let err = format!("{:#}", imgtype::model::load_backbone_weights(&mut model, &missing).unwrap_err());
-    assert!(
-        err.contains("export_torchvision_weights.py") && err.contains("pretrained") && err.contains("false"),
-        "{err}"
-    );
+    assert!(err.contains("absent.safetensors") && err.contains("does not exist"), "{err}");
+}
+
+/// The Python system's `best_model.pth` read directly (no conversion step): class names
+/// from its config (its own list is empty), the image size from its config, its logits.
+#[test]
+fn python_system_checkpoint_loads_directly() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join("best_model.pth");
+    let reference = dir.path().join("reference.safetensors");
+    run_python("tests/python/make_seed_checkpoint.py", &[&checkpoint, &reference]);
+    let model = ImageTypeClassifier::load(&checkpoint, Device::Cpu).unwrap();
+    assert_eq!(model.class_names(), ["care_label", "detail_shot", "full_shot", "neck_label"]);
+    assert_eq!(model.config().augmentation.image_size, 128);
+    assert_eq!(model.config().training.epochs, 25);
+    let (tensors, _) = imgtype::model::file::read_safetensors(&reference).unwrap();
+    let get = |name: &str| tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t.shallow_clone()).unwrap();
+    let logits = tch::no_grad(|| model.forward_t(&get("input"), false));
+    let diff = (logits - get("logits")).abs().max().double_value(&[]);
+    assert!(diff <= 1e-4, "the checkpoint's logits differ by {diff}");
+
+    // A .pth that is not a checkpoint says so.
+    let not_a_checkpoint = dir.path().join("list.pth");
+    run_python("tests/python/save_object.py", &[&not_a_checkpoint]);
+    let err = format!("{:#}", ImageTypeClassifier::load(&not_a_checkpoint, Device::Cpu).err().expect("refused"));
+    assert!(err.contains("list.pth") && err.contains("model_state_dict"), "{err}");
 }
 
 #[test]

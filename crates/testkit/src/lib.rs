@@ -114,3 +114,37 @@ pub fn only_entry(parent: &Path) -> PathBuf {
     assert_eq!(entries.len(), 1, "{entries:?}");
     entries.into_iter().next().unwrap()
 }
+
+/// A real HTTP server on 127.0.0.1 serving the files of a folder (a stand-in for a CDN or
+/// download.pytorch.org); counts the requests it answers. Unknown paths get 404.
+pub struct FileServer {
+    pub base_url: String,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FileServer {
+    pub fn serve(dir: &Path) -> Self {
+        let server = tiny_http::Server::http("127.0.0.1:0").expect("a free port on 127.0.0.1");
+        let port = server.server_addr().to_ip().expect("an IP address").port();
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (dir, counter) = (dir.to_path_buf(), hits.clone());
+        std::thread::spawn(move || {
+            for request in server.incoming_requests() {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let relative = request.url().split('?').next().unwrap_or("").trim_start_matches('/').to_string();
+                let path = dir.join(&relative);
+                let response = match std::fs::read(&path) {
+                    Ok(bytes) if !relative.contains("..") => tiny_http::Response::from_data(bytes),
+                    _ => tiny_http::Response::from_data(b"not found".to_vec()).with_status_code(404),
+                };
+                let _ = request.respond(response);
+            }
+        });
+        Self { base_url: format!("http://127.0.0.1:{port}"), hits }
+    }
+
+    /// Requests answered so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

@@ -6,6 +6,7 @@
 //! `config.json` are checked against them by tests.
 
 mod choices;
+pub mod python_keys;
 mod validate;
 
 pub use choices::{Backbone, DeviceChoice, LogLevel, Metric, OptimizerKind, Precision, Scheduler, Strength};
@@ -36,8 +37,16 @@ pub struct Config {
 #[serde(default)]
 pub struct DataConfig {
     pub csv_path: PathBuf,
+    /// Local folder of relative image keys; "" or null: unset, as in the Python system.
+    #[serde(deserialize_with = "empty_is_unset")]
     pub base_image_path: Option<PathBuf>,
+    /// CDN prefix of relative image keys; "" or null: unset (then `S3_CLOUDFRONT_DOMAIN`).
+    #[serde(deserialize_with = "empty_is_unset")]
     pub base_image_url: Option<String>,
+    /// true: relative keys are fetched from `base_image_url` / `S3_CLOUDFRONT_DOMAIN`, even
+    /// with `base_image_path` set; false: from the local folder only; null: the folder when
+    /// set, else the CDN.
+    pub is_remote: Option<bool>,
     pub target_column: String,
     pub class_names: Vec<String>,
     pub train_ratio: f64,
@@ -68,6 +77,7 @@ impl Default for DataConfig {
             csv_path: PathBuf::from("image_data.csv"),
             base_image_path: None,
             base_image_url: None,
+            is_remote: None,
             target_column: "image_type".into(),
             class_names: DEFAULT_CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
             train_ratio: 0.8,
@@ -90,8 +100,14 @@ impl Default for DataConfig {
 pub struct ModelConfig {
     pub backbone: Backbone,
     pub pretrained: bool,
-    /// Backbone weights (safetensors, our key names) used when `pretrained` is true.
+    /// Backbone weights (`.safetensors` or a `torch.save`d `.pth`; our key names or
+    /// torchvision's) used when `pretrained` is true; unset: torchvision's ImageNet file.
+    #[serde(deserialize_with = "empty_is_unset")]
     pub pretrained_weights: Option<PathBuf>,
+    /// Where torchvision's ImageNet file is downloaded from when it is not cached (a mirror);
+    /// unset: torchvision's own URL. The file name must keep torch.hub's `-<sha256 prefix>`.
+    #[serde(deserialize_with = "empty_is_unset")]
+    pub pretrained_url: Option<String>,
     pub dropout_rate: f64,
     /// Head width; null means max(512, 1280 / 2).
     pub hidden_dim: Option<i64>,
@@ -106,6 +122,7 @@ impl Default for ModelConfig {
             backbone: Backbone::EfficientNetB0,
             pretrained: true,
             pretrained_weights: None,
+            pretrained_url: None,
             dropout_rate: 0.4,
             hidden_dim: Some(512),
             freeze_backbone_epochs: 3,
@@ -155,6 +172,8 @@ pub struct TrainingConfig {
     /// Keep an exponential moving average of the weights; validate and save it.
     pub use_ema: bool,
     pub ema_decay: f64,
+    /// Warm the EMA decay up from 0 (timm's ModelEmaV3): min(ema_decay, 1 - (1 + updates)^-3/4).
+    pub ema_warmup: bool,
 }
 
 impl Default for TrainingConfig {
@@ -180,6 +199,7 @@ impl Default for TrainingConfig {
             label_smoothing: 0.1,
             use_ema: false,
             ema_decay: 0.999,
+            ema_warmup: true,
         }
     }
 }
@@ -298,6 +318,8 @@ pub struct SystemConfig {
     pub mixed_precision: bool,
     pub precision: Precision,
     pub seed: u64,
+    /// cuDNN autotuning of convolution algorithms on CUDA (faster, not bit-repeatable).
+    pub benchmark: bool,
 }
 
 impl Default for SystemConfig {
@@ -308,15 +330,28 @@ impl Default for SystemConfig {
             mixed_precision: false,
             precision: Precision::Auto,
             seed: 42,
+            benchmark: false,
         }
     }
 }
 
-/// A parsed config and the dotted paths of keys it did not recognise.
+/// A parsed config, the dotted paths of keys it did not recognise, and the keys of the
+/// Python system's config it set that have no effect here (with why).
 #[derive(Debug)]
 pub struct LoadedConfig {
     pub config: Config,
     pub unknown_keys: Vec<String>,
+    pub inert_keys: Vec<(String, &'static str)>,
+}
+
+/// "" and null both mean unset, as the Python system reads its config.
+fn empty_is_unset<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: From<String>,
+{
+    let value: Option<String> = Option::deserialize(deserializer)?;
+    Ok(value.filter(|v| !v.trim().is_empty()).map(T::from))
 }
 
 impl Config {
@@ -327,6 +362,19 @@ impl Config {
         let loaded = Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))?;
         for key in &loaded.unknown_keys {
             tracing::warn!("{}: unknown config key `{key}` is ignored (typo?)", path.display());
+        }
+        for (key, why) in &loaded.inert_keys {
+            tracing::info!(
+                "{}: `{key}` (a key of the Python system's config) has no effect here: {why}",
+                path.display()
+            );
+        }
+        if loaded.config.data.is_remote == Some(true) && loaded.config.data.base_image_path.is_some() {
+            tracing::warn!(
+                "{}: data.is_remote is true, so relative image keys are fetched from the CDN and \
+                 data.base_image_path is not used",
+                path.display()
+            );
         }
         Ok(loaded.config)
     }
@@ -350,7 +398,13 @@ impl Config {
             })?
         };
         config.validate()?;
-        Ok(LoadedConfig { config, unknown_keys })
+        let (inert, unknown): (Vec<String>, Vec<String>) =
+            unknown_keys.into_iter().partition(|key| python_keys::inert_reason(key).is_some());
+        let inert_keys = inert.into_iter().map(|key| {
+            let why = python_keys::inert_reason(&key).expect("partitioned on it");
+            (key, why)
+        });
+        Ok(LoadedConfig { config, unknown_keys: unknown, inert_keys: inert_keys.collect() })
     }
 
     /// The epochs trained with a frozen backbone: `freeze_backbone_epochs`, at most all of them.

@@ -26,6 +26,24 @@ pub fn load_images(
     per_record(records, workers, |record| load_resized(source, &record.image_path, size))
 }
 
+/// As [`load_images`], with each image's own loading time in milliseconds (fetch, decode,
+/// resize), so per-image latencies are per image.
+pub fn load_images_timed(
+    records: &[&ImageRecord],
+    source: &ImageSource,
+    size: u32,
+    workers: usize,
+) -> Vec<(Result<RgbImage, String>, f64)> {
+    per_record(records, workers, |record| {
+        let started = std::time::Instant::now();
+        let image = load_resized(source, &record.image_path, size).map_err(|e| format!("{e:#}"));
+        Ok((image, started.elapsed().as_secs_f64() * 1000.0))
+    })
+    .into_iter()
+    .map(|result| result.unwrap_or_else(|reason| (Err(reason), 0.0)))
+    .collect()
+}
+
 /// Checks that the records' images can be used (fetched, and decodable as far as
 /// [`check_readable`] needs to tell), with up to `workers` threads, in order.
 pub fn check_images(records: &[&ImageRecord], source: &ImageSource, workers: usize) -> Vec<Result<(), String>> {

@@ -1,7 +1,8 @@
 //! Where image bytes come from. A key is resolved, as in the Python system, against
 //! `data.base_image_path` (a local folder), else `data.base_image_url`, else
 //! `https://$S3_CLOUDFRONT_DOMAIN/<key>`; absolute `http(s)://` URLs and absolute paths
-//! are used as they are. Remote keys are fetched by the `remote` module (feature `remote`).
+//! are used as they are. `data.is_remote` true sends relative keys to the CDN even with a
+//! folder set, false keeps them local. Remote keys are fetched by the `remote` module (feature `remote`).
 //! Training and inference use the same loader.
 
 use std::path::{Path, PathBuf};
@@ -24,6 +25,8 @@ pub enum Location {
 pub struct ImageSource {
     base_path: Option<PathBuf>,
     base_url: Option<String>,
+    /// `data.is_remote`: Some(true) relative keys only from the CDN, Some(false) only local.
+    is_remote: Option<bool>,
     remote: RemoteFetcher,
     limits: DecodeLimits,
 }
@@ -43,6 +46,7 @@ impl ImageSource {
         Self {
             base_path: data.base_image_path.clone(),
             base_url,
+            is_remote: data.is_remote,
             remote: RemoteFetcher::new(data),
             limits: DecodeLimits::from_config(data),
         }
@@ -57,10 +61,25 @@ impl ImageSource {
         Self::from_config(&DataConfig { base_image_path: base, base_image_url: None, ..DataConfig::default() })
     }
 
+    /// A folder given on the command line: relative keys are read from it, whatever
+    /// `data.is_remote` says.
     pub fn set_base_path(&mut self, base: Option<PathBuf>) {
         if base.is_some() {
             self.base_path = base;
+            self.is_remote = Some(false);
         }
+    }
+
+    /// Fails when relative keys are to come from the CDN but none is configured.
+    pub fn check_configured(&self) -> Result<()> {
+        if self.is_remote == Some(true) && self.base_url.is_none() {
+            bail!(
+                "data.is_remote is true but neither data.base_image_url nor the S3_CLOUDFRONT_DOMAIN \
+                 environment variable is set: set one of them, or set data.is_remote to false and \
+                 data.base_image_path to the local image folder"
+            );
+        }
+        Ok(())
     }
 
     pub fn base_path(&self) -> Option<&Path> {
@@ -75,7 +94,9 @@ impl ImageSource {
         if path.is_absolute() {
             return Location::Local(path.to_path_buf());
         }
-        if let Some(base) = &self.base_path {
+        let base_path = self.base_path.as_ref().filter(|_| self.is_remote != Some(true));
+        let base_url = self.base_url.as_ref().filter(|_| self.is_remote != Some(false));
+        if let Some(base) = base_path {
             let under_base = base.join(path);
             // A path that exists as given (say, typed on the command line) is used as it is.
             return Location::Local(if under_base.exists() || !path.exists() {
@@ -84,7 +105,7 @@ impl ImageSource {
                 path.to_path_buf()
             });
         }
-        if let Some(url) = &self.base_url {
+        if let Some(url) = base_url {
             return Location::Remote(format!("{}/{}", url.trim_end_matches('/'), key.trim_start_matches('/')));
         }
         Location::Local(path.to_path_buf())
@@ -94,6 +115,9 @@ impl ImageSource {
     pub fn fetch(&self, key: &str) -> Result<Vec<u8>> {
         match self.locate(key) {
             Location::Local(path) => {
+                if self.is_remote == Some(true) && path.is_relative() {
+                    self.check_configured()?;
+                }
                 std::fs::read(&path).with_context(|| format!("cannot open image {}", path.display()))
             }
             Location::Remote(url) => self.remote.fetch(&url),

@@ -75,6 +75,26 @@ pub fn roc_auc(scores: &[f64], positive: &[bool]) -> Option<f64> {
 }
 
 /// Metrics for true and predicted class indices; `probabilities` (one row per sample) enables AUC.
+impl Metrics {
+    /// As JSON: our nested fields plus the Python system's flat keys with the same values
+    /// (`precision_macro`, `recall_weighted`, `f1_micro`, `auc_macro`, …), so scripts written
+    /// for its `evaluation_results.json` keep working.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).expect("metrics serialise");
+        let object = value.as_object_mut().expect("a struct is an object");
+        for (suffix, averages) in
+            [("macro", &self.macro_avg), ("micro", &self.micro_avg), ("weighted", &self.weighted_avg)]
+        {
+            object.insert(format!("precision_{suffix}"), averages.precision.into());
+            object.insert(format!("recall_{suffix}"), averages.recall.into());
+            object.insert(format!("f1_{suffix}"), averages.f1.into());
+        }
+        object.insert("auc_macro".into(), self.roc_auc_macro.into());
+        object.insert("auc_weighted".into(), self.roc_auc_weighted.into());
+        value
+    }
+}
+
 pub fn compute_metrics(
     class_names: &[String],
     y_true: &[usize],

@@ -7,7 +7,7 @@ use tch::{Device, Kind, Tensor};
 use super::{compute_metrics, Metrics};
 use crate::config::Config;
 use crate::data::batch::load_images;
-use crate::data::image::to_normalized_batch;
+use crate::data::image::{to_device, to_normalized_batch};
 use crate::data::records::class_indices;
 use crate::data::{ImageRecord, ImageSource};
 use crate::device::inference_kind;
@@ -25,12 +25,11 @@ pub struct SplitEvaluation {
 }
 
 impl SplitEvaluation {
-    pub fn metrics(&self, class_names: &[String]) -> Metrics {
-        let y_pred: Vec<usize> = self
-            .probabilities
-            .iter()
-            .map(|p| (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap_or(0))
-            .collect();
+    /// Metrics with the classes chosen by `config`'s decision rule, as `test` chooses them.
+    pub fn metrics(&self, config: &Config) -> Metrics {
+        let class_names = &config.data.class_names;
+        let rule = super::DecisionRule::new(config, class_names);
+        let y_pred: Vec<usize> = self.probabilities.iter().map(|p| rule.decide(p)).collect();
         compute_metrics(class_names, &self.y_true, &y_pred, Some(&self.probabilities))
     }
 }
@@ -79,7 +78,7 @@ pub fn evaluate_records(
         if images.is_empty() {
             continue;
         }
-        let batch = to_normalized_batch(&images).to_device(model.device());
+        let batch = to_device(&to_normalized_batch(&images), model.device());
         let targets = Tensor::from_slice(&image_labels).to_device(model.device());
         let (loss, probs) = tch::no_grad(|| {
             let logits = fused.forward(&batch);

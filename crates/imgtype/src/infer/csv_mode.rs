@@ -309,14 +309,10 @@ impl CsvRun<'_> {
 
     /// Predicts the well-formed rows of `batch` and writes every row.
     fn write_batch(&mut self, batch: RowBatch) -> Result<()> {
-        let started = Instant::now();
-        let load_seconds = batch.loaded.seconds;
-        let outcomes = self.predictor.predict_loaded(batch.loaded);
-        let ms = (load_seconds + started.elapsed().as_secs_f64()) * 1000.0 / batch.rows.len().max(1) as f64;
-        let mut outcomes = outcomes.into_iter();
+        let mut outcomes = self.predictor.predict_loaded_timed(batch.loaded).into_iter();
         for row in &batch.rows {
-            let outcome = match &row.problem {
-                Some(problem) => Err(problem.clone()),
+            let (outcome, ms) = match &row.problem {
+                Some(problem) => (Err(problem.clone()), 0.0),
                 None => outcomes.next().expect("an outcome per readable row"),
             };
             if let Err(reason) = &outcome {

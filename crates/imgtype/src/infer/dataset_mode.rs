@@ -128,16 +128,13 @@ fn predict_splits(
             let bar = crate::progress::Progress::new(split.as_str(), total as u64, (predictor.batch_size * 10) as u64);
             progress = Some((split, bar));
         }
-        let forward_started = Instant::now();
-        let load_seconds = loaded.seconds;
-        let outcomes = predictor.predict_loaded(loaded);
-        let ms = (load_seconds + forward_started.elapsed().as_secs_f64()) * 1000.0 / chunk.len().max(1) as f64;
-        for (record, outcome) in chunk.iter().zip(&outcomes) {
+        let outcomes = predictor.predict_loaded_timed(loaded);
+        for (record, (outcome, ms)) in chunk.iter().zip(&outcomes) {
             if let Err(reason) = outcome {
                 tracing::warn!("cannot predict {}: {reason}", record.image_path);
             }
-            writer.write_record(dataset_row(predictor, split, record, outcome, ms))?;
-            per_image_ms.push(ms);
+            writer.write_record(dataset_row(predictor, split, record, outcome, *ms))?;
+            per_image_ms.push(*ms);
         }
         progress.as_mut().expect("a bar per split").1.advance(chunk.len() as u64, "");
         Ok(())

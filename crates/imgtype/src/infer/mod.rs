@@ -45,7 +45,14 @@ pub use timing::TimingSummary;
 /// A model file given directly, or a run folder holding `model/best_model.safetensors`.
 pub fn resolve_model_path(path: &Path) -> Result<PathBuf> {
     if path.is_dir() {
-        for candidate in ["model/best_model.safetensors", "model/last_model.safetensors", "best_model.safetensors"] {
+        // Ours, then the Python system's run layout.
+        for candidate in [
+            "model/best_model.safetensors",
+            "model/last_model.safetensors",
+            "best_model.safetensors",
+            "models/best_model.pth",
+            "best_model.pth",
+        ] {
             let file = path.join(candidate);
             if file.is_file() {
                 return Ok(file);

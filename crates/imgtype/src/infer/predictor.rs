@@ -12,12 +12,13 @@ use tch::{Device, Kind, Tensor};
 
 use super::resolve_model_path;
 use crate::config::{Config, Precision};
-use crate::data::batch::load_images;
+use crate::data::batch::load_images_timed;
 use crate::data::decode::{decode_bytes, panic_message};
 use crate::data::image::resize_square;
-use crate::data::image::to_normalized_batch;
+use crate::data::image::{to_device, to_normalized_batch};
 use crate::data::{ImageRecord, ImageSource};
 use crate::device::inference_kind;
+use crate::eval::DecisionRule;
 use crate::model::fused::FusedClassifier;
 use crate::model::ImageTypeClassifier;
 
@@ -41,7 +42,7 @@ pub struct Predictor {
     device: Device,
     class_names: Vec<String>,
     config: Config,
-    thresholds: Vec<f64>,
+    rule: DecisionRule,
     top_k: usize,
     source: ImageSource,
     pub batch_size: usize,
@@ -87,13 +88,10 @@ impl Predictor {
     pub fn from_model(model: ImageTypeClassifier) -> Self {
         let config = model.config().clone();
         let class_names = model.class_names().to_vec();
-        let thresholds = class_names
-            .iter()
-            .map(|name| config.inference.class_thresholds.get(name).copied().unwrap_or(0.0))
-            .collect();
+        let rule = DecisionRule::new(&config, &class_names);
         Self {
             device: model.device(),
-            thresholds,
+            rule,
             top_k: config.inference.return_top_k.clamp(1, class_names.len()),
             source: ImageSource::from_config(&config.data),
             batch_size: config.inference.batch_size.max(1),
@@ -137,7 +135,7 @@ impl Predictor {
         let model = self.model.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // The copy back to the host is inside too: asynchronous CUDA errors surface there.
         let forward = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let probs = model.forward(&batch.to_device(self.device)).softmax(-1, Kind::Float);
+            let probs = model.forward(&to_device(batch, self.device)).softmax(-1, Kind::Float);
             Vec::<f32>::try_from(probs.to_device(Device::Cpu).flatten(0, -1))
         }));
         drop(model);
@@ -149,13 +147,7 @@ impl Predictor {
 
     /// Among classes whose probability passes its threshold, the most probable; else argmax.
     pub fn decide(&self, probabilities: &[f64]) -> Prediction {
-        let best_of = |allowed: &dyn Fn(usize) -> bool| {
-            (0..probabilities.len())
-                .filter(|&c| allowed(c))
-                .max_by(|&a, &b| probabilities[a].total_cmp(&probabilities[b]))
-        };
-        let class_index =
-            best_of(&|c| probabilities[c] >= self.thresholds[c]).or_else(|| best_of(&|_| true)).expect("classes");
+        let class_index = self.rule.decide(probabilities);
         let mut order: Vec<usize> = (0..probabilities.len()).collect();
         order.sort_by(|&a, &b| probabilities[b].total_cmp(&probabilities[a]));
         Prediction {
@@ -204,11 +196,28 @@ impl Predictor {
     /// Decodes and resizes a batch's images, on `workers` threads: the half of prediction
     /// that a `test` run does for the next batch while the model works on this one.
     pub fn load_batch(&self, records: &[&ImageRecord]) -> LoadedBatch {
-        let started = Instant::now();
-        let loaded = load_images(records, &self.source, self.image_size(), self.workers);
+        let loaded = load_images_timed(records, &self.source, self.image_size(), self.workers);
         let mut images = Vec::with_capacity(loaded.len());
-        let slots = loaded.into_iter().map(|r| r.map(|image| images.push(image))).collect();
-        LoadedBatch { slots, images, seconds: started.elapsed().as_secs_f64() }
+        let mut load_ms = Vec::with_capacity(loaded.len());
+        let slots = loaded
+            .into_iter()
+            .map(|(result, ms)| {
+                load_ms.push(ms);
+                result.map(|image| images.push(image))
+            })
+            .collect();
+        LoadedBatch { slots, images, load_ms }
+    }
+
+    /// As [`Self::predict_loaded`], each outcome with the image's own time in milliseconds:
+    /// its fetching, decoding and resizing plus an equal share of its batch's forward pass.
+    pub fn predict_loaded_timed(&self, mut batch: LoadedBatch) -> Vec<(Result<Prediction, String>, f64)> {
+        let load_ms = std::mem::take(&mut batch.load_ms);
+        let images = batch.images.len().max(1) as f64;
+        let started = Instant::now();
+        let outcomes = self.predict_loaded(batch);
+        let forward_share_ms = started.elapsed().as_secs_f64() * 1000.0 / images;
+        outcomes.into_iter().zip(load_ms).map(|(outcome, ms)| (outcome, ms + forward_share_ms)).collect()
     }
 
     /// The other half: the forward pass over a loaded batch, outcomes in order.
@@ -232,6 +241,6 @@ impl Predictor {
 pub struct LoadedBatch {
     slots: Vec<Result<(), String>>,
     images: Vec<RgbImage>,
-    /// Wall time of decoding and resizing.
-    pub seconds: f64,
+    /// Each record's own fetch, decode and resize time, in milliseconds.
+    load_ms: Vec<f64>,
 }

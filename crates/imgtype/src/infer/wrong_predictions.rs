@@ -56,7 +56,7 @@ pub fn write_split_reports(
         let metrics = compute_metrics(&results.class_names, &entry.y_true, &entry.y_pred, Some(&entry.probabilities));
         accuracy.push((split.as_str().to_string(), metrics.accuracy));
         failed_total += entry.failed;
-        let mut value = serde_json::to_value(&metrics)?;
+        let mut value = metrics.to_json();
         value["failed_images"] = entry.failed.into();
         metrics_json.insert(split.as_str().to_string(), value);
         entry.wrong.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));

@@ -106,6 +106,28 @@ pub fn read_safetensors(path: &Path) -> Result<(Vec<(String, Tensor)>, HashMap<S
 }
 
 /// Writes named tensors (as f32, contiguous, on CPU) with header metadata; atomic.
+/// Named tensors of a `.safetensors` file, or of a `torch.save` file (`.pth` / `.pt`): a
+/// state dict, or a checkpoint dict holding one under `model_state_dict` or `state_dict`.
+pub fn read_weights(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    if !path.is_file() {
+        bail!("weights file {} does not exist", path.display());
+    }
+    if path.extension().is_some_and(|e| e == "safetensors") {
+        return Ok(read_safetensors(path)?.0);
+    }
+    let value = super::torch_file::read_torch_file(path)?;
+    let state = value
+        .as_state_dict()
+        .or_else(|| value.get("model_state_dict").and_then(|v| v.as_state_dict()))
+        .or_else(|| value.get("state_dict").and_then(|v| v.as_state_dict()));
+    state.ok_or_else(|| {
+        anyhow!(
+            "{}: holds neither a state dict nor a checkpoint with `model_state_dict` or `state_dict`",
+            path.display()
+        )
+    })
+}
+
 pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String, String>) -> Result<()> {
     let mut buffers = Vec::with_capacity(tensors.len());
     for (name, tensor) in tensors {
@@ -130,11 +152,68 @@ impl ModelFile {
             .with_context(|| format!("cannot write model file {}", path.display()))
     }
 
+    /// Reads our `.safetensors` model file, or a `torch.save` checkpoint of the Python system.
     pub fn read(path: &Path) -> Result<Self> {
+        if is_zip(path) {
+            return read_python_checkpoint(path);
+        }
         let (tensors, header) = read_safetensors(path)?;
         let metadata = ModelMetadata::from_header(&header, path)?;
         Ok(Self { tensors, metadata })
     }
+}
+
+/// torch.save files are zip archives; ours are safetensors.
+fn is_zip(path: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok()
+        && magic == *b"PK\x03\x04"
+}
+
+const CONFIG_SECTIONS: [&str; 9] =
+    ["data", "model", "training", "augmentation", "validation", "logging", "inference", "paths", "system"];
+
+/// The Python system's checkpoint (`torch.save` of a dict with `model_state_dict`, `config`,
+/// `class_names`, …) as a model file. Class names come from the checkpoint, else from its
+/// config (the Python system saved an empty list), else the four default classes; config
+/// sections this tool does not know are left out. A bare state dict gets the default config.
+fn read_python_checkpoint(path: &Path) -> Result<ModelFile> {
+    let value = super::torch_file::read_torch_file(path)?;
+    let state = match value.get("model_state_dict").and_then(|v| v.as_state_dict()) {
+        Some(state) => state,
+        None => value.as_state_dict().ok_or_else(|| {
+            anyhow!(
+                "{}: a torch.save file without `model_state_dict` (not a checkpoint of the Python system?)",
+                path.display()
+            )
+        })?,
+    };
+    let mut config_json = match value.get("config").map(|c| c.to_json()) {
+        Some(serde_json::Value::Object(sections)) => sections,
+        _ => {
+            tracing::warn!("{}: holds no config; assuming the default one (image size, classes)", path.display());
+            serde_json::Map::new()
+        }
+    };
+    config_json.retain(|section, _| CONFIG_SECTIONS.contains(&section.as_str()));
+    let names = |v: Option<serde_json::Value>| -> Option<Vec<String>> {
+        serde_json::from_value::<Vec<String>>(v?).ok().filter(|n| !n.is_empty())
+    };
+    let class_names = names(value.get("class_names").map(|v| v.to_json()))
+        .or_else(|| names(config_json.get("data").and_then(|d| d.get("class_names")).cloned()))
+        .unwrap_or_else(|| crate::config::DEFAULT_CLASS_NAMES.iter().map(|s| s.to_string()).collect());
+    let data = config_json.entry("data").or_insert_with(|| serde_json::json!({}));
+    if let Some(data) = data.as_object_mut() {
+        data.insert("class_names".into(), serde_json::json!(class_names));
+    }
+    let loaded = Config::parse(&serde_json::Value::Object(config_json).to_string())
+        .with_context(|| format!("{}: the checkpoint's config", path.display()))?;
+    let tensors = state
+        .into_iter()
+        .filter(|(name, _)| !name.ends_with("num_batches_tracked"))
+        .map(|(name, t)| (name, t.to_kind(Kind::Float)))
+        .collect();
+    Ok(ModelFile { tensors, metadata: ModelMetadata { class_names, config: loaded.config } })
 }
 
 /// Every variable of `vs` (weights and BatchNorm statistics) by its state-dict name, sorted.

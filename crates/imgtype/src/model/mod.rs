@@ -5,6 +5,8 @@
 pub mod efficientnet;
 pub mod file;
 pub mod fused;
+pub mod pretrained;
+pub mod torch_file;
 
 use anyhow::Result;
 use tch::nn::{self, Module};
@@ -170,6 +172,12 @@ impl ImageTypeClassifier {
         self.head.forward_t(&features.to_kind(Kind::Float), train)
     }
 
+    /// The backbone's pooled features `[N, width]` in eval mode (torchvision's
+    /// `avgpool(features(x)).flatten(1)`).
+    pub fn backbone_features(&self, images: &Tensor) -> Tensor {
+        self.backbone.forward_t(images, false, false)
+    }
+
     /// Runs the backbone in `kind` from now on (`BFloat16`: reduced-precision training).
     pub fn set_compute_kind(&mut self, kind: Kind) {
         self.compute_kind = kind;
@@ -209,24 +217,12 @@ pub fn is_buffer(name: &str) -> bool {
     name.ends_with("running_mean") || name.ends_with("running_var")
 }
 
-/// Fails clearly when `model.pretrained_weights` names no file.
-pub fn check_backbone_weights_file(path: &std::path::Path) -> Result<()> {
-    if !path.exists() {
-        anyhow::bail!(
-            "model.pretrained_weights {} does not exist: make it on a machine with internet with \
-             scripts/export_torchvision_weights.py, or set model.pretrained to false to train from scratch",
-            path.display()
-        );
-    }
-    Ok(())
-}
-
-/// Loads backbone weights (for example torchvision's ImageNet weights exported as safetensors)
-/// into `backbone.*`; the head keeps its fresh initialisation. Keys may carry our
-/// `backbone.` prefix or be torchvision's own (`features.…`; its `classifier.…` is ignored).
+/// Loads backbone weights (torchvision's ImageNet weights, say) into `backbone.*`; the head
+/// keeps its fresh initialisation. `path` is a `.safetensors` file or a `torch.save`d state
+/// dict (`.pth`, read by libtorch). Keys may carry our `backbone.` prefix or be
+/// torchvision's own (`features.…`; its `classifier.…` is ignored).
 pub fn load_backbone_weights(model: &mut ImageTypeClassifier, path: &std::path::Path) -> Result<()> {
-    check_backbone_weights_file(path)?;
-    let (tensors, _) = file::read_safetensors(path)?;
+    let tensors = file::read_weights(path)?;
     let backbone: Vec<(String, Tensor)> = tensors
         .into_iter()
         .filter_map(|(name, t)| {

@@ -130,7 +130,7 @@ pub(super) fn write_test_evaluation(
             "split": "test",
             "loss": evaluation.loss,
             "unreadable_images": evaluation.unreadable,
-            "metrics": metrics,
+            "metrics": metrics.to_json(),
         }),
     )?;
     write_class_summary(&dir.join("class_performance_summary.csv"), metrics)?;

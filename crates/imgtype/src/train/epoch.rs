@@ -144,7 +144,7 @@ fn train_step(session: &mut Session, optimizer: &mut Optimizer, sums: &mut Runni
     }
     optimizer.step();
     if let Some(ema) = session.ema.as_mut() {
-        super::ema::update_ema(ema, &session.model, t.ema_decay);
+        ema.update();
     }
     tch::no_grad(|| {
         let _ = sums.loss_sum.g_add_(&(loss.detach().to_kind(Kind::Double) * n as f64));

@@ -24,7 +24,7 @@ pub(super) fn finish(session: &mut Session, mut state: TrainingState, best_weigh
     }
     let test_eval =
         evaluate_records(&session.model, &session.test_records, &session.loss_fn, &config, &session.source, "test")?;
-    let test_metrics = test_eval.metrics(&config.data.class_names);
+    let test_metrics = test_eval.metrics(&config);
     tracing::info!(
         "test: accuracy {:.4}, F1 macro {:.4}, F1 weighted {:.4} ({} images)",
         test_metrics.accuracy,

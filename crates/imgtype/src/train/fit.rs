@@ -150,10 +150,11 @@ impl Fit<'_> {
         let optimizer = self.optimizer.as_ref().expect("optimizer built");
         self.state.schedule = Some(self.schedule.clone());
         self.state.optimizer_steps = optimizer.steps();
+        self.state.ema_updates = self.session.ema.as_ref().map_or(0, |ema| ema.updates);
         CheckpointContents {
             config: &self.session.config,
             model: &self.session.model,
-            ema: self.session.ema.as_ref(),
+            ema: self.session.ema.as_ref().map(|ema| &ema.model),
             optimizer,
             state: &self.state,
             best: self.best_weights.as_deref(),

@@ -31,7 +31,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-pub use ema::update_ema;
+pub use ema::{ema_decay_after, Ema};
 pub use run_folder::RunFolder;
 pub use state::{EpochRecord, TrainingState};
 
@@ -86,7 +86,11 @@ fn start_or_resume(folder: RunFolder, options: &TrainOptions) -> Result<TrainEnd
     if !resumed {
         return fit::fit(&mut session, TrainingState::default(), None, options);
     }
-    let restored = checkpoint::load(&checkpoint_path, &mut session.model, session.ema.as_mut())?;
+    let restored =
+        checkpoint::load(&checkpoint_path, &mut session.model, session.ema.as_mut().map(|ema| &mut ema.model))?;
+    if let Some(ema) = session.ema.as_mut() {
+        ema.updates = restored.state.ema_updates;
+    }
     if restored.state.finished {
         bail!("{}: this run already finished", session.folder.dir().display());
     }

@@ -51,9 +51,8 @@ impl RunFolder {
         // Inputs that can be checked cheaply are, before a folder exists to be left behind.
         let device = crate::device::resolve_device(config.system.device)?;
         super::splits::read_splits(config)?;
-        if let Some(weights) = config.model.pretrained_weights.as_ref().filter(|_| config.model.pretrained) {
-            crate::model::check_backbone_weights_file(weights)?;
-        }
+        crate::data::ImageSource::from_config(&config.data).check_configured()?;
+        crate::model::pretrained::resolve_weights_file(&config.model)?;
         let log_dir = config.paths.log_dir.to_string_lossy().to_string();
         let checkpoint_dir = config.paths.checkpoint_dir.to_string_lossy().to_string();
         let dir = crate::rundir::create_run_dir(&config.paths.result_dir, &["model", &log_dir, &checkpoint_dir])?;

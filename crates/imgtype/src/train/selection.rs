@@ -41,7 +41,7 @@ pub(super) fn validate_epoch(
     let eval_model = session.eval_model();
     let evaluation =
         evaluate_records(eval_model, &session.val_records, &session.loss_fn, config, &session.source, "validation")?;
-    let metrics = evaluation.metrics(&config.data.class_names);
+    let metrics = evaluation.metrics(config);
     record.val_loss = Some(evaluation.loss);
     record.val_accuracy = Some(metrics.accuracy);
     record.val_f1_macro = Some(metrics.macro_avg.f1);

@@ -23,7 +23,7 @@ pub(super) struct Session {
     pub source: ImageSource,
     pub model: ImageTypeClassifier,
     /// The exponential moving average of the weights (`training.use_ema`): what is validated and saved.
-    pub ema: Option<ImageTypeClassifier>,
+    pub ema: Option<super::Ema>,
     pub loss_fn: Loss,
     pub train_records: Arc<Vec<ImageRecord>>,
     pub train_labels: Arc<Vec<i64>>,
@@ -41,6 +41,9 @@ impl Session {
         warn_about_ignored_settings(&config);
         let device = crate::device::resolve_device(config.system.device)?;
         tracing::info!("device: {}", crate::device::describe_device(device));
+        if matches!(device, Device::Cuda(_)) {
+            tch::Cuda::cudnn_set_benchmark(config.system.benchmark);
+        }
         tch::manual_seed(config.system.seed as i64);
         let source = ImageSource::from_config(&config.data);
         let skipped_csv = folder.logs_dir().join("skipped_images.csv");
@@ -50,8 +53,8 @@ impl Session {
         }
         let splits = load_splits(&config, &source, earlier)?;
         super::artifacts::write_skipped(&skipped_csv, &splits.skipped)?;
-        let model = build_model(&config, device)?;
-        let ema = config.training.use_ema.then(|| super::ema::copy_of(&model, &config));
+        let model = build_model(&config, device, folder.is_resumed())?;
+        let ema = config.training.use_ema.then(|| super::Ema::new(&model, &config));
         let loss_fn = Loss::from_config(&config, &splits.train_counts, device)?;
         let train_labels = Arc::new(class_indices(&splits.train, &config.data.class_names)?);
         let events = match EventWriter::create(&folder.logs_dir()) {
@@ -80,23 +83,20 @@ impl Session {
 
     /// The model that is validated and saved: the EMA when there is one.
     pub fn eval_model(&self) -> &ImageTypeClassifier {
-        self.ema.as_ref().unwrap_or(&self.model)
+        self.ema.as_ref().map(|ema| &ema.model).unwrap_or(&self.model)
     }
 }
 
-/// A fresh model, its backbone loaded from `model.pretrained_weights` when `pretrained`.
-fn build_model(config: &Config, device: Device) -> Result<ImageTypeClassifier> {
+/// A fresh model; unless resuming (the checkpoint has every weight), its backbone starts
+/// from ImageNet weights when `model.pretrained`.
+fn build_model(config: &Config, device: Device, resuming: bool) -> Result<ImageTypeClassifier> {
     let mut model = ImageTypeClassifier::new(config, device);
-    if config.model.pretrained {
-        match &config.model.pretrained_weights {
-            Some(path) => crate::model::load_backbone_weights(&mut model, path)?,
-            None => tracing::warn!(
-                "model.pretrained is true but model.pretrained_weights is not set; ImageNet weights cannot be \
-                 downloaded by this tool, so the backbone starts from random initialisation"
-            ),
+    if !resuming {
+        if let Some(weights) = crate::model::pretrained::resolve_weights_file(&config.model)? {
+            crate::model::load_backbone_weights(&mut model, &weights)?;
         }
     }
-    let pretrained_loaded = config.model.pretrained && config.model.pretrained_weights.is_some();
+    let pretrained_loaded = config.model.pretrained;
     let freeze_epochs = config.frozen_epochs();
     if !pretrained_loaded && freeze_epochs > 0 {
         tracing::warn!(

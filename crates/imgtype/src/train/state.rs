@@ -47,5 +47,8 @@ pub struct TrainingState {
     pub schedule: Option<LrSchedule>,
     pub phase_start: usize,
     pub optimizer_steps: HashMap<String, i64>,
+    /// EMA updates so far (its decay warms up with them); absent in older checkpoints.
+    #[serde(default)]
+    pub ema_updates: u64,
     pub finished: bool,
 }
