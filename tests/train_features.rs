@@ -180,6 +180,57 @@ fn sigint_saves_a_checkpoint_and_the_run_resumes() {
     assert!(!stray.exists(), "--resume removes temp files of interrupted writes");
 }
 
+/// SIGINT in the middle of an epoch (at batch 3 of epoch 2), then `--resume`: the same
+/// metrics.csv as a straight run, bar the timing columns, and the same test evaluation.
+#[test]
+fn sigint_mid_epoch_then_resume_equals_a_straight_run() {
+    let dir = setup(24, serde_json::json!({"training": {"epochs": 3}, "logging": {"log_frequency": 1}}));
+    let work = dir.path();
+    let straight = run_dir_from(work, &ok(run(work, TRAIN, &["--config", "config.json"])).stdout);
+
+    let mut child = Command::new(TRAIN)
+        .current_dir(work)
+        .args(["--config", "config.json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = String::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line.contains("epoch 2/3 3/") {
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+        }
+        log.push_str(&line);
+        log.push('\n');
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(130), "{log}");
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    let run_dir = run_dir_from(work, stdout.as_bytes());
+    assert_eq!(metrics_rows(&run_dir).len(), 1, "stopped inside epoch 2:\n{log}");
+    let resumed = ok(run(work, TRAIN, &["--resume", run_dir.to_str().unwrap()]));
+    let resumed_log = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed_log.contains("resuming") && resumed_log.contains("at epoch 2 batch"), "{resumed_log}");
+    assert!(!resumed_log.contains("at epoch 2 batch 1\n"), "resumed inside the epoch: {resumed_log}");
+
+    let (header, a) = read_csv(&straight.join("logs/metrics.csv"));
+    let b = metrics_rows(&run_dir);
+    assert_eq!(a.len(), 3);
+    assert_eq!(b.len(), 3);
+    let timing: Vec<usize> = header.iter().enumerate().filter(|(_, h)| h.contains("second")).map(|(i, _)| i).collect();
+    assert!(!timing.is_empty(), "{header:?}");
+    for (ra, rb) in a.iter().zip(&b) {
+        for (col, (x, y)) in ra.iter().zip(rb).enumerate() {
+            if !timing.contains(&col) {
+                assert_eq!(x, y, "{}: {ra:?} vs {rb:?}", header[col]);
+            }
+        }
+    }
+    let eval = |d: &Path| imgtype_testkit::read_json(&d.join("evaluation_results.json"))["metrics"].clone();
+    assert_eq!(eval(&straight), eval(&run_dir));
+}
+
 #[test]
 fn inputs_are_checked_before_a_run_folder_exists_and_missing_classes_are_named() {
     let dir = setup(20, serde_json::json!({"training": {"epochs": 1}, "model": {"freeze_backbone_epochs": 0}}));
