@@ -3,6 +3,7 @@
 # reference side by side, alternating, ROUNDS rounds, medians. References: torchvision eager
 # (forward), what the Python system's test.py and training loop do (scripts/bench/reference_*.py),
 # a bare eager PyTorch loop on random tensors, and this tool's own earlier screening.
+# The backbones' forward speed is listed too; scripts/compare_backbones.sh adds their accuracy on the demo.
 # usage: scripts/bench.sh [ROUNDS=3] [PHOTOS=200]     (about 15 minutes on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -64,6 +65,10 @@ for round in $(seq "$rounds"); do
         | number images_per_second)"
     record bare_train "$($py scripts/bench/bare_train_loop.py 96 32 10 | number images_per_second)"
     record ours_plain_b32 "$($fwd 224 32 3 plain | number images_per_second)"
+    for backbone in mobilenet_v3_large mobilenet_v3_small mobilenet_v2; do
+        record "${backbone}_fp32" "$($fwd 224 32 3 fp32 $backbone | number images_per_second)"
+        record "${backbone}_bf16" "$($fwd 224 32 3 bf16 $backbone | number images_per_second)"
+    done
     record step_tuned "$(target/release/examples/bench_train_step 96 32 10 | number images_per_second)"
     record step_default_malloc "$(target/release/examples/bench_train_step 96 32 10 default-malloc | number images_per_second)"
     decode=$(target/release/examples/bench_decode "$work/p1600/images")
@@ -111,5 +116,14 @@ parts = [
 ]
 for name, a, b in parts:
     print(f"| {name} | {m[a]:.2f} | {m[b]:.2f} | {m[a] / m[b]:.2f}× |")
+print()
+print("backbones: our inference forward, 224 px, batch 32 (images/s; ratio to torchvision's EfficientNet-B0 eager fp32)")
+print("| backbone | fp32 | bf16 |")
+print("| --- | --- | --- |")
+for backbone, fp32, bf16 in [("efficientnet_b0", "ours_fp32_b32", "ours_bf16_b32")] + [
+    (b, f"{b}_fp32", f"{b}_bf16") for b in ("mobilenet_v3_large", "mobilenet_v3_small", "mobilenet_v2")
+]:
+    ref = m["torchvision_b32"]
+    print(f"| {backbone} | {m[fp32]:.1f} ({m[fp32] / ref:.1f}×) | {m[bf16]:.1f} ({m[bf16] / ref:.1f}×) |")
 PY
 rm -f "$results"

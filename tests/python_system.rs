@@ -82,3 +82,47 @@ fn the_python_systems_config_trains_as_it_is() {
         assert!(evaluation["metrics"][key].is_number(), "{key} in {evaluation}");
     }
 }
+
+/// A MobileNet backbone end to end: torchvision's ImageNet file for it from torch.hub's
+/// cache, frozen then unfrozen training, and `test` on the run.
+#[test]
+fn a_mobilenet_backbone_trains_from_its_torchvision_weights_and_tests() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let sample = std::fs::read_to_string(repo_root().join("image_data.csv")).unwrap();
+    let subset: String = sample.lines().take(25).map(|l| format!("{l}\n")).collect();
+    std::fs::write(work.join("products.csv"), subset).unwrap();
+    ok(run(work, DIVIDE, &["--input-file", "products.csv", "--random-state", "5"]));
+    let made = work.join("made");
+    run_python("tests/python/mobilenet_reference.py", &[&made]);
+    let checkpoints = work.join("torch_home/hub/checkpoints");
+    std::fs::create_dir_all(&checkpoints).unwrap();
+    std::fs::copy(made.join("mobilenet_v3_small_weights.pth"), checkpoints.join("mobilenet_v3_small-047dcff4.pth"))
+        .unwrap();
+    let config = serde_json::json!({
+        "data": {"base_image_path": repo_root().join("sample_images")},
+        "model": {"backbone": "mobilenet_v3_small", "freeze_backbone_epochs": 1},
+        "training": {"batch_size": 16, "epochs": 2, "learning_rate": 0.002},
+        "augmentation": {"image_size": 64},
+        "system": {"num_workers": 2, "device": "cpu"}
+    });
+    std::fs::write(work.join("config.json"), config.to_string()).unwrap();
+    let output = ok(Command::new(TRAIN)
+        .args(["--config", "config.json"])
+        .current_dir(work)
+        .env("TORCH_HOME", work.join("torch_home"))
+        .output()
+        .unwrap());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("mobilenet_v3_small-047dcff4.pth (cached)") && stderr.contains("backbone unfrozen"),
+        "{stderr}"
+    );
+    let run_dir = only_entry(&work.join("results"));
+    let history = read_json(&run_dir.join("logs/training_results.json"));
+    assert_eq!(history["history"][0]["backbone_frozen"], true);
+    let test_out = ok(run(work, env!("CARGO_BIN_EXE_test"), &["--model-path", run_dir.to_str().unwrap()]));
+    assert!(String::from_utf8_lossy(&test_out.stdout).contains("test       accuracy"));
+    let saved = read_json(&run_dir.join("config.json"));
+    assert_eq!(saved["model"]["backbone"], "mobilenet_v3_small");
+}

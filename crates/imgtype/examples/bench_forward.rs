@@ -1,5 +1,5 @@
 //! Eval-mode forward speed of our EfficientNet-B0 + head:
-//! `bench_forward [size] [batch] [iters] [plain|fp32|bf16]`. `plain` is the training-time
+//! `bench_forward [size] [batch] [iters] [plain|fp32|bf16] [backbone]`. `plain` is the training-time
 //! module; `fp32` and `bf16` the inference model (BatchNorm folded, channels-last).
 //! Prints one line `rust images_per_second=<x>`; scripts/bench.sh compares it with torchvision.
 
@@ -13,8 +13,12 @@ fn main() {
     let number = |i: usize, default: usize| args.get(i).map(|a| a.parse().expect("a number")).unwrap_or(default);
     let (size, batch, iters) = (number(0, 224) as i64, number(1, 32) as i64, number(2, 3));
     let mode = args.get(3).map(String::as_str).unwrap_or("plain");
+    let mut config = Config::default();
+    if let Some(backbone) = args.get(4) {
+        config.model.backbone = serde_json::from_value(serde_json::json!(backbone)).expect("a backbone name");
+    }
     tch::manual_seed(0);
-    let model = ImageTypeClassifier::new(&Config::default(), Device::Cpu);
+    let model = ImageTypeClassifier::new(&config, Device::Cpu);
     let input = Tensor::randn([batch, 3, size, size], (Kind::Float, Device::Cpu));
     let forward: Box<dyn Fn() -> Tensor> = match mode {
         "plain" => Box::new(|| tch::no_grad(|| model.forward_t(&input, false))),

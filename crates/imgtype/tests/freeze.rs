@@ -1,6 +1,7 @@
 //! Freeze-then-unfreeze: while frozen, the backbone gets no gradients and its BatchNorm
 //! running statistics do not move in a training-mode forward; after unfreezing they do.
 
+use imgtype::config::Backbone;
 use imgtype::{Config, ImageTypeClassifier};
 use tch::{Device, Kind, Tensor};
 
@@ -22,8 +23,18 @@ fn changed(before: &[(String, Tensor)], after: &[(String, Tensor)]) -> usize {
 
 #[test]
 fn frozen_backbone_keeps_batchnorm_statistics_and_gets_no_gradients() {
+    for backbone in
+        [Backbone::EfficientNetB0, Backbone::MobileNetV3Small, Backbone::MobileNetV3Large, Backbone::MobileNetV2]
+    {
+        freeze_and_unfreeze(backbone);
+    }
+}
+
+fn freeze_and_unfreeze(backbone: Backbone) {
     tch::manual_seed(0);
-    let mut model = ImageTypeClassifier::new(&Config::default(), Device::Cpu);
+    let mut config = Config::default();
+    config.model.backbone = backbone;
+    let mut model = ImageTypeClassifier::new(&config, Device::Cpu);
     let input = Tensor::randn([4, 3, 64, 64], (Kind::Float, Device::Cpu));
     let targets = Tensor::from_slice(&[0i64, 1, 2, 3]);
 

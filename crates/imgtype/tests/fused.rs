@@ -2,14 +2,16 @@
 //! against the plain training-time module: the same logits, in fp32 to 1e-3, whatever the
 //! input layout; in bf16 the same decisions on nearly every input.
 
+use imgtype::config::Backbone;
 use imgtype::model::fused::{channels_last, FusedClassifier};
 use imgtype::{Config, ImageTypeClassifier};
 use tch::{Device, Kind, Tensor};
 
 /// An untrained model with BatchNorm statistics and affine parameters as after training,
 /// so that folding them is exercised.
-fn model_with_trained_statistics() -> ImageTypeClassifier {
+fn model_with_trained_statistics(backbone: Backbone) -> ImageTypeClassifier {
     let mut config = Config::default();
+    config.model.backbone = backbone;
     config.augmentation.image_size = 64;
     tch::manual_seed(11);
     let model = ImageTypeClassifier::new(&config, Device::Cpu);
@@ -35,20 +37,24 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 #[test]
 fn fp32_inference_model_gives_the_plain_logits() {
-    let model = model_with_trained_statistics();
-    let fused = FusedClassifier::new(&model, Kind::Float);
-    let input = Tensor::randn([4, 3, 64, 64], (Kind::Float, Device::Cpu));
-    let plain = tch::no_grad(|| model.forward_t(&input, false));
-    for (layout, images) in [("NCHW", input.shallow_clone()), ("channels-last", channels_last(&input))] {
-        let diff = max_abs_diff(&fused.forward(&images), &plain);
-        println!("fp32 {layout}: max |logit difference| = {diff:e}");
-        assert!(diff < 1e-3, "{layout}: logits differ by {diff}");
+    for backbone in
+        [Backbone::EfficientNetB0, Backbone::MobileNetV3Small, Backbone::MobileNetV3Large, Backbone::MobileNetV2]
+    {
+        let model = model_with_trained_statistics(backbone);
+        let fused = FusedClassifier::new(&model, Kind::Float);
+        let input = Tensor::randn([4, 3, 64, 64], (Kind::Float, Device::Cpu));
+        let plain = tch::no_grad(|| model.forward_t(&input, false));
+        for (layout, images) in [("NCHW", input.shallow_clone()), ("channels-last", channels_last(&input))] {
+            let diff = max_abs_diff(&fused.forward(&images), &plain);
+            println!("{} fp32 {layout}: max |logit difference| = {diff:e}", backbone.as_str());
+            assert!(diff < 1e-3, "{} {layout}: logits differ by {diff}", backbone.as_str());
+        }
     }
 }
 
 #[test]
 fn bf16_inference_model_decides_as_fp32() {
-    let model = model_with_trained_statistics();
+    let model = model_with_trained_statistics(Backbone::EfficientNetB0);
     let bf16 = FusedClassifier::new(&model, Kind::BFloat16);
     let input = channels_last(&Tensor::randn([64, 3, 64, 64], (Kind::Float, Device::Cpu)));
     let plain = tch::no_grad(|| model.forward_t(&input, false));

@@ -104,3 +104,51 @@ fn model_file_round_trips_with_class_names_and_config() {
     assert_eq!(meta["class_names"], r#"["a","b","c"]"#);
     assert!(!bytes.is_empty());
 }
+
+/// MobileNetV3 Small and Large and MobileNetV2 against torchvision: torchvision's own
+/// `torch.save`d weights load by name, and the pooled features match in eval mode and with
+/// BatchNorm in train mode, as do the running statistics after that forward.
+#[test]
+fn mobilenets_match_torchvision_in_eval_and_train_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    imgtype_testkit::run_python("tests/python/mobilenet_reference.py", &[&dir.path()]);
+    for (name, backbone, width) in [
+        ("mobilenet_v3_small", imgtype::config::Backbone::MobileNetV3Small, 576),
+        ("mobilenet_v3_large", imgtype::config::Backbone::MobileNetV3Large, 960),
+        ("mobilenet_v2", imgtype::config::Backbone::MobileNetV2, 1280),
+    ] {
+        let reference: HashMap<String, Tensor> =
+            read_safetensors(&dir.path().join(format!("{name}_reference.safetensors")))
+                .unwrap()
+                .0
+                .into_iter()
+                .collect();
+        let mut config = Config::default();
+        config.model.backbone = backbone;
+        let mut model = ImageTypeClassifier::new(&config, Device::Cpu);
+        imgtype::model::load_backbone_weights(&mut model, &dir.path().join(format!("{name}_weights.pth"))).unwrap();
+        let input = &reference["input"];
+        let eval = tch::no_grad(|| model.backbone_features(input, false));
+        assert_eq!(eval.size(), [3, width]);
+        let eval_diff = max_abs_diff(&eval, &reference["eval_features"]);
+        let train_diff =
+            max_abs_diff(&tch::no_grad(|| model.backbone_features(input, true)), &reference["train_features"]);
+        println!("{name}: eval max |diff| = {eval_diff:e}, train-mode {train_diff:e}");
+        assert!(eval_diff <= 1e-4, "{name}: eval features differ by {eval_diff}");
+        assert!(train_diff <= 1e-4, "{name}: train-mode features differ by {train_diff}");
+        let variables = model.vs.variables();
+        let mut checked = 0;
+        for (key, expected) in &reference {
+            if let Some(key) = key.strip_prefix("after_train.") {
+                // Relative: late layers' variances run into the hundreds.
+                let scale = expected.abs().max().double_value(&[]).max(1.0);
+                let diff = max_abs_diff(&variables[&format!("backbone.{key}")], expected) / scale;
+                assert!(diff <= 1e-5, "{name}: {key} after a train-mode forward differs by {diff} (relative)");
+                checked += 1;
+            }
+        }
+        assert!(checked > 40, "{name}: {checked} running statistics compared");
+        let logits = tch::no_grad(|| model.forward_t(input, false));
+        assert_eq!(logits.size(), [3, 4], "{name}: the head reads {width} features");
+    }
+}

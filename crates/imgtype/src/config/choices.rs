@@ -15,12 +15,30 @@ pub enum Backbone {
     #[default]
     #[serde(rename = "efficientnet_b0")]
     EfficientNetB0,
+    #[serde(rename = "mobilenet_v3_small")]
+    MobileNetV3Small,
+    #[serde(rename = "mobilenet_v3_large")]
+    MobileNetV3Large,
+    #[serde(rename = "mobilenet_v2")]
+    MobileNetV2,
 }
 
 impl Backbone {
     pub fn as_str(self) -> &'static str {
         match self {
             Backbone::EfficientNetB0 => "efficientnet_b0",
+            Backbone::MobileNetV3Small => "mobilenet_v3_small",
+            Backbone::MobileNetV3Large => "mobilenet_v3_large",
+            Backbone::MobileNetV2 => "mobilenet_v2",
+        }
+    }
+
+    /// Channels of the pooled features the head reads.
+    pub fn feature_dim(self) -> i64 {
+        match self {
+            Backbone::EfficientNetB0 | Backbone::MobileNetV2 => 1280,
+            Backbone::MobileNetV3Small => 576,
+            Backbone::MobileNetV3Large => 960,
         }
     }
 }

@@ -109,7 +109,7 @@ pub struct ModelConfig {
     #[serde(deserialize_with = "empty_is_unset")]
     pub pretrained_url: Option<String>,
     pub dropout_rate: f64,
-    /// Head width; null means max(512, 1280 / 2).
+    /// Head width; null means max(512, backbone features / 2).
     pub hidden_dim: Option<i64>,
     pub freeze_backbone_epochs: usize,
     /// torchvision's stochastic depth for EfficientNet-B0.
@@ -133,7 +133,7 @@ impl Default for ModelConfig {
 
 impl ModelConfig {
     pub fn effective_hidden_dim(&self) -> i64 {
-        self.hidden_dim.unwrap_or_else(|| 512.max(1280 / 2))
+        self.hidden_dim.unwrap_or_else(|| 512.max(self.backbone.feature_dim() / 2))
     }
 }
 

@@ -7,7 +7,7 @@
 
 use tch::{Kind, Tensor};
 
-use super::efficientnet::{ConvNormActivation, EfficientNetB0, MbConv, SqueezeExcitation, BATCH_NORM_EPS};
+use super::layers::{Activation, ConvNormActivation, Gate, SqueezeExcitation};
 use super::{ClassifierHead, ImageTypeClassifier, LAYER_NORM_EPS};
 
 /// A convolution with its BatchNorm folded in: `y = conv(x, w') + b'` with
@@ -18,16 +18,15 @@ struct FusedConv {
     stride: i64,
     padding: i64,
     groups: i64,
-    silu: bool,
+    activation: Activation,
 }
 
 impl FusedConv {
     fn new(layer: &ConvNormActivation, kind: Kind) -> Self {
         let norm = &layer.norm;
-        let eps = BATCH_NORM_EPS;
         let gamma = norm.ws.as_ref().expect("BatchNorm weight");
         let beta = norm.bs.as_ref().expect("BatchNorm bias");
-        let scale = gamma / (&norm.running_var + eps).sqrt();
+        let scale = gamma / (&norm.running_var + layer.norm_eps).sqrt();
         let weight = &layer.conv.ws * scale.view([-1, 1, 1, 1]);
         let bias = beta - &norm.running_mean * &scale;
         Self {
@@ -36,15 +35,13 @@ impl FusedConv {
             stride: layer.stride,
             padding: layer.padding,
             groups: layer.groups,
-            silu: layer.activation,
+            activation: layer.activation,
         }
     }
 
     fn forward(&self, xs: &Tensor) -> Tensor {
         let mut ys = xs.conv2d(&self.weight, Some(&self.bias), [self.stride], [self.padding], [1], self.groups);
-        if self.silu {
-            let _ = ys.silu_();
-        }
+        self.activation.apply_(&mut ys);
         ys
     }
 }
@@ -71,50 +68,67 @@ impl PointwiseConv {
 struct FusedSqueezeExcitation {
     fc1: PointwiseConv,
     fc2: PointwiseConv,
+    activation: Activation,
+    gate: Gate,
 }
 
 impl FusedSqueezeExcitation {
     fn new(se: &SqueezeExcitation, kind: Kind) -> Self {
-        Self { fc1: PointwiseConv::new(&se.fc1, kind), fc2: PointwiseConv::new(&se.fc2, kind) }
+        Self {
+            fc1: PointwiseConv::new(&se.fc1, kind),
+            fc2: PointwiseConv::new(&se.fc2, kind),
+            activation: se.activation,
+            gate: se.gate,
+        }
     }
 
     /// Scales `xs` in place by its channel gate.
     fn forward(&self, xs: &mut Tensor) {
         let mut squeezed = self.fc1.forward(&global_average(xs));
-        let _ = squeezed.silu_();
-        let mut gate = self.fc2.forward(&squeezed);
-        let _ = gate.sigmoid_();
+        self.activation.apply_(&mut squeezed);
+        let gate = self.gate.apply(&self.fc2.forward(&squeezed));
         let _ = xs.g_mul_(&gate);
     }
 }
 
-struct FusedMbConv {
-    expand: Option<FusedConv>,
-    depthwise: FusedConv,
-    squeeze_excitation: FusedSqueezeExcitation,
-    project: FusedConv,
-    use_residual: bool,
+enum FusedLayer {
+    Conv(FusedConv),
+    SqueezeExcitation(FusedSqueezeExcitation),
 }
 
-impl FusedMbConv {
-    fn new(block: &MbConv, kind: Kind) -> Self {
-        Self {
-            expand: block.expand.as_ref().map(|e| FusedConv::new(e, kind)),
-            depthwise: FusedConv::new(&block.depthwise, kind),
-            squeeze_excitation: FusedSqueezeExcitation::new(&block.squeeze_excitation, kind),
-            project: FusedConv::new(&block.project, kind),
-            use_residual: block.use_residual,
-        }
+/// A backbone block for inference: its layers in order, BatchNorms folded, and the input
+/// added back when the block is residual. Every backbone (EfficientNet's MBConv,
+/// MobileNet's inverted residuals, stems and last convolutions) is a list of these.
+pub struct FusedBlock {
+    layers: Vec<FusedLayer>,
+    residual: bool,
+}
+
+impl FusedBlock {
+    pub fn new(residual: bool) -> Self {
+        Self { layers: Vec::new(), residual }
+    }
+
+    /// Appends a convolution + BatchNorm + activation, folded.
+    pub fn conv(mut self, layer: &ConvNormActivation, kind: Kind) -> Self {
+        self.layers.push(FusedLayer::Conv(FusedConv::new(layer, kind)));
+        self
+    }
+
+    pub fn squeeze_excitation(mut self, se: &SqueezeExcitation, kind: Kind) -> Self {
+        self.layers.push(FusedLayer::SqueezeExcitation(FusedSqueezeExcitation::new(se, kind)));
+        self
     }
 
     fn forward(&self, xs: &Tensor) -> Tensor {
-        let mut ys = match &self.expand {
-            Some(expand) => self.depthwise.forward(&expand.forward(xs)),
-            None => self.depthwise.forward(xs),
-        };
-        self.squeeze_excitation.forward(&mut ys);
-        let mut ys = self.project.forward(&ys);
-        if self.use_residual {
+        let mut ys = xs.shallow_clone();
+        for layer in &self.layers {
+            match layer {
+                FusedLayer::Conv(conv) => ys = conv.forward(&ys),
+                FusedLayer::SqueezeExcitation(se) => se.forward(&mut ys),
+            }
+        }
+        if self.residual {
             ys += xs;
         }
         ys
@@ -152,11 +166,9 @@ impl FusedHead {
     }
 }
 
-/// EfficientNet-B0 plus the head, for `forward` in eval mode only.
+/// The backbone plus the head, for `forward` in eval mode only.
 pub struct FusedClassifier {
-    stem: FusedConv,
-    blocks: Vec<FusedMbConv>,
-    head_conv: FusedConv,
+    blocks: Vec<FusedBlock>,
     head: FusedHead,
     kind: Kind,
 }
@@ -164,16 +176,7 @@ pub struct FusedClassifier {
 impl FusedClassifier {
     /// Folds `model`'s current weights; `kind` is `Float` or `BFloat16` for the backbone.
     pub fn new(model: &ImageTypeClassifier, kind: Kind) -> Self {
-        tch::no_grad(|| {
-            let backbone: &EfficientNetB0 = &model.backbone;
-            Self {
-                stem: FusedConv::new(&backbone.stem, kind),
-                blocks: backbone.blocks.iter().map(|b| FusedMbConv::new(b, kind)).collect(),
-                head_conv: FusedConv::new(&backbone.head_conv, kind),
-                head: FusedHead::new(&model.head),
-                kind,
-            }
-        })
+        tch::no_grad(|| Self { blocks: model.backbone.fused(kind), head: FusedHead::new(&model.head), kind })
     }
 
     /// The backbone's precision.
@@ -185,11 +188,11 @@ impl FusedClassifier {
     /// channels-last layout (as [`crate::data::image::to_normalized_batch`] makes it).
     pub fn forward(&self, images: &Tensor) -> Tensor {
         tch::no_grad(|| {
-            let mut ys = self.stem.forward(&images.to_kind(self.kind));
+            let mut ys = images.to_kind(self.kind);
             for block in &self.blocks {
                 ys = block.forward(&ys);
             }
-            let features = global_average(&self.head_conv.forward(&ys)).flatten(1, -1);
+            let features = global_average(&ys).flatten(1, -1);
             self.head.forward(&features.to_kind(Kind::Float))
         })
     }

@@ -1,10 +1,13 @@
-//! The Python system's classifier: torchvision EfficientNet-B0 features under
-//! `backbone.`, and the head `classifier = Sequential(Dropout, Linear, LayerNorm,
-//! ReLU, Dropout, Linear)`, so weights load by their PyTorch state-dict names.
+//! The Python system's classifier: torchvision features (EfficientNet-B0, MobileNetV3
+//! Small or Large, MobileNetV2) under `backbone.`, and the head `classifier =
+//! Sequential(Dropout, Linear, LayerNorm, ReLU, Dropout, Linear)`, so weights load by their
+//! PyTorch state-dict names.
 
 pub mod efficientnet;
 pub mod file;
 pub mod fused;
+pub mod layers;
+pub mod mobilenet;
 pub mod pretrained;
 pub mod torch_file;
 
@@ -12,10 +15,50 @@ use anyhow::Result;
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
-pub use efficientnet::{EfficientNetB0, FEATURE_DIM};
+pub use efficientnet::EfficientNetB0;
 pub use file::{ModelFile, ModelMetadata};
+pub use mobilenet::{MobileNetV2, MobileNetV3};
 
-use crate::config::Config;
+use crate::config::{Backbone, Config};
+
+/// The feature extractor `model.backbone` names.
+#[derive(Debug)]
+pub enum BackboneNetwork {
+    EfficientNetB0(EfficientNetB0),
+    MobileNetV2(MobileNetV2),
+    MobileNetV3(MobileNetV3),
+}
+
+impl BackboneNetwork {
+    /// `path` is the module holding `features` (for the classifier model: `backbone`).
+    pub fn new(path: nn::Path, config: &crate::config::ModelConfig) -> Self {
+        match config.backbone {
+            Backbone::EfficientNetB0 => Self::EfficientNetB0(EfficientNetB0::new(path, config.stochastic_depth_prob)),
+            Backbone::MobileNetV2 => Self::MobileNetV2(MobileNetV2::new(path)),
+            Backbone::MobileNetV3Small => Self::MobileNetV3(MobileNetV3::small(path)),
+            Backbone::MobileNetV3Large => Self::MobileNetV3(MobileNetV3::large(path)),
+        }
+    }
+
+    /// Pooled features `[N, width]`; `train` selects BatchNorm batch statistics, and
+    /// `stochastic_depth` EfficientNet's stochastic depth (the MobileNets have none).
+    pub fn forward_t(&self, xs: &Tensor, train: bool, stochastic_depth: bool) -> Tensor {
+        match self {
+            Self::EfficientNetB0(net) => net.forward_t(xs, train, stochastic_depth),
+            Self::MobileNetV2(net) => net.forward_t(xs, train),
+            Self::MobileNetV3(net) => net.forward_t(xs, train),
+        }
+    }
+
+    /// The inference form: BatchNorms folded, in `kind`.
+    pub fn fused(&self, kind: Kind) -> Vec<fused::FusedBlock> {
+        match self {
+            Self::EfficientNetB0(net) => net.fused(kind),
+            Self::MobileNetV2(net) => net.fused(kind),
+            Self::MobileNetV3(net) => net.fused(kind),
+        }
+    }
+}
 
 /// tch's (and PyTorch's) LayerNorm epsilon, which the head uses.
 pub const LAYER_NORM_EPS: f64 = 1e-5;
@@ -24,7 +67,7 @@ pub const LAYER_NORM_EPS: f64 = 1e-5;
 pub const HEAD_GROUP: usize = 0;
 pub const BACKBONE_GROUP: usize = 1;
 
-/// `Dropout(p) → Linear(1280, hidden) → LayerNorm → ReLU → Dropout(p) → Linear(hidden, classes)`;
+/// `Dropout(p) → Linear(features, hidden) → LayerNorm → ReLU → Dropout(p) → Linear(hidden, classes)`;
 /// Linear weights Xavier-uniform, biases zero, as the Python system initialises them.
 #[derive(Debug)]
 pub struct ClassifierHead {
@@ -45,9 +88,9 @@ fn xavier_linear(path: nn::Path, fan_in: i64, fan_out: i64) -> nn::Linear {
 }
 
 impl ClassifierHead {
-    pub fn new(path: nn::Path, hidden_dim: i64, num_classes: i64, dropout: f64) -> Self {
+    pub fn new(path: nn::Path, feature_dim: i64, hidden_dim: i64, num_classes: i64, dropout: f64) -> Self {
         Self {
-            hidden: xavier_linear(&path / 1, FEATURE_DIM, hidden_dim),
+            hidden: xavier_linear(&path / 1, feature_dim, hidden_dim),
             norm: nn::layer_norm(
                 &path / 2,
                 vec![hidden_dim],
@@ -68,7 +111,7 @@ impl ClassifierHead {
 /// The whole model with its variables, class names and the config it was built from.
 pub struct ImageTypeClassifier {
     pub vs: nn::VarStore,
-    pub(crate) backbone: EfficientNetB0,
+    pub(crate) backbone: BackboneNetwork,
     pub(crate) head: ClassifierHead,
     class_names: Vec<String>,
     config: Config,
@@ -83,11 +126,11 @@ impl ImageTypeClassifier {
     pub fn new(config: &Config, device: Device) -> Self {
         let vs = nn::VarStore::new(device);
         let root = vs.root();
-        let backbone =
-            EfficientNetB0::new(root.set_group(BACKBONE_GROUP) / "backbone", config.model.stochastic_depth_prob);
+        let backbone = BackboneNetwork::new(root.set_group(BACKBONE_GROUP) / "backbone", &config.model);
         let class_names = config.data.class_names.clone();
         let head = ClassifierHead::new(
             root.set_group(HEAD_GROUP) / "classifier",
+            config.model.backbone.feature_dim(),
             config.model.effective_hidden_dim(),
             class_names.len() as i64,
             config.model.dropout_rate,
@@ -172,10 +215,11 @@ impl ImageTypeClassifier {
         self.head.forward_t(&features.to_kind(Kind::Float), train)
     }
 
-    /// The backbone's pooled features `[N, width]` in eval mode (torchvision's
-    /// `avgpool(features(x)).flatten(1)`).
-    pub fn backbone_features(&self, images: &Tensor) -> Tensor {
-        self.backbone.forward_t(images, false, false)
+    /// The backbone's pooled features `[N, width]` (torchvision's
+    /// `avgpool(features(x)).flatten(1)`), BatchNorm in training mode when `train`, without
+    /// stochastic depth.
+    pub fn backbone_features(&self, images: &Tensor, train: bool) -> Tensor {
+        self.backbone.forward_t(images, train, false)
     }
 
     /// Runs the backbone in `kind` from now on (`BFloat16`: reduced-precision training).

@@ -17,6 +17,9 @@ use crate::config::{Backbone, ModelConfig};
 pub fn torchvision_url(backbone: Backbone) -> &'static str {
     match backbone {
         Backbone::EfficientNetB0 => "https://download.pytorch.org/models/efficientnet_b0_rwightman-7f5810bc.pth",
+        Backbone::MobileNetV3Small => "https://download.pytorch.org/models/mobilenet_v3_small-047dcff4.pth",
+        Backbone::MobileNetV3Large => "https://download.pytorch.org/models/mobilenet_v3_large-5c1a4163.pth",
+        Backbone::MobileNetV2 => "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth",
     }
 }
 
