@@ -1,23 +1,29 @@
-"""Our model in PyTorch: the Python system's classifier (torchvision efficientnet_b0
-backbone without its classifier, and the LayerNorm/Dropout head), and loading our
-.safetensors model files into it."""
+"""Our model in PyTorch: the Python system's classifier (a torchvision backbone,
+efficientnet_b0, mobilenet_v3_large, mobilenet_v3_small or mobilenet_v2, without its
+classifier, and the LayerNorm/Dropout head), and loading our .safetensors model files into it."""
 import json
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
-from torchvision.models import efficientnet_b0
+import torchvision
+
+FEATURE_DIMS = {"efficientnet_b0": 1280, "mobilenet_v3_large": 960, "mobilenet_v3_small": 576, "mobilenet_v2": 1280}
 
 
 class ImageTypeClassifier(nn.Module):
-    def __init__(self, num_classes=4, hidden_dim=512, dropout=0.4, stochastic_depth_prob=0.2):
+    def __init__(self, num_classes=4, hidden_dim=512, dropout=0.4, stochastic_depth_prob=0.2, backbone="efficientnet_b0"):
         super().__init__()
-        self.backbone = efficientnet_b0(weights=None, stochastic_depth_prob=stochastic_depth_prob)
+        if backbone == "efficientnet_b0":
+            self.backbone = torchvision.models.efficientnet_b0(weights=None, stochastic_depth_prob=stochastic_depth_prob)
+        else:
+            self.backbone = getattr(torchvision.models, backbone)(weights=None)
+        # The backbone's forward then ends at its pooled, flattened features.
         self.backbone.classifier = nn.Identity()
         self.classifier = nn.Sequential(
             nn.Dropout(dropout),
-            nn.Linear(1280, hidden_dim),
+            nn.Linear(FEATURE_DIMS[backbone], hidden_dim),
             nn.LayerNorm(hidden_dim),
             nn.ReLU(inplace=True),
             nn.Dropout(dropout),
@@ -46,8 +52,9 @@ def load_model_file(path):
     class_names = json.loads(metadata["class_names"])
     config = json.loads(metadata["config"])
     model_config = config.get("model", {})
-    hidden = model_config.get("hidden_dim") or max(512, 1280 // 2)
-    model = ImageTypeClassifier(len(class_names), hidden, model_config.get("dropout_rate", 0.4))
+    backbone = model_config.get("backbone", "efficientnet_b0")
+    hidden = model_config.get("hidden_dim") or max(512, FEATURE_DIMS[backbone] // 2)
+    model = ImageTypeClassifier(len(class_names), hidden, model_config.get("dropout_rate", 0.4), backbone=backbone)
     missing, unexpected = model.load_state_dict(load_file(path), strict=False)
     if unexpected or any(not k.endswith("num_batches_tracked") for k in missing):
         raise SystemExit(f"{path}: keys do not match the model (missing {missing[:5]}, unexpected {unexpected[:5]})")

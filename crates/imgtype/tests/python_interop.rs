@@ -36,6 +36,27 @@ fn model_file_loads_in_python_with_the_same_logits() {
     run_python("tests/python/check_model_file.py", &[&model_path, &reference]);
 }
 
+/// Model files of every backbone load into scripts/imgtype_torch.py's PyTorch model.
+#[test]
+fn model_files_of_every_backbone_load_in_pytorch() {
+    let dir = tempfile::tempdir().unwrap();
+    for backbone in ["mobilenet_v3_small", "mobilenet_v3_large", "mobilenet_v2"] {
+        let mut config = Config::default();
+        config.model.backbone = serde_json::from_value(serde_json::json!(backbone)).unwrap();
+        config.augmentation.image_size = 64;
+        tch::manual_seed(5);
+        let model = ImageTypeClassifier::new(&config, Device::Cpu);
+        let model_path = dir.path().join(format!("{backbone}.safetensors"));
+        model.save(&model_path).unwrap();
+        let input = Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu));
+        let logits = tch::no_grad(|| model.forward_t(&input, false));
+        let reference = dir.path().join(format!("{backbone}_reference.safetensors"));
+        write_safetensors(&reference, &[("input".into(), input), ("logits".into(), logits)], Default::default())
+            .unwrap();
+        run_python("tests/python/check_imgtype_torch.py", &[&model_path, &reference]);
+    }
+}
+
 #[test]
 fn torchvision_weights_load_into_the_backbone_only() {
     let dir = tempfile::tempdir().unwrap();
