@@ -45,12 +45,17 @@ struct Args {
     /// Device (auto, cpu, cuda, cuda:N, mps)
     #[arg(long, default_value = "auto")]
     device: String,
-    /// Print the single-image result as JSON
+    /// Print the single-image result (or the threshold fit) as JSON
     #[arg(long)]
     json: bool,
     /// CSV mode: exit with status 1 when any row is an ERROR row (all rows are still written)
     #[arg(long)]
     strict: bool,
+    /// Fit per-class thresholds on the validation split (maximising the model's validation
+    /// metric), report validation and test figures before and after, and write the model with
+    /// them to --output-path (default: <model>_thresholds.safetensors beside it)
+    #[arg(long, conflicts_with_all = ["csv_path", "image_path", "merge_shards", "shard"])]
+    fit_thresholds: bool,
     /// Number format (auto, fp32, bf16; default: the model's system.precision, `auto`: bf16
     /// where the CPU has AVX512-BF16 or AMX, or on CUDA)
     #[arg(long)]
@@ -85,6 +90,9 @@ fn run(args: Args) -> Result<()> {
 
     if let Some(image) = &args.image_path {
         return predict_one(&predictor, image, args.json);
+    }
+    if args.fit_thresholds {
+        return fit_thresholds(&predictor, model_path, &args);
     }
     if let Some(csv_path) = &args.csv_path {
         let output = args.output_path.as_ref().expect("clap requires --output-path");
@@ -121,6 +129,27 @@ fn run(args: Args) -> Result<()> {
         report.timing.images_per_second,
         report.output_dir.display()
     );
+    Ok(())
+}
+
+fn fit_thresholds(predictor: &Predictor, model_path: &Path, args: &Args) -> Result<()> {
+    let model_file = imgtype::infer::resolve_model_path(model_path)?;
+    let output = args.output_path.clone().unwrap_or_else(|| {
+        let stem = model_file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+        model_file.with_file_name(format!("{stem}_thresholds.safetensors"))
+    });
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| predictor.config().paths.data_dir.clone());
+    let fit = imgtype::infer::fit_thresholds(predictor, &model_file, &data_dir, &output)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&fit)?);
+        return Ok(());
+    }
+    let shown: Vec<String> = fit.thresholds.iter().map(|(c, t)| format!("{c} {t:.2}")).collect();
+    println!("thresholds: {}", if shown.is_empty() { "none (argmax is best)".into() } else { shown.join(", ") });
+    println!("validation {}: {:.4} -> {:.4}", fit.metric, fit.validation_before, fit.validation_after);
+    println!("test       {}: {:.4} -> {:.4}", fit.metric, fit.test_before, fit.test_after);
+    println!("test       accuracy: {:.4} -> {:.4}", fit.test_accuracy_before, fit.test_accuracy_after);
+    println!("model with thresholds: {}", fit.model_file.display());
     Ok(())
 }
 

@@ -33,8 +33,21 @@ struct Args {
     #[arg(long, conflicts_with = "resume")]
     device: Option<String>,
     /// Stop after this many epochs of this invocation, resumably (for time-limited job slots)
-    #[arg(long, value_name = "EPOCHS")]
+    #[arg(long, value_name = "EPOCHS", conflicts_with = "sweep")]
     stop_after: Option<usize>,
+    /// Run the experiments of a sweep file (the Python system's tuning script); running the
+    /// same command again skips finished experiments and resumes an interrupted one
+    #[arg(long, value_name = "SWEEP_JSON", conflicts_with_all = ["config", "resume", "summarize", "batch_size", "data_dir", "device"])]
+    sweep: Option<PathBuf>,
+    /// With --sweep: its folder (default tuning_results/<sweep file name>/)
+    #[arg(long, value_name = "DIR", requires = "sweep")]
+    sweep_dir: Option<PathBuf>,
+    /// With --sweep: run only experiments i with i mod N = K (a job array's member K of N)
+    #[arg(long, value_name = "K/N", requires = "sweep")]
+    member: Option<imgtype::sweep::Member>,
+    /// Build a sweep's results tables, best_config.json and picture from what has finished
+    #[arg(long, value_name = "SWEEP_DIR", conflicts_with_all = ["config", "resume", "sweep"])]
+    summarize: Option<PathBuf>,
 }
 
 fn main() {
@@ -45,6 +58,12 @@ fn main() {
 }
 
 fn run(args: Args, stop: StopFlag) -> Result<()> {
+    if let Some(dir) = &args.summarize {
+        return summarize(dir);
+    }
+    if let Some(sweep) = &args.sweep {
+        return run_sweep(sweep, &args, stop);
+    }
     let folder = match &args.resume {
         Some(run_dir) => RunFolder::reopen(run_dir)?,
         None => {
@@ -74,6 +93,68 @@ fn run(args: Args, stop: StopFlag) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn run_sweep(sweep: &std::path::Path, args: &Args, stop: StopFlag) -> Result<()> {
+    use imgtype::sweep::{EpochsOverride, SweepEnd, SweepOptions};
+    let epochs = match (args.quick_test, args.epochs) {
+        (true, _) => Some(EpochsOverride::QUICK_TEST),
+        (false, Some(n)) => Some(EpochsOverride(n)),
+        (false, None) => None,
+    };
+    let options = SweepOptions {
+        epochs,
+        member: args.member,
+        sweep_dir: args.sweep_dir.clone(),
+        train: TrainOptions { stop_after_epochs: None, stop },
+    };
+    match imgtype::sweep::run_sweep(sweep, &options)? {
+        SweepEnd::Finished { sweep_dir, ran, skipped, failed, summary } => {
+            println!("sweep folder: {}", sweep_dir.display());
+            println!("{ran} experiment(s) run, {skipped} finished earlier, {failed} failed");
+            if let Some(summary) = &summary {
+                print_table(summary);
+                println!("results: {}", sweep_dir.join("sweep_results.csv").display());
+            }
+            if failed > 0 {
+                anyhow::bail!(
+                    "{failed} experiment(s) failed (see their run folders); run the same command to retry them"
+                );
+            }
+        }
+        SweepEnd::Interrupted { sweep_dir, experiment } => {
+            println!("sweep folder: {}", sweep_dir.display());
+            println!("interrupted in experiment {experiment}; run the same command to continue");
+            std::process::exit(130);
+        }
+    }
+    Ok(())
+}
+
+fn summarize(dir: &std::path::Path) -> Result<()> {
+    let summary = imgtype::sweep::summarize(dir)?;
+    println!("sweep folder: {}", dir.display());
+    print_table(&summary);
+    Ok(())
+}
+
+fn print_table(summary: &imgtype::sweep::Summary) {
+    for r in &summary.results {
+        let score = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<24} {:<9} val F1 weighted {}  test accuracy {}",
+            r.name,
+            r.status,
+            score(r.val_f1_weighted),
+            score(r.test_accuracy)
+        );
+    }
+    if let Some(best) = &summary.best {
+        println!("best: {best} (best_config.json)");
+    }
+    if !summary.missing.is_empty() {
+        println!("not finished: {}", summary.missing.join(", "));
+    }
 }
 
 /// The config file (or defaults) with the command-line overrides applied, and its path.

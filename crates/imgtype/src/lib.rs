@@ -20,6 +20,8 @@ pub mod report;
 pub mod rundir;
 pub mod stop;
 #[cfg(feature = "train")]
+pub mod sweep;
+#[cfg(feature = "train")]
 pub mod train;
 
 pub use config::Config;

@@ -19,6 +19,15 @@ impl DecisionRule {
         Self { thresholds }
     }
 
+    /// With these minimum probabilities, in class order.
+    pub fn from_thresholds(thresholds: Vec<f64>) -> Self {
+        Self { thresholds }
+    }
+
+    pub fn thresholds(&self) -> &[f64] {
+        &self.thresholds
+    }
+
     /// The chosen class index for one image's probabilities.
     pub fn decide(&self, probabilities: &[f64]) -> usize {
         let best_of = |allowed: &dyn Fn(usize) -> bool| {

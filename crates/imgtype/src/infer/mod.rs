@@ -19,6 +19,8 @@ mod prefetch;
 #[cfg(feature = "batch")]
 mod shards;
 #[cfg(feature = "batch")]
+mod thresholds;
+#[cfg(feature = "batch")]
 mod timing;
 #[cfg(feature = "batch")]
 mod wrong_predictions;
@@ -39,6 +41,8 @@ pub use dataset_mode::{run_dataset, DatasetReport};
 pub use merge::merge_shards;
 #[cfg(feature = "batch")]
 pub use shards::Shard;
+#[cfg(feature = "batch")]
+pub use thresholds::{fit_thresholds, ThresholdFit};
 #[cfg(feature = "batch")]
 pub use timing::TimingSummary;
 

@@ -1,0 +1,14 @@
+//! Hyper-parameter sweeps, as the Python system's `tune_hyperparameters.py`: a sweep file
+//! names a base config and experiments (dotted-key overrides, or a grid sampled down to
+//! `max_experiments`); each experiment is a normal training run in its own folder of the
+//! sweep folder; the results are tabled and the winner's config written out. Checked up
+//! front (`plan`), run resumably and spread over a job array (`run`), summarised from
+//! whatever has finished (`results`).
+
+mod plan;
+mod results;
+mod run;
+
+pub use plan::{apply_overrides, plan, EpochsOverride, Experiment, NamedExperiment, SweepFile};
+pub use results::{summarize, ExperimentResult, Summary};
+pub use run::{run_sweep, Member, SweepEnd, SweepOptions};

@@ -1,0 +1,304 @@
+//! A sweep's results from whatever has finished in its folder: `sweep_results.csv` and
+//! `.json` (the Python tuning script's columns — status, validation F1 weighted and accuracy,
+//! per-class F1, overrides — and test metrics, epochs, seconds, images/s), sorted by
+//! validation F1 weighted; `best_config.json` (the base config with the winner's
+//! overrides); `sweep_comparison.png` (validation curves of every run, a bar per run).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use super::run::{experiment_state, ExperimentState, PlanRecord, PLAN_FILE};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExperimentResult {
+    pub name: String,
+    /// `finished`, `running` (a checkpoint, not finished), `failed` or `missing` (not started).
+    pub status: String,
+    pub val_f1_weighted: Option<f64>,
+    pub val_accuracy: Option<f64>,
+    pub val_f1_macro: Option<f64>,
+    pub test_accuracy: Option<f64>,
+    pub test_f1_weighted: Option<f64>,
+    pub test_f1_macro: Option<f64>,
+    pub best_epoch: Option<usize>,
+    pub epochs_run: Option<usize>,
+    pub seconds: Option<f64>,
+    pub images_per_second: Option<f64>,
+    /// Test-split F1 per class.
+    pub class_f1: BTreeMap<String, f64>,
+    pub overrides: BTreeMap<String, serde_json::Value>,
+    pub run_dir: Option<PathBuf>,
+    /// Validation F1 weighted per epoch (for the picture).
+    #[serde(skip)]
+    curve: Vec<(f64, f64)>,
+}
+
+pub struct Summary {
+    pub results: Vec<ExperimentResult>,
+    /// Experiments with no finished run yet.
+    pub missing: Vec<String>,
+    pub best: Option<String>,
+}
+
+/// Reads every experiment of the sweep in `dir` and writes the results files.
+pub fn summarize(dir: &Path) -> Result<Summary> {
+    let plan_path = dir.join(PLAN_FILE);
+    let plan: PlanRecord = serde_json::from_str(
+        &std::fs::read_to_string(&plan_path)
+            .with_context(|| format!("{} is not a sweep folder (no {PLAN_FILE})", dir.display()))?,
+    )
+    .with_context(|| format!("{} is not a sweep plan", plan_path.display()))?;
+    let mut results: Vec<ExperimentResult> = plan
+        .experiments
+        .iter()
+        .map(|e| read_experiment(&dir.join(&e.name), &e.name, &e.overrides))
+        .collect::<Result<_>>()?;
+    // Finished runs by validation F1 weighted, best first; the rest after them, in plan order.
+    results.sort_by(|a, b| {
+        match (
+            a.val_f1_weighted.filter(|_| a.status == "finished"),
+            b.val_f1_weighted.filter(|_| b.status == "finished"),
+        ) {
+            (Some(x), Some(y)) => y.total_cmp(&x),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        }
+    });
+    let missing: Vec<String> = results.iter().filter(|r| r.status != "finished").map(|r| r.name.clone()).collect();
+    let best = results.first().filter(|r| r.status == "finished").map(|r| r.name.clone());
+    write_tables(dir, &results)?;
+    if let Some(winner) = results.first().filter(|r| r.status == "finished") {
+        let base: crate::Config = serde_json::from_value(plan.base_config.clone())?;
+        let json = super::plan::overridden_json(&base, &winner.overrides)?;
+        crate::fsutil::write_atomic(&dir.join("best_config.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+    }
+    crate::report::draw("sweep_comparison.png", || comparison_picture(&dir.join("sweep_comparison.png"), &results));
+    if !missing.is_empty() {
+        tracing::warn!("not finished yet: {}", missing.join(", "));
+    }
+    Ok(Summary { results, missing, best })
+}
+
+fn read_experiment(
+    dir: &Path,
+    name: &str,
+    overrides: &BTreeMap<String, serde_json::Value>,
+) -> Result<ExperimentResult> {
+    let mut result = ExperimentResult {
+        name: name.to_string(),
+        status: "missing".into(),
+        val_f1_weighted: None,
+        val_accuracy: None,
+        val_f1_macro: None,
+        test_accuracy: None,
+        test_f1_weighted: None,
+        test_f1_macro: None,
+        best_epoch: None,
+        epochs_run: None,
+        seconds: None,
+        images_per_second: None,
+        class_f1: BTreeMap::new(),
+        overrides: overrides.clone(),
+        run_dir: None,
+        curve: Vec::new(),
+    };
+    let run = match experiment_state(dir) {
+        ExperimentState::Fresh => {
+            if dir.is_dir() {
+                result.status = "failed".into();
+            }
+            return Ok(result);
+        }
+        ExperimentState::Resumable(run) => {
+            result.status = "running".into();
+            run
+        }
+        ExperimentState::Finished(run) => {
+            result.status = "finished".into();
+            run
+        }
+    };
+    let epochs = read_metrics(&run.join("logs/metrics.csv"))?;
+    result.curve = epochs.iter().filter_map(|e| Some((e.epoch as f64, e.val_f1_weighted?))).collect();
+    result.epochs_run = Some(epochs.len());
+    let seconds: f64 = epochs.iter().map(|e| e.seconds).sum();
+    result.seconds = Some(seconds);
+    result.images_per_second = Some(epochs.iter().map(|e| e.images).sum::<f64>() / seconds.max(1e-9));
+    if result.status == "finished" {
+        let finals = read_json(&run.join("final_results.json"))?;
+        let best_epoch = finals["best_epoch"].as_u64().map(|e| e as usize);
+        result.best_epoch = best_epoch;
+        if let Some(best) = epochs.iter().find(|e| Some(e.epoch) == best_epoch) {
+            result.val_f1_weighted = best.val_f1_weighted;
+            result.val_accuracy = best.val_accuracy;
+            result.val_f1_macro = best.val_f1_macro;
+        }
+        let evaluation = read_json(&run.join("evaluation_results.json"))?;
+        let metrics = &evaluation["metrics"];
+        result.test_accuracy = metrics["accuracy"].as_f64();
+        result.test_f1_weighted = metrics["f1_weighted"].as_f64();
+        result.test_f1_macro = metrics["f1_macro"].as_f64();
+        if let Some(classes) = metrics["per_class"].as_object() {
+            for (class, report) in classes {
+                if let Some(f1) = report["f1_score"].as_f64() {
+                    result.class_f1.insert(class.clone(), f1);
+                }
+            }
+        }
+    }
+    result.run_dir = Some(run);
+    Ok(result)
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+}
+
+struct EpochRow {
+    epoch: usize,
+    val_accuracy: Option<f64>,
+    val_f1_macro: Option<f64>,
+    val_f1_weighted: Option<f64>,
+    seconds: f64,
+    images: f64,
+}
+
+fn read_metrics(path: &Path) -> Result<Vec<EpochRow>> {
+    if !path.exists() {
+        return Ok(Vec::new()); // interrupted inside its first epoch
+    }
+    let mut reader = csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let header = reader.headers()?.clone();
+    let column = |name: &str| {
+        header.iter().position(|h| h == name).with_context(|| format!("{}: no `{name}` column", path.display()))
+    };
+    let (epoch, acc, f1m, f1w, secs, ips) = (
+        column("epoch")?,
+        column("val_accuracy")?,
+        column("val_f1_macro")?,
+        column("val_f1_weighted")?,
+        column("seconds")?,
+        column("images_per_second")?,
+    );
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record?;
+        let number = |i: usize| record.get(i).and_then(|v| v.parse::<f64>().ok());
+        let seconds = number(secs).unwrap_or(0.0);
+        rows.push(EpochRow {
+            epoch: number(epoch).unwrap_or(0.0) as usize,
+            val_accuracy: number(acc),
+            val_f1_macro: number(f1m),
+            val_f1_weighted: number(f1w),
+            seconds,
+            images: number(ips).unwrap_or(0.0) * seconds,
+        });
+    }
+    Ok(rows)
+}
+
+fn write_tables(dir: &Path, results: &[ExperimentResult]) -> Result<()> {
+    crate::fsutil::write_json_atomic(&dir.join("sweep_results.json"), &results)?;
+    let classes: Vec<String> = {
+        let mut all: Vec<String> = results.iter().flat_map(|r| r.class_f1.keys().cloned()).collect();
+        all.sort();
+        all.dedup();
+        all
+    };
+    let optional = |v: Option<f64>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
+    crate::fsutil::write_atomic_with(&dir.join("sweep_results.csv"), |w| {
+        let mut csv = csv::Writer::from_writer(w);
+        let mut header: Vec<String> = [
+            "experiment",
+            "status",
+            "val_f1_weighted",
+            "val_accuracy",
+            "val_f1_macro",
+            "test_accuracy",
+            "test_f1_weighted",
+            "test_f1_macro",
+            "best_epoch",
+            "epochs_run",
+            "seconds",
+            "images_per_second",
+        ]
+        .map(String::from)
+        .to_vec();
+        header.extend(classes.iter().map(|c| format!("f1_{c}")));
+        header.push("overrides".into());
+        csv.write_record(&header)?;
+        for r in results {
+            let mut row = vec![
+                r.name.clone(),
+                r.status.clone(),
+                optional(r.val_f1_weighted),
+                optional(r.val_accuracy),
+                optional(r.val_f1_macro),
+                optional(r.test_accuracy),
+                optional(r.test_f1_weighted),
+                optional(r.test_f1_macro),
+                r.best_epoch.map(|e| e.to_string()).unwrap_or_default(),
+                r.epochs_run.map(|e| e.to_string()).unwrap_or_default(),
+                r.seconds.map(|s| format!("{s:.1}")).unwrap_or_default(),
+                r.images_per_second.map(|s| format!("{s:.1}")).unwrap_or_default(),
+            ];
+            row.extend(classes.iter().map(|c| optional(r.class_f1.get(c).copied())));
+            row.push(serde_json::to_string(&r.overrides)?);
+            csv.write_record(&row)?;
+        }
+        csv.flush()?;
+        Ok(())
+    })
+}
+
+/// Validation F1 (weighted) per epoch of every run, and each run's best as a bar.
+fn comparison_picture(path: &Path, results: &[ExperimentResult]) -> Result<()> {
+    use crate::report::chart::{line_chart, plot_error, render_png, Series};
+    use plotters::prelude::*;
+    let finished: Vec<&ExperimentResult> = results.iter().filter(|r| !r.curve.is_empty()).collect();
+    if finished.is_empty() {
+        bail!("no run has validation results yet");
+    }
+    let palette = [BLUE, RED, GREEN, MAGENTA, CYAN, RGBColor(230, 130, 0), RGBColor(120, 60, 0), BLACK];
+    render_png(path, (1400, 600), |root| {
+        let (left, right) = root.split_horizontally(760);
+        let series: Vec<Series> = finished
+            .iter()
+            .enumerate()
+            .map(|(i, r)| Series { label: &r.name, color: palette[i % palette.len()], points: r.curve.clone() })
+            .collect();
+        line_chart(&left, "Validation F1 (weighted) per epoch", "epoch", "F1 weighted", &series)?;
+        let scored: Vec<(&str, f64)> =
+            finished.iter().filter_map(|r| Some((r.name.as_str(), r.val_f1_weighted?))).collect();
+        let mut chart = ChartBuilder::on(&right)
+            .caption("Best validation F1 (weighted)", ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(120)
+            .build_cartesian_2d(0.0..1.0f64, (0..scored.len().max(1)).into_segmented())
+            .map_err(plot_error)?;
+        chart
+            .configure_mesh()
+            .y_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) => scored.get(*i).map(|(n, _)| n.to_string()).unwrap_or_default(),
+                _ => String::new(),
+            })
+            .x_desc("F1 weighted")
+            .draw()
+            .map_err(plot_error)?;
+        chart
+            .draw_series(scored.iter().enumerate().map(|(i, (_, v))| {
+                Rectangle::new(
+                    [(0.0, SegmentValue::Exact(i)), (*v, SegmentValue::Exact(i + 1))],
+                    palette[i % palette.len()].mix(0.7).filled(),
+                )
+            }))
+            .map_err(plot_error)?;
+        Ok(())
+    })
+}

@@ -1,0 +1,216 @@
+//! `train --sweep`: experiments from a list and a grid, each a run folder of the sweep
+//! folder; the results table and best config; an interrupted sweep resumed, and three
+//! job-array members plus `--summarize`, give the same table as one straight run; a bad
+//! dotted key is refused before anything runs.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use imgtype_testkit::{ok, read_csv, read_json, repo_root, run, sample_images};
+
+const TRAIN: &str = env!("CARGO_BIN_EXE_train");
+const DIVIDE: &str = env!("CARGO_BIN_EXE_divide");
+
+/// A work folder with split CSVs of 22 products, a tiny base config and a sweep file of
+/// one named experiment and a 2-value grid.
+fn setup() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let sample = std::fs::read_to_string(repo_root().join("image_data.csv")).unwrap();
+    let subset: String = sample.lines().take(23).map(|l| format!("{l}\n")).collect();
+    std::fs::write(work.join("products.csv"), subset).unwrap();
+    ok(run(work, DIVIDE, &["--input-file", "products.csv", "--random-state", "4"]));
+    let base = serde_json::json!({
+        "data": {"base_image_path": sample_images()},
+        "model": {"pretrained": false, "freeze_backbone_epochs": 0, "backbone": "mobilenet_v3_small"},
+        "training": {"batch_size": 16, "epochs": 2, "learning_rate": 0.002, "backbone_lr": 0.002},
+        "augmentation": {"image_size": 32},
+        "logging": {"log_frequency": 1},
+        "system": {"num_workers": 1, "device": "cpu", "seed": 5}
+    });
+    std::fs::write(work.join("base.json"), base.to_string()).unwrap();
+    let sweep = serde_json::json!({
+        "base_config": "base.json",
+        "experiments": [{"name": "focal", "overrides": {"training.focal_loss": true, "training.focal_gamma": {"care_label": 1.0, "detail_shot": 2.0, "full_shot": 2.0, "neck_label": 3.0}}}],
+        "grid": {"training.learning_rate": [0.001, 0.004]},
+        "max_experiments": 4,
+        "seed": 1
+    });
+    std::fs::write(work.join("sweep.json"), sweep.to_string()).unwrap();
+    dir
+}
+
+/// The run folder of an experiment (beside it, `models/` holds the copy of its best model).
+fn run_folder_of(experiment_dir: &Path) -> std::path::PathBuf {
+    let runs: Vec<_> = std::fs::read_dir(experiment_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("run_"))
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    runs[0].clone()
+}
+
+/// The results table without its timing columns.
+fn table(sweep_dir: &Path) -> Vec<Vec<String>> {
+    let (header, rows) = read_csv(&sweep_dir.join("sweep_results.csv"));
+    let keep: Vec<usize> = header
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| *h != "seconds" && *h != "images_per_second")
+        .map(|(i, _)| i)
+        .collect();
+    rows.iter().map(|r| keep.iter().map(|&i| r[i].clone()).collect()).collect()
+}
+
+#[test]
+fn a_sweep_runs_resumes_spreads_over_members_and_summarizes_alike() {
+    let dir = setup();
+    let work = dir.path();
+
+    // Straight.
+    let out = ok(run(work, TRAIN, &["--sweep", "sweep.json", "--sweep-dir", "straight"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("3 experiment(s) run") && stdout.contains("best:"), "{stdout}");
+    let straight = work.join("straight");
+    let (header, rows) = read_csv(&straight.join("sweep_results.csv"));
+    assert_eq!(rows.len(), 3);
+    for column in [
+        "experiment",
+        "status",
+        "val_f1_weighted",
+        "val_accuracy",
+        "test_accuracy",
+        "epochs_run",
+        "f1_care_label",
+        "overrides",
+    ] {
+        assert!(header.contains(&column.to_string()), "{column} in {header:?}");
+    }
+    let names: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    for name in ["focal", "grid_000", "grid_001"] {
+        assert!(names.contains(&name), "{names:?}");
+        let run_dir = run_folder_of(&straight.join(name));
+        assert!(run_dir.join("model/best_model.safetensors").is_file(), "{name} is a normal run folder");
+    }
+    assert!(rows.iter().all(|r| r[1] == "finished"));
+    let scores: Vec<f64> = rows.iter().map(|r| r[2].parse().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "sorted by validation F1: {scores:?}");
+    let focal = read_json(&run_folder_of(&straight.join("focal")).join("config.json"));
+    assert_eq!(focal["training"]["focal_loss"], true);
+    assert_eq!(focal["training"]["focal_gamma"]["neck_label"], 3.0);
+    let best = read_json(&straight.join("best_config.json"));
+    let winner = &rows[0][0];
+    let expected_lr = match winner.as_str() {
+        "grid_000" => 0.001,
+        "grid_001" => 0.004,
+        _ => 0.002,
+    };
+    assert_eq!(best["training"]["learning_rate"].as_f64().unwrap(), expected_lr, "winner {winner}");
+    assert!(straight.join("sweep_comparison.png").is_file());
+    let straight_table = table(&straight);
+
+    // Interrupted inside the second experiment, then the same command again.
+    let mut child = Command::new(TRAIN)
+        .current_dir(work)
+        .args(["--sweep", "sweep.json", "--sweep-dir", "resumed"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = String::new();
+    let mut experiments_started = 0;
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line.contains("INFO experiment ") {
+            experiments_started += 1;
+        }
+        if experiments_started == 2 && line.contains("epoch 1/2 1/") {
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+        }
+        log.push_str(&line);
+        log.push('\n');
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(130), "{log}");
+    let out = ok(run(work, TRAIN, &["--sweep", "sweep.json", "--sweep-dir", "resumed"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("1 finished earlier"), "{stdout}");
+    assert_eq!(table(&work.join("resumed")), straight_table, "resumed sweep, same table");
+
+    // Three members of a job array, then --summarize.
+    for member in ["0/3", "1/3", "2/3"] {
+        ok(run(work, TRAIN, &["--sweep", "sweep.json", "--sweep-dir", "array", "--member", member]));
+        if member == "0/3" {
+            let partial = ok(run(work, TRAIN, &["--summarize", "array"]));
+            let text = String::from_utf8_lossy(&partial.stdout);
+            assert!(text.contains("not finished:"), "{text}");
+        }
+    }
+    ok(run(work, TRAIN, &["--summarize", "array"]));
+    assert_eq!(table(&work.join("array")), straight_table, "members + summarize, same table");
+}
+
+#[test]
+fn a_bad_dotted_key_or_value_is_refused_before_anything_runs() {
+    let dir = setup();
+    let work = dir.path();
+    for (overrides, expected) in [
+        (serde_json::json!({"training.learnig_rate": 0.1}), "training.learnig_rate"),
+        (serde_json::json!({"training.epochs": "ten"}), "training.epochs"),
+    ] {
+        let sweep = serde_json::json!({"base_config": "base.json", "experiments": [
+            {"name": "fine", "overrides": {}},
+            {"name": "typo", "overrides": overrides}
+        ]});
+        std::fs::write(work.join("bad.json"), sweep.to_string()).unwrap();
+        let out = run(work, TRAIN, &["--sweep", "bad.json"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains("typo") && stderr.contains(expected), "{stderr}");
+        assert!(!work.join("tuning_results").exists(), "nothing ran");
+    }
+}
+
+/// `test --fit-thresholds` on a trained model: thresholds from the validation split never
+/// lower the validation figure, the copy of the model carries them, and `test` with that
+/// copy decides with them.
+#[test]
+fn fitted_thresholds_do_not_lower_the_validation_metric() {
+    let dir = setup();
+    let work = dir.path();
+    let base =
+        std::fs::read_to_string(work.join("base.json")).unwrap().replace("mobilenet_v3_small", "efficientnet_b0");
+    std::fs::write(work.join("b0.json"), base).unwrap();
+    ok(run(work, TRAIN, &["--config", "b0.json"]));
+    let run_dir = imgtype_testkit::only_entry(&work.join("results"));
+    let out = ok(run(
+        work,
+        env!("CARGO_BIN_EXE_test"),
+        &["--model-path", run_dir.to_str().unwrap(), "--fit-thresholds", "--json"],
+    ));
+    let fit: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (before, after) = (fit["validation_before"].as_f64().unwrap(), fit["validation_after"].as_f64().unwrap());
+    assert!(after >= before, "{fit}");
+    assert!(fit["test_before"].is_number() && fit["test_after"].is_number(), "{fit}");
+    let model_file = std::path::PathBuf::from(fit["model_file"].as_str().unwrap());
+    assert_eq!(model_file, run_dir.join("model/best_model_thresholds.safetensors"));
+    let model = imgtype::ImageTypeClassifier::load(&model_file, tch::Device::Cpu).unwrap();
+    let stored: serde_json::Value = serde_json::to_value(&model.config().inference.class_thresholds).unwrap();
+    assert_eq!(stored, fit["thresholds"], "the copy carries the fitted thresholds");
+    // Refitting the copy finds nothing better: the fit reached a fixed point.
+    let again = ok(run(
+        work,
+        env!("CARGO_BIN_EXE_test"),
+        &[
+            "--model-path",
+            model_file.to_str().unwrap(),
+            "--fit-thresholds",
+            "--json",
+            "--output-path",
+            "again.safetensors",
+        ],
+    ));
+    let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(again["validation_before"], fit["validation_after"], "{again}");
+}
