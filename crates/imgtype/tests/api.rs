@@ -41,15 +41,21 @@ fn predicts_in_order_with_errors_in_place_and_writes_nothing() {
     assert_send_sync::<ImageClassificationApi>();
 
     let dir = tempfile::tempdir().unwrap();
-    let images = write_images(dir.path());
+    // Keys as a backend passes them: relative to the model's image folder.
+    let images: Vec<String> = write_images(dir.path())
+        .iter()
+        .map(|p| Path::new(p).file_name().unwrap().to_string_lossy().to_string())
+        .collect();
     tch::manual_seed(1);
     let model_path = dir.path().join("model.safetensors");
-    ImageTypeClassifier::new(&small_config(), Device::Cpu).save(&model_path).unwrap();
+    let mut config = small_config();
+    config.data.base_image_path = Some(dir.path().to_path_buf());
+    ImageTypeClassifier::new(&config, Device::Cpu).save(&model_path).unwrap();
     let before = files_in(dir.path());
 
     let api = ImageClassificationApi::with_device(&model_path, Device::Cpu).unwrap();
-    let missing = dir.path().join("missing.jpg").display().to_string();
-    let broken = dir.path().join("broken.jpg").display().to_string();
+    let missing = "missing.jpg".to_string();
+    let broken = "broken.jpg".to_string();
     let inputs = vec![
         images[0].clone(),
         missing.clone(),

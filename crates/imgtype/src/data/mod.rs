@@ -13,4 +13,4 @@ pub mod source;
 pub mod split;
 
 pub use records::{read_split_csv, ImageRecord, SplitName};
-pub use source::ImageSource;
+pub use source::{ImageSource, SourcePolicy};

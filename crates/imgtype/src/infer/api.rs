@@ -10,6 +10,7 @@ use serde::Serialize;
 use tch::Device;
 
 use super::Predictor;
+use crate::data::SourcePolicy;
 use crate::model::ImageTypeClassifier;
 
 /// What the backend gets for one image. An image that cannot be read or predicted gives
@@ -19,6 +20,9 @@ pub struct ApiPrediction {
     pub image_path: String,
     pub predicted_class: String,
     pub confidence: f64,
+    /// Why an `ERROR` row is one (an unreadable image, a path the source policy refuses).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 pub const ERROR_CLASS: &str = "ERROR";
@@ -26,6 +30,12 @@ pub const ERROR_CLASS: &str = "ERROR";
 /// `Send + Sync`: share one instance (e.g. in an `Arc`) between request threads. Each call
 /// decodes its images on its own threads; forward passes are serialised on the model,
 /// batched by `inference.batch_size`.
+///
+/// Paths usually come from a backend's own users, so the API applies
+/// [`SourcePolicy::restricted`](crate::data::SourcePolicy::restricted) by default: relative
+/// keys stay inside `data.base_image_path` or go to the CDN, absolute paths are refused,
+/// absolute URLs only on the CDN's host, nothing that resolves to a non-public address.
+/// [`Self::with_source_policy`] loosens it.
 pub struct ImageClassificationApi {
     predictor: Predictor,
 }
@@ -38,16 +48,25 @@ impl ImageClassificationApi {
     }
 
     pub fn with_device(model_path: impl AsRef<Path>, device: Device) -> Result<Self> {
-        Ok(Self { predictor: Predictor::load(model_path.as_ref(), device)? })
+        Ok(Self::from_predictor(Predictor::load(model_path.as_ref(), device)?))
     }
 
     /// From a model already in memory (for example right after training).
     pub fn from_model(model: ImageTypeClassifier) -> Self {
-        Self { predictor: Predictor::from_model(model) }
+        Self::from_predictor(Predictor::from_model(model))
     }
 
-    pub fn from_predictor(predictor: Predictor) -> Self {
+    /// With the restricted source policy applied to `predictor`.
+    pub fn from_predictor(mut predictor: Predictor) -> Self {
+        predictor.set_source_policy(SourcePolicy::restricted());
         Self { predictor }
+    }
+
+    /// Replaces the source policy (for example to allow more hosts, or absolute paths for a
+    /// backend that only passes its own).
+    pub fn with_source_policy(mut self, policy: SourcePolicy) -> Self {
+        self.predictor.set_source_policy(policy);
+        self
     }
 
     pub fn class_names(&self) -> &[String] {
@@ -66,10 +85,16 @@ impl ImageClassificationApi {
                         image_path: key.clone(),
                         predicted_class: p.predicted_class,
                         confidence: p.confidence,
+                        error: None,
                     },
                     Err(reason) => {
                         tracing::warn!("prediction failed for {key}: {reason}");
-                        ApiPrediction { image_path: key.clone(), predicted_class: ERROR_CLASS.into(), confidence: 0.0 }
+                        ApiPrediction {
+                            image_path: key.clone(),
+                            predicted_class: ERROR_CLASS.into(),
+                            confidence: 0.0,
+                            error: Some(reason),
+                        }
                     }
                 });
             }

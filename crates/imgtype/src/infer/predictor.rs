@@ -117,6 +117,11 @@ impl Predictor {
         &self.config
     }
 
+    /// Applies a source policy to every later fetch (see [`crate::data::SourcePolicy`]).
+    pub fn set_source_policy(&mut self, policy: crate::data::SourcePolicy) {
+        self.source.set_policy(policy, &self.config.data);
+    }
+
     pub fn source(&self) -> &ImageSource {
         &self.source
     }
