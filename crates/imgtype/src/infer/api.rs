@@ -73,6 +73,12 @@ impl ImageClassificationApi {
         self.predictor.class_names()
     }
 
+    /// The loaded model and decision rule, for callers that want full predictions
+    /// (probabilities, top-k).
+    pub fn predictor(&self) -> &Predictor {
+        &self.predictor
+    }
+
     /// Predicts every path; never fails as a whole because of one bad image.
     pub fn predict<S: AsRef<str>>(&self, image_paths: &[S]) -> Vec<ApiPrediction> {
         let started = Instant::now();

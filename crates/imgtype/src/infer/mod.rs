@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-pub use api::{ApiPrediction, ImageClassificationApi};
+pub use api::{ApiPrediction, ImageClassificationApi, ERROR_CLASS};
 pub use predictor::{LoadedBatch, Prediction, Predictor};
 pub use single_image::format_single;
 

@@ -1,0 +1,111 @@
+"""The Python module `imgtype` as a backend uses it (run by scripts/test.sh):
+its predictions equal the `test` binary's CSV for the same images; bad paths give ERROR
+rows; 8 threads × 50 calls give the sequential results; the GIL is released during a long
+predict; and it works beside torch in one process.
+
+usage: .venv/bin/python tests/python/test_imgtype_module.py"""
+import csv
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+import imgtype
+
+root = Path(__file__).resolve().parents[2]
+release = root / "target" / "release"
+
+
+def run(*args, cwd):
+    subprocess.run([str(a) for a in args], cwd=cwd, check=True, capture_output=True)
+
+
+with tempfile.TemporaryDirectory() as tmp:
+    work = Path(tmp)
+    products = (root / "image_data.csv").read_text().splitlines()[:21]
+    (work / "products.csv").write_text("\n".join(products) + "\n")
+    run(release / "divide", "--input-file", "products.csv", "--random-state", "2", cwd=work)
+    config = {
+        "data": {"base_image_path": str(root / "sample_images")},
+        "model": {"pretrained": False, "freeze_backbone_epochs": 0},
+        "training": {"batch_size": 16, "epochs": 1},
+        "augmentation": {"image_size": 48},
+        "inference": {"batch_size": 8},
+        "system": {"num_workers": 2, "device": "cpu"},
+    }
+    (work / "config.json").write_text(json.dumps(config))
+    run(release / "train", "--config", "config.json", cwd=work)
+    model = next((work / "results").iterdir()) / "model" / "best_model.safetensors"
+    run(release / "test", "--model-path", model, "--csv-path", "data/test_data.csv", "--output-path", "preds.csv",
+        cwd=work)
+    expected = list(csv.DictReader(open(work / "preds.csv")))
+    keys = [row["image_path"] for row in expected]
+
+    # The same predictions as the binary, in order, with the Python system's keys.
+    api = imgtype.ImageClassificationAPI(str(model), device="cpu")
+    assert api.class_names == ["care_label", "detail_shot", "full_shot", "neck_label"], api.class_names
+    got = api.predict(keys)
+    assert [r["image_path"] for r in got] == keys
+    for row, want in zip(got, expected):
+        assert set(row) == {"image_path", "predicted_class", "confidence"}, row
+        assert row["predicted_class"] == want["predicted_class"], (row, want)
+        assert abs(row["confidence"] - float(want["confidence"])) < 2e-6, (row, want)
+    full = api.predict_one(keys[0], top_k=2, probabilities=True)
+    assert len(full["top_k"]) == 2 and abs(sum(full["probabilities"].values()) - 1) < 1e-4, full
+
+    # Bad paths: ERROR rows with the reason, in place.
+    bad = api.predict([keys[0], "missing/nothing.jpg", "../image_data.csv", "/etc/passwd", keys[1]])
+    assert [r["predicted_class"] == "ERROR" for r in bad] == [False, True, True, True, False], bad
+    assert "`..`" in bad[2]["error"] and "absolute paths" in bad[3]["error"], bad
+    assert all(r["confidence"] == 0.0 for r in bad[1:4])
+
+    # 8 threads × 50 calls: the sequential results.
+    calls = [keys[i % len(keys):][:3] + keys[:1] for i in range(50)]
+    sequential = [api.predict(c) for c in calls]
+    results = {}
+
+    def worker(t):
+        results[t] = [api.predict(c) for c in calls]
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for t in range(8):
+        for a, b in zip(results[t], sequential):
+            assert [r["predicted_class"] for r in a] == [r["predicted_class"] for r in b]
+            assert all(abs(x["confidence"] - y["confidence"]) < 1e-5 for x, y in zip(a, b))
+
+    # The GIL is released: a Python thread keeps counting while a long predict runs.
+    ticks = 0
+    done = threading.Event()
+
+    def count():
+        nonlocal_ticks = 0
+        while not done.is_set():
+            nonlocal_ticks += 1
+            time.sleep(0.001)
+        counter.append(nonlocal_ticks)
+
+    counter = []
+    long_call = keys * 20
+    ticker = threading.Thread(target=count)
+    ticker.start()
+    started = time.perf_counter()
+    api.predict(long_call)
+    seconds = time.perf_counter() - started
+    done.set()
+    ticker.join()
+    assert seconds > 0.2, f"the long call took only {seconds:.3f} s"
+    assert counter[0] > 0.3 * seconds / 0.0011, f"{counter[0]} ticks in {seconds:.2f} s: the GIL was held"
+
+    # torch in the same process still works (one libtorch).
+    assert float(torch.ones(3).sum()) == 3.0
+    print(f"imgtype module: {len(keys)} predictions equal the test binary's; ERROR rows; "
+          f"8 threads x 50 calls; {counter[0]} ticks during a {seconds:.2f} s predict (GIL released)")
