@@ -94,7 +94,7 @@ with tempfile.TemporaryDirectory() as tmp:
         counter.append(nonlocal_ticks)
 
     counter = []
-    long_call = keys * 20
+    long_call = keys * 100  # long enough to measure on a fast machine
     ticker = threading.Thread(target=count)
     ticker.start()
     started = time.perf_counter()
