@@ -3,11 +3,9 @@
 //! job-array members plus `--summarize`, give the same table as one straight run; a bad
 //! dotted key is refused before anything runs.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 
-use imgtype_testkit::{ok, read_csv, read_json, repo_root, run, sample_images};
+use imgtype_testkit::{ok, read_csv, read_json, repo_root, run, run_interrupted, sample_images};
 
 const TRAIN: &str = env!("CARGO_BIN_EXE_train");
 const DIVIDE: &str = env!("CARGO_BIN_EXE_divide");
@@ -112,27 +110,14 @@ fn a_sweep_runs_resumes_spreads_over_members_and_summarizes_alike() {
     let straight_table = table(&straight);
 
     // Interrupted inside the second experiment, then the same command again.
-    let mut child = Command::new(TRAIN)
-        .current_dir(work)
-        .args(["--sweep", "sweep.json", "--sweep-dir", "resumed"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut log = String::new();
     let mut experiments_started = 0;
-    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
-        let line = line.unwrap();
+    let (code, _, log) = run_interrupted(work, TRAIN, &["--sweep", "sweep.json", "--sweep-dir", "resumed"], |line| {
         if line.contains("INFO experiment ") {
             experiments_started += 1;
         }
-        if experiments_started == 2 && line.contains("epoch 1/2 1/") {
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-        }
-        log.push_str(&line);
-        log.push('\n');
-    }
-    assert_eq!(child.wait().unwrap().code(), Some(130), "{log}");
+        experiments_started == 2 && line.contains("epoch 1/2 1/")
+    });
+    assert_eq!(code, Some(130), "{log}");
     let out = ok(run(work, TRAIN, &["--sweep", "sweep.json", "--sweep-dir", "resumed"]));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("1 finished earlier"), "{stdout}");

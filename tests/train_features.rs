@@ -2,11 +2,9 @@
 //! SIGINT saves a resumable checkpoint, unreadable images are skipped and listed (or stop
 //! the run past `data.max_bad_image_ratio`), and every artefact is written.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
-use imgtype_testkit::{ok, read_csv, repo_root, run, run_python, sample_images, walk};
+use imgtype_testkit::{ok, read_csv, repo_root, run, run_interrupted, run_python, sample_images, walk};
 
 const TRAIN: &str = env!("CARGO_BIN_EXE_train");
 const DIVIDE: &str = env!("CARGO_BIN_EXE_divide");
@@ -146,27 +144,9 @@ fn read_tensorboard(dir: &Path) -> serde_json::Value {
 fn sigint_saves_a_checkpoint_and_the_run_resumes() {
     let dir = setup(24, serde_json::json!({"training": {"epochs": 40}}));
     let work = dir.path();
-    let mut child = Command::new(TRAIN)
-        .current_dir(work)
-        .args(["--config", "config.json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut log = String::new();
-    for line in stderr.lines() {
-        let line = line.unwrap();
-        log.push_str(&line);
-        log.push('\n');
-        if line.contains("epoch 1/40:") {
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-        }
-    }
-    let status = child.wait().unwrap();
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
-    assert_eq!(status.code(), Some(130), "{log}");
+    let (code, stdout, log) =
+        run_interrupted(work, TRAIN, &["--config", "config.json"], |line| line.contains("epoch 1/40:"));
+    assert_eq!(code, Some(130), "{log}");
     assert!(log.contains("checkpoint saved") && log.contains("train --resume"), "{log}");
     let run_dir = run_dir_from(work, stdout.as_bytes());
     let done = metrics_rows(&run_dir).len();
@@ -188,25 +168,9 @@ fn sigint_mid_epoch_then_resume_equals_a_straight_run() {
     let work = dir.path();
     let straight = run_dir_from(work, &ok(run(work, TRAIN, &["--config", "config.json"])).stdout);
 
-    let mut child = Command::new(TRAIN)
-        .current_dir(work)
-        .args(["--config", "config.json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut log = String::new();
-    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
-        let line = line.unwrap();
-        if line.contains("epoch 2/3 3/") {
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-        }
-        log.push_str(&line);
-        log.push('\n');
-    }
-    assert_eq!(child.wait().unwrap().code(), Some(130), "{log}");
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    let (code, stdout, log) =
+        run_interrupted(work, TRAIN, &["--config", "config.json"], |line| line.contains("epoch 2/3 3/"));
+    assert_eq!(code, Some(130), "{log}");
     let run_dir = run_dir_from(work, stdout.as_bytes());
     assert_eq!(metrics_rows(&run_dir).len(), 1, "stopped inside epoch 2:\n{log}");
     let resumed = ok(run(work, TRAIN, &["--resume", run_dir.to_str().unwrap()]));

@@ -148,3 +148,35 @@ impl FileServer {
         self.hits.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
+
+/// Runs `exe` in `dir` and sends it SIGINT after each stderr line for which `interrupt_at`
+/// returns true (as a user pressing Ctrl-C at that point); returns the exit code, stdout
+/// and stderr.
+pub fn run_interrupted(
+    dir: &Path,
+    exe: impl AsRef<Path>,
+    args: &[&str],
+    mut interrupt_at: impl FnMut(&str) -> bool,
+) -> (Option<i32>, String, String) {
+    use std::io::{BufRead, Read};
+    let mut child = std::process::Command::new(exe.as_ref())
+        .current_dir(dir)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.as_ref().display()));
+    let mut log = String::new();
+    for line in std::io::BufReader::new(child.stderr.take().expect("piped stderr")).lines() {
+        let line = line.expect("stderr is text");
+        if interrupt_at(&line) {
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+        }
+        log.push_str(&line);
+        log.push('\n');
+    }
+    let status = child.wait().expect("the child ends");
+    let mut stdout = String::new();
+    child.stdout.take().expect("piped stdout").read_to_string(&mut stdout).expect("stdout is text");
+    (status.code(), stdout, log)
+}

@@ -47,7 +47,9 @@ impl InvertedResidualV2 {
         );
         Self { expand, depthwise, project, use_residual: stride == 1 && cin == cout }
     }
+}
 
+impl MobileNetBlock for InvertedResidualV2 {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let expanded = match &self.expand {
             Some(expand) => expand.forward_t(xs, train),
@@ -69,13 +71,41 @@ impl InvertedResidualV2 {
     }
 }
 
-/// torchvision's `MobileNetV2` features: stem, 17 inverted residuals, a 1×1 conv to 1280.
+/// A MobileNet's `features`: a stem convolution, its inverted residual blocks, a last 1×1
+/// convolution; then global pooling. V2 and V3 differ only in their block kind.
 #[derive(Debug)]
-pub struct MobileNetV2 {
+pub struct MobileNet<Block> {
     stem: ConvNormActivation,
-    blocks: Vec<InvertedResidualV2>,
+    blocks: Vec<Block>,
     last_conv: ConvNormActivation,
 }
+
+/// What [`MobileNet`] needs of a block kind.
+pub trait MobileNetBlock {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor;
+    fn fused(&self, kind: tch::Kind) -> FusedBlock;
+}
+
+impl<Block: MobileNetBlock> MobileNet<Block> {
+    /// Pooled features `[N, channels of the last convolution]`.
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut ys = self.stem.forward_t(xs, train);
+        for block in &self.blocks {
+            ys = block.forward_t(&ys, train);
+        }
+        global_average(&self.last_conv.forward_t(&ys, train)).flatten(1, -1)
+    }
+
+    pub fn fused(&self, kind: tch::Kind) -> Vec<FusedBlock> {
+        let mut fused = vec![FusedBlock::new(false).conv(&self.stem, kind)];
+        fused.extend(self.blocks.iter().map(|b| b.fused(kind)));
+        fused.push(FusedBlock::new(false).conv(&self.last_conv, kind));
+        fused
+    }
+}
+
+/// torchvision's `MobileNetV2` features: stem, 17 inverted residuals, a 1×1 conv to 1280.
+pub type MobileNetV2 = MobileNet<InvertedResidualV2>;
 
 /// (expand ratio t, channels c, repeats n, first stride s), as torchvision lists them.
 const V2_SETTINGS: [(i64, i64, usize, i64); 7] =
@@ -104,22 +134,6 @@ impl MobileNetV2 {
             Activation::Relu6,
         );
         Self { stem, blocks, last_conv }
-    }
-
-    /// Pooled features `[N, 1280]`.
-    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        let mut ys = self.stem.forward_t(xs, train);
-        for block in &self.blocks {
-            ys = block.forward_t(&ys, train);
-        }
-        global_average(&self.last_conv.forward_t(&ys, train)).flatten(1, -1)
-    }
-
-    pub fn fused(&self, kind: tch::Kind) -> Vec<FusedBlock> {
-        let mut fused = vec![FusedBlock::new(false).conv(&self.stem, kind)];
-        fused.extend(self.blocks.iter().map(|b| b.fused(kind)));
-        fused.push(FusedBlock::new(false).conv(&self.last_conv, kind));
-        fused
     }
 }
 
@@ -219,7 +233,9 @@ impl InvertedResidualV3 {
             use_residual: config.stride == 1 && config.cin == config.cout,
         }
     }
+}
 
+impl MobileNetBlock for InvertedResidualV3 {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let expanded = match &self.expand {
             Some(expand) => expand.forward_t(xs, train),
@@ -251,18 +267,9 @@ impl InvertedResidualV3 {
 
 /// torchvision's `MobileNetV3` features: stem (16 channels, hardswish), the inverted
 /// residuals, a 1×1 conv to 6 × the last width (960 large, 576 small).
-#[derive(Debug)]
-pub struct MobileNetV3 {
-    stem: ConvNormActivation,
-    blocks: Vec<InvertedResidualV3>,
-    last_conv: ConvNormActivation,
-    feature_dim: i64,
-}
+pub type MobileNetV3 = MobileNet<InvertedResidualV3>;
 
 impl MobileNetV3 {
-    pub const LARGE_FEATURE_DIM: i64 = 960;
-    pub const SMALL_FEATURE_DIM: i64 = 576;
-
     pub fn large(path: nn::Path) -> Self {
         Self::new(path, &V3_LARGE)
     }
@@ -288,26 +295,6 @@ impl MobileNetV3 {
             V3_NORM,
             Activation::Hardswish,
         );
-        Self { stem, blocks, last_conv, feature_dim }
-    }
-
-    pub fn feature_dim(&self) -> i64 {
-        self.feature_dim
-    }
-
-    /// Pooled features `[N, 960]` (large) or `[N, 576]` (small).
-    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        let mut ys = self.stem.forward_t(xs, train);
-        for block in &self.blocks {
-            ys = block.forward_t(&ys, train);
-        }
-        global_average(&self.last_conv.forward_t(&ys, train)).flatten(1, -1)
-    }
-
-    pub fn fused(&self, kind: tch::Kind) -> Vec<FusedBlock> {
-        let mut fused = vec![FusedBlock::new(false).conv(&self.stem, kind)];
-        fused.extend(self.blocks.iter().map(|b| b.fused(kind)));
-        fused.push(FusedBlock::new(false).conv(&self.last_conv, kind));
-        fused
+        Self { stem, blocks, last_conv }
     }
 }
