@@ -2,7 +2,7 @@
 //! disk, then renamed. They get the permissions the umask gives a new file (0644 under
 //! umask 022), so others on shared storage can read predictions, models and checkpoints.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -89,6 +89,39 @@ pub fn remove_stale_temp_files(dir: &Path) -> usize {
         }
     }
     removed
+}
+
+/// Opens `path` for reading if it is a regular file of at most `max_bytes`: FIFOs,
+/// devices and sockets are refused without blocking (`O_NONBLOCK`), and a file over the cap
+/// is refused from its size, before anything is read.
+pub fn open_regular_file(path: &Path, max_bytes: u64) -> Result<(std::fs::File, std::fs::Metadata)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let metadata = file.metadata().with_context(|| format!("cannot open {}", path.display()))?;
+    if !metadata.is_file() {
+        anyhow::bail!("{} is not a regular file (a folder, device, FIFO or socket)", path.display());
+    }
+    if metadata.len() > max_bytes {
+        anyhow::bail!("{} has {} bytes, more than the {max_bytes} read here", path.display(), metadata.len());
+    }
+    Ok((file, metadata))
+}
+
+/// The whole regular file at `path`, refused when it is larger than `max_bytes`.
+pub fn read_capped(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
+    let (file, metadata) = open_regular_file(path, max_bytes)?;
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    std::io::Read::take(file, max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.len() as u64 > max_bytes {
+        anyhow::bail!("{} has more than the {max_bytes} bytes read here", path.display());
+    }
+    Ok(bytes)
 }
 
 pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {

@@ -21,6 +21,21 @@ fn error_of(e: anyhow::Error) -> PyErr {
     PyRuntimeError::new_err(format!("{e:#}"))
 }
 
+/// Runs `work`; a panic in it (a bug, or libtorch failing in a way the core crate did not
+/// foresee) is an ordinary `RuntimeError`, not pyo3's `PanicException`, which derives from
+/// `BaseException` and so escapes a backend's `except Exception`.
+fn guarded<T>(work: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown panic");
+        let first_line = message.lines().next().unwrap_or_default();
+        Err(PyRuntimeError::new_err(format!("imgtype failed internally: {first_line}")))
+    })
+}
+
 #[pymethods]
 impl PyImageClassificationApi {
     /// Loads a model file (ours, or the Python system's best_model.pth) or a run folder.
@@ -46,10 +61,14 @@ impl PyImageClassificationApi {
             ..SourcePolicy::restricted()
         };
         py.allow_threads(|| {
-            let device = imgtype_core::device::resolve_device(choice).map_err(error_of)?;
-            let api =
-                ImageClassificationApi::with_device(&model_path, device).map_err(error_of)?.with_source_policy(policy);
-            Ok(Self { api: Arc::new(api) })
+            guarded(|| {
+                let device = imgtype_core::device::resolve_device(choice).map_err(error_of)?;
+                let api = ImageClassificationApi::with_device(&model_path, device)
+                    .map_err(error_of)?
+                    .with_source_policy(policy)
+                    .map_err(|e| PyValueError::new_err(format!("{e:#}")))?;
+                Ok(Self { api: Arc::new(api) })
+            })
         })
     }
 
@@ -72,7 +91,7 @@ impl PyImageClassificationApi {
         probabilities: bool,
     ) -> PyResult<Bound<'py, PyList>> {
         if top_k.is_none() && !probabilities {
-            let results = py.allow_threads(|| self.api.predict(&image_paths));
+            let results = py.allow_threads(|| guarded(|| Ok(self.api.predict(&image_paths))))?;
             let rows = PyList::empty(py);
             for r in results {
                 let row = PyDict::new(py);
@@ -88,8 +107,11 @@ impl PyImageClassificationApi {
         }
         let predictor = self.api.predictor();
         let outcomes = py.allow_threads(|| {
-            image_paths.chunks(predictor.batch_size).flat_map(|chunk| predictor.predict_keys(chunk)).collect::<Vec<_>>()
-        });
+            guarded(|| {
+                let chunks = image_paths.chunks(predictor.batch_size);
+                Ok(chunks.flat_map(|chunk| predictor.predict_keys(chunk)).collect::<Vec<_>>())
+            })
+        })?;
         let names = predictor.class_names();
         let rows = PyList::empty(py);
         for (path, outcome) in image_paths.iter().zip(outcomes) {

@@ -64,6 +64,9 @@ pub struct DataConfig {
     /// Images with more pixels get a warning, with more than twice as many are refused
     /// (Pillow's `MAX_IMAGE_PIXELS`); null: no limit.
     pub max_image_pixels: Option<u64>,
+    /// Image files and downloads larger than this many bytes are refused before they are
+    /// read whole (a 20 GB file, `/dev/zero`, an endless body).
+    pub max_image_bytes: u64,
     /// Decode JPEG / PNG files that end early, the missing part filled in (Pillow's
     /// `LOAD_TRUNCATED_IMAGES`); off: they are unreadable images.
     pub allow_truncated_images: bool,
@@ -89,6 +92,7 @@ impl Default for DataConfig {
             download_timeout_secs: 10.0,
             download_retries: 2,
             max_image_pixels: Some(89_478_485),
+            max_image_bytes: 64 << 20,
             allow_truncated_images: false,
             allow_empty_train_classes: false,
         }

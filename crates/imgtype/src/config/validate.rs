@@ -47,6 +47,12 @@ fn validate_data(d: &DataConfig) -> Result<()> {
     }
     check_unit_interval("data.max_bad_image_ratio", d.max_bad_image_ratio)?;
     check_positive("data.download_timeout_secs", d.download_timeout_secs)?;
+    if d.max_image_bytes == 0 {
+        bail!("data.max_image_bytes must be at least 1, got 0");
+    }
+    if let Some(url) = &d.base_image_url {
+        crate::data::keys::parse_url(url).map_err(|e| anyhow::anyhow!("data.base_image_url: {e:#}"))?;
+    }
     if d.max_image_pixels == Some(0) {
         bail!("data.max_image_pixels must be at least 1 (or null for no limit), got 0");
     }

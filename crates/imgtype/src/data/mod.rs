@@ -5,6 +5,8 @@ pub mod augment;
 pub mod batch;
 pub mod decode;
 pub mod image;
+pub mod keys;
+mod open;
 pub mod product;
 pub mod records;
 #[cfg(feature = "remote")]

@@ -5,21 +5,20 @@
 //! on allowed hosts, redirects are followed by hand and only within them, and hosts that
 //! resolve to non-public addresses are refused at resolution time (no DNS-rebinding gap).
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use sha2::{Digest, Sha256};
+use url::Url;
 
-use super::source::{authority_of, RemotePolicy};
+use super::keys::{authority, parse_url, shown};
+use super::open::read_at_most;
+use super::source::RemotePolicy;
 use crate::config::DataConfig;
 
 /// Redirects followed under a source policy.
 const MAX_REDIRECTS: usize = 5;
-
-/// Largest image body accepted from a server.
-const MAX_DOWNLOAD_BYTES: u64 = 64 * 1024 * 1024;
 
 #[derive(Clone)]
 pub(super) struct RemoteFetcher {
@@ -49,25 +48,31 @@ impl RemoteFetcher {
     }
 
     /// Refuses `url` when the policy does not allow its host.
-    fn check_host(&self, url: &str) -> std::result::Result<(), Download> {
+    fn check_host(&self, url: &Url) -> std::result::Result<(), Download> {
         let Some(allowed) = self.policy.as_ref().and_then(|p| p.allowed_hosts.as_ref()) else { return Ok(()) };
-        let authority = authority_of(url).unwrap_or_default();
-        let host_only = authority.rsplit_once(':').map_or(authority.as_str(), |(host, _)| host);
-        if allowed.iter().any(|a| a.eq_ignore_ascii_case(&authority) || a.eq_ignore_ascii_case(host_only)) {
+        if allowed.iter().any(|a| a.matches(url)) {
             return Ok(());
         }
-        let listed = if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") };
-        Err(Download::Permanent(anyhow!("{url}: host {authority} is not allowed here (allowed: {listed})")))
+        let listed = match allowed.is_empty() {
+            true => "none".to_string(),
+            false => allowed.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", "),
+        };
+        Err(Download::Permanent(anyhow!(
+            "{}: host {} is not allowed here (allowed: {listed})",
+            shown(url.as_str()),
+            shown(&authority(url))
+        )))
     }
 
-    /// The bytes at `url`, from the cache when it has them.
-    pub fn fetch(&self, url: &str) -> Result<Vec<u8>> {
+    /// The bytes at `url` (at most `max_bytes`), from the cache when it has them.
+    pub fn fetch(&self, url: &Url, max_bytes: u64) -> Result<Vec<u8>> {
         if let Err(Download::Permanent(e) | Download::Transient(e)) = self.check_host(url) {
             return Err(e);
         }
         let cached = self.cache_path(url);
         if let Some(path) = &cached {
-            if let Ok(bytes) = std::fs::read(path) {
+            let label = shown(url.as_str());
+            if let Ok(bytes) = std::fs::File::open(path).map_err(anyhow::Error::from).and_then(|f| read_at_most(f, max_bytes, &label)) {
                 return Ok(bytes);
             }
         }
@@ -76,12 +81,12 @@ impl RemoteFetcher {
             if attempt > 0 {
                 std::thread::sleep(Duration::from_millis(200 * (1 << (attempt - 1).min(4))));
             }
-            match self.download(url) {
+            match self.download(url, max_bytes) {
                 Ok(bytes) => {
                     if let Some(path) = &cached {
                         // A cache that cannot be written only costs a later download.
                         if let Err(e) = crate::fsutil::write_atomic(path, &bytes) {
-                            tracing::warn!("cannot cache {url}: {e:#}");
+                            tracing::warn!("cannot cache {}: {e:#}", shown(url.as_str()));
                         }
                     }
                     return Ok(bytes);
@@ -91,59 +96,68 @@ impl RemoteFetcher {
             }
         }
         let error = last_error.unwrap_or_else(|| anyhow!("no attempt made"));
-        Err(error.context(format!("{url}: failed after {} attempt(s)", self.retries + 1)))
+        Err(error.context(format!("{}: failed after {} attempt(s)", shown(url.as_str()), self.retries + 1)))
     }
 
-    fn cache_path(&self, url: &str) -> Option<PathBuf> {
+    fn cache_path(&self, url: &Url) -> Option<PathBuf> {
         let dir = self.cache_dir.as_ref()?;
-        let digest = Sha256::digest(url.as_bytes());
+        let digest = Sha256::digest(url.as_str().as_bytes());
         let name: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         Some(dir.join(&name[..2]).join(name))
     }
 
-    fn download(&self, url: &str) -> std::result::Result<Vec<u8>, Download> {
-        let mut current = url.to_string();
+    /// One download, following redirects by hand under a policy: each `Location` is parsed
+    /// by the same rules as a key and checked before it is requested.
+    fn download(&self, url: &Url, max_bytes: u64) -> std::result::Result<Vec<u8>, Download> {
+        let mut current = url.clone();
         for _ in 0..=MAX_REDIRECTS {
-            let response = self.agent.get(&current).call();
+            let response = self.agent.request_url("GET", &current).call();
             if let Ok(r) = &response {
                 if self.policy.is_some() && (300..400).contains(&r.status()) {
+                    let shown_current = shown(current.as_str()).into_owned();
                     let Some(location) = r.header("Location") else {
-                        return Err(Download::Permanent(anyhow!("{current}: HTTP {} without a Location", r.status())));
+                        return Err(Download::Permanent(anyhow!("{shown_current}: HTTP {} without a Location", r.status())));
                     };
-                    let next = r
-                        .get_url()
-                        .parse::<url::Url>()
-                        .and_then(|base| base.join(location))
-                        .map_err(|e| Download::Permanent(anyhow!("{current}: bad redirect to {location}: {e}")))?;
-                    self.check_host(next.as_str()).map_err(|e| match e {
+                    let next = current
+                        .join(location)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|next| parse_url(next.as_str()))
+                        .map_err(|e| Download::Permanent(anyhow!("{shown_current}: bad redirect to {}: {e:#}", shown(location))))?;
+                    self.check_host(&next).map_err(|e| match e {
                         Download::Permanent(e) | Download::Transient(e) => {
-                            Download::Permanent(e.context(format!("{url} redirects to {next}")))
+                            Download::Permanent(e.context(format!("{} redirects to {}", shown(url.as_str()), shown(next.as_str()))))
                         }
                     })?;
-                    current = next.to_string();
+                    current = next;
                     continue;
                 }
             }
-            return self.read_response(&current, response);
+            return self.read_response(current.as_str(), response, max_bytes);
         }
-        Err(Download::Permanent(anyhow!("{url}: more than {MAX_REDIRECTS} redirects")))
+        Err(Download::Permanent(anyhow!("{}: more than {MAX_REDIRECTS} redirects", shown(url.as_str()))))
     }
 
     fn read_response(
         &self,
         url: &str,
         response: std::result::Result<ureq::Response, ureq::Error>,
+        max_bytes: u64,
     ) -> std::result::Result<Vec<u8>, Download> {
+        let url = shown(url);
         match response {
             Ok(response) => {
+                let declared = response.header("Content-Length").and_then(|n| n.trim().parse::<u64>().ok());
+                if declared.is_some_and(|n| n > max_bytes) {
+                    return Err(Download::Permanent(anyhow!(
+                        "{url}: the server sends {} bytes, more than data.max_image_bytes ({max_bytes})",
+                        declared.unwrap_or_default()
+                    )));
+                }
                 let mut bytes = Vec::new();
-                response
-                    .into_reader()
-                    .take(MAX_DOWNLOAD_BYTES + 1)
-                    .read_to_end(&mut bytes)
+                std::io::Read::read_to_end(&mut std::io::Read::take(response.into_reader(), max_bytes + 1), &mut bytes)
                     .map_err(|e| Download::Transient(anyhow!("{url}: reading the body failed: {e}")))?;
-                if bytes.len() as u64 > MAX_DOWNLOAD_BYTES {
-                    return Err(Download::Permanent(anyhow!("{url}: body larger than {MAX_DOWNLOAD_BYTES} bytes")));
+                if bytes.len() as u64 > max_bytes {
+                    return Err(Download::Permanent(anyhow!("{url}: body larger than data.max_image_bytes ({max_bytes} bytes)")));
                 }
                 Ok(bytes)
             }
@@ -152,10 +166,39 @@ impl RemoteFetcher {
                 Err(Download::Permanent(anyhow!("{url}: HTTP {code}")))
             }
             Err(ureq::Error::Status(code, _)) => Err(Download::Transient(anyhow!("{url}: HTTP {code}"))),
+            // An address the policy refuses will be refused again: no retry.
+            Err(e) if refused_address(&e).is_some() => {
+                Err(Download::Permanent(anyhow!("{url}: {}", refused_address(&e).unwrap_or_default())))
+            }
             Err(e) => Err(Download::Transient(anyhow!("{url}: {e}"))),
         }
     }
 }
+
+/// The resolver's refusal of a non-public address, when that is why a request failed.
+fn refused_address(error: &ureq::Error) -> Option<String> {
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        let refusal = inner.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()?.downcast_ref::<RefusedAddress>());
+        if let Some(refusal) = refusal {
+            return Some(refusal.0.clone());
+        }
+        source = inner.source();
+    }
+    None
+}
+
+/// Why the resolver gave no address: every address was one the policy refuses.
+#[derive(Debug)]
+struct RefusedAddress(String);
+
+impl std::fmt::Display for RefusedAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RefusedAddress {}
 
 enum Download {
     Permanent(anyhow::Error),
@@ -171,7 +214,9 @@ fn resolve_public_only(netloc: &str) -> std::io::Result<Vec<std::net::SocketAddr
     if public.is_empty() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,
-            format!("{netloc} resolves only to loopback, private or link-local addresses, which are not allowed here"),
+            RefusedAddress(format!(
+                "{netloc} resolves only to loopback, private or link-local addresses, which are not allowed here"
+            )),
         ));
     }
     Ok(public)

@@ -7,9 +7,11 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use url::Url;
 
 use super::decode::DecodeLimits;
+use super::keys::{join_under, parse_key, parse_url, shown, AllowedHost, Key};
 use crate::config::DataConfig;
 
 #[cfg(feature = "remote")]
@@ -18,7 +20,8 @@ use super::remote::RemoteFetcher;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     Local(PathBuf),
-    Remote(String),
+    /// Parsed once: the policy's decision and the HTTP request are about this URL.
+    Remote(Url),
 }
 
 /// Which locations image keys may reach. The binaries trust their operator's CSVs
@@ -64,33 +67,38 @@ impl SourcePolicy {
 #[derive(Debug, Clone)]
 pub struct ImageSource {
     base_path: Option<PathBuf>,
-    base_url: Option<String>,
+    base_url: Option<Url>,
     /// `data.is_remote`: Some(true) relative keys only from the CDN, Some(false) only local.
     is_remote: Option<bool>,
     policy: SourcePolicy,
     remote: RemoteFetcher,
     limits: DecodeLimits,
+    /// `data.max_image_bytes`: larger files and bodies are refused before they are read whole.
+    max_bytes: u64,
 }
 
-fn is_url(key: &str) -> bool {
-    key.starts_with("http://") || key.starts_with("https://")
+/// The CDN prefix: `data.base_image_url`, else `https://$S3_CLOUDFRONT_DOMAIN`. The config's
+/// URL was checked when the config was read; a domain in the environment that is not a
+/// host is warned about and left unset.
+fn cdn_base(data: &DataConfig) -> Option<Url> {
+    if let Some(url) = &data.base_image_url {
+        return parse_url(url).map_err(|e| tracing::warn!("data.base_image_url: {e:#}")).ok();
+    }
+    let domain = std::env::var("S3_CLOUDFRONT_DOMAIN").ok().filter(|d| !d.trim().is_empty())?;
+    let url = format!("https://{}", domain.trim().trim_end_matches('/'));
+    parse_url(&url).map_err(|e| tracing::warn!("S3_CLOUDFRONT_DOMAIN: {e:#}")).ok()
 }
 
 impl ImageSource {
     pub fn from_config(data: &DataConfig) -> Self {
-        let base_url = data.base_image_url.clone().or_else(|| {
-            std::env::var("S3_CLOUDFRONT_DOMAIN")
-                .ok()
-                .filter(|d| !d.trim().is_empty())
-                .map(|d| format!("https://{}", d.trim().trim_end_matches('/')))
-        });
         Self {
             base_path: data.base_image_path.clone(),
-            base_url,
+            base_url: cdn_base(data),
             is_remote: data.is_remote,
             policy: SourcePolicy::trusted(),
             remote: RemoteFetcher::new(data, None),
             limits: DecodeLimits::from_config(data),
+            max_bytes: data.max_image_bytes,
         }
     }
 
@@ -98,22 +106,32 @@ impl ImageSource {
     pub fn decode_limits(&self) -> DecodeLimits {
         self.limits
     }
+
+    /// `data.max_image_bytes`.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
     /// Local files only, relative keys under `base`.
     pub fn local(base: Option<PathBuf>) -> Self {
         Self::from_config(&DataConfig { base_image_path: base, base_image_url: None, ..DataConfig::default() })
     }
 
-    /// Applies `policy` to every later fetch.
-    pub fn set_policy(&mut self, policy: SourcePolicy, data: &DataConfig) {
-        let hosts = policy.allowed_hosts.as_ref().map(|hosts| {
-            let mut hosts = hosts.clone();
-            hosts.extend(self.base_url.as_deref().and_then(authority_of));
-            hosts
-        });
+    /// Applies `policy` to every later fetch. Fails on an allowed host that is not a host.
+    pub fn set_policy(&mut self, policy: SourcePolicy, data: &DataConfig) -> Result<()> {
+        let hosts = match &policy.allowed_hosts {
+            None => None,
+            Some(hosts) => {
+                let mut parsed = hosts.iter().map(|h| AllowedHost::parse(h)).collect::<Result<Vec<_>>>()?;
+                parsed.extend(self.base_url.as_ref().map(AllowedHost::of_url));
+                Some(parsed)
+            }
+        };
         let remote_policy =
             RemotePolicy { allowed_hosts: hosts, allow_private_addresses: policy.allow_private_addresses };
         self.remote = RemoteFetcher::new(data, Some(remote_policy));
         self.policy = policy;
+        Ok(())
     }
 
     pub fn policy(&self) -> &SourcePolicy {
@@ -145,82 +163,63 @@ impl ImageSource {
         self.base_path.as_deref()
     }
 
-    pub fn locate(&self, key: &str) -> Location {
-        if is_url(key) {
-            return Location::Remote(key.to_string());
-        }
-        let path = Path::new(key);
-        if path.is_absolute() {
-            return Location::Local(path.to_path_buf());
-        }
+    /// Where `key` leads, the key read once ([`parse_key`]). Fails on a key no policy could
+    /// take (an empty key, a URL of another scheme or one that could be misread, a relative
+    /// key that would leave the CDN prefix).
+    pub fn locate(&self, key: &str) -> Result<Location> {
+        let relative = match parse_key(key)? {
+            Key::Url(url) => return Ok(Location::Remote(url)),
+            Key::AbsolutePath(path) => return Ok(Location::Local(path)),
+            Key::Relative(relative) => relative,
+        };
+        let path = Path::new(&relative);
         let base_path = self.base_path.as_ref().filter(|_| self.is_remote != Some(true));
         let base_url = self.base_url.as_ref().filter(|_| self.is_remote != Some(false));
         if let Some(base) = base_path {
             let under_base = base.join(path);
-            // A path that exists as given (say, typed on the command line) is used as it is.
-            return Location::Local(if under_base.exists() || !path.exists() {
-                under_base
-            } else {
-                path.to_path_buf()
-            });
+            // Under the command line's trust a path that exists as given (typed on the
+            // command line, say) is used as it is; confined keys are always under the folder.
+            let as_given = !self.policy.confine_relative_keys && !under_base.exists() && path.exists();
+            return Ok(Location::Local(if as_given { path.to_path_buf() } else { under_base }));
         }
         if let Some(url) = base_url {
-            return Location::Remote(format!("{}/{}", url.trim_end_matches('/'), key.trim_start_matches('/')));
+            return join_under(url, &relative).map(Location::Remote);
         }
-        Location::Local(path.to_path_buf())
+        self.check_configured()?;
+        Ok(Location::Local(path.to_path_buf()))
     }
 
-    /// The raw bytes of an image.
+    /// The raw bytes of an image, at most `data.max_image_bytes` of them.
     pub fn fetch(&self, key: &str) -> Result<Vec<u8>> {
-        match self.locate(key) {
-            Location::Local(path) => {
-                if self.is_remote == Some(true) && path.is_relative() {
-                    self.check_configured()?;
-                }
-                self.check_local(key, &path)?;
-                std::fs::read(&path).with_context(|| format!("cannot open image {}", path.display()))
-            }
-            Location::Remote(url) => self.remote.fetch(&url),
+        match self.locate(key)? {
+            Location::Local(path) => self.read_local(key, &path),
+            Location::Remote(url) => self.remote.fetch(&url, self.max_bytes),
         }
     }
 
-    /// The source policy's rules for local files.
-    fn check_local(&self, key: &str, path: &Path) -> Result<()> {
-        if Path::new(key).is_absolute() {
-            if !self.policy.allow_absolute_paths {
-                bail!("{key}: absolute paths are not allowed here");
-            }
-            return Ok(());
+    /// Reads a local file under the policy's rules. The file is opened first and what was
+    /// opened is checked (see [`super::open::read_regular_file`]), so no swap of a link
+    /// between a check and the open can lead outside the image folder. Under a restricted
+    /// policy messages name the key, never the server's folders.
+    fn read_local(&self, key: &str, path: &Path) -> Result<Vec<u8>> {
+        let absolute = Path::new(key).is_absolute();
+        if absolute && !self.policy.allow_absolute_paths {
+            bail!("{}: absolute paths are not allowed here", shown(key));
         }
-        if !self.policy.confine_relative_keys {
-            return Ok(());
+        let label = if self.policy.confine_relative_keys { shown(key).into_owned() } else { path.display().to_string() };
+        let confine = self.policy.confine_relative_keys && !absolute;
+        if confine && Path::new(key).components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            bail!("{}: `..` is not allowed in an image path", shown(key));
         }
-        if Path::new(key).components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-            bail!("{key}: `..` is not allowed in an image path");
-        }
-        let base = self.base_path.clone().unwrap_or_else(|| PathBuf::from("."));
-        let (Ok(real_base), Ok(real_path)) = (base.canonicalize(), path.canonicalize()) else {
-            return Ok(()); // a missing file fails as missing when it is read
-        };
-        if !real_path.starts_with(&real_base) {
-            bail!("{key}: leads out of the image folder (a symbolic link?)");
-        }
-        Ok(())
+        let folder = confine.then(|| self.base_path.clone().unwrap_or_else(|| PathBuf::from(".")));
+        super::open::read_regular_file(path, folder.as_deref(), self.max_bytes, &label)
     }
-}
-
-/// `host[:port]` of a URL.
-pub fn authority_of(url: &str) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-    (!authority.is_empty()).then(|| authority.to_ascii_lowercase())
 }
 
 /// What remote fetches may reach (see [`SourcePolicy`]).
 #[derive(Debug, Clone)]
 pub struct RemotePolicy {
-    pub allowed_hosts: Option<Vec<String>>,
+    pub allowed_hosts: Option<Vec<AllowedHost>>,
     pub allow_private_addresses: bool,
 }
 
@@ -235,8 +234,8 @@ impl RemoteFetcher {
         Self
     }
 
-    fn fetch(&self, url: &str) -> Result<Vec<u8>> {
-        bail!("{url}: remote images need imgtype's `remote` feature")
+    fn fetch(&self, url: &Url, _max_bytes: u64) -> Result<Vec<u8>> {
+        bail!("{}: remote images need imgtype's `remote` feature", shown(url.as_str()))
     }
 }
 

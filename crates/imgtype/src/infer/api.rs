@@ -58,15 +58,15 @@ impl ImageClassificationApi {
 
     /// With the restricted source policy applied to `predictor`.
     pub fn from_predictor(mut predictor: Predictor) -> Self {
-        predictor.set_source_policy(SourcePolicy::restricted());
+        predictor.set_source_policy(SourcePolicy::restricted()).expect("the restricted policy lists no host to read");
         Self { predictor }
     }
 
     /// Replaces the source policy (for example to allow more hosts, or absolute paths for a
-    /// backend that only passes its own).
-    pub fn with_source_policy(mut self, policy: SourcePolicy) -> Self {
-        self.predictor.set_source_policy(policy);
-        self
+    /// backend that only passes its own). Fails on an allowed host that is not a host.
+    pub fn with_source_policy(mut self, policy: SourcePolicy) -> Result<Self> {
+        self.predictor.set_source_policy(policy)?;
+        Ok(self)
     }
 
     pub fn class_names(&self) -> &[String] {

@@ -117,9 +117,10 @@ impl Predictor {
         &self.config
     }
 
-    /// Applies a source policy to every later fetch (see [`crate::data::SourcePolicy`]).
-    pub fn set_source_policy(&mut self, policy: crate::data::SourcePolicy) {
-        self.source.set_policy(policy, &self.config.data);
+    /// Applies a source policy to every later fetch (see [`crate::data::SourcePolicy`]);
+    /// fails on an allowed host that is not a host.
+    pub fn set_source_policy(&mut self, policy: crate::data::SourcePolicy) -> Result<()> {
+        self.source.set_policy(policy, &self.config.data)
     }
 
     pub fn source(&self) -> &ImageSource {

@@ -52,11 +52,44 @@ impl ModelMetadata {
         let loaded = Config::parse(field("config")?)
             .with_context(|| format!("{}: metadata `config` is not a valid config", path.display()))?;
         let mut config = loaded.config;
-        if class_names.is_empty() {
-            bail!("{}: metadata `class_names` is empty", path.display());
-        }
         config.data.class_names = class_names.clone();
-        Ok(Self { class_names, config })
+        config.validate().map_err(|e| anyhow!("{}: metadata `class_names`: {e:#}", path.display()))?;
+        let metadata = Self { class_names, config };
+        metadata.check_header(header).map_err(|e| anyhow!("{}: metadata {e:#}", path.display()))?;
+        Ok(metadata)
+    }
+
+    /// The header's descriptive entries must say what the config says and what this tool
+    /// does: a file whose `image_size`, normalisation or architecture disagree would be
+    /// read with other numbers than it was made with.
+    fn check_header(&self, header: &HashMap<String, String>) -> Result<()> {
+        if let Some(size) = header.get("image_size") {
+            let expected = self.config.augmentation.image_size;
+            if size.trim().parse::<u32>().ok() != Some(expected) {
+                bail!("`image_size` is {size:?}, its config says {expected}");
+            }
+        }
+        for (key, expected) in [("normalize_mean", IMAGENET_MEAN), ("normalize_std", IMAGENET_STD)] {
+            let Some(text) = header.get(key) else { continue };
+            let values: Vec<f64> =
+                serde_json::from_str(text).map_err(|_| anyhow!("`{key}` is not a list of numbers: {text:?}"))?;
+            let same = values.len() == 3 && values.iter().zip(expected).all(|(v, e)| (v - e).abs() < 1e-6);
+            if !same {
+                bail!("`{key}` is {text}; this tool normalises with ImageNet's {expected:?} only");
+            }
+        }
+        if let Some(architecture) = header.get("architecture") {
+            let backbone = self.config.model.backbone.as_str();
+            if architecture != backbone {
+                let known: Result<crate::config::Backbone, _> =
+                    serde_json::from_value(serde_json::Value::String(architecture.clone()));
+                match known {
+                    Ok(_) => bail!("`architecture` is {architecture}, its config says {backbone}"),
+                    Err(_) => bail!("`architecture` {architecture:?} is not a backbone this tool knows"),
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -86,7 +119,8 @@ fn kind_of(dtype: Dtype) -> Option<Kind> {
 
 /// Named tensors of a safetensors file, as CPU tensors, and its header metadata.
 pub fn read_safetensors(path: &Path) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>)> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read model file {}", path.display()))?;
+    let bytes = crate::fsutil::read_capped(path, super::torch_file::MAX_TORCH_FILE_BYTES)
+        .with_context(|| format!("cannot read model file {}", path.display()))?;
     let (_, header) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| anyhow!("{}: not a valid safetensors file ({e:?})", path.display()))?;
     let metadata = header.metadata().clone().unwrap_or_default();
