@@ -124,6 +124,44 @@ pub fn read_capped(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Where an output file named `path` is to be written, checked before any work is done:
+/// a folder, a device, a FIFO or a socket is refused (an atomic write would replace it with
+/// a regular file), and so is one of `inputs` (the output would replace its input). A
+/// symbolic link is written through: the file it points to is replaced, the link stays.
+pub fn check_output_file(path: &Path, inputs: &[&Path]) -> Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let target = match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(path.to_path_buf()),
+        Err(e) => return Err(e).with_context(|| format!("cannot use output path {}", path.display())),
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path).map_err(|_| {
+            anyhow::anyhow!("output path {} is a symbolic link to a missing file", path.display())
+        })?,
+        Ok(_) => path.to_path_buf(),
+    };
+    let metadata =
+        std::fs::metadata(&target).with_context(|| format!("cannot use output path {}", path.display()))?;
+    if metadata.is_dir() {
+        anyhow::bail!("output path {} is a folder: give the path of a file to write", path.display());
+    }
+    if !metadata.is_file() {
+        anyhow::bail!(
+            "output path {} is not a regular file (a device, FIFO or socket): give the path of a file to write",
+            path.display()
+        );
+    }
+    for input in inputs {
+        let same = std::fs::metadata(input).is_ok_and(|i| (i.dev(), i.ino()) == (metadata.dev(), metadata.ino()));
+        if same {
+            anyhow::bail!(
+                "output path {} is the input {}: writing would replace it; give another output path",
+                path.display(),
+                input.display()
+            );
+        }
+    }
+    Ok(target)
+}
+
 pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     let mut text = serde_json::to_string_pretty(value).context("cannot serialise JSON")?;
     text.push('\n');
@@ -177,6 +215,32 @@ mod tests {
         assert!(format!("{err:#}").contains("disk full"));
         assert_eq!(std::fs::read(&path).unwrap(), b"old");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn outputs_that_would_replace_an_input_or_a_special_file_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.csv");
+        std::fs::write(&input, "image_path\n").unwrap();
+        let new = dir.path().join("new.csv");
+        assert_eq!(check_output_file(&new, &[&input]).unwrap(), new);
+        let err = check_output_file(&input, &[&input]).unwrap_err().to_string();
+        assert!(err.contains("is the input"), "{err}");
+        std::fs::hard_link(&input, dir.path().join("hard.csv")).unwrap();
+        assert!(check_output_file(&dir.path().join("hard.csv"), &[&input]).is_err());
+        let err = check_output_file(dir.path(), &[]).unwrap_err().to_string();
+        assert!(err.contains("is a folder"), "{err}");
+        let err = check_output_file(Path::new("/dev/full"), &[]).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        let old = dir.path().join("old.csv");
+        std::fs::write(&old, "x").unwrap();
+        let link = dir.path().join("link.csv");
+        std::os::unix::fs::symlink(&old, &link).unwrap();
+        assert_eq!(check_output_file(&link, &[&input]).unwrap(), old.canonicalize().unwrap());
+        std::os::unix::fs::symlink(&input, dir.path().join("to_input.csv")).unwrap();
+        assert!(check_output_file(&dir.path().join("to_input.csv"), &[&input]).is_err());
+        std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join("dangling.csv")).unwrap();
+        assert!(check_output_file(&dir.path().join("dangling.csv"), &[]).is_err());
     }
 
     #[test]

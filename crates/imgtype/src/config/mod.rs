@@ -387,6 +387,8 @@ impl Config {
     /// `augmentation.strength` preset fills the augmentation keys the text leaves out.
     pub fn parse(text: &str) -> Result<LoadedConfig> {
         let mut value: serde_json::Value = serde_json::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let defaults = serde_json::to_value(Config::default()).expect("config serialises");
+        check_objects(&value, &defaults, "")?;
         apply_strength_preset(&mut value);
         let mut unknown_keys = Vec::new();
         let config: Config = {
@@ -421,6 +423,32 @@ impl Config {
     }
 }
 
+/// Fails where the text has something other than an object where the config has a section
+/// or a group of settings: serde would read an array positionally as the struct's fields
+/// (`"augmentation": [64]` as `image_size` 64) and a top-level `[]` as all defaults.
+fn check_objects(value: &serde_json::Value, defaults: &serde_json::Value, path: &str) -> Result<()> {
+    let serde_json::Value::Object(expected) = defaults else { return Ok(()) };
+    let serde_json::Value::Object(given) = value else {
+        let what = match value {
+            serde_json::Value::Array(_) => "an array",
+            serde_json::Value::String(_) => "a string",
+            serde_json::Value::Number(_) => "a number",
+            serde_json::Value::Bool(_) => "a boolean",
+            serde_json::Value::Null => "null",
+            serde_json::Value::Object(_) => unreachable!("matched above"),
+        };
+        let place = if path.is_empty() { "the config".to_string() } else { format!("`{path}`") };
+        anyhow::bail!("{place} must be a JSON object {{…}}, not {what}");
+    };
+    for (key, default) in expected {
+        if let Some(child) = given.get(key) {
+            let child_path = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+            check_objects(child, default, &child_path)?;
+        }
+    }
+    Ok(())
+}
+
 /// Fills the augmentation keys the text leaves out from its `strength` preset. A strength
 /// that is not a preset is left for deserialisation to refuse.
 fn apply_strength_preset(value: &mut serde_json::Value) {
@@ -453,6 +481,21 @@ mod tests {
         let loaded = Config::parse(r#"{"training": {"epochs": 3, "learnig_rate": 0.1}, "extra": 1}"#).unwrap();
         assert_eq!(loaded.config.training.epochs, 3);
         assert_eq!(loaded.unknown_keys, vec!["training.learnig_rate".to_string(), "extra".to_string()]);
+    }
+
+    #[test]
+    fn only_objects_where_the_config_has_sections() {
+        for (text, expected) in [
+            ("[]", "the config must be a JSON object {…}, not an array"),
+            (r#"{"augmentation": [64]}"#, "`augmentation` must be a JSON object {…}, not an array"),
+            (r#"{"data": "x"}"#, "`data` must be a JSON object {…}, not a string"),
+            (r#"{"training": null}"#, "`training` must be a JSON object {…}, not null"),
+            ("3", "the config must be a JSON object {…}, not a number"),
+        ] {
+            let err = Config::parse(text).unwrap_err().to_string();
+            assert_eq!(err, expected, "{text}");
+        }
+        Config::parse(r#"{"augmentation": {"image_size": 64}}"#).unwrap();
     }
 
     #[test]

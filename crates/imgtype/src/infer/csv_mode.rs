@@ -10,7 +10,7 @@
 //! this input and continues after them.
 
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -18,6 +18,7 @@ use anyhow::{bail, Context, Result};
 use csv::ByteRecord;
 use serde::Serialize;
 
+use super::csv_input::{InputRecord, RecordReader};
 use super::columns::{correct_value, prediction_header, prediction_values, timing_and_error};
 use super::predictor::LoadedBatch;
 use super::prefetch::prefetched;
@@ -26,6 +27,8 @@ use super::timing::TimingSummary;
 use super::{Prediction, Predictor};
 use crate::data::ImageRecord;
 use crate::stop::{Interrupted, StopFlag};
+
+type InputReader = RecordReader<BufReader<File>>;
 
 /// What to predict and where to write it.
 #[derive(Debug, Clone)]
@@ -51,23 +54,23 @@ pub struct CsvReport {
 
 pub fn run_csv(predictor: &Predictor, request: &CsvRequest, stop: &StopFlag) -> Result<CsvReport> {
     let csv_path = request.csv_path;
-    let open = || {
-        csv::ReaderBuilder::new()
-            .flexible(true)
-            .from_path(csv_path)
-            .with_context(|| format!("cannot open CSV {}", csv_path.display()))
+    let output = shard_file_name(request.output_path, request.shard);
+    let output = crate::fsutil::check_output_file(&output, &[csv_path])?;
+    let partial_path = partial_paths(&output).0;
+    crate::fsutil::check_output_file(&partial_path, &[csv_path])?;
+    let open = || -> Result<InputReader> {
+        let file = File::open(csv_path).with_context(|| format!("cannot open CSV {}", csv_path.display()))?;
+        Ok(RecordReader::new(BufReader::new(file), csv_path.display().to_string()))
     };
     let mut reader = open()?;
-    let headers =
-        reader.byte_headers().with_context(|| format!("{}: cannot read the header row", csv_path.display()))?.clone();
-    if headers.is_empty() || headers.iter().all(|h| h.is_empty()) {
+    let headers = reader.header().with_context(|| format!("{}: cannot read the header row", csv_path.display()))?;
+    let Some(headers) = headers.filter(|h| !h.is_empty() && !h.iter().all(|h| h.is_empty())) else {
         bail!("{}: the file is empty (no header row)", csv_path.display());
-    }
+    };
     let columns = InputColumns::find(&headers, request.image_column, &predictor.config().data.target_column, csv_path)?;
-    let output = shard_file_name(request.output_path, request.shard);
     let header = columns.output_header(predictor.class_names());
     let earlier = EarlierRows::read(&output, &header, &predictor.model_identity)?;
-    let shard_rows = first_pass(&mut reader, &columns, request.shard, &earlier, csv_path)?;
+    let shard_rows = first_pass(&mut reader, &columns, request.shard, &earlier)?;
     if shard_rows == 0 {
         bail!("{}: the CSV has a header but no rows", csv_path.display());
     }
@@ -78,7 +81,9 @@ pub fn run_csv(predictor: &Predictor, request: &CsvRequest, stop: &StopFlag) -> 
     }
     let mut run = CsvRun { predictor, columns: &columns, partial: &mut partial, per_image_ms: Vec::new(), failed: 0 };
     let started = Instant::now();
-    let outcome = run.predict_rows(open()?, request.shard, shard_rows, stop);
+    let mut rows_again = open()?;
+    rows_again.header()?;
+    let outcome = run.predict_rows(rows_again, request.shard, shard_rows, stop);
     let (per_image_ms, failed) = (std::mem::take(&mut run.per_image_ms), run.failed + earlier.failed);
     if let Err(error) = outcome {
         let kept = partial.written;
@@ -102,19 +107,12 @@ pub fn run_csv(predictor: &Predictor, request: &CsvRequest, stop: &StopFlag) -> 
 
 /// A first, cheap pass: counts this shard's data rows (the progress total) and checks
 /// that the rows an interrupted run finished are this input's first rows.
-fn first_pass(
-    reader: &mut csv::Reader<File>,
-    columns: &InputColumns,
-    shard: Option<Shard>,
-    earlier: &EarlierRows,
-    csv_path: &Path,
-) -> Result<usize> {
-    let mut record = ByteRecord::new();
+fn first_pass(reader: &mut InputReader, columns: &InputColumns, shard: Option<Shard>, earlier: &EarlierRows) -> Result<usize> {
     let (mut index, mut rows) = (0, 0);
-    while reader.read_byte_record(&mut record).with_context(|| format!("cannot read {}", csv_path.display()))? {
+    while let Some(row) = reader.next()? {
         if shard.is_none_or(|s| s.includes(index)) {
             if rows < earlier.paths.len() {
-                earlier.check_row(rows, record.get(columns.path).unwrap_or_default())?;
+                earlier.check_row(rows, row.record.get(columns.path).unwrap_or_default())?;
             }
             rows += 1;
         }
@@ -150,6 +148,18 @@ struct InputRow {
 impl InputColumns {
     fn find(headers: &ByteRecord, image_column: &str, target: &str, csv_path: &Path) -> Result<Self> {
         let names: Vec<String> = headers.iter().map(|h| String::from_utf8_lossy(h).into_owned()).collect();
+        for name in [image_column, target, "true_class", "product_id"] {
+            let at: Vec<String> =
+                names.iter().enumerate().filter(|(_, h)| *h == name).map(|(i, _)| (i + 1).to_string()).collect();
+            if at.len() > 1 {
+                bail!(
+                    "{}: the header has {} `{name}` columns (columns {}): which one is meant is unclear; rename the others",
+                    csv_path.display(),
+                    at.len(),
+                    at.join(", ")
+                );
+            }
+        }
         let position = |name: &str| names.iter().position(|h| h == name);
         let Some(path) = position(image_column) else {
             bail!(
@@ -162,13 +172,16 @@ impl InputColumns {
         Ok(Self { path, label, product: position("product_id"), width: names.len() })
     }
 
-    fn parse(&self, row: &ByteRecord) -> InputRow {
+    fn parse(&self, input: &InputRecord) -> InputRow {
+        let row = &input.record;
         let line = row.position().map(|p| p.line()).unwrap_or(0);
         let text = |column: Option<usize>| {
             column.and_then(|c| row.get(c)).map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default()
         };
         let raw_path = row.get(self.path).unwrap_or_default().to_vec();
-        let problem = if row.len() != self.width {
+        let problem = if let Some(problem) = &input.problem {
+            Some(problem.clone())
+        } else if row.len() != self.width {
             Some(format!("row {line} has {} fields, the header has {}", row.len(), self.width))
         } else if std::str::from_utf8(&raw_path).is_err() {
             Some(format!("row {line}: the image path is not valid UTF-8"))
@@ -244,7 +257,7 @@ impl CsvRun<'_> {
     /// read and decoded while the model works on this one.
     fn predict_rows(
         &mut self,
-        mut reader: csv::Reader<File>,
+        mut reader: InputReader,
         shard: Option<Shard>,
         shard_rows: usize,
         stop: &StopFlag,
@@ -264,16 +277,15 @@ impl CsvRun<'_> {
             };
             let mut batch: Vec<InputRow> = Vec::with_capacity(batch_size);
             let (mut index, mut shard_index) = (0usize, 0usize);
-            let mut record = ByteRecord::new();
             loop {
-                match reader.read_byte_record(&mut record) {
-                    Ok(true) => {}
-                    Ok(false) => break,
+                let record = match reader.next() {
+                    Ok(Some(record)) => record,
+                    Ok(None) => break,
                     Err(e) => {
-                        send(Err(anyhow::Error::new(e).context("cannot read the input CSV")));
+                        send(Err(e.context("cannot read the input CSV")));
                         return;
                     }
-                }
+                };
                 let mine = shard.is_none_or(|s| s.includes(index));
                 index += 1;
                 if !mine {

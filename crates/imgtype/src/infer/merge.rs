@@ -14,6 +14,7 @@ use crate::data::ImageSource;
 /// the wrong-prediction CSVs and contact sheets and `metrics.json` are written beside it.
 pub fn merge_shards(inputs: &[PathBuf], output: &Path, source: &ImageSource) -> Result<usize> {
     let shards = complete_shard_set(inputs)?;
+    let output = &crate::fsutil::check_output_file(output, &shards.iter().map(|p| p.as_path()).collect::<Vec<_>>())?;
     let count = shards.len();
     let mut readers = Vec::new();
     let mut header: Option<csv::StringRecord> = None;

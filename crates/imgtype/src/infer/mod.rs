@@ -9,6 +9,8 @@ mod single_image;
 #[cfg(feature = "batch")]
 mod columns;
 #[cfg(feature = "batch")]
+mod csv_input;
+#[cfg(feature = "batch")]
 mod csv_mode;
 #[cfg(feature = "batch")]
 mod dataset_mode;

@@ -82,6 +82,7 @@ pub fn fit_thresholds(
     data_dir: &Path,
     output: &Path,
 ) -> Result<ThresholdFit> {
+    let output = &crate::fsutil::check_output_file(output, &[model_path])?;
     let class_names = predictor.class_names().to_vec();
     let metric = match predictor.config().validation.metric {
         Metric::ValLoss => Metric::F1Weighted,

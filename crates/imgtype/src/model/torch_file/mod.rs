@@ -121,7 +121,7 @@ pub fn read_torch_file(path: &Path) -> Result<Value> {
 }
 
 fn read_archive(path: &Path) -> Result<Value> {
-    let (file, _) = crate::fsutil::open_regular_file(path, MAX_TORCH_FILE_BYTES)?;
+    let (file, metadata) = crate::fsutil::open_regular_file(path, MAX_TORCH_FILE_BYTES)?;
     let mut archive = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| {
         anyhow!(
             "not a torch.save file of PyTorch 1.6 or later (a zip archive): {e}; older files can be \
@@ -134,7 +134,10 @@ fn read_archive(path: &Path) -> Result<Value> {
         .find(|name| name.ends_with("data.pkl") && name.matches('/').count() == 1)
         .ok_or_else(|| anyhow!("the archive has no data.pkl (not written by torch.save?)"))?;
     let prefix = pickle_name.trim_end_matches("data.pkl").to_string();
-    let mut budget = InflateBudget { left: MAX_TORCH_FILE_BYTES };
+    // torch.save stores entries uncompressed; a re-zipped file of weights inflates to about
+    // its own size. Far more than that is a deflate bomb, refused before memory runs out.
+    let inflate_limit = metadata.len().saturating_mul(8).saturating_add(64 << 20).min(MAX_TORCH_FILE_BYTES);
+    let mut budget = InflateBudget { left: inflate_limit };
     if let Ok(order) = archive.by_name(&format!("{prefix}byteorder")) {
         let text = String::from_utf8_lossy(&budget.read(order, 64)?).to_string();
         if text.trim() != "little" {
