@@ -136,6 +136,28 @@ fn a_sweep_runs_resumes_spreads_over_members_and_summarizes_alike() {
     assert_eq!(table(&work.join("array")), straight_table, "members + summarize, same table");
 }
 
+/// An experiment interrupted after its first checkpoint is resumed, not started over, also
+/// when `paths.checkpoint_dir` is not the default folder.
+#[test]
+fn an_interrupted_experiment_resumes_from_a_custom_checkpoint_folder() {
+    let dir = setup();
+    let work = dir.path();
+    let mut base: serde_json::Value = read_json(&work.join("base.json"));
+    base["paths"] = serde_json::json!({"checkpoint_dir": "saved_states"});
+    std::fs::write(work.join("base.json"), base.to_string()).unwrap();
+    let sweep = serde_json::json!({"base_config": "base.json", "experiments": [{"name": "only", "overrides": {}}]});
+    std::fs::write(work.join("one.json"), sweep.to_string()).unwrap();
+    let args = ["--sweep", "one.json", "--sweep-dir", "custom"];
+    let (code, _, log) = run_interrupted(work, TRAIN, &args, |line| line.contains("epoch 2/2 1/"));
+    assert_eq!(code, Some(130), "{log}");
+    let interrupted = run_folder_of(&work.join("custom/only"));
+    assert!(interrupted.join("saved_states/latest_checkpoint.safetensors").is_file());
+    let out = ok(run(work, TRAIN, &args));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("resuming"), "{stderr}");
+    assert_eq!(run_folder_of(&work.join("custom/only")), interrupted, "the same run folder, resumed");
+}
+
 #[test]
 fn a_bad_dotted_key_or_value_is_refused_before_anything_runs() {
     let dir = setup();

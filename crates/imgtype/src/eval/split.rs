@@ -80,18 +80,68 @@ pub fn evaluate_records(
         }
         let batch = to_device(&to_normalized_batch(&images), model.device());
         let targets = Tensor::from_slice(&image_labels).to_device(model.device());
-        let (loss, probs) = tch::no_grad(|| {
-            let logits = fused.forward(&batch);
-            (loss_fn.compute(&logits, Targets::Hard(&targets)).double_value(&[]), logits.softmax(-1, Kind::Float))
-        });
+        // A libtorch failure on one batch (out of memory, say) costs that batch only.
+        let scored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tch::no_grad(|| -> Result<(f64, Vec<f32>)> {
+                let logits = fused.forward(&batch);
+                let loss = loss_fn.compute(&logits, Targets::Hard(&targets)).f_double_value(&[])?;
+                let probs = logits.f_softmax(-1, Kind::Float)?.f_to_device(Device::Cpu)?;
+                Ok((loss, Vec::<f32>::try_from(probs.flatten(0, -1))?))
+            })
+        }));
+        let (loss, flat) = match scored {
+            Ok(Ok(scored)) => scored,
+            Ok(Err(error)) => {
+                tracing::warn!("{label}: leaving out a batch of {} images: {error:#}", images.len());
+                unreadable += images.len();
+                continue;
+            }
+            Err(panic) => {
+                let reason = crate::data::decode::panic_message(&panic);
+                tracing::warn!("{label}: leaving out a batch of {} images: the model failed: {reason}", images.len());
+                unreadable += images.len();
+                continue;
+            }
+        };
         total_loss += loss * images.len() as f64;
-        let flat = Vec::<f32>::try_from(probs.to_device(Device::Cpu).flatten(0, -1))?;
         probabilities.extend(flat.chunks(class_names.len()).map(|r| r.iter().map(|&v| v as f64).collect::<Vec<_>>()));
         y_true.extend(image_labels.iter().map(|&l| l as usize));
     }
     progress.finish();
     if y_true.is_empty() && !records.is_empty() {
-        bail!("{label}: none of its {} images could be read", records.len());
+        bail!("{label}: none of its {} images could be read and scored", records.len());
     }
     Ok(SplitEvaluation { loss: total_loss / y_true.len().max(1) as f64, y_true, probabilities, unreadable })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Backbone;
+
+    /// A loss that libtorch refuses (class weights of the wrong length) fails every batch: the
+    /// guard turns that into warnings and one error for the split, not a panic.
+    #[test]
+    fn a_libtorch_failure_while_scoring_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.augmentation.image_size = 32;
+        config.model.backbone = Backbone::MobileNetV3Small;
+        config.inference.batch_size = 2;
+        let records: Vec<ImageRecord> = (0..4)
+            .map(|i| {
+                let name = format!("{i}.png");
+                image::RgbImage::from_pixel(40, 40, image::Rgb([i * 50, 90, 20])).save(dir.path().join(&name)).unwrap();
+                ImageRecord { product_id: i.to_string(), image_path: name, image_type: config.data.class_names[0].clone() }
+            })
+            .collect();
+        let model = ImageTypeClassifier::new(&config, Device::Cpu);
+        let source = ImageSource::local(Some(dir.path().to_path_buf()));
+        let good = Loss::CrossEntropy { weights: None, label_smoothing: 0.0 };
+        let scored = evaluate_records(&model, &records, &good, &config, &source, "validation").unwrap();
+        assert_eq!((scored.y_true.len(), scored.unreadable), (4, 0));
+        let bad = Loss::CrossEntropy { weights: Some(Tensor::ones([3], (Kind::Float, Device::Cpu))), label_smoothing: 0.0 };
+        let err = evaluate_records(&model, &records, &bad, &config, &source, "validation").err().unwrap();
+        assert!(err.to_string().contains("none of its 4 images could be read and scored"), "{err}");
+    }
 }

@@ -184,7 +184,7 @@ pub(super) fn experiment_state(dir: &Path) -> ExperimentState {
     for run in runs {
         match run_status(&run).as_deref() {
             Some("finished") => return ExperimentState::Finished(run),
-            None if run.join("checkpoints/latest_checkpoint.safetensors").is_file() => {
+            None if RunFolder::latest_checkpoint_of(&run).is_some_and(|checkpoint| checkpoint.is_file()) => {
                 state = ExperimentState::Resumable(run);
             }
             _ => {

@@ -43,6 +43,8 @@ struct RunMetadata {
     resumed_at: Vec<String>,
 }
 
+const LATEST_CHECKPOINT: &str = "latest_checkpoint.safetensors";
+
 impl RunFolder {
     /// Creates a new run folder under `paths.result_dir` for `config` (read from
     /// `config_file`, when there was one) with `model/`, the logs and checkpoints folders,
@@ -133,7 +135,15 @@ impl RunFolder {
     }
 
     pub fn latest_checkpoint(&self) -> PathBuf {
-        self.checkpoints_dir().join("latest_checkpoint.safetensors")
+        self.checkpoints_dir().join(LATEST_CHECKPOINT)
+    }
+
+    /// The latest checkpoint of the run folder at `dir` by that run's own config (its
+    /// `paths.checkpoint_dir`), without opening the folder; `None` without a readable config.
+    pub fn latest_checkpoint_of(dir: &Path) -> Option<PathBuf> {
+        let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+        let config = Config::parse(&text).ok()?.config;
+        Some(dir.join(&config.paths.checkpoint_dir).join(LATEST_CHECKPOINT))
     }
 
     pub fn numbered_checkpoint(&self, epoch: usize) -> PathBuf {
