@@ -278,3 +278,53 @@ fn a_link_swapped_during_predictions_never_reads_outside() {
     flipper.join().unwrap();
     assert!(read_inside > 0 && refused_outside > 0, "inside {read_inside}, refused {refused_outside}");
 }
+
+/// Differential, against real servers: generated URLs that mix the allowed host A and the
+/// other host B with separators, user info and encodings. B never gets a request, and every
+/// prediction that succeeds was of a URL whose one parse names A.
+#[test]
+fn generated_urls_never_reach_a_host_that_is_not_allowed() {
+    use proptest::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let (allowed, _) = counted_server();
+    let (other, other_hits) = counted_server();
+    let a = allowed.trim_start_matches("http://").to_string();
+    let b = other.trim_start_matches("http://").to_string();
+    let api = api(dir.path(), |_| {})
+        .with_source_policy(SourcePolicy {
+            allowed_hosts: Some(vec![a.clone()]),
+            allow_private_addresses: true,
+            ..SourcePolicy::restricted()
+        })
+        .unwrap();
+    let piece = prop_oneof![
+        Just(a.clone()),
+        Just(b.clone()),
+        Just(format!("localhost:{}", b.rsplit_once(':').unwrap().1)),
+        Just("\\".to_string()),
+        Just("@".to_string()),
+        Just("/".to_string()),
+        Just("#".to_string()),
+        Just("?".to_string()),
+        Just("%40".to_string()),
+        Just("%2f".to_string()),
+        Just(":".to_string()),
+        Just("/cdn.png".to_string()),
+    ];
+    let scheme = prop_oneof![Just("http://"), Just("HTTP://"), Just("http:"), Just("http:\\\\")];
+    let urls = (scheme, proptest::collection::vec(piece, 1..6)).prop_map(|(s, p)| format!("{s}{}", p.concat()));
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(200);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases, ..ProptestConfig::default() });
+    runner
+        .run(&urls, |url| {
+            let result = one(&api, &url);
+            if result.error.is_none() {
+                let parsed = imgtype::data::keys::Url::parse(&url).unwrap();
+                let authority = format!("{}:{}", parsed.host_str().unwrap(), parsed.port().unwrap());
+                prop_assert_eq!(authority, a.clone(), "{} predicted", url);
+            }
+            prop_assert_eq!(other_hits.load(Ordering::SeqCst), 0, "{} reached the other host", url);
+            Ok(())
+        })
+        .unwrap();
+}

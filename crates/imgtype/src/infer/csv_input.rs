@@ -227,4 +227,82 @@ mod tests {
         let (_, rows) = read_all("image_path,t\na.jpg,x\n\"b.jpg,y\nc.jpg,z\n");
         assert_eq!(rows.iter().map(|r| r.2.is_some()).collect::<Vec<_>>(), vec![false, true, false]);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn field() -> impl Strategy<Value = String> {
+            proptest::string::string_regex("[a-z0-9 ,\"\n\r./-]{0,8}").unwrap()
+        }
+
+        fn read_with_csv_crate(bytes: &[u8]) -> Vec<Vec<Vec<u8>>> {
+            let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(bytes);
+            reader.byte_records().map(|r| r.unwrap().iter().map(<[u8]>::to_vec).collect()).collect()
+        }
+
+        fn read_with_ours(bytes: &[u8]) -> Vec<(Vec<Vec<u8>>, bool)> {
+            let mut reader = RecordReader::new(bytes, "in.csv");
+            let mut rows = Vec::new();
+            if let Some(header) = reader.header().unwrap() {
+                rows.push((header.iter().map(<[u8]>::to_vec).collect(), false));
+            }
+            while let Some(r) = reader.next().unwrap() {
+                rows.push((r.record.iter().map(<[u8]>::to_vec).collect(), r.problem.is_some()));
+            }
+            rows
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+            /// Differential: on any CSV the csv crate writes, we read what the csv crate reads.
+            #[test]
+            fn well_formed_csvs_read_as_the_csv_crate_reads_them(
+                rows in proptest::collection::vec(proptest::collection::vec(field(), 3), 1..12),
+                crlf in any::<bool>(),
+            ) {
+                let terminator = if crlf { csv::Terminator::CRLF } else { csv::Terminator::Any(b'\n') };
+                let mut writer = csv::WriterBuilder::new().terminator(terminator).from_writer(Vec::new());
+                for row in &rows {
+                    writer.write_record(row).unwrap();
+                }
+                let bytes = writer.into_inner().unwrap();
+                let ours = read_with_ours(&bytes);
+                let theirs = read_with_csv_crate(&bytes);
+                prop_assert_eq!(ours.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>(), theirs);
+                prop_assert!(ours.iter().all(|(_, bad)| !bad));
+            }
+
+            /// A stray `"` at the start of one row of single-line rows costs that row only.
+            #[test]
+            fn a_stray_quote_costs_one_row(
+                rows in proptest::collection::vec(proptest::collection::vec("[a-z0-9./]{1,6}", 3), 2..30),
+                at in any::<prop::sample::Index>(),
+            ) {
+                let bad = at.index(rows.len() - 1) + 1;
+                let mut text = String::new();
+                for (i, row) in rows.iter().enumerate() {
+                    text.push_str(if i == bad { "\"" } else { "" });
+                    text.push_str(&row.join(","));
+                    text.push('\n');
+                }
+                let ours = read_with_ours(text.as_bytes());
+                prop_assert_eq!(ours.len(), rows.len());
+                for (i, (fields, problem)) in ours.iter().enumerate() {
+                    if i != bad {
+                        let expected: Vec<Vec<u8>> = rows[i].iter().map(|f| f.as_bytes().to_vec()).collect();
+                        prop_assert_eq!(fields, &expected);
+                    }
+                    prop_assert_eq!(*problem, i == bad);
+                }
+            }
+
+            /// Any bytes: records, never a panic.
+            #[test]
+            fn any_bytes_are_read_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+                let _ = read_with_ours(&bytes);
+            }
+        }
+    }
 }
