@@ -7,6 +7,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
+use super::pillow_compat;
 use crate::config::DataConfig;
 
 /// What a decoder may be asked to do.
@@ -45,12 +46,44 @@ pub fn decode_for_size(bytes: &[u8], label: &str, limits: DecodeLimits, target: 
     if bytes.is_empty() {
         bail!("{label}: empty file (0 bytes)");
     }
+    let repaired = pillow_compat::repair(bytes);
+    let bytes = &repaired[..];
     let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .with_context(|| format!("cannot read image {label}"))?;
-    let Some(format) = reader.format() else {
-        bail!("{label}: not an image (unknown format)");
+    let format = match reader.format() {
+        Some(format) => format,
+        None if pillow_compat::looks_like_tga(bytes) => {
+            reader.set_format(ImageFormat::Tga);
+            ImageFormat::Tga
+        }
+        None => bail!("{label}: not an image (unknown format)"),
     };
+    if format == ImageFormat::Ico {
+        if let Some(icon) = pillow_compat::largest_png_icon(bytes) {
+            return decode_for_size(icon, label, limits, target);
+        }
+    }
+    if format == ImageFormat::Tiff {
+        let check = |size| check_size(size, limits, label);
+        if let Some(decoded) = guarded(label, || {
+            pillow_compat::decode_tiff_pillow_only(bytes, check)
+                .transpose()
+                .map(|image| image.unwrap_or_default())
+                .with_context(|| format!("cannot decode image {label}"))
+        })
+        .map(|image| (image.width() > 0).then_some(image))
+        .transpose()
+        {
+            return decoded;
+        }
+    }
+    if format == ImageFormat::Avif {
+        bail!(
+            "{label}: AVIF is not supported (its decoder needs a newer dav1d library than this \
+             machine's packages have); convert the image to JPEG, PNG or WebP"
+        );
+    }
     if !limits.allow_truncated {
         check_complete(bytes, format).with_context(|| format!("{label}: truncated image data"))?;
     }
@@ -123,6 +156,8 @@ pub fn check_readable(bytes: &[u8], label: &str, limits: DecodeLimits) -> Result
     if bytes.is_empty() {
         bail!("{label}: empty file (0 bytes)");
     }
+    let repaired = pillow_compat::repair(bytes);
+    let bytes = &repaired[..];
     let reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .with_context(|| format!("cannot read image {label}"))?;

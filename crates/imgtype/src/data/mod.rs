@@ -7,6 +7,7 @@ pub mod decode;
 pub mod image;
 pub mod keys;
 mod open;
+mod pillow_compat;
 pub mod product;
 pub mod records;
 #[cfg(feature = "remote")]
