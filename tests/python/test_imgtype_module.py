@@ -1,10 +1,12 @@
 """The Python module `imgtype` as a backend uses it (run by scripts/test.sh):
 its predictions equal the `test` binary's CSV for the same images; bad paths give ERROR
 rows; 8 threads × 50 calls give the sequential results; the GIL is released during a long
-predict; and it works beside torch in one process.
+predict; URL tricks around an allow-list never reach another host; crafted model files raise
+RuntimeError; and it works beside torch in one process.
 
 usage: .venv/bin/python tests/python/test_imgtype_module.py"""
 import csv
+import http.server
 import json
 import subprocess
 import sys
@@ -105,7 +107,57 @@ with tempfile.TemporaryDirectory() as tmp:
     assert seconds > 0.2, f"the long call took only {seconds:.3f} s"
     assert counter[0] > 0.3 * seconds / 0.0011, f"{counter[0]} ticks in {seconds:.2f} s: the GIL was held"
 
+    # Hostile input (issue 17). The allow-list bypass: host A allowed, B must never be asked.
+    hits = {"A": 0, "B": 0}
+    png = (root / "sample_images" / keys[0]).read_bytes()
+
+    def serve(name):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                hits[name] += 1
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(png)
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server, server.server_address[1]
+
+    (server_a, port_a), (server_b, port_b) = serve("A"), serve("B")
+    guarded = imgtype.ImageClassificationAPI(str(model), device="cpu", allowed_hosts=[f"127.0.0.1:{port_a}"],
+                                             allow_private_addresses=True)
+    attacks = [f"http://127.0.0.1:{port_b}\\@127.0.0.1:{port_a}/u.jpg",
+               f"http://localhost:{port_b}\\@127.0.0.1:{port_a}/u.jpg",
+               f"http://127.0.0.1:{port_b}\\\\@127.0.0.1:{port_a}/u.jpg",
+               f"HTTP://127.0.0.1:{port_b}/u.jpg"]
+    rows = guarded.predict(attacks + [f"http://127.0.0.1:{port_a}/u.jpg", f"HTTP://127.0.0.1:{port_a}/u.jpg"])
+    assert [r["predicted_class"] == "ERROR" for r in rows] == [True] * 4 + [False, False], rows
+    assert hits == {"A": 2, "B": 0}, hits
+    server_a.shutdown()
+    server_b.shutdown()
+    try:
+        imgtype.ImageClassificationAPI(str(model), device="cpu", allowed_hosts=["a.test/x"])
+        raise AssertionError("an allowed host with a path was accepted")
+    except ValueError as e:
+        assert "a.test/x" in str(e), e
+
+    # Crafted model files are an ordinary exception, never a dead interpreter.
+    subprocess.run([sys.executable, str(root / "scripts" / "make_hostile_models.py"), str(work / "hostile")],
+                   check=True, capture_output=True)
+    crafted = sorted((work / "hostile").glob("*.pth"))
+    assert len(crafted) >= 8, crafted
+    for path in crafted:
+        try:
+            imgtype.ImageClassificationAPI(str(path), device="cpu")
+            raise AssertionError(f"{path.name} loaded")
+        except RuntimeError as e:
+            assert path.name in str(e), e
+
     # torch in the same process still works (one libtorch).
     assert float(torch.ones(3).sum()) == 3.0
     print(f"imgtype module: {len(keys)} predictions equal the test binary's; ERROR rows; "
-          f"8 threads x 50 calls; {counter[0]} ticks during a {seconds:.2f} s predict (GIL released)")
+          f"8 threads x 50 calls; {counter[0]} ticks during a {seconds:.2f} s predict (GIL released); "
+          f"URL tricks never reached the other host; {len(crafted)} crafted model files raised RuntimeError")
