@@ -87,7 +87,8 @@ fn model_metadata_that_lies_is_refused_on_load() {
         lying.insert(key.into(), value.into());
         let path = dir.path().join(format!("lying_{i}.safetensors"));
         imgtype::model::file::write_safetensors(&path, &tensors, lying).unwrap();
-        let out = run(dir.path(), TEST, &["--model-path", path.to_str().unwrap(), "--image-path", image.to_str().unwrap()]);
+        let out =
+            run(dir.path(), TEST, &["--model-path", path.to_str().unwrap(), "--image-path", image.to_str().unwrap()]);
         failed_with(&out, &[&format!("lying_{i}.safetensors"), reason]);
     }
     let mut config = serde_json::to_value(Config::default()).unwrap();
@@ -152,10 +153,8 @@ fn output_paths_are_checked_before_any_prediction() {
     assert_eq!(std::fs::read_to_string(dir.path().join("in.csv")).unwrap(), text);
     assert!(std::fs::symlink_metadata(dir.path().join("fifo.csv")).unwrap().file_type().is_fifo());
     assert!(std::fs::symlink_metadata("/dev/full").unwrap().file_type().is_char_device());
-    let leftovers: Vec<_> = imgtype_testkit::walk(dir.path())
-        .into_iter()
-        .filter(|p| p.to_string_lossy().contains(".partial"))
-        .collect();
+    let leftovers: Vec<_> =
+        imgtype_testkit::walk(dir.path()).into_iter().filter(|p| p.to_string_lossy().contains(".partial")).collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
     std::fs::write(dir.path().join("old.csv"), "old").unwrap();
@@ -191,7 +190,8 @@ fn an_unbalanced_quote_costs_one_row_and_duplicate_columns_are_refused() {
     assert!(rows[1][error].contains("row 3 has an unbalanced quote"), "{}", rows[1][error]);
     assert_eq!(rows[299][0], keys[299]);
 
-    std::fs::write(dir.path().join("two.csv"), format!("image_path,x,image_path\n{},1,{}\n", keys[0], keys[1])).unwrap();
+    std::fs::write(dir.path().join("two.csv"), format!("image_path,x,image_path\n{},1,{}\n", keys[0], keys[1]))
+        .unwrap();
     let out = run(dir.path(), TEST, &["--model-path", model, "--csv-path", "two.csv", "--output-path", "o.csv"]);
     failed_with(&out, &["two.csv", "2 `image_path` columns (columns 1, 3)"]);
 }

@@ -130,16 +130,17 @@ pub fn read_capped(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
 /// symbolic link is written through: the file it points to is replaced, the link stays.
 pub fn check_output_file(path: &Path, inputs: &[&Path]) -> Result<PathBuf> {
     use std::os::unix::fs::MetadataExt;
+    if path.as_os_str() == "-" {
+        anyhow::bail!("output path `-`: results are written to a file (resumable, renamed when complete), not to standard output; give a file path");
+    }
     let target = match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(path.to_path_buf()),
         Err(e) => return Err(e).with_context(|| format!("cannot use output path {}", path.display())),
-        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path).map_err(|_| {
-            anyhow::anyhow!("output path {} is a symbolic link to a missing file", path.display())
-        })?,
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path)
+            .map_err(|_| anyhow::anyhow!("output path {} is a symbolic link to a missing file", path.display()))?,
         Ok(_) => path.to_path_buf(),
     };
-    let metadata =
-        std::fs::metadata(&target).with_context(|| format!("cannot use output path {}", path.display()))?;
+    let metadata = std::fs::metadata(&target).with_context(|| format!("cannot use output path {}", path.display()))?;
     if metadata.is_dir() {
         anyhow::bail!("output path {} is a folder: give the path of a file to write", path.display());
     }
@@ -222,6 +223,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("in.csv");
         std::fs::write(&input, "image_path\n").unwrap();
+        assert!(check_output_file(Path::new("-"), &[]).unwrap_err().to_string().contains("not to standard output"));
         let new = dir.path().join("new.csv");
         assert_eq!(check_output_file(&new, &[&input]).unwrap(), new);
         let err = check_output_file(&input, &[&input]).unwrap_err().to_string();

@@ -162,8 +162,11 @@ fn zip_with(entries: &[(&str, &[u8])]) -> Vec<u8> {
     {
         let mut zip = zip::ZipWriter::new(&mut buffer);
         for (name, data) in entries {
-            zip.start_file(*name, zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored))
-                .unwrap();
+            zip.start_file(
+                *name,
+                zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored),
+            )
+            .unwrap();
             zip.write_all(data).unwrap();
         }
         zip.finish().unwrap();

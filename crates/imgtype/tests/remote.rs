@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use imgtype::config::DataConfig;
 use imgtype::data::image::load_rgb;
-use imgtype::data::source::Location;
 use imgtype::data::keys::Url;
+use imgtype::data::source::Location;
 use imgtype::data::ImageSource;
 
 struct TestServer {

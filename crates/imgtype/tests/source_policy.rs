@@ -98,7 +98,8 @@ fn local_keys_stay_in_the_image_folder_and_absolute_paths_need_permission() {
     let absolute = dir.path().join("secret.png").display().to_string();
     refused(&one(&api, &absolute), "absolute paths are not allowed");
 
-    let api = api.with_source_policy(SourcePolicy { allow_absolute_paths: true, ..SourcePolicy::restricted() }).unwrap();
+    let api =
+        api.with_source_policy(SourcePolicy { allow_absolute_paths: true, ..SourcePolicy::restricted() }).unwrap();
     predicted(&one(&api, &absolute));
     refused(&one(&api, "link.png"), "leads out of the image folder");
     let trusted = api.with_source_policy(SourcePolicy::trusted()).unwrap();
@@ -116,7 +117,8 @@ fn urls_only_on_allowed_public_hosts_and_redirects_only_within_them() {
     // By default even the CDN is refused here: the stand-in listens on a loopback address.
     refused(&one(&api, "cdn.png"), "loopback");
     // Allowing non-public addresses (as this test's stand-in CDN needs), the CDN serves.
-    let api = api.with_source_policy(SourcePolicy { allow_private_addresses: true, ..SourcePolicy::restricted() }).unwrap();
+    let api =
+        api.with_source_policy(SourcePolicy { allow_private_addresses: true, ..SourcePolicy::restricted() }).unwrap();
     predicted(&one(&api, "cdn.png"));
     predicted(&one(&api, &format!("{cdn}/cdn.png")));
     let other_host = other.trim_start_matches("http://");
@@ -136,24 +138,32 @@ fn urls_only_on_allowed_public_hosts_and_redirects_only_within_them() {
     refused(&one(&listed, &format!("{other}/cdn.png")), "loopback");
 }
 
+/// Two counting servers, A and B, and an API whose policy allows A only (loopback allowed,
+/// as the stand-ins listen there).
+fn two_hosts_only_the_first_allowed(
+    dir: &Path,
+) -> (ImageClassificationApi, (String, Arc<AtomicUsize>), (String, Arc<AtomicUsize>)) {
+    let (allowed, other) = (counted_server(), counted_server());
+    let api = api(dir, |_| {})
+        .with_source_policy(SourcePolicy {
+            allowed_hosts: Some(vec![allowed.0.trim_start_matches("http://").to_string()]),
+            allow_private_addresses: true,
+            ..SourcePolicy::restricted()
+        })
+        .unwrap();
+    (api, allowed, other)
+}
+
 /// The allow-list bypass: a policy that read the host from the text after the last `@`
 /// allowed host A while the HTTP client, reading `\` as `/`, connected to B. Parsed once,
 /// such URLs are refused, and B never gets a request.
 #[test]
 fn urls_the_policy_and_the_client_could_read_differently_never_reach_another_host() {
     let dir = tempfile::tempdir().unwrap();
-    let (allowed, allowed_hits) = counted_server();
-    let (other, other_hits) = counted_server();
+    let (api, (allowed, allowed_hits), (other, other_hits)) = two_hosts_only_the_first_allowed(dir.path());
     let a = allowed.trim_start_matches("http://").to_string();
     let b = other.trim_start_matches("http://").to_string();
     let port_b = b.rsplit_once(':').unwrap().1.to_string();
-    let api = api(dir.path(), |_| {})
-        .with_source_policy(SourcePolicy {
-            allowed_hosts: Some(vec![a.clone()]),
-            allow_private_addresses: true,
-            ..SourcePolicy::restricted()
-        })
-        .unwrap();
     predicted(&one(&api, &format!("{allowed}/cdn.png")));
     predicted(&one(&api, &format!("HTTP://{a}/cdn.png")));
     for attack in [
@@ -286,17 +296,9 @@ fn a_link_swapped_during_predictions_never_reads_outside() {
 fn generated_urls_never_reach_a_host_that_is_not_allowed() {
     use proptest::prelude::*;
     let dir = tempfile::tempdir().unwrap();
-    let (allowed, _) = counted_server();
-    let (other, other_hits) = counted_server();
+    let (api, (allowed, _), (other, other_hits)) = two_hosts_only_the_first_allowed(dir.path());
     let a = allowed.trim_start_matches("http://").to_string();
     let b = other.trim_start_matches("http://").to_string();
-    let api = api(dir.path(), |_| {})
-        .with_source_policy(SourcePolicy {
-            allowed_hosts: Some(vec![a.clone()]),
-            allow_private_addresses: true,
-            ..SourcePolicy::restricted()
-        })
-        .unwrap();
     let piece = prop_oneof![
         Just(a.clone()),
         Just(b.clone()),

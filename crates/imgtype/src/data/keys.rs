@@ -220,16 +220,9 @@ mod tests {
         let base = Url::parse("https://cdn.test/cdn/").unwrap();
         assert_eq!(join_under(&base, "a/b.jpg").unwrap().as_str(), "https://cdn.test/cdn/a/b.jpg");
         assert_eq!(join_under(&base, "/a.jpg").unwrap().as_str(), "https://cdn.test/cdn/a.jpg");
-        for key in [
-            "%2e%2e/%2e%2e/etc/passwd",
-            "%2E%2E/x",
-            ".%2e/x",
-            "a%2fb",
-            "a%5Cb",
-            "../x.jpg",
-            "a/../../x",
-            "a\\..\\x",
-        ] {
+        for key in
+            ["%2e%2e/%2e%2e/etc/passwd", "%2E%2E/x", ".%2e/x", "a%2fb", "a%5Cb", "../x.jpg", "a/../../x", "a\\..\\x"]
+        {
             assert!(join_under(&base, key).is_err(), "{key} accepted");
         }
         let no_slash = Url::parse("https://cdn.test/cdn").unwrap();

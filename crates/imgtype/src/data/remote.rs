@@ -72,7 +72,9 @@ impl RemoteFetcher {
         let cached = self.cache_path(url);
         if let Some(path) = &cached {
             let label = shown(url.as_str());
-            if let Ok(bytes) = std::fs::File::open(path).map_err(anyhow::Error::from).and_then(|f| read_at_most(f, max_bytes, &label)) {
+            if let Ok(bytes) =
+                std::fs::File::open(path).map_err(anyhow::Error::from).and_then(|f| read_at_most(f, max_bytes, &label))
+            {
                 return Ok(bytes);
             }
         }
@@ -116,17 +118,24 @@ impl RemoteFetcher {
                 if self.policy.is_some() && (300..400).contains(&r.status()) {
                     let shown_current = shown(current.as_str()).into_owned();
                     let Some(location) = r.header("Location") else {
-                        return Err(Download::Permanent(anyhow!("{shown_current}: HTTP {} without a Location", r.status())));
+                        return Err(Download::Permanent(anyhow!(
+                            "{shown_current}: HTTP {} without a Location",
+                            r.status()
+                        )));
                     };
                     let next = current
                         .join(location)
                         .map_err(anyhow::Error::from)
                         .and_then(|next| parse_url(next.as_str()))
-                        .map_err(|e| Download::Permanent(anyhow!("{shown_current}: bad redirect to {}: {e:#}", shown(location))))?;
+                        .map_err(|e| {
+                            Download::Permanent(anyhow!("{shown_current}: bad redirect to {}: {e:#}", shown(location)))
+                        })?;
                     self.check_host(&next).map_err(|e| match e {
-                        Download::Permanent(e) | Download::Transient(e) => {
-                            Download::Permanent(e.context(format!("{} redirects to {}", shown(url.as_str()), shown(next.as_str()))))
-                        }
+                        Download::Permanent(e) | Download::Transient(e) => Download::Permanent(e.context(format!(
+                            "{} redirects to {}",
+                            shown(url.as_str()),
+                            shown(next.as_str())
+                        ))),
                     })?;
                     current = next;
                     continue;
@@ -157,7 +166,9 @@ impl RemoteFetcher {
                 std::io::Read::read_to_end(&mut std::io::Read::take(response.into_reader(), max_bytes + 1), &mut bytes)
                     .map_err(|e| Download::Transient(anyhow!("{url}: reading the body failed: {e}")))?;
                 if bytes.len() as u64 > max_bytes {
-                    return Err(Download::Permanent(anyhow!("{url}: body larger than data.max_image_bytes ({max_bytes} bytes)")));
+                    return Err(Download::Permanent(anyhow!(
+                        "{url}: body larger than data.max_image_bytes ({max_bytes} bytes)"
+                    )));
                 }
                 Ok(bytes)
             }
@@ -179,7 +190,8 @@ impl RemoteFetcher {
 fn refused_address(error: &ureq::Error) -> Option<String> {
     let mut source = std::error::Error::source(error);
     while let Some(inner) = source {
-        let refusal = inner.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()?.downcast_ref::<RefusedAddress>());
+        let refusal =
+            inner.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()?.downcast_ref::<RefusedAddress>());
         if let Some(refusal) = refusal {
             return Some(refusal.0.clone());
         }

@@ -206,7 +206,8 @@ impl ImageSource {
         if absolute && !self.policy.allow_absolute_paths {
             bail!("{}: absolute paths are not allowed here", shown(key));
         }
-        let label = if self.policy.confine_relative_keys { shown(key).into_owned() } else { path.display().to_string() };
+        let label =
+            if self.policy.confine_relative_keys { shown(key).into_owned() } else { path.display().to_string() };
         let confine = self.policy.confine_relative_keys && !absolute;
         if confine && Path::new(key).components().any(|c| matches!(c, std::path::Component::ParentDir)) {
             bail!("{}: `..` is not allowed in an image path", shown(key));

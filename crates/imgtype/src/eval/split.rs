@@ -132,7 +132,11 @@ mod tests {
             .map(|i| {
                 let name = format!("{i}.png");
                 image::RgbImage::from_pixel(40, 40, image::Rgb([i * 50, 90, 20])).save(dir.path().join(&name)).unwrap();
-                ImageRecord { product_id: i.to_string(), image_path: name, image_type: config.data.class_names[0].clone() }
+                ImageRecord {
+                    product_id: i.to_string(),
+                    image_path: name,
+                    image_type: config.data.class_names[0].clone(),
+                }
             })
             .collect();
         let model = ImageTypeClassifier::new(&config, Device::Cpu);
@@ -140,7 +144,8 @@ mod tests {
         let good = Loss::CrossEntropy { weights: None, label_smoothing: 0.0 };
         let scored = evaluate_records(&model, &records, &good, &config, &source, "validation").unwrap();
         assert_eq!((scored.y_true.len(), scored.unreadable), (4, 0));
-        let bad = Loss::CrossEntropy { weights: Some(Tensor::ones([3], (Kind::Float, Device::Cpu))), label_smoothing: 0.0 };
+        let bad =
+            Loss::CrossEntropy { weights: Some(Tensor::ones([3], (Kind::Float, Device::Cpu))), label_smoothing: 0.0 };
         let err = evaluate_records(&model, &records, &bad, &config, &source, "validation").err().unwrap();
         assert!(err.to_string().contains("none of its 4 images could be read and scored"), "{err}");
     }

@@ -18,8 +18,8 @@ use anyhow::{bail, Context, Result};
 use csv::ByteRecord;
 use serde::Serialize;
 
-use super::csv_input::{InputRecord, RecordReader};
 use super::columns::{correct_value, prediction_header, prediction_values, timing_and_error};
+use super::csv_input::{InputRecord, RecordReader};
 use super::predictor::LoadedBatch;
 use super::prefetch::prefetched;
 use super::shards::{shard_file_name, Shard};
@@ -107,7 +107,12 @@ pub fn run_csv(predictor: &Predictor, request: &CsvRequest, stop: &StopFlag) -> 
 
 /// A first, cheap pass: counts this shard's data rows (the progress total) and checks
 /// that the rows an interrupted run finished are this input's first rows.
-fn first_pass(reader: &mut InputReader, columns: &InputColumns, shard: Option<Shard>, earlier: &EarlierRows) -> Result<usize> {
+fn first_pass(
+    reader: &mut InputReader,
+    columns: &InputColumns,
+    shard: Option<Shard>,
+    earlier: &EarlierRows,
+) -> Result<usize> {
     let (mut index, mut rows) = (0, 0);
     while let Some(row) = reader.next()? {
         if shard.is_none_or(|s| s.includes(index)) {

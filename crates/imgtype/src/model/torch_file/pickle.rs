@@ -156,7 +156,8 @@ impl<'a, 'b> Unpickler<'a, 'b> {
         loop {
             let at = self.pos;
             let byte = self.u8()?;
-            let op = Opcode::from_byte(byte).ok_or_else(|| anyhow!("unsupported pickle opcode 0x{byte:02x} at byte {at}"))?;
+            let op = Opcode::from_byte(byte)
+                .ok_or_else(|| anyhow!("unsupported pickle opcode 0x{byte:02x} at byte {at}"))?;
             if op == Opcode::Stop {
                 return Ok(self.pop()?.value);
             }
