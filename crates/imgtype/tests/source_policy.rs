@@ -102,6 +102,10 @@ fn local_keys_stay_in_the_image_folder_and_absolute_paths_need_permission() {
         api.with_source_policy(SourcePolicy { allow_absolute_paths: true, ..SourcePolicy::restricted() }).unwrap();
     predicted(&one(&api, &absolute));
     refused(&one(&api, "link.png"), "leads out of the image folder");
+    // No read without a bound: a device, and a 20 GB (sparse) file in the folder.
+    refused(&one(&api, "/dev/zero"), "not a regular file");
+    std::fs::File::create(images.join("huge.jpg")).unwrap().set_len(20 << 30).unwrap();
+    refused(&one(&api, "huge.jpg"), "more than data.max_image_bytes");
     let trusted = api.with_source_policy(SourcePolicy::trusted()).unwrap();
     predicted(&one(&trusted, "link.png"));
 }

@@ -361,8 +361,11 @@ where
 impl Config {
     /// Reads, parses and validates a config file. Unknown keys are logged as warnings.
     pub fn load(path: &Path) -> Result<Config> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        // A config is a few kilobytes; the cap keeps `--config /dev/zero` from reading forever.
+        let bytes = crate::fsutil::read_capped(path, 16 << 20)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| anyhow::anyhow!("config file {} is not UTF-8 text", path.display()))?;
         let loaded = Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))?;
         for key in &loaded.unknown_keys {
             tracing::warn!("{}: unknown config key `{key}` is ignored (typo?)", path.display());

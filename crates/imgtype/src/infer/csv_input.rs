@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::io::BufRead;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use csv::ByteRecord;
 
 /// Most lines and bytes one record may span before its first line is taken as malformed.
@@ -50,8 +50,29 @@ impl<R: BufRead> RecordReader<R> {
             return Ok(Some(line));
         }
         let mut line = Vec::new();
-        let read = self.source.read_until(b'\n', &mut line).with_context(|| format!("cannot read {}", self.label))?;
-        if read == 0 {
+        loop {
+            let available = self.source.fill_buf().with_context(|| format!("cannot read {}", self.label))?;
+            if available.is_empty() {
+                break;
+            }
+            let (taken, ends) = match available.iter().position(|&b| b == b'\n') {
+                Some(at) => (at + 1, true),
+                None => (available.len(), false),
+            };
+            line.extend_from_slice(&available[..taken]);
+            self.source.consume(taken);
+            if line.len() > MAX_RECORD_BYTES {
+                bail!(
+                    "{}: line {} is longer than {MAX_RECORD_BYTES} bytes (not a CSV file?)",
+                    self.label,
+                    self.next_line
+                );
+            }
+            if ends {
+                break;
+            }
+        }
+        if line.is_empty() {
             return Ok(None);
         }
         let number = self.next_line;
@@ -202,6 +223,14 @@ mod tests {
         assert_eq!(rows[1].0, vec!["say \"hi\"", "x"]);
         assert_eq!((rows[2].0.clone(), rows[2].1), (vec!["last.jpg".to_string(), "y".to_string()], 6));
         assert!(rows.iter().all(|r| r.2.is_none()));
+    }
+
+    #[test]
+    fn an_endless_line_is_an_error_not_a_memory_blowup() {
+        let endless = std::io::BufReader::new(std::io::repeat(0));
+        let mut reader = RecordReader::new(endless, "/dev/zero");
+        let err = reader.header().err().unwrap().to_string();
+        assert!(err.contains("line 1 is longer than"), "{err}");
     }
 
     #[test]
