@@ -122,6 +122,12 @@ def main():
         size = (48, 64) if orientation >= 5 else (64, 48)
         write(f"exif_orientation_{orientation}.jpg", data, size=size)
 
+    # A 20 GB file (sparse: nothing is written) named like a photo: refused from its size,
+    # before a byte is read, at every entry point.
+    with open(IMAGES / "huge_sparse.jpg", "wb") as f:
+        f.truncate(20 << 30)
+    images["huge_sparse.jpg"] = {"expect": "error", "reason": "more than data.max_image_bytes"}
+
     # CSVs that list images of this corpus (paths relative to images/).
     header = "image_path,image_type\n"
     good = ["plain.jpg,full_shot", "plain.png,care_label", "cmyk.jpg,detail_shot"]
@@ -131,7 +137,9 @@ def main():
     csvs["crlf.csv"] = {"expect": "ok", "rows": 3}
     lines = [good[0], '"plain.png,care_label', good[2]]
     (OUT / "bad_quote.csv").write_text(header + "\n".join(lines) + "\n")
-    csvs["bad_quote.csv"] = {"expect": "rows", "note": "an unbalanced quote swallows the rest of the file into one field"}
+    csvs["bad_quote.csv"] = {"expect": "rows", "rows": 3, "note": "an unbalanced quote costs its own row only"}
+    (OUT / "two_image_columns.csv").write_text("image_path,image_type,image_path\nplain.jpg,full_shot,plain.png\n")
+    csvs["two_image_columns.csv"] = {"expect": "error", "reason": "2 `image_path` columns"}
     lines = [good[0], "plain.png,care_label,extra,fields", "cmyk.jpg", good[2]]
     (OUT / "field_counts.csv").write_text(header + "\n".join(lines) + "\n")
     csvs["field_counts.csv"] = {"expect": "rows", "rows": 4}

@@ -73,9 +73,11 @@ fn corpus() -> &'static Corpus {
 #[test]
 fn good_images_decode_to_their_size_and_bad_ones_say_why() {
     let corpus = corpus();
+    // Read as every entry point reads images: through the source, whose reads are capped.
+    let source = imgtype::data::ImageSource::local(Some(corpus.images_dir()));
     for (name, reason) in &corpus.images {
-        let bytes = std::fs::read(corpus.images_dir().join(name)).unwrap();
-        match (decode_bytes(&bytes, name, DecodeLimits::default()), reason) {
+        let decoded = source.fetch(name).and_then(|bytes| decode_bytes(&bytes, name, DecodeLimits::default()));
+        match (decoded, reason) {
             (Ok(image), None) => {
                 assert_eq!(image.dimensions(), corpus.sizes[name], "{name} (EXIF orientation applied)")
             }
@@ -201,9 +203,18 @@ fn awkward_csvs_give_error_rows_or_one_clear_error() {
     assert!(raw.windows(8).any(|w| w == b"caf\xe9.jpg"), "the path is written back byte for byte");
     let text = String::from_utf8_lossy(&raw);
     assert!(text.contains("row 3: the image path is not valid UTF-8"), "{text}");
-    let (output, _) = predict("bad_quote.csv");
+    let (output, out) = predict("bad_quote.csv");
     assert!(output.status.success(), "an unbalanced quote gives an ERROR row, not a failed run");
-    for (csv, reason) in [("empty.csv", "no header row"), ("header_only.csv", "header but no rows")] {
+    let (header, rows) = read_csv(&out);
+    let errors: Vec<&str> = rows.iter().map(|r| r[header.len() - 1].as_str()).collect();
+    assert_eq!(errors.len(), 3, "one output row per input row: {rows:?}");
+    assert!(errors[0].is_empty() && errors[2].is_empty(), "{errors:?}");
+    assert!(errors[1].contains("row 3 has an unbalanced quote"), "{errors:?}");
+    for (csv, reason) in [
+        ("empty.csv", "no header row"),
+        ("header_only.csv", "header but no rows"),
+        ("two_image_columns.csv", "2 `image_path` columns"),
+    ] {
         let (output, out) = predict(csv);
         assert_eq!(output.status.code(), Some(1), "{csv}");
         let stderr = String::from_utf8_lossy(&output.stderr);

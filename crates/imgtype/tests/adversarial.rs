@@ -1,8 +1,9 @@
 //! Property-based and differential tests of the parsers that read bytes we did not make:
 //! image keys and URLs, `torch.save` archives, safetensors headers, image headers. Each
-//! property runs a bounded number of generated cases (`PROPTEST_CASES` raises it), starting
-//! from the seed corpus in `tests/data/hostile_keys.txt`; a failure proptest finds is saved
-//! under `proptest-regressions/` and then becomes a plain regression test below.
+//! property runs a bounded number of generated cases (`PROPTEST_CASES` raises it), and the
+//! seed corpus in `tests/data/hostile_keys.txt` runs through the same checks every time; a
+//! failure proptest finds is saved under `proptest-regressions/` and then becomes a plain
+//! regression test (a seed line, or a test of its own).
 
 use std::io::Write;
 use std::path::Path;
@@ -85,7 +86,7 @@ fn check_key(text: &str) -> Result<(), TestCaseError> {
         prop_assert_eq!(port, url.port_or_known_default());
         prop_assert_eq!(path, url.path());
         // Nothing a reader of the text could take for another host got through.
-        prop_assert!(!text.contains('\\') && !text.chars().any(|c| c.is_control() || c.is_whitespace()));
+        prop_assert!(!text.contains('\\') && !text.chars().any(char::is_control));
         prop_assert!(url.username().is_empty() && url.password().is_none());
         prop_assert!(url.scheme() == "http" || url.scheme() == "https");
         if allowed.matches(&url) {

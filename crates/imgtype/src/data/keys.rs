@@ -62,9 +62,10 @@ pub fn parse_key(key: &str) -> Result<Key> {
 }
 
 /// Characters a URL may not contain here: the WHATWG parser drops or rewrites them (tabs and
-/// newlines vanish, `\` is `/`), so a check reading the text would see another URL.
+/// newlines vanish, `\` is `/`), so a check reading the text would see another URL. Spaces
+/// are not among them: inside a path they are percent-encoded, in a host they fail the parse.
 fn misreadable_char(c: char) -> bool {
-    c == '\\' || c.is_control() || c.is_whitespace()
+    c == '\\' || c.is_control()
 }
 
 /// An absolute `http(s)` URL, parsed once.
@@ -205,9 +206,12 @@ mod tests {
             "http://127.0.0.1:9\\\\@127.0.0.1:8/u.jpg",
             "http://a.test/\tb.jpg",
             "http://a.test/b\n.jpg",
-            "http://a.test/b c.jpg",
             "http:\\\\a.test/b.jpg",
         ] {
+            assert!(parse_key(key).is_err(), "{key:?} accepted");
+        }
+        assert_eq!(url("http://a.test/b c.jpg").path(), "/b%20c.jpg");
+        for key in ["http://a.test b.test/x", "http://a.test @b.test/x"] {
             assert!(parse_key(key).is_err(), "{key:?} accepted");
         }
         let err = parse_key("http://user:pw@a.test/x.jpg").unwrap_err().to_string();
@@ -225,6 +229,7 @@ mod tests {
         {
             assert!(join_under(&base, key).is_err(), "{key} accepted");
         }
+        assert_eq!(join_under(&base, "a b.jpg").unwrap().as_str(), "https://cdn.test/cdn/a%20b.jpg");
         let no_slash = Url::parse("https://cdn.test/cdn").unwrap();
         assert_eq!(join_under(&no_slash, "x.jpg").unwrap().as_str(), "https://cdn.test/cdn/x.jpg");
     }

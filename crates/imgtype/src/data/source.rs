@@ -197,6 +197,12 @@ impl ImageSource {
         }
     }
 
+    /// The bytes of a local file named by a path (any bytes, on Unix not only UTF-8) rather
+    /// than a key: a regular file, at most `data.max_image_bytes`.
+    pub fn read_path(&self, path: &Path) -> Result<Vec<u8>> {
+        super::open::read_regular_file(path, None, self.max_bytes, &path.to_string_lossy())
+    }
+
     /// Reads a local file under the policy's rules. The file is opened first and what was
     /// opened is checked (see [`super::open::read_regular_file`]), so no swap of a link
     /// between a check and the open can lead outside the image folder. Under a restricted

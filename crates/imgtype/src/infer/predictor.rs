@@ -176,9 +176,11 @@ impl Predictor {
     /// The prediction for a local file given by path (any bytes, on Unix not only UTF-8).
     pub fn predict_file(&self, path: &Path) -> Result<Prediction, String> {
         let label = path.to_string_lossy();
-        let image = std::fs::read(path).map_err(|e| format!("cannot open image {label}: {e}")).and_then(|bytes| {
-            decode_bytes(&bytes, &label, self.source.decode_limits()).map_err(|e| format!("{e:#}"))
-        })?;
+        let image = self
+            .source
+            .read_path(path)
+            .and_then(|bytes| decode_bytes(&bytes, &label, self.source.decode_limits()))
+            .map_err(|e| format!("{e:#}"))?;
         let resized = resize_square(&image, self.image_size());
         self.predict_images(std::slice::from_ref(&resized)).map(|mut p| p.remove(0))
     }
