@@ -8,6 +8,7 @@ pub mod image;
 pub mod keys;
 mod open;
 mod pillow_compat;
+mod policy;
 pub mod product;
 pub mod records;
 #[cfg(feature = "remote")]

@@ -14,7 +14,7 @@ use url::Url;
 
 use super::keys::{authority, parse_url, shown};
 use super::open::read_at_most;
-use super::source::RemotePolicy;
+use super::policy::RemotePolicy;
 use crate::config::DataConfig;
 
 /// Redirects followed under a source policy.

@@ -13,6 +13,8 @@ mod csv_input;
 #[cfg(feature = "batch")]
 mod csv_mode;
 #[cfg(feature = "batch")]
+mod csv_partial;
+#[cfg(feature = "batch")]
 mod dataset_mode;
 #[cfg(feature = "batch")]
 mod merge;

@@ -173,6 +173,6 @@ impl EfficientNetB0 {
         for block in &self.blocks {
             ys = block.forward_t(&ys, train, stochastic_depth);
         }
-        super::fused::global_average(&self.head_conv.forward_t(&ys, train)).flatten(1, -1)
+        super::layers::global_average(&self.head_conv.forward_t(&ys, train)).flatten(1, -1)
     }
 }

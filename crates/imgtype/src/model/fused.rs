@@ -7,7 +7,7 @@
 
 use tch::{Kind, Tensor};
 
-use super::layers::{Activation, ConvNormActivation, Gate, SqueezeExcitation};
+use super::layers::{global_average, Activation, ConvNormActivation, Gate, SqueezeExcitation};
 use super::{ClassifierHead, ImageTypeClassifier, LAYER_NORM_EPS};
 
 /// A convolution with its BatchNorm folded in: `y = conv(x, w') + b'` with
@@ -185,7 +185,7 @@ impl FusedClassifier {
     }
 
     /// Logits `[N, classes]` (fp32) for a normalised batch `[N, 3, H, W]`, best passed in
-    /// channels-last layout (as [`crate::data::image::to_normalized_batch`] makes it).
+    /// channels-last layout (as the data module's `to_normalized_batch` makes it).
     pub fn forward(&self, images: &Tensor) -> Tensor {
         tch::no_grad(|| {
             let mut ys = images.to_kind(self.kind);
@@ -196,15 +196,6 @@ impl FusedClassifier {
             self.head.forward(&features.to_kind(Kind::Float))
         })
     }
-}
-
-/// The mean over height and width, `[N, C, 1, 1]`: `adaptive_avg_pool2d(1)`, as an average
-/// pool over the whole image, which libtorch runs several times faster on channels-last
-/// tensors (in bf16 some 30×).
-pub fn global_average(xs: &Tensor) -> Tensor {
-    let size = xs.size();
-    let (height, width) = (size[2], size[3]);
-    xs.avg_pool2d([height, width], [height, width], [0, 0], false, true, None)
 }
 
 /// The same values in channels-last (NHWC) memory order, shape unchanged.

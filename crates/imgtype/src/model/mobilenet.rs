@@ -5,9 +5,10 @@
 use tch::nn;
 use tch::Tensor;
 
-use super::fused::{global_average, FusedBlock};
+use super::fused::FusedBlock;
 use super::layers::{
-    make_divisible, Activation, ConvNormActivation, ConvShape, Gate, NormSpec, SqueezeExcitation, TORCH_NORM,
+    global_average, make_divisible, Activation, ConvNormActivation, ConvShape, Gate, NormSpec, SqueezeExcitation,
+    TORCH_NORM,
 };
 
 /// MobileNetV3's BatchNorm (torchvision: `partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)`).

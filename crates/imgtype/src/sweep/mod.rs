@@ -5,6 +5,7 @@
 //! front (`plan`), run resumably and spread over a job array (`run`), summarised from
 //! whatever has finished (`results`).
 
+mod layout;
 mod plan;
 mod results;
 mod run;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use super::run::{experiment_state, ExperimentState, PlanRecord, PLAN_FILE};
+use super::layout::{experiment_state, ExperimentState, PlanRecord, PLAN_FILE};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ExperimentResult {

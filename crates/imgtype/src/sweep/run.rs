@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
 
+use super::layout::{experiment_state, ExperimentState, PlanRecord, PLAN_FILE};
 use super::plan::{plan, EpochsOverride, Experiment, NamedExperiment};
 use crate::config::Config;
 use crate::train::{PauseReason, RunFolder, TrainEnd, TrainOptions};
@@ -44,17 +44,6 @@ pub struct SweepOptions {
     pub sweep_dir: Option<PathBuf>,
     pub train: TrainOptions,
 }
-
-/// What the sweep folder records about its plan, so a rerun continues the same sweep and
-/// `--summarize` knows every experiment, finished or not.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-pub(super) struct PlanRecord {
-    pub base_config: serde_json::Value,
-    pub epochs: Option<usize>,
-    pub experiments: Vec<NamedExperiment>,
-}
-
-pub const PLAN_FILE: &str = "sweep_plan.json";
 
 pub enum SweepEnd {
     /// Every experiment of this member ran (or had run); the summary when not a member.
@@ -161,44 +150,4 @@ fn record_plan(dir: &Path, base: &Config, epochs: Option<EpochsOverride>, experi
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create sweep folder {}", dir.display()))?;
     crate::fsutil::write_json_atomic(&path, &record)
-}
-
-pub(super) enum ExperimentState {
-    Finished(PathBuf),
-    Resumable(PathBuf),
-    Fresh,
-}
-
-/// Where an experiment's folder stands. Run folders that failed, or stopped before their
-/// first checkpoint, are removed: the experiment starts over.
-pub(super) fn experiment_state(dir: &Path) -> ExperimentState {
-    let mut runs: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("run_")))
-        .collect();
-    runs.sort();
-    let mut state = ExperimentState::Fresh;
-    for run in runs {
-        match run_status(&run).as_deref() {
-            Some("finished") => return ExperimentState::Finished(run),
-            None if RunFolder::latest_checkpoint_of(&run).is_some_and(|checkpoint| checkpoint.is_file()) => {
-                state = ExperimentState::Resumable(run);
-            }
-            _ => {
-                tracing::warn!("removing {}: it failed or stopped before its first checkpoint", run.display());
-                let _ = std::fs::remove_dir_all(&run);
-            }
-        }
-    }
-    state
-}
-
-/// `final_results.json`'s status, when the run wrote one.
-pub(super) fn run_status(run: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(run.join("final_results.json")).ok()?;
-    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
-    value["status"].as_str().map(String::from)
 }

@@ -8,7 +8,10 @@
 //! each archive entry and the pickle machine (`pickle.rs`) are bounded: a crafted file is an
 //! error that names it, never a crash.
 
+mod handlers;
+mod opcode;
 mod pickle;
+mod view;
 
 use std::collections::HashMap;
 use std::io::Read;

@@ -1,0 +1,213 @@
+//! The resumable output of `test --csv-path`: rows reach `O.partial` batch by batch, and a
+//! rerun after an interruption trusts only the rows written exactly as the writer writes
+//! them (a row cut by a kill reads back differently and is dropped), checks they are this
+//! input's and this model's, and continues after them; a finished file is renamed to `O`.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use csv::ByteRecord;
+
+/// `O.partial` (and beside it `O.partial.json`, the model it was made with): the output so
+/// far. Rows reach the file batch by batch; a kill can cut the last one short, which a
+/// rerun drops.
+pub(super) fn partial_paths(output: &Path) -> (PathBuf, PathBuf) {
+    let mut name = output.as_os_str().to_owned();
+    name.push(".partial");
+    let partial = PathBuf::from(name);
+    let mut sidecar = partial.as_os_str().to_owned();
+    sidecar.push(".json");
+    (partial, PathBuf::from(sidecar))
+}
+
+/// The complete rows an interrupted run left in `O.partial`.
+pub(super) struct EarlierRows {
+    pub(super) path: PathBuf,
+    /// The image path of each complete row, to check they are this input's.
+    pub(super) paths: Vec<Vec<u8>>,
+    /// ERROR rows among them.
+    pub(super) failed: usize,
+    /// Length of the file up to the end of its last complete row; 0: start the file over.
+    end: u64,
+}
+
+impl EarlierRows {
+    pub(super) fn read(output: &Path, header: &[String], model_identity: &str) -> Result<Self> {
+        let (path, sidecar) = partial_paths(output);
+        let mut earlier = Self { path: path.clone(), paths: Vec::new(), failed: 0, end: 0 };
+        let Ok(bytes) = std::fs::read(&path) else { return Ok(earlier) };
+        let made_with = std::fs::read_to_string(&sidecar)
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|v| v["model"].as_str().map(String::from));
+        if !bytes.is_empty() && made_with.as_deref() != Some(model_identity) {
+            bail!(
+                "{} was made with another model ({}); delete it to start over",
+                path.display(),
+                made_with.unwrap_or_else(|| "unknown".into())
+            );
+        }
+        let mut reader = csv::ReaderBuilder::new().flexible(true).has_headers(false).from_reader(&bytes[..]);
+        let mut record = ByteRecord::new();
+        let predicted = header.iter().position(|h| h == "predicted_class").expect("predicted_class column");
+        let mut start = 0;
+        let mut rows = 0usize;
+        while let Ok(true) = reader.read_byte_record(&mut record) {
+            let end = reader.position().byte();
+            // Complete means exactly as the writer writes it: a row cut inside a quoted field
+            // or before its newline reads back differently.
+            if record.len() != header.len() || encode(&record) != bytes[start as usize..end as usize] {
+                break;
+            }
+            if rows == 0 {
+                if record.iter().ne(header.iter().map(|h| h.as_bytes())) {
+                    bail!("{} is not a partial output of this command (its columns differ); delete it", path.display());
+                }
+            } else {
+                earlier.paths.push(record.get(0).unwrap_or_default().to_vec());
+                earlier.failed += (record.get(predicted) == Some(b"ERROR".as_slice())) as usize;
+            }
+            rows += 1;
+            start = end;
+        }
+        if (start as usize) < bytes.len() {
+            tracing::warn!(
+                "{}: dropping an incomplete last row ({} bytes)",
+                path.display(),
+                bytes.len() - start as usize
+            );
+        }
+        earlier.end = if rows > 0 { start } else { 0 };
+        Ok(earlier)
+    }
+
+    /// Fails when row `index` done earlier was for another image than this input's.
+    pub(super) fn check_row(&self, index: usize, raw_path: &[u8]) -> Result<()> {
+        if self.paths[index] != raw_path {
+            bail!(
+                "{} holds predictions for other images (its row {} is `{}`, this input's is `{}`); delete it to \
+                 start over",
+                self.path.display(),
+                index + 1,
+                String::from_utf8_lossy(&self.paths[index]),
+                String::from_utf8_lossy(raw_path)
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A record as the output writer writes it.
+fn encode(record: &ByteRecord) -> Vec<u8> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_byte_record(record).expect("writing to memory");
+    writer.into_inner().expect("writing to memory")
+}
+
+pub(super) struct PartialOutput {
+    pub(super) path: PathBuf,
+    sidecar: PathBuf,
+    writer: csv::Writer<BufWriter<File>>,
+    /// Rows in the file.
+    pub(super) written: usize,
+}
+
+impl PartialOutput {
+    /// Opens `O.partial` after the complete rows of `earlier`, or starts it with `header`.
+    pub(super) fn open(output: &Path, header: &[String], earlier: &EarlierRows, model_identity: &str) -> Result<Self> {
+        let (path, sidecar) = partial_paths(output);
+        let failed = |e| anyhow::Error::new(e).context(format!("cannot write {}", path.display()));
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create folder {}", dir.display()))?;
+        }
+        crate::fsutil::write_json_atomic(&sidecar, &serde_json::json!({"model": model_identity}))?;
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(failed)?;
+        file.set_len(earlier.end).map_err(failed)?;
+        let mut writer = csv::Writer::from_writer(BufWriter::new(file));
+        if earlier.end == 0 {
+            writer.write_record(header).map_err(|e| failed(e.into()))?;
+            writer.flush().map_err(failed)?;
+        }
+        Ok(Self { path, sidecar, writer, written: earlier.paths.len() })
+    }
+
+    pub(super) fn write_row(&mut self, values: &[Vec<u8>]) -> Result<()> {
+        self.writer.write_record(values).with_context(|| format!("cannot write {}", self.path.display()))?;
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Hands the rows so far to the operating system, so a kill loses at most a batch.
+    pub(super) fn flush(&mut self) -> Result<()> {
+        self.writer.flush().with_context(|| format!("cannot write {}", self.path.display()))
+    }
+
+    /// Flushes to disk and renames the finished file to `output`.
+    pub(super) fn finish(mut self, output: &Path) -> Result<()> {
+        self.flush()?;
+        let file =
+            self.writer.into_inner().map_err(|e| anyhow::anyhow!("cannot write {}: {e}", self.path.display()))?;
+        let file = file.into_inner().map_err(|e| anyhow::anyhow!("cannot write {}: {e}", self.path.display()))?;
+        crate::fsutil::sync_to_disk(&file, &self.path)?;
+        std::fs::rename(&self.path, output)
+            .with_context(|| format!("cannot move the finished {} to {}", self.path.display(), output.display()))?;
+        let _ = std::fs::remove_file(&self.sidecar);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MODEL: &str = "model.safetensors (10 bytes, modified 1)";
+
+    fn header() -> Vec<String> {
+        ["image_path", "predicted_class", "error"].map(String::from).to_vec()
+    }
+
+    /// Writes `O.partial` with `body` (and the sidecar naming MODEL) and reads it back.
+    fn earlier(body: &[u8]) -> Result<EarlierRows> {
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("out.csv");
+        let (partial, sidecar) = partial_paths(&output);
+        std::fs::write(&partial, body).unwrap();
+        std::fs::write(&sidecar, serde_json::json!({"model": MODEL}).to_string()).unwrap();
+        EarlierRows::read(&output, &header(), MODEL)
+    }
+
+    #[test]
+    fn complete_rows_are_kept_and_a_cut_last_row_is_dropped() {
+        let full = b"image_path,predicted_class,error\na.jpg,full_shot,\nb.jpg,ERROR,\"cannot open\nsecond line\"\n";
+        let rows = earlier(full).unwrap();
+        assert_eq!(rows.paths, vec![b"a.jpg".to_vec(), b"b.jpg".to_vec()]);
+        assert_eq!((rows.failed, rows.end), (1, full.len() as u64));
+        // Cut inside the quoted, multi-line error cell, just after its inner newline.
+        let cut = &full[..full.len() - "second line\"\n".len()];
+        let rows = earlier(cut).unwrap();
+        assert_eq!(rows.paths, vec![b"a.jpg".to_vec()]);
+        assert_eq!(rows.end, b"image_path,predicted_class,error\na.jpg,full_shot,\n".len() as u64);
+        // Cut before the newline of the last row.
+        let rows = earlier(&full[..full.len() - 1]).unwrap();
+        assert_eq!(rows.paths.len(), 1);
+    }
+
+    #[test]
+    fn an_empty_or_header_only_file_starts_over_and_strangers_are_refused() {
+        assert_eq!(earlier(b"").unwrap().end, 0);
+        assert_eq!(earlier(b"image_path,predicted_cl").unwrap().end, 0);
+        let rows = earlier(b"image_path,predicted_class,error\n").unwrap();
+        assert!(rows.paths.is_empty() && rows.end > 0);
+        let crlf = earlier(b"image_path,predicted_class,error\r\na.jpg,full_shot,\r\n").unwrap();
+        assert_eq!(crlf.end, 0, "rows not written by this tool are not trusted");
+        let err = earlier(b"path,class,error\na.jpg,full_shot,\n").err().unwrap();
+        assert!(err.to_string().contains("columns differ"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("out.csv");
+        std::fs::write(partial_paths(&output).0, b"image_path,predicted_class,error\n").unwrap();
+        let err = EarlierRows::read(&output, &header(), MODEL).err().unwrap();
+        assert!(err.to_string().contains("another model"), "{err}");
+    }
+}
