@@ -80,8 +80,8 @@ pub fn decode_for_size(bytes: &[u8], label: &str, limits: DecodeLimits, target: 
     }
     if format == ImageFormat::Avif {
         bail!(
-            "{label}: AVIF is not supported (its decoder needs a newer dav1d library than this \
-             machine's packages have); convert the image to JPEG, PNG or WebP"
+            "{label}: AVIF is not supported (no AVIF decoder is built in); convert the image to \
+             JPEG, PNG or WebP"
         );
     }
     if !limits.allow_truncated {
