@@ -115,8 +115,8 @@ fn run(args: Args) -> Result<()> {
         }
         return Ok(());
     }
-    let data_dir = args.data_dir.clone().unwrap_or_else(|| predictor.config().paths.data_dir.clone());
-    let output_root = args.output_dir.clone().unwrap_or_else(|| predictor.config().paths.test_result_dir.clone());
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| predictor.trained_with().paths.data_dir.clone());
+    let output_root = args.output_dir.clone().unwrap_or_else(|| predictor.trained_with().paths.test_result_dir.clone());
     let report = run_dataset(&predictor, &data_dir, &output_root, args.shard, &stop_between_batches())?;
     for (split, accuracy) in &report.accuracy_by_split {
         println!("{split:<10} accuracy {accuracy:.4}");
@@ -138,7 +138,7 @@ fn fit_thresholds(predictor: &Predictor, model_path: &Path, args: &Args) -> Resu
         let stem = model_file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
         model_file.with_file_name(format!("{stem}_thresholds.safetensors"))
     });
-    let data_dir = args.data_dir.clone().unwrap_or_else(|| predictor.config().paths.data_dir.clone());
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| predictor.trained_with().paths.data_dir.clone());
     let fit = imgtype::infer::fit_thresholds(predictor, &model_file, &data_dir, &output)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&fit)?);

@@ -18,6 +18,7 @@ pub mod progress;
 #[cfg(feature = "plots")]
 pub mod report;
 pub mod rundir;
+pub mod score;
 pub mod stop;
 #[cfg(feature = "train")]
 pub mod sweep;

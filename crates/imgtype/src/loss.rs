@@ -56,6 +56,14 @@ impl Loss {
         Ok(Loss::Focal { weights, alpha: t.focal_alpha, gamma, label_smoothing: t.label_smoothing })
     }
 
+    /// Where its tensors live: logits and targets must be there too.
+    pub fn device(&self) -> tch::Device {
+        match self {
+            Loss::CrossEntropy { weights, .. } => weights.as_ref().map_or(tch::Device::Cpu, |w| w.device()),
+            Loss::Focal { gamma, .. } => gamma.device(),
+        }
+    }
+
     /// Mean loss of `logits [N, C]`.
     pub fn compute(&self, logits: &Tensor, targets: Targets) -> Tensor {
         match (self, targets) {

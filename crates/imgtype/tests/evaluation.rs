@@ -4,6 +4,7 @@
 use imgtype::data::{ImageRecord, ImageSource};
 use imgtype::eval::evaluate_records;
 use imgtype::loss::Loss;
+use imgtype::score::{BatchScorer, LibtorchEngine, ScoringSettings};
 use imgtype::{Config, ImageTypeClassifier};
 use tch::Device;
 
@@ -30,13 +31,19 @@ fn unreadable_images_are_left_out_and_counted() {
     tch::manual_seed(2);
     let model = ImageTypeClassifier::new(&config, Device::Cpu);
     let loss = Loss::from_config(&config, &[1, 1, 1, 1], Device::Cpu).unwrap();
-    let source = ImageSource::local(None);
-    let evaluation = evaluate_records(&model, &records, &loss, &config, &source, "validation").unwrap();
+    let scorer = BatchScorer::new(
+        Box::new(LibtorchEngine::new(&model, tch::Kind::Float)),
+        ImageSource::local(None),
+        ScoringSettings::new(&config, model.input_size()),
+        model.class_names().len(),
+    );
+    let names = model.class_names();
+    let evaluation = evaluate_records(&scorer, names, &records, Some(&loss), "validation").unwrap();
     assert_eq!(evaluation.unreadable, 1);
     assert_eq!(evaluation.y_true, vec![0, 1, 2]);
     assert!(evaluation.loss.is_finite());
 
     let all_gone: Vec<ImageRecord> = records.iter().filter(|r| r.image_type == "neck_label").cloned().collect();
-    let err = evaluate_records(&model, &all_gone, &loss, &config, &source, "validation").err().unwrap();
+    let err = evaluate_records(&scorer, names, &all_gone, Some(&loss), "validation").err().unwrap();
     assert!(format!("{err:#}").contains("none of its 1 images could be read"));
 }

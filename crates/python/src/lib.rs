@@ -108,7 +108,7 @@ impl PyImageClassificationApi {
         let predictor = self.api.predictor();
         let outcomes = py.allow_threads(|| {
             guarded(|| {
-                let chunks = image_paths.chunks(predictor.batch_size);
+                let chunks = image_paths.chunks(predictor.batch_size());
                 Ok(chunks.flat_map(|chunk| predictor.predict_keys(chunk)).collect::<Vec<_>>())
             })
         })?;

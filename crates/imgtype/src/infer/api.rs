@@ -84,7 +84,7 @@ impl ImageClassificationApi {
         let started = Instant::now();
         let keys: Vec<String> = image_paths.iter().map(|p| p.as_ref().to_string()).collect();
         let mut results = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(self.predictor.batch_size) {
+        for chunk in keys.chunks(self.predictor.batch_size()) {
             for (key, outcome) in chunk.iter().zip(self.predictor.predict_keys(chunk)) {
                 results.push(match outcome {
                     Ok(p) => ApiPrediction {

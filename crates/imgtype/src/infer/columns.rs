@@ -13,7 +13,7 @@ pub(super) fn prediction_header(class_names: &[String]) -> Vec<String> {
 
 /// `low_confidence` is true when the confidence is under `inference.confidence_threshold`.
 pub(super) fn prediction_values(outcome: &Result<Prediction, String>, predictor: &Predictor) -> Vec<String> {
-    let threshold = predictor.config().inference.confidence_threshold;
+    let threshold = predictor.confidence_threshold();
     let classes = predictor.class_names().len();
     match outcome {
         Ok(p) => {

@@ -69,7 +69,8 @@ pub fn run_csv(predictor: &Predictor, request: &CsvRequest, stop: &StopFlag) -> 
     let Some(headers) = headers.filter(|h| !h.is_empty() && !h.iter().all(|h| h.is_empty())) else {
         bail!("{}: the file is empty (no header row)", csv_path.display());
     };
-    let columns = InputColumns::find(&headers, request.image_column, &predictor.config().data.target_column, csv_path)?;
+    let columns =
+        InputColumns::find(&headers, request.image_column, &predictor.trained_with().data.target_column, csv_path)?;
     let header = columns.output_header(predictor.class_names());
     let earlier = EarlierRows::read(&output, &header, &predictor.model_identity)?;
     let shard_rows = first_pass(&mut reader, &columns, request.shard, &earlier)?;
@@ -270,7 +271,7 @@ impl CsvRun<'_> {
         stop: &StopFlag,
     ) -> Result<()> {
         let (predictor, columns) = (self.predictor, self.columns);
-        let batch_size = predictor.batch_size;
+        let batch_size = predictor.batch_size();
         let done = self.partial.written;
         let mut progress =
             crate::progress::Progress::new("predict", (shard_rows - done) as u64, (batch_size * 10) as u64);

@@ -108,7 +108,7 @@ fn predict_splits(
     let mut progress: Option<(SplitName, crate::progress::Progress)> = None;
     let produce = |send: &dyn Fn((SplitName, Vec<ImageRecord>, LoadedBatch)) -> bool| {
         for (split, records) in &mine {
-            for chunk in records.chunks(predictor.batch_size) {
+            for chunk in records.chunks(predictor.batch_size()) {
                 let owned = chunk.iter().map(|r| (*r).clone()).collect();
                 if !send((*split, owned, predictor.load_batch(chunk))) {
                     return;
@@ -125,7 +125,8 @@ fn predict_splits(
                 done.finish();
             }
             let total = mine.iter().find(|(s, _)| *s == split).map_or(0, |(_, r)| r.len());
-            let bar = crate::progress::Progress::new(split.as_str(), total as u64, (predictor.batch_size * 10) as u64);
+            let bar =
+                crate::progress::Progress::new(split.as_str(), total as u64, (predictor.batch_size() * 10) as u64);
             progress = Some((split, bar));
         }
         let outcomes = predictor.predict_loaded_timed(loaded);

@@ -2,7 +2,6 @@
 //! predictions out. Every `test` mode and the backend API predict through it.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -12,15 +11,13 @@ use tch::{Device, Kind, Tensor};
 
 use super::resolve_model_path;
 use crate::config::{Config, Precision};
-use crate::data::batch::load_images_timed;
-use crate::data::decode::{decode_bytes, panic_message};
+use crate::data::decode::decode_bytes;
 use crate::data::image::resize_square;
-use crate::data::image::{to_device, to_normalized_batch};
 use crate::data::{ImageRecord, ImageSource};
 use crate::device::inference_kind;
-use crate::eval::DecisionRule;
-use crate::model::fused::FusedClassifier;
 use crate::model::ImageTypeClassifier;
+pub use crate::score::LoadedBatch;
+use crate::score::{BatchScorer, DecisionRule, LibtorchEngine, ScoringSettings};
 
 /// One image's outcome.
 #[derive(Debug, Clone, Serialize)]
@@ -33,20 +30,19 @@ pub struct Prediction {
     pub top_k: Vec<(String, f64)>,
 }
 
-/// A loaded model ready to predict, as the inference model (BatchNorm folded, channels-last,
-/// in the number format `system.precision` gives). Shareable between threads: image decoding
-/// runs on the caller's threads, forward passes take turns on the model (libtorch tensors
-/// are not `Sync`), each over a whole batch.
+/// A loaded model ready to predict: the [`BatchScorer`] over its inference model (BatchNorm
+/// folded, channels-last, in the number format `system.precision` gives) and the settings
+/// that turn scores into predictions, read once from the model file's config. Shareable
+/// between threads: image decoding runs on the caller's threads, forward passes take turns.
 pub struct Predictor {
-    model: Mutex<FusedClassifier>,
-    device: Device,
+    scorer: BatchScorer,
     class_names: Vec<String>,
-    config: Config,
     rule: DecisionRule,
     top_k: usize,
-    source: ImageSource,
-    pub batch_size: usize,
-    pub workers: usize,
+    confidence_threshold: f64,
+    /// The config stored in the model file, for defaults only (folders, the label column,
+    /// the validation metric); nothing here edits it.
+    trained_with: Config,
     pub load_seconds: f64,
     /// The model file's path, size and modification time; "in memory" for a model built here.
     pub model_identity: String,
@@ -62,11 +58,8 @@ impl Predictor {
     pub fn load_with_precision(model_path: &Path, device: Device, precision: Option<Precision>) -> Result<Self> {
         let started = Instant::now();
         let path = resolve_model_path(model_path)?;
-        let mut model = ImageTypeClassifier::load(&path, device)?;
-        if let Some(precision) = precision {
-            model.config_mut().system.precision = precision;
-        }
-        let mut predictor = Self::from_model(model);
+        let model = ImageTypeClassifier::load(&path, device)?;
+        let mut predictor = Self::with_precision(model, precision);
         predictor.load_seconds = started.elapsed().as_secs_f64();
         predictor.model_identity = match std::fs::metadata(&path) {
             Ok(meta) => {
@@ -80,75 +73,93 @@ impl Predictor {
             path.display(),
             predictor.load_seconds,
             predictor.class_names.join(", "),
-            if predictor.kind() == Kind::BFloat16 { "bf16" } else { "fp32" }
+            predictor.scorer.engine().describe()
         );
         Ok(predictor)
     }
 
     pub fn from_model(model: ImageTypeClassifier) -> Self {
+        Self::with_precision(model, None)
+    }
+
+    fn with_precision(model: ImageTypeClassifier, precision: Option<Precision>) -> Self {
         let config = model.config().clone();
         let class_names = model.class_names().to_vec();
-        let rule = DecisionRule::new(&config, &class_names);
+        let kind = inference_kind(precision.unwrap_or(config.system.precision), model.device());
+        let scorer = BatchScorer::new(
+            Box::new(LibtorchEngine::new(&model, kind)),
+            ImageSource::from_config(&config.data),
+            ScoringSettings::new(&config, model.input_size()),
+            class_names.len(),
+        );
         Self {
-            device: model.device(),
-            rule,
+            scorer,
+            rule: DecisionRule::new(&config.inference.class_thresholds, &class_names),
             top_k: config.inference.return_top_k.clamp(1, class_names.len()),
-            source: ImageSource::from_config(&config.data),
-            batch_size: config.inference.batch_size.max(1),
-            workers: config.system.num_workers.max(1),
+            confidence_threshold: config.inference.confidence_threshold,
             load_seconds: 0.0,
             model_identity: "in memory".into(),
             class_names,
-            model: Mutex::new(FusedClassifier::new(&model, inference_kind(config.system.precision, model.device()))),
-            config,
+            trained_with: config,
         }
     }
 
     /// The model's number format: `Float` or `BFloat16`.
     pub fn kind(&self) -> Kind {
-        self.model.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).kind()
+        self.scorer.engine().kind()
     }
 
     pub fn class_names(&self) -> &[String] {
         &self.class_names
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The config stored in the model file: defaults for folders and columns, never edited.
+    pub fn trained_with(&self) -> &Config {
+        &self.trained_with
+    }
+
+    /// The decision rule: per-class thresholds from the model file.
+    pub fn rule(&self) -> &DecisionRule {
+        &self.rule
+    }
+
+    /// `inference.confidence_threshold`: predictions below it are flagged `low_confidence`.
+    pub fn confidence_threshold(&self) -> f64 {
+        self.confidence_threshold
+    }
+
+    pub fn scorer(&self) -> &BatchScorer {
+        &self.scorer
+    }
+
+    /// Images per forward pass (`inference.batch_size`).
+    pub fn batch_size(&self) -> usize {
+        self.scorer.settings().batch_size
     }
 
     /// Applies a source policy to every later fetch (see [`crate::data::SourcePolicy`]);
     /// fails on an allowed host that is not a host.
     pub fn set_source_policy(&mut self, policy: crate::data::SourcePolicy) -> Result<()> {
-        self.source.set_policy(policy, &self.config.data)
+        self.scorer.source_mut().set_policy(policy, &self.trained_with.data)
     }
 
     pub fn source(&self) -> &ImageSource {
-        &self.source
+        self.scorer.source()
     }
 
     pub fn set_base_image_path(&mut self, base: Option<PathBuf>) {
-        self.source.set_base_path(base);
+        self.scorer.source_mut().set_base_path(base);
     }
 
-    pub fn image_size(&self) -> u32 {
-        self.config.augmentation.image_size
+    /// The side of the square images the model takes (the model file's `image_size`).
+    pub fn input_size(&self) -> u32 {
+        self.scorer.settings().input_size
     }
 
     /// Softmax probabilities for a normalised batch. A libtorch error in the forward pass
     /// (out of memory, say) is an error for this batch; the predictor stays usable.
     pub fn probabilities(&self, batch: &Tensor) -> Result<Vec<Vec<f64>>, String> {
-        let model = self.model.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        // The copy back to the host is inside too: asynchronous CUDA errors surface there.
-        let forward = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let probs = model.forward(&to_device(batch, self.device)).softmax(-1, Kind::Float);
-            Vec::<f32>::try_from(probs.to_device(Device::Cpu).flatten(0, -1))
-        }));
-        drop(model);
-        let flat = forward
-            .map_err(|panic| format!("the model failed on this batch: {}", panic_message(&panic)))?
-            .map_err(|e| format!("cannot read the model's output: {e}"))?;
-        Ok(flat.chunks(self.class_names.len()).map(|row| row.iter().map(|&p| p as f64).collect()).collect())
+        Ok(self.scorer.score_batch(batch)?.into_iter().map(|scores| scores.probabilities).collect())
     }
 
     /// Among classes whose probability passes its threshold, the most probable; else argmax.
@@ -167,21 +178,18 @@ impl Predictor {
 
     /// Predictions for decoded, resized images (one batch).
     pub fn predict_images(&self, images: &[RgbImage]) -> Result<Vec<Prediction>, String> {
-        if images.is_empty() {
-            return Ok(Vec::new());
-        }
-        Ok(self.probabilities(&to_normalized_batch(images))?.iter().map(|p| self.decide(p)).collect())
+        Ok(self.scorer.score_images(images)?.iter().map(|scores| self.decide(&scores.probabilities)).collect())
     }
 
     /// The prediction for a local file given by path (any bytes, on Unix not only UTF-8).
     pub fn predict_file(&self, path: &Path) -> Result<Prediction, String> {
         let label = path.to_string_lossy();
         let image = self
-            .source
+            .source()
             .read_path(path)
-            .and_then(|bytes| decode_bytes(&bytes, &label, self.source.decode_limits()))
+            .and_then(|bytes| decode_bytes(&bytes, &label, self.source().decode_limits()))
             .map_err(|e| format!("{e:#}"))?;
-        let resized = resize_square(&image, self.image_size());
+        let resized = resize_square(&image, self.input_size());
         self.predict_images(std::slice::from_ref(&resized)).map(|mut p| p.remove(0))
     }
 
@@ -201,54 +209,21 @@ impl Predictor {
         self.predict_loaded(self.load_batch(records))
     }
 
-    /// Decodes and resizes a batch's images, on `workers` threads: the half of prediction
-    /// that a `test` run does for the next batch while the model works on this one.
+    /// Decodes and resizes a batch's images (see [`BatchScorer::load`]).
     pub fn load_batch(&self, records: &[&ImageRecord]) -> LoadedBatch {
-        let loaded = load_images_timed(records, &self.source, self.image_size(), self.workers);
-        let mut images = Vec::with_capacity(loaded.len());
-        let mut load_ms = Vec::with_capacity(loaded.len());
-        let slots = loaded
-            .into_iter()
-            .map(|(result, ms)| {
-                load_ms.push(ms);
-                result.map(|image| images.push(image))
-            })
-            .collect();
-        LoadedBatch { slots, images, load_ms }
+        self.scorer.load(records)
     }
 
     /// As [`Self::predict_loaded`], each outcome with the image's own time in milliseconds:
     /// its fetching, decoding and resizing plus an equal share of its batch's forward pass.
-    pub fn predict_loaded_timed(&self, mut batch: LoadedBatch) -> Vec<(Result<Prediction, String>, f64)> {
-        let load_ms = std::mem::take(&mut batch.load_ms);
-        let images = batch.images.len().max(1) as f64;
-        let started = Instant::now();
-        let outcomes = self.predict_loaded(batch);
-        let forward_share_ms = started.elapsed().as_secs_f64() * 1000.0 / images;
-        outcomes.into_iter().zip(load_ms).map(|(outcome, ms)| (outcome, ms + forward_share_ms)).collect()
+    pub fn predict_loaded_timed(&self, batch: LoadedBatch) -> Vec<(Result<Prediction, String>, f64)> {
+        let outcomes = self.scorer.score_loaded_timed(batch);
+        outcomes.into_iter().map(|(outcome, ms)| (outcome.map(|s| self.decide(&s.probabilities)), ms)).collect()
     }
 
     /// The other half: the forward pass over a loaded batch, outcomes in order.
     pub fn predict_loaded(&self, batch: LoadedBatch) -> Vec<Result<Prediction, String>> {
-        match self.predict_images(&batch.images) {
-            Ok(predictions) => {
-                let mut predictions = predictions.into_iter();
-                batch
-                    .slots
-                    .into_iter()
-                    .map(|slot| slot.map(|()| predictions.next().expect("one prediction per good image")))
-                    .collect()
-            }
-            Err(reason) => batch.slots.into_iter().map(|slot| slot.and(Err(reason.clone()))).collect(),
-        }
+        let outcomes = self.scorer.score_loaded(batch);
+        outcomes.into_iter().map(|outcome| outcome.map(|s| self.decide(&s.probabilities))).collect()
     }
-}
-
-/// A batch's images, decoded and resized: one slot per record (the reason where it could
-/// not be read) and the images that could, in order.
-pub struct LoadedBatch {
-    slots: Vec<Result<(), String>>,
-    images: Vec<RgbImage>,
-    /// Each record's own fetch, decode and resize time, in milliseconds.
-    load_ms: Vec<f64>,
 }

@@ -114,6 +114,9 @@ pub struct ImageTypeClassifier {
     pub(crate) backbone: BackboneNetwork,
     pub(crate) head: ClassifierHead,
     class_names: Vec<String>,
+    /// The side of the square images the model takes: the model file's `image_size`.
+    input_size: u32,
+    /// The config it was built from (and trained with), stored in the files it saves.
     config: Config,
     backbone_frozen: bool,
     /// The backbone's activations' number format: `Float`, or `BFloat16` for reduced-precision
@@ -150,6 +153,7 @@ impl ImageTypeClassifier {
             backbone,
             head,
             class_names,
+            input_size: config.augmentation.image_size,
             config: config.clone(),
             backbone_frozen: false,
             compute_kind: Kind::Float,
@@ -190,13 +194,20 @@ impl ImageTypeClassifier {
         &self.class_names
     }
 
+    /// The side of the square, normalised images `forward_t` takes.
+    pub fn input_size(&self) -> u32 {
+        self.input_size
+    }
+
+    /// The config it was built from: for a loaded file, the one it was trained with.
     pub fn config(&self) -> &Config {
         &self.config
     }
 
-    /// The stored config, to change settings that do not touch the architecture (precision, paths).
-    pub fn config_mut(&mut self) -> &mut Config {
-        &mut self.config
+    /// Stores per-class minimum probabilities (`inference.class_thresholds`) in the files it
+    /// saves from now on: the one setting a model file gets after training.
+    pub fn set_class_thresholds(&mut self, thresholds: std::collections::BTreeMap<String, f64>) {
+        self.config.inference.class_thresholds = thresholds;
     }
 
     pub fn device(&self) -> Device {

@@ -22,9 +22,15 @@ pub(super) fn finish(session: &mut Session, mut state: TrainingState, best_weigh
         session.model.load_tensors(weights, Path::new("best weights"))?;
         tracing::info!("restored the best weights (epoch {})", state.best_epoch.unwrap_or(0));
     }
-    let test_eval =
-        evaluate_records(&session.model, &session.test_records, &session.loss_fn, &config, &session.source, "test")?;
-    let test_metrics = test_eval.metrics(&config);
+    let class_names = session.model.class_names();
+    let test_eval = evaluate_records(
+        &session.scorer(&session.model),
+        class_names,
+        &session.test_records,
+        Some(&session.loss_fn),
+        "test",
+    )?;
+    let test_metrics = test_eval.metrics(class_names, &session.decision_rule());
     tracing::info!(
         "test: accuracy {:.4}, F1 macro {:.4}, F1 weighted {:.4} ({} images)",
         test_metrics.accuracy,

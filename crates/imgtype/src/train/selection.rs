@@ -10,8 +10,7 @@ use super::schedule::LrSchedule;
 use super::session::Session;
 use super::state::EpochRecord;
 use super::state::TrainingState;
-use crate::config::Metric;
-use crate::eval::{evaluate_records, Metrics};
+use crate::eval::{evaluate_records, metric_score};
 
 /// The best weights so far, by name (restored for the final test evaluation).
 pub(super) type BestWeights = Option<Vec<(String, Tensor)>>;
@@ -39,15 +38,17 @@ pub(super) fn validate_epoch(
         return Ok(());
     }
     let eval_model = session.eval_model();
+    let class_names = eval_model.class_names();
+    let scorer = session.scorer(eval_model);
     let evaluation =
-        evaluate_records(eval_model, &session.val_records, &session.loss_fn, config, &session.source, "validation")?;
-    let metrics = evaluation.metrics(config);
+        evaluate_records(&scorer, class_names, &session.val_records, Some(&session.loss_fn), "validation")?;
+    let metrics = evaluation.metrics(class_names, &session.decision_rule());
     record.val_loss = Some(evaluation.loss);
     record.val_accuracy = Some(metrics.accuracy);
     record.val_f1_macro = Some(metrics.macro_avg.f1);
     record.val_f1_weighted = Some(metrics.weighted_avg.f1);
     schedule.observe_val_loss(evaluation.loss);
-    let current = score(config.validation.metric, evaluation.loss, &metrics);
+    let current = metric_score(config.validation.metric, evaluation.loss, &metrics);
     let improved = state.best_score.is_none_or(|best| current > best + t.min_delta);
     if improved {
         state.best_score = Some(current);
@@ -78,14 +79,4 @@ pub(super) fn validate_epoch(
         state.stopped_early = true;
     }
     Ok(())
-}
-
-/// The validation figure `metric` names, oriented so that larger is better.
-fn score(metric: Metric, loss: f64, metrics: &Metrics) -> f64 {
-    match metric {
-        Metric::ValLoss => -loss,
-        Metric::Accuracy => metrics.accuracy,
-        Metric::F1Macro => metrics.macro_avg.f1,
-        Metric::F1Weighted => metrics.weighted_avg.f1,
-    }
 }

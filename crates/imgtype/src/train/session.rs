@@ -15,6 +15,7 @@ use crate::data::records::class_indices;
 use crate::data::{ImageRecord, ImageSource};
 use crate::loss::Loss;
 use crate::model::ImageTypeClassifier;
+use crate::score::{BatchScorer, DecisionRule, LibtorchEngine, ScoringSettings};
 
 pub(super) struct Session {
     pub config: Arc<Config>,
@@ -84,6 +85,23 @@ impl Session {
     /// The model that is validated and saved: the EMA when there is one.
     pub fn eval_model(&self) -> &ImageTypeClassifier {
         self.ema.as_ref().map(|ema| &ema.model).unwrap_or(&self.model)
+    }
+
+    /// `model`'s current weights as the inference model `test` and the API run (BatchNorm
+    /// folded, `system.precision`): validation and the test evaluation give their numbers.
+    pub fn scorer(&self, model: &ImageTypeClassifier) -> BatchScorer {
+        let kind = crate::device::inference_kind(self.config.system.precision, model.device());
+        BatchScorer::new(
+            Box::new(LibtorchEngine::new(model, kind)),
+            self.source.clone(),
+            ScoringSettings::new(&self.config, model.input_size()),
+            model.class_names().len(),
+        )
+    }
+
+    /// The decision rule of the run's config, as `test` will apply it to the saved model.
+    pub fn decision_rule(&self) -> DecisionRule {
+        DecisionRule::new(&self.config.inference.class_thresholds, self.model.class_names())
     }
 }
 

@@ -2,7 +2,7 @@
 //! evaluation, `test`, the API): among classes whose probability reaches its
 //! `inference.class_thresholds` entry the most probable wins, else plain argmax.
 
-use crate::config::Config;
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecisionRule {
@@ -11,11 +11,9 @@ pub struct DecisionRule {
 }
 
 impl DecisionRule {
-    pub fn new(config: &Config, class_names: &[String]) -> Self {
-        let thresholds = class_names
-            .iter()
-            .map(|name| config.inference.class_thresholds.get(name).copied().unwrap_or(0.0))
-            .collect();
+    /// From `inference.class_thresholds` (class name → minimum probability).
+    pub fn new(class_thresholds: &BTreeMap<String, f64>, class_names: &[String]) -> Self {
+        let thresholds = class_names.iter().map(|name| class_thresholds.get(name).copied().unwrap_or(0.0)).collect();
         Self { thresholds }
     }
 
@@ -43,12 +41,13 @@ impl DecisionRule {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     #[test]
     fn a_threshold_moves_the_choice_only_when_the_argmax_fails_it() {
         let mut config = Config::default();
         config.inference.class_thresholds.insert("full_shot".into(), 0.6);
-        let rule = DecisionRule::new(&config, &config.data.class_names);
+        let rule = DecisionRule::new(&config.inference.class_thresholds, &config.data.class_names);
         assert_eq!(rule.decide(&[0.1, 0.35, 0.55, 0.0]), 1, "full_shot below its threshold: next best");
         assert_eq!(rule.decide(&[0.1, 0.2, 0.7, 0.0]), 2);
         let all_high = Config {
@@ -64,7 +63,7 @@ mod tests {
             },
             ..Config::default()
         };
-        let strict = DecisionRule::new(&all_high, &all_high.data.class_names);
+        let strict = DecisionRule::new(&all_high.inference.class_thresholds, &all_high.data.class_names);
         assert_eq!(strict.decide(&[0.1, 0.2, 0.6, 0.1]), 2, "none passes: plain argmax");
     }
 }
