@@ -90,25 +90,7 @@ fn stop_and_resume_equals_an_uninterrupted_run() {
     };
     let (ea, eb) = (eval(&straight), eval(&resumed_dir));
     assert_eq!(ea["metrics"]["confusion_matrix"], eb["metrics"]["confusion_matrix"]);
-    let names = |d: &Path| {
-        // Each invocation writes its own TensorBoard event file.
-        let mut n: Vec<String> =
-            walk(d)
-                .iter()
-                .map(|p| p.strip_prefix(d).unwrap().display().to_string())
-                .map(|p| {
-                    if p.starts_with("logs/events.out.tfevents.") {
-                        "logs/events.out.tfevents.*".to_string()
-                    } else {
-                        p
-                    }
-                })
-                .collect();
-        n.sort();
-        n.dedup();
-        n
-    };
-    assert_eq!(names(&straight), names(&resumed_dir), "same artefacts");
+    assert_eq!(artefact_names(&straight), artefact_names(&resumed_dir), "same artefacts");
     let out = run(work, TRAIN, &["--resume", resumed_dir.to_str().unwrap()]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("already finished"));
 
@@ -133,6 +115,19 @@ fn stop_and_resume_equals_an_uninterrupted_run() {
     let test_points = series("test/accuracy");
     assert_eq!(test_points.len(), 1);
     assert!((test_points[0][1].as_f64().unwrap() - accuracy).abs() < 1e-6);
+}
+
+/// The files of a run folder, relative to it; each invocation's own TensorBoard event file
+/// counts as one name.
+fn artefact_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = walk(dir)
+        .iter()
+        .map(|p| p.strip_prefix(dir).unwrap().display().to_string())
+        .map(|p| if p.starts_with("logs/events.out.tfevents.") { "logs/events.out.tfevents.*".to_string() } else { p })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 fn read_tensorboard(dir: &Path) -> serde_json::Value {

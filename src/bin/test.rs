@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use imgtype::config::{DeviceChoice, Precision};
 use imgtype::infer::{merge_shards, run_csv, run_dataset, CsvRequest, Predictor, Shard};
-use imgtype::StopFlag;
+use imgtype::{Outcome, StopFlag};
 
 #[derive(Parser)]
 #[command(about = "Predict image types with a trained model: the whole dataset, a CSV of images, or one image")]
@@ -97,7 +97,9 @@ fn run(args: Args) -> Result<()> {
     if let Some(csv_path) = &args.csv_path {
         let output = args.output_path.as_ref().expect("clap requires --output-path");
         let request = CsvRequest { csv_path, image_column: &args.image_column, output_path: output, shard: args.shard };
-        let report = run_csv(&predictor, &request, &stop_between_batches())?;
+        let Some(report) = finished(run_csv(&predictor, &request, &stop_between_batches())?) else {
+            return Ok(());
+        };
         println!(
             "{} predictions ({} failed) written to {}; {:.1} images/s",
             report.rows,
@@ -117,7 +119,10 @@ fn run(args: Args) -> Result<()> {
     }
     let data_dir = args.data_dir.clone().unwrap_or_else(|| predictor.trained_with().paths.data_dir.clone());
     let output_root = args.output_dir.clone().unwrap_or_else(|| predictor.trained_with().paths.test_result_dir.clone());
-    let report = run_dataset(&predictor, &data_dir, &output_root, args.shard, &stop_between_batches())?;
+    let Some(report) = finished(run_dataset(&predictor, &data_dir, &output_root, args.shard, &stop_between_batches())?)
+    else {
+        return Ok(());
+    };
     for (split, accuracy) in &report.accuracy_by_split {
         println!("{split:<10} accuracy {accuracy:.4}");
     }
@@ -130,6 +135,18 @@ fn run(args: Args) -> Result<()> {
         report.output_dir.display()
     );
     Ok(())
+}
+
+/// The report of a run that finished; a stopped one says so on stderr (exit status 130).
+fn finished<T>(outcome: Outcome<T>) -> Option<T> {
+    match outcome {
+        Outcome::Finished(report) => Some(report),
+        Outcome::Stopped(stopped) => {
+            eprintln!("{stopped}");
+            imgtype_cli::exit_if_interrupted(&stopped);
+            None
+        }
+    }
 }
 
 fn fit_thresholds(predictor: &Predictor, model_path: &Path, args: &Args) -> Result<()> {

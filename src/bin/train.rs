@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Parser;
 use imgtype::config::DeviceChoice;
-use imgtype::train::{PauseReason, RunFolder, TrainEnd, TrainOptions};
+use imgtype::train::{RunFolder, TrainOptions};
+use imgtype::Outcome;
 use imgtype::{Config, StopFlag};
 
 #[derive(Parser)]
@@ -74,7 +75,7 @@ fn run(args: Args, stop: StopFlag) -> Result<()> {
     imgtype_cli::attach_run_logs(&folder.logs_dir(), folder.config().logging.log_level)?;
     let options = TrainOptions { stop_after_epochs: args.stop_after, stop };
     match imgtype::train::train(folder, &options)? {
-        TrainEnd::Finished(outcome) => {
+        Outcome::Finished(outcome) => {
             println!("run folder: {}", outcome.run_dir.display());
             if let Some(model) = &outcome.best_model {
                 println!("best model: {} (epoch {})", model.display(), outcome.best_epoch.unwrap_or(0));
@@ -84,19 +85,19 @@ fn run(args: Args, stop: StopFlag) -> Result<()> {
                 outcome.test_metrics.accuracy, outcome.test_metrics.macro_avg.f1, outcome.test_metrics.weighted_avg.f1
             );
         }
-        TrainEnd::Paused { run_dir, epochs_done, reason } => {
-            println!("run folder: {}", run_dir.display());
-            println!("paused after {epochs_done} epoch(s); resume with: train --resume {}", run_dir.display());
-            if reason == PauseReason::Interrupted {
-                std::process::exit(130);
+        Outcome::Stopped(stopped) => {
+            if let Some(run_dir) = &stopped.kept_in {
+                println!("run folder: {}", run_dir.display());
             }
+            println!("{stopped}");
+            imgtype_cli::exit_if_interrupted(&stopped);
         }
     }
     Ok(())
 }
 
 fn run_sweep(sweep: &std::path::Path, args: &Args, stop: StopFlag) -> Result<()> {
-    use imgtype::sweep::{EpochsOverride, SweepEnd, SweepOptions};
+    use imgtype::sweep::{EpochsOverride, SweepOptions, SweepReport};
     let epochs = match (args.quick_test, args.epochs) {
         (true, _) => Some(EpochsOverride::QUICK_TEST),
         (false, Some(n)) => Some(EpochsOverride(n)),
@@ -109,7 +110,7 @@ fn run_sweep(sweep: &std::path::Path, args: &Args, stop: StopFlag) -> Result<()>
         train: TrainOptions { stop_after_epochs: None, stop },
     };
     match imgtype::sweep::run_sweep(sweep, &options)? {
-        SweepEnd::Finished { sweep_dir, ran, skipped, failed, summary } => {
+        Outcome::Finished(SweepReport { sweep_dir, ran, skipped, failed, summary }) => {
             println!("sweep folder: {}", sweep_dir.display());
             println!("{ran} experiment(s) run, {skipped} finished earlier, {failed} failed");
             if let Some(summary) = &summary {
@@ -122,10 +123,12 @@ fn run_sweep(sweep: &std::path::Path, args: &Args, stop: StopFlag) -> Result<()>
                 );
             }
         }
-        SweepEnd::Interrupted { sweep_dir, experiment } => {
-            println!("sweep folder: {}", sweep_dir.display());
-            println!("interrupted in experiment {experiment}; run the same command to continue");
-            std::process::exit(130);
+        Outcome::Stopped(stopped) => {
+            if let Some(sweep_dir) = &stopped.kept_in {
+                println!("sweep folder: {}", sweep_dir.display());
+            }
+            println!("{stopped}");
+            imgtype_cli::exit_if_interrupted(&stopped);
         }
     }
     Ok(())

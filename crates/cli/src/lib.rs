@@ -11,16 +11,21 @@ pub use logging::{attach_run_logs, init_logging};
 pub use signals::stop_on_signals;
 
 /// Runs `body`; on error prints `error: <message with its causes>` on stderr (and into the
-/// run's log files) and exits 1, or 130 when the work was interrupted on request.
+/// run's log files) and exits 1.
 pub fn run_main(body: impl FnOnce() -> anyhow::Result<()>) {
     if let Err(error) = body() {
         progress_bars::clear();
-        if let Some(interrupted) = error.downcast_ref::<imgtype::Interrupted>() {
-            eprintln!("{interrupted}");
-            std::process::exit(130);
-        }
         logging::record_fatal(&format!("{error:#}"));
         eprintln!("error: {error:#}");
         std::process::exit(1);
+    }
+}
+
+/// The end of work that stopped before its end: exits 130 when it was interrupted on
+/// request (Ctrl-C, SIGTERM); a stop that was asked for (`--stop-after`) returns.
+pub fn exit_if_interrupted(stopped: &imgtype::Stopped) {
+    if stopped.reason == imgtype::StopReason::Interrupted {
+        progress_bars::clear();
+        std::process::exit(130);
     }
 }

@@ -41,4 +41,4 @@ pub fn tune_memory_allocator() {
     }
 }
 pub use model::ImageTypeClassifier;
-pub use stop::{Interrupted, StopFlag};
+pub use stop::{Outcome, StopFlag, StopReason, Stopped};

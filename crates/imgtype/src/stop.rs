@@ -18,15 +18,41 @@ impl StopFlag {
     }
 }
 
-/// The error of work that stopped because its [`StopFlag`] was raised; the message says
-/// what was kept and how to continue. Front ends exit with status 130 for it.
-#[derive(Debug)]
-pub struct Interrupted(pub String);
+/// Why long work ended before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// Its [`StopFlag`] was raised (Ctrl-C, SIGTERM, a caller's shutdown): front ends exit 130.
+    Interrupted,
+    /// It did the part it was asked for (`train --stop-after N`): a normal end.
+    StopAfter,
+}
 
-impl std::fmt::Display for Interrupted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_empty() { "interrupted" } else { &self.0 })
+/// Work that stopped at a safe point before its end: why, where what it kept lies, and one
+/// sentence on what was kept and how to go on.
+#[derive(Debug, Clone)]
+pub struct Stopped {
+    pub reason: StopReason,
+    /// The run, sweep or output file that holds the work done so far, if any.
+    pub kept_in: Option<std::path::PathBuf>,
+    pub message: String,
+}
+
+impl Stopped {
+    pub fn interrupted(kept_in: Option<std::path::PathBuf>, message: impl Into<String>) -> Self {
+        Self { reason: StopReason::Interrupted, kept_in, message: message.into() }
     }
 }
 
-impl std::error::Error for Interrupted {}
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The end of long work that can be stopped (training, a sweep, a `test` run): its result,
+/// or where it stopped. The one way every stoppable entry point says so.
+#[derive(Debug)]
+pub enum Outcome<T> {
+    Finished(T),
+    Stopped(Stopped),
+}

@@ -3,10 +3,10 @@
 
 use image::RgbImage;
 
-use super::decode::{check_readable, panic_message};
+use super::decode::panic_message;
 use super::image::load_resized;
 use super::records::ImageRecord;
-use super::source::{check_key, ImageSource};
+use super::source::ImageSource;
 
 /// One image that could not be used, and why.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -44,13 +44,10 @@ pub fn load_images_timed(
     .collect()
 }
 
-/// Checks that the records' images can be used (fetched, and decodable as far as
-/// [`check_readable`] needs to tell), with up to `workers` threads, in order.
+/// Checks that the records' images can be used ([`ImageSource::check_readable`]), with up
+/// to `workers` threads, in order.
 pub fn check_images(records: &[&ImageRecord], source: &ImageSource, workers: usize) -> Vec<Result<(), String>> {
-    per_record(records, workers, |record| {
-        check_key(&record.image_path)?;
-        check_readable(&source.fetch(&record.image_path)?, &record.image_path, source.decode_limits())
-    })
+    per_record(records, workers, |record| source.check_readable(&record.image_path))
 }
 
 /// `work` for each record on up to `workers` threads, results in order; an error or a

@@ -159,6 +159,14 @@ impl ImageSource {
         }
     }
 
+    /// Whether an image can be used: the key is not empty, its bytes can be fetched, and
+    /// they decode as far as [`super::decode::check_readable`] needs to tell. The one
+    /// screening `divide` and training apply.
+    pub fn check_readable(&self, key: &str) -> Result<()> {
+        check_key(key)?;
+        super::decode::check_readable(&self.fetch(key)?, key, self.limits)
+    }
+
     /// The bytes of a local file named by a path (any bytes, on Unix not only UTF-8) rather
     /// than a key: a regular file, at most `data.max_image_bytes`.
     pub fn read_path(&self, path: &Path) -> Result<Vec<u8>> {

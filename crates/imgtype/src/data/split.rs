@@ -190,11 +190,7 @@ fn drop_unreadable_images(products: &mut [Product], base: Option<&Path>) -> Vec<
     let source = crate::data::ImageSource::local(base.map(Path::to_path_buf));
     let mut dropped = Vec::new();
     for product in products.iter_mut() {
-        let readable = |key: &str| -> Result<()> {
-            super::source::check_key(key)?;
-            super::decode::check_readable(&source.fetch(key)?, key, source.decode_limits())
-        };
-        product.images.retain(|img| match readable(&img.path) {
+        product.images.retain(|img| match source.check_readable(&img.path) {
             Ok(_) => true,
             Err(e) => {
                 tracing::warn!("product {}: dropping image {}: {e:#}", product.id, img.path);

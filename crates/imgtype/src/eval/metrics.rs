@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClassReport {
     pub precision: f64,
     pub recall: f64,
@@ -13,14 +13,14 @@ pub struct ClassReport {
     pub support: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Averages {
     pub precision: f64,
     pub recall: f64,
     pub f1: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Metrics {
     pub num_samples: usize,
     pub accuracy: f64,
@@ -76,22 +76,49 @@ pub fn roc_auc(scores: &[f64], positive: &[bool]) -> Option<f64> {
 
 /// Metrics for true and predicted class indices; `probabilities` (one row per sample) enables AUC.
 impl Metrics {
-    /// As JSON: our nested fields plus the Python system's flat keys with the same values
-    /// (`precision_macro`, `recall_weighted`, `f1_micro`, `auc_macro`, …), so scripts written
-    /// for its `evaluation_results.json` keep working.
+    /// As JSON: see [`MetricsRecord`].
     pub fn to_json(&self) -> serde_json::Value {
-        let mut value = serde_json::to_value(self).expect("metrics serialise");
-        let object = value.as_object_mut().expect("a struct is an object");
-        for (suffix, averages) in
-            [("macro", &self.macro_avg), ("micro", &self.micro_avg), ("weighted", &self.weighted_avg)]
-        {
-            object.insert(format!("precision_{suffix}"), averages.precision.into());
-            object.insert(format!("recall_{suffix}"), averages.recall.into());
-            object.insert(format!("f1_{suffix}"), averages.f1.into());
+        serde_json::to_value(MetricsRecord::from(self.clone())).expect("metrics serialise")
+    }
+}
+
+/// Metrics as the result files hold them: our nested fields plus the Python system's flat
+/// keys with the same values (`precision_macro`, `recall_weighted`, `f1_micro`,
+/// `auc_macro`, …), so scripts written for its `evaluation_results.json` keep working.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MetricsRecord {
+    #[serde(flatten)]
+    pub metrics: Metrics,
+    precision_macro: f64,
+    recall_macro: f64,
+    f1_macro: f64,
+    precision_micro: f64,
+    recall_micro: f64,
+    f1_micro: f64,
+    precision_weighted: f64,
+    recall_weighted: f64,
+    f1_weighted: f64,
+    auc_macro: Option<f64>,
+    auc_weighted: Option<f64>,
+}
+
+impl From<Metrics> for MetricsRecord {
+    fn from(metrics: Metrics) -> Self {
+        let (m, u, w) = (&metrics.macro_avg, &metrics.micro_avg, &metrics.weighted_avg);
+        Self {
+            precision_macro: m.precision,
+            recall_macro: m.recall,
+            f1_macro: m.f1,
+            precision_micro: u.precision,
+            recall_micro: u.recall,
+            f1_micro: u.f1,
+            precision_weighted: w.precision,
+            recall_weighted: w.recall,
+            f1_weighted: w.f1,
+            auc_macro: metrics.roc_auc_macro,
+            auc_weighted: metrics.roc_auc_weighted,
+            metrics,
         }
-        object.insert("auc_macro".into(), self.roc_auc_macro.into());
-        object.insert("auc_weighted".into(), self.roc_auc_weighted.into());
-        value
     }
 }
 

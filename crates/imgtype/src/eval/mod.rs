@@ -5,7 +5,7 @@
 mod metrics;
 mod split;
 
-pub use metrics::{compute_metrics, roc_auc, Averages, ClassReport, Metrics};
+pub use metrics::{compute_metrics, roc_auc, Averages, ClassReport, Metrics, MetricsRecord};
 pub use split::{evaluate_records, SplitEvaluation};
 
 use crate::config::Metric;

@@ -2,7 +2,82 @@
 //! `low_confidence`, one probability per class, top-k (or `ERROR` and blanks), then
 //! `correct` where the true class is known, `inference_ms` and `error`.
 
+use std::path::Path;
+
+use anyhow::{bail, Result};
+
 use super::{Prediction, Predictor};
+use crate::data::{ImageRecord, SplitName};
+
+/// The whole-dataset results CSV (`inference_results.csv`, and merged shards): its columns
+/// defined once, for the writer (`dataset_mode`) and the reports read from it
+/// (`wrong_predictions`).
+pub(super) struct DatasetColumns {
+    pub class_names: Vec<String>,
+    width: usize,
+}
+
+impl DatasetColumns {
+    pub const IMAGE_PATH: usize = 0;
+    pub const SPLIT: usize = 1;
+    pub const TRUE_CLASS: usize = 3;
+    pub const PREDICTED_CLASS: usize = 4;
+    pub const CONFIDENCE: usize = 5;
+    const FIRST_PROBABILITY: usize = 7;
+
+    pub fn new(class_names: &[String]) -> Self {
+        let mut columns = Self { class_names: class_names.to_vec(), width: 0 };
+        columns.width = columns.header().len();
+        columns
+    }
+
+    pub fn header(&self) -> Vec<String> {
+        let mut header: Vec<String> = ["image_path", "split", "product_id", "true_class"].map(String::from).to_vec();
+        header.extend(prediction_header(&self.class_names));
+        header.extend(["correct", "inference_ms", "error"].map(String::from));
+        header
+    }
+
+    /// The columns of the results file at `path` with `header`: its classes from the
+    /// `prob_` columns, every other column where [`Self::header`] puts it.
+    pub fn from_header(header: &[String], path: &Path) -> Result<Self> {
+        let class_names: Vec<String> =
+            header.iter().filter_map(|h| h.strip_prefix("prob_").map(String::from)).collect();
+        let columns = Self::new(&class_names);
+        if columns.header() != header {
+            bail!("{}: not a results file of `test` (expected the columns {:?})", path.display(), columns.header());
+        }
+        Ok(columns)
+    }
+
+    pub fn probability(&self, class: usize) -> usize {
+        Self::FIRST_PROBABILITY + class
+    }
+
+    pub fn error(&self) -> usize {
+        self.width - 1
+    }
+
+    /// One image's row.
+    pub fn row(
+        predictor: &Predictor,
+        split: SplitName,
+        record: &ImageRecord,
+        outcome: &Result<Prediction, String>,
+        ms: f64,
+    ) -> Vec<String> {
+        let mut values = vec![
+            record.image_path.clone(),
+            split.as_str().to_string(),
+            record.product_id.clone(),
+            record.image_type.clone(),
+        ];
+        values.extend(prediction_values(outcome, predictor));
+        values.push(correct_value(outcome, &record.image_type));
+        values.extend(timing_and_error(outcome, ms));
+        values
+    }
+}
 
 pub(super) fn prediction_header(class_names: &[String]) -> Vec<String> {
     let mut columns = vec!["predicted_class".to_string(), "confidence".to_string(), "low_confidence".to_string()];

@@ -12,6 +12,7 @@
 
 use std::fs::File;
 use std::io::BufReader;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -28,7 +29,7 @@ use super::shards::{shard_file_name, Shard};
 use super::timing::TimingSummary;
 use super::{Prediction, Predictor};
 use crate::data::ImageRecord;
-use crate::stop::{Interrupted, StopFlag};
+use crate::stop::{Outcome, StopFlag, Stopped};
 
 type InputReader = RecordReader<BufReader<File>>;
 
@@ -54,7 +55,9 @@ pub struct CsvReport {
     pub timing: TimingSummary,
 }
 
-pub fn run_csv(predictor: &Predictor, request: &CsvRequest, stop: &StopFlag) -> Result<CsvReport> {
+/// Predicts every row of the request's CSV into its output file; a raised `stop` ends it
+/// between batches, its rows kept in the `.partial` file for the same command to continue.
+pub fn run_csv(predictor: &Predictor, request: &CsvRequest, stop: &StopFlag) -> Result<Outcome<CsvReport>> {
     let csv_path = request.csv_path;
     let output = shard_file_name(request.output_path, request.shard);
     let output = crate::fsutil::check_output_file(&output, &[csv_path])?;
@@ -88,16 +91,19 @@ pub fn run_csv(predictor: &Predictor, request: &CsvRequest, stop: &StopFlag) -> 
     rows_again.header()?;
     let outcome = run.predict_rows(rows_again, request.shard, shard_rows, stop);
     let (per_image_ms, failed) = (std::mem::take(&mut run.per_image_ms), run.failed + earlier.failed);
-    if let Err(error) = outcome {
-        let kept = partial.written;
-        let path = partial.path.display();
-        return Err(match error.downcast::<Interrupted>() {
-            Ok(_) => Interrupted(format!(
-                "interrupted after {kept} of {shard_rows} rows; they are in {path}: run the same command again to continue"
-            ))
-            .into(),
-            Err(error) => error.context(format!("the {kept} rows done so far are kept in {path}")),
-        });
+    let kept = partial.written;
+    match outcome {
+        Err(error) => {
+            return Err(error.context(format!("the {kept} rows done so far are kept in {}", partial.path.display())))
+        }
+        Ok(ControlFlow::Break(())) => {
+            let message = format!(
+                "interrupted after {kept} of {shard_rows} rows; they are in {}: run the same command again to continue",
+                partial.path.display()
+            );
+            return Ok(Outcome::Stopped(Stopped::interrupted(Some(partial.path.clone()), message)));
+        }
+        Ok(ControlFlow::Continue(())) => {}
     }
     partial.finish(&output)?;
     let timing = TimingSummary::new(per_image_ms, started.elapsed().as_secs_f64(), predictor.load_seconds);
@@ -105,7 +111,7 @@ pub fn run_csv(predictor: &Predictor, request: &CsvRequest, stop: &StopFlag) -> 
     if failed > 0 {
         tracing::warn!("{failed} row(s) could not be predicted (ERROR rows, reason in the `error` column)");
     }
-    Ok(CsvReport { output_path: output, rows: shard_rows, resumed_rows, failed, timing })
+    Ok(Outcome::Finished(CsvReport { output_path: output, rows: shard_rows, resumed_rows, failed, timing }))
 }
 
 /// A first, cheap pass: counts this shard's data rows (the progress total) and checks
@@ -262,14 +268,14 @@ struct RowBatch {
 
 impl CsvRun<'_> {
     /// Predicts this shard's rows after those already done, batch by batch; the next batch is
-    /// read and decoded while the model works on this one.
+    /// read and decoded while the model works on this one. Breaks when `stop` is raised.
     fn predict_rows(
         &mut self,
         mut reader: InputReader,
         shard: Option<Shard>,
         shard_rows: usize,
         stop: &StopFlag,
-    ) -> Result<()> {
+    ) -> Result<ControlFlow<()>> {
         let (predictor, columns) = (self.predictor, self.columns);
         let batch_size = predictor.batch_size();
         let done = self.partial.written;
@@ -318,10 +324,11 @@ impl CsvRun<'_> {
             self.write_batch(batch)?;
             finished += n;
             progress.advance(n as u64, "");
-            if stop.is_raised() && finished < shard_rows {
-                return Err(Interrupted(String::new()).into());
-            }
-            Ok(())
+            Ok(if stop.is_raised() && finished < shard_rows {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            })
         });
         progress.finish();
         result

@@ -2,21 +2,25 @@
 //! rows, decodes and resizes images) while this one runs the forward pass on the current
 //! batch and writes its rows. One batch ahead at most, so memory stays flat.
 
+use std::ops::ControlFlow;
+
 use anyhow::Result;
 
-/// Runs `produce` on a background thread, one item ahead of `consume` on this one. `produce`
-/// gets a `send` that returns false once the consumer has stopped (an error, an interrupt),
-/// and should then return.
+/// Runs `produce` on a background thread, one item ahead of `consume` on this one, until
+/// `consume` fails or breaks (a stop request), which this returns. `produce` gets a `send`
+/// that returns false once the consumer has stopped, and should then return.
 pub(super) fn prefetched<T: Send>(
     produce: impl FnOnce(&dyn Fn(T) -> bool) + Send,
-    mut consume: impl FnMut(T) -> Result<()>,
-) -> Result<()> {
+    mut consume: impl FnMut(T) -> Result<ControlFlow<()>>,
+) -> Result<ControlFlow<()>> {
     std::thread::scope(|scope| {
         let (sender, receiver) = std::sync::mpsc::sync_channel::<T>(1);
         scope.spawn(move || produce(&|item| sender.send(item).is_ok()));
         for item in receiver {
-            consume(item)?;
+            if consume(item)?.is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
         }
-        Ok(())
+        Ok(ControlFlow::Continue(()))
     })
 }

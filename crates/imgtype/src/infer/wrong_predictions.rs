@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 
+use super::columns::DatasetColumns;
 use super::shards::{shard_file_name, Shard};
 use crate::data::{ImageSource, SplitName};
 use crate::eval::compute_metrics;
@@ -32,10 +33,7 @@ struct SplitResults {
 /// A results CSV read back: its columns and each split's outcomes.
 struct Results {
     header: Vec<String>,
-    path_col: usize,
-    true_col: usize,
-    pred_col: usize,
-    class_names: Vec<String>,
+    columns: DatasetColumns,
     splits: BTreeMap<String, SplitResults>,
 }
 
@@ -53,7 +51,8 @@ pub fn write_split_reports(
     let mut metrics_json = serde_json::Map::new();
     for split in SplitName::ALL {
         let mut entry = results.splits.remove(split.as_str()).expect("every split");
-        let metrics = compute_metrics(&results.class_names, &entry.y_true, &entry.y_pred, Some(&entry.probabilities));
+        let metrics =
+            compute_metrics(&results.columns.class_names, &entry.y_true, &entry.y_pred, Some(&entry.probabilities));
         accuracy.push((split.as_str().to_string(), metrics.accuracy));
         failed_total += entry.failed;
         let mut value = metrics.to_json();
@@ -62,7 +61,7 @@ pub fn write_split_reports(
         entry.wrong.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
         write_wrong_csv(&shard_file_name(&dir.join(format!("wrong_{}.csv", split.short())), shard), &results, &entry)?;
         let png = shard_file_name(&dir.join(format!("wrong_{}.png", split.short())), shard);
-        write_contact_sheet(&png, split, &results, &entry, source);
+        write_contact_sheet(&png, split, &entry, source);
         tracing::info!("{}: {} images, accuracy {:.4}", split.as_str(), entry.y_true.len(), metrics.accuracy);
     }
     crate::fsutil::write_json_atomic(&shard_file_name(&dir.join("metrics.json"), shard), &metrics_json)?;
@@ -73,48 +72,35 @@ fn read_results(results_path: &Path) -> Result<Results> {
     let mut reader =
         csv::Reader::from_path(results_path).with_context(|| format!("cannot read {}", results_path.display()))?;
     let header: Vec<String> = reader.headers()?.iter().map(String::from).collect();
-    let column = |name: &str| {
-        header.iter().position(|h| h == name).ok_or_else(|| anyhow!("{}: no `{name}` column", results_path.display()))
-    };
-    let (path_col, split_col, true_col, pred_col, conf_col, error_col) = (
-        column("image_path")?,
-        column("split")?,
-        column("true_class")?,
-        column("predicted_class")?,
-        column("confidence")?,
-        column("error")?,
-    );
-    let prob_cols: Vec<(usize, String)> =
-        header.iter().enumerate().filter_map(|(i, h)| h.strip_prefix("prob_").map(|c| (i, c.to_string()))).collect();
-    let class_names: Vec<String> = prob_cols.iter().map(|(_, c)| c.clone()).collect();
+    let columns = DatasetColumns::from_header(&header, results_path)?;
+    let class_names = &columns.class_names;
     let mut splits: BTreeMap<String, SplitResults> =
         SplitName::ALL.iter().map(|s| (s.as_str().to_string(), SplitResults::default())).collect();
     for (index, row) in reader.records().enumerate() {
         let row = row.with_context(|| format!("{}: row {}", results_path.display(), index + 2))?;
-        let split = row.get(split_col).unwrap_or("").to_string();
+        let split = row.get(DatasetColumns::SPLIT).unwrap_or("").to_string();
         let Some(entry) = splits.get_mut(&split) else {
             bail!("{}: row {}: unknown split `{split}`", results_path.display(), index + 2);
         };
-        if !row.get(error_col).unwrap_or("").is_empty() {
+        if !row.get(columns.error()).unwrap_or("").is_empty() {
             entry.failed += 1;
             continue;
         }
-        let class_of = |name: &str| class_names.iter().position(|c| c == name);
-        let (Some(t), Some(p)) = (class_of(row.get(true_col).unwrap_or("")), class_of(row.get(pred_col).unwrap_or("")))
+        let class_of = |column: usize| class_names.iter().position(|c| c == row.get(column).unwrap_or(""));
+        let (Some(t), Some(p)) = (class_of(DatasetColumns::TRUE_CLASS), class_of(DatasetColumns::PREDICTED_CLASS))
         else {
             bail!("{}: row {}: class not among {:?}", results_path.display(), index + 2, class_names);
         };
+        let number = |column: usize| row.get(column).unwrap_or("0").parse().unwrap_or(0.0);
         entry.y_true.push(t);
         entry.y_pred.push(p);
-        entry
-            .probabilities
-            .push(prob_cols.iter().map(|(i, _)| row.get(*i).unwrap_or("0").parse().unwrap_or(0.0)).collect());
+        entry.probabilities.push((0..class_names.len()).map(|c| number(columns.probability(c))).collect());
         if t != p {
-            let confidence = row.get(conf_col).unwrap_or("0").parse().unwrap_or(0.0);
+            let confidence = number(DatasetColumns::CONFIDENCE);
             entry.wrong.push(WrongRow { confidence, values: row.iter().map(String::from).collect() });
         }
     }
-    Ok(Results { header, path_col, true_col, pred_col, class_names, splits })
+    Ok(Results { header, columns, splits })
 }
 
 fn write_wrong_csv(path: &Path, results: &Results, entry: &SplitResults) -> Result<()> {
@@ -130,16 +116,16 @@ fn write_wrong_csv(path: &Path, results: &Results, entry: &SplitResults) -> Resu
 }
 
 /// The most confident wrong predictions as thumbnails.
-fn write_contact_sheet(png: &Path, split: SplitName, results: &Results, entry: &SplitResults, source: &ImageSource) {
+fn write_contact_sheet(png: &Path, split: SplitName, entry: &SplitResults, source: &ImageSource) {
     let sheet: Vec<SheetEntry> = entry
         .wrong
         .iter()
         .take(CONTACT_SHEET_SIZE)
         .map(|row| SheetEntry {
-            image: crate::data::image::load_rgb(source, &row.values[results.path_col]).ok(),
+            image: crate::data::image::load_rgb(source, &row.values[DatasetColumns::IMAGE_PATH]).ok(),
             lines: vec![
-                format!("true {}", row.values[results.true_col]),
-                format!("pred {}", row.values[results.pred_col]),
+                format!("true {}", row.values[DatasetColumns::TRUE_CLASS]),
+                format!("pred {}", row.values[DatasetColumns::PREDICTED_CLASS]),
                 format!("conf {:.3}", row.confidence),
             ],
         })

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::plan::NamedExperiment;
-use crate::train::RunFolder;
+use crate::train::{RunLayout, RunStatus};
 
 /// What the sweep folder records about its plan, so a rerun continues the same sweep and
 /// `--summarize` knows every experiment, finished or not.
@@ -38,9 +38,9 @@ pub(super) fn experiment_state(dir: &Path) -> ExperimentState {
     runs.sort();
     let mut state = ExperimentState::Fresh;
     for run in runs {
-        match run_status(&run).as_deref() {
-            Some("finished") => return ExperimentState::Finished(run),
-            None if RunFolder::latest_checkpoint_of(&run).is_some_and(|checkpoint| checkpoint.is_file()) => {
+        match run_status(&run) {
+            Some(RunStatus::Finished) => return ExperimentState::Finished(run),
+            None if RunLayout::of(&run).is_ok_and(|layout| layout.latest_checkpoint().is_file()) => {
                 state = ExperimentState::Resumable(run);
             }
             _ => {
@@ -52,9 +52,9 @@ pub(super) fn experiment_state(dir: &Path) -> ExperimentState {
     state
 }
 
-/// `final_results.json`'s status, when the run wrote one.
-pub(super) fn run_status(run: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(run.join("final_results.json")).ok()?;
-    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
-    value["status"].as_str().map(String::from)
+/// `final_results.json`'s status, when the run wrote one (the file lies at the run
+/// folder's top, whatever its config).
+pub(super) fn run_status(run: &Path) -> Option<RunStatus> {
+    let layout = RunLayout::of(run).ok()?;
+    layout.read_final_results().ok().map(|results| results.status)
 }

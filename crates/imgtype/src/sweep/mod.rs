@@ -12,4 +12,4 @@ mod run;
 
 pub use plan::{apply_overrides, plan, EpochsOverride, Experiment, NamedExperiment, SweepFile};
 pub use results::{summarize, ExperimentResult, Summary};
-pub use run::{run_sweep, Member, SweepEnd, SweepOptions};
+pub use run::{run_sweep, Member, SweepEnd, SweepOptions, SweepReport};

@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use super::layout::{experiment_state, ExperimentState, PlanRecord, PLAN_FILE};
+use crate::train::RunLayout;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ExperimentResult {
@@ -122,84 +123,30 @@ fn read_experiment(
             run
         }
     };
-    let epochs = read_metrics(&run.join("logs/metrics.csv"))?;
+    let layout = RunLayout::of(&run)?;
+    let epochs = layout.read_metrics_csv()?;
     result.curve = epochs.iter().filter_map(|e| Some((e.epoch as f64, e.val_f1_weighted?))).collect();
     result.epochs_run = Some(epochs.len());
     let seconds: f64 = epochs.iter().map(|e| e.seconds).sum();
     result.seconds = Some(seconds);
-    result.images_per_second = Some(epochs.iter().map(|e| e.images).sum::<f64>() / seconds.max(1e-9));
+    let images: f64 = epochs.iter().map(|e| e.images_per_second * e.seconds).sum();
+    result.images_per_second = Some(images / seconds.max(1e-9));
     if result.status == "finished" {
-        let finals = read_json(&run.join("final_results.json"))?;
-        let best_epoch = finals["best_epoch"].as_u64().map(|e| e as usize);
+        let best_epoch = layout.read_final_results()?.finished.and_then(|run| run.best_epoch);
         result.best_epoch = best_epoch;
         if let Some(best) = epochs.iter().find(|e| Some(e.epoch) == best_epoch) {
             result.val_f1_weighted = best.val_f1_weighted;
             result.val_accuracy = best.val_accuracy;
             result.val_f1_macro = best.val_f1_macro;
         }
-        let evaluation = read_json(&run.join("evaluation_results.json"))?;
-        let metrics = &evaluation["metrics"];
-        result.test_accuracy = metrics["accuracy"].as_f64();
-        result.test_f1_weighted = metrics["f1_weighted"].as_f64();
-        result.test_f1_macro = metrics["f1_macro"].as_f64();
-        if let Some(classes) = metrics["per_class"].as_object() {
-            for (class, report) in classes {
-                if let Some(f1) = report["f1_score"].as_f64() {
-                    result.class_f1.insert(class.clone(), f1);
-                }
-            }
-        }
+        let metrics = layout.read_evaluation_results()?.metrics.metrics;
+        result.test_accuracy = Some(metrics.accuracy);
+        result.test_f1_weighted = Some(metrics.weighted_avg.f1);
+        result.test_f1_macro = Some(metrics.macro_avg.f1);
+        result.class_f1 = metrics.per_class.iter().map(|(class, report)| (class.clone(), report.f1_score)).collect();
     }
     result.run_dir = Some(run);
     Ok(result)
-}
-
-fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
-}
-
-struct EpochRow {
-    epoch: usize,
-    val_accuracy: Option<f64>,
-    val_f1_macro: Option<f64>,
-    val_f1_weighted: Option<f64>,
-    seconds: f64,
-    images: f64,
-}
-
-fn read_metrics(path: &Path) -> Result<Vec<EpochRow>> {
-    if !path.exists() {
-        return Ok(Vec::new()); // interrupted inside its first epoch
-    }
-    let mut reader = csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let header = reader.headers()?.clone();
-    let column = |name: &str| {
-        header.iter().position(|h| h == name).with_context(|| format!("{}: no `{name}` column", path.display()))
-    };
-    let (epoch, acc, f1m, f1w, secs, ips) = (
-        column("epoch")?,
-        column("val_accuracy")?,
-        column("val_f1_macro")?,
-        column("val_f1_weighted")?,
-        column("seconds")?,
-        column("images_per_second")?,
-    );
-    let mut rows = Vec::new();
-    for record in reader.records() {
-        let record = record?;
-        let number = |i: usize| record.get(i).and_then(|v| v.parse::<f64>().ok());
-        let seconds = number(secs).unwrap_or(0.0);
-        rows.push(EpochRow {
-            epoch: number(epoch).unwrap_or(0.0) as usize,
-            val_accuracy: number(acc),
-            val_f1_macro: number(f1m),
-            val_f1_weighted: number(f1w),
-            seconds,
-            images: number(ips).unwrap_or(0.0) * seconds,
-        });
-    }
-    Ok(rows)
 }
 
 fn write_tables(dir: &Path, results: &[ExperimentResult]) -> Result<()> {

@@ -9,7 +9,8 @@ use anyhow::{bail, Context, Result};
 use super::layout::{experiment_state, ExperimentState, PlanRecord, PLAN_FILE};
 use super::plan::{plan, EpochsOverride, Experiment, NamedExperiment};
 use crate::config::Config;
-use crate::train::{PauseReason, RunFolder, TrainEnd, TrainOptions};
+use crate::stop::{Outcome, StopReason, Stopped};
+use crate::train::{RunFolder, TrainOptions};
 
 /// This member's share of a sweep spread over N jobs (a Kubernetes Indexed Job, a Slurm array).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,12 +46,18 @@ pub struct SweepOptions {
     pub train: TrainOptions,
 }
 
-pub enum SweepEnd {
-    /// Every experiment of this member ran (or had run); the summary when not a member.
-    Finished { sweep_dir: PathBuf, ran: usize, skipped: usize, failed: usize, summary: Option<super::Summary> },
-    /// Interrupted inside an experiment; the same command resumes it.
-    Interrupted { sweep_dir: PathBuf, experiment: String },
+/// Every experiment of this member ran (or had run); the summary when not a member.
+pub struct SweepReport {
+    pub sweep_dir: PathBuf,
+    pub ran: usize,
+    pub skipped: usize,
+    pub failed: usize,
+    pub summary: Option<super::Summary>,
 }
+
+/// How a sweep ends: every experiment done, or stopped inside one (`Stopped::kept_in` is the
+/// sweep folder; the same command resumes it).
+pub type SweepEnd = Outcome<SweepReport>;
 
 /// Runs the sweep `path` describes (this member's part of it).
 pub fn run_sweep(path: &Path, options: &SweepOptions) -> Result<SweepEnd> {
@@ -91,11 +98,13 @@ pub fn run_sweep(path: &Path, options: &SweepOptions) -> Result<SweepEnd> {
             }
         };
         match crate::train::train(folder, &options.train) {
-            Ok(TrainEnd::Finished(_)) => ran += 1,
-            Ok(TrainEnd::Paused { reason: PauseReason::Interrupted, .. }) => {
-                return Ok(SweepEnd::Interrupted { sweep_dir, experiment: experiment.name.clone() });
+            Ok(Outcome::Finished(_)) => ran += 1,
+            Ok(Outcome::Stopped(Stopped { reason: StopReason::Interrupted, .. })) => {
+                let message =
+                    format!("interrupted in experiment {}; run the same command to continue", experiment.name);
+                return Ok(Outcome::Stopped(Stopped::interrupted(Some(sweep_dir), message)));
             }
-            Ok(TrainEnd::Paused { .. }) => {
+            Ok(Outcome::Stopped(Stopped { reason: StopReason::StopAfter, .. })) => {
                 bail!("experiment {} paused: --stop-after is not for sweeps", experiment.name)
             }
             Err(e) => {
@@ -107,7 +116,7 @@ pub fn run_sweep(path: &Path, options: &SweepOptions) -> Result<SweepEnd> {
     }
     // A member leaves the summary to `--summarize`: the others may still be running.
     let summary = if options.member.is_none() { Some(super::results::summarize(&sweep_dir)?) } else { None };
-    Ok(SweepEnd::Finished { sweep_dir, ran, skipped, failed, summary })
+    Ok(Outcome::Finished(SweepReport { sweep_dir, ran, skipped, failed, summary }))
 }
 
 fn describe(experiment: &Experiment) -> String {

@@ -7,6 +7,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use super::run_files::{
+    EvaluationResults, FinalResults, FinishedRun, RunLayout, RunStatus, TrainingResults, METRICS_CSV_HEADER,
+};
 use super::state::{EpochRecord, TrainingState};
 use super::tensorboard::EventWriter;
 use super::RunFolder;
@@ -15,35 +18,20 @@ use crate::data::batch::SkippedImage;
 use crate::data::SplitName;
 use crate::eval::{Metrics, SplitEvaluation};
 
-const METRICS_CSV_HEADER: [&str; 12] = [
-    "epoch",
-    "backbone_frozen",
-    "train_loss",
-    "train_accuracy",
-    "val_loss",
-    "val_accuracy",
-    "val_f1_macro",
-    "val_f1_weighted",
-    "lr_head",
-    "lr_backbone",
-    "seconds",
-    "images_per_second",
-];
-
 /// `logs/training_results.json` and `logs/metrics.csv`, rewritten whole after every epoch.
 pub(super) fn write_history(folder: &RunFolder, state: &TrainingState) -> Result<()> {
-    let logs = folder.logs_dir();
+    let layout = folder.layout();
     crate::fsutil::write_json_atomic(
-        &logs.join("training_results.json"),
-        &serde_json::json!({
-            "history": state.history,
-            "best_epoch": state.best_epoch,
-            "best_score": state.best_score,
-            "metric": folder.config().validation.metric,
-            "stopped_early": state.stopped_early,
-        }),
+        &layout.training_results(),
+        &TrainingResults {
+            history: state.history.clone(),
+            best_epoch: state.best_epoch,
+            best_score: state.best_score,
+            metric: folder.config().validation.metric,
+            stopped_early: state.stopped_early,
+        },
     )?;
-    crate::fsutil::write_csv_atomic(&logs.join("metrics.csv"), &METRICS_CSV_HEADER, &state.history)
+    crate::fsutil::write_csv_atomic(&layout.metrics_csv(), &METRICS_CSV_HEADER, &state.history)
         .context("logs/metrics.csv")
 }
 
@@ -125,13 +113,13 @@ pub(super) fn write_test_evaluation(
 ) -> Result<()> {
     let dir = folder.dir();
     crate::fsutil::write_json_atomic(
-        &dir.join("evaluation_results.json"),
-        &serde_json::json!({
-            "split": "test",
-            "loss": evaluation.loss,
-            "unreadable_images": evaluation.unreadable,
-            "metrics": metrics.to_json(),
-        }),
+        &folder.layout().evaluation_results(),
+        &EvaluationResults {
+            split: "test".into(),
+            loss: evaluation.loss,
+            unreadable_images: evaluation.unreadable,
+            metrics: metrics.clone().into(),
+        },
     )?;
     write_class_summary(&dir.join("class_performance_summary.csv"), metrics)?;
     use crate::report::{draw, evaluation as pictures};
@@ -180,17 +168,18 @@ pub(super) fn share_best_model(best: &Path, config: &Config) {
 }
 
 /// `final_results.json` of a run that stopped on an error: the error, for whoever finds the folder.
-pub(super) fn write_failed_results(run_dir: &Path, run_id: &str, error: &anyhow::Error) {
-    let path = run_dir.join("final_results.json");
+pub(super) fn write_failed_results(layout: &RunLayout, run_id: &str, error: &anyhow::Error) {
+    let path = layout.final_results();
     // A finished run keeps its results whatever a later command (say, a --resume) runs into.
-    let finished = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-        .is_some_and(|results| results["status"] != "failed");
-    if finished {
+    if layout.read_final_results().is_ok_and(|results| results.status == RunStatus::Finished) {
         return;
     }
-    let failed = serde_json::json!({"run_id": run_id, "status": "failed", "error": format!("{error:#}")});
+    let failed = FinalResults {
+        run_id: run_id.to_string(),
+        status: RunStatus::Failed,
+        error: Some(format!("{error:#}")),
+        finished: None,
+    };
     if let Err(e) = crate::fsutil::write_json_atomic(&path, &failed) {
         tracing::warn!("could not record the failure in {}: {e:#}", path.display());
     }
@@ -204,22 +193,21 @@ pub(super) fn write_final_results(
     test: &Metrics,
     skipped_images: usize,
 ) -> Result<()> {
+    let finished = FinishedRun {
+        best_epoch: state.best_epoch,
+        validation_metric: folder.config().validation.metric,
+        best_validation_score: state.best_score,
+        epochs_run: state.history.len(),
+        stopped_early: state.stopped_early,
+        best_model: best_model.map(|p| p.display().to_string()),
+        test_accuracy: test.accuracy,
+        test_f1_macro: test.macro_avg.f1,
+        test_f1_weighted: test.weighted_avg.f1,
+        test_roc_auc_macro: test.roc_auc_macro,
+        skipped_images,
+    };
     crate::fsutil::write_json_atomic(
-        &folder.dir().join("final_results.json"),
-        &serde_json::json!({
-            "run_id": folder.run_id(),
-            "status": "finished",
-            "best_epoch": state.best_epoch,
-            "validation_metric": folder.config().validation.metric,
-            "best_validation_score": state.best_score,
-            "epochs_run": state.history.len(),
-            "stopped_early": state.stopped_early,
-            "best_model": best_model.map(|p| p.display().to_string()),
-            "test_accuracy": test.accuracy,
-            "test_f1_macro": test.macro_avg.f1,
-            "test_f1_weighted": test.weighted_avg.f1,
-            "test_roc_auc_macro": test.roc_auc_macro,
-            "skipped_images": skipped_images,
-        }),
+        &folder.layout().final_results(),
+        &FinalResults { run_id: folder.run_id(), status: RunStatus::Finished, error: None, finished: Some(finished) },
     )
 }

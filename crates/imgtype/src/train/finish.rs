@@ -11,6 +11,7 @@ use super::session::Session;
 use super::state::TrainingState;
 use super::{TrainEnd, TrainOutcome};
 use crate::eval::evaluate_records;
+use crate::stop::Outcome;
 
 pub(super) fn finish(session: &mut Session, mut state: TrainingState, best_weights: BestWeights) -> Result<TrainEnd> {
     let config = session.config.clone();
@@ -48,7 +49,7 @@ pub(super) fn finish(session: &mut Session, mut state: TrainingState, best_weigh
     write_final_results(folder, &state, best_model.as_deref(), &test_metrics, session.skipped)?;
     state.finished = true;
     checkpoint::mark_finished(&folder.latest_checkpoint(), &state)?;
-    Ok(TrainEnd::Finished(TrainOutcome {
+    Ok(Outcome::Finished(TrainOutcome {
         run_dir: folder.dir().to_path_buf(),
         best_model,
         best_epoch: state.best_epoch,

@@ -16,8 +16,9 @@ use super::selection::{validate_epoch, BestWeights};
 use super::session::Session;
 use super::state::EpochRecord;
 use super::state::TrainingState;
-use super::{PauseReason, TrainEnd, TrainOptions};
+use super::{TrainEnd, TrainOptions};
 use crate::model::{BACKBONE_GROUP, HEAD_GROUP};
+use crate::stop::{Outcome, StopReason, Stopped};
 
 struct Fit<'a> {
     session: &'a mut Session,
@@ -171,7 +172,7 @@ impl Fit<'_> {
             self.state.next_batch,
             self.session.folder.dir().display()
         );
-        Ok(self.paused(epoch, PauseReason::Interrupted))
+        Ok(self.paused(epoch, StopReason::Interrupted))
     }
 
     /// After a finished epoch with more to do: a pause when `stop_after_epochs` is reached
@@ -185,16 +186,18 @@ impl Fit<'_> {
         let resume_hint = format!("train --resume {}", self.session.folder.dir().display());
         if self.options.stop_after_epochs.is_some_and(|n| self.epochs_this_run >= n) {
             tracing::info!("stopping after {} epoch(s) as asked; resume with: {resume_hint}", self.epochs_this_run);
-            return Some(self.paused(epochs_done, PauseReason::StopAfter));
+            return Some(self.paused(epochs_done, StopReason::StopAfter));
         }
         if self.options.stop.is_raised() {
             tracing::warn!("interrupted after epoch {epochs_done}; checkpoint saved. Resume with: {resume_hint}");
-            return Some(self.paused(epochs_done, PauseReason::Interrupted));
+            return Some(self.paused(epochs_done, StopReason::Interrupted));
         }
         None
     }
 
-    fn paused(&self, epochs_done: usize, reason: PauseReason) -> TrainEnd {
-        TrainEnd::Paused { run_dir: self.session.folder.dir().to_path_buf(), epochs_done, reason }
+    fn paused(&self, epochs_done: usize, reason: StopReason) -> TrainEnd {
+        let run_dir = self.session.folder.dir();
+        let message = format!("paused after {epochs_done} epoch(s); resume with: train --resume {}", run_dir.display());
+        Outcome::Stopped(Stopped { reason, kept_in: Some(run_dir.to_path_buf()), message })
     }
 }

@@ -18,6 +18,7 @@ mod finish;
 mod fit;
 pub mod optim;
 pub mod pipeline;
+mod run_files;
 mod run_folder;
 pub mod schedule;
 mod selection;
@@ -32,6 +33,7 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 pub use ema::{ema_decay_after, Ema};
+pub use run_files::{EvaluationResults, FinalResults, FinishedRun, RunLayout, RunStatus, TrainingResults};
 pub use run_folder::RunFolder;
 pub use state::{EpochRecord, TrainingState};
 
@@ -55,25 +57,17 @@ pub struct TrainOutcome {
     pub skipped_images: usize,
 }
 
-/// Why a run stopped before its end; `train --resume RUN_DIR` continues it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PauseReason {
-    Interrupted,
-    StopAfter,
-}
-
-pub enum TrainEnd {
-    Finished(TrainOutcome),
-    Paused { run_dir: PathBuf, epochs_done: usize, reason: PauseReason },
-}
+/// How training ends: finished, or stopped with a checkpoint (`Stopped::kept_in` is the run
+/// folder; `train --resume RUN_DIR` continues it).
+pub type TrainEnd = crate::stop::Outcome<TrainOutcome>;
 
 /// Trains in `folder`: a new run from its first epoch, a reopened one from its latest
 /// checkpoint. A run that fails says why in its `final_results.json` (status "failed").
 pub fn train(folder: RunFolder, options: &TrainOptions) -> Result<TrainEnd> {
-    let (run_dir, run_id) = (folder.dir().to_path_buf(), folder.run_id());
+    let (layout, run_id) = (folder.layout().clone(), folder.run_id());
     let result = start_or_resume(folder, options);
     if let Err(error) = &result {
-        artifacts::write_failed_results(&run_dir, &run_id, error);
+        artifacts::write_failed_results(&layout, &run_id, error);
     }
     result
 }

@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
+use super::run_files::RunLayout;
 use crate::config::Config;
 
 pub struct RunFolder {
-    dir: PathBuf,
+    layout: RunLayout,
     config: Config,
     resumed: bool,
 }
@@ -43,8 +44,6 @@ struct RunMetadata {
     resumed_at: Vec<String>,
 }
 
-const LATEST_CHECKPOINT: &str = "latest_checkpoint.safetensors";
-
 impl RunFolder {
     /// Creates a new run folder under `paths.result_dir` for `config` (read from
     /// `config_file`, when there was one) with `model/`, the logs and checkpoints folders,
@@ -58,10 +57,10 @@ impl RunFolder {
         let log_dir = config.paths.log_dir.to_string_lossy().to_string();
         let checkpoint_dir = config.paths.checkpoint_dir.to_string_lossy().to_string();
         let dir = crate::rundir::create_run_dir(&config.paths.result_dir, &["model", &log_dir, &checkpoint_dir])?;
-        let folder = Self { dir, config: config.clone(), resumed: false };
-        crate::fsutil::write_atomic(&folder.dir.join("config.json"), config.to_json_pretty().as_bytes())?;
+        let folder = Self { layout: RunLayout::new(&dir, config), config: config.clone(), resumed: false };
+        crate::fsutil::write_atomic(&folder.layout.config(), config.to_json_pretty().as_bytes())?;
         crate::fsutil::write_json_atomic(
-            &folder.metadata_path(),
+            &folder.layout.metadata(),
             &RunMetadata {
                 run_id: folder.run_id(),
                 start_time: chrono::Local::now().to_rfc3339(),
@@ -92,12 +91,13 @@ impl RunFolder {
         if !config_path.is_file() {
             bail!("{} is not a run folder (no config.json)", dir.display());
         }
-        let folder = Self { dir: dir.to_path_buf(), config: Config::load(&config_path)?, resumed: true };
+        let config = Config::load(&config_path)?;
+        let folder = Self { layout: RunLayout::new(dir, &config), config, resumed: true };
         crate::fsutil::remove_stale_temp_files(dir);
         if !folder.latest_checkpoint().is_file() {
             bail!("{}: no checkpoint to resume from (the run stopped before its first checkpoint)", dir.display());
         }
-        let metadata_path = folder.metadata_path();
+        let metadata_path = folder.layout.metadata();
         if let Ok(text) = std::fs::read_to_string(&metadata_path) {
             if let Ok(mut metadata) = serde_json::from_str::<RunMetadata>(&text) {
                 metadata.resumed_at.push(chrono::Local::now().to_rfc3339());
@@ -108,7 +108,12 @@ impl RunFolder {
     }
 
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.layout.dir()
+    }
+
+    /// Where each of its files lies.
+    pub fn layout(&self) -> &RunLayout {
+        &self.layout
     }
 
     pub fn config(&self) -> &Config {
@@ -121,45 +126,28 @@ impl RunFolder {
     }
 
     pub fn run_id(&self) -> String {
-        self.dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default()
+        self.dir().file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default()
     }
 
     /// `paths.log_dir` inside the run folder (`logs/` by default).
     pub fn logs_dir(&self) -> PathBuf {
-        self.dir.join(&self.config.paths.log_dir)
-    }
-
-    /// `paths.checkpoint_dir` inside the run folder (`checkpoints/` by default).
-    pub fn checkpoints_dir(&self) -> PathBuf {
-        self.dir.join(&self.config.paths.checkpoint_dir)
+        self.layout.logs_dir()
     }
 
     pub fn latest_checkpoint(&self) -> PathBuf {
-        self.checkpoints_dir().join(LATEST_CHECKPOINT)
-    }
-
-    /// The latest checkpoint of the run folder at `dir` by that run's own config (its
-    /// `paths.checkpoint_dir`), without opening the folder; `None` without a readable config.
-    pub fn latest_checkpoint_of(dir: &Path) -> Option<PathBuf> {
-        let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
-        let config = Config::parse(&text).ok()?.config;
-        Some(dir.join(&config.paths.checkpoint_dir).join(LATEST_CHECKPOINT))
+        self.layout.latest_checkpoint()
     }
 
     pub fn numbered_checkpoint(&self, epoch: usize) -> PathBuf {
-        self.checkpoints_dir().join(format!("checkpoint_epoch_{epoch:03}.safetensors"))
+        self.layout.numbered_checkpoint(epoch)
     }
 
     pub fn best_model(&self) -> PathBuf {
-        self.dir.join("model/best_model.safetensors")
+        self.layout.best_model()
     }
 
     pub fn last_model(&self) -> PathBuf {
-        self.dir.join("model/last_model.safetensors")
-    }
-
-    fn metadata_path(&self) -> PathBuf {
-        self.dir.join("run_metadata.json")
+        self.layout.last_model()
     }
 }
 

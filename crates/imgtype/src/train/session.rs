@@ -47,7 +47,7 @@ impl Session {
         }
         tch::manual_seed(config.system.seed as i64);
         let source = ImageSource::from_config(&config.data);
-        let skipped_csv = folder.logs_dir().join("skipped_images.csv");
+        let skipped_csv = folder.layout().skipped_images();
         let earlier = if folder.is_resumed() { super::artifacts::read_skipped(&skipped_csv) } else { None };
         if let Some(earlier) = &earlier {
             tracing::info!("reusing the first start's screening ({} image(s) left out)", earlier.len());
