@@ -91,37 +91,60 @@ pub fn remove_stale_temp_files(dir: &Path) -> usize {
     removed
 }
 
-/// Opens `path` for reading if it is a regular file of at most `max_bytes`: FIFOs,
-/// devices and sockets are refused without blocking (`O_NONBLOCK`), and a file over the cap
-/// is refused from its size, before anything is read.
-pub fn open_regular_file(path: &Path, max_bytes: u64) -> Result<(std::fs::File, std::fs::Metadata)> {
+/// A cap on the bytes read from a file we did not write, and its name for errors (the
+/// config key that sets it, or what it is for).
+#[derive(Debug, Clone, Copy)]
+pub struct ByteCap<'a> {
+    pub max_bytes: u64,
+    pub name: &'a str,
+}
+
+/// Opens `path` for reading if it is a regular file within `cap`: FIFOs, devices and
+/// sockets are refused without blocking (`O_NONBLOCK`), and a file over the cap is refused
+/// from its size, before anything is read. `label` names the file in errors. The one
+/// opener of files we did not write (images, model files, configs).
+pub fn open_regular_file(path: &Path, label: &str, cap: ByteCap) -> Result<(std::fs::File, std::fs::Metadata)> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    let metadata = file.metadata().with_context(|| format!("cannot open {}", path.display()))?;
+        .map_err(|e| anyhow::anyhow!("cannot open {label}: {}", plain_io_error(&e)))?;
+    let metadata = file.metadata().map_err(|e| anyhow::anyhow!("cannot open {label}: {}", plain_io_error(&e)))?;
     if !metadata.is_file() {
-        anyhow::bail!("{} is not a regular file (a folder, device, FIFO or socket)", path.display());
+        anyhow::bail!("{label}: not a regular file (a folder, device, FIFO or socket)");
     }
-    if metadata.len() > max_bytes {
-        anyhow::bail!("{} has {} bytes, more than the {max_bytes} read here", path.display(), metadata.len());
+    if metadata.len() > cap.max_bytes {
+        anyhow::bail!("{label}: {} bytes, more than {} ({})", metadata.len(), cap.name, cap.max_bytes);
     }
     Ok((file, metadata))
 }
 
-/// The whole regular file at `path`, refused when it is larger than `max_bytes`.
-pub fn read_capped(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
-    let (file, metadata) = open_regular_file(path, max_bytes)?;
-    let mut bytes = Vec::with_capacity(metadata.len() as usize);
-    std::io::Read::take(file, max_bytes.saturating_add(1))
+/// Reads `reader` to its end, failing once it has given more than the cap.
+pub fn read_at_most(reader: impl std::io::Read, label: &str, cap: ByteCap) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    reader
+        .take(cap.max_bytes.saturating_add(1))
         .read_to_end(&mut bytes)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    if bytes.len() as u64 > max_bytes {
-        anyhow::bail!("{} has more than the {max_bytes} bytes read here", path.display());
+        .map_err(|e| anyhow::anyhow!("cannot read {label}: {}", plain_io_error(&e)))?;
+    if bytes.len() as u64 > cap.max_bytes {
+        anyhow::bail!("{label}: more than {} ({} bytes)", cap.name, cap.max_bytes);
     }
     Ok(bytes)
+}
+
+/// The whole regular file at `path`, refused when it is over `cap`.
+pub fn read_capped(path: &Path, label: &str, cap: ByteCap) -> Result<Vec<u8>> {
+    let (file, _) = open_regular_file(path, label, cap)?;
+    read_at_most(file, label, cap)
+}
+
+/// An I/O error without the path std sometimes appends, so messages name only the label.
+pub fn plain_io_error(error: &std::io::Error) -> String {
+    match error.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
+        None => error.kind().to_string(),
+    }
 }
 
 /// Where an output file named `path` is to be written, checked before any work is done:

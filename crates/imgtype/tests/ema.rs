@@ -13,7 +13,7 @@ fn ema_update_blends_weights_and_batchnorm_statistics() {
     config.training.ema_decay = 0.9;
     tch::manual_seed(1);
     let model = ImageTypeClassifier::new(&config, Device::Cpu);
-    let mut ema = Ema::new(&model, &config);
+    let mut ema = Ema::new(&model, config.training.ema_decay, config.training.ema_warmup);
     // The average and the model then differ: move the model.
     tch::no_grad(|| {
         for (_, mut t) in model.vs.variables() {
@@ -47,7 +47,7 @@ fn the_decay_warms_up_as_timm_model_ema_v3() {
     let config = Config::default();
     tch::manual_seed(1);
     let model = ImageTypeClassifier::new(&config, Device::Cpu);
-    let mut ema = Ema::new(&model, &config);
+    let mut ema = Ema::new(&model, config.training.ema_decay, config.training.ema_warmup);
     tch::no_grad(|| {
         let _ = model.vs.variables()["classifier.1.weight"].shallow_clone().fill_(0.25);
     });

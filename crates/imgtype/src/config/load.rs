@@ -21,8 +21,8 @@ impl Config {
     /// Reads, parses and validates a config file. Unknown keys are logged as warnings.
     pub fn load(path: &Path) -> Result<Config> {
         // A config is a few kilobytes; the cap keeps `--config /dev/zero` from reading forever.
-        let bytes = crate::fsutil::read_capped(path, 16 << 20)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let cap = crate::fsutil::ByteCap { max_bytes: 16 << 20, name: "the 16 MiB a config file may have" };
+        let bytes = crate::fsutil::read_capped(path, &format!("config file {}", path.display()), cap)?;
         let text = String::from_utf8(bytes)
             .map_err(|_| anyhow::anyhow!("config file {} is not UTF-8 text", path.display()))?;
         let loaded = Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))?;

@@ -3,47 +3,31 @@
 //! policy confines keys, not larger than the byte cap), never about a name that could be
 //! swapped between a check and the open.
 
-use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
+
+use crate::fsutil::{open_regular_file, read_at_most, ByteCap};
 
 /// The bytes of the regular file at `path`, at most `max_bytes` of them. With `confine`,
 /// the file opened must be inside that folder: the opened file's device and inode are
 /// compared with those of the path it resolves to, so a symbolic link swapped to the outside
 /// between the open and the check is caught as well as one that pointed outside all along.
-/// FIFOs, devices and sockets are refused without blocking (`O_NONBLOCK` on the open).
+/// FIFOs, devices and sockets are refused without blocking (see [`open_regular_file`]).
 pub fn read_regular_file(path: &Path, confine: Option<&Path>, max_bytes: u64, label: &str) -> Result<Vec<u8>> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| anyhow!("cannot open image {label}: {}", plain_io_error(&e)))?;
-    let opened = file.metadata().map_err(|e| anyhow!("cannot open image {label}: {}", plain_io_error(&e)))?;
-    if !opened.is_file() {
-        bail!("{label}: not a regular file (a folder, device, FIFO or socket)");
-    }
+    let label = format!("image {label}");
+    let cap = image_cap(max_bytes);
+    let (file, opened) = open_regular_file(path, &label, cap)?;
     if let Some(folder) = confine {
-        check_inside(path, &opened, folder, label)?;
+        check_inside(path, &opened, folder, &label)?;
     }
-    if opened.len() > max_bytes {
-        bail!("{label}: {} bytes, more than data.max_image_bytes ({max_bytes})", opened.len());
-    }
-    read_at_most(file, max_bytes, label)
+    read_at_most(file, &label, cap)
 }
 
-/// Reads `reader` to its end, failing once it has given more than `max_bytes`.
-pub fn read_at_most(reader: impl Read, max_bytes: u64, label: &str) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    reader
-        .take(max_bytes.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(|e| anyhow!("cannot read image {label}: {}", plain_io_error(&e)))?;
-    if bytes.len() as u64 > max_bytes {
-        bail!("{label}: more than data.max_image_bytes ({max_bytes} bytes)");
-    }
-    Ok(bytes)
+/// `data.max_image_bytes`, the cap on every image's bytes (files, downloads, the cache).
+pub fn image_cap(max_bytes: u64) -> ByteCap<'static> {
+    ByteCap { max_bytes, name: "data.max_image_bytes" }
 }
 
 fn check_inside(path: &Path, opened: &std::fs::Metadata, folder: &Path, label: &str) -> Result<()> {
@@ -58,14 +42,6 @@ fn check_inside(path: &Path, opened: &std::fs::Metadata, folder: &Path, label: &
         bail!("{label}: changed while it was being opened (a symbolic link swapped?); not read");
     }
     Ok(())
-}
-
-/// An I/O error without the path std sometimes appends, so messages name only the key.
-fn plain_io_error(error: &std::io::Error) -> String {
-    match error.raw_os_error() {
-        Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
-        None => error.kind().to_string(),
-    }
 }
 
 #[cfg(test)]
@@ -93,9 +69,9 @@ mod tests {
         std::fs::File::create(&sparse).unwrap().set_len(20 << 30).unwrap();
         let err = read_regular_file(&sparse, None, 64 << 20, "big.jpg").unwrap_err().to_string();
         assert!(err.contains("more than data.max_image_bytes"), "{err}");
-        let err = read_at_most(std::io::repeat(0), 1000, "zero").unwrap_err().to_string();
+        let err = read_at_most(std::io::repeat(0), "zero", image_cap(1000)).unwrap_err().to_string();
         assert!(err.contains("more than data.max_image_bytes (1000 bytes)"), "{err}");
-        assert_eq!(read_at_most(&b"abc"[..], 3, "x").unwrap(), b"abc");
+        assert_eq!(read_at_most(&b"abc"[..], "x", image_cap(3)).unwrap(), b"abc");
     }
 
     #[test]

@@ -13,9 +13,10 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::keys::{authority, parse_url, shown};
-use super::open::read_at_most;
+use super::open::image_cap;
 use super::policy::RemotePolicy;
 use crate::config::DataConfig;
+use crate::fsutil::read_at_most;
 
 /// Redirects followed under a source policy.
 const MAX_REDIRECTS: usize = 5;
@@ -72,8 +73,9 @@ impl RemoteFetcher {
         let cached = self.cache_path(url);
         if let Some(path) = &cached {
             let label = shown(url.as_str());
-            if let Ok(bytes) =
-                std::fs::File::open(path).map_err(anyhow::Error::from).and_then(|f| read_at_most(f, max_bytes, &label))
+            if let Ok(bytes) = std::fs::File::open(path)
+                .map_err(anyhow::Error::from)
+                .and_then(|f| read_at_most(f, &label, image_cap(max_bytes)))
             {
                 return Ok(bytes);
             }

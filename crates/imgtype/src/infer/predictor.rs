@@ -36,7 +36,6 @@ pub struct Prediction {
 /// between threads: image decoding runs on the caller's threads, forward passes take turns.
 pub struct Predictor {
     scorer: BatchScorer,
-    class_names: Vec<String>,
     rule: DecisionRule,
     top_k: usize,
     confidence_threshold: f64,
@@ -72,7 +71,7 @@ impl Predictor {
             "model {} loaded in {:.2} s; classes: {}; {}",
             path.display(),
             predictor.load_seconds,
-            predictor.class_names.join(", "),
+            predictor.class_names().join(", "),
             predictor.scorer.engine().describe()
         );
         Ok(predictor)
@@ -84,7 +83,7 @@ impl Predictor {
 
     fn with_precision(model: ImageTypeClassifier, precision: Option<Precision>) -> Self {
         let config = model.config().clone();
-        let class_names = model.class_names().to_vec();
+        let class_names = model.class_names();
         let kind = inference_kind(precision.unwrap_or(config.system.precision), model.device());
         let scorer = BatchScorer::new(
             Box::new(LibtorchEngine::new(&model, kind)),
@@ -94,12 +93,11 @@ impl Predictor {
         );
         Self {
             scorer,
-            rule: DecisionRule::new(&config.inference.class_thresholds, &class_names),
+            rule: DecisionRule::new(&config.inference.class_thresholds, class_names),
             top_k: config.inference.return_top_k.clamp(1, class_names.len()),
             confidence_threshold: config.inference.confidence_threshold,
             load_seconds: 0.0,
             model_identity: "in memory".into(),
-            class_names,
             trained_with: config,
         }
     }
@@ -109,8 +107,9 @@ impl Predictor {
         self.scorer.engine().kind()
     }
 
+    /// The model's classes, in output order (from the model file, as the model has them).
     pub fn class_names(&self) -> &[String] {
-        &self.class_names
+        &self.trained_with.data.class_names
     }
 
     /// The config stored in the model file: defaults for folders and columns, never edited.
@@ -169,10 +168,10 @@ impl Predictor {
         order.sort_by(|&a, &b| probabilities[b].total_cmp(&probabilities[a]));
         Prediction {
             class_index,
-            predicted_class: self.class_names[class_index].clone(),
+            predicted_class: self.class_names()[class_index].clone(),
             confidence: probabilities[class_index],
             probabilities: probabilities.to_vec(),
-            top_k: order.iter().take(self.top_k).map(|&c| (self.class_names[c].clone(), probabilities[c])).collect(),
+            top_k: order.iter().take(self.top_k).map(|&c| (self.class_names()[c].clone(), probabilities[c])).collect(),
         }
     }
 

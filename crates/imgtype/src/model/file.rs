@@ -16,22 +16,26 @@ pub const FORMAT: &str = "imgtype-model-v1";
 pub const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
 
-/// What a model file says about itself besides its tensors.
+/// What a model file says about itself besides its tensors: the config it was trained
+/// with, whose `data.class_names` are the model's classes (the file's `class_names` entry).
 #[derive(Debug, Clone)]
 pub struct ModelMetadata {
-    pub class_names: Vec<String>,
     pub config: Config,
 }
 
 impl ModelMetadata {
     pub fn new(config: &Config) -> Self {
-        Self { class_names: config.data.class_names.clone(), config: config.clone() }
+        Self { config: config.clone() }
+    }
+
+    pub fn class_names(&self) -> &[String] {
+        &self.config.data.class_names
     }
 
     pub fn to_header(&self) -> HashMap<String, String> {
         let mut header = HashMap::new();
         header.insert("format".into(), FORMAT.into());
-        header.insert("class_names".into(), serde_json::to_string(&self.class_names).expect("names serialise"));
+        header.insert("class_names".into(), serde_json::to_string(self.class_names()).expect("names serialise"));
         header.insert("config".into(), serde_json::to_string(&self.config).expect("config serialises"));
         header.insert("image_size".into(), self.config.augmentation.image_size.to_string());
         header.insert("normalize_mean".into(), serde_json::to_string(&IMAGENET_MEAN).expect("mean"));
@@ -52,9 +56,9 @@ impl ModelMetadata {
         let loaded = Config::parse(field("config")?)
             .with_context(|| format!("{}: metadata `config` is not a valid config", path.display()))?;
         let mut config = loaded.config;
-        config.data.class_names = class_names.clone();
+        config.data.class_names = class_names;
         config.validate().map_err(|e| anyhow!("{}: metadata `class_names`: {e:#}", path.display()))?;
-        let metadata = Self { class_names, config };
+        let metadata = Self { config };
         metadata.check_header(header).map_err(|e| anyhow!("{}: metadata {e:#}", path.display()))?;
         Ok(metadata)
     }
@@ -119,8 +123,8 @@ fn kind_of(dtype: Dtype) -> Option<Kind> {
 
 /// Named tensors of a safetensors file, as CPU tensors, and its header metadata.
 pub fn read_safetensors(path: &Path) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>)> {
-    let bytes = crate::fsutil::read_capped(path, super::torch_file::MAX_TORCH_FILE_BYTES)
-        .with_context(|| format!("cannot read model file {}", path.display()))?;
+    let bytes =
+        crate::fsutil::read_capped(path, &format!("model file {}", path.display()), super::torch_file::MODEL_FILE_CAP)?;
     let (_, header) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| anyhow!("{}: not a valid safetensors file ({e:?})", path.display()))?;
     let metadata = header.metadata().clone().unwrap_or_default();
@@ -247,7 +251,9 @@ fn read_python_checkpoint(path: &Path) -> Result<ModelFile> {
         .filter(|(name, _)| !name.ends_with("num_batches_tracked"))
         .map(|(name, t)| (name, t.to_kind(Kind::Float)))
         .collect();
-    Ok(ModelFile { tensors, metadata: ModelMetadata { class_names, config: loaded.config } })
+    let mut config = loaded.config;
+    config.data.class_names = class_names;
+    Ok(ModelFile { tensors, metadata: ModelMetadata { config } })
 }
 
 /// Every variable of `vs` (weights and BatchNorm statistics) by its state-dict name, sorted.

@@ -113,7 +113,6 @@ pub struct ImageTypeClassifier {
     pub vs: nn::VarStore,
     pub(crate) backbone: BackboneNetwork,
     pub(crate) head: ClassifierHead,
-    class_names: Vec<String>,
     /// The side of the square images the model takes: the model file's `image_size`.
     input_size: u32,
     /// The config it was built from (and trained with), stored in the files it saves.
@@ -130,7 +129,7 @@ impl ImageTypeClassifier {
         let vs = nn::VarStore::new(device);
         let root = vs.root();
         let backbone = BackboneNetwork::new(root.set_group(BACKBONE_GROUP) / "backbone", &config.model);
-        let class_names = config.data.class_names.clone();
+        let class_names = &config.data.class_names;
         let head = ClassifierHead::new(
             root.set_group(HEAD_GROUP) / "classifier",
             config.model.backbone.feature_dim(),
@@ -152,7 +151,6 @@ impl ImageTypeClassifier {
             vs,
             backbone,
             head,
-            class_names,
             input_size: config.augmentation.image_size,
             config: config.clone(),
             backbone_frozen: false,
@@ -163,14 +161,14 @@ impl ImageTypeClassifier {
     /// Loads a model file: the architecture comes from the config stored in it.
     pub fn load(path: &std::path::Path, device: Device) -> Result<Self> {
         let file = ModelFile::read(path)?;
-        let classes = file.metadata.class_names.len() as i64;
+        let classes = file.metadata.class_names().len() as i64;
         if let Some((_, output)) = file.tensors.iter().find(|(name, _)| name == "classifier.5.weight") {
             let outputs = output.size()[0];
             if outputs != classes {
                 anyhow::bail!(
                     "{}: the model has {outputs} outputs but its metadata lists {classes} class names {:?}",
                     path.display(),
-                    file.metadata.class_names
+                    file.metadata.class_names()
                 );
             }
         }
@@ -190,8 +188,10 @@ impl ImageTypeClassifier {
         ModelFile::write(path, &self.vs, &ModelMetadata::new(&self.config))
     }
 
+    /// Its classes, in output order: the config's `data.class_names` (a model file's
+    /// `class_names` entry), their one owner.
     pub fn class_names(&self) -> &[String] {
-        &self.class_names
+        &self.config.data.class_names
     }
 
     /// The side of the square, normalised images `forward_t` takes.

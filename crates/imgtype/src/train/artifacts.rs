@@ -13,7 +13,6 @@ use super::run_files::{
 use super::state::{EpochRecord, TrainingState};
 use super::tensorboard::EventWriter;
 use super::RunFolder;
-use crate::config::Config;
 use crate::data::batch::SkippedImage;
 use crate::data::SplitName;
 use crate::eval::{Metrics, SplitEvaluation};
@@ -156,8 +155,8 @@ fn write_class_summary(path: &Path, metrics: &Metrics) -> Result<()> {
 
 /// As the Python system's `models/best_model.pth`: the latest best model also in
 /// `paths.model_dir`. A failure here only warns: the run's own copy is what counts.
-pub(super) fn share_best_model(best: &Path, config: &Config) {
-    let shared = config.paths.model_dir.join("best_model.safetensors");
+pub(super) fn share_best_model(best: &Path, model_dir: &Path) {
+    let shared = model_dir.join("best_model.safetensors");
     match std::fs::read(best)
         .map_err(anyhow::Error::from)
         .and_then(|bytes| crate::fsutil::write_atomic(&shared, &bytes))

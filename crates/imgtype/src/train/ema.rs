@@ -8,7 +8,6 @@ use std::path::Path;
 
 use tch::Tensor;
 
-use crate::config::Config;
 use crate::model::ImageTypeClassifier;
 
 /// timm's `warmup_power` for runs of thousands of steps (it reaches 0.999 after 10k updates).
@@ -26,9 +25,10 @@ pub struct Ema {
 }
 
 impl Ema {
-    /// An average starting at `model`'s current weights.
-    pub fn new(model: &ImageTypeClassifier, config: &Config) -> Self {
-        let mut average = ImageTypeClassifier::new(config, model.device());
+    /// An average starting at `model`'s current weights, with `training.ema_decay` and
+    /// `training.ema_warmup`.
+    pub fn new(model: &ImageTypeClassifier, decay: f64, warmup: bool) -> Self {
+        let mut average = ImageTypeClassifier::new(model.config(), model.device());
         average.load_tensors(&model.snapshot(), Path::new("model")).expect("same architecture");
         let live = model.vs.variables();
         let pairs = average
@@ -38,7 +38,7 @@ impl Ema {
             .filter(|(_, t)| t.is_floating_point())
             .map(|(name, t)| (t, live[&name].shallow_clone()))
             .collect();
-        Self { model: average, pairs, decay: config.training.ema_decay, warmup: config.training.ema_warmup, updates: 0 }
+        Self { model: average, pairs, decay, warmup, updates: 0 }
     }
 
     /// The decay of update number `n + 1` (after `n` updates).

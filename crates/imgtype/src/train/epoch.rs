@@ -76,7 +76,7 @@ pub(super) fn train_epoch(
     };
     let mut sums = RunningSums::new(state, session.device);
     let mut end = EpochEnd::Completed;
-    for batch in epoch_batches(plan, config.clone(), session.source.clone()) {
+    for batch in epoch_batches(plan, session.batch_recipe.clone(), session.source.clone()) {
         let batch = batch.map_err(|reason| anyhow!("epoch {}: {reason}", epoch + 1))?;
         for (path, reason) in &batch.skipped {
             tracing::warn!("skipping {path} in this batch: {reason}");

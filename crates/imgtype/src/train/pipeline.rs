@@ -12,7 +12,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::{Kind, Tensor};
 
-use crate::config::Config;
+use crate::config::{AugmentationConfig, Config};
 use crate::data::augment::{augment_image, mix_batch};
 use crate::data::batch::load_images;
 use crate::data::image::to_normalized_batch;
@@ -58,10 +58,34 @@ pub struct EpochPlan {
     pub first_batch: usize,
 }
 
+/// How batches are made, read once from the config: the run's seed, images per batch, the
+/// input size and the augmentations, and `system.num_workers` (0: decode in the training
+/// thread on every core).
+#[derive(Debug, Clone)]
+pub struct BatchRecipe {
+    pub seed: u64,
+    pub batch_size: usize,
+    pub image_size: u32,
+    pub augmentation: AugmentationConfig,
+    pub workers: usize,
+}
+
+impl BatchRecipe {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            seed: config.system.seed,
+            batch_size: config.training.batch_size,
+            image_size: config.augmentation.image_size,
+            augmentation: config.augmentation.clone(),
+            workers: config.system.num_workers,
+        }
+    }
+}
+
 /// Builds the batches of one epoch in order, from `first_batch`.
 pub struct EpochBatches {
     plan: EpochPlan,
-    config: Arc<Config>,
+    recipe: Arc<BatchRecipe>,
     source: ImageSource,
     order: Vec<usize>,
     next: usize,
@@ -69,17 +93,17 @@ pub struct EpochBatches {
 }
 
 impl EpochBatches {
-    pub fn new(plan: EpochPlan, config: Arc<Config>, source: ImageSource, decode_threads: usize) -> Self {
-        let order = epoch_order(plan.records.len(), config.system.seed, plan.epoch);
+    pub fn new(plan: EpochPlan, recipe: Arc<BatchRecipe>, source: ImageSource, decode_threads: usize) -> Self {
+        let order = epoch_order(plan.records.len(), recipe.seed, plan.epoch);
         let next = plan.first_batch;
-        Self { plan, config, source, order, next, decode_threads: decode_threads.max(1) }
+        Self { plan, recipe, source, order, next, decode_threads: decode_threads.max(1) }
     }
 
     fn build(&self, index: usize, chunk: &[usize]) -> Batch {
-        let config = &self.config;
-        let (seed, batch_size, epoch) = (config.system.seed, config.training.batch_size, self.plan.epoch as u64);
+        let recipe = &self.recipe;
+        let (seed, batch_size, epoch) = (recipe.seed, recipe.batch_size, self.plan.epoch as u64);
         let refs: Vec<&ImageRecord> = chunk.iter().map(|&i| &self.plan.records[i]).collect();
-        let loaded = load_images(&refs, &self.source, config.augmentation.image_size, self.decode_threads);
+        let loaded = load_images(&refs, &self.source, recipe.image_size, self.decode_threads);
         let mut images = Vec::with_capacity(chunk.len());
         let mut labels = Vec::with_capacity(chunk.len());
         let mut skipped = Vec::new();
@@ -87,7 +111,7 @@ impl EpochBatches {
             match result {
                 Ok(mut image) => {
                     let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, epoch, position as u64));
-                    augment_image(&mut image, &config.augmentation, &mut rng);
+                    augment_image(&mut image, &recipe.augmentation, &mut rng);
                     images.push(image);
                     labels.push(self.plan.labels[i]);
                 }
@@ -105,11 +129,11 @@ impl EpochBatches {
         }
         let tensor = to_normalized_batch(&images);
         let labels = Tensor::from_slice(&labels);
-        let mixing = config.augmentation.mixup_alpha > 0.0 || config.augmentation.cutmix_alpha > 0.0;
+        let mixing = recipe.augmentation.mixup_alpha > 0.0 || recipe.augmentation.cutmix_alpha > 0.0;
         if mixing && images.len() > 1 {
             let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(seed ^ MIX, epoch, index as u64));
             let one_hot = labels.one_hot(self.plan.num_classes).to_kind(Kind::Float);
-            let (mixed, soft) = mix_batch(&tensor, &one_hot, &config.augmentation, &mut rng);
+            let (mixed, soft) = mix_batch(&tensor, &one_hot, &recipe.augmentation, &mut rng);
             return Batch { index, images: mixed, labels, soft_targets: Some(soft), skipped };
         }
         Batch { index, images: tensor, labels, soft_targets: None, skipped }
@@ -124,7 +148,7 @@ impl Iterator for EpochBatches {
     type Item = BatchResult;
 
     fn next(&mut self) -> Option<BatchResult> {
-        let batch_size = self.config.training.batch_size;
+        let batch_size = self.recipe.batch_size;
         let start = self.next * batch_size;
         if start >= self.order.len() {
             return None;
@@ -146,17 +170,17 @@ impl Iterator for EpochBatches {
 /// cores for libtorch to share.
 pub fn epoch_batches(
     plan: EpochPlan,
-    config: Arc<Config>,
+    recipe: Arc<BatchRecipe>,
     source: ImageSource,
 ) -> Box<dyn Iterator<Item = BatchResult>> {
-    let workers = config.system.num_workers;
+    let workers = recipe.workers;
     if workers == 0 {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        return Box::new(EpochBatches::new(plan, config, source, cores));
+        return Box::new(EpochBatches::new(plan, recipe, source, cores));
     }
     let (sender, receiver) = sync_channel(PREFETCH);
     let epoch = plan.epoch;
-    let batches = EpochBatches::new(plan, config, source, workers);
+    let batches = EpochBatches::new(plan, recipe, source, workers);
     std::thread::Builder::new()
         .name(format!("batches-epoch-{}", epoch + 1))
         .spawn(move || {

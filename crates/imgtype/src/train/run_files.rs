@@ -195,3 +195,101 @@ pub struct EvaluationResults {
 fn null_as_nan<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
     Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn final_results_read_back_what_was_written_finished_or_failed() {
+        let failed = FinalResults {
+            run_id: "run_1".into(),
+            status: RunStatus::Failed,
+            error: Some("disk full".into()),
+            finished: None,
+        };
+        let text = serde_json::to_string(&failed).unwrap();
+        assert_eq!(text, r#"{"run_id":"run_1","status":"failed","error":"disk full"}"#);
+        let back: FinalResults = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            (back.status, back.error.as_deref(), back.finished.is_none()),
+            (RunStatus::Failed, Some("disk full"), true)
+        );
+
+        let finished = FinalResults {
+            run_id: "run_2".into(),
+            status: RunStatus::Finished,
+            error: None,
+            finished: Some(FinishedRun {
+                best_epoch: Some(3),
+                validation_metric: Metric::F1Weighted,
+                best_validation_score: Some(0.9),
+                epochs_run: 4,
+                stopped_early: false,
+                best_model: None,
+                test_accuracy: 0.5,
+                test_f1_macro: 0.4,
+                test_f1_weighted: 0.45,
+                test_roc_auc_macro: None,
+                skipped_images: 0,
+            }),
+        };
+        let value = serde_json::to_value(&finished).unwrap();
+        let keys: Vec<&str> = value.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(&keys[..4], ["run_id", "status", "best_epoch", "validation_metric"], "keys in a stable order");
+        assert!(value.get("error").is_none());
+        let back: FinalResults = serde_json::from_value(value).unwrap();
+        assert_eq!(back.finished.unwrap().best_epoch, Some(3));
+        // An unknown status is an error, not a string to compare.
+        assert!(serde_json::from_str::<FinalResults>(r#"{"run_id":"r","status":"paused"}"#).is_err());
+    }
+
+    #[test]
+    fn a_diverged_runs_loss_reads_back_as_nan() {
+        let metrics = crate::eval::compute_metrics(&["a".to_string(), "b".to_string()], &[0, 1], &[0, 0], None);
+        let written =
+            EvaluationResults { split: "test".into(), loss: f64::NAN, unreadable_images: 0, metrics: metrics.into() };
+        let text = serde_json::to_string(&written).unwrap();
+        assert!(text.contains(r#""loss":null"#), "{text}");
+        assert!(text.contains(r#""f1_weighted":"#), "the Python system's flat keys are kept: {text}");
+        let back: EvaluationResults = serde_json::from_str(&text).unwrap();
+        assert!(back.loss.is_nan());
+        assert_eq!(back.metrics.metrics.accuracy, 0.5);
+        assert_eq!(back.metrics.metrics.confusion_matrix, vec![vec![1, 0], vec![1, 0]]);
+    }
+
+    #[test]
+    fn the_layout_follows_the_runs_own_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.paths.log_dir = "my_logs".into();
+        config.paths.checkpoint_dir = "states".into();
+        std::fs::write(dir.path().join("config.json"), config.to_json_pretty()).unwrap();
+        let layout = RunLayout::of(dir.path()).unwrap();
+        assert_eq!(layout.metrics_csv(), dir.path().join("my_logs/metrics.csv"));
+        assert_eq!(layout.latest_checkpoint(), dir.path().join("states/latest_checkpoint.safetensors"));
+        assert!(layout.read_metrics_csv().unwrap().is_empty(), "no epoch finished yet");
+        std::fs::create_dir(dir.path().join("my_logs")).unwrap();
+        let record = EpochRecord {
+            epoch: 1,
+            backbone_frozen: false,
+            train_loss: f64::NAN,
+            train_accuracy: 0.5,
+            val_loss: None,
+            val_accuracy: Some(0.25),
+            val_f1_macro: None,
+            val_f1_weighted: Some(0.2),
+            lr_head: 1e-3,
+            lr_backbone: 1e-4,
+            seconds: 2.0,
+            images_per_second: 10.0,
+        };
+        crate::fsutil::write_csv_atomic(&layout.metrics_csv(), &METRICS_CSV_HEADER, &[record]).unwrap();
+        let back = layout.read_metrics_csv().unwrap();
+        assert_eq!(back.len(), 1);
+        assert!(back[0].train_loss.is_nan() && back[0].val_loss.is_none());
+        assert_eq!((back[0].val_accuracy, back[0].val_f1_weighted), (Some(0.25), Some(0.2)));
+        let missing = tempfile::tempdir().unwrap();
+        assert!(RunLayout::of(missing.path()).unwrap_err().to_string().contains("config.json"));
+    }
+}

@@ -26,6 +26,8 @@ pub(super) struct Session {
     /// The exponential moving average of the weights (`training.use_ema`): what is validated and saved.
     pub ema: Option<super::Ema>,
     pub loss_fn: Loss,
+    /// How training batches are made (seed, batch size, input size, augmentations).
+    pub batch_recipe: Arc<super::pipeline::BatchRecipe>,
     pub train_records: Arc<Vec<ImageRecord>>,
     pub train_labels: Arc<Vec<i64>>,
     pub val_records: Vec<ImageRecord>,
@@ -55,9 +57,11 @@ impl Session {
         let splits = load_splits(&config, &source, earlier)?;
         super::artifacts::write_skipped(&skipped_csv, &splits.skipped)?;
         let model = build_model(&config, device, folder.is_resumed())?;
-        let ema = config.training.use_ema.then(|| super::Ema::new(&model, &config));
+        let t = &config.training;
+        let ema = t.use_ema.then(|| super::Ema::new(&model, t.ema_decay, t.ema_warmup));
         let loss_fn = Loss::from_config(&config, &splits.train_counts, device)?;
         let train_labels = Arc::new(class_indices(&splits.train, &config.data.class_names)?);
+        let batch_recipe = Arc::new(super::pipeline::BatchRecipe::new(&config));
         let events = match EventWriter::create(&folder.logs_dir()) {
             Ok(writer) => Some(writer),
             Err(e) => {
@@ -73,6 +77,7 @@ impl Session {
             model,
             ema,
             loss_fn,
+            batch_recipe,
             train_records: Arc::new(splits.train),
             train_labels,
             val_records: splits.validation,

@@ -115,6 +115,10 @@ impl Value {
 /// Largest `torch.save` file read, and most bytes its entries may inflate to in all (a
 /// deflate bomb stops here); a training checkpoint of EfficientNet-B0 is about 100 MB.
 pub const MAX_TORCH_FILE_BYTES: u64 = 4 << 30;
+
+/// [`MAX_TORCH_FILE_BYTES`] as the cap on reading any model file.
+pub const MODEL_FILE_CAP: crate::fsutil::ByteCap<'static> =
+    crate::fsutil::ByteCap { max_bytes: MAX_TORCH_FILE_BYTES, name: "the 4 GiB a model file may have" };
 /// Largest pickle (the object tree without the tensor data) read.
 const MAX_PICKLE_BYTES: u64 = 256 << 20;
 
@@ -124,7 +128,7 @@ pub fn read_torch_file(path: &Path) -> Result<Value> {
 }
 
 fn read_archive(path: &Path) -> Result<Value> {
-    let (file, metadata) = crate::fsutil::open_regular_file(path, MAX_TORCH_FILE_BYTES)?;
+    let (file, metadata) = crate::fsutil::open_regular_file(path, "the file", MODEL_FILE_CAP)?;
     let mut archive = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| {
         anyhow!(
             "not a torch.save file of PyTorch 1.6 or later (a zip archive): {e}; older files can be \
