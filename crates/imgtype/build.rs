@@ -1,7 +1,9 @@
 // Embeds an rpath to libtorch so binaries, tests and examples run without LD_LIBRARY_PATH
 // (torch-sys exports its lib folder only to direct dependents, hence the direct dependency),
-// and records the libtorch version for run metadata.
+// records the libtorch version for run metadata, and generates the ONNX messages.
 fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     let lib_dir = std::env::var("DEP_TCH_LIBTORCH_LIB").ok();
     if let Some(lib_dir) = &lib_dir {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
@@ -20,4 +22,12 @@ fn main() {
         })
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=IMGTYPE_LIBTORCH_VERSION={version}");
+    compile_onnx_schema();
+}
+
+/// The ONNX messages (`model::onnx::proto`) from the vendored ONNX schema, into `OUT_DIR`.
+fn compile_onnx_schema() {
+    println!("cargo:rerun-if-changed=proto/onnx.proto3");
+    let descriptors = protox::compile(["onnx.proto3"], ["proto"]).expect("proto/onnx.proto3 compiles");
+    prost_build::Config::new().compile_fds(descriptors).expect("ONNX messages generate");
 }

@@ -56,6 +56,10 @@ struct Args {
     /// them to --output-path (default: <model>_thresholds.safetensors beside it)
     #[arg(long, conflicts_with_all = ["csv_path", "image_path", "merge_shards", "shard"])]
     fit_thresholds: bool,
+    /// Write the model as ONNX to this file (opset 17, dynamic batch, BatchNorm folded; class
+    /// names and image size in its metadata) and exit
+    #[arg(long, value_name = "OUT.onnx", conflicts_with_all = ["csv_path", "image_path", "merge_shards", "fit_thresholds"])]
+    export_onnx: Option<PathBuf>,
     /// Number format (auto, fp32, bf16; default: the model's system.precision, `auto`: bf16
     /// where the CPU has AVX512-BF16 or AMX, or on CUDA)
     #[arg(long)]
@@ -84,6 +88,13 @@ fn run(args: Args) -> Result<()> {
     }
     let device = imgtype::device::resolve_device(args.device.parse::<DeviceChoice>().context("--device")?)?;
     let model_path = args.model_path.as_ref().expect("clap requires --model-path");
+    if let Some(output) = &args.export_onnx {
+        let model_file = imgtype::infer::resolve_model_path(model_path)?;
+        let output = imgtype::fsutil::check_output_file(output, &[&model_file])?;
+        imgtype::model::onnx::export_model_file(&model_file, &output)?;
+        println!("ONNX model (opset {}) written to {}", imgtype::model::onnx::OPSET, output.display());
+        return Ok(());
+    }
     let precision = args.precision.as_deref().map(parse_precision).transpose()?;
     let mut predictor = Predictor::load_with_precision(model_path, device, precision)?;
     predictor.set_base_image_path(args.image_base_path.clone());

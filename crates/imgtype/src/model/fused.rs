@@ -12,13 +12,13 @@ use super::{ClassifierHead, ImageTypeClassifier, LAYER_NORM_EPS};
 
 /// A convolution with its BatchNorm folded in: `y = conv(x, w') + b'` with
 /// `w' = w · γ/√(σ² + ε)` per output channel and `b' = β − μ · γ/√(σ² + ε)`.
-struct FusedConv {
-    weight: Tensor,
-    bias: Tensor,
-    stride: i64,
-    padding: i64,
-    groups: i64,
-    activation: Activation,
+pub(super) struct FusedConv {
+    pub(super) weight: Tensor,
+    pub(super) bias: Tensor,
+    pub(super) stride: i64,
+    pub(super) padding: i64,
+    pub(super) groups: i64,
+    pub(super) activation: Activation,
 }
 
 impl FusedConv {
@@ -47,9 +47,9 @@ impl FusedConv {
 }
 
 /// A 1×1 convolution with a bias (the squeeze-excitation layers).
-struct PointwiseConv {
-    weight: Tensor,
-    bias: Tensor,
+pub(super) struct PointwiseConv {
+    pub(super) weight: Tensor,
+    pub(super) bias: Tensor,
 }
 
 impl PointwiseConv {
@@ -65,11 +65,11 @@ impl PointwiseConv {
     }
 }
 
-struct FusedSqueezeExcitation {
-    fc1: PointwiseConv,
-    fc2: PointwiseConv,
-    activation: Activation,
-    gate: Gate,
+pub(super) struct FusedSqueezeExcitation {
+    pub(super) fc1: PointwiseConv,
+    pub(super) fc2: PointwiseConv,
+    pub(super) activation: Activation,
+    pub(super) gate: Gate,
 }
 
 impl FusedSqueezeExcitation {
@@ -91,7 +91,7 @@ impl FusedSqueezeExcitation {
     }
 }
 
-enum FusedLayer {
+pub(super) enum FusedLayer {
     Conv(FusedConv),
     SqueezeExcitation(FusedSqueezeExcitation),
 }
@@ -120,6 +120,14 @@ impl FusedBlock {
         self
     }
 
+    pub(super) fn layers(&self) -> &[FusedLayer] {
+        &self.layers
+    }
+
+    pub(super) fn residual(&self) -> bool {
+        self.residual
+    }
+
     fn forward(&self, xs: &Tensor) -> Tensor {
         let mut ys = xs.shallow_clone();
         for layer in &self.layers {
@@ -136,13 +144,13 @@ impl FusedBlock {
 }
 
 /// The head in fp32: `Linear → LayerNorm → ReLU → Linear` (dropout is the identity here).
-struct FusedHead {
-    hidden_weight: Tensor,
-    hidden_bias: Tensor,
-    norm_weight: Tensor,
-    norm_bias: Tensor,
-    output_weight: Tensor,
-    output_bias: Tensor,
+pub(super) struct FusedHead {
+    pub(super) hidden_weight: Tensor,
+    pub(super) hidden_bias: Tensor,
+    pub(super) norm_weight: Tensor,
+    pub(super) norm_bias: Tensor,
+    pub(super) output_weight: Tensor,
+    pub(super) output_bias: Tensor,
 }
 
 impl FusedHead {
@@ -177,6 +185,14 @@ impl FusedClassifier {
     /// Folds `model`'s current weights; `kind` is `Float` or `BFloat16` for the backbone.
     pub fn new(model: &ImageTypeClassifier, kind: Kind) -> Self {
         tch::no_grad(|| Self { blocks: model.backbone.fused(kind), head: FusedHead::new(&model.head), kind })
+    }
+
+    pub(super) fn blocks(&self) -> &[FusedBlock] {
+        &self.blocks
+    }
+
+    pub(super) fn head(&self) -> &FusedHead {
+        &self.head
     }
 
     /// The backbone's precision.

@@ -8,6 +8,7 @@ pub mod file;
 pub mod fused;
 pub mod layers;
 pub mod mobilenet;
+pub mod onnx;
 pub mod pretrained;
 pub mod torch_file;
 
