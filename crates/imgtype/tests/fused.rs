@@ -2,6 +2,8 @@
 //! against the plain training-time module: the same logits, in fp32 to 1e-3, whatever the
 //! input layout; in bf16 the same decisions on nearly every input.
 
+mod common;
+
 use imgtype::config::Backbone;
 use imgtype::model::fused::{channels_last, FusedClassifier};
 use imgtype::{Config, ImageTypeClassifier};
@@ -15,19 +17,7 @@ fn model_with_trained_statistics(backbone: Backbone) -> ImageTypeClassifier {
     config.augmentation.image_size = 64;
     tch::manual_seed(11);
     let model = ImageTypeClassifier::new(&config, Device::Cpu);
-    tch::no_grad(|| {
-        for (name, mut t) in model.vs.variables() {
-            if name.ends_with("running_var") {
-                let _ = t.uniform_(0.5, 2.0);
-            } else if name.ends_with("running_mean") {
-                let _ = t.uniform_(-0.3, 0.3);
-            } else if name.contains(".1.weight") && t.dim() == 1 {
-                let _ = t.uniform_(0.5, 1.5);
-            } else if name.contains(".1.bias") && t.dim() == 1 {
-                let _ = t.uniform_(-0.2, 0.2);
-            }
-        }
-    });
+    common::set_trained_statistics(&model);
     model
 }
 

@@ -1,6 +1,8 @@
 //! Our model files in the PyTorch world: read from Python into the Python system's model
 //! with the same logits; torchvision-style backbone weights loaded into ours.
 
+mod common;
+
 use std::path::Path;
 
 use imgtype::model::file::write_safetensors;
@@ -17,16 +19,7 @@ fn model_file_loads_in_python_with_the_same_logits() {
     config.augmentation.image_size = 96;
     tch::manual_seed(7);
     let model = ImageTypeClassifier::new(&config, Device::Cpu);
-    // Non-trivial BatchNorm statistics, as after training.
-    tch::no_grad(|| {
-        for (name, mut t) in model.vs.variables() {
-            if name.ends_with("running_var") {
-                let _ = t.uniform_(0.5, 2.0);
-            } else if name.ends_with("running_mean") {
-                let _ = t.uniform_(-0.3, 0.3);
-            }
-        }
-    });
+    common::set_trained_statistics(&model);
     let model_path = dir.path().join("model.safetensors");
     model.save(&model_path).unwrap();
     let input = Tensor::randn([3, 3, 96, 96], (Kind::Float, Device::Cpu));
