@@ -390,3 +390,40 @@ fn the_model_exports_to_onnx_from_the_command_line() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("error:") && stderr.contains("model.safetensors"), "{stderr}");
 }
+
+/// `--engine openvino` predicts what libtorch predicts (fp32: probabilities within 1e-4),
+/// says which engine ran; without a loadable OpenVINO it warns once and runs libtorch.
+#[test]
+fn the_openvino_engine_agrees_with_libtorch_and_falls_back_without_its_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_model(dir.path());
+    write_split_csv(&dir.path().join("input.csv"), &sample_split_rows(24));
+    let model = model.to_str().unwrap();
+    let predict = |engine: &str, output: &str, library: Option<&str>| {
+        let mut command = std::process::Command::new(TEST);
+        command.current_dir(dir.path()).args(["--model-path", model, "--csv-path", "input.csv"]);
+        command.args(["--output-path", output, "--engine", engine, "--precision", "fp32"]);
+        if let Some(library) = library {
+            command.env("IMGTYPE_OPENVINO_LIB", library);
+        }
+        let out = ok(command.output().unwrap());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let log = predict("libtorch", "torch.csv", None);
+    assert!(log.contains("libtorch fp32"), "{log}");
+    let log = predict("openvino", "openvino.csv", None);
+    assert!(log.contains("openvino fp32"), "{log}");
+    let (header, torch) = read_csv(&dir.path().join("torch.csv"));
+    let (_, openvino) = read_csv(&dir.path().join("openvino.csv"));
+    let probabilities: Vec<usize> = (0..header.len()).filter(|&i| header[i].starts_with("prob_")).collect();
+    for (a, b) in torch.iter().zip(&openvino) {
+        for &i in &probabilities {
+            let (x, y): (f64, f64) = (a[i].parse().unwrap(), b[i].parse().unwrap());
+            assert!((x - y).abs() <= 1e-4, "{}: {x} vs {y}", header[i]);
+        }
+    }
+    let log = predict("openvino", "fallback.csv", Some("/nonexistent/libopenvino_c.so"));
+    assert_eq!(log.matches("OpenVINO is not available").count(), 1, "{log}");
+    assert!(log.contains("libtorch fp32"), "{log}");
+    assert_eq!(without_timing(&dir.path().join("fallback.csv")), without_timing(&dir.path().join("torch.csv")));
+}

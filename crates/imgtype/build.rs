@@ -22,6 +22,13 @@ fn main() {
         })
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=IMGTYPE_LIBTORCH_VERSION={version}");
+    // The `openvino` wheel installs beside torch in the same site-packages.
+    let openvino_libs = std::env::var("DEP_TCH_LIBTORCH_LIB")
+        .ok()
+        .and_then(|lib| std::path::Path::new(&lib).ancestors().nth(2).map(|site| site.join("openvino/libs")))
+        .map(|dir| dir.display().to_string())
+        .unwrap_or_default();
+    println!("cargo:rustc-env=IMGTYPE_OPENVINO_LIBS={openvino_libs}");
     compile_onnx_schema();
 }
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use imgtype::config::{DeviceChoice, Precision};
+use imgtype::config::{DeviceChoice, InferenceEngineChoice, Precision};
 use imgtype::infer::{merge_shards, run_csv, run_dataset, CsvRequest, Predictor, Shard};
 use imgtype::{Outcome, StopFlag};
 
@@ -60,6 +60,9 @@ struct Args {
     /// names and image size in its metadata) and exit
     #[arg(long, value_name = "OUT.onnx", conflicts_with_all = ["csv_path", "image_path", "merge_shards", "fit_thresholds"])]
     export_onnx: Option<PathBuf>,
+    /// Inference engine (auto, openvino, libtorch; default: the model's system.inference_engine)
+    #[arg(long)]
+    engine: Option<String>,
     /// Number format (auto, fp32, bf16; default: the model's system.precision, `auto`: bf16
     /// where the CPU has AVX512-BF16 or AMX, or on CUDA)
     #[arg(long)]
@@ -96,7 +99,8 @@ fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     let precision = args.precision.as_deref().map(parse_precision).transpose()?;
-    let mut predictor = Predictor::load_with_precision(model_path, device, precision)?;
+    let engine = args.engine.as_deref().map(str::parse::<InferenceEngineChoice>).transpose().context("--engine")?;
+    let mut predictor = Predictor::load_with(model_path, device, precision, engine)?;
     predictor.set_base_image_path(args.image_base_path.clone());
 
     if let Some(image) = &args.image_path {

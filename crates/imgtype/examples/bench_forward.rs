@@ -1,6 +1,7 @@
 //! Eval-mode forward speed of our EfficientNet-B0 + head:
-//! `bench_forward [size] [batch] [iters] [plain|fp32|bf16] [backbone]`. `plain` is the training-time
-//! module; `fp32` and `bf16` the inference model (BatchNorm folded, channels-last).
+//! `bench_forward [size] [batch] [iters] [plain|fp32|bf16|openvino-fp32|openvino-bf16] [backbone]`.
+//! `plain` is the training-time module; `fp32` and `bf16` the inference model (BatchNorm folded,
+//! channels-last) on libtorch; `openvino-*` the same model through the OpenVINO engine.
 //! Prints one line `rust images_per_second=<x>`; scripts/bench.sh compares it with torchvision.
 
 use imgtype::model::fused::{channels_last, FusedClassifier};
@@ -14,6 +15,7 @@ fn main() {
     let (size, batch, iters) = (number(0, 224) as i64, number(1, 32) as i64, number(2, 3));
     let mode = args.get(3).map(String::as_str).unwrap_or("plain");
     let mut config = Config::default();
+    config.augmentation.image_size = size as u32;
     if let Some(backbone) = args.get(4) {
         config.model.backbone = serde_json::from_value(serde_json::json!(backbone)).expect("a backbone name");
     }
@@ -28,7 +30,15 @@ fn main() {
             let input = channels_last(&input);
             Box::new(move || fused.forward(&input))
         }
-        other => panic!("unknown mode {other}: plain, fp32 or bf16"),
+        "openvino-fp32" | "openvino-bf16" => {
+            use imgtype::score::InferenceEngine;
+            let kind = if mode == "openvino-bf16" { Kind::BFloat16 } else { Kind::Float };
+            let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            let engine = imgtype::score::OpenVinoEngine::new(&model, kind, threads).expect("OpenVINO loads");
+            let input = channels_last(&input);
+            Box::new(move || engine.logits(&input).expect("a forward pass"))
+        }
+        other => panic!("unknown mode {other}: plain, fp32, bf16, openvino-fp32 or openvino-bf16"),
     };
     let _ = forward(); // warm-up
     let started = std::time::Instant::now();

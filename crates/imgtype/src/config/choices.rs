@@ -193,6 +193,32 @@ pub enum Precision {
     Bf16,
 }
 
+/// `system.inference_engine`: what runs the forward pass of inference (`test`, the API, the
+/// Python module); training and its validation always run libtorch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InferenceEngineChoice {
+    /// OpenVINO on a CPU when its library loads; libtorch on CUDA or MPS, or without it.
+    Auto,
+    #[serde(alias = "OpenVINO")]
+    Openvino,
+    #[default]
+    Libtorch,
+}
+
+impl FromStr for InferenceEngineChoice {
+    type Err = anyhow::Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        Ok(match name.trim().to_ascii_lowercase().as_str() {
+            "auto" => Self::Auto,
+            "openvino" => Self::Openvino,
+            "libtorch" | "torch" => Self::Libtorch,
+            other => anyhow::bail!("unknown inference engine `{other}` (auto, openvino, libtorch)"),
+        })
+    }
+}
+
 /// `system.device`: the device a config names, before checking what this machine has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceChoice {

@@ -10,7 +10,9 @@ mod load;
 pub mod python_keys;
 mod validate;
 
-pub use choices::{Backbone, DeviceChoice, LogLevel, Metric, OptimizerKind, Precision, Scheduler, Strength};
+pub use choices::{
+    Backbone, DeviceChoice, InferenceEngineChoice, LogLevel, Metric, OptimizerKind, Precision, Scheduler, Strength,
+};
 pub use load::LoadedConfig;
 
 use std::collections::BTreeMap;
@@ -323,6 +325,7 @@ pub struct SystemConfig {
     /// The Python system's switch for reduced-precision training: bf16 where the device has it.
     pub mixed_precision: bool,
     pub precision: Precision,
+    pub inference_engine: InferenceEngineChoice,
     pub seed: u64,
     /// cuDNN autotuning of convolution algorithms on CUDA (faster, not bit-repeatable).
     pub benchmark: bool,
@@ -335,6 +338,7 @@ impl Default for SystemConfig {
             device: DeviceChoice::Auto,
             mixed_precision: false,
             precision: Precision::Auto,
+            inference_engine: InferenceEngineChoice::Libtorch,
             seed: 42,
             benchmark: false,
         }

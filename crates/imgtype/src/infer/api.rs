@@ -112,9 +112,10 @@ impl ImageClassificationApi {
         }
         let distribution: Vec<String> = distribution.iter().map(|(c, n)| format!("{c}={n}")).collect();
         tracing::info!(
-            "predicted {} image(s) in {:.1} ms: {} succeeded, {failed} failed; classes: {}",
+            "predicted {} image(s) in {:.1} ms ({}): {} succeeded, {failed} failed; classes: {}",
             results.len(),
             started.elapsed().as_secs_f64() * 1000.0,
+            self.predictor.engine_description(),
             results.len() - failed,
             if distribution.is_empty() { "none".to_string() } else { distribution.join(", ") }
         );

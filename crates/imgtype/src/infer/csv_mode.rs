@@ -106,7 +106,12 @@ pub fn run_csv(predictor: &Predictor, request: &CsvRequest, stop: &StopFlag) -> 
         Ok(ControlFlow::Continue(())) => {}
     }
     partial.finish(&output)?;
-    let timing = TimingSummary::new(per_image_ms, started.elapsed().as_secs_f64(), predictor.load_seconds);
+    let timing = TimingSummary::new(
+        per_image_ms,
+        started.elapsed().as_secs_f64(),
+        predictor.load_seconds,
+        predictor.engine_description(),
+    );
     timing.log();
     if failed > 0 {
         tracing::warn!("{failed} row(s) could not be predicted (ERROR rows, reason in the `error` column)");

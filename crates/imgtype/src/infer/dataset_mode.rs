@@ -151,5 +151,10 @@ fn predict_splits(
         done.finish();
     }
     writer.flush()?;
-    Ok(Some(TimingSummary::new(per_image_ms, started.elapsed().as_secs_f64(), predictor.load_seconds)))
+    Ok(Some(TimingSummary::new(
+        per_image_ms,
+        started.elapsed().as_secs_f64(),
+        predictor.load_seconds,
+        predictor.engine_description(),
+    )))
 }

@@ -10,14 +10,14 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use super::resolve_model_path;
-use crate::config::{Config, Precision};
+use crate::config::{Config, InferenceEngineChoice, Precision};
 use crate::data::decode::decode_bytes;
 use crate::data::image::resize_square;
 use crate::data::{ImageRecord, ImageSource};
 use crate::device::inference_kind;
 use crate::model::ImageTypeClassifier;
 pub use crate::score::LoadedBatch;
-use crate::score::{BatchScorer, DecisionRule, LibtorchEngine, ScoringSettings};
+use crate::score::{build_engine, BatchScorer, DecisionRule, ScoringSettings};
 
 /// One image's outcome.
 #[derive(Debug, Clone, Serialize)]
@@ -55,10 +55,21 @@ impl Predictor {
 
     /// Loads a model file (or run folder); `precision` overrides its `system.precision`.
     pub fn load_with_precision(model_path: &Path, device: Device, precision: Option<Precision>) -> Result<Self> {
+        Self::load_with(model_path, device, precision, None)
+    }
+
+    /// Loads a model file (or run folder); `precision` and `engine` override its
+    /// `system.precision` and `system.inference_engine`.
+    pub fn load_with(
+        model_path: &Path,
+        device: Device,
+        precision: Option<Precision>,
+        engine: Option<InferenceEngineChoice>,
+    ) -> Result<Self> {
         let started = Instant::now();
         let path = resolve_model_path(model_path)?;
         let model = ImageTypeClassifier::load(&path, device)?;
-        let mut predictor = Self::with_precision(model, precision);
+        let mut predictor = Self::with_settings(model, precision, engine);
         predictor.load_seconds = started.elapsed().as_secs_f64();
         predictor.model_identity = match std::fs::metadata(&path) {
             Ok(meta) => {
@@ -78,15 +89,21 @@ impl Predictor {
     }
 
     pub fn from_model(model: ImageTypeClassifier) -> Self {
-        Self::with_precision(model, None)
+        Self::with_settings(model, None, None)
     }
 
-    fn with_precision(model: ImageTypeClassifier, precision: Option<Precision>) -> Self {
+    /// With `precision` and `engine` in place of the model file's settings where given.
+    pub fn with_settings(
+        model: ImageTypeClassifier,
+        precision: Option<Precision>,
+        engine: Option<InferenceEngineChoice>,
+    ) -> Self {
         let config = model.config().clone();
         let class_names = model.class_names();
         let kind = inference_kind(precision.unwrap_or(config.system.precision), model.device());
+        let engine = build_engine(&model, engine.unwrap_or(config.system.inference_engine), kind);
         let scorer = BatchScorer::new(
-            Box::new(LibtorchEngine::new(&model, kind)),
+            engine,
             ImageSource::from_config(&config.data),
             ScoringSettings::new(&config, model.input_size()),
             class_names.len(),
@@ -100,6 +117,11 @@ impl Predictor {
             model_identity: "in memory".into(),
             trained_with: config,
         }
+    }
+
+    /// The engine and its number format, e.g. "openvino bf16".
+    pub fn engine_description(&self) -> String {
+        self.scorer.engine().describe()
     }
 
     /// The model's number format: `Float` or `BFloat16`.

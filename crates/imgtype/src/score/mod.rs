@@ -7,6 +7,7 @@
 
 mod decision;
 mod engine;
+mod openvino;
 
 use std::time::Instant;
 
@@ -15,7 +16,8 @@ use image::RgbImage;
 use tch::{Kind, Tensor};
 
 pub use decision::DecisionRule;
-pub use engine::{InferenceEngine, LibtorchEngine};
+pub use engine::{build_engine, InferenceEngine, LibtorchEngine};
+pub use openvino::OpenVinoEngine;
 
 use crate::config::Config;
 use crate::data::batch::load_images_timed;
