@@ -21,10 +21,8 @@ fn model_with_trained_statistics(backbone: Backbone, class_names: &[&str]) -> Im
     common::set_trained_statistics(&model);
     // The head's LayerNorm away from its initial 1 and 0 as well.
     tch::no_grad(|| {
-        for (name, mut t) in model.vs.variables() {
-            if name.starts_with("classifier.2") {
-                let _ = t.uniform_(-0.5, 1.5);
-            }
+        for name in ["classifier.2.bias", "classifier.2.weight"] {
+            let _ = model.vs.variables()[name].shallow_clone().uniform_(-0.5, 1.5);
         }
     });
     model
