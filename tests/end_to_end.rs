@@ -189,7 +189,8 @@ fn train_reports_a_bad_config_with_its_key() {
 }
 
 /// On a model trained on the bundled sample, bf16 inference (the default where the CPU has
-/// it) takes the decisions fp32 takes: argmax agreement ≥ 99.5% over every image.
+/// it) and the OpenVINO engine (fp32 and bf16) take the decisions libtorch fp32 takes: argmax
+/// agreement ≥ 99.5% over every image of the three splits.
 #[test]
 fn bf16_inference_decides_as_fp32_on_a_trained_model() {
     let dir = tempfile::tempdir().unwrap();
@@ -204,24 +205,33 @@ fn bf16_inference_decides_as_fp32_on_a_trained_model() {
     ok(run(work, DIVIDE, &["--input-file", products.to_str().unwrap(), "--random-state", "2025"]));
     ok(run(work, TRAIN, &["--config", "config.json"]));
     let run_dir = only_entry(&work.join("results"));
+    // libtorch fp32 (the reference), libtorch bf16, and the OpenVINO engine in fp32 and bf16.
     let mut predictions = Vec::new();
-    for precision in ["fp32", "bf16"] {
-        let out = work.join(precision);
+    for (engine, precision) in [("libtorch", "fp32"), ("libtorch", "bf16"), ("openvino", "fp32"), ("openvino", "bf16")]
+    {
+        let out = work.join(format!("{engine}-{precision}"));
         let args = [
             "--model-path",
             run_dir.to_str().unwrap(),
             "--precision",
             precision,
+            "--engine",
+            engine,
             "--output-dir",
             out.to_str().unwrap(),
         ];
         ok(run(work, TEST, &args));
-        let (header, rows) = read_csv(&only_entry(&out).join("inference_results.csv"));
+        let results = only_entry(&out);
+        let timing = imgtype_testkit::read_json(&results.join("timing.json"));
+        assert_eq!(timing["engine"], format!("{engine} {precision}"), "timing.json names the engine");
+        let (header, rows) = read_csv(&results.join("inference_results.csv"));
         let col = header.iter().position(|h| h == "predicted_class").unwrap();
         predictions.push(rows.into_iter().map(|r| r[col].clone()).collect::<Vec<_>>());
     }
-    let agree = predictions[0].iter().zip(&predictions[1]).filter(|(a, b)| a == b).count();
     let total = predictions[0].len();
-    println!("bf16 vs fp32: {agree} of {total} predictions agree");
-    assert!(agree as f64 >= 0.995 * total as f64, "{agree} of {total}");
+    for (index, name) in [(1, "libtorch bf16"), (2, "openvino fp32"), (3, "openvino bf16")] {
+        let agree = predictions[0].iter().zip(&predictions[index]).filter(|(a, b)| a == b).count();
+        println!("{name} vs libtorch fp32: {agree} of {total} predictions agree");
+        assert!(agree as f64 >= 0.995 * total as f64, "{name}: {agree} of {total}");
+    }
 }
