@@ -21,6 +21,10 @@ fn main() {
     }
     tch::manual_seed(0);
     let model = ImageTypeClassifier::new(&config, Device::Cpu);
+    // The same network for a reference engine in another process (scripts/bench/openvino_forward.py).
+    if let Some(path) = std::env::var_os("BENCH_EXPORT_ONNX") {
+        imgtype::model::onnx::export_onnx(&model, std::path::Path::new(&path)).expect("ONNX written");
+    }
     let input = Tensor::randn([batch, 3, size, size], (Kind::Float, Device::Cpu));
     let forward: Box<dyn Fn() -> Tensor> = match mode {
         "plain" => Box::new(|| tch::no_grad(|| model.forward_t(&input, false))),
