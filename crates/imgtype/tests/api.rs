@@ -137,3 +137,66 @@ fn a_libtorch_error_in_the_forward_pass_fails_that_batch_only() {
     };
     assert_eq!(confidences(&before), confidences(&after), "the predictor works as before");
 }
+
+/// Calls that arrive together share forward passes: 8 threads each predicting one image
+/// (one of them unreadable) get what a lone call gets, in far fewer than 8 passes; the bad
+/// image fails only its own call; a caller that went away does not stall the others.
+#[test]
+fn concurrent_single_image_calls_are_merged_into_shared_forward_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut images = write_images(dir.path());
+    images.truncate(4);
+    let mut config = small_config();
+    config.inference.batch_size = 8;
+    config.inference.max_batch_delay_ms = 200;
+    let model_path = dir.path().join("model.safetensors");
+    tch::manual_seed(6);
+    ImageTypeClassifier::new(&config, Device::Cpu).save(&model_path).unwrap();
+    let policy = imgtype::data::SourcePolicy::trusted();
+    let alone =
+        ImageClassificationApi::with_device(&model_path, Device::Cpu).unwrap().with_source_policy(policy.clone());
+    let alone = alone.unwrap();
+    let expected: Vec<_> = images.iter().map(|key| alone.predict(std::slice::from_ref(key)).remove(0)).collect();
+    assert_eq!(alone.forward_passes(), 4, "one pass per lone call");
+
+    let api = Arc::new(
+        ImageClassificationApi::with_device(&model_path, Device::Cpu).unwrap().with_source_policy(policy).unwrap(),
+    );
+    let broken = dir.path().join("broken.jpg").display().to_string();
+    let keys: Vec<String> = (0..8).map(|i| if i == 5 { broken.clone() } else { images[i % 4].clone() }).collect();
+    let start = Arc::new(std::sync::Barrier::new(keys.len()));
+    let handles: Vec<_> = keys
+        .iter()
+        .cloned()
+        .map(|key| {
+            let (api, start) = (api.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                api.predict(std::slice::from_ref(&key)).remove(0)
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    for (i, result) in results.iter().enumerate() {
+        if i == 5 {
+            assert_eq!(result.predicted_class, "ERROR", "the bad image fails only itself");
+            continue;
+        }
+        let lone = &expected[i % 4];
+        assert_eq!((&result.predicted_class, &result.image_path), (&lone.predicted_class, &lone.image_path));
+        assert!((result.confidence - lone.confidence).abs() < 1e-5, "{result:?} vs {lone:?}");
+    }
+    let passes = api.forward_passes();
+    eprintln!("8 concurrent single-image calls: {passes} forward pass(es)");
+    assert!(passes < 7, "{passes} forward passes for 7 readable single-image calls");
+
+    // A caller that gives up (its thread ends before the answer) leaves the rest working.
+    let gone = {
+        let api = api.clone();
+        let key = images[0].clone();
+        std::thread::spawn(move || drop(api.predict(std::slice::from_ref(&key))))
+    };
+    let after = api.predict(std::slice::from_ref(&images[1])).remove(0);
+    gone.join().unwrap();
+    assert_eq!(after.predicted_class, expected[1].predicted_class);
+}

@@ -106,12 +106,8 @@ impl PyImageClassificationApi {
             return Ok(rows);
         }
         let predictor = self.api.predictor();
-        let outcomes = py.allow_threads(|| {
-            guarded(|| {
-                let chunks = image_paths.chunks(predictor.batch_size());
-                Ok(chunks.flat_map(|chunk| predictor.predict_keys(chunk)).collect::<Vec<_>>())
-            })
-        })?;
+        let api = &self.api;
+        let outcomes = py.allow_threads(|| guarded(|| Ok(api.predict_full(&image_paths))))?;
         let names = predictor.class_names();
         let rows = PyList::empty(py);
         for (path, outcome) in image_paths.iter().zip(outcomes) {

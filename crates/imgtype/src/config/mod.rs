@@ -285,11 +285,20 @@ pub struct InferenceConfig {
     pub return_top_k: usize,
     /// Class name → minimum probability for that class to be chosen.
     pub class_thresholds: BTreeMap<String, f64>,
+    /// The API and the Python module merge calls that arrive within this many milliseconds
+    /// of each other (up to `batch_size` images) into one forward pass.
+    pub max_batch_delay_ms: u64,
 }
 
 impl Default for InferenceConfig {
     fn default() -> Self {
-        Self { confidence_threshold: 0.5, batch_size: 32, return_top_k: 3, class_thresholds: BTreeMap::new() }
+        Self {
+            confidence_threshold: 0.5,
+            batch_size: 32,
+            return_top_k: 3,
+            class_thresholds: BTreeMap::new(),
+            max_batch_delay_ms: 5,
+        }
     }
 }
 

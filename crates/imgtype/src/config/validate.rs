@@ -160,6 +160,9 @@ fn validate_augmentation(a: &AugmentationConfig) -> Result<()> {
 }
 
 fn validate_inference(i: &InferenceConfig, class_names: &[String]) -> Result<()> {
+    if i.max_batch_delay_ms > 10_000 {
+        bail!("inference.max_batch_delay_ms is at most 10000 (10 s; a few ms is usual), got {}", i.max_batch_delay_ms);
+    }
     if i.batch_size == 0 {
         bail!("inference.batch_size must be at least 1, got 0");
     }

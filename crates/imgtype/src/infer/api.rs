@@ -3,13 +3,15 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use serde::Serialize;
 use tch::Device;
 
-use super::Predictor;
+use super::batcher::Batcher;
+use super::{Prediction, Predictor};
 use crate::data::SourcePolicy;
 use crate::model::ImageTypeClassifier;
 
@@ -28,8 +30,9 @@ pub struct ApiPrediction {
 pub const ERROR_CLASS: &str = "ERROR";
 
 /// `Send + Sync`: share one instance (e.g. in an `Arc`) between request threads. Each call
-/// decodes its images on its own threads; forward passes are serialised on the model,
-/// batched by `inference.batch_size`.
+/// decodes its images on its own threads; the forward passes of calls that arrive within
+/// `inference.max_batch_delay_ms` of each other are merged, up to `inference.batch_size`
+/// images, into one (see `batcher.rs`).
 ///
 /// Paths usually come from a backend's own users, so the API applies
 /// [`SourcePolicy::restricted`](crate::data::SourcePolicy::restricted) by default: relative
@@ -37,7 +40,9 @@ pub const ERROR_CLASS: &str = "ERROR";
 /// absolute URLs only on the CDN's host, nothing that resolves to a non-public address.
 /// [`Self::with_source_policy`] loosens it.
 pub struct ImageClassificationApi {
-    predictor: Predictor,
+    predictor: Arc<Predictor>,
+    /// Started with the first call, so the predictor can still be configured before it.
+    batcher: OnceLock<Batcher>,
 }
 
 impl ImageClassificationApi {
@@ -59,14 +64,42 @@ impl ImageClassificationApi {
     /// With the restricted source policy applied to `predictor`.
     pub fn from_predictor(mut predictor: Predictor) -> Self {
         predictor.set_source_policy(SourcePolicy::restricted()).expect("the restricted policy lists no host to read");
-        Self { predictor }
+        Self { predictor: Arc::new(predictor), batcher: OnceLock::new() }
     }
 
     /// Replaces the source policy (for example to allow more hosts, or absolute paths for a
-    /// backend that only passes its own). Fails on an allowed host that is not a host.
+    /// backend that only passes its own). Fails on an allowed host that is not a host, and
+    /// once the API has predicted (set it before the first call).
     pub fn with_source_policy(mut self, policy: SourcePolicy) -> Result<Self> {
-        self.predictor.set_source_policy(policy)?;
+        let predictor = Arc::get_mut(&mut self.predictor)
+            .ok_or_else(|| anyhow::anyhow!("the source policy is set before the first prediction"))?;
+        predictor.set_source_policy(policy)?;
         Ok(self)
+    }
+
+    fn batcher(&self) -> &Batcher {
+        self.batcher.get_or_init(|| {
+            let delay = self.predictor.trained_with().inference.max_batch_delay_ms;
+            Batcher::start(self.predictor.clone(), Duration::from_millis(delay))
+        })
+    }
+
+    /// Full predictions (probabilities, top-k) for every key, in order; an image that
+    /// cannot be read or predicted gives the reason instead. Forward passes are shared
+    /// with concurrent callers.
+    pub fn predict_full(&self, keys: &[String]) -> Vec<Result<Prediction, String>> {
+        let mut outcomes = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(self.predictor.batch_size()) {
+            let mut loaded = self.predictor.load_keys(chunk);
+            let scores = self.batcher().score(loaded.take_images());
+            outcomes.extend(self.predictor.decide_loaded(loaded, scores));
+        }
+        outcomes
+    }
+
+    /// Forward passes run so far by this API (each over one or more calls' images).
+    pub fn forward_passes(&self) -> usize {
+        self.batcher.get().map_or(0, Batcher::forward_passes)
     }
 
     pub fn class_names(&self) -> &[String] {
@@ -84,26 +117,24 @@ impl ImageClassificationApi {
         let started = Instant::now();
         let keys: Vec<String> = image_paths.iter().map(|p| p.as_ref().to_string()).collect();
         let mut results = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(self.predictor.batch_size()) {
-            for (key, outcome) in chunk.iter().zip(self.predictor.predict_keys(chunk)) {
-                results.push(match outcome {
-                    Ok(p) => ApiPrediction {
+        for (key, outcome) in keys.iter().zip(self.predict_full(&keys)) {
+            results.push(match outcome {
+                Ok(p) => ApiPrediction {
+                    image_path: key.clone(),
+                    predicted_class: p.predicted_class,
+                    confidence: p.confidence,
+                    error: None,
+                },
+                Err(reason) => {
+                    tracing::warn!("prediction failed for {}: {reason}", crate::data::keys::shown(key));
+                    ApiPrediction {
                         image_path: key.clone(),
-                        predicted_class: p.predicted_class,
-                        confidence: p.confidence,
-                        error: None,
-                    },
-                    Err(reason) => {
-                        tracing::warn!("prediction failed for {}: {reason}", crate::data::keys::shown(key));
-                        ApiPrediction {
-                            image_path: key.clone(),
-                            predicted_class: ERROR_CLASS.into(),
-                            confidence: 0.0,
-                            error: Some(reason),
-                        }
+                        predicted_class: ERROR_CLASS.into(),
+                        confidence: 0.0,
+                        error: Some(reason),
                     }
-                });
-            }
+                }
+            });
         }
         let failed = results.iter().filter(|r| r.predicted_class == ERROR_CLASS).count();
         let mut distribution: BTreeMap<&str, usize> = BTreeMap::new();

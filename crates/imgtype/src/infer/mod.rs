@@ -3,6 +3,7 @@
 //! dataset, shards and their merge, and the wrong-prediction reports.
 
 pub mod api;
+mod batcher;
 mod predictor;
 mod single_image;
 

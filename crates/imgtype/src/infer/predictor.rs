@@ -217,11 +217,26 @@ impl Predictor {
     /// Predictions for image keys, in order (one batch); an image that cannot be read
     /// gives the reason instead.
     pub fn predict_keys(&self, keys: &[String]) -> Vec<Result<Prediction, String>> {
+        self.predict_loaded(self.load_keys(keys))
+    }
+
+    /// Decodes and resizes the images of image keys (one batch), in order.
+    pub fn load_keys(&self, keys: &[String]) -> LoadedBatch {
         let records: Vec<ImageRecord> = keys
             .iter()
             .map(|k| ImageRecord { product_id: String::new(), image_path: k.clone(), image_type: String::new() })
             .collect();
-        self.predict_records(&records.iter().collect::<Vec<_>>())
+        self.load_batch(&records.iter().collect::<Vec<_>>())
+    }
+
+    /// Predictions from a loaded batch and the scores of its images (from a forward pass
+    /// run elsewhere, e.g. merged with other callers').
+    pub fn decide_loaded(
+        &self,
+        batch: LoadedBatch,
+        scores: Result<Vec<crate::score::ImageScores>, String>,
+    ) -> Vec<Result<Prediction, String>> {
+        batch.with_scores(scores).into_iter().map(|outcome| outcome.map(|s| self.decide(&s.probabilities))).collect()
     }
 
     /// Loads and predicts records' images as one batch, in order; an image that cannot be

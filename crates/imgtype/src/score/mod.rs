@@ -57,6 +57,28 @@ pub struct LoadedBatch {
     load_ms: Vec<f64>,
 }
 
+impl LoadedBatch {
+    /// The decoded images, for a forward pass run elsewhere (batching across callers).
+    pub fn take_images(&mut self) -> Vec<RgbImage> {
+        std::mem::take(&mut self.images)
+    }
+
+    /// Each record's outcome, given the scores of its taken images (one row per image, in
+    /// order) or the reason the forward pass failed.
+    pub fn with_scores(self, scores: Result<Vec<ImageScores>, String>) -> Vec<Result<ImageScores, String>> {
+        match scores {
+            Ok(scores) => {
+                let mut scores = scores.into_iter();
+                self.slots
+                    .into_iter()
+                    .map(|slot| slot.map(|()| scores.next().expect("one row of scores per good image")))
+                    .collect()
+            }
+            Err(reason) => self.slots.into_iter().map(|slot| slot.and(Err(reason.clone()))).collect(),
+        }
+    }
+}
+
 /// An engine plus where its images come from and how they are batched.
 pub struct BatchScorer {
     engine: Box<dyn InferenceEngine>,
@@ -139,18 +161,9 @@ impl BatchScorer {
 
     /// The forward pass over a loaded batch: each record's scores or the reason it has none
     /// (its own, or the batch's when the engine failed), in order.
-    pub fn score_loaded(&self, batch: LoadedBatch) -> Vec<Result<ImageScores, String>> {
-        match self.score_images(&batch.images) {
-            Ok(scores) => {
-                let mut scores = scores.into_iter();
-                batch
-                    .slots
-                    .into_iter()
-                    .map(|slot| slot.map(|()| scores.next().expect("one row of scores per good image")))
-                    .collect()
-            }
-            Err(reason) => batch.slots.into_iter().map(|slot| slot.and(Err(reason.clone()))).collect(),
-        }
+    pub fn score_loaded(&self, mut batch: LoadedBatch) -> Vec<Result<ImageScores, String>> {
+        let scores = self.score_images(&batch.take_images());
+        batch.with_scores(scores)
     }
 
     /// As [`Self::score_loaded`], each outcome with the image's own time in milliseconds:
