@@ -68,11 +68,11 @@ impl ImageClassificationApi {
     }
 
     /// Replaces the source policy (for example to allow more hosts, or absolute paths for a
-    /// backend that only passes its own). Fails on an allowed host that is not a host, and
-    /// once the API has predicted (set it before the first call).
+    /// backend that only passes its own). Fails on an allowed host that is not a host.
     pub fn with_source_policy(mut self, policy: SourcePolicy) -> Result<Self> {
-        let predictor = Arc::get_mut(&mut self.predictor)
-            .ok_or_else(|| anyhow::anyhow!("the source policy is set before the first prediction"))?;
+        // The forward-pass thread shares the predictor: stopped here, it restarts with the next call.
+        drop(self.batcher.take());
+        let predictor = Arc::get_mut(&mut self.predictor).expect("only the API holds the predictor");
         predictor.set_source_policy(policy)?;
         Ok(self)
     }

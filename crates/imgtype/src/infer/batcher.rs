@@ -27,8 +27,10 @@ struct Request {
 
 /// The queue to the forward-pass thread, started with the first call.
 pub(super) struct Batcher {
-    queue: Mutex<Sender<Request>>,
+    /// `None` only while dropping.
+    queue: Mutex<Option<Sender<Request>>>,
     forward_passes: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Batcher {
@@ -36,11 +38,11 @@ impl Batcher {
         let (sender, receiver) = channel();
         let forward_passes = Arc::new(AtomicUsize::new(0));
         let passes = forward_passes.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("imgtype-batcher".into())
             .spawn(move || serve(&predictor, &receiver, max_delay, &passes))
             .expect("a thread for the forward passes");
-        Self { queue: Mutex::new(sender), forward_passes }
+        Self { queue: Mutex::new(Some(sender)), forward_passes, thread: Some(thread) }
     }
 
     /// Scores `images` (at most `inference.batch_size`) in a forward pass shared with other
@@ -50,14 +52,26 @@ impl Batcher {
             return Ok(Vec::new());
         }
         let (reply, answer) = channel();
-        let sent = self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).send(Request { images, reply });
-        sent.map_err(|_| "the forward-pass thread has stopped".to_string())?;
+        let queue = self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let sent = queue.as_ref().map(|queue| queue.send(Request { images, reply }));
+        drop(queue);
+        sent.and_then(Result::ok).ok_or_else(|| "the forward-pass thread has stopped".to_string())?;
         answer.recv().unwrap_or_else(|_| Err("the forward-pass thread stopped before answering".into()))
     }
 
     /// Forward passes run so far (each over one or more callers' images).
     pub(super) fn forward_passes(&self) -> usize {
         self.forward_passes.load(Ordering::SeqCst)
+    }
+}
+
+/// Closes the queue and waits for the thread, so its share of the predictor is released.
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
