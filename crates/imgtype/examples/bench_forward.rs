@@ -1,7 +1,9 @@
 //! Eval-mode forward speed of our EfficientNet-B0 + head:
 //! `bench_forward [size] [batch] [iters] [plain|fp32|bf16|openvino-fp32|openvino-bf16] [backbone]`.
 //! `plain` is the training-time module; `fp32` and `bf16` the inference model (BatchNorm folded,
-//! channels-last) on libtorch; `openvino-*` the same model through the OpenVINO engine.
+//! channels-last) on libtorch; `openvino-*` the same model through the OpenVINO engine, from
+//! decoded images (the path `test` and the API take, normalising included), or with
+//! `-tensor` (`openvino-bf16-tensor`) from a normalised tensor as the other modes.
 //! Prints one line `rust images_per_second=<x>`; scripts/bench.sh compares it with torchvision.
 
 use imgtype::model::fused::{channels_last, FusedClassifier};
@@ -34,15 +36,20 @@ fn main() {
             let input = channels_last(&input);
             Box::new(move || fused.forward(&input))
         }
-        "openvino-fp32" | "openvino-bf16" => {
+        openvino if openvino.starts_with("openvino-") => {
             use imgtype::score::InferenceEngine;
-            let kind = if mode == "openvino-bf16" { Kind::BFloat16 } else { Kind::Float };
+            let kind = if openvino.starts_with("openvino-bf16") { Kind::BFloat16 } else { Kind::Float };
             let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
             let engine = imgtype::score::OpenVinoEngine::new(&model, kind, threads).expect("OpenVINO loads");
-            let input = channels_last(&input);
-            Box::new(move || engine.logits(&input).expect("a forward pass"))
+            if openvino.ends_with("-tensor") {
+                let input = channels_last(&input);
+                Box::new(move || engine.logits(&input).expect("a forward pass"))
+            } else {
+                let images = random_images(batch as usize, size as u32);
+                Box::new(move || engine.logits_for_images(&images).expect("a forward pass"))
+            }
         }
-        other => panic!("unknown mode {other}: plain, fp32, bf16, openvino-fp32 or openvino-bf16"),
+        other => panic!("unknown mode {other}: plain, fp32, bf16, openvino-fp32[-tensor] or openvino-bf16[-tensor]"),
     };
     let _ = forward(); // warm-up
     let started = std::time::Instant::now();
@@ -54,4 +61,18 @@ fn main() {
         "rust images_per_second={rate:.2} ({mode}, size {size}, batch {batch}, {iters} iterations, {} threads)",
         tch::get_num_threads()
     );
+}
+
+/// Decoded images of random pixels, as the decoder hands them to the engine.
+fn random_images(count: usize, size: u32) -> Vec<image::RgbImage> {
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    (0..count)
+        .map(|_| {
+            image::RgbImage::from_fn(size, size, |_, _| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let bytes = (state >> 40).to_le_bytes();
+                image::Rgb([bytes[0], bytes[1], bytes[2]])
+            })
+        })
+        .collect()
 }

@@ -72,3 +72,49 @@ fn openvino_bf16_decides_as_fp32() {
     eprintln!("openvino bf16 vs libtorch fp32: {same} of {} argmaxes agree", a.len());
     assert!(same * 100 >= a.len() * 95, "{same} of {}", a.len());
 }
+
+/// Real photos, decoded and resized as `test` does it, at the model's input size.
+fn sample_photos(count: usize, size: u32) -> Vec<image::RgbImage> {
+    let mut paths: Vec<_> = walk(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../sample_images")));
+    paths.sort();
+    paths
+        .iter()
+        .take(count)
+        .map(|path| {
+            let photo = image::open(path).unwrap().to_rgb8();
+            image::imageops::resize(&photo, size, size, image::imageops::FilterType::Triangle)
+        })
+        .collect()
+}
+
+fn walk(folder: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(folder)
+        .unwrap()
+        .flatten()
+        .flat_map(|entry| if entry.path().is_dir() { walk(&entry.path()) } else { vec![entry.path()] })
+        .collect()
+}
+
+#[test]
+fn openvino_normalises_decoded_photos_as_libtorch_does() {
+    let photos = sample_photos(6, 64);
+    let (first, second) = twins(Backbone::EfficientNetB0);
+    let torch = Predictor::with_settings(first, Some(Precision::Fp32), Some(InferenceEngineChoice::Libtorch));
+    let openvino = Predictor::with_settings(second, Some(Precision::Fp32), Some(InferenceEngineChoice::Openvino));
+    let scores = |p: &Predictor, photos: &[image::RgbImage]| -> Vec<f32> {
+        p.scorer().score_images(photos).unwrap().into_iter().flat_map(|s| s.logits).collect()
+    };
+    let (a, b) = (scores(&torch, &photos), scores(&openvino, &photos));
+    let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    eprintln!("photos: max |logit diff| openvino fp32 vs libtorch fp32 = {diff:.3e}");
+    assert!(diff <= 1e-4, "{diff}");
+    // Batches of other sizes reuse or replace OpenVINO's input buffer: still the same rows.
+    let (two, all) = (scores(&openvino, &photos[1..3]), scores(&openvino, &photos));
+    assert_eq!(all, b);
+    assert!(two.iter().zip(&b[two.len() / 2..]).all(|(x, y)| (x - y).abs() <= 1e-4));
+    // A photo of another size is this batch's error, and the engine stays usable.
+    let wrong = vec![photos[0].clone(), image::imageops::resize(&photos[1], 32, 32, image::imageops::FilterType::Triangle)];
+    let error = openvino.scorer().score_images(&wrong).unwrap_err();
+    assert!(error.contains("64×64") && error.contains("32×32"), "{error}");
+    assert_eq!(scores(&openvino, &photos), b);
+}

@@ -4,9 +4,11 @@
 use std::sync::Mutex;
 
 use anyhow::Result;
+use image::RgbImage;
 use tch::{Device, Kind, Tensor};
 
 use crate::config::InferenceEngineChoice;
+use crate::data::image::to_normalized_batch;
 use crate::model::fused::FusedClassifier;
 use crate::model::ImageTypeClassifier;
 
@@ -17,6 +19,12 @@ pub trait InferenceEngine: Send + Sync {
     /// CPU (channels-last, as `data::image::to_normalized_batch` makes it). May panic on a
     /// libtorch error: the scorer guards every call.
     fn logits(&self, batch: &Tensor) -> Result<Tensor>;
+
+    /// Logits for decoded images, all of the model's input size: normalised here, unless the
+    /// engine does that itself (OpenVINO does, on its own threads).
+    fn logits_for_images(&self, images: &[RgbImage]) -> Result<Tensor> {
+        self.logits(&to_normalized_batch(images))
+    }
 
     /// For logs and timing files: the engine and its number format, e.g. "libtorch bf16".
     fn describe(&self) -> String;

@@ -22,7 +22,6 @@ pub use openvino::OpenVinoEngine;
 use crate::config::Config;
 use crate::data::batch::load_images_timed;
 use crate::data::decode::panic_message;
-use crate::data::image::to_normalized_batch;
 use crate::data::{ImageRecord, ImageSource};
 
 /// What loading and batching need, built once from a config: the model's input size (the
@@ -135,14 +134,18 @@ impl BatchScorer {
         if images.is_empty() {
             return Ok(Vec::new());
         }
-        self.score_batch(&to_normalized_batch(images))
+        self.scores_from(|| self.engine.logits_for_images(images))
     }
 
     /// As [`Self::score_images`] for a normalised batch `[N, 3, S, S]` on the CPU.
     pub fn score_batch(&self, batch: &Tensor) -> Result<Vec<ImageScores>, String> {
+        self.scores_from(|| self.engine.logits(batch))
+    }
+
+    fn scores_from(&self, forward: impl FnOnce() -> Result<Tensor>) -> Result<Vec<ImageScores>, String> {
         let classes = self.classes;
         guarded(|| {
-            let logits = self.engine.logits(batch)?;
+            let logits = forward()?;
             let probabilities = logits.f_softmax(-1, Kind::Float)?;
             let logits = Vec::<f32>::try_from(logits.f_flatten(0, -1)?)?;
             let probabilities = Vec::<f32>::try_from(probabilities.f_flatten(0, -1)?)?;

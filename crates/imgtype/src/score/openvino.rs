@@ -8,9 +8,11 @@ use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Context, Result};
 use openvino::{Core, DeviceType, ElementType, RwPropertyKey, Shape};
+use image::RgbImage;
 use tch::{Kind, Tensor};
 
 use super::engine::InferenceEngine;
+use crate::model::file::{IMAGENET_MEAN, IMAGENET_STD};
 use crate::model::ImageTypeClassifier;
 
 /// The OpenVINO C library to load: `IMGTYPE_OPENVINO_LIB`, else the `libopenvino_c.so*` in
@@ -46,15 +48,21 @@ fn load_runtime() -> Result<()> {
 /// A compiled model and its one infer request; forward passes take turns on it.
 struct Compiled {
     request: openvino::InferRequest,
+    /// The request's input, kept between passes of the same batch size: a fresh one would be
+    /// allocated and zeroed (page faults on ~19 MB at batch 32) every pass.
+    input: Option<(i64, openvino::Tensor)>,
     // Kept alive as long as the request that runs it.
     _model: openvino::CompiledModel,
     _core: Core,
 }
 
+/// Our ONNX export compiled by OpenVINO. Decoded images are normalised straight into
+/// OpenVINO's input buffer, so the forward pass is the whole of the work on top of decoding.
 pub struct OpenVinoEngine {
     compiled: Mutex<Compiled>,
     kind: Kind,
     classes: i64,
+    size: i64,
 }
 
 impl OpenVinoEngine {
@@ -62,9 +70,10 @@ impl OpenVinoEngine {
     /// on `threads` threads. Fails (never panics) when the runtime cannot be loaded.
     ///
     /// libtorch's own intra-op threads are set to one for the process: what is left of
-    /// libtorch here (normalising a batch, copying it out) is small, and its OpenMP threads,
-    /// spinning after each such op, would take the cores OpenVINO's threads are running on
-    /// (measured: batch-1 throughput 0.53× of OpenVINO alone in Python, 1.0× with them quiet).
+    /// libtorch here (softmax, copying a batch given as a tensor) is small, and its
+    /// OpenMP threads, spinning after each such op, would take the cores OpenVINO's threads are
+    /// running on (measured: batch-1 throughput 0.53× of OpenVINO alone in Python, 1.0× with
+    /// them quiet).
     pub fn new(model: &ImageTypeClassifier, kind: Kind, threads: usize) -> Result<Self> {
         load_runtime()?;
         if tch::get_num_threads() > 1 {
@@ -85,32 +94,70 @@ impl OpenVinoEngine {
             core.compile_model(&network, DeviceType::CPU).context("OpenVINO cannot compile the model")?;
         let request = compiled.create_infer_request().context("OpenVINO: infer request")?;
         Ok(Self {
-            compiled: Mutex::new(Compiled { request, _model: compiled, _core: core }),
+            compiled: Mutex::new(Compiled { request, input: None, _model: compiled, _core: core }),
             kind,
             classes: model.class_names().len() as i64,
+            size: model.input_size() as i64,
         })
+    }
+
+    /// One forward pass over `images` normalised images `[N, 3, S, S]`, written by `fill`
+    /// into OpenVINO's own input buffer (no copy in between).
+    fn run(&self, images: i64, fill: impl FnOnce(&mut [f32]) -> Result<()>) -> Result<Tensor> {
+        let mut compiled = self.compiled.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Compiled { request, input, .. } = &mut *compiled;
+        let tensor = match input {
+            Some((batch, tensor)) if *batch == images => tensor,
+            _ => {
+                let shape = Shape::new(&[images, 3, self.size, self.size])?;
+                let tensor = openvino::Tensor::new(ElementType::F32, &shape)?;
+                request.set_input_tensor_by_index(0, &tensor)?;
+                &mut input.insert((images, tensor)).1
+            }
+        };
+        fill(tensor.get_data_mut::<f32>()?)?;
+        request.infer()?;
+        let output = request.get_output_tensor_by_index(0)?;
+        let logits = output.get_data::<f32>()?;
+        if logits.len() as i64 != images * self.classes {
+            bail!("OpenVINO returned {} values for {images} images of {} classes", logits.len(), self.classes);
+        }
+        Ok(Tensor::from_slice(logits).view([images, self.classes]))
     }
 }
 
 impl InferenceEngine for OpenVinoEngine {
     fn logits(&self, batch: &Tensor) -> Result<Tensor> {
         let size = batch.size();
-        if size.len() != 4 {
-            bail!("a batch of images is [N, 3, S, S], not {size:?}");
+        if size.len() != 4 || size[1] != 3 || size[2] != self.size || size[3] != self.size {
+            bail!("a batch of images is [N, 3, {0}, {0}], not {size:?}", self.size);
         }
         // OpenVINO reads plain NCHW memory; our batches are channels-last.
         let values = Vec::<f32>::try_from(batch.f_to_kind(Kind::Float)?.f_contiguous()?.f_flatten(0, -1)?)?;
-        let mut input = openvino::Tensor::new(ElementType::F32, &Shape::new(&size)?)?;
-        input.get_data_mut::<f32>()?.copy_from_slice(&values);
-        let mut compiled = self.compiled.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        compiled.request.set_input_tensor_by_index(0, &input)?;
-        compiled.request.infer()?;
-        let output = compiled.request.get_output_tensor_by_index(0)?;
-        let logits = output.get_data::<f32>()?;
-        if logits.len() as i64 != size[0] * self.classes {
-            bail!("OpenVINO returned {} values for {} images of {} classes", logits.len(), size[0], self.classes);
+        self.run(size[0], |buffer| {
+            buffer.copy_from_slice(&values);
+            Ok(())
+        })
+    }
+
+    fn logits_for_images(&self, images: &[RgbImage]) -> Result<Tensor> {
+        let plane = (self.size * self.size) as usize;
+        if let Some(image) = images.iter().find(|image| image.as_raw().len() != plane * 3) {
+            bail!("the model takes {0}×{0} images, not {1}×{2}", self.size, image.width(), image.height());
         }
-        Ok(Tensor::from_slice(logits).view([size[0], self.classes]))
+        let normalized = normalized_values();
+        self.run(images.len() as i64, |buffer| {
+            for (planes, image) in buffer.chunks_exact_mut(plane * 3).zip(images) {
+                let (red, rest) = planes.split_at_mut(plane);
+                let (green, blue) = rest.split_at_mut(plane);
+                for (i, pixel) in image.as_raw().chunks_exact(3).enumerate() {
+                    red[i] = normalized[0][pixel[0] as usize];
+                    green[i] = normalized[1][pixel[1] as usize];
+                    blue[i] = normalized[2][pixel[2] as usize];
+                }
+            }
+            Ok(())
+        })
     }
 
     fn describe(&self) -> String {
@@ -120,4 +167,16 @@ impl InferenceEngine for OpenVinoEngine {
     fn kind(&self) -> Kind {
         self.kind
     }
+}
+
+/// Each channel's 256 pixel values normalised as `data::image::to_normalized_batch` does it
+/// (`(p / 255 − mean) / std` in fp32), so both engines see the same numbers.
+fn normalized_values() -> &'static [[f32; 256]; 3] {
+    static TABLE: std::sync::OnceLock<[[f32; 256]; 3]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        std::array::from_fn(|channel| {
+            let (mean, std) = (IMAGENET_MEAN[channel] as f32, IMAGENET_STD[channel] as f32);
+            std::array::from_fn(|pixel| (pixel as f32 / 255.0 - mean) / std)
+        })
+    })
 }
