@@ -2,9 +2,11 @@
 # Every performance ratio of this project, measured on this machine in one run: ours and the
 # reference side by side, alternating, ROUNDS rounds, medians. References: torchvision eager
 # (forward), what the Python system's test.py and training loop do (scripts/bench/reference_*.py),
-# a bare eager PyTorch loop on random tensors, and this tool's own earlier screening.
+# a bare eager PyTorch loop on random tensors, and this tool's own earlier screening; for
+# serving, OpenVINO and ONNX Runtime from Python on the same ONNX model, a PIL + OpenVINO
+# pipeline (scripts/bench/openvino_pipeline.py) and 8 concurrent callers of the Python module.
 # The backbones' forward speed is listed too; scripts/compare_backbones.sh adds their accuracy on the demo.
-# usage: scripts/bench.sh [ROUNDS=3] [PHOTOS=200]     (about 15 minutes on 2 cores)
+# usage: scripts/bench.sh [ROUNDS=3] [PHOTOS=200]     (about 20 minutes on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -22,6 +24,10 @@ for size in 500 1600; do
     fi
 done
 target/release/examples/make_model "$work/model224.safetensors" 224 32 >/dev/null
+target/release/examples/make_model "$work/model64.safetensors" 64 32 >/dev/null
+target/release/test --model-path "$work/model224.safetensors" --export-onnx "$work/model224.onnx" >/dev/null
+# The network bench_forward times, for the Python runtimes (same seed, same weights).
+BENCH_EXPORT_ONNX="$work/forward224.onnx" target/release/examples/bench_forward 224 1 1 fp32 >/dev/null
 if [ ! -f "$work/train/data/train_data.csv" ]; then
     mkdir -p "$work/train"
     target/release/divide --input-file image_data.csv --output-dir "$work/train/data" --random-state 2025 >/dev/null
@@ -65,6 +71,24 @@ for round in $(seq "$rounds"); do
         | number images_per_second)"
     record bare_train "$($py scripts/bench/bare_train_loop.py 96 32 10 | number images_per_second)"
     record ours_plain_b32 "$($fwd 224 32 3 plain | number images_per_second)"
+    onnx="$work/forward224.onnx"
+    for b in "32 6" "1 100"; do
+        set -- $b
+        record "ov_ours_bf16_b$1" "$($fwd 224 "$1" "$2" openvino-bf16 | number images_per_second)"
+        record "ov_python_bf16_b$1" "$($py scripts/bench/onnx_forward.py "$onnx" 224 "$1" "$2" openvino-bf16 | number images_per_second)"
+        record "ov_ours_fp32_b$1" "$($fwd 224 "$1" "$2" openvino-fp32 | number images_per_second)"
+        record "ov_python_fp32_b$1" "$($py scripts/bench/onnx_forward.py "$onnx" 224 "$1" "$2" openvino-f32 | number images_per_second)"
+        record "ort_b$1" "$($py scripts/bench/onnx_forward.py "$onnx" 224 "$1" "$2" onnxruntime | number images_per_second)"
+    done
+    for size in 500 1600; do
+        record "openvino_pipeline_$size" "$(seconds $py scripts/bench/openvino_pipeline.py "$work/model224.onnx" \
+            "$work/p$size/images.csv" "$work/openvino_pipeline_$size.csv")"
+    done
+    callers=$($py scripts/bench/concurrent_callers.py "$work/model64.safetensors" sample_images 2>/dev/null)
+    record callers_one_call "$(echo "$callers" | sed -n 's/^one call of .*: \([0-9.]*\) images.*/\1/p')"
+    record callers_eight "$(echo "$callers" | sed -n 's/^8 threads.*: \([0-9.]*\) images.*/\1/p')"
+    record callers_p95 "$(echo "$callers" | sed -n 's/.*p95 \([0-9.]*\) ms.*/\1/p')"
+    record api_peak_kib "$(peak_kib target/release/examples/backend_api "$work/model224.safetensors" "$work"/p1600/images/*.jpg)"
     for backbone in mobilenet_v3_large mobilenet_v3_small mobilenet_v2; do
         record "${backbone}_fp32" "$($fwd 224 32 3 fp32 $backbone | number images_per_second)"
         record "${backbone}_bf16" "$($fwd 224 32 3 bf16 $backbone | number images_per_second)"
@@ -103,6 +127,28 @@ print("| --- | --- | --- | --- | --- |")
 for name, ours, ref, ratio, target in rows:
     print(f"| {name} | {ours:.2f} | {ref:.2f} | {ratio:.2f}× | {target} |")
 print(f"| peak RSS of test --csv-path, 224 px, batch 32 (MiB) | {m['ours_csv_peak_kib'] / 1024:.0f} | | | ≤ 600 |")
+print()
+print("serving: the same network in every engine, 224 px (images/s); ours from decoded images, normalising included, the Python runtimes from a normalised array")
+print("| measurement | ours (OpenVINO engine) | reference | ratio | target |")
+print("| --- | --- | --- | --- | --- |")
+serving = [
+    ("forward bf16, batch 32, vs OpenVINO bf16 in Python", "ov_ours_bf16_b32", "ov_python_bf16_b32", "≥ 1.0"),
+    ("forward bf16, batch 1, vs OpenVINO bf16 in Python", "ov_ours_bf16_b1", "ov_python_bf16_b1", "≥ 1.0"),
+    ("forward fp32, batch 32, vs OpenVINO fp32 in Python", "ov_ours_fp32_b32", "ov_python_fp32_b32", ""),
+    ("forward fp32, batch 1, vs OpenVINO fp32 in Python", "ov_ours_fp32_b1", "ov_python_fp32_b1", ""),
+    ("forward bf16, batch 32, vs ONNX Runtime fp32 in Python", "ov_ours_bf16_b32", "ort_b32", ""),
+    ("forward bf16, batch 1, vs ONNX Runtime fp32 in Python", "ov_ours_bf16_b1", "ort_b1", ""),
+    ("forward bf16, batch 32, vs torchvision eager fp32", "ov_ours_bf16_b32", "torchvision_b32", ""),
+    ("forward bf16, batch 1, vs torchvision eager fp32", "ov_ours_bf16_b1", "torchvision_b1", ""),
+]
+for name, ours, ref, target in serving:
+    print(f"| {name} | {m[ours]:.1f} | {m[ref]:.1f} | {m[ours] / m[ref]:.2f}× | {target} |")
+for size, target in (("500", "≥ 1.3"), ("1600", "≥ 1.5")):
+    ours, ref = m[f"ours_csv_{size}"], m[f"openvino_pipeline_{size}"]
+    print(f"| test --csv-path, {photos} ~{size} px JPEGs, vs PIL (draft) + OpenVINO bf16 in Python (s) | {ours:.2f} | {ref:.2f} | {ref / ours:.2f}× | {target} |")
+print(f"| 8 threads of single-image calls vs one call, Python module, 64 px model (images/s) | {m['callers_eight']:.0f} | {m['callers_one_call']:.0f} | {m['callers_eight'] / m['callers_one_call']:.2f}× | ≥ 0.8 |")
+print(f"| p95 latency of those single-image calls (ms) | {m['callers_p95']:.1f} | | | |")
+print(f"| peak RSS of the Rust API (backend_api) predicting {photos} ~1600 px JPEGs, 224 px (MiB) | {m['api_peak_kib'] / 1024:.0f} | | | |")
 print()
 print("what single optimisations contribute (ours with / without it)")
 print("| optimisation | with | without | ratio |")

@@ -23,7 +23,7 @@ fn main() {
     }
     tch::manual_seed(0);
     let model = ImageTypeClassifier::new(&config, Device::Cpu);
-    // The same network for a reference engine in another process (scripts/bench/openvino_forward.py).
+    // The same network for a reference engine in another process (scripts/bench/onnx_forward.py).
     if let Some(path) = std::env::var_os("BENCH_EXPORT_ONNX") {
         imgtype::model::onnx::export_onnx(&model, std::path::Path::new(&path)).expect("ONNX written");
     }

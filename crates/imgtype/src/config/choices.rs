@@ -199,10 +199,10 @@ pub enum Precision {
 #[serde(rename_all = "snake_case")]
 pub enum InferenceEngineChoice {
     /// OpenVINO on a CPU when its library loads; libtorch on CUDA or MPS, or without it.
+    #[default]
     Auto,
     #[serde(alias = "OpenVINO")]
     Openvino,
-    #[default]
     Libtorch,
 }
 

@@ -347,7 +347,7 @@ impl Default for SystemConfig {
             device: DeviceChoice::Auto,
             mixed_precision: false,
             precision: Precision::Auto,
-            inference_engine: InferenceEngineChoice::Libtorch,
+            inference_engine: InferenceEngineChoice::Auto,
             seed: 42,
             benchmark: false,
         }

@@ -60,19 +60,20 @@ fn per_record<T: Send>(
     let workers = workers.clamp(1, records.len().max(1));
     let chunk = records.len().div_ceil(workers).max(1);
     let work = &work;
+    let mut parts = records.chunks(chunk);
+    let first = parts.next().unwrap_or_default();
+    // The first part on the calling thread: one image (a single-image API call) spawns none.
     std::thread::scope(|scope| {
-        let handles: Vec<_> = records
-            .chunks(chunk)
+        let handles: Vec<_> = parts
             .map(|part| (part.len(), scope.spawn(move || part.iter().map(|r| guarded(r, work)).collect::<Vec<_>>())))
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|(count, handle)| {
-                handle.join().unwrap_or_else(|panic| {
-                    (0..count).map(|_| Err(format!("image loader failed: {}", panic_message(&panic)))).collect()
-                })
-            })
-            .collect::<Vec<_>>()
+        let mut results: Vec<_> = first.iter().map(|r| guarded(r, work)).collect();
+        for (count, handle) in handles {
+            results.extend(handle.join().unwrap_or_else(|panic| {
+                (0..count).map(|_| Err(format!("image loader failed: {}", panic_message(&panic)))).collect()
+            }));
+        }
+        results
     })
 }
 

@@ -30,9 +30,9 @@ pub struct ApiPrediction {
 pub const ERROR_CLASS: &str = "ERROR";
 
 /// `Send + Sync`: share one instance (e.g. in an `Arc`) between request threads. Each call
-/// decodes its images on its own threads; the forward passes of calls that arrive within
-/// `inference.max_batch_delay_ms` of each other are merged, up to `inference.batch_size`
-/// images, into one (see `batcher.rs`).
+/// decodes its images on its own threads; the forward passes of concurrent calls are merged,
+/// up to `inference.batch_size` images, into one, waiting at most
+/// `inference.max_batch_delay_ms` for a call still decoding (see `batcher.rs`).
 ///
 /// Paths usually come from a backend's own users, so the API applies
 /// [`SourcePolicy::restricted`](crate::data::SourcePolicy::restricted) by default: relative
@@ -90,8 +90,9 @@ impl ImageClassificationApi {
     pub fn predict_full(&self, keys: &[String]) -> Vec<Result<Prediction, String>> {
         let mut outcomes = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(self.predictor.batch_size()) {
+            let coming = self.batcher().coming();
             let mut loaded = self.predictor.load_keys(chunk);
-            let scores = self.batcher().score(loaded.take_images());
+            let scores = coming.score(loaded.take_images());
             outcomes.extend(self.predictor.decide_loaded(loaded, scores));
         }
         outcomes

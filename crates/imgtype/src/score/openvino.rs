@@ -69,17 +69,12 @@ impl OpenVinoEngine {
     /// `model` exported to ONNX and compiled for the CPU in `kind` (`Float` or `BFloat16`),
     /// on `threads` threads. Fails (never panics) when the runtime cannot be loaded.
     ///
-    /// libtorch's own intra-op threads are set to one for the process: what is left of
-    /// libtorch here (softmax, copying a batch given as a tensor) is small, and its
-    /// OpenMP threads, spinning after each such op, would take the cores OpenVINO's threads are
-    /// running on (measured: batch-1 throughput 0.53× of OpenVINO alone in Python, 1.0× with
-    /// them quiet).
+    /// No libtorch op runs on this path but a softmax too small to go parallel: libtorch's
+    /// OpenMP threads, which spin after each parallel op and took the cores from OpenVINO's
+    /// when the batch was normalised in libtorch (batch-1 throughput 0.53× OpenVINO in
+    /// Python), stay asleep.
     pub fn new(model: &ImageTypeClassifier, kind: Kind, threads: usize) -> Result<Self> {
         load_runtime()?;
-        if tch::get_num_threads() > 1 {
-            tch::set_num_threads(1);
-            tracing::debug!("libtorch intra-op threads set to 1: OpenVINO runs the forward passes on {threads}");
-        }
         let onnx = crate::model::onnx::to_onnx(model);
         let mut core = Core::new().context("OpenVINO")?;
         let precision = if kind == Kind::BFloat16 { "bf16" } else { "f32" };
