@@ -200,3 +200,83 @@ fn concurrent_single_image_calls_are_merged_into_shared_forward_passes() {
     gone.join().unwrap();
     assert_eq!(after.predicted_class, expected[1].predicted_class);
 }
+
+/// Serves `body` once per connection on 127.0.0.1, each answer `delay` after the request
+/// came in; sends on the returned channel when a request has come in.
+fn slow_server(body: Vec<u8>, delay: std::time::Duration) -> (String, std::sync::mpsc::Receiver<()>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/photo.png", listener.local_addr().unwrap());
+    let (arrived, arrivals) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let _ = arrived.send(());
+            std::thread::sleep(delay);
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(&body));
+        }
+    });
+    (url, arrivals)
+}
+
+/// A call whose image is still being fetched is waited for, so calls coming more than a
+/// moment apart still share a pass; but only up to `inference.max_batch_delay_ms`: a slow
+/// fetch never holds other callers longer than that.
+#[test]
+fn a_caller_still_decoding_is_waited_for_up_to_the_batch_delay() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let images = write_images(dir.path());
+    let body = std::fs::read(&images[2]).unwrap();
+    let mut config = small_config();
+    config.inference.batch_size = 8;
+    config.inference.max_batch_delay_ms = 400;
+    let model_path = dir.path().join("model.safetensors");
+    tch::manual_seed(8);
+    ImageTypeClassifier::new(&config, Device::Cpu).save(&model_path).unwrap();
+    let api = |_: ()| {
+        let api = ImageClassificationApi::with_device(&model_path, Device::Cpu).unwrap();
+        Arc::new(api.with_source_policy(imgtype::data::SourcePolicy::trusted()).unwrap())
+    };
+    let alone = api(());
+    let lone = alone.predict(std::slice::from_ref(&images[0])).remove(0);
+    let lone_fetched = alone.predict(std::slice::from_ref(&images[2])).remove(0);
+
+    // The fetch takes 60 ms, well past any "calls that come together" gap: one pass anyway.
+    let (url, arrivals) = slow_server(body.clone(), Duration::from_millis(60));
+    let shared = api(());
+    let fetching = {
+        let (api, url) = (shared.clone(), url.clone());
+        std::thread::spawn(move || api.predict(&[url]).remove(0))
+    };
+    arrivals.recv().unwrap();
+    let started = Instant::now();
+    let local = shared.predict(std::slice::from_ref(&images[0])).remove(0);
+    let waited = started.elapsed();
+    let fetched = fetching.join().unwrap();
+    assert_eq!(fetched.predicted_class, lone_fetched.predicted_class, "{fetched:?}");
+    assert!((fetched.confidence - lone_fetched.confidence).abs() < 1e-5, "{fetched:?} vs {lone_fetched:?}");
+    assert_eq!(local.predicted_class, lone.predicted_class);
+    assert!((local.confidence - lone.confidence).abs() < 1e-5, "{local:?} vs {lone:?}");
+    assert_eq!(shared.forward_passes(), 1, "the local call waited for the one being fetched");
+    assert!(waited >= Duration::from_millis(30), "it waited for the fetch: {waited:?}");
+
+    // A fetch slower than the delay: the local call goes ahead after the delay, alone.
+    let (url, arrivals) = slow_server(body, Duration::from_millis(3000));
+    let shared = api(());
+    let fetching = {
+        let api = shared.clone();
+        std::thread::spawn(move || api.predict(&[url]).remove(0))
+    };
+    arrivals.recv().unwrap();
+    let started = Instant::now();
+    let local = shared.predict(std::slice::from_ref(&images[0])).remove(0);
+    let waited = started.elapsed();
+    assert_eq!(local.predicted_class, lone.predicted_class);
+    assert!(waited >= Duration::from_millis(300) && waited < Duration::from_millis(2000), "{waited:?}");
+    assert_eq!(shared.forward_passes(), 1, "the local call ran without the slow one");
+    assert_ne!(fetching.join().unwrap().predicted_class, "ERROR");
+    assert_eq!(shared.forward_passes(), 2);
+}
