@@ -73,6 +73,20 @@ fn check_run_folder(work: &Path, run_dir: &Path) {
     assert_eq!(m["recall_micro"], m["micro_avg"]["recall"]);
     assert_eq!(m["auc_macro"], m["roc_auc_macro"]);
     assert_eq!(m["auc_weighted"], m["roc_auc_weighted"]);
+    // The temperature fitted on the validation split, reported and stored in the best model.
+    let calibration = &evaluation["calibration"];
+    let temperature = calibration["temperature"].as_f64().unwrap();
+    assert!(temperature > 0.05 && temperature < 20.0, "{calibration}");
+    let validation_rows = read_csv(&work.join("data/validation_data.csv")).1.len() as u64;
+    assert_eq!(calibration["validation"]["images"].as_u64(), Some(validation_rows), "{calibration}");
+    for split in ["validation", "test"] {
+        for key in ["ece_before", "ece_after"] {
+            assert!((0.0..=1.0).contains(&calibration[split][key].as_f64().unwrap()), "{calibration}");
+        }
+    }
+    let stored = imgtype::model::ModelFile::read(&run_dir.join("model/best_model.safetensors")).unwrap();
+    assert_eq!(stored.metadata.config.inference.temperature, temperature);
+    assert!(run_dir.join("reliability_diagram.png").is_file());
     let confusion = evaluation["metrics"]["confusion_matrix"].as_array().unwrap();
     assert_eq!(confusion.len(), 4);
     let test_rows = read_csv(&work.join("data/test_data.csv")).1.len() as u64;

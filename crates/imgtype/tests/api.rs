@@ -1,6 +1,8 @@
 //! The backend API: order kept, ERROR for bad images, no files written, usable from
 //! many threads at once; and the decision rule with per-class thresholds.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -214,7 +216,10 @@ fn slow_server(body: Vec<u8>, delay: std::time::Duration) -> (String, std::sync:
             let _ = stream.read(&mut request);
             let _ = arrived.send(());
             std::thread::sleep(delay);
-            let head = format!("HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
             let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(&body));
         }
     });
@@ -279,4 +284,57 @@ fn a_caller_still_decoding_is_waited_for_up_to_the_batch_delay() {
     assert_eq!(shared.forward_passes(), 1, "the local call ran without the slow one");
     assert_ne!(fetching.join().unwrap().predicted_class, "ERROR");
     assert_eq!(shared.forward_passes(), 2);
+}
+
+/// A model file's `inference.temperature` divides the logits before the softmax in every
+/// prediction (log-odds shrink by it), and `low_confidence` marks what falls under
+/// `inference.confidence_threshold`.
+#[test]
+fn the_stored_temperature_scales_the_log_odds_and_low_confidence_follows_the_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = write_images(dir.path());
+    tch::manual_seed(12);
+    let mut model = ImageTypeClassifier::new(&small_config(), Device::Cpu);
+    common::set_trained_statistics(&model);
+    // Head weights of a trained size, so that the images get different, uneven scores.
+    let mut head: Vec<_> =
+        model.vs.variables().into_iter().filter(|(name, _)| name.starts_with("classifier")).collect();
+    head.sort_by(|a, b| a.0.cmp(&b.0));
+    tch::no_grad(|| head.into_iter().for_each(|(_, mut t)| drop(t.uniform_(-0.2, 0.2))));
+    let plain = dir.path().join("plain.safetensors");
+    model.save(&plain).unwrap();
+    model.set_temperature(0.25);
+    let cooled = dir.path().join("cooled.safetensors");
+    model.save(&cooled).unwrap();
+    let load = |path: &Path| Predictor::load(path, Device::Cpu).unwrap();
+    let (a, b) = (load(&plain).predict_keys(&images[..4]), load(&cooled).predict_keys(&images[..4]));
+    for (a, b) in a.iter().zip(&b) {
+        let (a, b) = (&a.as_ref().unwrap().probabilities, &b.as_ref().unwrap().probabilities);
+        for (i, j) in [(0, 1), (1, 2), (2, 3)] {
+            let (plain_odds, cooled_odds) = ((a[i] / a[j]).ln(), (b[i] / b[j]).ln());
+            let expected = plain_odds / 0.25;
+            assert!(
+                (cooled_odds - expected).abs() < 1e-4 * (1.0 + expected.abs()),
+                "{plain_odds} / 0.25 vs {cooled_odds}"
+            );
+        }
+    }
+
+    // Thresholds just above and just below the cooled model's confidence on the first image.
+    let confidence = b[0].as_ref().unwrap().confidence;
+    let mut keys = images[..1].to_vec();
+    keys.push(dir.path().join("broken.jpg").display().to_string());
+    for (threshold, low) in [(confidence + 0.01, true), (confidence - 0.01, false)] {
+        let mut config = model.config().clone();
+        config.inference.confidence_threshold = threshold;
+        let mut reviewed = ImageTypeClassifier::new(&config, Device::Cpu);
+        reviewed.load_tensors(&model.snapshot(), Path::new("the cooled model")).unwrap();
+        let path = dir.path().join("reviewed.safetensors");
+        reviewed.save(&path).unwrap();
+        let api = ImageClassificationApi::with_device(&path, Device::Cpu).unwrap();
+        let results = api.with_source_policy(imgtype::data::SourcePolicy::trusted()).unwrap().predict(&keys);
+        assert!((results[0].confidence - confidence).abs() < 1e-6, "the temperature came along: {results:?}");
+        assert_eq!(results[0].low_confidence, low, "threshold {threshold}: {results:?}");
+        assert_eq!((results[1].predicted_class.as_str(), results[1].low_confidence), ("ERROR", false));
+    }
 }

@@ -113,7 +113,8 @@ fn openvino_normalises_decoded_photos_as_libtorch_does() {
     assert_eq!(all, b);
     assert!(two.iter().zip(&b[two.len() / 2..]).all(|(x, y)| (x - y).abs() <= 1e-4));
     // A photo of another size is this batch's error, and the engine stays usable.
-    let wrong = vec![photos[0].clone(), image::imageops::resize(&photos[1], 32, 32, image::imageops::FilterType::Triangle)];
+    let wrong =
+        vec![photos[0].clone(), image::imageops::resize(&photos[1], 32, 32, image::imageops::FilterType::Triangle)];
     let error = openvino.scorer().score_images(&wrong).unwrap_err();
     assert!(error.contains("64×64") && error.contains("32×32"), "{error}");
     assert_eq!(scores(&openvino, &photos), b);

@@ -98,6 +98,7 @@ impl PyImageClassificationApi {
                 row.set_item("image_path", &r.image_path)?;
                 row.set_item("predicted_class", &r.predicted_class)?;
                 row.set_item("confidence", r.confidence)?;
+                row.set_item("low_confidence", r.low_confidence)?;
                 if let Some(error) = &r.error {
                     row.set_item("error", error)?;
                 }
@@ -117,6 +118,7 @@ impl PyImageClassificationApi {
                 Ok(p) => {
                     row.set_item("predicted_class", &p.predicted_class)?;
                     row.set_item("confidence", p.confidence)?;
+                    row.set_item("low_confidence", p.confidence < predictor.confidence_threshold())?;
                     if let Some(k) = top_k {
                         let mut order: Vec<usize> = (0..names.len()).collect();
                         order.sort_by(|&a, &b| p.probabilities[b].total_cmp(&p.probabilities[a]));
@@ -135,6 +137,7 @@ impl PyImageClassificationApi {
                 Err(reason) => {
                     row.set_item("predicted_class", ERROR_CLASS)?;
                     row.set_item("confidence", 0.0)?;
+                    row.set_item("low_confidence", false)?;
                     row.set_item("error", reason)?;
                 }
             }

@@ -182,6 +182,8 @@ pub struct TrainingConfig {
     pub ema_decay: f64,
     /// Warm the EMA decay up from 0 (timm's ModelEmaV3): min(ema_decay, 1 - (1 + updates)^-3/4).
     pub ema_warmup: bool,
+    /// Fit `inference.temperature` on the validation split at the end of training.
+    pub calibrate: bool,
 }
 
 impl Default for TrainingConfig {
@@ -208,6 +210,7 @@ impl Default for TrainingConfig {
             use_ema: false,
             ema_decay: 0.999,
             ema_warmup: true,
+            calibrate: true,
         }
     }
 }
@@ -288,6 +291,9 @@ pub struct InferenceConfig {
     /// The API and the Python module merge calls that arrive within this many milliseconds
     /// of each other (up to `batch_size` images) into one forward pass.
     pub max_batch_delay_ms: u64,
+    /// Logits are divided by it before the softmax; training fits it on the validation split
+    /// (`training.calibrate`) and stores it in the model file. 1 leaves them as they are.
+    pub temperature: f64,
 }
 
 impl Default for InferenceConfig {
@@ -298,6 +304,7 @@ impl Default for InferenceConfig {
             return_top_k: 3,
             class_thresholds: BTreeMap::new(),
             max_batch_delay_ms: 5,
+            temperature: 1.0,
         }
     }
 }

@@ -167,6 +167,12 @@ fn validate_inference(i: &InferenceConfig, class_names: &[String]) -> Result<()>
         bail!("inference.batch_size must be at least 1, got 0");
     }
     check_unit_interval("inference.confidence_threshold", i.confidence_threshold)?;
+    if !(i.temperature.is_finite() && i.temperature > 0.0 && i.temperature <= 100.0) {
+        bail!(
+            "inference.temperature must be above 0 and at most 100 (1 leaves the logits as they are), got {}",
+            i.temperature
+        );
+    }
     for (name, threshold) in &i.class_thresholds {
         if !class_names.contains(name) {
             bail!("inference.class_thresholds names `{name}`, which is not in data.class_names");

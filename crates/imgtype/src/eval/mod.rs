@@ -2,6 +2,7 @@
 //! (validation during training, the test split at its end, `--fit-thresholds`), and the one
 //! rule that turns a validation metric into a score to maximise.
 
+pub mod calibration;
 mod metrics;
 mod split;
 

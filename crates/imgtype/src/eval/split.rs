@@ -16,6 +16,8 @@ pub struct SplitEvaluation {
     pub loss: f64,
     pub y_true: Vec<usize>,
     pub probabilities: Vec<Vec<f64>>,
+    /// Each scored image's logits, in the order of `y_true` (for calibration).
+    pub logits: Vec<Vec<f32>>,
     /// Images that could not be read or scored this time (a download that failed, a file
     /// gone, a batch the model failed on).
     pub unreadable: usize,
@@ -42,12 +44,14 @@ pub fn evaluate_records(
 ) -> Result<SplitEvaluation> {
     let labels = class_indices(records, class_names)?;
     let batch_size = scorer.settings().batch_size;
-    let mut evaluation = SplitEvaluation { loss: 0.0, y_true: Vec::new(), probabilities: Vec::new(), unreadable: 0 };
+    let mut evaluation =
+        SplitEvaluation { loss: 0.0, y_true: Vec::new(), probabilities: Vec::new(), logits: Vec::new(), unreadable: 0 };
     let mut total_loss = 0.0;
     let mut progress = crate::progress::Progress::new(label, records.len() as u64, u64::MAX);
     for (chunk, chunk_labels) in records.chunks(batch_size).zip(labels.chunks(batch_size)) {
         let refs: Vec<&ImageRecord> = chunk.iter().collect();
         let mut logits = Vec::new();
+        let mut image_logits = Vec::new();
         let mut probabilities = Vec::new();
         let mut image_labels = Vec::new();
         for ((outcome, record), &class) in
@@ -55,7 +59,8 @@ pub fn evaluate_records(
         {
             match outcome {
                 Ok(scores) => {
-                    logits.extend(scores.logits);
+                    logits.extend_from_slice(&scores.logits);
+                    image_logits.push(scores.logits);
                     probabilities.push(scores.probabilities);
                     image_labels.push(class);
                 }
@@ -80,6 +85,7 @@ pub fn evaluate_records(
             }
         }
         evaluation.probabilities.extend(probabilities);
+        evaluation.logits.extend(image_logits);
         evaluation.y_true.extend(image_labels.iter().map(|&l| l as usize));
     }
     progress.finish();

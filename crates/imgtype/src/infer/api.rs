@@ -22,6 +22,10 @@ pub struct ApiPrediction {
     pub image_path: String,
     pub predicted_class: String,
     pub confidence: f64,
+    /// The confidence is under `inference.confidence_threshold`: a case for human review
+    /// (meaningful once the model's temperature is calibrated, as training does). False
+    /// for `ERROR` rows.
+    pub low_confidence: bool,
     /// Why an `ERROR` row is one (an unreadable image, a path the source policy refuses).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -123,6 +127,7 @@ impl ImageClassificationApi {
                 Ok(p) => ApiPrediction {
                     image_path: key.clone(),
                     predicted_class: p.predicted_class,
+                    low_confidence: p.confidence < self.predictor.confidence_threshold(),
                     confidence: p.confidence,
                     error: None,
                 },
@@ -132,6 +137,7 @@ impl ImageClassificationApi {
                         image_path: key.clone(),
                         predicted_class: ERROR_CLASS.into(),
                         confidence: 0.0,
+                        low_confidence: false,
                         error: Some(reason),
                     }
                 }

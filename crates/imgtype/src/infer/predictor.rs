@@ -107,7 +107,8 @@ impl Predictor {
             ImageSource::from_config(&config.data),
             ScoringSettings::new(&config, model.input_size()),
             class_names.len(),
-        );
+        )
+        .with_temperature(config.inference.temperature);
         Self {
             scorer,
             rule: DecisionRule::new(&config.inference.class_thresholds, class_names),

@@ -184,6 +184,18 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)], metadata: Ha
     crate::fsutil::write_atomic(path, &bytes)
 }
 
+/// Rewrites the model file at `path` (one of ours) with `inference.temperature` set in its
+/// config, weights untouched.
+pub fn store_temperature(path: &Path, temperature: f64) -> Result<()> {
+    let (tensors, mut header) = read_safetensors(path)?;
+    let config = header.get("config").ok_or_else(|| anyhow!("{}: no config in the model file", path.display()))?;
+    let mut config: serde_json::Value =
+        serde_json::from_str(config).with_context(|| format!("{}: the stored config", path.display()))?;
+    config["inference"]["temperature"] = serde_json::json!(temperature);
+    header.insert("config".into(), config.to_string());
+    write_safetensors(path, &tensors, header).with_context(|| format!("cannot write model file {}", path.display()))
+}
+
 impl ModelFile {
     pub fn write(path: &Path, vs: &nn::VarStore, metadata: &ModelMetadata) -> Result<()> {
         write_safetensors(path, &sorted_variables(vs), metadata.to_header())

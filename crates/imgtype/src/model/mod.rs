@@ -206,9 +206,15 @@ impl ImageTypeClassifier {
     }
 
     /// Stores per-class minimum probabilities (`inference.class_thresholds`) in the files it
-    /// saves from now on: the one setting a model file gets after training.
+    /// saves from now on: one of the two settings a model file gets after training (with the temperature).
     pub fn set_class_thresholds(&mut self, thresholds: std::collections::BTreeMap<String, f64>) {
         self.config.inference.class_thresholds = thresholds;
+    }
+
+    /// Sets `inference.temperature` (logits divided by it before the softmax) in the files
+    /// it saves from now on.
+    pub fn set_temperature(&mut self, temperature: f64) {
+        self.config.inference.temperature = temperature;
     }
 
     pub fn device(&self) -> Device {

@@ -6,7 +6,8 @@ use std::path::Path;
 use anyhow::Result;
 use plotters::prelude::*;
 
-use super::chart::{draw_legend, heat_table, plot_error, render_png, Area, FONT};
+use super::chart::{draw_legend, heat_table, line_chart, plot_error, render_png, Area, Series, FONT};
+use crate::eval::calibration::ReliabilityBin;
 use crate::eval::{Metrics, SplitEvaluation};
 
 /// Counts and row-normalised rates, true classes as rows.
@@ -151,4 +152,27 @@ fn true_class_bars(area: &Area, class_names: &[String], mean_true_probability: &
     }))
     .map_err(plot_error)?;
     Ok(())
+}
+
+/// Accuracy against confidence per bin (`eval::calibration`), before and after the
+/// temperature, with the diagonal a calibrated model lies on.
+pub fn reliability_diagram(
+    path: &Path,
+    before: &[ReliabilityBin],
+    after: &[ReliabilityBin],
+    (temperature, ece_before, ece_after): (f64, f64, f64),
+) -> Result<()> {
+    let points = |bins: &[ReliabilityBin]| -> Vec<(f64, f64)> {
+        bins.iter().filter(|b| b.count > 0).map(|b| (b.mean_confidence, b.accuracy)).collect()
+    };
+    let before_label = format!("T = 1 (ECE {ece_before:.3})");
+    let after_label = format!("T = {temperature:.2} (ECE {ece_after:.3})");
+    let series = [
+        Series { label: "calibrated", color: RGBColor(150, 150, 150), points: vec![(0.0, 0.0), (1.0, 1.0)] },
+        Series { label: &before_label, color: RGBColor(200, 60, 50), points: points(before) },
+        Series { label: &after_label, color: RGBColor(40, 100, 200), points: points(after) },
+    ];
+    render_png(path, (720, 600), |area| {
+        line_chart(area, "Reliability (test split, 15 bins)", "confidence", "accuracy", &series)
+    })
 }

@@ -84,6 +84,8 @@ pub struct BatchScorer {
     source: ImageSource,
     settings: ScoringSettings,
     classes: usize,
+    /// Logits are divided by it before the softmax (`inference.temperature`).
+    temperature: f64,
 }
 
 impl BatchScorer {
@@ -93,7 +95,17 @@ impl BatchScorer {
         settings: ScoringSettings,
         classes: usize,
     ) -> Self {
-        Self { engine, source, settings, classes }
+        Self { engine, source, settings, classes, temperature: 1.0 }
+    }
+
+    /// With probabilities from `softmax(logits / temperature)`; the logits stay as they are.
+    pub fn with_temperature(mut self, temperature: f64) -> Self {
+        self.temperature = temperature;
+        self
+    }
+
+    pub fn temperature(&self) -> f64 {
+        self.temperature
     }
 
     pub fn settings(&self) -> ScoringSettings {
@@ -146,7 +158,11 @@ impl BatchScorer {
         let classes = self.classes;
         guarded(|| {
             let logits = forward()?;
-            let probabilities = logits.f_softmax(-1, Kind::Float)?;
+            let probabilities = if self.temperature == 1.0 {
+                logits.f_softmax(-1, Kind::Float)?
+            } else {
+                logits.f_div_scalar(self.temperature)?.f_softmax(-1, Kind::Float)?
+            };
             let logits = Vec::<f32>::try_from(logits.f_flatten(0, -1)?)?;
             let probabilities = Vec::<f32>::try_from(probabilities.f_flatten(0, -1)?)?;
             anyhow::ensure!(logits.len() % classes.max(1) == 0, "{} outputs for {classes} classes", logits.len());

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Context, Result};
-use openvino::{Core, DeviceType, ElementType, RwPropertyKey, Shape};
 use image::RgbImage;
+use openvino::{Core, DeviceType, ElementType, RwPropertyKey, Shape};
 use tch::{Kind, Tensor};
 
 use super::engine::InferenceEngine;

@@ -8,13 +8,15 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use super::run_files::{
-    EvaluationResults, FinalResults, FinishedRun, RunLayout, RunStatus, TrainingResults, METRICS_CSV_HEADER,
+    CalibrationReport, EvaluationResults, FinalResults, FinishedRun, RunLayout, RunStatus, TrainingResults,
+    METRICS_CSV_HEADER,
 };
 use super::state::{EpochRecord, TrainingState};
 use super::tensorboard::EventWriter;
 use super::RunFolder;
 use crate::data::batch::SkippedImage;
 use crate::data::SplitName;
+use crate::eval::calibration::{reliability_bins, softmax_with_temperature};
 use crate::eval::{Metrics, SplitEvaluation};
 
 /// `logs/training_results.json` and `logs/metrics.csv`, rewritten whole after every epoch.
@@ -109,6 +111,7 @@ pub(super) fn write_test_evaluation(
     history: &[EpochRecord],
     evaluation: &SplitEvaluation,
     metrics: &Metrics,
+    calibration: Option<&CalibrationReport>,
 ) -> Result<()> {
     let dir = folder.dir();
     crate::fsutil::write_json_atomic(
@@ -118,12 +121,29 @@ pub(super) fn write_test_evaluation(
             loss: evaluation.loss,
             unreadable_images: evaluation.unreadable,
             metrics: metrics.clone().into(),
+            calibration: calibration.copied(),
         },
     )?;
     write_class_summary(&dir.join("class_performance_summary.csv"), metrics)?;
     use crate::report::{draw, evaluation as pictures};
     let logs = folder.logs_dir();
     draw("training_curves.png", || super::curves::training_curves(&logs.join("training_curves.png"), history));
+    if let Some(report) = calibration {
+        let bins = |t: f64| {
+            let probabilities: Vec<Vec<f64>> =
+                evaluation.logits.iter().map(|row| softmax_with_temperature(row, t)).collect();
+            reliability_bins(&probabilities, &evaluation.y_true)
+        };
+        let figures = (report.temperature, report.test.ece_before, report.test.ece_after);
+        draw("reliability_diagram.png", || {
+            pictures::reliability_diagram(
+                &dir.join("reliability_diagram.png"),
+                &bins(1.0),
+                &bins(report.temperature),
+                figures,
+            )
+        });
+    }
     draw("confusion_matrix.png", || pictures::confusion_matrix(&dir.join("confusion_matrix.png"), metrics));
     draw("classification_report.png", || {
         pictures::classification_report(&dir.join("classification_report.png"), metrics)

@@ -5,6 +5,7 @@ use anyhow::Result;
 use std::path::Path;
 
 use super::artifacts::{log_test_scalars, share_best_model, write_final_results, write_test_evaluation};
+use super::calibrate;
 use super::checkpoint;
 use super::selection::BestWeights;
 use super::session::Session;
@@ -23,9 +24,12 @@ pub(super) fn finish(session: &mut Session, mut state: TrainingState, best_weigh
         session.model.load_tensors(weights, Path::new("best weights"))?;
         tracing::info!("restored the best weights (epoch {})", state.best_epoch.unwrap_or(0));
     }
+    let calibration = calibrate::fit_on_validation(session)?;
+    let temperature = calibration.map_or(config.inference.temperature, |(t, _)| t);
+    session.model.set_temperature(temperature);
     let class_names = session.model.class_names();
     let test_eval = evaluate_records(
-        &session.scorer(&session.model),
+        &session.scorer(&session.model).with_temperature(temperature),
         class_names,
         &session.test_records,
         Some(&session.loss_fn),
@@ -41,7 +45,11 @@ pub(super) fn finish(session: &mut Session, mut state: TrainingState, best_weigh
     );
     let last_epoch = state.history.last().map(|r| r.epoch as i64).unwrap_or(0);
     log_test_scalars(session.events.as_mut(), last_epoch, &test_eval, &test_metrics);
-    write_test_evaluation(folder, &state.history, &test_eval, &test_metrics)?;
+    let report = calibration.map(|(t, validation)| calibrate::report(t, validation, &test_eval));
+    write_test_evaluation(folder, &state.history, &test_eval, &test_metrics, report.as_ref())?;
+    if report.is_some() {
+        calibrate::store(&folder.best_model(), temperature)?;
+    }
     let best_model = Some(folder.best_model()).filter(|p| p.exists());
     if let Some(best) = best_model.as_ref().filter(|_| config.validation.save_best_model) {
         share_best_model(best, &config.paths.model_dir);

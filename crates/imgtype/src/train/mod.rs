@@ -10,6 +10,7 @@
 //! evaluation). `artifacts` writes the files a run leaves besides models and checkpoints.
 
 mod artifacts;
+mod calibrate;
 pub mod checkpoint;
 mod curves;
 mod ema;
@@ -33,7 +34,9 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 pub use ema::{ema_decay_after, Ema};
-pub use run_files::{EvaluationResults, FinalResults, FinishedRun, RunLayout, RunStatus, TrainingResults};
+pub use run_files::{
+    CalibrationReport, EvaluationResults, FinalResults, FinishedRun, RunLayout, RunStatus, TrainingResults,
+};
 pub use run_folder::RunFolder;
 pub use state::{EpochRecord, TrainingState};
 

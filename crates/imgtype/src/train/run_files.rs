@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::state::EpochRecord;
 use crate::config::{Config, Metric};
+use crate::eval::calibration::CalibrationFigures;
 use crate::eval::MetricsRecord;
 
 const LATEST_CHECKPOINT: &str = "latest_checkpoint.safetensors";
@@ -190,6 +191,19 @@ pub struct EvaluationResults {
     pub loss: f64,
     pub unreadable_images: usize,
     pub metrics: MetricsRecord,
+    /// The temperature fitted at the end of training and what it did (absent when
+    /// `training.calibrate` is off or there was no validation split).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationReport>,
+}
+
+/// `inference.temperature` as fitted on the validation split, with the NLL and ECE of the
+/// validation and test splits before and after it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationReport {
+    pub temperature: f64,
+    pub validation: CalibrationFigures,
+    pub test: CalibrationFigures,
 }
 
 fn null_as_nan<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
@@ -247,8 +261,13 @@ mod tests {
     #[test]
     fn a_diverged_runs_loss_reads_back_as_nan() {
         let metrics = crate::eval::compute_metrics(&["a".to_string(), "b".to_string()], &[0, 1], &[0, 0], None);
-        let written =
-            EvaluationResults { split: "test".into(), loss: f64::NAN, unreadable_images: 0, metrics: metrics.into() };
+        let written = EvaluationResults {
+            split: "test".into(),
+            loss: f64::NAN,
+            unreadable_images: 0,
+            metrics: metrics.into(),
+            calibration: None,
+        };
         let text = serde_json::to_string(&written).unwrap();
         assert!(text.contains(r#""loss":null"#), "{text}");
         assert!(text.contains(r#""f1_weighted":"#), "the Python system's flat keys are kept: {text}");
