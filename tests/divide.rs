@@ -219,3 +219,61 @@ fn validate_images_drops_missing_and_broken_files() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("broken.jpg") && stderr.contains("missing.jpg"), "{stderr}");
 }
+
+/// `--relabel`: reviewed corrections change or drop images in the split files, the product
+/// CSV stays as it was, and the summary lists each change; a bad corrections file writes
+/// nothing and names its row.
+#[test]
+fn relabel_applies_reviewed_corrections_without_touching_the_product_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("products.csv");
+    let products = "id,category_name,main_image,back_image,text_tag_image,neck_tag_image,other\n\
+                    p1,top,a.jpg,,c.jpg,,d.jpg\n\
+                    p2,top,f.jpg,,,g.jpg,\n\
+                    p3,top,h.jpg,,,,only.jpg\n";
+    std::fs::write(&input, products).unwrap();
+    let corrections = dir.path().join("reviewed.csv");
+    std::fs::write(
+        &corrections,
+        "image_path,image_type,reviewer\nd.jpg,care_label,ana\ng.jpg,drop,ana\nonly.jpg,drop,ana\ngone.jpg,full_shot,ana\n",
+    )
+    .unwrap();
+    let all_train = ["--train-ratio", "1", "--val-ratio", "0", "--test-ratio", "0"];
+    let output = ok(run_divide(dir.path(), &input, "data", &[&all_train[..], &["--relabel", "reviewed.csv"]].concat()));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("1 image(s) relabelled, 2 dropped, 1 row(s) matched no image"), "{stdout}");
+    let mut got: Vec<(String, String)> = read_rows(&dir.path().join("data/train_data.csv"))
+        .into_iter()
+        .map(|r| (r["image_path"].clone(), r["image_type"].clone()))
+        .collect();
+    got.sort();
+    let expected = [
+        ("a.jpg", "full_shot"),
+        ("c.jpg", "care_label"),
+        ("d.jpg", "care_label"),
+        ("f.jpg", "full_shot"),
+        ("h.jpg", "full_shot"),
+    ];
+    assert_eq!(got, expected.map(|(a, b)| (a.to_string(), b.to_string())));
+    assert_eq!(std::fs::read_to_string(&input).unwrap(), products, "the product CSV is not edited");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("data/data_split_summary.json")).unwrap())
+            .unwrap();
+    let relabel = &summary["relabel"];
+    assert_eq!(relabel["relabelled"][0]["image_path"], "d.jpg");
+    assert_eq!(
+        (relabel["relabelled"][0]["from"].as_str(), relabel["relabelled"][0]["to"].as_str()),
+        (Some("detail_shot"), Some("care_label"))
+    );
+    let dropped: Vec<&str> =
+        relabel["dropped"].as_array().unwrap().iter().map(|d| d["image_path"].as_str().unwrap()).collect();
+    assert_eq!(dropped, ["g.jpg", "only.jpg"]);
+    assert_eq!(relabel["unmatched"], serde_json::json!(["gone.jpg"]));
+
+    // A class that does not exist: nothing written, the row and the value named.
+    std::fs::write(&corrections, "image_path,image_type\nd.jpg,care_label\na.jpg,shoe\n").unwrap();
+    let output = run_divide(dir.path(), &input, "data2", &[&all_train[..], &["--relabel", "reviewed.csv"]].concat());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("row 3") && stderr.contains("`shoe`"), "{stderr}");
+    assert!(!dir.path().join("data2").exists());
+}

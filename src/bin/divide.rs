@@ -32,6 +32,10 @@ struct Args {
     /// Folder that relative image paths are resolved against (with --validate-images)
     #[arg(long)]
     image_base_path: Option<PathBuf>,
+    /// Reviewed corrections to apply: a CSV with image_path and image_type (a class, or
+    /// `drop` to leave the image out); the product CSV is not changed
+    #[arg(long, value_name = "CORRECTIONS.csv")]
+    relabel: Option<PathBuf>,
 }
 
 fn main() {
@@ -50,8 +54,18 @@ fn run(args: Args) -> Result<()> {
         random_state: args.random_state,
         validate_images: args.validate_images,
         image_base_path: args.image_base_path,
+        relabel: args.relabel,
     })?;
     print!("{}", format_summary_tables(&summary));
+    if let Some(relabel) = &summary.relabel {
+        println!(
+            "\n{}: {} image(s) relabelled, {} dropped, {} row(s) matched no image (listed in data_split_summary.json)",
+            relabel.corrections_file,
+            relabel.relabelled.len(),
+            relabel.dropped.len(),
+            relabel.unmatched.len()
+        );
+    }
     println!("\nno product is in two splits; files written to {}", args.output_dir.display());
     Ok(())
 }

@@ -54,9 +54,10 @@ with tempfile.TemporaryDirectory() as tmp:
     got = api.predict(keys)
     assert [r["image_path"] for r in got] == keys
     for row, want in zip(got, expected):
-        assert set(row) == {"image_path", "predicted_class", "confidence"}, row
+        assert set(row) == {"image_path", "predicted_class", "confidence", "low_confidence"}, row
         assert row["predicted_class"] == want["predicted_class"], (row, want)
         assert abs(row["confidence"] - float(want["confidence"])) < 2e-6, (row, want)
+        assert row["low_confidence"] == (want["low_confidence"] == "true"), (row, want)
     full = api.predict_one(keys[0], top_k=2, probabilities=True)
     assert len(full["top_k"]) == 2 and abs(sum(full["probabilities"].values()) - 1) < 1e-4, full
 
@@ -64,7 +65,7 @@ with tempfile.TemporaryDirectory() as tmp:
     bad = api.predict([keys[0], "missing/nothing.jpg", "../image_data.csv", "/etc/passwd", keys[1]])
     assert [r["predicted_class"] == "ERROR" for r in bad] == [False, True, True, True, False], bad
     assert "`..`" in bad[2]["error"] and "absolute paths" in bad[3]["error"], bad
-    assert all(r["confidence"] == 0.0 for r in bad[1:4])
+    assert all(r["confidence"] == 0.0 and r["low_confidence"] is False for r in bad[1:4])
 
     # 8 threads × 50 calls: the sequential results.
     calls = [keys[i % len(keys):][:3] + keys[:1] for i in range(50)]

@@ -118,7 +118,7 @@ impl PyImageClassificationApi {
                 Ok(p) => {
                     row.set_item("predicted_class", &p.predicted_class)?;
                     row.set_item("confidence", p.confidence)?;
-                    row.set_item("low_confidence", p.confidence < predictor.confidence_threshold())?;
+                    row.set_item("low_confidence", p.low_confidence)?;
                     if let Some(k) = top_k {
                         let mut order: Vec<usize> = (0..names.len()).collect();
                         order.sort_by(|&a, &b| p.probabilities[b].total_cmp(&p.probabilities[a]));

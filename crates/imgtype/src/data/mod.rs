@@ -11,6 +11,7 @@ mod pillow_compat;
 mod policy;
 pub mod product;
 pub mod records;
+pub mod relabel;
 #[cfg(feature = "remote")]
 mod remote;
 pub mod source;

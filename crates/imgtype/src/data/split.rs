@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use super::product::{read_products, Product};
 use super::records::{ImageRecord, SplitName};
+use super::relabel::{apply_corrections, read_corrections, RelabelSummary};
 
 /// Categories smaller than this are pooled and split at random.
 pub const MIN_STRATIFIED_PRODUCTS: usize = 3;
@@ -32,6 +33,8 @@ pub struct DivideOptions {
     /// Drop images that are missing or cannot be decoded (checked on disk).
     pub validate_images: bool,
     pub image_base_path: Option<PathBuf>,
+    /// Reviewed corrections (`image_path`, `image_type` or `drop`) applied before splitting.
+    pub relabel: Option<PathBuf>,
 }
 
 pub struct Split {
@@ -161,6 +164,9 @@ pub struct SplitSummary {
     pub image_type_distribution: BTreeMap<String, BTreeMap<String, usize>>,
     pub category_distribution: BTreeMap<String, BTreeMap<String, usize>>,
     pub dropped_images: Vec<DroppedImage>,
+    /// What `--relabel` changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relabel: Option<RelabelSummary>,
 }
 
 #[derive(Debug, Serialize)]
@@ -213,6 +219,10 @@ pub fn divide(options: &DivideOptions) -> Result<SplitSummary> {
     if products.is_empty() {
         bail!("{}: no products (the CSV has a header but no rows)", options.input_file.display());
     }
+    let relabel = match &options.relabel {
+        Some(file) => Some(apply_corrections(&mut products, &read_corrections(file)?, file)),
+        None => None,
+    };
     let dropped = if options.validate_images {
         drop_unreadable_images(&mut products, options.image_base_path.as_deref())
     } else {
@@ -239,6 +249,7 @@ pub fn divide(options: &DivideOptions) -> Result<SplitSummary> {
         image_type_distribution: tables.image_type_distribution,
         category_distribution: tables.category_distribution,
         dropped_images: dropped,
+        relabel,
     };
     crate::fsutil::write_json_atomic(&options.output_dir.join("data_split_summary.json"), &summary)?;
     Ok(summary)

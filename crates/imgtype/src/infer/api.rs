@@ -127,7 +127,7 @@ impl ImageClassificationApi {
                 Ok(p) => ApiPrediction {
                     image_path: key.clone(),
                     predicted_class: p.predicted_class,
-                    low_confidence: p.confidence < self.predictor.confidence_threshold(),
+                    low_confidence: p.low_confidence,
                     confidence: p.confidence,
                     error: None,
                 },

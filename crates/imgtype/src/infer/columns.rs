@@ -88,12 +88,11 @@ pub(super) fn prediction_header(class_names: &[String]) -> Vec<String> {
 
 /// `low_confidence` is true when the confidence is under `inference.confidence_threshold`.
 pub(super) fn prediction_values(outcome: &Result<Prediction, String>, predictor: &Predictor) -> Vec<String> {
-    let threshold = predictor.confidence_threshold();
     let classes = predictor.class_names().len();
     match outcome {
         Ok(p) => {
             let mut values =
-                vec![p.predicted_class.clone(), format!("{:.6}", p.confidence), (p.confidence < threshold).to_string()];
+                vec![p.predicted_class.clone(), format!("{:.6}", p.confidence), p.low_confidence.to_string()];
             values.extend(p.probabilities.iter().map(|v| format!("{v:.6}")));
             values.push(p.top_k.iter().map(|(c, v)| format!("{c}:{v:.4}")).collect::<Vec<_>>().join("|"));
             values

@@ -25,6 +25,8 @@ pub struct Prediction {
     pub class_index: usize,
     pub predicted_class: String,
     pub confidence: f64,
+    /// The confidence is under `inference.confidence_threshold`: a case for human review.
+    pub low_confidence: bool,
     pub probabilities: Vec<f64>,
     /// (class, probability), most probable first.
     pub top_k: Vec<(String, f64)>,
@@ -193,6 +195,7 @@ impl Predictor {
             class_index,
             predicted_class: self.class_names()[class_index].clone(),
             confidence: probabilities[class_index],
+            low_confidence: probabilities[class_index] < self.confidence_threshold,
             probabilities: probabilities.to_vec(),
             top_k: order.iter().take(self.top_k).map(|&c| (self.class_names()[c].clone(), probabilities[c])).collect(),
         }

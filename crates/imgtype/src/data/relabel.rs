@@ -1,0 +1,205 @@
+//! `divide --relabel corrections.csv`: reviewed fixes applied when the split is made, without
+//! editing the product CSV. Each row names an image (`image_path`, as in the product CSV) and
+//! its class (`image_type`), or `drop` to leave the image out. What changed is listed in
+//! `data_split_summary.json`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use super::product::{Product, IMAGE_COLUMNS};
+
+/// The value of `image_type` that leaves an image out.
+pub const DROP: &str = "drop";
+
+/// What a corrections file asks for, by image path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Correction {
+    Relabel(String),
+    Drop,
+}
+
+/// The classes images can be filed under (those of the product CSV's columns).
+pub fn known_classes() -> Vec<&'static str> {
+    let mut classes: Vec<&str> = IMAGE_COLUMNS.iter().map(|(_, class)| *class).collect();
+    classes.sort();
+    classes.dedup();
+    classes
+}
+
+/// Reads a corrections CSV: columns `image_path` and `image_type` (others are ignored, so a
+/// reviewed `label_issues.csv` with an added `image_type` column works as it is).
+pub fn read_corrections(path: &Path) -> Result<BTreeMap<String, Correction>> {
+    let mut reader =
+        csv::Reader::from_path(path).with_context(|| format!("cannot open corrections CSV {}", path.display()))?;
+    let headers = reader.headers().with_context(|| format!("{}: cannot read the header row", path.display()))?.clone();
+    let column = |name: &str| headers.iter().position(|h| h.trim().trim_start_matches('\u{feff}') == name);
+    let (Some(path_col), Some(type_col)) = (column("image_path"), column("image_type")) else {
+        bail!(
+            "{}: a corrections CSV needs the columns image_path and image_type (found: {})",
+            path.display(),
+            headers.iter().collect::<Vec<_>>().join(", ")
+        );
+    };
+    let classes = known_classes();
+    let mut corrections = BTreeMap::new();
+    for (index, row) in reader.records().enumerate() {
+        let line = index + 2;
+        let row = row.with_context(|| format!("{}: row {line} is not valid CSV", path.display()))?;
+        let image = row.get(path_col).unwrap_or("").trim();
+        let value = row.get(type_col).unwrap_or("").trim();
+        if image.is_empty() {
+            bail!("{}: row {line} has an empty image_path", path.display());
+        }
+        let correction = if value.eq_ignore_ascii_case(DROP) {
+            Correction::Drop
+        } else if classes.contains(&value) {
+            Correction::Relabel(value.to_string())
+        } else {
+            bail!(
+                "{}: row {line} ({image}): image_type `{value}` is neither a class ({}) nor `{DROP}`",
+                path.display(),
+                classes.join(", ")
+            );
+        };
+        if let Some(earlier) = corrections.insert(image.to_string(), correction.clone()) {
+            if earlier != correction {
+                bail!("{}: row {line}: {image} is corrected twice, differently", path.display());
+            }
+        }
+    }
+    Ok(corrections)
+}
+
+/// One image whose class a correction changed, or that it left out.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AppliedCorrection {
+    pub product_id: String,
+    pub image_path: String,
+    pub from: String,
+    /// The new class, or `drop`.
+    pub to: String,
+}
+
+/// `data_split_summary.json`'s `relabel`: the file, what it changed, and its rows that
+/// matched no image of the product CSV.
+#[derive(Debug, Clone, Serialize)]
+pub struct RelabelSummary {
+    pub corrections_file: String,
+    pub relabelled: Vec<AppliedCorrection>,
+    pub dropped: Vec<AppliedCorrection>,
+    pub unmatched: Vec<String>,
+}
+
+/// Applies `corrections` to every image they name (a photo filed under several products is
+/// corrected in each); a correction to the class an image already has changes nothing.
+pub fn apply_corrections(
+    products: &mut [Product],
+    corrections: &BTreeMap<String, Correction>,
+    file: &Path,
+) -> RelabelSummary {
+    let mut summary = RelabelSummary {
+        corrections_file: file.display().to_string(),
+        relabelled: Vec::new(),
+        dropped: Vec::new(),
+        unmatched: Vec::new(),
+    };
+    let mut matched = std::collections::BTreeSet::new();
+    for product in products.iter_mut() {
+        product.images.retain_mut(|image| {
+            let Some(correction) = corrections.get(&image.path) else { return true };
+            matched.insert(image.path.clone());
+            let applied = |to: &str| AppliedCorrection {
+                product_id: product.id.clone(),
+                image_path: image.path.clone(),
+                from: image.image_type.clone(),
+                to: to.to_string(),
+            };
+            match correction {
+                Correction::Drop => {
+                    summary.dropped.push(applied(DROP));
+                    false
+                }
+                Correction::Relabel(class) if *class != image.image_type => {
+                    summary.relabelled.push(applied(class));
+                    image.image_type = class.clone();
+                    true
+                }
+                Correction::Relabel(_) => true,
+            }
+        });
+    }
+    summary.unmatched = corrections.keys().filter(|path| !matched.contains(*path)).cloned().collect();
+    for path in &summary.unmatched {
+        tracing::warn!("{}: {path} is no image of the product CSV; nothing to correct", file.display());
+    }
+    summary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::product::ProductImage;
+
+    fn product(id: &str, images: &[(&str, &str)]) -> Product {
+        Product {
+            id: id.into(),
+            category: "shirt".into(),
+            images: images
+                .iter()
+                .map(|(path, class)| ProductImage { path: path.to_string(), image_type: class.to_string() })
+                .collect(),
+        }
+    }
+
+    fn corrections(text: &str) -> Result<BTreeMap<String, Correction>> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("corrections.csv");
+        std::fs::write(&path, text).unwrap();
+        read_corrections(&path)
+    }
+
+    #[test]
+    fn relabels_drops_and_lists_what_it_did() {
+        let fixes = corrections(
+            "image_path,image_type,note\na.jpg,care_label,seen\nb.jpg,DROP,\nshared.jpg,neck_label,\nnowhere.jpg,drop,\n",
+        )
+        .unwrap();
+        let mut products = vec![
+            product("1", &[("a.jpg", "detail_shot"), ("b.jpg", "full_shot"), ("shared.jpg", "full_shot")]),
+            product("2", &[("shared.jpg", "full_shot"), ("c.jpg", "full_shot")]),
+        ];
+        let summary = apply_corrections(&mut products, &fixes, Path::new("corrections.csv"));
+        assert_eq!(
+            products[0].images.iter().map(|i| i.image_type.as_str()).collect::<Vec<_>>(),
+            ["care_label", "neck_label"]
+        );
+        assert_eq!(products[1].images[0].image_type, "neck_label", "the shared photo is corrected in both products");
+        assert_eq!(summary.relabelled.len(), 3);
+        assert_eq!(
+            summary.dropped,
+            [AppliedCorrection {
+                product_id: "1".into(),
+                image_path: "b.jpg".into(),
+                from: "full_shot".into(),
+                to: "drop".into()
+            }]
+        );
+        assert_eq!(summary.unmatched, ["nowhere.jpg"]);
+    }
+
+    #[test]
+    fn bad_corrections_name_the_file_row_and_value() {
+        let error = corrections("image_path,image_type\na.jpg,care_label\nb.jpg,shoe\n").unwrap_err().to_string();
+        assert!(error.contains("row 3") && error.contains("`shoe`") && error.contains("care_label"), "{error}");
+        let error = corrections("path,label\na.jpg,care_label\n").unwrap_err().to_string();
+        assert!(error.contains("image_path and image_type") && error.contains("path, label"), "{error}");
+        let error = corrections("image_path,image_type\n,care_label\n").unwrap_err().to_string();
+        assert!(error.contains("row 2 has an empty image_path"), "{error}");
+        let error = corrections("image_path,image_type\na.jpg,care_label\na.jpg,drop\n").unwrap_err().to_string();
+        assert!(error.contains("row 3") && error.contains("corrected twice"), "{error}");
+        assert!(corrections("image_path,image_type\na.jpg,care_label\na.jpg,care_label\n").is_ok(), "repeats agree");
+    }
+}
