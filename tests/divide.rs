@@ -277,3 +277,73 @@ fn relabel_applies_reviewed_corrections_without_touching_the_product_csv() {
     assert!(!output.status.success() && stderr.contains("row 3") && stderr.contains("`shoe`"), "{stderr}");
     assert!(!dir.path().join("data2").exists());
 }
+
+/// `--find-duplicates`: the same photo under several products (copied under another name, or
+/// the same path listed twice) puts those products in one split, whatever the seed; a copy
+/// filed under another class is a label conflict; `duplicates.csv` lists every copy.
+#[test]
+fn find_duplicates_keeps_products_sharing_a_photo_in_one_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos: Vec<_> = imgtype_testkit::walk(&imgtype_testkit::sample_images()).into_iter().take(24).collect();
+    std::fs::create_dir(dir.path().join("img")).unwrap();
+    for (i, photo) in photos.iter().enumerate() {
+        std::fs::copy(photo, dir.path().join(format!("img/{i}.jpg"))).unwrap();
+    }
+    // Product p has main image 2p and care label 2p + 1. Photo 0 (p0's main image) again as
+    // copy_a.jpg, p5's care label: a conflict; photo 3 (p1's care label) again as copy_b.jpg,
+    // a second care label of p9; p1's main image 2.jpg also listed by p11.
+    std::fs::copy(&photos[0], dir.path().join("img/copy_a.jpg")).unwrap();
+    std::fs::copy(&photos[3], dir.path().join("img/copy_b.jpg")).unwrap();
+    let mut csv = String::from("id,category_name,main_image,back_image,text_tag_image,neck_tag_image,other\n");
+    for p in 0..12 {
+        let main = format!("img/{}.jpg", 2 * p);
+        let mut tag = format!("img/{}.jpg", 2 * p + 1);
+        let mut main_cell = main.clone();
+        match p {
+            5 => tag = "img/copy_a.jpg".into(),
+            9 => tag = format!("{tag}&img/copy_b.jpg"),
+            11 => main_cell = format!("{main}&img/2.jpg"),
+            _ => {}
+        }
+        csv.push_str(&format!("p{p},{},{main_cell},,{tag},,\n", if p % 2 == 0 { "top" } else { "dress" }));
+    }
+    let input = dir.path().join("products.csv");
+    std::fs::write(&input, csv).unwrap();
+    for seed in ["1", "2", "3", "4"] {
+        let out = format!("data{seed}");
+        let args = ["--find-duplicates", "--image-base-path", dir.path().to_str().unwrap(), "--random-state", seed];
+        let output = ok(run_divide(dir.path(), &input, &out, &args));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.contains("3 group(s) of identical photos (6 images), 3 across products"), "{stdout}");
+        assert!(stdout.contains("1 label conflict(s)") && stdout.contains("care_label vs full_shot"), "{stdout}");
+        let mut split_of = HashMap::new();
+        for split in SPLITS {
+            for row in read_rows(&dir.path().join(&out).join(split)) {
+                split_of.insert(row["product_id"].clone(), split);
+            }
+        }
+        for (a, b) in [("p0", "p5"), ("p1", "p9"), ("p1", "p11")] {
+            assert_eq!(split_of[a], split_of[b], "seed {seed}: {a} and {b} share a photo");
+        }
+        let mut reader = csv::Reader::from_path(dir.path().join(&out).join("duplicates.csv")).unwrap();
+        let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+        assert_eq!(header, ["group", "image_path", "product_id", "image_type", "split", "distance", "kind"]);
+        let rows: Vec<Vec<String>> = reader.records().map(|r| r.unwrap().iter().map(String::from).collect()).collect();
+        assert_eq!(rows.len(), 6);
+        assert!(rows.iter().all(|r| r[5].parse::<f64>() == Ok(0.0) && r[6] == "exact"), "{rows:?}");
+        let copy_a = rows.iter().find(|r| r[1] == "img/copy_a.jpg").unwrap();
+        let original = rows.iter().find(|r| r[1] == "img/0.jpg").unwrap();
+        assert_eq!(
+            (copy_a[0].as_str(), copy_a[2].as_str(), copy_a[3].as_str()),
+            (original[0].as_str(), "p5", "care_label")
+        );
+        let summary: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join(&out).join("data_split_summary.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            summary["duplicates"]["label_conflicts"][0]["image_types"],
+            serde_json::json!(["care_label", "full_shot"])
+        );
+    }
+}

@@ -29,13 +29,17 @@ struct Args {
     /// Decode every image and leave out the ones that are missing or broken
     #[arg(long)]
     validate_images: bool,
-    /// Folder that relative image paths are resolved against (with --validate-images)
+    /// Folder that relative image paths are resolved against (with --validate-images or --find-duplicates)
     #[arg(long)]
     image_base_path: Option<PathBuf>,
     /// Reviewed corrections to apply: a CSV with image_path and image_type (a class, or
     /// `drop` to leave the image out); the product CSV is not changed
     #[arg(long, value_name = "CORRECTIONS.csv")]
     relabel: Option<PathBuf>,
+    /// Find photos filed more than once (exact copies, under one product or several): their
+    /// products go to one split; OUTPUT_DIR/duplicates.csv lists them, label conflicts too
+    #[arg(long)]
+    find_duplicates: bool,
 }
 
 fn main() {
@@ -55,6 +59,7 @@ fn run(args: Args) -> Result<()> {
         validate_images: args.validate_images,
         image_base_path: args.image_base_path,
         relabel: args.relabel,
+        find_duplicates: args.find_duplicates,
     })?;
     print!("{}", format_summary_tables(&summary));
     if let Some(relabel) = &summary.relabel {
@@ -66,6 +71,20 @@ fn run(args: Args) -> Result<()> {
             relabel.unmatched.len()
         );
     }
-    println!("\nno product is in two splits; files written to {}", args.output_dir.display());
+    if let Some(duplicates) = &summary.duplicates {
+        println!(
+            "\nduplicates: {} group(s) of identical photos ({} images), {} across products (kept in one split), {} label conflict(s); listed in {}",
+            duplicates.groups,
+            duplicates.images_in_groups,
+            duplicates.groups_across_products,
+            duplicates.label_conflicts.len(),
+            args.output_dir.join("duplicates.csv").display()
+        );
+        for conflict in &duplicates.label_conflicts {
+            println!("  label conflict in group {}: {}", conflict.group, conflict.image_types.join(" vs "));
+        }
+    }
+    let leak_free = if args.find_duplicates { "no product and no duplicate photo" } else { "no product" };
+    println!("\n{leak_free} is in two splits; files written to {}", args.output_dir.display());
     Ok(())
 }

@@ -4,6 +4,7 @@
 pub mod augment;
 pub mod batch;
 pub mod decode;
+pub mod duplicates;
 pub mod image;
 pub mod keys;
 mod open;

@@ -15,6 +15,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use super::duplicates::{self, exact_duplicate_groups, linked_products, DuplicateSummary};
 use super::product::{read_products, Product};
 use super::records::{ImageRecord, SplitName};
 use super::relabel::{apply_corrections, read_corrections, RelabelSummary};
@@ -35,6 +36,8 @@ pub struct DivideOptions {
     pub image_base_path: Option<PathBuf>,
     /// Reviewed corrections (`image_path`, `image_type` or `drop`) applied before splitting.
     pub relabel: Option<PathBuf>,
+    /// Find photos shared between products (exact copies) and keep their products in one split.
+    pub find_duplicates: bool,
 }
 
 pub struct Split {
@@ -87,12 +90,20 @@ pub fn allocate(n: usize, ratios: [f64; 3]) -> [usize; 3] {
 
 /// Splits products by category; deterministic for a given seed and input order.
 pub fn split_products(products: &[Product], ratios: [f64; 3], seed: u64) -> Split {
+    let singletons: Vec<Vec<usize>> = (0..products.len()).map(|i| vec![i]).collect();
+    split_linked_products(products, &singletons, ratios, seed)
+}
+
+/// As [`split_products`], each cluster of product indices (products sharing a photo) kept
+/// in one split and counted as one product of its first member's category. With one product
+/// per cluster this is exactly `split_products`.
+pub fn split_linked_products(products: &[Product], clusters: &[Vec<usize>], ratios: [f64; 3], seed: u64) -> Split {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut by_category: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (i, p) in products.iter().enumerate() {
-        by_category.entry(p.category.as_str()).or_default().push(i);
+    for (unit, members) in clusters.iter().enumerate() {
+        by_category.entry(products[members[0]].category.as_str()).or_default().push(unit);
     }
-    let mut assignment = vec![SplitName::Train; products.len()];
+    let mut assignment = vec![SplitName::Train; clusters.len()];
     let mut small_pool = Vec::new();
     let mut assign = |indices: &mut Vec<usize>, rng: &mut ChaCha8Rng| {
         indices.shuffle(rng);
@@ -118,8 +129,12 @@ pub fn split_products(products: &[Product], ratios: [f64; 3], seed: u64) -> Spli
     if !small_pool.is_empty() {
         assign(&mut small_pool, &mut rng);
     }
+    let mut product_split = vec![SplitName::Train; products.len()];
+    for (members, name) in clusters.iter().zip(assignment) {
+        members.iter().for_each(|&m| product_split[m] = name);
+    }
     let mut split = Split { train: Vec::new(), validation: Vec::new(), test: Vec::new() };
-    for (product, name) in products.iter().zip(assignment) {
+    for (product, name) in products.iter().zip(product_split) {
         match name {
             SplitName::Train => split.train.push(product.clone()),
             SplitName::Validation => split.validation.push(product.clone()),
@@ -167,6 +182,9 @@ pub struct SplitSummary {
     /// What `--relabel` changed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub relabel: Option<RelabelSummary>,
+    /// What `--find-duplicates` found (the images are listed in `duplicates.csv`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicates: Option<DuplicateSummary>,
 }
 
 #[derive(Debug, Serialize)]
@@ -237,9 +255,21 @@ pub fn divide(options: &DivideOptions) -> Result<SplitSummary> {
         bail!("{}: no product has an image", options.input_file.display());
     }
     let ratios = [options.train_ratio, options.val_ratio, options.test_ratio];
-    let split = split_products(&products, ratios, options.random_state);
+    let groups = if options.find_duplicates {
+        let source = crate::data::ImageSource::local(options.image_base_path.clone());
+        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        exact_duplicate_groups(&products, &source, workers)
+    } else {
+        Vec::new()
+    };
+    let split =
+        split_linked_products(&products, &linked_products(products.len(), &groups), ratios, options.random_state);
     verify_no_leak(&split)?;
     let tables = write_split_files(&split, &options.output_dir)?;
+    let duplicates = match options.find_duplicates {
+        true => Some(duplicates::report(&products, &groups, &split, &options.output_dir)?),
+        false => None,
+    };
     let categories: BTreeSet<String> = products.iter().map(|p| p.category.clone()).collect();
     let summary = SplitSummary {
         split_info: split_info(options),
@@ -250,6 +280,7 @@ pub fn divide(options: &DivideOptions) -> Result<SplitSummary> {
         category_distribution: tables.category_distribution,
         dropped_images: dropped,
         relabel,
+        duplicates,
     };
     crate::fsutil::write_json_atomic(&options.output_dir.join("data_split_summary.json"), &summary)?;
     Ok(summary)

@@ -1,0 +1,220 @@
+//! `divide --find-duplicates`: the same photo filed under more than one product (a stock
+//! photo reused, an upload repeated) leaks between splits even when products do not. Exact
+//! copies are found by content: files grouped by size and a 64-bit SipHash of their bytes,
+//! each group confirmed byte for byte. Products that share a group are then kept in one split,
+//! and a group whose images carry different classes is a label conflict.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::product::Product;
+use super::ImageSource;
+
+/// One image of a duplicate group, as `duplicates.csv` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DuplicateImage {
+    pub group: usize,
+    pub image_path: String,
+    pub product_id: String,
+    pub image_type: String,
+    pub split: String,
+    /// 0 for exact copies.
+    pub distance: f64,
+    pub kind: String,
+}
+
+/// Images with the same bytes, as (product index, image index) pairs, in input order; only
+/// groups of two or more. Images that cannot be read are left out with a warning (the
+/// split's own checks decide what happens to them).
+pub fn exact_duplicate_groups(products: &[Product], source: &ImageSource, workers: usize) -> Vec<Vec<(usize, usize)>> {
+    let images: Vec<(usize, usize, &str)> = products
+        .iter()
+        .enumerate()
+        .flat_map(|(p, product)| product.images.iter().enumerate().map(move |(i, image)| (p, i, image.path.as_str())))
+        .collect();
+    let fingerprints = parallel_map(&images, workers, |&(_, _, path)| {
+        source.fetch(path).map(|bytes| (bytes.len(), sip_hash(&bytes))).map_err(|e| format!("{e:#}"))
+    });
+    let mut by_fingerprint: HashMap<(usize, u64), Vec<usize>> = HashMap::new();
+    for (index, fingerprint) in fingerprints.into_iter().enumerate() {
+        match fingerprint {
+            Ok(key) => by_fingerprint.entry(key).or_default().push(index),
+            Err(reason) => tracing::warn!("duplicates: cannot read {}: {reason}", images[index].2),
+        }
+    }
+    let mut groups: Vec<Vec<usize>> = by_fingerprint.into_values().filter(|members| members.len() > 1).collect();
+    groups.sort();
+    groups
+        .into_iter()
+        .flat_map(|members| confirm_same_bytes(&members, &images, source))
+        .map(|members| members.into_iter().map(|m| (images[m].0, images[m].1)).collect())
+        .collect()
+}
+
+/// Splits a fingerprint group into groups of identical bytes (a hash collision would
+/// otherwise pair different photos); the same path twice needs no second read.
+fn confirm_same_bytes(members: &[usize], images: &[(usize, usize, &str)], source: &ImageSource) -> Vec<Vec<usize>> {
+    let mut confirmed: Vec<(Vec<u8>, Vec<usize>)> = Vec::new();
+    for &member in members {
+        let Ok(bytes) = source.fetch(images[member].2) else { continue };
+        match confirmed.iter_mut().find(|(first, _)| *first == bytes) {
+            Some((_, group)) => group.push(member),
+            None => confirmed.push((bytes, vec![member])),
+        }
+    }
+    confirmed.into_iter().map(|(_, group)| group).filter(|group| group.len() > 1).collect()
+}
+
+fn sip_hash(bytes: &[u8]) -> u64 {
+    // DefaultHasher::new() has fixed keys: the same bytes give the same value on every run.
+    #[allow(deprecated)]
+    let mut hasher = std::hash::SipHasher::new();
+    bytes.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// `work` over `items` on up to `workers` threads, results in order.
+fn parallel_map<T: Sync, R: Send>(items: &[T], workers: usize, work: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let chunk = items.len().div_ceil(workers.max(1)).max(1);
+    let work = &work;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> =
+            items.chunks(chunk).map(|part| scope.spawn(move || part.iter().map(work).collect::<Vec<R>>())).collect();
+        handles.into_iter().flat_map(|h| h.join().expect("a duplicate-finding thread panicked")).collect()
+    })
+}
+
+/// Clusters of product indices that must share a split: products linked by a duplicate
+/// group, transitively (union–find); every product is in exactly one cluster, in input order.
+pub fn linked_products(product_count: usize, groups: &[Vec<(usize, usize)>]) -> Vec<Vec<usize>> {
+    let mut parent: Vec<usize> = (0..product_count).collect();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    for group in groups {
+        for window in group.windows(2) {
+            let (a, b) = (root(&mut parent, window[0].0), root(&mut parent, window[1].0));
+            if a != b {
+                parent[a.max(b)] = a.min(b);
+            }
+        }
+    }
+    let mut clusters: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for product in 0..product_count {
+        let r = root(&mut parent, product);
+        clusters.entry(r).or_default().push(product);
+    }
+    clusters.into_values().collect()
+}
+
+/// `data_split_summary.json`'s `duplicates`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DuplicateSummary {
+    pub groups: usize,
+    pub images_in_groups: usize,
+    /// Groups spanning more than one product (their products share a split).
+    pub groups_across_products: usize,
+    /// Groups whose images carry different classes, with the classes.
+    pub label_conflicts: Vec<LabelConflict>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LabelConflict {
+    pub group: usize,
+    pub image_types: Vec<String>,
+    pub image_paths: Vec<String>,
+}
+
+/// The rows of `duplicates.csv` and the summary, with each product's split.
+pub fn describe(
+    products: &[Product],
+    groups: &[Vec<(usize, usize)>],
+    split_of: &HashMap<&str, &'static str>,
+) -> (Vec<DuplicateImage>, DuplicateSummary) {
+    let mut rows = Vec::new();
+    let mut summary = DuplicateSummary { groups: groups.len(), ..Default::default() };
+    for (number, group) in groups.iter().enumerate() {
+        let group_id = number + 1;
+        let mut types: Vec<String> = Vec::new();
+        let mut paths = Vec::new();
+        for &(p, i) in group {
+            let (product, image) = (&products[p], &products[p].images[i]);
+            if !types.contains(&image.image_type) {
+                types.push(image.image_type.clone());
+            }
+            paths.push(image.path.clone());
+            rows.push(DuplicateImage {
+                group: group_id,
+                image_path: image.path.clone(),
+                product_id: product.id.clone(),
+                image_type: image.image_type.clone(),
+                split: split_of.get(product.id.as_str()).copied().unwrap_or("").to_string(),
+                distance: 0.0,
+                kind: "exact".into(),
+            });
+        }
+        summary.images_in_groups += group.len();
+        let first = group[0].0;
+        if group.iter().any(|&(p, _)| p != first) {
+            summary.groups_across_products += 1;
+        }
+        if types.len() > 1 {
+            types.sort();
+            summary.label_conflicts.push(LabelConflict { group: group_id, image_types: types, image_paths: paths });
+        }
+    }
+    (rows, summary)
+}
+
+/// Writes `duplicates.csv` (atomically).
+pub fn write_csv(path: &std::path::Path, rows: &[DuplicateImage]) -> Result<()> {
+    crate::fsutil::write_csv_atomic(
+        path,
+        &["group", "image_path", "product_id", "image_type", "split", "distance", "kind"],
+        rows,
+    )
+}
+
+/// After the split: `duplicates.csv` in `output_dir` and the summary; fails if a group
+/// ended up in two splits (the split keeps linked products together, so it never should).
+pub fn report(
+    products: &[Product],
+    groups: &[Vec<(usize, usize)>],
+    split: &super::split::Split,
+    output_dir: &std::path::Path,
+) -> Result<DuplicateSummary> {
+    let mut split_of: HashMap<&str, &'static str> = HashMap::new();
+    for name in super::records::SplitName::ALL {
+        for product in split.part(name) {
+            split_of.insert(product.id.as_str(), name.as_str());
+        }
+    }
+    let (rows, summary) = describe(products, groups, &split_of);
+    for group in rows.chunk_by(|a, b| a.group == b.group) {
+        if group.iter().any(|row| row.split != group[0].split) {
+            anyhow::bail!("duplicate group {} is in more than one split: {group:?}", group[0].group);
+        }
+    }
+    write_csv(&output_dir.join("duplicates.csv"), &rows)?;
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn products_linked_through_any_chain_of_groups_form_one_cluster() {
+        // 0–3 share a photo, 3–5 another, 1 shares one with itself only.
+        let groups = vec![vec![(0, 0), (3, 1)], vec![(5, 0), (3, 0)], vec![(1, 0), (1, 2)]];
+        assert_eq!(linked_products(7, &groups), vec![vec![0, 3, 5], vec![1], vec![2], vec![4], vec![6]]);
+        assert_eq!(linked_products(3, &[]), vec![vec![0], vec![1], vec![2]]);
+    }
+}
