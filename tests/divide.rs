@@ -314,7 +314,7 @@ fn find_duplicates_keeps_products_sharing_a_photo_in_one_split() {
         let args = ["--find-duplicates", "--image-base-path", dir.path().to_str().unwrap(), "--random-state", seed];
         let output = ok(run_divide(dir.path(), &input, &out, &args));
         let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(stdout.contains("3 group(s) of identical photos (6 images), 3 across products"), "{stdout}");
+        assert!(stdout.contains("3 group(s) of the same photo (6 images), 3 across products"), "{stdout}");
         assert!(stdout.contains("1 label conflict(s)") && stdout.contains("care_label vs full_shot"), "{stdout}");
         let mut split_of = HashMap::new();
         for split in SPLITS {

@@ -36,10 +36,15 @@ struct Args {
     /// `drop` to leave the image out); the product CSV is not changed
     #[arg(long, value_name = "CORRECTIONS.csv")]
     relabel: Option<PathBuf>,
-    /// Find photos filed more than once (exact copies, under one product or several): their
-    /// products go to one split; OUTPUT_DIR/duplicates.csv lists them, label conflicts too
+    /// Find photos filed more than once (exact copies and near-duplicates: re-encoded, resized,
+    /// slightly cropped or brightened), under one product or several: their products go to one
+    /// split; OUTPUT_DIR/duplicates.csv lists them, label conflicts too
     #[arg(long)]
     find_duplicates: bool,
+    /// With --find-duplicates: the largest structure-hash distance (bits of 63) of a
+    /// near-duplicate; 0 finds exact copies only
+    #[arg(long, default_value_t = imgtype::data::near_duplicates::DEFAULT_MAX_BITS, value_name = "BITS")]
+    duplicate_distance: u32,
 }
 
 fn main() {
@@ -59,7 +64,7 @@ fn run(args: Args) -> Result<()> {
         validate_images: args.validate_images,
         image_base_path: args.image_base_path,
         relabel: args.relabel,
-        find_duplicates: args.find_duplicates,
+        find_duplicates: args.find_duplicates.then_some(args.duplicate_distance),
     })?;
     print!("{}", format_summary_tables(&summary));
     if let Some(relabel) = &summary.relabel {
@@ -73,7 +78,7 @@ fn run(args: Args) -> Result<()> {
     }
     if let Some(duplicates) = &summary.duplicates {
         println!(
-            "\nduplicates: {} group(s) of identical photos ({} images), {} across products (kept in one split), {} label conflict(s); listed in {}",
+            "\nduplicates: {} group(s) of the same photo ({} images), {} across products (kept in one split), {} label conflict(s); listed in {}",
             duplicates.groups,
             duplicates.images_in_groups,
             duplicates.groups_across_products,

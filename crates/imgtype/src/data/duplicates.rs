@@ -1,8 +1,9 @@
 //! `divide --find-duplicates`: the same photo filed under more than one product (a stock
 //! photo reused, an upload repeated) leaks between splits even when products do not. Exact
 //! copies are found by content: files grouped by size and a 64-bit SipHash of their bytes,
-//! each group confirmed byte for byte. Products that share a group are then kept in one split,
-//! and a group whose images carry different classes is a label conflict.
+//! each group confirmed byte for byte; near-duplicates by signature (`near_duplicates.rs`).
+//! Products that share a group are then kept in one split, and a group whose images carry
+//! different classes is a label conflict.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
@@ -10,6 +11,8 @@ use std::hash::{Hash, Hasher};
 use anyhow::Result;
 use serde::Serialize;
 
+use super::image::resize_square;
+use super::near_duplicates::{near_pairs, Signature, THUMBNAIL};
 use super::product::Product;
 use super::ImageSource;
 
@@ -21,37 +24,127 @@ pub struct DuplicateImage {
     pub product_id: String,
     pub image_type: String,
     pub split: String,
-    /// 0 for exact copies.
+    /// Structure-hash bits to the group's first image (0 for exact copies).
     pub distance: f64,
     pub kind: String,
 }
 
-/// Images with the same bytes, as (product index, image index) pairs, in input order; only
-/// groups of two or more. Images that cannot be read are left out with a warning (the
-/// split's own checks decide what happens to them).
-pub fn exact_duplicate_groups(products: &[Product], source: &ImageSource, workers: usize) -> Vec<Vec<(usize, usize)>> {
+/// One image of a duplicate group: where it is, and how it relates to the group's first image.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Member {
+    pub product: usize,
+    pub image: usize,
+    /// Its structure-hash distance to the group's first image (0 for a copy).
+    pub distance: u32,
+    /// The same bytes as the group's first image.
+    pub exact: bool,
+}
+
+/// Groups of two or more images that are the same photo: exact copies (the same bytes), and
+/// with `near` = `Some(bits)` also near-duplicates within that many structure-hash bits (see
+/// `near_duplicates.rs`), transitively. In input order. Images that cannot be read are left
+/// out with a warning (the split's own checks decide what happens to them).
+pub fn duplicate_groups(
+    products: &[Product],
+    source: &ImageSource,
+    workers: usize,
+    near: Option<u32>,
+) -> Vec<Vec<Member>> {
     let images: Vec<(usize, usize, &str)> = products
         .iter()
         .enumerate()
         .flat_map(|(p, product)| product.images.iter().enumerate().map(move |(i, image)| (p, i, image.path.as_str())))
         .collect();
     let fingerprints = parallel_map(&images, workers, |&(_, _, path)| {
-        source.fetch(path).map(|bytes| (bytes.len(), sip_hash(&bytes))).map_err(|e| format!("{e:#}"))
+        let bytes = source.fetch(path).map_err(|e| format!("{e:#}"))?;
+        let signature = match near {
+            Some(_) => crate::data::decode::decode_for_size(&bytes, path, source.decode_limits(), Some(THUMBNAIL * 2))
+                .map(|image| Some(Signature::of(&resize_square(&image, THUMBNAIL))))
+                .map_err(|e| format!("{e:#}"))?,
+            None => None,
+        };
+        Ok::<_, String>(((bytes.len(), sip_hash(&bytes)), signature))
     });
     let mut by_fingerprint: HashMap<(usize, u64), Vec<usize>> = HashMap::new();
+    let mut signatures = Vec::with_capacity(images.len());
     for (index, fingerprint) in fingerprints.into_iter().enumerate() {
         match fingerprint {
-            Ok(key) => by_fingerprint.entry(key).or_default().push(index),
-            Err(reason) => tracing::warn!("duplicates: cannot read {}: {reason}", images[index].2),
+            Ok((key, signature)) => {
+                by_fingerprint.entry(key).or_default().push(index);
+                signatures.push(signature);
+            }
+            Err(reason) => {
+                tracing::warn!("duplicates: cannot read {}: {reason}", images[index].2);
+                signatures.push(None);
+            }
         }
     }
-    let mut groups: Vec<Vec<usize>> = by_fingerprint.into_values().filter(|members| members.len() > 1).collect();
-    groups.sort();
-    groups
+    let mut candidates: Vec<Vec<usize>> = by_fingerprint.into_values().filter(|members| members.len() > 1).collect();
+    candidates.sort();
+    let exact: Vec<Vec<usize>> =
+        candidates.iter().flat_map(|members| confirm_same_bytes(members, &images, source)).collect();
+    let mut links = UnionFind::new(images.len());
+    let mut copy_of: Vec<usize> = (0..images.len()).collect();
+    for group in &exact {
+        for &member in group {
+            links.join(group[0], member);
+            copy_of[member] = group[0];
+        }
+    }
+    if let Some(bits) = near {
+        for (i, j, _) in near_pairs(&signatures, bits) {
+            links.join(i, j);
+        }
+    }
+    let member = |first: usize, index: usize| Member {
+        product: images[index].0,
+        image: images[index].1,
+        distance: match (&signatures[first], &signatures[index]) {
+            (Some(a), Some(b)) if copy_of[first] != copy_of[index] => a.structure_distance(b),
+            _ => 0,
+        },
+        exact: copy_of[first] == copy_of[index],
+    };
+    links
+        .clusters()
         .into_iter()
-        .flat_map(|members| confirm_same_bytes(&members, &images, source))
-        .map(|members| members.into_iter().map(|m| (images[m].0, images[m].1)).collect())
+        .filter(|cluster| cluster.len() > 1)
+        .map(|cluster| cluster.iter().map(|&index| member(cluster[0], index)).collect())
         .collect()
+}
+
+/// Union–find over `0..n` (path halving, the smaller index as the root).
+struct UnionFind(Vec<usize>);
+
+impl UnionFind {
+    fn new(n: usize) -> Self {
+        Self((0..n).collect())
+    }
+
+    fn root(&mut self, mut i: usize) -> usize {
+        while self.0[i] != i {
+            self.0[i] = self.0[self.0[i]];
+            i = self.0[i];
+        }
+        i
+    }
+
+    fn join(&mut self, a: usize, b: usize) {
+        let (a, b) = (self.root(a), self.root(b));
+        if a != b {
+            self.0[a.max(b)] = a.min(b);
+        }
+    }
+
+    /// Every element in one cluster, clusters by their smallest element, members in order.
+    fn clusters(&mut self) -> Vec<Vec<usize>> {
+        let mut clusters: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for i in 0..self.0.len() {
+            let root = self.root(i);
+            clusters.entry(root).or_default().push(i);
+        }
+        clusters.into_values().collect()
+    }
 }
 
 /// Splits a fingerprint group into groups of identical bytes (a hash collision would
@@ -88,30 +181,15 @@ fn parallel_map<T: Sync, R: Send>(items: &[T], workers: usize, work: impl Fn(&T)
 }
 
 /// Clusters of product indices that must share a split: products linked by a duplicate
-/// group, transitively (union–find); every product is in exactly one cluster, in input order.
-pub fn linked_products(product_count: usize, groups: &[Vec<(usize, usize)>]) -> Vec<Vec<usize>> {
-    let mut parent: Vec<usize> = (0..product_count).collect();
-    fn root(parent: &mut [usize], mut i: usize) -> usize {
-        while parent[i] != i {
-            parent[i] = parent[parent[i]];
-            i = parent[i];
-        }
-        i
-    }
+/// group, transitively; every product is in exactly one cluster, in input order.
+pub fn linked_products(product_count: usize, groups: &[Vec<Member>]) -> Vec<Vec<usize>> {
+    let mut links = UnionFind::new(product_count);
     for group in groups {
-        for window in group.windows(2) {
-            let (a, b) = (root(&mut parent, window[0].0), root(&mut parent, window[1].0));
-            if a != b {
-                parent[a.max(b)] = a.min(b);
-            }
+        for member in group {
+            links.join(group[0].product, member.product);
         }
     }
-    let mut clusters: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for product in 0..product_count {
-        let r = root(&mut parent, product);
-        clusters.entry(r).or_default().push(product);
-    }
-    clusters.into_values().collect()
+    links.clusters()
 }
 
 /// `data_split_summary.json`'s `duplicates`.
@@ -135,7 +213,7 @@ pub struct LabelConflict {
 /// The rows of `duplicates.csv` and the summary, with each product's split.
 pub fn describe(
     products: &[Product],
-    groups: &[Vec<(usize, usize)>],
+    groups: &[Vec<Member>],
     split_of: &HashMap<&str, &'static str>,
 ) -> (Vec<DuplicateImage>, DuplicateSummary) {
     let mut rows = Vec::new();
@@ -144,8 +222,8 @@ pub fn describe(
         let group_id = number + 1;
         let mut types: Vec<String> = Vec::new();
         let mut paths = Vec::new();
-        for &(p, i) in group {
-            let (product, image) = (&products[p], &products[p].images[i]);
+        for member in group {
+            let (product, image) = (&products[member.product], &products[member.product].images[member.image]);
             if !types.contains(&image.image_type) {
                 types.push(image.image_type.clone());
             }
@@ -156,13 +234,13 @@ pub fn describe(
                 product_id: product.id.clone(),
                 image_type: image.image_type.clone(),
                 split: split_of.get(product.id.as_str()).copied().unwrap_or("").to_string(),
-                distance: 0.0,
-                kind: "exact".into(),
+                distance: member.distance as f64,
+                kind: if member.exact { "exact" } else { "near" }.into(),
             });
         }
         summary.images_in_groups += group.len();
-        let first = group[0].0;
-        if group.iter().any(|&(p, _)| p != first) {
+        let first = group[0].product;
+        if group.iter().any(|member| member.product != first) {
             summary.groups_across_products += 1;
         }
         if types.len() > 1 {
@@ -186,7 +264,7 @@ pub fn write_csv(path: &std::path::Path, rows: &[DuplicateImage]) -> Result<()> 
 /// ended up in two splits (the split keeps linked products together, so it never should).
 pub fn report(
     products: &[Product],
-    groups: &[Vec<(usize, usize)>],
+    groups: &[Vec<Member>],
     split: &super::split::Split,
     output_dir: &std::path::Path,
 ) -> Result<DuplicateSummary> {
@@ -213,7 +291,8 @@ mod tests {
     #[test]
     fn products_linked_through_any_chain_of_groups_form_one_cluster() {
         // 0–3 share a photo, 3–5 another, 1 shares one with itself only.
-        let groups = vec![vec![(0, 0), (3, 1)], vec![(5, 0), (3, 0)], vec![(1, 0), (1, 2)]];
+        let at = |product, image| Member { product, image, distance: 0, exact: true };
+        let groups = vec![vec![at(0, 0), at(3, 1)], vec![at(5, 0), at(3, 0)], vec![at(1, 0), at(1, 2)]];
         assert_eq!(linked_products(7, &groups), vec![vec![0, 3, 5], vec![1], vec![2], vec![4], vec![6]]);
         assert_eq!(linked_products(3, &[]), vec![vec![0], vec![1], vec![2]]);
     }

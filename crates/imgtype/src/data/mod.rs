@@ -7,6 +7,7 @@ pub mod decode;
 pub mod duplicates;
 pub mod image;
 pub mod keys;
+pub mod near_duplicates;
 mod open;
 mod pillow_compat;
 mod policy;

@@ -202,4 +202,80 @@ mod tests {
         assert!(error.contains("row 3") && error.contains("corrected twice"), "{error}");
         assert!(corrections("image_path,image_type\na.jpg,care_label\na.jpg,care_label\n").is_ok(), "repeats agree");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::sample::select(vec!["care_label", "detail_shot", "full_shot", "neck_label", "drop", "DROP"])
+                    .prop_map(String::from),
+                "\\PC{0,12}",
+            ]
+        }
+
+        fn read_bytes(bytes: &[u8]) -> Result<BTreeMap<String, Correction>> {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("corrections.csv");
+            std::fs::write(&path, bytes).unwrap();
+            read_corrections(&path)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+            /// Differential: on any file the csv crate writes, each row is read as the rules
+            /// say (a class, `drop` in any case, else an error naming that row), paths with
+            /// commas, quotes and line breaks included.
+            #[test]
+            fn written_corrections_read_as_the_rules_say(
+                rows in proptest::collection::vec(("\\PC{1,16}", value()), 1..10),
+            ) {
+                let mut writer = csv::Writer::from_writer(Vec::new());
+                writer.write_record(["image_path", "image_type"]).unwrap();
+                for (path, value) in &rows {
+                    writer.write_record([path, value]).unwrap();
+                }
+                let read = read_bytes(&writer.into_inner().unwrap());
+                let classes = known_classes();
+                let mut expected = BTreeMap::new();
+                let mut failure = None;
+                for (line, (path, value)) in rows.iter().enumerate().map(|(i, row)| (i + 2, row)) {
+                    let (path, value) = (path.trim(), value.trim());
+                    let correction = if path.is_empty() {
+                        failure = Some(format!("row {line} has an empty image_path"));
+                        break;
+                    } else if value.eq_ignore_ascii_case(DROP) {
+                        Correction::Drop
+                    } else if classes.contains(&value) {
+                        Correction::Relabel(value.to_string())
+                    } else {
+                        failure = Some(format!("row {line} ("));
+                        break;
+                    };
+                    if expected.insert(path.to_string(), correction.clone()).is_some_and(|earlier| earlier != correction) {
+                        failure = Some(format!("row {line}: "));
+                        break;
+                    }
+                }
+                match (read, failure) {
+                    (Ok(read), None) => prop_assert_eq!(read, expected),
+                    (Err(error), Some(needle)) => {
+                        let message = error.to_string();
+                        prop_assert!(message.contains(&needle) && message.contains("corrections.csv"), "{message} lacks {needle}");
+                    }
+                    (read, failure) => prop_assert!(false, "read {read:?}, expected failure {failure:?}"),
+                }
+            }
+
+            /// Any bytes at all: an answer or an error naming the file, never a panic.
+            #[test]
+            fn any_bytes_are_read_or_refused(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+                if let Err(error) = read_bytes(&bytes) {
+                    prop_assert!(error.to_string().contains("corrections.csv"), "{error}");
+                }
+            }
+        }
+    }
 }

@@ -15,7 +15,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::duplicates::{self, exact_duplicate_groups, linked_products, DuplicateSummary};
+use super::duplicates::{self, duplicate_groups, linked_products, DuplicateSummary};
 use super::product::{read_products, Product};
 use super::records::{ImageRecord, SplitName};
 use super::relabel::{apply_corrections, read_corrections, RelabelSummary};
@@ -36,8 +36,9 @@ pub struct DivideOptions {
     pub image_base_path: Option<PathBuf>,
     /// Reviewed corrections (`image_path`, `image_type` or `drop`) applied before splitting.
     pub relabel: Option<PathBuf>,
-    /// Find photos shared between products (exact copies) and keep their products in one split.
-    pub find_duplicates: bool,
+    /// Find photos shared between products and keep their products in one split: `Some(bits)`
+    /// finds exact copies and near-duplicates within `bits` of the structure hash (0: copies only).
+    pub find_duplicates: Option<u32>,
 }
 
 pub struct Split {
@@ -255,20 +256,21 @@ pub fn divide(options: &DivideOptions) -> Result<SplitSummary> {
         bail!("{}: no product has an image", options.input_file.display());
     }
     let ratios = [options.train_ratio, options.val_ratio, options.test_ratio];
-    let groups = if options.find_duplicates {
-        let source = crate::data::ImageSource::local(options.image_base_path.clone());
-        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        exact_duplicate_groups(&products, &source, workers)
-    } else {
-        Vec::new()
+    let groups = match options.find_duplicates {
+        Some(bits) => {
+            let source = crate::data::ImageSource::local(options.image_base_path.clone());
+            let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            duplicate_groups(&products, &source, workers, Some(bits).filter(|&b| b > 0))
+        }
+        None => Vec::new(),
     };
     let split =
         split_linked_products(&products, &linked_products(products.len(), &groups), ratios, options.random_state);
     verify_no_leak(&split)?;
     let tables = write_split_files(&split, &options.output_dir)?;
     let duplicates = match options.find_duplicates {
-        true => Some(duplicates::report(&products, &groups, &split, &options.output_dir)?),
-        false => None,
+        Some(_) => Some(duplicates::report(&products, &groups, &split, &options.output_dir)?),
+        None => None,
     };
     let categories: BTreeSet<String> = products.iter().map(|p| p.category.clone()).collect();
     let summary = SplitSummary {

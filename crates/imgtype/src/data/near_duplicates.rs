@@ -1,0 +1,173 @@
+//! Near-duplicates: the same photo re-encoded, resized, slightly cropped or brightened. Each
+//! image gets a signature from a 32×32 thumbnail: a 63-bit structure hash (the signs of its
+//! luma's lowest 8×8 DCT coefficients against their median, as pHash; blind to brightness and
+//! to colour) and a colour layout (a 4×4 grid's mean R, G, B over the image's mean luma,
+//! blind to a brightness gain but not to colour, nor to a dark garment where a light one was). A pair is a near-duplicate when both are close: the structure alone pairs
+//! different garments of one cut, photographed alike.
+//!
+//! Candidates come from an index, not from all pairs: the hash is cut into bands of random
+//! bit positions and images sharing a band's bits are compared (locality-sensitive hashing):
+//! two hashes `d` bits apart share at least one of [`BANDS`] bands of [`BAND_BITS`] bits
+//! with probability `1 − (1 − (1 − d/63)^8)^64` (0.9999 at `d` = 8, 0.99 at 18), two
+//! unrelated ones (about 31 bits apart) are compared with probability about 0.25.
+
+use std::collections::HashMap;
+
+use image::RgbImage;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+/// The thumbnail side the signature is computed on.
+pub const THUMBNAIL: u32 = 32;
+/// Default largest structure-hash distance (bits of 63) of a near-duplicate.
+pub const DEFAULT_MAX_BITS: u32 = 18;
+/// Largest colour-layout distance of a near-duplicate with the same structure hash; it
+/// shrinks by [`COLOUR_PER_BIT`] for each bit the hashes differ: the less alike the shapes,
+/// the more alike the colours must be. Measured on the sample with planted copies (see
+/// `tests/duplicates.rs`): re-encoded, rescaled, cropped and brightened copies mostly below
+/// 0.03 (up to 0.06 where brightening clipped a white background), other photos of one cut
+/// from 0.039 up.
+pub const MAX_COLOUR_DISTANCE: f32 = 0.035;
+pub const COLOUR_PER_BIT: f32 = 0.001;
+const BANDS: usize = 64;
+const BAND_BITS: usize = 8;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Signature {
+    pub structure: u64,
+    pub colour: [f32; 48],
+}
+
+impl Signature {
+    /// The signature of `thumbnail`, a [`THUMBNAIL`]-square image.
+    pub fn of(thumbnail: &RgbImage) -> Self {
+        assert_eq!(thumbnail.dimensions(), (THUMBNAIL, THUMBNAIL), "a {THUMBNAIL}-px thumbnail");
+        let n = THUMBNAIL as usize;
+        let luma: Vec<f32> =
+            thumbnail.pixels().map(|p| 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32).collect();
+        // The lowest 8×8 coefficients of the 2-D DCT-II: C · Y · Cᵀ with C the 8×32 basis.
+        let basis: Vec<f32> = (0..8 * n)
+            .map(|k| {
+                let (u, x) = (k / n, k % n);
+                (std::f32::consts::PI * u as f32 * (2 * x + 1) as f32 / (2 * n) as f32).cos()
+            })
+            .collect();
+        let mut rows = vec![0f32; 8 * n]; // C · Y: 8 × 32
+        for u in 0..8 {
+            for x in 0..n {
+                rows[u * n + x] = (0..n).map(|y| basis[u * n + y] * luma[y * n + x]).sum();
+            }
+        }
+        let coefficients: Vec<f32> = (1..64)
+            .map(|k| {
+                let (u, v) = (k / 8, k % 8);
+                (0..n).map(|x| rows[u * n + x] * basis[v * n + x]).sum()
+            })
+            .collect();
+        let mut sorted = coefficients.clone();
+        sorted.sort_by(f32::total_cmp);
+        let median = sorted[sorted.len() / 2];
+        let structure = coefficients.iter().enumerate().fold(0u64, |bits, (i, &c)| bits | (u64::from(c > median) << i));
+        // Each cell's mean R, G, B over the whole image's mean luma: brightening (a gain) leaves
+        // it as it is; another colour, or a dark garment where a light one was, does not.
+        let mean_luma = luma.iter().sum::<f32>() / luma.len() as f32 + 1.0;
+        let mut colour = [0f32; 48];
+        let cell = n / 4;
+        for (index, slot) in colour.chunks_exact_mut(3).enumerate() {
+            let (cx, cy) = (index % 4, index / 4);
+            let mut sums = [0f32; 3];
+            for y in cy * cell..(cy + 1) * cell {
+                for x in cx * cell..(cx + 1) * cell {
+                    let p = thumbnail.get_pixel(x as u32, y as u32);
+                    (0..3).for_each(|c| sums[c] += p[c] as f32);
+                }
+            }
+            let pixels = (cell * cell) as f32;
+            (0..3).for_each(|c| slot[c] = sums[c] / pixels / mean_luma);
+        }
+        Self { structure, colour }
+    }
+
+    pub fn structure_distance(&self, other: &Self) -> u32 {
+        (self.structure ^ other.structure).count_ones()
+    }
+
+    pub fn colour_distance(&self, other: &Self) -> f32 {
+        self.colour.iter().zip(&other.colour).map(|(a, b)| (a - b).abs()).sum::<f32>() / self.colour.len() as f32
+    }
+}
+
+/// Whether two signatures are the same photo: structure within `max_bits`, colour layout
+/// within [`MAX_COLOUR_DISTANCE`] less [`COLOUR_PER_BIT`] per bit of structure distance.
+pub fn same_photo(a: &Signature, b: &Signature, max_bits: u32) -> Option<u32> {
+    let bits = a.structure_distance(b);
+    (bits <= max_bits && a.colour_distance(b) <= MAX_COLOUR_DISTANCE - COLOUR_PER_BIT * bits as f32).then_some(bits)
+}
+
+/// Pairs `(i, j, structure distance)`, `i < j`, that [`same_photo`] accepts; `None` entries
+/// (unreadable images) take part in none.
+pub fn near_pairs(signatures: &[Option<Signature>], max_bits: u32) -> Vec<(usize, usize, u32)> {
+    let mut positions: Vec<usize> = (0..63).collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5eed);
+    let bands: Vec<Vec<usize>> = (0..BANDS)
+        .map(|_| {
+            positions.shuffle(&mut rng);
+            positions[..BAND_BITS].to_vec()
+        })
+        .collect();
+    let mut pairs = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for band in &bands {
+        let mut buckets: HashMap<u64, Vec<usize>> = HashMap::new();
+        for (index, signature) in signatures.iter().enumerate() {
+            let Some(signature) = signature else { continue };
+            let key =
+                band.iter().enumerate().fold(0u64, |key, (k, &bit)| key | (((signature.structure >> bit) & 1) << k));
+            buckets.entry(key).or_default().push(index);
+        }
+        for members in buckets.values().filter(|m| m.len() > 1) {
+            for (a, &i) in members.iter().enumerate() {
+                for &j in &members[a + 1..] {
+                    let (si, sj) = (signatures[i].as_ref().unwrap(), signatures[j].as_ref().unwrap());
+                    if let Some(distance) = same_photo(si, sj, max_bits).filter(|_| seen.insert((i, j))) {
+                        pairs.push((i, j, distance));
+                    }
+                }
+            }
+        }
+    }
+    pairs.sort_unstable();
+    pairs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stripes(colour: [u8; 3], phase: u32) -> RgbImage {
+        RgbImage::from_fn(THUMBNAIL, THUMBNAIL, |x, y| {
+            let on = ((x + 2 * y + phase) / 4) % 2 == 0;
+            if on {
+                image::Rgb(colour)
+            } else {
+                image::Rgb([colour[0] / 3, colour[1] / 3, colour[2] / 3])
+            }
+        })
+    }
+
+    #[test]
+    fn brightness_keeps_the_signature_close_and_another_colour_does_not() {
+        let red = Signature::of(&stripes([200, 40, 40], 0));
+        let brighter = Signature::of(&RgbImage::from_fn(THUMBNAIL, THUMBNAIL, |x, y| {
+            let p = stripes([200, 40, 40], 0).get_pixel(x, y).0;
+            image::Rgb(p.map(|v| (v as f32 * 1.2).min(255.0) as u8))
+        }));
+        let blue = Signature::of(&stripes([40, 40, 200], 0));
+        let (bits, colour) = (red.structure_distance(&brighter), red.colour_distance(&brighter));
+        assert!(bits <= 8 && colour < 0.01, "brighter: {bits} bits, colour {colour}");
+        assert!(red.structure_distance(&blue) <= 8, "the same cut");
+        assert!(red.colour_distance(&blue) > MAX_COLOUR_DISTANCE, "{}", red.colour_distance(&blue));
+        let pairs = near_pairs(&[Some(red.clone()), Some(blue), None, Some(brighter)], DEFAULT_MAX_BITS);
+        assert_eq!(pairs.iter().map(|p| (p.0, p.1)).collect::<Vec<_>>(), [(0, 3)]);
+    }
+}
