@@ -26,23 +26,18 @@ pub fn softmax_with_temperature(logits: &[f32], temperature: f64) -> Vec<f64> {
     exps.into_iter().map(|e| e / total).collect()
 }
 
+/// Each row of `logits` through [`softmax_with_temperature`].
+pub fn probabilities_at(logits: &[Vec<f32>], temperature: f64) -> Vec<Vec<f64>> {
+    logits.iter().map(|row| softmax_with_temperature(row, temperature)).collect()
+}
+
 /// Mean negative log-likelihood of the true classes under `softmax(logits / temperature)`.
 pub fn negative_log_likelihood(logits: &[Vec<f32>], labels: &[usize], temperature: f64) -> f64 {
-    let total: f64 = logits
-        .iter()
-        .zip(labels)
-        .map(|(row, &label)| {
-            let scaled: Vec<f64> = row.iter().map(|&z| z as f64 / temperature).collect();
-            let max = scaled.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let log_total = max + scaled.iter().map(|z| (z - max).exp()).sum::<f64>().ln();
-            log_total - scaled[label]
-        })
-        .sum();
-    total / labels.len().max(1) as f64
+    smoothed_cross_entropy(logits, labels, temperature, 0.0)
 }
 
 /// Cross-entropy of `softmax(logits / temperature)` against targets giving the true class
-/// `1 − smoothing + smoothing / K` and each other class `smoothing / K`.
+/// `1 − smoothing + smoothing / K` and each other class `smoothing / K` (the NLL at 0).
 fn smoothed_cross_entropy(logits: &[Vec<f32>], labels: &[usize], temperature: f64, smoothing: f64) -> f64 {
     let total: f64 = logits
         .iter()
@@ -145,14 +140,12 @@ pub struct CalibrationFigures {
 impl CalibrationFigures {
     /// The figures of `logits` against `labels` at temperature 1 and at `temperature`.
     pub fn measure(logits: &[Vec<f32>], labels: &[usize], temperature: f64) -> Self {
-        let probabilities =
-            |t: f64| -> Vec<Vec<f64>> { logits.iter().map(|row| softmax_with_temperature(row, t)).collect() };
         Self {
             images: labels.len(),
             nll_before: negative_log_likelihood(logits, labels, 1.0),
             nll_after: negative_log_likelihood(logits, labels, temperature),
-            ece_before: expected_calibration_error(&probabilities(1.0), labels),
-            ece_after: expected_calibration_error(&probabilities(temperature), labels),
+            ece_before: expected_calibration_error(&probabilities_at(logits, 1.0), labels),
+            ece_after: expected_calibration_error(&probabilities_at(logits, temperature), labels),
         }
     }
 }

@@ -16,7 +16,7 @@ use super::tensorboard::EventWriter;
 use super::RunFolder;
 use crate::data::batch::SkippedImage;
 use crate::data::SplitName;
-use crate::eval::calibration::{reliability_bins, softmax_with_temperature};
+use crate::eval::calibration::{probabilities_at, reliability_bins};
 use crate::eval::{Metrics, SplitEvaluation};
 
 /// `logs/training_results.json` and `logs/metrics.csv`, rewritten whole after every epoch.
@@ -129,11 +129,7 @@ pub(super) fn write_test_evaluation(
     let logs = folder.logs_dir();
     draw("training_curves.png", || super::curves::training_curves(&logs.join("training_curves.png"), history));
     if let Some(report) = calibration {
-        let bins = |t: f64| {
-            let probabilities: Vec<Vec<f64>> =
-                evaluation.logits.iter().map(|row| softmax_with_temperature(row, t)).collect();
-            reliability_bins(&probabilities, &evaluation.y_true)
-        };
+        let bins = |t: f64| reliability_bins(&probabilities_at(&evaluation.logits, t), &evaluation.y_true);
         let figures = (report.temperature, report.test.ece_before, report.test.ece_after);
         draw("reliability_diagram.png", || {
             pictures::reliability_diagram(
