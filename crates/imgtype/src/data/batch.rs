@@ -52,7 +52,7 @@ pub fn check_images(records: &[&ImageRecord], source: &ImageSource, workers: usi
 
 /// `work` for each record on up to `workers` threads, results in order; an error or a
 /// panic is that record's.
-fn per_record<T: Send>(
+pub(crate) fn per_record<T: Send>(
     records: &[&ImageRecord],
     workers: usize,
     work: impl Fn(&ImageRecord) -> anyhow::Result<T> + Sync,

@@ -11,6 +11,8 @@ use std::hash::{Hash, Hasher};
 use anyhow::Result;
 use serde::Serialize;
 
+use super::batch::per_record;
+use super::decode::decode_for_size;
 use super::image::resize_square;
 use super::near_duplicates::{near_pairs, Signature, THUMBNAIL};
 use super::product::Product;
@@ -55,15 +57,19 @@ pub fn duplicate_groups(
         .enumerate()
         .flat_map(|(p, product)| product.images.iter().enumerate().map(move |(i, image)| (p, i, image.path.as_str())))
         .collect();
-    let fingerprints = parallel_map(&images, workers, |&(_, _, path)| {
-        let bytes = source.fetch(path).map_err(|e| format!("{e:#}"))?;
+    // The same images in the same order, as records for the loader's worker threads.
+    let records = super::split::image_records(products);
+    let fingerprints = per_record(&records.iter().collect::<Vec<_>>(), workers, |record| {
+        let bytes = source.fetch(&record.image_path)?;
         let signature = match near {
-            Some(_) => crate::data::decode::decode_for_size(&bytes, path, source.decode_limits(), Some(THUMBNAIL * 2))
-                .map(|image| Some(Signature::of(&resize_square(&image, THUMBNAIL))))
-                .map_err(|e| format!("{e:#}"))?,
+            Some(_) => {
+                let limits = source.decode_limits();
+                let image = decode_for_size(&bytes, &record.image_path, limits, Some(THUMBNAIL * 2))?;
+                Some(Signature::of(&resize_square(&image, THUMBNAIL)))
+            }
             None => None,
         };
-        Ok::<_, String>(((bytes.len(), sip_hash(&bytes)), signature))
+        Ok(((bytes.len(), sip_hash(&bytes)), signature))
     });
     let mut by_fingerprint: HashMap<(usize, u64), Vec<usize>> = HashMap::new();
     let mut signatures = Vec::with_capacity(images.len());
@@ -167,17 +173,6 @@ fn sip_hash(bytes: &[u8]) -> u64 {
     let mut hasher = std::hash::SipHasher::new();
     bytes.hash(&mut hasher);
     hasher.finish()
-}
-
-/// `work` over `items` on up to `workers` threads, results in order.
-fn parallel_map<T: Sync, R: Send>(items: &[T], workers: usize, work: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let chunk = items.len().div_ceil(workers.max(1)).max(1);
-    let work = &work;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> =
-            items.chunks(chunk).map(|part| scope.spawn(move || part.iter().map(work).collect::<Vec<R>>())).collect();
-        handles.into_iter().flat_map(|h| h.join().expect("a duplicate-finding thread panicked")).collect()
-    })
 }
 
 /// Clusters of product indices that must share a split: products linked by a duplicate
