@@ -89,15 +89,9 @@ pub fn allocate(n: usize, ratios: [f64; 3]) -> [usize; 3] {
     counts
 }
 
-/// Splits products by category; deterministic for a given seed and input order.
-pub fn split_products(products: &[Product], ratios: [f64; 3], seed: u64) -> Split {
-    let singletons: Vec<Vec<usize>> = (0..products.len()).map(|i| vec![i]).collect();
-    split_linked_products(products, &singletons, ratios, seed)
-}
-
-/// As [`split_products`], each cluster of product indices (products sharing a photo) kept
-/// in one split and counted as one product of its first member's category. With one product
-/// per cluster this is exactly `split_products`.
+/// Splits products by category, each cluster of product indices (products sharing a photo)
+/// kept in one split and counted as one product of its first member's category (one product
+/// per cluster when there are no duplicates); deterministic for a given seed and input order.
 pub fn split_linked_products(products: &[Product], clusters: &[Vec<usize>], ratios: [f64; 3], seed: u64) -> Split {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut by_category: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
