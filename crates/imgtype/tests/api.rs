@@ -30,6 +30,24 @@ fn write_images(dir: &Path) -> Vec<String> {
     paths
 }
 
+/// A fresh model file (drawn after seeding with `seed`) whose API merges calls into passes of
+/// up to 8 images, waiting at most `max_delay_ms` for a caller still decoding.
+fn batching_model(dir: &Path, seed: i64, max_delay_ms: u64) -> std::path::PathBuf {
+    let mut config = small_config();
+    config.inference.batch_size = 8;
+    config.inference.max_batch_delay_ms = max_delay_ms;
+    let model_path = dir.join("model.safetensors");
+    tch::manual_seed(seed);
+    ImageTypeClassifier::new(&config, Device::Cpu).save(&model_path).unwrap();
+    model_path
+}
+
+/// The API on the model file at `path`, reading any path or URL it is given.
+fn trusted_api(path: &Path) -> ImageClassificationApi {
+    let api = ImageClassificationApi::with_device(path, Device::Cpu).unwrap();
+    api.with_source_policy(imgtype::data::SourcePolicy::trusted()).unwrap()
+}
+
 fn files_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> =
         std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
@@ -148,22 +166,12 @@ fn concurrent_single_image_calls_are_merged_into_shared_forward_passes() {
     let dir = tempfile::tempdir().unwrap();
     let mut images = write_images(dir.path());
     images.truncate(4);
-    let mut config = small_config();
-    config.inference.batch_size = 8;
-    config.inference.max_batch_delay_ms = 200;
-    let model_path = dir.path().join("model.safetensors");
-    tch::manual_seed(6);
-    ImageTypeClassifier::new(&config, Device::Cpu).save(&model_path).unwrap();
-    let policy = imgtype::data::SourcePolicy::trusted();
-    let alone =
-        ImageClassificationApi::with_device(&model_path, Device::Cpu).unwrap().with_source_policy(policy.clone());
-    let alone = alone.unwrap();
+    let model_path = batching_model(dir.path(), 6, 200);
+    let alone = trusted_api(&model_path);
     let expected: Vec<_> = images.iter().map(|key| alone.predict(std::slice::from_ref(key)).remove(0)).collect();
     assert_eq!(alone.forward_passes(), 4, "one pass per lone call");
 
-    let api = Arc::new(
-        ImageClassificationApi::with_device(&model_path, Device::Cpu).unwrap().with_source_policy(policy).unwrap(),
-    );
+    let api = Arc::new(trusted_api(&model_path));
     let broken = dir.path().join("broken.jpg").display().to_string();
     let keys: Vec<String> = (0..8).map(|i| if i == 5 { broken.clone() } else { images[i % 4].clone() }).collect();
     let start = Arc::new(std::sync::Barrier::new(keys.len()));
@@ -235,16 +243,8 @@ fn a_caller_still_decoding_is_waited_for_up_to_the_batch_delay() {
     let dir = tempfile::tempdir().unwrap();
     let images = write_images(dir.path());
     let body = std::fs::read(&images[2]).unwrap();
-    let mut config = small_config();
-    config.inference.batch_size = 8;
-    config.inference.max_batch_delay_ms = 400;
-    let model_path = dir.path().join("model.safetensors");
-    tch::manual_seed(8);
-    ImageTypeClassifier::new(&config, Device::Cpu).save(&model_path).unwrap();
-    let api = |_: ()| {
-        let api = ImageClassificationApi::with_device(&model_path, Device::Cpu).unwrap();
-        Arc::new(api.with_source_policy(imgtype::data::SourcePolicy::trusted()).unwrap())
-    };
+    let model_path = batching_model(dir.path(), 8, 400);
+    let api = |_: ()| Arc::new(trusted_api(&model_path));
     let alone = api(());
     let lone = alone.predict(std::slice::from_ref(&images[0])).remove(0);
     let lone_fetched = alone.predict(std::slice::from_ref(&images[2])).remove(0);
@@ -331,8 +331,7 @@ fn the_stored_temperature_scales_the_log_odds_and_low_confidence_follows_the_thr
         reviewed.load_tensors(&model.snapshot(), Path::new("the cooled model")).unwrap();
         let path = dir.path().join("reviewed.safetensors");
         reviewed.save(&path).unwrap();
-        let api = ImageClassificationApi::with_device(&path, Device::Cpu).unwrap();
-        let results = api.with_source_policy(imgtype::data::SourcePolicy::trusted()).unwrap().predict(&keys);
+        let results = trusted_api(&path).predict(&keys);
         assert!((results[0].confidence - confidence).abs() < 1e-6, "the temperature came along: {results:?}");
         assert_eq!(results[0].low_confidence, low, "threshold {threshold}: {results:?}");
         assert_eq!((results[1].predicted_class.as_str(), results[1].low_confidence), ("ERROR", false));
