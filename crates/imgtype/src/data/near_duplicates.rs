@@ -46,12 +46,7 @@ impl Signature {
         let luma: Vec<f32> =
             thumbnail.pixels().map(|p| 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32).collect();
         // The lowest 8×8 coefficients of the 2-D DCT-II: C · Y · Cᵀ with C the 8×32 basis.
-        let basis: Vec<f32> = (0..8 * n)
-            .map(|k| {
-                let (u, x) = (k / n, k % n);
-                (std::f32::consts::PI * u as f32 * (2 * x + 1) as f32 / (2 * n) as f32).cos()
-            })
-            .collect();
+        let basis = dct_basis();
         let mut rows = vec![0f32; 8 * n]; // C · Y: 8 × 32
         for u in 0..8 {
             for x in 0..n {
@@ -102,6 +97,20 @@ impl Signature {
 pub fn same_photo(a: &Signature, b: &Signature, max_bits: u32) -> Option<u32> {
     let bits = a.structure_distance(b);
     (bits <= max_bits && a.colour_distance(b) <= MAX_COLOUR_DISTANCE - COLOUR_PER_BIT * bits as f32).then_some(bits)
+}
+
+/// The first 8 rows of the 32-point DCT-II basis, row-major, computed once.
+fn dct_basis() -> &'static [f32] {
+    static BASIS: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
+    BASIS.get_or_init(|| {
+        let n = THUMBNAIL as usize;
+        (0..8 * n)
+            .map(|k| {
+                let (u, x) = (k / n, k % n);
+                (std::f32::consts::PI * u as f32 * (2 * x + 1) as f32 / (2 * n) as f32).cos()
+            })
+            .collect()
+    })
 }
 
 /// Pairs `(i, j, structure distance)`, `i < j`, that [`same_photo`] accepts; `None` entries

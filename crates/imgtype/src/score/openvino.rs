@@ -128,11 +128,8 @@ impl InferenceEngine for OpenVinoEngine {
             bail!("a batch of images is [N, 3, {0}, {0}], not {size:?}", self.size);
         }
         // OpenVINO reads plain NCHW memory; our batches are channels-last.
-        let values = Vec::<f32>::try_from(batch.f_to_kind(Kind::Float)?.f_contiguous()?.f_flatten(0, -1)?)?;
-        self.run(size[0], |buffer| {
-            buffer.copy_from_slice(&values);
-            Ok(())
-        })
+        let values = batch.f_to_kind(Kind::Float)?.f_contiguous()?;
+        self.run(size[0], |buffer| Ok(values.f_copy_data(buffer, buffer.len())?))
     }
 
     fn logits_for_images(&self, images: &[RgbImage]) -> Result<Tensor> {

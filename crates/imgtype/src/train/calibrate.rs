@@ -11,15 +11,16 @@ use super::run_files::CalibrationReport;
 use super::session::Session;
 use crate::eval::calibration::{fit_temperature, CalibrationFigures};
 use crate::eval::{evaluate_records, SplitEvaluation};
+use crate::score::BatchScorer;
 
 /// The temperature fitted on the validation split and its figures there; `None` when
 /// `training.calibrate` is off or the run has no validation images.
-pub(super) fn fit_on_validation(session: &Session) -> Result<Option<(f64, CalibrationFigures)>> {
+pub(super) fn fit_on_validation(session: &Session, scorer: &BatchScorer) -> Result<Option<(f64, CalibrationFigures)>> {
     if !session.config.training.calibrate || session.val_records.is_empty() {
         return Ok(None);
     }
     let names = session.model.class_names();
-    let scored = evaluate_records(&session.scorer(&session.model), names, &session.val_records, None, "calibration")?;
+    let scored = evaluate_records(scorer, names, &session.val_records, None, "calibration")?;
     let temperature = fit_temperature(&scored.logits, &scored.y_true);
     let figures = CalibrationFigures::measure(&scored.logits, &scored.y_true, temperature);
     tracing::info!(

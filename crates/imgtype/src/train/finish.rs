@@ -24,12 +24,15 @@ pub(super) fn finish(session: &mut Session, mut state: TrainingState, best_weigh
         session.model.load_tensors(weights, Path::new("best weights"))?;
         tracing::info!("restored the best weights (epoch {})", state.best_epoch.unwrap_or(0));
     }
-    let calibration = calibrate::fit_on_validation(session)?;
+    // One inference model of the best weights scores the validation split (for the
+    // temperature) and then the test split.
+    let scorer = session.scorer(&session.model);
+    let calibration = calibrate::fit_on_validation(session, &scorer)?;
     let temperature = calibration.map_or(config.inference.temperature, |(t, _)| t);
     session.model.set_temperature(temperature);
     let class_names = session.model.class_names();
     let test_eval = evaluate_records(
-        &session.scorer(&session.model).with_temperature(temperature),
+        &scorer.with_temperature(temperature),
         class_names,
         &session.test_records,
         Some(&session.loss_fn),
