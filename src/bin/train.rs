@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Parser;
 use imgtype::config::DeviceChoice;
+use imgtype::eval::label_issues::LabelQuality;
 use imgtype::train::{RunFolder, TrainOptions};
 use imgtype::Outcome;
 use imgtype::{Config, StopFlag};
@@ -43,11 +44,25 @@ struct Args {
     /// With --sweep: its folder (default tuning_results/<sweep file name>/)
     #[arg(long, value_name = "DIR", requires = "sweep")]
     sweep_dir: Option<PathBuf>,
-    /// With --sweep: run only experiments i with i mod N = K (a job array's member K of N)
-    #[arg(long, value_name = "K/N", requires = "sweep")]
+    /// With --sweep or --cross-validate: run only experiments (folds) i with i mod N = K (a job
+    /// array's member K of N)
+    #[arg(long, value_name = "K/N")]
     member: Option<imgtype::sweep::Member>,
-    /// Build a sweep's results tables, best_config.json and picture from what has finished
-    #[arg(long, value_name = "SWEEP_DIR", conflicts_with_all = ["config", "resume", "sweep"])]
+    /// Train K models on product-grouped folds of every image of the three split files, each
+    /// fold a run folder in results/cv_YYYYMMDD_HHMMSS_<id>/, and list the labels the
+    /// out-of-fold predictions doubt (label_issues.csv); `--resume CV_DIR` continues one
+    #[arg(long, value_name = "K", conflicts_with_all = ["resume", "sweep", "summarize", "stop_after"])]
+    cross_validate: Option<usize>,
+    /// With --cross-validate: its folder (default: a new one); running the same command again
+    /// continues it
+    #[arg(long, value_name = "DIR", requires = "cross_validate")]
+    cv_dir: Option<PathBuf>,
+    /// How label issues are ranked (cross-validation): self_confidence (p of the given label)
+    /// or normalized_margin
+    #[arg(long, value_name = "SCORE", default_value = "self_confidence")]
+    rank_by: LabelQuality,
+    /// Build a sweep's or a cross-validation's results from what has finished
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "resume", "sweep"])]
     summarize: Option<PathBuf>,
 }
 
@@ -59,11 +74,22 @@ fn main() {
 }
 
 fn run(args: Args, stop: StopFlag) -> Result<()> {
+    if args.member.is_some() && args.sweep.is_none() && args.cross_validate.is_none() && !resumes_cv(&args) {
+        anyhow::bail!("--member is for --sweep and --cross-validate");
+    }
     if let Some(dir) = &args.summarize {
+        if imgtype::crossval::is_cv_folder(dir) {
+            let summary = imgtype::crossval::summarize(dir, args.rank_by)?;
+            print_cv_summary(dir, &summary);
+            return Ok(());
+        }
         return summarize(dir);
     }
     if let Some(sweep) = &args.sweep {
         return run_sweep(sweep, &args, stop);
+    }
+    if args.cross_validate.is_some() || resumes_cv(&args) {
+        return cross_validate(&args, stop);
     }
     let folder = match &args.resume {
         Some(run_dir) => RunFolder::reopen(run_dir)?,
@@ -132,6 +158,84 @@ fn run_sweep(sweep: &std::path::Path, args: &Args, stop: StopFlag) -> Result<()>
         }
     }
     Ok(())
+}
+
+fn resumes_cv(args: &Args) -> bool {
+    args.resume.as_deref().is_some_and(imgtype::crossval::is_cv_folder)
+}
+
+fn cross_validate(args: &Args, stop: StopFlag) -> Result<()> {
+    use imgtype::crossval::{CvOptions, CvReport};
+    let options = CvOptions {
+        folds: args.cross_validate.unwrap_or(0),
+        cv_dir: args.cv_dir.clone(),
+        member: args.member,
+        quality: args.rank_by,
+        train: TrainOptions { stop_after_epochs: None, stop },
+    };
+    let end = match &args.resume {
+        Some(dir) => imgtype::crossval::resume_cross_validation(dir, options)?,
+        None => imgtype::crossval::cross_validate(&effective_config(args)?.0, &options)?,
+    };
+    match end {
+        Outcome::Finished(CvReport { cv_dir, ran, skipped, failed, summary }) => {
+            println!("cross-validation folder: {}", cv_dir.display());
+            println!("{ran} fold(s) trained, {skipped} finished earlier, {failed} failed");
+            if let Some(summary) = &summary {
+                print_cv_summary(&cv_dir, summary);
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} fold(s) failed (see their run folders); run the same command to retry them");
+            }
+        }
+        Outcome::Stopped(stopped) => {
+            if let Some(dir) = &stopped.kept_in {
+                println!("cross-validation folder: {}", dir.display());
+            }
+            println!("{stopped}");
+            imgtype_cli::exit_if_interrupted(&stopped);
+        }
+    }
+    Ok(())
+}
+
+fn print_cv_summary(dir: &std::path::Path, summary: &imgtype::crossval::CvSummary) {
+    let score = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
+    for f in &summary.folds {
+        println!(
+            "fold {:<3} {:<9} {:>5} held out  accuracy {}  F1 macro {}  F1 weighted {}",
+            f.fold,
+            f.status,
+            f.held_out_images,
+            score(f.accuracy),
+            score(f.f1_macro),
+            score(f.f1_weighted)
+        );
+    }
+    let spread = |s: Option<imgtype::crossval::Spread>| {
+        s.map(|s| format!("{:.4} ± {:.4}", s.mean, s.std)).unwrap_or_else(|| "-".into())
+    };
+    println!(
+        "k-fold: accuracy {}  F1 macro {}  F1 weighted {}",
+        spread(summary.accuracy),
+        spread(summary.f1_macro),
+        spread(summary.f1_weighted)
+    );
+    println!(
+        "labels to review: {} of {} images with an out-of-fold prediction ({} by confident learning), ranked by {}",
+        summary.label_issues,
+        summary.oof_images,
+        summary.confident_learning_issues,
+        summary.ranked_by.as_str()
+    );
+    for c in summary.confusions.iter().filter(|c| c.listed > 0).take(5) {
+        println!("  labelled {} but looks like {}: {} listed ({} estimated)", c.given, c.suggested, c.listed, c.estimated);
+    }
+    if !summary.unfinished.is_empty() {
+        println!("folds not finished: {:?}", summary.unfinished);
+    }
+    println!("results: {}", dir.join("cv_results.csv").display());
+    println!("label issues: {} and {}", dir.join("label_issues.csv").display(), dir.join("label_issues.png").display());
 }
 
 fn summarize(dir: &std::path::Path) -> Result<()> {

@@ -7,6 +7,8 @@
 //! embedder of [`infer::ImageClassificationApi`] can turn them all off.
 
 pub mod config;
+#[cfg(feature = "train")]
+pub mod crossval;
 pub mod data;
 pub mod device;
 pub mod eval;

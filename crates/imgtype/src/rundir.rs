@@ -5,9 +5,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 pub fn run_name() -> String {
+    named("run")
+}
+
+/// `<prefix>_YYYYMMDD_HHMMSS_<8 hex>` (a cross-validation's `cv_…` folder).
+pub fn named(prefix: &str) -> String {
     let stamp = chrono::Local::now().format("%Y%m%d_%H%M%S");
     let id = uuid::Uuid::new_v4().simple().to_string();
-    format!("run_{stamp}_{}", &id[..8])
+    format!("{prefix}_{stamp}_{}", &id[..8])
 }
 
 /// Creates `parent/run_…/` and the given sub-folders inside it.

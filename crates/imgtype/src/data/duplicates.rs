@@ -120,10 +120,10 @@ pub fn duplicate_groups(
 }
 
 /// Union–find over `0..n` (path halving, the smaller index as the root).
-struct UnionFind(Vec<usize>);
+pub(crate) struct UnionFind(Vec<usize>);
 
 impl UnionFind {
-    fn new(n: usize) -> Self {
+    pub(crate) fn new(n: usize) -> Self {
         Self((0..n).collect())
     }
 
@@ -135,7 +135,7 @@ impl UnionFind {
         i
     }
 
-    fn join(&mut self, a: usize, b: usize) {
+    pub(crate) fn join(&mut self, a: usize, b: usize) {
         let (a, b) = (self.root(a), self.root(b));
         if a != b {
             self.0[a.max(b)] = a.min(b);
@@ -143,7 +143,7 @@ impl UnionFind {
     }
 
     /// Every element in one cluster, clusters by their smallest element, members in order.
-    fn clusters(&mut self) -> Vec<Vec<usize>> {
+    pub(crate) fn clusters(&mut self) -> Vec<Vec<usize>> {
         let mut clusters: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         for i in 0..self.0.len() {
             let root = self.root(i);

@@ -78,14 +78,31 @@ pub struct LabelIssues {
 }
 
 impl LabelIssues {
-    /// The issues' row indices, most suspect first (ties by row order).
+    /// The issues' row indices, most suspect first (ties by row order): cleanlab's
+    /// `return_indices_ranked_by`.
     pub fn ranked(&self, probabilities: &[Vec<f64>], labels: &[usize], quality: LabelQuality) -> Vec<usize> {
-        let mut issues: Vec<usize> = (0..labels.len()).filter(|&i| self.is_issue[i]).collect();
-        issues.sort_by(|&a, &b| {
-            quality.score(&probabilities[a], labels[a]).total_cmp(&quality.score(&probabilities[b], labels[b]))
-        });
-        issues
+        let issues: Vec<usize> = (0..labels.len()).filter(|&i| self.is_issue[i]).collect();
+        by_quality(issues, probabilities, labels, quality)
     }
+
+    /// What to show a reviewer, most suspect first: the issues and every other image whose
+    /// given label is not the most probable class. Confident learning alone misses a wrong
+    /// label the model doubts below the class's threshold: a network's thresholds sit near
+    /// its (high) typical confidence, so a mislabelled photo it gives 0.86 for its true class
+    /// is not counted, though its label's probability is among the lowest of all.
+    pub fn for_review(&self, probabilities: &[Vec<f64>], labels: &[usize], quality: LabelQuality) -> Vec<usize> {
+        let rows: Vec<usize> = (0..labels.len())
+            .filter(|&i| self.is_issue[i] || argmax_favouring(&probabilities[i], labels[i]) != labels[i])
+            .collect();
+        by_quality(rows, probabilities, labels, quality)
+    }
+}
+
+fn by_quality(mut rows: Vec<usize>, probabilities: &[Vec<f64>], labels: &[usize], quality: LabelQuality) -> Vec<usize> {
+    rows.sort_by(|&a, &b| {
+        quality.score(&probabilities[a], labels[a]).total_cmp(&quality.score(&probabilities[b], labels[b]))
+    });
+    rows
 }
 
 /// Finds the label issues among `labels` (class indices below `classes`) given out-of-sample
@@ -309,6 +326,12 @@ mod tests {
         sorted.sort();
         assert_eq!(sorted, vec![3, 44], "{found:?}");
         assert_eq!(found.confident_joint[1][0], 1, "{:?}", found.confident_joint);
+        // A class-1 image the model puts in class 2 below that class's threshold: not counted
+        // by the confident joint, but up for review, after the confident issues' lower scores.
+        probabilities[25] = softmax(&[0.0, 0.5, 1.2]);
+        let found = find_label_issues(&probabilities, &labels, 3);
+        assert!(!found.is_issue[25]);
+        assert_eq!(found.for_review(&probabilities, &labels, LabelQuality::SelfConfidence), vec![44, 3, 25]);
         assert_eq!(found.confident_joint[0][2], 1, "{:?}", found.confident_joint);
         for (row, count) in found.confident_joint.iter().zip([20, 21, 19]) {
             assert_eq!(row.iter().sum::<usize>(), count);

@@ -18,6 +18,8 @@ pub struct SplitEvaluation {
     pub probabilities: Vec<Vec<f64>>,
     /// Each scored image's logits, in the order of `y_true` (for calibration).
     pub logits: Vec<Vec<f32>>,
+    /// Each scored image's index in the records, in the order of `y_true`.
+    pub scored: Vec<usize>,
     /// Images that could not be read or scored this time (a download that failed, a file
     /// gone, a batch the model failed on).
     pub unreadable: usize,
@@ -45,17 +47,27 @@ pub fn evaluate_records(
     let labels = class_indices(records, class_names)?;
     let batch_size = scorer.settings().batch_size;
     let mut evaluation =
-        SplitEvaluation { loss: 0.0, y_true: Vec::new(), probabilities: Vec::new(), logits: Vec::new(), unreadable: 0 };
+        SplitEvaluation {
+        loss: 0.0,
+        y_true: Vec::new(),
+        probabilities: Vec::new(),
+        logits: Vec::new(),
+        scored: Vec::new(),
+        unreadable: 0,
+    };
     let mut total_loss = 0.0;
     let mut progress = crate::progress::Progress::new(label, records.len() as u64, u64::MAX);
-    for (chunk, chunk_labels) in records.chunks(batch_size).zip(labels.chunks(batch_size)) {
+    for (start, (chunk, chunk_labels)) in
+        (0..).step_by(batch_size).zip(records.chunks(batch_size).zip(labels.chunks(batch_size)))
+    {
         let refs: Vec<&ImageRecord> = chunk.iter().collect();
         let mut logits = Vec::new();
         let mut image_logits = Vec::new();
         let mut probabilities = Vec::new();
         let mut image_labels = Vec::new();
-        for ((outcome, record), &class) in
-            scorer.score_loaded(scorer.load(&refs)).into_iter().zip(chunk).zip(chunk_labels)
+        let mut scored = Vec::new();
+        for (offset, ((outcome, record), &class)) in
+            scorer.score_loaded(scorer.load(&refs)).into_iter().zip(chunk).zip(chunk_labels).enumerate()
         {
             match outcome {
                 Ok(scores) => {
@@ -63,6 +75,7 @@ pub fn evaluate_records(
                     image_logits.push(scores.logits);
                     probabilities.push(scores.probabilities);
                     image_labels.push(class);
+                    scored.push(start + offset);
                 }
                 Err(reason) => {
                     tracing::warn!("{label}: leaving out {}: {reason}", record.image_path);
@@ -86,6 +99,7 @@ pub fn evaluate_records(
         }
         evaluation.probabilities.extend(probabilities);
         evaluation.logits.extend(image_logits);
+        evaluation.scored.extend(scored);
         evaluation.y_true.extend(image_labels.iter().map(|&l| l as usize));
     }
     progress.finish();

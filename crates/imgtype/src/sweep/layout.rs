@@ -19,7 +19,7 @@ pub(super) struct PlanRecord {
 
 pub const PLAN_FILE: &str = "sweep_plan.json";
 
-pub(super) enum ExperimentState {
+pub(crate) enum ExperimentState {
     Finished(PathBuf),
     Resumable(PathBuf),
     Fresh,
@@ -27,7 +27,7 @@ pub(super) enum ExperimentState {
 
 /// Where an experiment's folder stands. Run folders that failed, or stopped before their
 /// first checkpoint, are removed: the experiment starts over.
-pub(super) fn experiment_state(dir: &Path) -> ExperimentState {
+pub(crate) fn experiment_state(dir: &Path) -> ExperimentState {
     let mut runs: Vec<PathBuf> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()

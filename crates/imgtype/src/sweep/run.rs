@@ -70,53 +70,86 @@ pub fn run_sweep(path: &Path, options: &SweepOptions) -> Result<SweepEnd> {
         }
     };
     record_plan(&sweep_dir, &base, options.epochs, &experiments)?;
-    let (mut ran, mut skipped, mut failed) = (0, 0, 0);
-    for (position, experiment) in experiments.iter().enumerate() {
-        if options.member.is_some_and(|m| !m.runs(position)) {
-            continue;
-        }
-        let dir = sweep_dir.join(&experiment.name);
-        let folder = match experiment_state(&dir) {
-            ExperimentState::Finished(run) => {
-                tracing::info!("experiment {}: finished earlier ({}), skipped", experiment.name, run.display());
-                skipped += 1;
-                continue;
-            }
-            ExperimentState::Resumable(run) => {
-                tracing::info!("experiment {}: resuming {}", experiment.name, run.display());
-                RunFolder::reopen(&run)?
-            }
-            ExperimentState::Fresh => {
-                tracing::info!(
-                    "experiment {} ({}/{}): {}",
-                    experiment.name,
-                    position + 1,
-                    experiments.len(),
-                    describe(experiment)
-                );
-                RunFolder::create(&experiment_config(experiment, &dir), None)?
-            }
-        };
-        match crate::train::train(folder, &options.train) {
-            Ok(Outcome::Finished(_)) => ran += 1,
-            Ok(Outcome::Stopped(Stopped { reason: StopReason::Interrupted, .. })) => {
-                let message =
-                    format!("interrupted in experiment {}; run the same command to continue", experiment.name);
-                return Ok(Outcome::Stopped(Stopped::interrupted(Some(sweep_dir), message)));
-            }
-            Ok(Outcome::Stopped(Stopped { reason: StopReason::StopAfter, .. })) => {
-                bail!("experiment {} paused: --stop-after is not for sweeps", experiment.name)
-            }
-            Err(e) => {
-                // Its run folder records the failure; the next experiments still run.
-                tracing::error!("experiment {} failed: {e:#}", experiment.name);
-                failed += 1;
-            }
-        }
-    }
+    let runs: Vec<PlannedRun> = experiments
+        .iter()
+        .map(|e| PlannedRun {
+            name: e.name.clone(),
+            label: format!("experiment {}", e.name),
+            config: experiment_config(e, &sweep_dir.join(&e.name)),
+            description: describe(e),
+        })
+        .collect();
+    let RunCounts { ran, skipped, failed } = match run_planned(&sweep_dir, &runs, options.member, &options.train)? {
+        Outcome::Finished(counts) => counts,
+        Outcome::Stopped(stopped) => return Ok(Outcome::Stopped(stopped)),
+    };
     // A member leaves the summary to `--summarize`: the others may still be running.
     let summary = if options.member.is_none() { Some(super::results::summarize(&sweep_dir)?) } else { None };
     Ok(Outcome::Finished(SweepReport { sweep_dir, ran, skipped, failed, summary }))
+}
+
+/// One of a batch of training runs (a sweep's experiment, a cross-validation's fold): its
+/// folder `ROOT/<name>/` (the config's `paths.result_dir`), what to log when it starts.
+pub(crate) struct PlannedRun {
+    pub name: String,
+    /// How logs call it ("experiment lr_high", "fold 3").
+    pub label: String,
+    pub config: Config,
+    pub description: String,
+}
+
+pub(crate) struct RunCounts {
+    pub ran: usize,
+    pub skipped: usize,
+    pub failed: usize,
+}
+
+/// Runs this member's share of `runs`: a finished one is skipped, an interrupted one resumed
+/// from its checkpoint, a failed one recorded in its folder while the next ones still run.
+/// Stopped by a signal, it says so with `root`, where the same command continues.
+pub(crate) fn run_planned(
+    root: &Path,
+    runs: &[PlannedRun],
+    member: Option<Member>,
+    train: &TrainOptions,
+) -> Result<Outcome<RunCounts>> {
+    let mut counts = RunCounts { ran: 0, skipped: 0, failed: 0 };
+    for (position, run) in runs.iter().enumerate() {
+        if member.is_some_and(|m| !m.runs(position)) {
+            continue;
+        }
+        let folder = match experiment_state(&root.join(&run.name)) {
+            ExperimentState::Finished(dir) => {
+                tracing::info!("{}: finished earlier ({}), skipped", run.label, dir.display());
+                counts.skipped += 1;
+                continue;
+            }
+            ExperimentState::Resumable(dir) => {
+                tracing::info!("{}: resuming {}", run.label, dir.display());
+                RunFolder::reopen(&dir)?
+            }
+            ExperimentState::Fresh => {
+                tracing::info!("{} ({}/{}): {}", run.label, position + 1, runs.len(), run.description);
+                RunFolder::create(&run.config, None)?
+            }
+        };
+        match crate::train::train(folder, train) {
+            Ok(Outcome::Finished(_)) => counts.ran += 1,
+            Ok(Outcome::Stopped(Stopped { reason: StopReason::Interrupted, .. })) => {
+                let message = format!("interrupted in {}; run the same command to continue", run.label);
+                return Ok(Outcome::Stopped(Stopped::interrupted(Some(root.to_path_buf()), message)));
+            }
+            Ok(Outcome::Stopped(Stopped { reason: StopReason::StopAfter, .. })) => {
+                bail!("{} paused: --stop-after is not for sweeps or cross-validation", run.label)
+            }
+            Err(e) => {
+                // Its run folder records the failure; the next runs still go ahead.
+                tracing::error!("{} failed: {e:#}", run.label);
+                counts.failed += 1;
+            }
+        }
+    }
+    Ok(Outcome::Finished(counts))
 }
 
 fn describe(experiment: &Experiment) -> String {

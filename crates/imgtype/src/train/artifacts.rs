@@ -8,14 +8,15 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use super::run_files::{
-    CalibrationReport, EvaluationResults, FinalResults, FinishedRun, RunLayout, RunStatus, TrainingResults,
-    METRICS_CSV_HEADER,
+    CalibrationReport, EvaluationResults, FinalResults, FinishedRun, PredictionRow, RunLayout, RunStatus,
+    TestPredictions, TrainingResults, METRICS_CSV_HEADER,
 };
 use super::state::{EpochRecord, TrainingState};
 use super::tensorboard::EventWriter;
 use super::RunFolder;
 use crate::data::batch::SkippedImage;
-use crate::data::SplitName;
+use crate::data::{ImageRecord, SplitName};
+use crate::score::DecisionRule;
 use crate::eval::calibration::{probabilities_at, reliability_bins};
 use crate::eval::{Metrics, SplitEvaluation};
 
@@ -148,6 +149,28 @@ pub(super) fn write_test_evaluation(
         pictures::probability_analysis(&dir.join("probability_analysis.png"), metrics, evaluation)
     });
     Ok(())
+}
+
+/// `test_predictions.csv`: each scored test image with its probabilities and the class
+/// `rule` chooses.
+pub(super) fn write_test_predictions(
+    folder: &RunFolder,
+    records: &[ImageRecord],
+    evaluation: &SplitEvaluation,
+    class_names: &[String],
+    rule: &DecisionRule,
+) -> Result<()> {
+    let rows = evaluation
+        .scored
+        .iter()
+        .zip(&evaluation.probabilities)
+        .map(|(&index, probabilities)| PredictionRow {
+            record: records[index].clone(),
+            predicted_class: class_names[rule.decide(probabilities)].clone(),
+            probabilities: probabilities.clone(),
+        })
+        .collect();
+    TestPredictions { class_names: class_names.to_vec(), rows }.write(&folder.layout().test_predictions())
 }
 
 fn write_class_summary(path: &Path, metrics: &Metrics) -> Result<()> {

@@ -4,7 +4,9 @@
 use anyhow::Result;
 use std::path::Path;
 
-use super::artifacts::{log_test_scalars, share_best_model, write_final_results, write_test_evaluation};
+use super::artifacts::{
+    log_test_scalars, share_best_model, write_final_results, write_test_evaluation, write_test_predictions,
+};
 use super::calibrate;
 use super::checkpoint;
 use super::selection::BestWeights;
@@ -50,6 +52,7 @@ pub(super) fn finish(session: &mut Session, mut state: TrainingState, best_weigh
     log_test_scalars(session.events.as_mut(), last_epoch, &test_eval, &test_metrics);
     let report = calibration.map(|(t, validation)| calibrate::report(t, validation, &test_eval));
     write_test_evaluation(folder, &state.history, &test_eval, &test_metrics, report.as_ref())?;
+    write_test_predictions(folder, &session.test_records, &test_eval, class_names, &session.decision_rule())?;
     if report.is_some() {
         calibrate::store(&folder.best_model(), temperature)?;
     }

@@ -35,7 +35,8 @@ use serde::Serialize;
 
 pub use ema::{ema_decay_after, Ema};
 pub use run_files::{
-    CalibrationReport, EvaluationResults, FinalResults, FinishedRun, RunLayout, RunStatus, TrainingResults,
+    CalibrationReport, EvaluationResults, FinalResults, FinishedRun, PredictionRow, RunLayout, RunStatus,
+    TestPredictions, TrainingResults,
 };
 pub use run_folder::RunFolder;
 pub use state::{EpochRecord, TrainingState};

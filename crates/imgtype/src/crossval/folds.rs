@@ -1,0 +1,228 @@
+//! The folds: every image of the three split files, each product in exactly one fold, and
+//! products that share a photo (the same path, or a group of `divide --find-duplicates`'s
+//! `duplicates.csv`) in the same one; within each category (from the product CSV) the
+//! products are shuffled and dealt round, so each fold is within one product of its share per
+//! category. `images.csv` records the assignment; each fold's folder gets split files
+//! training on the other folds and validating and testing on its own.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::data::duplicates::UnionFind;
+use crate::data::records::read_split_csv;
+use crate::data::{ImageRecord, SplitName};
+
+/// A row of `images.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct FoldImage {
+    pub image_path: String,
+    pub product_id: String,
+    pub image_type: String,
+    /// The split file it came from.
+    pub split: String,
+    /// 1-based.
+    pub fold: usize,
+}
+
+impl FoldImage {
+    pub fn record(&self) -> ImageRecord {
+        ImageRecord {
+            product_id: self.product_id.clone(),
+            image_path: self.image_path.clone(),
+            image_type: self.image_type.clone(),
+        }
+    }
+}
+
+/// Every image of `config`'s split files with its fold, in split-file order.
+pub(super) fn assign_folds(config: &Config, folds: usize) -> Result<Vec<FoldImage>> {
+    let data_dir = &config.paths.data_dir;
+    let mut images = Vec::new();
+    for split in SplitName::ALL {
+        let path = data_dir.join(split.file_name());
+        for record in read_split_csv(&path, &config.data.class_names)? {
+            images.push((record, split));
+        }
+    }
+    let mut product_index: HashMap<String, usize> = HashMap::new();
+    let mut products: Vec<String> = Vec::new();
+    for (record, _) in &images {
+        if !product_index.contains_key(&record.product_id) {
+            product_index.insert(record.product_id.clone(), products.len());
+            products.push(record.product_id.clone());
+        }
+    }
+    let mut links = UnionFind::new(products.len());
+    let mut owner_of_path: HashMap<&str, usize> = HashMap::new();
+    for (record, _) in &images {
+        let product = product_index[&record.product_id];
+        if let Some(&other) = owner_of_path.get(record.image_path.as_str()) {
+            links.join(other, product);
+        }
+        owner_of_path.insert(&record.image_path, product);
+    }
+    for group in duplicate_groups(&data_dir.join("duplicates.csv"))? {
+        let members: Vec<usize> = group.iter().filter_map(|id| product_index.get(id).copied()).collect();
+        members.windows(2).for_each(|pair| links.join(pair[0], pair[1]));
+    }
+    let clusters = links.clusters();
+    if clusters.len() < folds {
+        bail!(
+            "{}: {} product group(s) cannot fill {folds} folds (products sharing a photo count as one)",
+            data_dir.display(),
+            clusters.len()
+        );
+    }
+    let categories = product_categories(config);
+    let mut by_category: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (index, cluster) in clusters.iter().enumerate() {
+        let category = categories.get(&products[cluster[0]]).map(String::as_str).unwrap_or("");
+        by_category.entry(category).or_default().push(index);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(config.data.random_state);
+    let mut fold_of_product = vec![0usize; products.len()];
+    let mut dealt = 0usize;
+    for units in by_category.values_mut() {
+        units.shuffle(&mut rng);
+        for &unit in units.iter() {
+            clusters[unit].iter().for_each(|&p| fold_of_product[p] = dealt % folds + 1);
+            dealt += 1;
+        }
+    }
+    Ok(images
+        .into_iter()
+        .map(|(record, split)| FoldImage {
+            fold: fold_of_product[product_index[&record.product_id]],
+            image_path: record.image_path,
+            product_id: record.product_id,
+            image_type: record.image_type,
+            split: split.as_str().to_string(),
+        })
+        .collect())
+}
+
+/// Each product's `category_name` from the product CSV; none (one stratum) when it cannot
+/// be read, with a warning.
+fn product_categories(config: &Config) -> HashMap<String, String> {
+    match crate::data::product::read_products(&config.data.csv_path) {
+        Ok(products) => products.into_iter().map(|p| (p.id, p.category)).collect(),
+        Err(e) => {
+            tracing::warn!("folds not stratified by category: {e:#}");
+            HashMap::new()
+        }
+    }
+}
+
+/// The product ids of each group of `duplicates.csv`, when `divide --find-duplicates` wrote one.
+fn duplicate_groups(path: &Path) -> Result<Vec<Vec<String>>> {
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    #[derive(Deserialize)]
+    struct Row {
+        group: usize,
+        product_id: String,
+    }
+    let mut groups: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    let mut reader = csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
+    for (index, row) in reader.deserialize::<Row>().enumerate() {
+        let row = row.with_context(|| format!("{}: row {} is not valid", path.display(), index + 2))?;
+        groups.entry(row.group).or_default().push(row.product_id);
+    }
+    Ok(groups.into_values().collect())
+}
+
+pub(super) fn write_images_csv(path: &Path, images: &[FoldImage]) -> Result<()> {
+    crate::fsutil::write_atomic_with(path, |w| {
+        let mut csv = csv::Writer::from_writer(w);
+        images.iter().try_for_each(|image| csv.serialize(image))?;
+        csv.flush()?;
+        Ok(())
+    })
+}
+
+pub(super) fn read_images_csv(path: &Path) -> Result<Vec<FoldImage>> {
+    let mut reader = csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let rows = reader.deserialize().enumerate().map(|(index, row)| {
+        row.with_context(|| format!("{}: row {} is not valid", path.display(), index + 2))
+    });
+    rows.collect()
+}
+
+/// `data_dir/{train,validation,test}_data.csv` for fold `fold`: training on the other folds,
+/// validating and testing on this one.
+pub(super) fn write_fold_data(data_dir: &Path, images: &[FoldImage], fold: usize) -> Result<()> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let held_out: Vec<ImageRecord> = images.iter().filter(|i| i.fold == fold).map(FoldImage::record).collect();
+    let training: Vec<ImageRecord> = images.iter().filter(|i| i.fold != fold).map(FoldImage::record).collect();
+    for (split, records) in
+        [(SplitName::Train, &training), (SplitName::Validation, &held_out), (SplitName::Test, &held_out)]
+    {
+        crate::fsutil::write_atomic_with(&data_dir.join(split.file_name()), |w| {
+            let mut csv = csv::Writer::from_writer(w);
+            records.iter().try_for_each(|r| csv.serialize(r))?;
+            csv.flush()?;
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, text: &str) {
+        std::fs::write(path, text).unwrap();
+    }
+
+    /// Twelve products in two categories, two of them sharing a photo and two more linked by
+    /// duplicates.csv: each fold gets two of each category, linked products land together,
+    /// and every image is in exactly one fold.
+    #[test]
+    fn folds_keep_products_and_shared_photos_together_and_balance_categories() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.paths.data_dir = dir.path().to_path_buf();
+        config.data.csv_path = dir.path().join("products.csv");
+        let class = config.data.class_names[0].clone();
+        let mut products = String::from("id,category_name,main_image\n");
+        let mut rows = vec![String::new(); 3];
+        for p in 0..12 {
+            products += &format!("P{p},{},x\n", if p % 2 == 0 { "pants" } else { "outer" });
+            for i in 0..2 {
+                let path = if p == 3 && i == 0 { "shared.jpg".to_string() } else { format!("p{p}_{i}.jpg") };
+                rows[p % 3] += &format!("P{p},{path},{class}\n");
+            }
+        }
+        rows[1] += &format!("P5,shared.jpg,{class}\n");
+        write(&config.data.csv_path, &products);
+        for (split, body) in SplitName::ALL.iter().zip(&rows) {
+            write(&dir.path().join(split.file_name()), &format!("product_id,image_path,image_type\n{body}"));
+        }
+        write(&dir.path().join("duplicates.csv"), "group,product_id\n1,P8\n1,P10\n");
+        let images = assign_folds(&config, 3).unwrap();
+        assert_eq!(images.len(), 25);
+        let fold_of = |id: &str| images.iter().find(|i| i.product_id == id).unwrap().fold;
+        for id in (0..12).map(|p| format!("P{p}")) {
+            assert!(images.iter().filter(|i| i.product_id == id).all(|i| i.fold == fold_of(&id)), "{id}");
+        }
+        assert_eq!(fold_of("P3"), fold_of("P5"));
+        assert_eq!(fold_of("P8"), fold_of("P10"));
+        for fold in 1..=3 {
+            let in_fold: std::collections::BTreeSet<&str> =
+                images.iter().filter(|i| i.fold == fold).map(|i| i.product_id.as_str()).collect();
+            assert!((3..=5).contains(&in_fold.len()), "fold {fold}: {in_fold:?}");
+        }
+        assert_eq!(assign_folds(&config, 3).unwrap(), images, "the same seed gives the same folds");
+        let err = assign_folds(&config, 11).unwrap_err().to_string();
+        assert!(err.contains("10 product group(s) cannot fill 11 folds"), "{err}");
+    }
+}

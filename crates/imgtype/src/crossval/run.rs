@@ -1,0 +1,154 @@
+//! Running a cross-validation: the folder `results/cv_YYYYMMDD_HHMMSS_<hex>/` (or the one
+//! given), its plan and folds written once, then each fold a normal run folder under
+//! `fold_<k>/`, on the sweep's machinery: finished folds skipped and an interrupted one
+//! resumed when the same command runs again, `--member K/N` for a job array.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::folds::{assign_folds, read_images_csv, write_fold_data, write_images_csv, FoldImage};
+use super::summary::{summarize, CvSummary};
+use crate::config::Config;
+use crate::eval::label_issues::LabelQuality;
+use crate::stop::Outcome;
+use crate::sweep::{run_planned, Member, PlannedRun, RunCounts};
+use crate::train::TrainOptions;
+
+pub const CV_PLAN_FILE: &str = "cv_plan.json";
+pub(super) const IMAGES_FILE: &str = "images.csv";
+
+/// `cv_plan.json`: what a rerun must match to continue the same cross-validation.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub(super) struct CvPlan {
+    pub base_config: Config,
+    pub folds: usize,
+    pub images: usize,
+    /// Held-out images per fold.
+    pub fold_images: Vec<usize>,
+}
+
+pub struct CvOptions {
+    pub folds: usize,
+    /// Default: a new `cv_…` folder in `paths.result_dir`; an existing one is continued.
+    pub cv_dir: Option<PathBuf>,
+    pub member: Option<Member>,
+    pub quality: LabelQuality,
+    pub train: TrainOptions,
+}
+
+pub struct CvReport {
+    pub cv_dir: PathBuf,
+    pub ran: usize,
+    pub skipped: usize,
+    pub failed: usize,
+    /// None for a job array's member: `--summarize` once every member is done.
+    pub summary: Option<CvSummary>,
+}
+
+pub type CvEnd = Outcome<CvReport>;
+
+pub fn is_cv_folder(dir: &Path) -> bool {
+    dir.join(CV_PLAN_FILE).is_file()
+}
+
+/// The plan recorded in the cross-validation folder `dir`.
+pub(super) fn read_plan(dir: &Path) -> Result<CvPlan> {
+    let path = dir.join(CV_PLAN_FILE);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("{} is not a cross-validation folder (no {CV_PLAN_FILE})", dir.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not a cross-validation plan", path.display()))
+}
+
+/// Cross-validates `config` as `options` say (this member's folds of it).
+pub fn cross_validate(config: &Config, options: &CvOptions) -> Result<CvEnd> {
+    if options.folds < 2 {
+        bail!("--cross-validate {}: at least 2 folds", options.folds);
+    }
+    let dir = match &options.cv_dir {
+        Some(dir) => dir.clone(),
+        None => config.paths.result_dir.join(crate::rundir::named("cv")),
+    };
+    let plan = prepare(&dir, config, options.folds)?;
+    let runs: Vec<PlannedRun> = (1..=plan.folds)
+        .map(|fold| {
+            let held_out = plan.fold_images[fold - 1];
+            PlannedRun {
+                name: fold_name(fold),
+                label: format!("fold {fold}"),
+                config: fold_config(&plan.base_config, &dir, fold),
+                description: format!(
+                    "fold {fold} of {}: training on {} images, holding out {held_out}",
+                    plan.folds,
+                    plan.images - held_out
+                ),
+            }
+        })
+        .collect();
+    let RunCounts { ran, skipped, failed } = match run_planned(&dir, &runs, options.member, &options.train)? {
+        Outcome::Finished(counts) => counts,
+        Outcome::Stopped(stopped) => return Ok(Outcome::Stopped(stopped)),
+    };
+    let summary = if options.member.is_none() { Some(summarize(&dir, options.quality)?) } else { None };
+    Ok(Outcome::Finished(CvReport { cv_dir: dir, ran, skipped, failed, summary }))
+}
+
+/// Continues the cross-validation in `dir` with the config and folds it was started with.
+pub fn resume_cross_validation(dir: &Path, mut options: CvOptions) -> Result<CvEnd> {
+    let plan = read_plan(dir)?;
+    options.folds = plan.folds;
+    options.cv_dir = Some(dir.to_path_buf());
+    cross_validate(&plan.base_config, &options)
+}
+
+pub(super) fn fold_name(fold: usize) -> String {
+    format!("fold_{fold}")
+}
+
+/// The folder's plan: read back and checked against this command, or, in a new folder,
+/// the folds assigned and written, the plan last (so a plan on disk means complete folds).
+fn prepare(dir: &Path, config: &Config, folds: usize) -> Result<CvPlan> {
+    if is_cv_folder(dir) {
+        let plan = read_plan(dir)?;
+        if plan.base_config != *config || plan.folds != folds {
+            bail!(
+                "{} holds a cross-validation with another config or number of folds: continue it with \
+                 `train --resume {}`, or give this one its own folder",
+                dir.display(),
+                dir.display()
+            );
+        }
+        return Ok(plan);
+    }
+    let images = assign_folds(config, folds)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    write_images_csv(&dir.join(IMAGES_FILE), &images)?;
+    for fold in 1..=folds {
+        write_fold_data(&dir.join(fold_name(fold)).join("data"), &images, fold)?;
+    }
+    let fold_images = (1..=folds).map(|f| images.iter().filter(|i| i.fold == f).count()).collect();
+    let plan = CvPlan { base_config: config.clone(), folds, images: images.len(), fold_images };
+    crate::fsutil::write_json_atomic(&dir.join(CV_PLAN_FILE), &plan)?;
+    tracing::info!(
+        "cross-validation in {}: {} images in {folds} folds of {:?} held-out images",
+        dir.display(),
+        plan.images,
+        plan.fold_images
+    );
+    Ok(plan)
+}
+
+pub(super) fn read_images(dir: &Path) -> Result<Vec<FoldImage>> {
+    read_images_csv(&dir.join(IMAGES_FILE))
+}
+
+/// Fold `fold`'s config: its split files, run folder and best-model copy inside its folder.
+fn fold_config(base: &Config, dir: &Path, fold: usize) -> Config {
+    let mut config = base.clone();
+    let fold_dir = dir.join(fold_name(fold));
+    config.paths.data_dir = fold_dir.join("data");
+    config.paths.model_dir = fold_dir.join("models");
+    config.paths.result_dir = fold_dir;
+    config
+}
