@@ -4,20 +4,30 @@
 # For each seed: the sample's split files with FRACTION of the images moved to another class
 # (scripts/bench/planted_label_issues.py), the demo config cross-validated in FOLDS folds,
 # precision in the top N and recall in the top 2N (N planted) of our ranking and of cleanlab's.
-# usage: scripts/label_issues_bench.sh [SEEDS="1 2 3"] [FRACTION=0.06] [FOLDS=5]
-#        (about 2 minutes per seed on 2 cores)
+# PRODUCTS: a synthetic catalogue of that many products made by scripts/make_sample_data.py
+# (seed 11; 384 products are about 1,700 images) instead of the bundled sample.
+# usage: scripts/label_issues_bench.sh [SEEDS="1 2 3"] [FRACTION=0.06] [FOLDS=5] [PRODUCTS]
+#        (about 2 minutes per seed on 2 cores with the sample, 9 with 384 products)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds=${1:-1 2 3}
 fraction=${2:-0.06}
 folds=${3:-5}
+products=${4:-}
 scripts/setup.sh >&2
 py=.venv/bin/python
-work=target/label_issues_bench
+work=target/label_issues_bench${products:+_$products}
 rm -rf "$work" && mkdir -p "$work"
-target/release/divide --input-file image_data.csv --output-dir "$work/data" --random-state 2025 >/dev/null
+catalogue=image_data.csv
+images=$PWD/sample_images
+if [ -n "$products" ]; then
+    "$py" scripts/make_sample_data.py --products "$products" --seed 11 --out "$work/catalogue" >&2
+    catalogue=$work/catalogue/image_data.csv
+    images=$PWD/$work/catalogue/sample_images
+fi
+target/release/divide --input-file "$catalogue" --output-dir "$work/data" --random-state 2025 >/dev/null
 config_for() {
-    "$py" -c 'import json, sys; c = json.load(open("configs/demo.json")); c["paths"] = {"data_dir": sys.argv[1], "result_dir": sys.argv[2]}; json.dump(c, open(sys.argv[3], "w"))' "$@"
+    "$py" -c 'import json, sys; c = json.load(open("configs/demo.json")); c["paths"] = {"data_dir": sys.argv[1], "result_dir": sys.argv[2]}; c["data"].update(csv_path=sys.argv[4], base_image_path=sys.argv[5]); json.dump(c, open(sys.argv[3], "w"))' "$@" "$catalogue" "$images"
 }
 config_for "$work/data" "$work/one_run" "$work/one_run.json"
 start=$(date +%s.%N)

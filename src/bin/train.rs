@@ -77,6 +77,11 @@ fn run(args: Args, stop: StopFlag) -> Result<()> {
     if args.member.is_some() && args.sweep.is_none() && args.cross_validate.is_none() && !resumes_cv(&args) {
         anyhow::bail!("--member is for --sweep and --cross-validate");
     }
+    if args.member.is_some() && args.cross_validate.is_some() && args.cv_dir.is_none() {
+        anyhow::bail!(
+            "--member with --cross-validate needs --cv-dir: every member of the job array must use one folder"
+        );
+    }
     if let Some(dir) = &args.summarize {
         if imgtype::crossval::is_cv_folder(dir) {
             let summary = imgtype::crossval::summarize(dir, args.rank_by)?;
@@ -229,7 +234,10 @@ fn print_cv_summary(dir: &std::path::Path, summary: &imgtype::crossval::CvSummar
         summary.ranked_by.as_str()
     );
     for c in summary.confusions.iter().filter(|c| c.listed > 0).take(5) {
-        println!("  labelled {} but looks like {}: {} listed ({} estimated)", c.given, c.suggested, c.listed, c.estimated);
+        println!(
+            "  labelled {} but looks like {}: {} listed ({} estimated)",
+            c.given, c.suggested, c.listed, c.estimated
+        );
     }
     if !summary.unfinished.is_empty() {
         println!("folds not finished: {:?}", summary.unfinished);

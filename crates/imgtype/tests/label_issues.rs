@@ -24,7 +24,8 @@ fn random_case(rng: &mut ChaCha8Rng) -> Case {
     let separation = rng.gen_range(0.0..6.0);
     let flip = if rng.gen_bool(0.1) { 0.0 } else { rng.gen_range(0.0..0.4) };
     // Sometimes a class nobody is labelled with, or one that is rare.
-    let weights: Vec<f64> = (0..classes).map(|k| if k == classes - 1 && rng.gen_bool(0.2) { 0.02 } else { 1.0 }).collect();
+    let weights: Vec<f64> =
+        (0..classes).map(|k| if k == classes - 1 && rng.gen_bool(0.2) { 0.02 } else { 1.0 }).collect();
     let total: f64 = weights.iter().sum();
     let mut probabilities = Vec::with_capacity(n);
     let mut labels = Vec::with_capacity(n);

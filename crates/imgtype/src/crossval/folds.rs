@@ -150,9 +150,10 @@ pub(super) fn write_images_csv(path: &Path, images: &[FoldImage]) -> Result<()> 
 
 pub(super) fn read_images_csv(path: &Path) -> Result<Vec<FoldImage>> {
     let mut reader = csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let rows = reader.deserialize().enumerate().map(|(index, row)| {
-        row.with_context(|| format!("{}: row {} is not valid", path.display(), index + 2))
-    });
+    let rows = reader
+        .deserialize()
+        .enumerate()
+        .map(|(index, row)| row.with_context(|| format!("{}: row {} is not valid", path.display(), index + 2)));
     rows.collect()
 }
 

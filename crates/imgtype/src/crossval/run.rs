@@ -78,11 +78,7 @@ pub fn cross_validate(config: &Config, options: &CvOptions) -> Result<CvEnd> {
                 name: fold_name(fold),
                 label: format!("fold {fold}"),
                 config: fold_config(&plan.base_config, &dir, fold),
-                description: format!(
-                    "fold {fold} of {}: training on {} images, holding out {held_out}",
-                    plan.folds,
-                    plan.images - held_out
-                ),
+                description: format!("training on {} images, holding out {held_out}", plan.images - held_out),
             }
         })
         .collect();

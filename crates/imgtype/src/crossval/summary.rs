@@ -93,7 +93,10 @@ pub fn summarize(dir: &Path, quality: LabelQuality) -> Result<CvSummary> {
         let (result, fold_predictions) = read_fold(&dir.join(fold_name(fold)), fold, plan.fold_images[fold - 1])?;
         if let Some(fold_predictions) = fold_predictions {
             if fold_predictions.class_names != *class_names {
-                bail!("fold {fold}: its predictions are for classes {:?}, not {class_names:?}", fold_predictions.class_names);
+                bail!(
+                    "fold {fold}: its predictions are for classes {:?}, not {class_names:?}",
+                    fold_predictions.class_names
+                );
             }
             for row in fold_predictions.rows {
                 predictions.insert((fold, row.record.image_path.clone(), row.record.product_id.clone()), row);
@@ -270,8 +273,10 @@ impl IssueRow {
         label_quality: f64,
     ) -> Self {
         let p = &o.prediction.probabilities;
-        let suggested =
-            (0..p.len()).filter(|&k| k != label).max_by(|&a, &b| p[a].total_cmp(&p[b]).then(b.cmp(&a))).unwrap_or(label);
+        let suggested = (0..p.len())
+            .filter(|&k| k != label)
+            .max_by(|&a, &b| p[a].total_cmp(&p[b]).then(b.cmp(&a)))
+            .unwrap_or(label);
         let t = thresholds;
         let why = format!(
             "fold {}'s model: {} {:.3} (its class threshold {:.3}), {} {:.3} (threshold {:.3})",
@@ -367,6 +372,7 @@ fn contact_sheet(path: &Path, config: &Config, issues: &[IssueRow], images: usiz
             ],
         })
         .collect();
-    let title = format!("labels to review: {} of {images} images, most suspect first (given -> suggested)", issues.len());
+    let title =
+        format!("labels to review: {} of {images} images, most suspect first (given -> suggested)", issues.len());
     write(path, &title, &entries)
 }

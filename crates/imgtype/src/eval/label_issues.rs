@@ -147,7 +147,11 @@ fn confident_thresholds(probabilities: &[Vec<f64>], labels: &[usize], classes: u
                 .filter(|(&l, _)| l == k)
                 .fold((0.0, 0usize), |(s, n), (_, p)| (s + p[k], n + 1));
             // A class nobody carries gets an unreachable threshold (cleanlab's BIG_VALUE).
-            if count == 0 { 2.0 } else { (sum / count as f64).max(2.0 * TOLERANCE) }
+            if count == 0 {
+                2.0
+            } else {
+                (sum / count as f64).max(2.0 * TOLERANCE)
+            }
         })
         .collect()
 }
@@ -287,8 +291,7 @@ fn first_argmax(row: &[f64]) -> usize {
 
 /// The most probable class after giving `label` the benefit of the tolerance.
 fn argmax_favouring(row: &[f64], label: usize) -> usize {
-    let favoured: Vec<f64> =
-        row.iter().enumerate().map(|(k, &p)| if k == label { p + TOLERANCE } else { p }).collect();
+    let favoured: Vec<f64> = row.iter().enumerate().map(|(k, &p)| if k == label { p + TOLERANCE } else { p }).collect();
     first_argmax(&favoured)
 }
 

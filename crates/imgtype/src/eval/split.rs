@@ -46,8 +46,7 @@ pub fn evaluate_records(
 ) -> Result<SplitEvaluation> {
     let labels = class_indices(records, class_names)?;
     let batch_size = scorer.settings().batch_size;
-    let mut evaluation =
-        SplitEvaluation {
+    let mut evaluation = SplitEvaluation {
         loss: 0.0,
         y_true: Vec::new(),
         probabilities: Vec::new(),

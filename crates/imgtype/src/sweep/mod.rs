@@ -10,8 +10,8 @@ mod plan;
 mod results;
 mod run;
 
+pub(crate) use layout::{experiment_state, ExperimentState};
 pub use plan::{apply_overrides, plan, EpochsOverride, Experiment, NamedExperiment, SweepFile};
 pub use results::{summarize, ExperimentResult, Summary};
-pub use run::{run_sweep, Member, SweepEnd, SweepOptions, SweepReport};
-pub(crate) use layout::{experiment_state, ExperimentState};
 pub(crate) use run::{run_planned, PlannedRun, RunCounts};
+pub use run::{run_sweep, Member, SweepEnd, SweepOptions, SweepReport};

@@ -16,9 +16,9 @@ use super::tensorboard::EventWriter;
 use super::RunFolder;
 use crate::data::batch::SkippedImage;
 use crate::data::{ImageRecord, SplitName};
-use crate::score::DecisionRule;
 use crate::eval::calibration::{probabilities_at, reliability_bins};
 use crate::eval::{Metrics, SplitEvaluation};
+use crate::score::DecisionRule;
 
 /// `logs/training_results.json` and `logs/metrics.csv`, rewritten whole after every epoch.
 pub(super) fn write_history(folder: &RunFolder, state: &TrainingState) -> Result<()> {

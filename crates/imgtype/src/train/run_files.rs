@@ -180,8 +180,12 @@ impl TestPredictions {
         let mut reader = csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
         let header = reader.headers().with_context(|| format!("{}: no header row", path.display()))?.clone();
         let starts_right = header.iter().take(4).eq(PREDICTION_COLUMNS);
-        let class_names: Vec<String> =
-            header.iter().skip(4).map(|h| h.strip_prefix("prob_").map(String::from)).collect::<Option<_>>().unwrap_or_default();
+        let class_names: Vec<String> = header
+            .iter()
+            .skip(4)
+            .map(|h| h.strip_prefix("prob_").map(String::from))
+            .collect::<Option<_>>()
+            .unwrap_or_default();
         if !starts_right || class_names.is_empty() {
             anyhow::bail!("{}: not a test_predictions.csv (columns {:?})", path.display(), header);
         }

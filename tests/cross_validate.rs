@@ -1,0 +1,239 @@
+//! `train --cross-validate K`: folds over every image of the three split files, each a run
+//! folder; out-of-fold predictions from the one model that did not train on an image; label
+//! issues that find labels planted wrong, by the same confident learning as cleanlab on the
+//! same file; an interrupted cross-validation resumed, and job-array members plus
+//! `--summarize`, give what one straight run gives.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+
+use imgtype_testkit::{ok, read_csv, read_json, repo_root, run, run_interrupted, sample_images};
+
+const TRAIN: &str = env!("CARGO_BIN_EXE_train");
+const DIVIDE: &str = env!("CARGO_BIN_EXE_divide");
+const SPLITS: [&str; 3] = ["train_data.csv", "validation_data.csv", "test_data.csv"];
+
+/// `products` first products of the sample divided into `work/data`.
+fn divided_sample(work: &Path, products: usize) {
+    let sample = std::fs::read_to_string(repo_root().join("image_data.csv")).unwrap();
+    let subset: String = sample.lines().take(products + 1).map(|l| format!("{l}\n")).collect();
+    std::fs::write(work.join("products.csv"), subset).unwrap();
+    ok(run(work, DIVIDE, &["--input-file", "products.csv", "--random-state", "2025"]));
+}
+
+fn write_config(work: &Path, name: &str, config: serde_json::Value) {
+    std::fs::write(work.join(name), config.to_string()).unwrap();
+}
+
+/// Moves every 25th image of the split files to the next class; returns the moved
+/// (image_path, product_id) pairs.
+fn plant_wrong_labels(work: &Path) -> BTreeSet<(String, String)> {
+    let classes = ["care_label", "detail_shot", "full_shot", "neck_label"];
+    let mut planted = BTreeSet::new();
+    let mut position = 0;
+    for split in SPLITS {
+        let (header, mut rows) = read_csv(&work.join("data").join(split));
+        assert_eq!(header, ["product_id", "image_path", "image_type"]);
+        for row in rows.iter_mut() {
+            position += 1;
+            if position % 25 == 0 {
+                let next = (classes.iter().position(|c| *c == row[2]).unwrap() + 1) % classes.len();
+                row[2] = classes[next].to_string();
+                planted.insert((row[1].clone(), row[0].clone()));
+            }
+        }
+        let body: String = rows.iter().map(|r| format!("{}\n", r.join(","))).collect();
+        std::fs::write(work.join("data").join(split), format!("product_id,image_path,image_type\n{body}")).unwrap();
+    }
+    planted
+}
+
+fn column(header: &[String], name: &str) -> usize {
+    header.iter().position(|h| h == name).unwrap_or_else(|| panic!("column {name} in {header:?}"))
+}
+
+#[test]
+fn cross_validation_finds_planted_labels_as_cleanlab_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    divided_sample(work, 1000);
+    let planted = plant_wrong_labels(work);
+    assert_eq!(planted.len(), 15);
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo_root().join("configs/demo.json")).unwrap()).unwrap();
+    config["data"]["csv_path"] = serde_json::json!("products.csv");
+    config["data"]["base_image_path"] = serde_json::json!(sample_images());
+    config["training"]["epochs"] = serde_json::json!(8);
+    write_config(work, "config.json", config);
+    let out = ok(run(work, TRAIN, &["--config", "config.json", "--cross-validate", "3"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("3 fold(s) trained") && stdout.contains("k-fold: accuracy"), "{stdout}");
+    let cv = imgtype_testkit::only_entry(&work.join("results"));
+    let name = cv.file_name().unwrap().to_string_lossy().to_string();
+    assert!(name.starts_with("cv_") && name.len() == "cv_YYYYMMDD_HHMMSS_12345678".len(), "{name}");
+
+    let images = check_folds(work, &cv);
+    let total = images.len();
+
+    // Out-of-fold predictions: every image, from its fold's model.
+    let (header, oof) = read_csv(&cv.join("oof_predictions.csv"));
+    assert_eq!(oof.len(), total);
+    let probability_columns: Vec<usize> =
+        header.iter().enumerate().filter(|(_, h)| h.starts_with("prob_")).map(|(i, _)| i).collect();
+    assert_eq!(probability_columns.len(), 4);
+    for (row, image) in oof.iter().zip(&images) {
+        assert_eq!((&row[0], &row[1], &row[4]), (&image[0], &image[1], &image[4]));
+        let sum: f64 = probability_columns.iter().map(|&i| row[i].parse::<f64>().unwrap()).sum();
+        assert!((sum - 1.0).abs() < 1e-4, "{row:?}");
+    }
+    let results = read_json(&cv.join("cv_results.json"));
+    let accuracies: Vec<f64> =
+        results["folds"].as_array().unwrap().iter().map(|f| f["accuracy"].as_f64().unwrap()).collect();
+    let mean = accuracies.iter().sum::<f64>() / 3.0;
+    assert!((results["accuracy"]["mean"].as_f64().unwrap() - mean).abs() < 1e-12);
+    let (_, table) = read_csv(&cv.join("cv_results.csv"));
+    assert_eq!(table.iter().map(|r| r[0].as_str()).collect::<Vec<_>>(), ["1", "2", "3", "mean", "std"]);
+
+    // Label issues: most suspect first; the planted labels near the top.
+    let (header, issues) = read_csv(&cv.join("label_issues.csv"));
+    let quality: Vec<f64> = issues.iter().map(|r| r[column(&header, "label_quality")].parse().unwrap()).collect();
+    assert!(quality.windows(2).all(|w| w[0] <= w[1]), "{quality:?}");
+    let found = issues.iter().take(2 * planted.len()).filter(|r| planted.contains(&(r[0].clone(), r[1].clone())));
+    let found = found.count();
+    eprintln!("{found} of {} planted labels in the top {}", planted.len(), 2 * planted.len());
+    assert!(found >= 13, "{found} of {} planted labels in the top {}:\n{issues:?}", planted.len(), 2 * planted.len());
+    assert!(cv.join("label_issues.png").is_file());
+
+    check_same_issues_as_cleanlab(&cv, &header, &issues);
+}
+
+/// Folds: every image of the split files once, products whole, each fold trained without
+/// its own products. Returns `images.csv`'s rows.
+fn check_folds(work: &Path, cv: &Path) -> Vec<Vec<String>> {
+    let (header, images) = read_csv(&cv.join("images.csv"));
+    assert_eq!(header, ["image_path", "product_id", "image_type", "split", "fold"]);
+    let total: usize = SPLITS.iter().map(|s| read_csv(&work.join("data").join(s)).1.len()).sum();
+    assert_eq!(images.len(), total);
+    let mut fold_of_product: HashMap<&str, &str> = HashMap::new();
+    for row in &images {
+        assert_eq!(*fold_of_product.entry(&row[1]).or_insert(&row[4]), row[4].as_str(), "product {} split", row[1]);
+    }
+    for fold in 1..=3 {
+        let data = cv.join(format!("fold_{fold}/data"));
+        let products = |split: &str| -> BTreeSet<String> {
+            read_csv(&data.join(split)).1.into_iter().map(|r| r[0].clone()).collect()
+        };
+        let held_out = products("validation_data.csv");
+        assert_eq!(held_out, products("test_data.csv"));
+        assert!(products("train_data.csv").is_disjoint(&held_out), "fold {fold} trains on its own products");
+        let expected: BTreeSet<String> =
+            images.iter().filter(|r| r[4] == fold.to_string()).map(|r| r[1].clone()).collect();
+        assert_eq!(held_out, expected);
+    }
+
+    images
+}
+
+/// The confident-learning rows of `label_issues.csv` are cleanlab's ranked issues on the same
+/// `oof_predictions.csv`.
+fn check_same_issues_as_cleanlab(cv: &Path, header: &[String], issues: &[Vec<String>]) {
+    let script = r#"
+import csv, json, sys
+import numpy as np
+from cleanlab.filter import find_label_issues
+rows = list(csv.DictReader(open(sys.argv[1])))
+classes = [c[5:] for c in rows[0] if c.startswith("prob_")]
+p = np.array([[float(r["prob_" + c]) for c in classes] for r in rows])
+labels = np.array([classes.index(r["image_type"]) for r in rows])
+ranked = find_label_issues(labels, p, return_indices_ranked_by="self_confidence", n_jobs=1)
+print(json.dumps([rows[i]["image_path"] for i in ranked]))
+"#;
+    let reference = std::process::Command::new(imgtype_testkit::python())
+        .args(["-c", script, cv.join("oof_predictions.csv").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let theirs: Vec<String> = serde_json::from_slice(&ok(reference).stdout).unwrap();
+    let ours: Vec<String> =
+        issues.iter().filter(|r| r[column(header, "confident_learning")] == "true").map(|r| r[0].clone()).collect();
+    assert_eq!(ours, theirs, "confident-learning issues, in order");
+}
+
+/// A tiny cross-validation: 22 products, 32 px, 2 epochs.
+fn tiny_setup() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    divided_sample(dir.path(), 22);
+    write_config(
+        dir.path(),
+        "config.json",
+        serde_json::json!({
+            "data": {"base_image_path": sample_images(), "csv_path": "products.csv"},
+            "model": {"pretrained": false, "freeze_backbone_epochs": 0, "backbone": "mobilenet_v3_small"},
+            "training": {"batch_size": 16, "epochs": 2, "learning_rate": 0.002, "backbone_lr": 0.002},
+            "augmentation": {"image_size": 32},
+            "logging": {"log_frequency": 1},
+            "system": {"num_workers": 1, "device": "cpu", "seed": 5}
+        }),
+    );
+    dir
+}
+
+/// What a cross-validation's results say, without timings.
+fn outcome(cv: &Path) -> (Vec<Vec<String>>, Vec<Vec<String>>, BTreeMap<String, String>) {
+    let (header, table) = read_csv(&cv.join("cv_results.csv"));
+    let seconds = column(&header, "seconds");
+    let table = table
+        .into_iter()
+        .map(|r| r.into_iter().enumerate().filter(|(i, _)| *i != seconds).map(|(_, v)| v).collect())
+        .collect();
+    let (_, oof) = read_csv(&cv.join("oof_predictions.csv"));
+    let (_, issues) = read_csv(&cv.join("label_issues.csv"));
+    (table, oof, issues.into_iter().map(|r| (r[0].clone(), r[5].clone())).collect())
+}
+
+#[test]
+fn a_cross_validation_resumes_and_spreads_over_members_alike() {
+    let dir = tiny_setup();
+    let work = dir.path();
+    let args = |cv: &'static str| ["--config", "config.json", "--cross-validate", "3", "--cv-dir", cv];
+    ok(run(work, TRAIN, &args("straight")));
+    let straight = outcome(&work.join("straight"));
+    assert_eq!(straight.0.len(), 5);
+
+    // Interrupted in the second fold; the same command continues it.
+    let mut folds_started = 0;
+    let (code, _, log) = run_interrupted(work, TRAIN, &args("resumed"), |line| {
+        if line.contains("INFO fold ") && line.contains("training on") {
+            folds_started += 1;
+        }
+        folds_started == 2 && line.contains("epoch 1/2 1/")
+    });
+    assert_eq!(code, Some(130), "{log}");
+    assert!(!work.join("resumed/cv_results.csv").exists(), "no results before the folds are done");
+    let out = ok(run(work, TRAIN, &args("resumed")));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("1 finished earlier"), "{stdout}");
+    assert_eq!(outcome(&work.join("resumed")), straight, "resumed, same results");
+
+    // --resume CV_DIR continues one too (here: nothing left to run).
+    let out = ok(run(work, TRAIN, &["--resume", "resumed"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 finished earlier"));
+
+    // Job-array members, then --summarize.
+    for member in ["0/3", "1/3", "2/3"] {
+        let mut member_args = args("array").to_vec();
+        member_args.extend(["--member", member]);
+        ok(run(work, TRAIN, &member_args));
+        if member == "0/3" {
+            let partial = ok(run(work, TRAIN, &["--summarize", "array"]));
+            let text = String::from_utf8_lossy(&partial.stdout);
+            assert!(text.contains("folds not finished: [2, 3]"), "{text}");
+        }
+    }
+    ok(run(work, TRAIN, &["--summarize", "array"]));
+    assert_eq!(outcome(&work.join("array")), straight, "members + summarize, same results");
+
+    // Another number of folds in the same folder is refused.
+    let out = run(work, TRAIN, &["--config", "config.json", "--cross-validate", "4", "--cv-dir", "straight"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("another config or number of folds"), "{stderr}");
+}
