@@ -8,11 +8,12 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use super::run_files::{
-    CalibrationReport, EvaluationResults, FinalResults, FinishedRun, PredictionRow, RunLayout, RunStatus,
-    TestPredictions, TrainingResults, METRICS_CSV_HEADER,
+    CalibrationReport, EvaluationResults, FinalResults, FinishedRun, RunLayout, RunStatus, TrainingResults,
+    METRICS_CSV_HEADER,
 };
 use super::state::{EpochRecord, TrainingState};
 use super::tensorboard::EventWriter;
+use super::test_predictions::{PredictionRow, TestPredictions};
 use super::RunFolder;
 use crate::data::batch::SkippedImage;
 use crate::data::{ImageRecord, SplitName};

@@ -27,6 +27,7 @@ mod session;
 mod splits;
 mod state;
 mod tensorboard;
+mod test_predictions;
 
 use std::path::PathBuf;
 
@@ -35,11 +36,11 @@ use serde::Serialize;
 
 pub use ema::{ema_decay_after, Ema};
 pub use run_files::{
-    CalibrationReport, EvaluationResults, FinalResults, FinishedRun, PredictionRow, RunLayout, RunStatus,
-    TestPredictions, TrainingResults,
+    CalibrationReport, EvaluationResults, FinalResults, FinishedRun, RunLayout, RunStatus, TrainingResults,
 };
 pub use run_folder::RunFolder;
 pub use state::{EpochRecord, TrainingState};
+pub use test_predictions::{PredictionRow, TestPredictions};
 
 use crate::eval::Metrics;
 use crate::StopFlag;

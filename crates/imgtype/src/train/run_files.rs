@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 
 use super::state::EpochRecord;
 use crate::config::{Config, Metric};
-use crate::data::ImageRecord;
 use crate::eval::calibration::CalibrationFigures;
 use crate::eval::MetricsRecord;
 
@@ -137,79 +136,8 @@ impl RunLayout {
         read_json(&self.evaluation_results())
     }
 
-    pub fn read_test_predictions(&self) -> Result<TestPredictions> {
-        TestPredictions::read(&self.test_predictions())
-    }
-}
-
-/// `test_predictions.csv`: every scored test image with the best model's (calibrated)
-/// probabilities: `image_path`, `product_id`, `image_type`, `predicted_class`, `prob_<class>`…
-#[derive(Debug, Clone, PartialEq)]
-pub struct TestPredictions {
-    pub class_names: Vec<String>,
-    pub rows: Vec<PredictionRow>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct PredictionRow {
-    pub record: ImageRecord,
-    pub predicted_class: String,
-    /// In the order of `class_names`.
-    pub probabilities: Vec<f64>,
-}
-
-const PREDICTION_COLUMNS: [&str; 4] = ["image_path", "product_id", "image_type", "predicted_class"];
-
-impl TestPredictions {
-    pub fn write(&self, path: &Path) -> Result<()> {
-        crate::fsutil::write_atomic_with(path, |w| {
-            let mut csv = csv::Writer::from_writer(w);
-            let probability_columns = self.class_names.iter().map(|c| format!("prob_{c}"));
-            csv.write_record(PREDICTION_COLUMNS.map(String::from).into_iter().chain(probability_columns))?;
-            for row in &self.rows {
-                let r = &row.record;
-                let fields = [&r.image_path, &r.product_id, &r.image_type, &row.predicted_class].map(|s| s.clone());
-                csv.write_record(fields.into_iter().chain(row.probabilities.iter().map(|p| format!("{p:.6}"))))?;
-            }
-            csv.flush()?;
-            Ok(())
-        })
-    }
-
-    pub fn read(path: &Path) -> Result<Self> {
-        let mut reader = csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let header = reader.headers().with_context(|| format!("{}: no header row", path.display()))?.clone();
-        let starts_right = header.iter().take(4).eq(PREDICTION_COLUMNS);
-        let class_names: Vec<String> = header
-            .iter()
-            .skip(4)
-            .map(|h| h.strip_prefix("prob_").map(String::from))
-            .collect::<Option<_>>()
-            .unwrap_or_default();
-        if !starts_right || class_names.is_empty() {
-            anyhow::bail!("{}: not a test_predictions.csv (columns {:?})", path.display(), header);
-        }
-        let mut rows = Vec::new();
-        for (index, row) in reader.records().enumerate() {
-            let context = || format!("{}: row {}", path.display(), index + 2);
-            let row = row.with_context(context)?;
-            let probabilities = row
-                .iter()
-                .skip(4)
-                .map(|v| v.parse::<f64>().ok().filter(|p| (0.0..=1.0).contains(p)))
-                .collect::<Option<Vec<f64>>>()
-                .with_context(|| format!("{}: a probability is not a number in [0, 1]", context()))?;
-            if probabilities.len() != class_names.len() {
-                anyhow::bail!("{}: {} probabilities for {} classes", context(), probabilities.len(), class_names.len());
-            }
-            let record = ImageRecord {
-                image_path: row[0].to_string(),
-                product_id: row[1].to_string(),
-                image_type: row[2].to_string(),
-            };
-            rows.push(PredictionRow { record, predicted_class: row[3].to_string(), probabilities });
-        }
-        Ok(Self { class_names, rows })
+    pub fn read_test_predictions(&self) -> Result<super::TestPredictions> {
+        super::TestPredictions::read(&self.test_predictions())
     }
 }
 
