@@ -236,4 +236,12 @@ fn a_cross_validation_resumes_and_spreads_over_members_alike() {
     let out = run(work, TRAIN, &["--config", "config.json", "--cross-validate", "4", "--cv-dir", "straight"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("another config or number of folds"), "{stderr}");
+
+    // So is the same command after the split files changed (a label corrected).
+    let train_csv = work.join("data/train_data.csv");
+    let text = std::fs::read_to_string(&train_csv).unwrap();
+    std::fs::write(&train_csv, text.replacen("full_shot", "detail_shot", 1)).unwrap();
+    let out = run(work, TRAIN, &args("straight"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("changed since the cross-validation"), "{stderr}");
 }

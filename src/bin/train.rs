@@ -53,8 +53,8 @@ struct Args {
     /// out-of-fold predictions doubt (label_issues.csv); `--resume CV_DIR` continues one
     #[arg(long, value_name = "K", conflicts_with_all = ["resume", "sweep", "summarize", "stop_after"])]
     cross_validate: Option<usize>,
-    /// With --cross-validate: its folder (default: a new one); running the same command again
-    /// continues it
+    /// With --cross-validate: its folder (default: a new one in paths.result_dir); the same
+    /// command with the same folder continues it, as `--resume DIR` does
     #[arg(long, value_name = "DIR", requires = "cross_validate")]
     cv_dir: Option<PathBuf>,
     /// How label issues are ranked (cross-validation): self_confidence (p of the given label)
@@ -92,6 +92,14 @@ fn run(args: Args, stop: StopFlag) -> Result<()> {
     }
     if let Some(sweep) = &args.sweep {
         return run_sweep(sweep, &args, stop);
+    }
+    if let Some(dir) = args.resume.as_deref().filter(|d| d.join("images.csv").is_file() && !resumes_cv(&args)) {
+        anyhow::bail!(
+            "{} is a cross-validation folder whose set-up did not finish (no cv_plan.json): run the \
+             `--cross-validate K` command again with `--cv-dir {}`",
+            dir.display(),
+            dir.display()
+        );
     }
     if args.cross_validate.is_some() || resumes_cv(&args) {
         return cross_validate(&args, stop);
@@ -190,7 +198,10 @@ fn cross_validate(args: &Args, stop: StopFlag) -> Result<()> {
                 print_cv_summary(&cv_dir, summary);
             }
             if failed > 0 {
-                anyhow::bail!("{failed} fold(s) failed (see their run folders); run the same command to retry them");
+                anyhow::bail!(
+                    "{failed} fold(s) failed (see their run folders); `train --resume {}` retries them",
+                    cv_dir.display()
+                );
             }
         }
         Outcome::Stopped(stopped) => {

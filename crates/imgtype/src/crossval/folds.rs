@@ -148,13 +148,24 @@ pub(super) fn write_images_csv(path: &Path, images: &[FoldImage]) -> Result<()> 
     })
 }
 
-pub(super) fn read_images_csv(path: &Path) -> Result<Vec<FoldImage>> {
+/// `images.csv`, each row's class one of `class_names` and its fold in 1..=`folds`.
+pub(super) fn read_images_csv(path: &Path, class_names: &[String], folds: usize) -> Result<Vec<FoldImage>> {
     let mut reader = csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let rows = reader
-        .deserialize()
-        .enumerate()
-        .map(|(index, row)| row.with_context(|| format!("{}: row {} is not valid", path.display(), index + 2)));
-    rows.collect()
+    let mut images = Vec::new();
+    for (index, row) in reader.deserialize::<FoldImage>().enumerate() {
+        let row = row.with_context(|| format!("{}: row {} is not valid", path.display(), index + 2))?;
+        if !class_names.contains(&row.image_type) || !(1..=folds).contains(&row.fold) {
+            bail!(
+                "{}: row {}: image_type `{}` / fold {} is not one of the classes {class_names:?} / 1..={folds}",
+                path.display(),
+                index + 2,
+                row.image_type,
+                row.fold
+            );
+        }
+        images.push(row);
+    }
+    Ok(images)
 }
 
 /// `data_dir/{train,validation,test}_data.csv` for fold `fold`: training on the other folds,

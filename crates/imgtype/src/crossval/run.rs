@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::folds::{assign_folds, read_images_csv, write_fold_data, write_images_csv, FoldImage};
 use super::summary::{summarize, CvSummary};
 use crate::config::Config;
+use crate::data::SplitName;
 use crate::eval::label_issues::LabelQuality;
 use crate::stop::Outcome;
 use crate::sweep::{run_planned, Member, PlannedRun, RunCounts};
@@ -24,6 +25,9 @@ pub(super) const IMAGES_FILE: &str = "images.csv";
 pub(super) struct CvPlan {
     pub base_config: Config,
     pub folds: usize,
+    /// Of the split files and `duplicates.csv` the folds were made from: a rerun after they
+    /// changed (relabelled, split again) must not reuse these folds.
+    pub data_fingerprint: String,
     pub images: usize,
     /// Held-out images per fold.
     pub fold_images: Vec<usize>,
@@ -82,7 +86,8 @@ pub fn cross_validate(config: &Config, options: &CvOptions) -> Result<CvEnd> {
             }
         })
         .collect();
-    let RunCounts { ran, skipped, failed } = match run_planned(&dir, &runs, options.member, &options.train)? {
+    let how = format!("continue with `train --resume {}`", dir.display());
+    let RunCounts { ran, skipped, failed } = match run_planned(&dir, &runs, options.member, &options.train, &how)? {
         Outcome::Finished(counts) => counts,
         Outcome::Stopped(stopped) => return Ok(Outcome::Stopped(stopped)),
     };
@@ -105,6 +110,7 @@ pub(super) fn fold_name(fold: usize) -> String {
 /// The folder's plan: read back and checked against this command, or, in a new folder,
 /// the folds assigned and written, the plan last (so a plan on disk means complete folds).
 fn prepare(dir: &Path, config: &Config, folds: usize) -> Result<CvPlan> {
+    let data_fingerprint = data_fingerprint(&config.paths.data_dir)?;
     if is_cv_folder(dir) {
         let plan = read_plan(dir)?;
         if plan.base_config != *config || plan.folds != folds {
@@ -112,6 +118,14 @@ fn prepare(dir: &Path, config: &Config, folds: usize) -> Result<CvPlan> {
                 "{} holds a cross-validation with another config or number of folds: continue it with \
                  `train --resume {}`, or give this one its own folder",
                 dir.display(),
+                dir.display()
+            );
+        }
+        if plan.data_fingerprint != data_fingerprint {
+            bail!(
+                "the split files in {} changed since the cross-validation in {} began (relabelled or split \
+                 again?): give the new one its own folder",
+                config.paths.data_dir.display(),
                 dir.display()
             );
         }
@@ -124,7 +138,7 @@ fn prepare(dir: &Path, config: &Config, folds: usize) -> Result<CvPlan> {
         write_fold_data(&dir.join(fold_name(fold)).join("data"), &images, fold)?;
     }
     let fold_images = (1..=folds).map(|f| images.iter().filter(|i| i.fold == f).count()).collect();
-    let plan = CvPlan { base_config: config.clone(), folds, images: images.len(), fold_images };
+    let plan = CvPlan { base_config: config.clone(), folds, data_fingerprint, images: images.len(), fold_images };
     crate::fsutil::write_json_atomic(&dir.join(CV_PLAN_FILE), &plan)?;
     tracing::info!(
         "cross-validation in {}: {} images in {folds} folds of {:?} held-out images",
@@ -135,8 +149,24 @@ fn prepare(dir: &Path, config: &Config, folds: usize) -> Result<CvPlan> {
     Ok(plan)
 }
 
-pub(super) fn read_images(dir: &Path) -> Result<Vec<FoldImage>> {
-    read_images_csv(&dir.join(IMAGES_FILE))
+/// SipHash (fixed keys) of the three split files and `duplicates.csv`, as 16 hex digits.
+fn data_fingerprint(data_dir: &Path) -> Result<String> {
+    use std::hash::{Hash, Hasher};
+    #[allow(deprecated)]
+    let mut hasher = std::hash::SipHasher::new();
+    for name in SplitName::ALL.map(SplitName::file_name).into_iter().chain(["duplicates.csv"]) {
+        let path = data_dir.join(name);
+        match std::fs::read(&path) {
+            Ok(bytes) => (name, bytes).hash(&mut hasher),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && name == "duplicates.csv" => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+    Ok(format!("{:016x}", hasher.finish()))
+}
+
+pub(super) fn read_images(dir: &Path, plan: &CvPlan) -> Result<Vec<FoldImage>> {
+    read_images_csv(&dir.join(IMAGES_FILE), &plan.base_config.data.class_names, plan.folds)
 }
 
 /// Fold `fold`'s config: its split files, run folder and best-model copy inside its folder.

@@ -14,7 +14,7 @@ use super::folds::FoldImage;
 use super::run::{fold_name, read_images, read_plan};
 use crate::config::Config;
 use crate::eval::label_issues::{find_label_issues, LabelIssues, LabelQuality};
-use crate::sweep::{experiment_state, ExperimentState};
+use crate::sweep::{observed_state, Observed};
 use crate::train::{PredictionRow, RunLayout, TestPredictions};
 
 /// Thumbnails on `label_issues.png`, most suspect first.
@@ -23,7 +23,7 @@ const CONTACT_SHEET_SIZE: usize = 36;
 #[derive(Debug, Clone, Serialize)]
 pub struct FoldResult {
     pub fold: usize,
-    /// `finished`, `running` (a checkpoint, not finished) or `missing` (not started, or failed).
+    /// `finished`, `running` (not finished: at work or interrupted), `failed` or `missing`.
     pub status: String,
     pub held_out_images: usize,
     pub accuracy: Option<f64>,
@@ -85,7 +85,7 @@ struct OutOfFold<'a> {
 /// Reads every fold of the cross-validation in `dir` and writes the results files.
 pub fn summarize(dir: &Path, quality: LabelQuality) -> Result<CvSummary> {
     let plan = read_plan(dir)?;
-    let images = read_images(dir)?;
+    let images = read_images(dir, &plan)?;
     let class_names = &plan.base_config.data.class_names;
     let mut folds = Vec::new();
     let mut predictions: HashMap<(usize, String, String), PredictionRow> = HashMap::new();
@@ -108,9 +108,17 @@ pub fn summarize(dir: &Path, quality: LabelQuality) -> Result<CvSummary> {
         .iter()
         .filter_map(|image| {
             let key = (image.fold, image.image_path.clone(), image.product_id.clone());
-            predictions.remove(&key).map(|prediction| OutOfFold { image, prediction })
+            // A row listed twice gets the one prediction of its image twice.
+            predictions.get(&key).map(|prediction| OutOfFold { image, prediction: prediction.clone() })
         })
         .collect();
+    let finished: Vec<usize> = folds.iter().filter(|f| f.status == "finished").map(|f| f.fold).collect();
+    let unscored = images.iter().filter(|i| finished.contains(&i.fold)).count() - oof.len();
+    if unscored > 0 {
+        tracing::warn!(
+            "{unscored} held-out image(s) of finished folds could not be read and have no out-of-fold prediction"
+        );
+    }
     let unfinished: Vec<usize> = folds.iter().filter(|f| f.status != "finished").map(|f| f.fold).collect();
     if !unfinished.is_empty() {
         tracing::warn!("folds not finished yet: {unfinished:?}; their images have no out-of-fold prediction");
@@ -150,7 +158,7 @@ pub fn summarize(dir: &Path, quality: LabelQuality) -> Result<CvSummary> {
 }
 
 fn class_index(class_names: &[String], name: &str) -> usize {
-    class_names.iter().position(|c| c == name).expect("images.csv holds classes of the config (checked when read)")
+    class_names.iter().position(|c| c == name).expect("images.csv holds the config's classes (checked when read)")
 }
 
 /// A fold's figures, and its test predictions when it has finished.
@@ -168,19 +176,18 @@ fn read_fold(dir: &Path, fold: usize, held_out: usize) -> Result<(FoldResult, Op
         seconds: None,
         run_dir: None,
     };
-    let run = match experiment_state(dir) {
-        // Not started, or failed (a failed run folder is removed, so the fold starts over).
-        ExperimentState::Fresh => return Ok((result, None)),
-        ExperimentState::Resumable(run) => {
-            result.status = "running".into();
+    let observed = observed_state(dir);
+    result.status = observed.status().into();
+    let run = match observed {
+        Observed::Finished(run) => run,
+        Observed::Running(run) => {
             result.run_dir = Some(run);
             return Ok((result, None));
         }
-        ExperimentState::Finished(run) => run,
+        Observed::Failed | Observed::Missing => return Ok((result, None)),
     };
     let layout = RunLayout::of(&run)?;
     let epochs = layout.read_metrics_csv()?;
-    result.status = "finished".into();
     result.epochs_run = Some(epochs.len());
     result.seconds = Some(epochs.iter().map(|e| e.seconds).sum());
     result.best_epoch = layout.read_final_results()?.finished.and_then(|run| run.best_epoch);
@@ -223,7 +230,7 @@ fn write_oof_predictions(
                 fields
                     .into_iter()
                     .chain([i.fold.to_string(), o.prediction.predicted_class.clone()])
-                    .chain(o.prediction.probabilities.iter().map(|p| format!("{p:.6}")))
+                    .chain(o.prediction.probabilities.iter().map(|p| p.to_string()))
                     .chain([format!("{:.6}", quality(row)), is_issue[row].to_string()]),
             )?;
         }

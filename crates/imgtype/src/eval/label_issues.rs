@@ -11,7 +11,10 @@
 //! 3. for every off-diagonal count (given i, true j) of n, the n images labelled i with the
 //!    largest p(j) − p(i) are issues, unless their given label is still the most probable.
 //!
-//! Issues are ranked by a label quality score, lowest (most suspect) first.
+//! Issues are ranked by a label quality score, lowest (most suspect) first. Ties (equal
+//! margins at a pruning cut, equal scores) go by row order; numpy's default sort may order
+//! them otherwise, and on AVX-512 CPUs it does, so there cleanlab can pick another of two
+//! equally suspect images.
 
 use serde::{Deserialize, Serialize};
 
@@ -141,16 +144,12 @@ pub fn find_label_issues(probabilities: &[Vec<f64>], labels: &[usize], classes: 
 fn confident_thresholds(probabilities: &[Vec<f64>], labels: &[usize], classes: usize) -> Vec<f64> {
     (0..classes)
         .map(|k| {
-            let (sum, count) = labels
-                .iter()
-                .zip(probabilities)
-                .filter(|(&l, _)| l == k)
-                .fold((0.0, 0usize), |(s, n), (_, p)| (s + p[k], n + 1));
+            let own: Vec<f64> = labels.iter().zip(probabilities).filter(|(&l, _)| l == k).map(|(_, p)| p[k]).collect();
             // A class nobody carries gets an unreachable threshold (cleanlab's BIG_VALUE).
-            if count == 0 {
+            if own.is_empty() {
                 2.0
             } else {
-                (sum / count as f64).max(2.0 * TOLERANCE)
+                (numpy_sum(own.iter().copied()) / own.len() as f64).max(2.0 * TOLERANCE)
             }
         })
         .collect()
@@ -249,8 +248,8 @@ fn round_preserving_sum(values: &[f64]) -> Vec<i64> {
     ints.into_iter().map(|v| v as i64).collect()
 }
 
-/// Summation in numpy's order for the short arrays used here (pairwise with 8 partial sums
-/// from 8 values on), so rounding at a half lands the same side.
+/// Summation in numpy's order (pairwise, with 8 partial sums from 8 values on), so that
+/// a rounding at a half or a comparison at the tolerance lands the same side.
 fn numpy_sum(values: impl Iterator<Item = f64>) -> f64 {
     let values: Vec<f64> = values.collect();
     fn pairwise(v: &[f64]) -> f64 {

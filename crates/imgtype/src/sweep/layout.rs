@@ -25,19 +25,11 @@ pub(crate) enum ExperimentState {
     Fresh,
 }
 
-/// Where an experiment's folder stands. Run folders that failed, or stopped before their
-/// first checkpoint, are removed: the experiment starts over.
+/// Where an experiment's folder stands, for running it. Run folders that failed, or stopped
+/// before their first checkpoint, are removed: the experiment starts over.
 pub(crate) fn experiment_state(dir: &Path) -> ExperimentState {
-    let mut runs: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("run_")))
-        .collect();
-    runs.sort();
     let mut state = ExperimentState::Fresh;
-    for run in runs {
+    for run in run_folders(dir) {
         match run_status(&run) {
             Some(RunStatus::Finished) => return ExperimentState::Finished(run),
             None if RunLayout::of(&run).is_ok_and(|layout| layout.latest_checkpoint().is_file()) => {
@@ -50,6 +42,53 @@ pub(crate) fn experiment_state(dir: &Path) -> ExperimentState {
         }
     }
     state
+}
+
+/// What a summary sees in an experiment's folder; unlike [`experiment_state`] it removes
+/// nothing: a run folder without a checkpoint yet may be a job array's member at work.
+pub(crate) enum Observed {
+    Finished(PathBuf),
+    /// Not finished: at work, interrupted, or stopped before its first checkpoint.
+    Running(PathBuf),
+    Failed,
+    Missing,
+}
+
+impl Observed {
+    pub fn status(&self) -> &'static str {
+        match self {
+            Observed::Finished(_) => "finished",
+            Observed::Running(_) => "running",
+            Observed::Failed => "failed",
+            Observed::Missing => "missing",
+        }
+    }
+}
+
+pub(crate) fn observed_state(dir: &Path) -> Observed {
+    let mut state = Observed::Missing;
+    for run in run_folders(dir) {
+        match run_status(&run) {
+            Some(RunStatus::Finished) => return Observed::Finished(run),
+            Some(RunStatus::Failed) if matches!(state, Observed::Missing) => state = Observed::Failed,
+            Some(RunStatus::Failed) => {}
+            None => state = Observed::Running(run),
+        }
+    }
+    state
+}
+
+/// The `run_…` folders in `dir`, oldest first.
+fn run_folders(dir: &Path) -> Vec<PathBuf> {
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("run_")))
+        .collect();
+    runs.sort();
+    runs
 }
 
 /// `final_results.json`'s status, when the run wrote one (the file lies at the run

@@ -10,7 +10,7 @@ mod plan;
 mod results;
 mod run;
 
-pub(crate) use layout::{experiment_state, ExperimentState};
+pub(crate) use layout::{observed_state, Observed};
 pub use plan::{apply_overrides, plan, EpochsOverride, Experiment, NamedExperiment, SweepFile};
 pub use results::{summarize, ExperimentResult, Summary};
 pub(crate) use run::{run_planned, PlannedRun, RunCounts};

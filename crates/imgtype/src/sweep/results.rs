@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use super::layout::{experiment_state, ExperimentState, PlanRecord, PLAN_FILE};
+use super::layout::{observed_state, Observed, PlanRecord, PLAN_FILE};
 use crate::train::RunLayout;
 
 #[derive(Debug, Clone, Serialize)]
@@ -107,24 +107,19 @@ fn read_experiment(
         run_dir: None,
         curve: Vec::new(),
     };
-    let run = match experiment_state(dir) {
-        ExperimentState::Fresh => {
-            if dir.is_dir() {
-                result.status = "failed".into();
-            }
-            return Ok(result);
-        }
-        ExperimentState::Resumable(run) => {
-            result.status = "running".into();
-            run
-        }
-        ExperimentState::Finished(run) => {
-            result.status = "finished".into();
-            run
-        }
+    let observed = observed_state(dir);
+    result.status = observed.status().into();
+    let run = match observed {
+        Observed::Finished(run) | Observed::Running(run) => run,
+        Observed::Failed | Observed::Missing => return Ok(result),
     };
-    let layout = RunLayout::of(&run)?;
-    let epochs = layout.read_metrics_csv()?;
+    let running = result.status == "running";
+    // A run just starting may not have written its config or a whole metrics table yet.
+    let (layout, epochs) = match RunLayout::of(&run).and_then(|l| Ok((l.read_metrics_csv()?, l))) {
+        Ok((epochs, layout)) => (layout, epochs),
+        Err(_) if running => return Ok(result),
+        Err(e) => return Err(e),
+    };
     result.curve = epochs.iter().filter_map(|e| Some((e.epoch as f64, e.val_f1_weighted?))).collect();
     result.epochs_run = Some(epochs.len());
     let seconds: f64 = epochs.iter().map(|e| e.seconds).sum();

@@ -79,7 +79,9 @@ pub fn run_sweep(path: &Path, options: &SweepOptions) -> Result<SweepEnd> {
             description: describe(e),
         })
         .collect();
-    let RunCounts { ran, skipped, failed } = match run_planned(&sweep_dir, &runs, options.member, &options.train)? {
+    let how = "run the same command to continue";
+    let RunCounts { ran, skipped, failed } = match run_planned(&sweep_dir, &runs, options.member, &options.train, how)?
+    {
         Outcome::Finished(counts) => counts,
         Outcome::Stopped(stopped) => return Ok(Outcome::Stopped(stopped)),
     };
@@ -106,12 +108,13 @@ pub(crate) struct RunCounts {
 
 /// Runs this member's share of `runs`: a finished one is skipped, an interrupted one resumed
 /// from its checkpoint, a failed one recorded in its folder while the next ones still run.
-/// Stopped by a signal, it says so with `root`, where the same command continues.
+/// Stopped by a signal, it says so with `root` and `how_to_continue`.
 pub(crate) fn run_planned(
     root: &Path,
     runs: &[PlannedRun],
     member: Option<Member>,
     train: &TrainOptions,
+    how_to_continue: &str,
 ) -> Result<Outcome<RunCounts>> {
     let mut counts = RunCounts { ran: 0, skipped: 0, failed: 0 };
     for (position, run) in runs.iter().enumerate() {
@@ -136,7 +139,7 @@ pub(crate) fn run_planned(
         match crate::train::train(folder, train) {
             Ok(Outcome::Finished(_)) => counts.ran += 1,
             Ok(Outcome::Stopped(Stopped { reason: StopReason::Interrupted, .. })) => {
-                let message = format!("interrupted in {}; run the same command to continue", run.label);
+                let message = format!("interrupted in {}; {how_to_continue}", run.label);
                 return Ok(Outcome::Stopped(Stopped::interrupted(Some(root.to_path_buf()), message)));
             }
             Ok(Outcome::Stopped(Stopped { reason: StopReason::StopAfter, .. })) => {
