@@ -196,9 +196,17 @@ fn read_fold(dir: &Path, fold: usize, held_out: usize) -> Result<(FoldResult, Op
     result.f1_macro = Some(metrics.macro_avg.f1);
     result.f1_weighted = Some(metrics.weighted_avg.f1);
     result.roc_auc_macro = metrics.roc_auc_macro;
-    let predictions = layout.read_test_predictions()?;
+    // A diverged model's NaN probabilities are refused when read: its images then get no
+    // out-of-fold prediction, and the other folds still count.
+    let predictions = match layout.read_test_predictions() {
+        Ok(predictions) => Some(predictions),
+        Err(e) => {
+            tracing::warn!("fold {fold}: {e:#}; its images get no out-of-fold prediction");
+            None
+        }
+    };
     result.run_dir = Some(run);
-    Ok((result, Some(predictions)))
+    Ok((result, predictions))
 }
 
 fn spread(values: impl Iterator<Item = f64>) -> Option<Spread> {

@@ -128,13 +128,23 @@ pub fn expected_calibration_error(probabilities: &[Vec<f64>], labels: &[usize]) 
 }
 
 /// NLL and ECE of one split without and with the fitted temperature.
+/// JSON has no NaN (a diverged model's figures): serde_json writes `null`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct CalibrationFigures {
     pub images: usize,
+    #[serde(deserialize_with = "null_as_nan")]
     pub nll_before: f64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub nll_after: f64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub ece_before: f64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub ece_after: f64,
+}
+
+/// Reads the `null` serde_json writes for NaN back as NaN.
+pub(crate) fn null_as_nan<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
 }
 
 impl CalibrationFigures {

@@ -82,6 +82,29 @@ impl BatchRecipe {
     }
 }
 
+/// How many batches an epoch of `len` images has: see [`batch_range`].
+pub fn batch_count(len: usize, batch_size: usize) -> usize {
+    match len.div_ceil(batch_size) {
+        n if n > 1 && len % batch_size == 1 => n - 1,
+        n => n,
+    }
+}
+
+/// The positions in the epoch's order of batch `index`: `batch_size` images, except that a
+/// last image left alone joins the batch before it. A batch of one image would update the
+/// BatchNorm running statistics with a variance of a single value (NaN where a layer's map
+/// is 1×1, as at the end of the backbone at 32 px): PyTorch refuses such a batch, and every
+/// later evaluation would be NaN.
+pub fn batch_range(index: usize, len: usize, batch_size: usize) -> Option<(usize, usize)> {
+    let count = batch_count(len, batch_size);
+    if index >= count {
+        return None;
+    }
+    let start = index * batch_size;
+    let end = if index + 1 == count { len } else { start + batch_size };
+    Some((start, end))
+}
+
 /// Builds the batches of one epoch in order, from `first_batch`.
 pub struct EpochBatches {
     plan: EpochPlan,
@@ -148,12 +171,7 @@ impl Iterator for EpochBatches {
     type Item = BatchResult;
 
     fn next(&mut self) -> Option<BatchResult> {
-        let batch_size = self.recipe.batch_size;
-        let start = self.next * batch_size;
-        if start >= self.order.len() {
-            return None;
-        }
-        let end = (start + batch_size).min(self.order.len());
+        let (start, end) = batch_range(self.next, self.order.len(), self.recipe.batch_size)?;
         let chunk = self.order[start..end].to_vec();
         let index = self.next;
         self.next += 1;
@@ -205,6 +223,17 @@ pub fn epoch_batches(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_last_image_alone_joins_the_batch_before_it() {
+        let ranges = |len| (0..).map_while(|i| batch_range(i, len, 4)).collect::<Vec<_>>();
+        assert_eq!(ranges(9), vec![(0, 4), (4, 9)]);
+        assert_eq!(ranges(10), vec![(0, 4), (4, 8), (8, 10)]);
+        assert_eq!(ranges(8), vec![(0, 4), (4, 8)]);
+        assert_eq!(ranges(1), vec![(0, 1)]);
+        assert_eq!(ranges(0), vec![]);
+        assert_eq!(batch_count(9, 4), 2);
+    }
 
     #[test]
     fn orders_are_permutations_fixed_by_seed_and_epoch() {

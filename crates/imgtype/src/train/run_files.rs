@@ -195,7 +195,7 @@ pub struct FinishedRun {
 pub struct EvaluationResults {
     pub split: String,
     /// JSON has no NaN: a diverged run's loss is written as `null` and read back as NaN.
-    #[serde(deserialize_with = "null_as_nan")]
+    #[serde(deserialize_with = "crate::eval::calibration::null_as_nan")]
     pub loss: f64,
     pub unreadable_images: usize,
     pub metrics: MetricsRecord,
@@ -212,10 +212,6 @@ pub struct CalibrationReport {
     pub temperature: f64,
     pub validation: CalibrationFigures,
     pub test: CalibrationFigures,
-}
-
-fn null_as_nan<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
-    Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
 }
 
 #[cfg(test)]
@@ -269,18 +265,28 @@ mod tests {
     #[test]
     fn a_diverged_runs_loss_reads_back_as_nan() {
         let metrics = crate::eval::compute_metrics(&["a".to_string(), "b".to_string()], &[0, 1], &[0, 0], None);
+        // A diverged model's NaN logits: NaN calibration figures too.
+        let nan = CalibrationFigures {
+            images: 2,
+            nll_before: f64::NAN,
+            nll_after: f64::NAN,
+            ece_before: 0.5,
+            ece_after: f64::NAN,
+        };
         let written = EvaluationResults {
             split: "test".into(),
             loss: f64::NAN,
             unreadable_images: 0,
             metrics: metrics.into(),
-            calibration: None,
+            calibration: Some(CalibrationReport { temperature: 0.05, validation: nan, test: nan }),
         };
         let text = serde_json::to_string(&written).unwrap();
         assert!(text.contains(r#""loss":null"#), "{text}");
         assert!(text.contains(r#""f1_weighted":"#), "the Python system's flat keys are kept: {text}");
         let back: EvaluationResults = serde_json::from_str(&text).unwrap();
         assert!(back.loss.is_nan());
+        let calibration = back.calibration.unwrap();
+        assert!(calibration.test.nll_after.is_nan() && calibration.validation.ece_before == 0.5);
         assert_eq!(back.metrics.metrics.accuracy, 0.5);
         assert_eq!(back.metrics.metrics.confusion_matrix, vec![vec![1, 0], vec![1, 0]]);
     }
