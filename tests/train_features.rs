@@ -368,3 +368,28 @@ fn quick_test_progress_lines_and_mixed_precision_on_cpu() {
         assert!(stderr.contains("no native bf16 arithmetic; training in fp32"), "{stderr}");
     }
 }
+
+/// A train split one image past a whole number of batches: that image joins the last batch
+/// instead of making a batch of one, whose BatchNorm variance (of a single value where the
+/// backbone's map is 1×1 at 32 px) made every later evaluation NaN.
+#[test]
+fn a_last_image_alone_does_not_poison_batchnorm() {
+    let dir = setup(
+        22,
+        serde_json::json!({
+            "model": {"backbone": "mobilenet_v3_small", "freeze_backbone_epochs": 0},
+            "training": {"epochs": 1, "use_ema": false},
+            "augmentation": {"mixup_alpha": 0.0}
+        }),
+    );
+    let work = dir.path();
+    let train_csv = work.join("data/train_data.csv");
+    let text = std::fs::read_to_string(&train_csv).unwrap();
+    let rows: Vec<&str> = text.lines().collect();
+    assert!(rows.len() > 17, "{} rows", rows.len());
+    std::fs::write(&train_csv, rows[..18].join("\n") + "\n").unwrap(); // header + 17 images, batch 16
+    let out = ok(run(work, TRAIN, &["--config", "config.json"]));
+    let rows = metrics_rows(&run_dir_from(work, &out.stdout));
+    let val_loss: f64 = rows[0][4].parse().unwrap();
+    assert!(val_loss.is_finite(), "validation loss {val_loss}: {rows:?}");
+}
