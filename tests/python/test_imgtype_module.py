@@ -8,6 +8,8 @@ usage: .venv/bin/python tests/python/test_imgtype_module.py"""
 import csv
 import http.server
 import json
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -157,8 +159,65 @@ with tempfile.TemporaryDirectory() as tmp:
         except RuntimeError as e:
             assert path.name in str(e), e
 
+    # Hostile input, round two (issue 26).
+    # After fork (gunicorn --preload with a warm-up, multiprocessing), the child's first call
+    # starts its own forward-pass thread: the parent's did not survive the fork.
+    warm = api.predict(keys[:2])
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(60)  # a hang fails the test instead of blocking it
+        try:
+            rows = api.predict(keys[:2])
+            same = [r["predicted_class"] for r in rows] == [r["predicted_class"] for r in warm]
+            os._exit(0 if same else 3)
+        except BaseException:
+            os._exit(4)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"forked child: status {status}"
+    assert api.predict(keys[:1])[0]["predicted_class"] == warm[0]["predicted_class"], "the parent still predicts"
+
+    # A FIFO as the model path is refused at once, never waited on.
+    fifo = work / "model.fifo"
+    os.mkfifo(fifo)
+    try:
+        imgtype.ImageClassificationAPI(str(fifo), device="cpu")
+        raise AssertionError("a FIFO loaded as a model")
+    except RuntimeError as e:
+        assert "not a regular file" in str(e), e
+
+    # A model whose outputs are NaN (a NaN bias, a temperature of 1e-40) is refused when loaded,
+    # never a prediction with confidence NaN.
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+    with safe_open(str(model), "pt") as f:
+        metadata = f.metadata()
+    tensors = load_file(str(model))
+    tensors["classifier.5.bias"][1] = float("nan")
+    save_file(tensors, str(work / "nan_bias.safetensors"), metadata=metadata)
+    cold = json.loads(metadata["config"])
+    cold["inference"]["temperature"] = 1e-40
+    save_file(load_file(str(model)), str(work / "cold.safetensors"), metadata={**metadata, "config": json.dumps(cold)})
+    for name, needle in [("nan_bias.safetensors", "classifier.5.bias"), ("cold.safetensors", "inference.temperature")]:
+        try:
+            imgtype.ImageClassificationAPI(str(work / name), device="cpu")
+            raise AssertionError(f"{name} loaded")
+        except RuntimeError as e:
+            assert needle in str(e), e
+
+    # OpenVINO's C++ library named where its C library belongs: a warning, libtorch, predictions.
+    cxx = sorted((root / ".venv").glob("lib/python3*/site-packages/openvino/libs/libopenvino.so.*"))[0]
+    script = ("import imgtype, sys; api = imgtype.ImageClassificationAPI(sys.argv[1], device='cpu', "
+              "allow_absolute_paths=True); print(api.predict([sys.argv[2]])[0]['predicted_class'])")
+    mixed = subprocess.run([sys.executable, "-c", script, str(model), str(root / "sample_images" / keys[0])],
+                           env={**os.environ, "IMGTYPE_OPENVINO_LIB": str(cxx)}, capture_output=True, text=True,
+                           timeout=120)
+    assert mixed.returncode == 0 and mixed.stdout.strip() == expected[0]["predicted_class"], mixed
+    assert "not OpenVINO's C library" in mixed.stderr, mixed.stderr
+
     # torch in the same process still works (one libtorch).
     assert float(torch.ones(3).sum()) == 3.0
     print(f"imgtype module: {len(keys)} predictions equal the test binary's; ERROR rows; "
           f"8 threads x 50 calls; {counter[0]} ticks during a {seconds:.2f} s predict (GIL released); "
-          f"URL tricks never reached the other host; {len(crafted)} crafted model files raised RuntimeError")
+          f"URL tricks never reached the other host; {len(crafted)} crafted model files raised RuntimeError; "
+          f"a forked child predicts; a FIFO, a NaN bias and a tiny temperature are refused; a wrong OpenVINO "
+          f"library falls back to libtorch")

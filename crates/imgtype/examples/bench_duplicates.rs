@@ -1,16 +1,20 @@
 //! How long the near-duplicate index takes to group a catalogue's signatures:
-//! `bench_duplicates [images=100000]`. Signatures are random (structure bits and colour
-//! layout), with every hundredth image a slightly altered copy of the one before, so the
-//! index has real pairs to find; decoding is not included (it is per image, on all cores).
-//! Prints the images, the pairs found and the seconds.
+//! `bench_duplicates [images=100000] [shared=0]`. Signatures are random (structure bits and
+//! colour layout), with every hundredth image a slightly altered copy of the one before, so the
+//! index has real pairs to find; `shared` more images are one photo (a placeholder filed under
+//! that many products). Decoding is not included (it is per image, on all cores). Prints the
+//! images, the clusters found and the seconds.
 
-use imgtype::data::near_duplicates::{near_pairs, Signature, DEFAULT_MAX_BITS};
+use imgtype::data::near_duplicates::{link_near_duplicates, Signature, DEFAULT_MAX_BITS};
+use imgtype::data::union_find::UnionFind;
 use rand::{Rng, SeedableRng};
 
 fn main() {
-    let count: usize = std::env::args().nth(1).map(|a| a.parse().expect("a number")).unwrap_or(100_000);
+    let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>().expect("a number"));
+    let count = args.next().unwrap_or(100_000);
+    let shared = args.next().unwrap_or(0);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-    let mut signatures: Vec<Option<Signature>> = Vec::with_capacity(count);
+    let mut signatures: Vec<Option<Signature>> = Vec::with_capacity(count + shared);
     for i in 0..count {
         let signature = if i % 100 == 99 {
             let mut copy = signatures[i - 1].clone().expect("a signature");
@@ -24,12 +28,16 @@ fn main() {
         };
         signatures.push(Some(signature));
     }
+    let placeholder = Signature { structure: 0x5555_5555_5555_5555 >> 1, colour: [0.5; 48] };
+    signatures.extend(std::iter::repeat_n(Some(placeholder), shared));
     let started = std::time::Instant::now();
-    let pairs = near_pairs(&signatures, DEFAULT_MAX_BITS);
+    let mut links = UnionFind::new(signatures.len());
+    link_near_duplicates(&signatures, DEFAULT_MAX_BITS, &mut links);
+    let clusters = links.clusters().into_iter().filter(|c| c.len() > 1).count();
     println!(
-        "{count} images: {} near-duplicate pairs ({} planted) in {:.2} s",
-        pairs.len(),
-        count / 100,
+        "{} images ({shared} of one photo): {clusters} clusters of near-duplicates ({} planted) in {:.2} s",
+        signatures.len(),
+        count / 100 + usize::from(shared > 1),
         started.elapsed().as_secs_f64()
     );
 }

@@ -139,6 +139,42 @@ pub fn read_capped(path: &Path, label: &str, cap: ByteCap) -> Result<Vec<u8>> {
     read_at_most(file, label, cap)
 }
 
+/// The cap on a JSON file of ours read back (a run's, sweep's or cross-validation's files, a
+/// sweep file): they are kilobytes, but a folder can be copied from elsewhere, edited or damaged.
+pub const JSON_FILE_CAP: ByteCap<'static> = ByteCap { max_bytes: 64 << 20, name: "the 64 MiB a JSON file may have" };
+
+/// The cap on a CSV file read (product CSVs, split files, corrections, predictions): millions
+/// of rows fit; `/dev/zero` or a runaway file does not.
+pub const CSV_FILE_CAP: ByteCap<'static> = ByteCap { max_bytes: 1 << 30, name: "the 1 GiB a CSV file may have" };
+
+/// The cap on a file read as a stream, row by row (`test --csv-path`'s input, a resumable
+/// `.partial` output): memory does not grow with it, so only a non-regular file is refused.
+pub const STREAM_FILE_CAP: ByteCap<'static> = ByteCap { max_bytes: 1 << 40, name: "the 1 TiB a streamed file may have" };
+
+/// A regular file at `path` opened for reading at most `cap` bytes: what every reader of a
+/// file uses, so none blocks on a FIFO or reads a device to its end (see [`open_regular_file`]).
+pub fn open_capped(path: &Path, label: &str, cap: ByteCap) -> Result<std::io::Take<std::fs::File>> {
+    let (file, _) = open_regular_file(path, label, cap)?;
+    Ok(file.take(cap.max_bytes))
+}
+
+/// The whole regular file at `path` as UTF-8 text, refused when it is over `cap`.
+pub fn read_text_capped(path: &Path, label: &str, cap: ByteCap) -> Result<String> {
+    String::from_utf8(read_capped(path, label, cap)?).map_err(|_| anyhow::anyhow!("{label} is not UTF-8 text"))
+}
+
+/// A JSON file of ours at `path`, bounded by [`JSON_FILE_CAP`], as `T`.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let label = path.display().to_string();
+    let text = read_text_capped(path, &label, JSON_FILE_CAP)?;
+    serde_json::from_str(&text).with_context(|| format!("{label}: not the expected JSON"))
+}
+
+/// A CSV reader (header row expected) over the regular file at `path`, bounded by [`CSV_FILE_CAP`].
+pub fn csv_reader(path: &Path, label: &str) -> Result<csv::Reader<std::io::Take<std::fs::File>>> {
+    Ok(csv::Reader::from_reader(open_capped(path, label, CSV_FILE_CAP)?))
+}
+
 /// An I/O error without the path std sometimes appends, so messages name only the label.
 pub fn plain_io_error(error: &std::io::Error) -> String {
     match error.raw_os_error() {

@@ -14,7 +14,19 @@ use pyo3::types::{PyDict, PyList};
 
 #[pyclass(name = "ImageClassificationAPI", module = "imgtype", frozen)]
 struct PyImageClassificationApi {
-    api: Arc<ImageClassificationApi>,
+    api: std::mem::ManuallyDrop<Arc<ImageClassificationApi>>,
+}
+
+/// The API is dropped with the GIL released: dropping it waits for its forward-pass thread,
+/// which may be logging, and logging takes the GIL.
+impl Drop for PyImageClassificationApi {
+    fn drop(&mut self) {
+        // SAFETY: `api` is taken once, here, and never used after.
+        let api = unsafe { std::mem::ManuallyDrop::take(&mut self.api) };
+        // SAFETY: a Python object is deallocated with the GIL held.
+        let py = unsafe { Python::assume_gil_acquired() };
+        py.allow_threads(move || drop(api));
+    }
 }
 
 fn error_of(e: anyhow::Error) -> PyErr {
@@ -67,7 +79,7 @@ impl PyImageClassificationApi {
                     .map_err(error_of)?
                     .with_source_policy(policy)
                     .map_err(|e| PyValueError::new_err(format!("{e:#}")))?;
-                Ok(Self { api: Arc::new(api) })
+                Ok(Self { api: std::mem::ManuallyDrop::new(Arc::new(api)) })
             })
         })
     }
@@ -162,6 +174,9 @@ impl PyImageClassificationApi {
 #[pymodule]
 #[pyo3(name = "imgtype")]
 fn python_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // Warnings (a runtime that failed to load, an image left out) go to Python's `logging`,
+    // logger "imgtype" and below; with no handler configured, Python prints WARNING and up.
+    let _ = pyo3_log::try_init();
     m.add_class::<PyImageClassificationApi>()?;
     Ok(())
 }

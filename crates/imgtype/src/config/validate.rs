@@ -26,6 +26,9 @@ impl Config {
         if self.logging.log_frequency == 0 {
             bail!("logging.log_frequency must be at least 1, got 0");
         }
+        if self.system.num_workers > MAX_WORKERS {
+            bail!("system.num_workers is at most {MAX_WORKERS}, got {}", self.system.num_workers);
+        }
         Ok(())
     }
 }
@@ -50,6 +53,9 @@ fn validate_data(d: &DataConfig) -> Result<()> {
     if d.max_image_bytes == 0 {
         bail!("data.max_image_bytes must be at least 1, got 0");
     }
+    if d.download_retries > MAX_DOWNLOAD_RETRIES {
+        bail!("data.download_retries is at most {MAX_DOWNLOAD_RETRIES}, got {}", d.download_retries);
+    }
     if let Some(url) = &d.base_image_url {
         crate::data::keys::parse_url(url).map_err(|e| anyhow::anyhow!("data.base_image_url: {e:#}"))?;
     }
@@ -67,6 +73,12 @@ fn validate_data(d: &DataConfig) -> Result<()> {
         if name.trim().is_empty() {
             bail!("data.class_names contains an empty name");
         }
+        if name.trim().eq_ignore_ascii_case(RESERVED_CLASS_NAME) {
+            bail!(
+                "data.class_names contains `{name}`: `{RESERVED_CLASS_NAME}` marks an image that could not be \
+                 predicted in every output, so no class may be called that"
+            );
+        }
         if !seen.insert(name) {
             bail!("data.class_names lists `{name}` more than once");
         }
@@ -78,20 +90,16 @@ fn validate_model(m: &ModelConfig) -> Result<()> {
     check_unit_interval_open("model.dropout_rate", m.dropout_rate)?;
     check_unit_interval_open("model.stochastic_depth_prob", m.stochastic_depth_prob)?;
     if let Some(h) = m.hidden_dim {
-        if h <= 0 {
-            bail!("model.hidden_dim must be positive (or null), got {h}");
+        if !(1..=MAX_HIDDEN_DIM).contains(&h) {
+            bail!("model.hidden_dim must be between 1 and {MAX_HIDDEN_DIM} (or null), got {h}");
         }
     }
     Ok(())
 }
 
 fn validate_training(t: &TrainingConfig, class_names: &[String]) -> Result<()> {
-    if t.epochs == 0 {
-        bail!("training.epochs must be at least 1, got 0");
-    }
-    if t.batch_size == 0 {
-        bail!("training.batch_size must be at least 1, got 0");
-    }
+    check_count("training.epochs", t.epochs, MAX_EPOCHS)?;
+    check_count("training.batch_size", t.batch_size, MAX_BATCH_SIZE)?;
     check_positive("training.learning_rate", t.learning_rate)?;
     if let Some(lr) = t.backbone_lr {
         check_non_negative("training.backbone_lr", lr)?;
@@ -163,13 +171,12 @@ fn validate_inference(i: &InferenceConfig, class_names: &[String]) -> Result<()>
     if i.max_batch_delay_ms > 10_000 {
         bail!("inference.max_batch_delay_ms is at most 10000 (10 s; a few ms is usual), got {}", i.max_batch_delay_ms);
     }
-    if i.batch_size == 0 {
-        bail!("inference.batch_size must be at least 1, got 0");
-    }
+    check_count("inference.batch_size", i.batch_size, MAX_BATCH_SIZE)?;
     check_unit_interval("inference.confidence_threshold", i.confidence_threshold)?;
-    if !(i.temperature.is_finite() && i.temperature > 0.0 && i.temperature <= 100.0) {
+    if !(MIN_TEMPERATURE..=MAX_TEMPERATURE).contains(&i.temperature) {
         bail!(
-            "inference.temperature must be above 0 and at most 100 (1 leaves the logits as they are), got {}",
+            "inference.temperature must be between {MIN_TEMPERATURE} and {MAX_TEMPERATURE} (1 leaves the logits as \
+             they are; a smaller one overflows fp32 logits into NaN probabilities), got {}",
             i.temperature
         );
     }
@@ -178,6 +185,27 @@ fn validate_inference(i: &InferenceConfig, class_names: &[String]) -> Result<()>
             bail!("inference.class_thresholds names `{name}`, which is not in data.class_names");
         }
         check_unit_interval(&format!("inference.class_thresholds.{name}"), *threshold)?;
+    }
+    Ok(())
+}
+
+/// What outputs write in place of a class for an image that could not be predicted.
+pub const RESERVED_CLASS_NAME: &str = "ERROR";
+
+/// Sizes a file can set that something is allocated or spawned from: checked before either.
+pub const MAX_BATCH_SIZE: usize = 4096;
+pub const MAX_EPOCHS: usize = 100_000;
+pub const MAX_WORKERS: usize = 256;
+pub const MAX_HIDDEN_DIM: i64 = 65_536;
+pub const MAX_DOWNLOAD_RETRIES: u32 = 100;
+/// `inference.temperature`'s range: fp32 logits of a sane model (|logit| < 10⁴) divided by
+/// 0.01 stay far from overflowing; calibration fits within 0.05–20.
+pub const MIN_TEMPERATURE: f64 = 0.01;
+pub const MAX_TEMPERATURE: f64 = 100.0;
+
+fn check_count(key: &str, value: usize, max: usize) -> Result<()> {
+    if !(1..=max).contains(&value) {
+        bail!("{key} must be between 1 and {max}, got {value}");
     }
     Ok(())
 }

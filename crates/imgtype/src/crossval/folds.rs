@@ -112,7 +112,7 @@ pub(super) fn assign_folds(config: &Config, folds: usize) -> Result<Vec<FoldImag
 /// be read, with a warning.
 fn product_categories(config: &Config) -> HashMap<String, String> {
     match crate::data::product::read_products(&config.data.csv_path) {
-        Ok(products) => products.into_iter().map(|p| (p.id, p.category)).collect(),
+        Ok(table) => table.products.into_iter().map(|p| (p.id, p.category)).collect(),
         Err(e) => {
             tracing::warn!("folds not stratified by category: {e:#}");
             HashMap::new()
@@ -131,7 +131,7 @@ fn duplicate_groups(path: &Path) -> Result<Vec<Vec<String>>> {
         product_id: String,
     }
     let mut groups: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-    let mut reader = csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut reader = crate::fsutil::csv_reader(path, &path.display().to_string())?;
     for (index, row) in reader.deserialize::<Row>().enumerate() {
         let row = row.with_context(|| format!("{}: row {} is not valid", path.display(), index + 2))?;
         groups.entry(row.group).or_default().push(row.product_id);
@@ -150,7 +150,7 @@ pub(super) fn write_images_csv(path: &Path, images: &[FoldImage]) -> Result<()> 
 
 /// `images.csv`, each row's class one of `class_names` and its fold in 1..=`folds`.
 pub(super) fn read_images_csv(path: &Path, class_names: &[String], folds: usize) -> Result<Vec<FoldImage>> {
-    let mut reader = csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut reader = crate::fsutil::csv_reader(path, &path.display().to_string())?;
     let mut images = Vec::new();
     for (index, row) in reader.deserialize::<FoldImage>().enumerate() {
         let row = row.with_context(|| format!("{}: row {} is not valid", path.display(), index + 2))?;

@@ -33,6 +33,31 @@ pub(super) struct CvPlan {
     pub fold_images: Vec<usize>,
 }
 
+/// Most folds a cross-validation may have (a folder's plan is checked against it).
+pub const MAX_FOLDS: usize = 100;
+
+impl CvPlan {
+    /// The plan's numbers agree with each other and its config is valid: a folder copied,
+    /// edited or damaged is one error line, never an index out of bounds later.
+    fn check(&self) -> Result<()> {
+        if !(2..=MAX_FOLDS).contains(&self.folds) {
+            bail!("`folds` is {}, not between 2 and {MAX_FOLDS}", self.folds);
+        }
+        if self.fold_images.len() != self.folds {
+            bail!("`folds` is {} but `fold_images` lists {} folds", self.folds, self.fold_images.len());
+        }
+        let listed: usize = self.fold_images.iter().sum();
+        if listed != self.images || self.fold_images.contains(&0) {
+            bail!(
+                "`fold_images` {:?} do not make up the plan's {} images, each fold holding some",
+                self.fold_images,
+                self.images
+            );
+        }
+        self.base_config.validate().context("`base_config`")
+    }
+}
+
 pub struct CvOptions {
     pub folds: usize,
     /// Default: a new `cv_…` folder in `paths.result_dir`; an existing one is continued.
@@ -60,15 +85,19 @@ pub fn is_cv_folder(dir: &Path) -> bool {
 /// The plan recorded in the cross-validation folder `dir`.
 pub(super) fn read_plan(dir: &Path) -> Result<CvPlan> {
     let path = dir.join(CV_PLAN_FILE);
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("{} is not a cross-validation folder (no {CV_PLAN_FILE})", dir.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{} is not a cross-validation plan", path.display()))
+    if !path.exists() {
+        bail!("{} is not a cross-validation folder (no {CV_PLAN_FILE})", dir.display());
+    }
+    let plan: CvPlan =
+        crate::fsutil::read_json(&path).with_context(|| format!("{} is not a cross-validation plan", path.display()))?;
+    plan.check().with_context(|| format!("{}: the plan does not add up (edited or damaged?)", path.display()))?;
+    Ok(plan)
 }
 
 /// Cross-validates `config` as `options` say (this member's folds of it).
 pub fn cross_validate(config: &Config, options: &CvOptions) -> Result<CvEnd> {
-    if options.folds < 2 {
-        bail!("--cross-validate {}: at least 2 folds", options.folds);
+    if !(2..=MAX_FOLDS).contains(&options.folds) {
+        bail!("--cross-validate {}: between 2 and {MAX_FOLDS} folds", options.folds);
     }
     let dir = match &options.cv_dir {
         Some(dir) => dir.clone(),
@@ -156,11 +185,11 @@ fn data_fingerprint(data_dir: &Path) -> Result<String> {
     let mut hasher = std::hash::SipHasher::new();
     for name in SplitName::ALL.map(SplitName::file_name).into_iter().chain(["duplicates.csv"]) {
         let path = data_dir.join(name);
-        match std::fs::read(&path) {
-            Ok(bytes) => (name, bytes).hash(&mut hasher),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && name == "duplicates.csv" => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        if name == "duplicates.csv" && std::fs::symlink_metadata(&path).is_err() {
+            continue;
         }
+        let bytes = crate::fsutil::read_capped(&path, &path.display().to_string(), crate::fsutil::CSV_FILE_CAP)?;
+        (name, bytes).hash(&mut hasher);
     }
     Ok(format!("{:016x}", hasher.finish()))
 }

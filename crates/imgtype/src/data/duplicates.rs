@@ -5,7 +5,7 @@
 //! Products that share a group are then kept in one split, and a group whose images carry
 //! different classes is a label conflict.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
 use anyhow::Result;
@@ -14,8 +14,9 @@ use serde::Serialize;
 use super::batch::per_record;
 use super::decode::decode_for_size;
 use super::image::resize_square;
-use super::near_duplicates::{near_pairs, Signature, THUMBNAIL};
+use super::near_duplicates::{link_near_duplicates, Signature, THUMBNAIL};
 use super::product::Product;
+pub use super::union_find::UnionFind;
 use super::ImageSource;
 
 /// One image of a duplicate group, as `duplicates.csv` lists it.
@@ -57,9 +58,21 @@ pub fn duplicate_groups(
         .enumerate()
         .flat_map(|(p, product)| product.images.iter().enumerate().map(move |(i, image)| (p, i, image.path.as_str())))
         .collect();
-    // The same images in the same order, as records for the loader's worker threads.
+    // Each path read once (a photo filed under many products is one file), as records for the
+    // loader's worker threads; every image then takes its path's fingerprint.
     let records = super::split::image_records(products);
-    let fingerprints = per_record(&records.iter().collect::<Vec<_>>(), workers, |record| {
+    let mut slot_of_path: HashMap<&str, usize> = HashMap::new();
+    let mut unique: Vec<&super::ImageRecord> = Vec::new();
+    let path_slot: Vec<usize> = records
+        .iter()
+        .map(|record| {
+            *slot_of_path.entry(record.image_path.as_str()).or_insert_with(|| {
+                unique.push(record);
+                unique.len() - 1
+            })
+        })
+        .collect();
+    let unique_fingerprints = per_record(&unique, workers, |record| {
         let bytes = source.fetch(&record.image_path)?;
         let signature = match near {
             Some(_) => {
@@ -71,18 +84,21 @@ pub fn duplicate_groups(
         };
         Ok(((bytes.len(), sip_hash(&bytes)), signature))
     });
+    for (record, fingerprint) in unique.iter().zip(&unique_fingerprints) {
+        if let Err(reason) = fingerprint {
+            tracing::warn!("duplicates: cannot read {}: {reason}", record.image_path);
+        }
+    }
+    let fingerprints = path_slot.iter().map(|&slot| unique_fingerprints[slot].as_ref().ok().cloned());
     let mut by_fingerprint: HashMap<(usize, u64), Vec<usize>> = HashMap::new();
     let mut signatures = Vec::with_capacity(images.len());
     for (index, fingerprint) in fingerprints.into_iter().enumerate() {
         match fingerprint {
-            Ok((key, signature)) => {
+            Some((key, signature)) => {
                 by_fingerprint.entry(key).or_default().push(index);
                 signatures.push(signature);
             }
-            Err(reason) => {
-                tracing::warn!("duplicates: cannot read {}: {reason}", images[index].2);
-                signatures.push(None);
-            }
+            None => signatures.push(None),
         }
     }
     let mut candidates: Vec<Vec<usize>> = by_fingerprint.into_values().filter(|members| members.len() > 1).collect();
@@ -98,9 +114,7 @@ pub fn duplicate_groups(
         }
     }
     if let Some(bits) = near {
-        for (i, j, _) in near_pairs(&signatures, bits) {
-            links.join(i, j);
-        }
+        link_near_duplicates(&signatures, bits, &mut links);
     }
     let member = |first: usize, index: usize| Member {
         product: images[index].0,
@@ -119,50 +133,27 @@ pub fn duplicate_groups(
         .collect()
 }
 
-/// Union–find over `0..n` (path halving, the smaller index as the root).
-pub(crate) struct UnionFind(Vec<usize>);
-
-impl UnionFind {
-    pub(crate) fn new(n: usize) -> Self {
-        Self((0..n).collect())
-    }
-
-    fn root(&mut self, mut i: usize) -> usize {
-        while self.0[i] != i {
-            self.0[i] = self.0[self.0[i]];
-            i = self.0[i];
-        }
-        i
-    }
-
-    pub(crate) fn join(&mut self, a: usize, b: usize) {
-        let (a, b) = (self.root(a), self.root(b));
-        if a != b {
-            self.0[a.max(b)] = a.min(b);
-        }
-    }
-
-    /// Every element in one cluster, clusters by their smallest element, members in order.
-    pub(crate) fn clusters(&mut self) -> Vec<Vec<usize>> {
-        let mut clusters: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        for i in 0..self.0.len() {
-            let root = self.root(i);
-            clusters.entry(root).or_default().push(i);
-        }
-        clusters.into_values().collect()
-    }
-}
-
 /// Splits a fingerprint group into groups of identical bytes (a hash collision would
 /// otherwise pair different photos); the same path twice needs no second read.
 fn confirm_same_bytes(members: &[usize], images: &[(usize, usize, &str)], source: &ImageSource) -> Vec<Vec<usize>> {
     let mut confirmed: Vec<(Vec<u8>, Vec<usize>)> = Vec::new();
+    let mut group_of_path: HashMap<&str, usize> = HashMap::new();
     for &member in members {
-        let Ok(bytes) = source.fetch(images[member].2) else { continue };
-        match confirmed.iter_mut().find(|(first, _)| *first == bytes) {
-            Some((_, group)) => group.push(member),
-            None => confirmed.push((bytes, vec![member])),
+        let path = images[member].2;
+        if let Some(&group) = group_of_path.get(path) {
+            confirmed[group].1.push(member);
+            continue;
         }
+        let Ok(bytes) = source.fetch(path) else { continue };
+        let group = match confirmed.iter().position(|(first, _)| *first == bytes) {
+            Some(group) => group,
+            None => {
+                confirmed.push((bytes, Vec::new()));
+                confirmed.len() - 1
+            }
+        };
+        confirmed[group].1.push(member);
+        group_of_path.insert(path, group);
     }
     confirmed.into_iter().map(|(_, group)| group).filter(|group| group.len() > 1).collect()
 }
@@ -246,13 +237,42 @@ pub fn describe(
     (rows, summary)
 }
 
+/// The file `divide --find-duplicates` writes into its output folder.
+pub const REPORT_FILE: &str = "duplicates.csv";
+const REPORT_HEADER: [&str; 7] = ["group", "image_path", "product_id", "image_type", "split", "distance", "kind"];
+
 /// Writes `duplicates.csv` (atomically).
 pub fn write_csv(path: &std::path::Path, rows: &[DuplicateImage]) -> Result<()> {
-    crate::fsutil::write_csv_atomic(
-        path,
-        &["group", "image_path", "product_id", "image_type", "split", "distance", "kind"],
-        rows,
-    )
+    crate::fsutil::write_csv_atomic(path, &REPORT_HEADER, rows)
+}
+
+/// Removes the `duplicates.csv` an earlier `divide --find-duplicates` left in `output_dir`:
+/// the new split files were made without it, and cross-validation would still read its
+/// groups. A file of that name that is not such a report is left, with a warning.
+pub fn remove_stale_report(output_dir: &std::path::Path) {
+    let path = output_dir.join(REPORT_FILE);
+    if std::fs::symlink_metadata(&path).is_err() {
+        return;
+    }
+    let ours = crate::fsutil::open_capped(&path, &path.display().to_string(), crate::fsutil::CSV_FILE_CAP)
+        .ok()
+        .and_then(|file| csv::Reader::from_reader(file).headers().ok().cloned())
+        .is_some_and(|header| header.iter().eq(REPORT_HEADER));
+    if !ours {
+        tracing::warn!(
+            "{} is not a report of `divide --find-duplicates`; left as it is, but cross-validation reads \
+             {REPORT_FILE} in this folder as duplicate groups",
+            path.display()
+        );
+        return;
+    }
+    match std::fs::remove_file(&path) {
+        Ok(()) => tracing::info!(
+            "removed {}, left by an earlier `divide --find-duplicates`: these split files were made without it",
+            path.display()
+        ),
+        Err(e) => tracing::warn!("cannot remove the stale {}: {e}", path.display()),
+    }
 }
 
 /// After the split: `duplicates.csv` in `output_dir` and the summary; fails if a group
@@ -275,7 +295,7 @@ pub fn report(
             anyhow::bail!("duplicate group {} is in more than one split: {group:?}", group[0].group);
         }
     }
-    write_csv(&output_dir.join("duplicates.csv"), &rows)?;
+    write_csv(&output_dir.join(REPORT_FILE), &rows)?;
     Ok(summary)
 }
 

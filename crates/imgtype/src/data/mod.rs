@@ -3,6 +3,7 @@
 #[cfg(feature = "train")]
 pub mod augment;
 pub mod batch;
+pub mod csv_records;
 pub mod decode;
 pub mod duplicates;
 pub mod image;
@@ -18,6 +19,7 @@ pub mod relabel;
 mod remote;
 pub mod source;
 pub mod split;
+pub mod union_find;
 
 pub use records::{read_split_csv, ImageRecord, SplitName};
 pub use source::{ImageSource, SourcePolicy};

@@ -2,7 +2,9 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+
+use super::csv_records::{SkippedRow, Table};
 
 /// Which column holds which class, as in the Python system.
 pub const IMAGE_COLUMNS: [(&str, &str); 5] = [
@@ -35,26 +37,29 @@ pub fn split_cell(cell: &str) -> Vec<String> {
         .collect()
 }
 
+/// The product CSV's products, and its rows that were left out as malformed.
+pub struct ProductTable {
+    pub products: Vec<Product>,
+    pub skipped: Vec<SkippedRow>,
+}
+
 /// Reads the product CSV; `id` and `category_name` are required, image columns optional
-/// (at least one must be present).
-pub fn read_products(path: &Path) -> Result<Vec<Product>> {
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(false)
-        .from_path(path)
-        .with_context(|| format!("cannot open product CSV {}", path.display()))?;
-    let headers = reader.headers().with_context(|| format!("{}: cannot read the header row", path.display()))?.clone();
-    let column = |name: &str| headers.iter().position(|h| h.trim().trim_start_matches('\u{feff}') == name);
-    let (Some(id_col), Some(category_col)) = (column("id"), column("category_name")) else {
-        let missing: Vec<&str> = ["id", "category_name"].into_iter().filter(|c| column(c).is_none()).collect();
+/// (at least one must be present). A malformed row (an unbalanced quote, a wrong number of
+/// fields) is skipped with a warning and listed; an empty id or category, or an id given
+/// twice, is an error naming the row.
+pub fn read_products(path: &Path) -> Result<ProductTable> {
+    let table = Table::read(path, "product CSV")?;
+    let (Some(id_col), Some(category_col)) = (table.column("id"), table.column("category_name")) else {
+        let missing: Vec<&str> = ["id", "category_name"].into_iter().filter(|c| table.column(c).is_none()).collect();
         bail!(
             "{}: required column(s) {} missing (columns found: {})",
             path.display(),
             missing.join(", "),
-            headers.iter().collect::<Vec<_>>().join(", ")
+            table.header.join(", ")
         );
     };
     let image_cols: Vec<(usize, &str)> =
-        IMAGE_COLUMNS.iter().filter_map(|(name, class)| column(name).map(|i| (i, *class))).collect();
+        IMAGE_COLUMNS.iter().filter_map(|(name, class)| table.column(name).map(|i| (i, *class))).collect();
     if image_cols.is_empty() {
         bail!(
             "{}: no image columns; expected some of {}",
@@ -64,29 +69,27 @@ pub fn read_products(path: &Path) -> Result<Vec<Product>> {
     }
     let mut products = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for (index, row) in reader.records().enumerate() {
-        let line = index + 2;
-        let row = row.with_context(|| format!("{}: row {line} is not valid CSV", path.display()))?;
-        let id = row.get(id_col).unwrap_or("").trim().to_string();
+    for (line, row) in &table.rows {
+        let id = row[id_col].trim().to_string();
         if id.is_empty() || id.eq_ignore_ascii_case("nan") {
             bail!("{}: row {line} has an empty `id`", path.display());
         }
         if !seen.insert(id.clone()) {
             bail!("{}: row {line}: product id `{id}` appears more than once", path.display());
         }
-        let category = row.get(category_col).unwrap_or("").trim().to_string();
+        let category = row[category_col].trim().to_string();
         if category.is_empty() || category.eq_ignore_ascii_case("nan") {
             bail!("{}: row {line} (product `{id}`) has an empty `category_name`", path.display());
         }
         let mut images = Vec::new();
         for &(col, class) in &image_cols {
-            for p in split_cell(row.get(col).unwrap_or("")) {
+            for p in split_cell(&row[col]) {
                 images.push(ProductImage { path: p, image_type: class.to_string() });
             }
         }
         products.push(Product { id, category, images });
     }
-    Ok(products)
+    Ok(ProductTable { products, skipped: table.skipped })
 }
 
 #[cfg(test)]

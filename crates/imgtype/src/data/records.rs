@@ -50,8 +50,7 @@ impl SplitName {
 
 /// Reads a split CSV; every `image_type` must be one of `class_names`.
 pub fn read_split_csv(path: &Path, class_names: &[String]) -> Result<Vec<ImageRecord>> {
-    let mut reader =
-        csv::Reader::from_path(path).with_context(|| format!("cannot open split CSV {}", path.display()))?;
+    let mut reader = crate::fsutil::csv_reader(path, &format!("split CSV {}", path.display()))?;
     let headers = reader.headers().with_context(|| format!("{}: cannot read the header row", path.display()))?.clone();
     for needed in ["product_id", "image_path", "image_type"] {
         if !headers.iter().any(|h| h == needed) {

@@ -6,9 +6,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::Serialize;
 
+use super::csv_records::{SkippedRow, Table};
 use super::product::{Product, IMAGE_COLUMNS};
 
 /// The value of `image_type` that leaves an image out.
@@ -29,27 +30,29 @@ pub fn known_classes() -> Vec<&'static str> {
     classes
 }
 
+/// A corrections file's corrections by image path, and its rows left out as malformed.
+pub struct Corrections {
+    pub by_path: BTreeMap<String, Correction>,
+    pub skipped: Vec<SkippedRow>,
+}
+
 /// Reads a corrections CSV: columns `image_path` and `image_type` (others are ignored, so a
-/// reviewed `label_issues.csv` with an added `image_type` column works as it is).
-pub fn read_corrections(path: &Path) -> Result<BTreeMap<String, Correction>> {
-    let mut reader =
-        csv::Reader::from_path(path).with_context(|| format!("cannot open corrections CSV {}", path.display()))?;
-    let headers = reader.headers().with_context(|| format!("{}: cannot read the header row", path.display()))?.clone();
-    let column = |name: &str| headers.iter().position(|h| h.trim().trim_start_matches('\u{feff}') == name);
-    let (Some(path_col), Some(type_col)) = (column("image_path"), column("image_type")) else {
+/// reviewed `label_issues.csv` with an added `image_type` column works as it is). A malformed
+/// row (an unbalanced quote in a notes column, say) is skipped with a warning and listed.
+pub fn read_corrections(path: &Path) -> Result<Corrections> {
+    let table = Table::read(path, "corrections CSV")?;
+    let (Some(path_col), Some(type_col)) = (table.column("image_path"), table.column("image_type")) else {
         bail!(
             "{}: a corrections CSV needs the columns image_path and image_type (found: {})",
             path.display(),
-            headers.iter().collect::<Vec<_>>().join(", ")
+            table.header.join(", ")
         );
     };
     let classes = known_classes();
     let mut corrections = BTreeMap::new();
-    for (index, row) in reader.records().enumerate() {
-        let line = index + 2;
-        let row = row.with_context(|| format!("{}: row {line} is not valid CSV", path.display()))?;
-        let image = row.get(path_col).unwrap_or("").trim();
-        let value = row.get(type_col).unwrap_or("").trim();
+    for (line, row) in &table.rows {
+        let image = row[path_col].trim();
+        let value = row[type_col].trim();
         if image.is_empty() {
             bail!("{}: row {line} has an empty image_path", path.display());
         }
@@ -70,7 +73,7 @@ pub fn read_corrections(path: &Path) -> Result<BTreeMap<String, Correction>> {
             }
         }
     }
-    Ok(corrections)
+    Ok(Corrections { by_path: corrections, skipped: table.skipped })
 }
 
 /// One image whose class a correction changed, or that it left out.
@@ -158,7 +161,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("corrections.csv");
         std::fs::write(&path, text).unwrap();
-        read_corrections(&path)
+        read_corrections(&path).map(|c| c.by_path)
     }
 
     #[test]
@@ -203,6 +206,37 @@ mod tests {
         assert!(corrections("image_path,image_type\na.jpg,care_label\na.jpg,care_label\n").is_ok(), "repeats agree");
     }
 
+    #[test]
+    fn an_unbalanced_quote_in_a_notes_column_costs_its_own_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("corrections.csv");
+        let mut text = String::from("image_path,image_type,note\na.jpg,care_label,\"fine\"\nb.jpg,drop,\"5 inch, see photo\n");
+        for i in 0..50 {
+            text.push_str(&format!("img{i}.jpg,neck_label,ok\n"));
+        }
+        std::fs::write(&path, text).unwrap();
+        let read = read_corrections(&path).unwrap();
+        assert_eq!(read.by_path.len(), 51, "the rows after the bad one are read");
+        assert_eq!(read.skipped.len(), 1);
+        assert_eq!(read.skipped[0].line, 3);
+        assert!(read.skipped[0].reason.contains("unbalanced quote"), "{:?}", read.skipped);
+        assert!(!read.by_path.contains_key("b.jpg"));
+    }
+
+    #[test]
+    fn devices_and_fifos_are_refused_without_reading() {
+        for special in ["/dev/zero", "/dev/null"] {
+            let error = format!("{:#}", read_corrections(Path::new(special)).err().unwrap());
+            assert!(error.contains("not a regular file") || error.contains("empty"), "{error}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.csv");
+        let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        let error = format!("{:#}", read_corrections(&fifo).err().unwrap());
+        assert!(error.contains("not a regular file"), "{error}");
+    }
+
     mod properties {
         use super::*;
         use proptest::prelude::*;
@@ -219,7 +253,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("corrections.csv");
             std::fs::write(&path, bytes).unwrap();
-            read_corrections(&path)
+            read_corrections(&path).map(|c| c.by_path)
         }
 
         proptest! {

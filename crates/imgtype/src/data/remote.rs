@@ -73,9 +73,8 @@ impl RemoteFetcher {
         let cached = self.cache_path(url);
         if let Some(path) = &cached {
             let label = shown(url.as_str());
-            if let Ok(bytes) = std::fs::File::open(path)
-                .map_err(anyhow::Error::from)
-                .and_then(|f| read_at_most(f, &label, image_cap(max_bytes)))
+            if let Ok(bytes) = crate::fsutil::open_regular_file(path, &label, image_cap(max_bytes))
+                .and_then(|(f, _)| read_at_most(f, &label, image_cap(max_bytes)))
             {
                 return Ok(bytes);
             }

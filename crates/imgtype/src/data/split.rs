@@ -15,6 +15,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use super::csv_records::SkippedRow;
 use super::duplicates::{self, duplicate_groups, linked_products, DuplicateSummary};
 use super::product::{read_products, Product};
 use super::records::{ImageRecord, SplitName};
@@ -174,6 +175,8 @@ pub struct SplitSummary {
     pub image_type_distribution: BTreeMap<String, BTreeMap<String, usize>>,
     pub category_distribution: BTreeMap<String, BTreeMap<String, usize>>,
     pub dropped_images: Vec<DroppedImage>,
+    /// Rows of the product CSV and the corrections file left out as malformed.
+    pub skipped_rows: Vec<SkippedRow>,
     /// What `--relabel` changed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub relabel: Option<RelabelSummary>,
@@ -228,12 +231,19 @@ fn drop_unreadable_images(products: &mut [Product], base: Option<&Path>) -> Vec<
 /// Runs the whole `divide` step and returns the summary it wrote.
 pub fn divide(options: &DivideOptions) -> Result<SplitSummary> {
     check_ratios(options.train_ratio, options.val_ratio, options.test_ratio)?;
-    let mut products = read_products(&options.input_file)?;
+    check_outputs(options)?;
+    let table = read_products(&options.input_file)?;
+    let mut skipped_rows = table.skipped;
+    let mut products = table.products;
     if products.is_empty() {
-        bail!("{}: no products (the CSV has a header but no rows)", options.input_file.display());
+        bail!("{}: no products (the CSV has a header but no usable rows)", options.input_file.display());
     }
     let relabel = match &options.relabel {
-        Some(file) => Some(apply_corrections(&mut products, &read_corrections(file)?, file)),
+        Some(file) => {
+            let corrections = read_corrections(file)?;
+            skipped_rows.extend(corrections.skipped);
+            Some(apply_corrections(&mut products, &corrections.by_path, file))
+        }
         None => None,
     };
     let dropped = if options.validate_images {
@@ -258,13 +268,17 @@ pub fn divide(options: &DivideOptions) -> Result<SplitSummary> {
         }
         None => Vec::new(),
     };
-    let split =
-        split_linked_products(&products, &linked_products(products.len(), &groups), ratios, options.random_state);
+    let clusters = linked_products(products.len(), &groups);
+    let split = split_linked_products(&products, &clusters, ratios, options.random_state);
     verify_no_leak(&split)?;
+    warn_about_empty_splits(&split, ratios, products.len(), clusters.len());
     let tables = write_split_files(&split, &options.output_dir)?;
     let duplicates = match options.find_duplicates {
         Some(_) => Some(duplicates::report(&products, &groups, &split, &options.output_dir)?),
-        None => None,
+        None => {
+            duplicates::remove_stale_report(&options.output_dir);
+            None
+        }
     };
     let categories: BTreeSet<String> = products.iter().map(|p| p.category.clone()).collect();
     let summary = SplitSummary {
@@ -275,11 +289,42 @@ pub fn divide(options: &DivideOptions) -> Result<SplitSummary> {
         image_type_distribution: tables.image_type_distribution,
         category_distribution: tables.category_distribution,
         dropped_images: dropped,
+        skipped_rows,
         relabel,
         duplicates,
     };
-    crate::fsutil::write_json_atomic(&options.output_dir.join("data_split_summary.json"), &summary)?;
+    crate::fsutil::write_json_atomic(&options.output_dir.join(SUMMARY_FILE), &summary)?;
     Ok(summary)
+}
+
+/// The files `divide` writes into the output folder.
+pub const SUMMARY_FILE: &str = "data_split_summary.json";
+
+/// Before any work: no file `divide` writes (or removes, as a stale `duplicates.csv`) may be
+/// one it reads, also through a link, and none may be a folder or a special file.
+fn check_outputs(options: &DivideOptions) -> Result<()> {
+    let inputs: Vec<&Path> = std::iter::once(options.input_file.as_path()).chain(options.relabel.as_deref()).collect();
+    let names = SplitName::ALL.map(SplitName::file_name).into_iter().chain([SUMMARY_FILE, duplicates::REPORT_FILE]);
+    for name in names {
+        crate::fsutil::check_output_file(&options.output_dir.join(name), &inputs)
+            .with_context(|| format!("divide writes {name} into --output-dir {}", options.output_dir.display()))?;
+    }
+    Ok(())
+}
+
+/// A split the ratios ask for that came out empty, said once: it happens when products
+/// sharing photos are linked into a few large clusters (each cluster goes to one split).
+fn warn_about_empty_splits(split: &Split, ratios: [f64; 3], products: usize, clusters: usize) {
+    for (name, ratio) in SplitName::ALL.into_iter().zip(ratios) {
+        if ratio > 0.0 && split.part(name).is_empty() {
+            tracing::warn!(
+                "the {} split is empty: the {products} products form only {clusters} group(s) that must stay \
+                 together (products sharing a photo go to one split); a photo shared by many products \
+                 (a placeholder?) links them all",
+                name.as_str()
+            );
+        }
+    }
 }
 
 /// What each split holds, by split name.

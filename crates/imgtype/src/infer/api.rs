@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -31,7 +31,7 @@ pub struct ApiPrediction {
     pub error: Option<String>,
 }
 
-pub const ERROR_CLASS: &str = "ERROR";
+pub const ERROR_CLASS: &str = crate::config::RESERVED_CLASS_NAME;
 
 /// `Send + Sync`: share one instance (e.g. in an `Arc`) between request threads. Each call
 /// decodes its images on its own threads; the forward passes of concurrent calls are merged,
@@ -45,8 +45,10 @@ pub const ERROR_CLASS: &str = "ERROR";
 /// [`Self::with_source_policy`] loosens it.
 pub struct ImageClassificationApi {
     predictor: Arc<Predictor>,
-    /// Started with the first call, so the predictor can still be configured before it.
-    batcher: OnceLock<Batcher>,
+    /// Started with the first call, so the predictor can still be configured before it; and
+    /// again by the first call in a child made by `fork` (gunicorn `--preload`,
+    /// `multiprocessing`), which has none of its parent's threads.
+    batcher: Mutex<Option<Arc<Batcher>>>,
 }
 
 impl ImageClassificationApi {
@@ -68,24 +70,35 @@ impl ImageClassificationApi {
     /// With the restricted source policy applied to `predictor`.
     pub fn from_predictor(mut predictor: Predictor) -> Self {
         predictor.set_source_policy(SourcePolicy::restricted()).expect("the restricted policy lists no host to read");
-        Self { predictor: Arc::new(predictor), batcher: OnceLock::new() }
+        Self { predictor: Arc::new(predictor), batcher: Mutex::new(None) }
     }
 
     /// Replaces the source policy (for example to allow more hosts, or absolute paths for a
     /// backend that only passes its own). Fails on an allowed host that is not a host.
     pub fn with_source_policy(mut self, policy: SourcePolicy) -> Result<Self> {
         // The forward-pass thread shares the predictor: stopped here, it restarts with the next call.
-        drop(self.batcher.take());
-        let predictor = Arc::get_mut(&mut self.predictor).expect("only the API holds the predictor");
+        drop(self.batcher.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()).take());
+        let predictor = Arc::get_mut(&mut self.predictor).ok_or_else(|| {
+            anyhow::anyhow!("the source policy is set before the first prediction (in the process that loaded the model)")
+        })?;
         predictor.set_source_policy(policy)?;
         Ok(self)
     }
 
-    fn batcher(&self) -> &Batcher {
-        self.batcher.get_or_init(|| {
-            let delay = self.predictor.trained_with().inference.max_batch_delay_ms;
-            Batcher::start(self.predictor.clone(), Duration::from_millis(delay))
-        })
+    /// The forward-pass thread of this process, started if there is none yet (or the one
+    /// there is belongs to the parent this process was forked from).
+    fn batcher(&self) -> Arc<Batcher> {
+        let mut batcher = self.batcher.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match batcher.as_ref() {
+            Some(running) if running.is_in_this_process() => running.clone(),
+            _ => {
+                let delay = self.predictor.trained_with().inference.max_batch_delay_ms;
+                let started = Arc::new(Batcher::start(self.predictor.clone(), Duration::from_millis(delay)));
+                // A parent's batcher, dropped here, leaves its thread's handle alone (see `Batcher`).
+                *batcher = Some(started.clone());
+                started
+            }
+        }
     }
 
     /// Full predictions (probabilities, top-k) for every key, in order; an image that
@@ -93,8 +106,9 @@ impl ImageClassificationApi {
     /// with concurrent callers.
     pub fn predict_full(&self, keys: &[String]) -> Vec<Result<Prediction, String>> {
         let mut outcomes = Vec::with_capacity(keys.len());
+        let batcher = self.batcher();
         for chunk in keys.chunks(self.predictor.batch_size()) {
-            let coming = self.batcher().coming();
+            let coming = batcher.coming();
             let mut loaded = self.predictor.load_keys(chunk);
             let scores = coming.score(loaded.take_images());
             outcomes.extend(self.predictor.decide_loaded(loaded, scores));
@@ -104,7 +118,7 @@ impl ImageClassificationApi {
 
     /// Forward passes run so far by this API (each over one or more calls' images).
     pub fn forward_passes(&self) -> usize {
-        self.batcher.get().map_or(0, Batcher::forward_passes)
+        self.batcher.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).as_ref().map_or(0, |b| b.forward_passes())
     }
 
     pub fn class_names(&self) -> &[String] {

@@ -47,7 +47,13 @@ pub(super) struct Batcher {
     queue: Mutex<Option<Sender<Message>>>,
     forward_passes: Arc<AtomicUsize>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The process that started the thread: a child made by `fork` has none of the parent's
+    /// threads, so it must start its own (see [`Batcher::is_in_this_process`]).
+    pid: u32,
 }
+
+/// How often a caller waiting for its answer checks that the forward-pass thread still runs.
+const ANSWER_CHECK: Duration = Duration::from_millis(250);
 
 impl Batcher {
     pub(super) fn start(predictor: Arc<Predictor>, max_delay: Duration) -> Self {
@@ -58,7 +64,18 @@ impl Batcher {
             .name("imgtype-batcher".into())
             .spawn(move || serve(&predictor, &receiver, max_delay, &passes))
             .expect("a thread for the forward passes");
-        Self { queue: Mutex::new(Some(sender)), forward_passes, thread: Some(thread) }
+        Self { queue: Mutex::new(Some(sender)), forward_passes, thread: Some(thread), pid: std::process::id() }
+    }
+
+    /// False in a child process made by `fork` after this batcher started: its thread did
+    /// not survive the fork, and nothing sent to it would ever be answered.
+    pub(super) fn is_in_this_process(&self) -> bool {
+        self.pid == std::process::id()
+    }
+
+    /// Whether the forward-pass thread can still answer.
+    fn is_serving(&self) -> bool {
+        self.is_in_this_process() && self.thread.as_ref().is_some_and(|thread| !thread.is_finished())
     }
 
     /// Announces a caller about to decode images, so the next pass waits for them; the
@@ -97,7 +114,14 @@ impl Coming<'_> {
         if !self.batcher.send(Message::Images(Request { images, reply })) {
             return Err("the forward-pass thread has stopped".to_string());
         }
-        answer.recv().unwrap_or_else(|_| Err("the forward-pass thread stopped before answering".into()))
+        // Never a wait on a thread that is gone: it is checked on while the answer is awaited.
+        loop {
+            match answer.recv_timeout(ANSWER_CHECK) {
+                Ok(answer) => return answer,
+                Err(RecvTimeoutError::Timeout) if self.batcher.is_serving() => {}
+                Err(_) => return Err("the forward-pass thread stopped before answering".into()),
+            }
+        }
     }
 }
 
@@ -109,9 +133,17 @@ impl Drop for Coming<'_> {
     }
 }
 
-/// Closes the queue and waits for the thread, so its share of the predictor is released.
+/// Closes the queue and waits for the thread, so its share of the predictor is released. In
+/// a child made by `fork` there is no thread to wait for: its handle (and the predictor's
+/// share it holds) is left alone, as joining or detaching a thread of another process is not
+/// defined.
 impl Drop for Batcher {
     fn drop(&mut self) {
+        if !self.is_in_this_process() {
+            std::mem::forget(self.thread.take());
+            std::mem::forget(self.queue.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()).take());
+            return;
+        }
         self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();

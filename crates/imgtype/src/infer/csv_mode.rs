@@ -8,7 +8,7 @@
 //! to `O` once complete. A run that stops early (Ctrl-C, a kill, a full disk) leaves the
 //! rows done so far in `O.partial`; the same command run again checks that they belong to
 //! this input and continues after them (`csv_partial.rs`). The input is read by
-//! `csv_input.rs`; this file is the batch loop.
+//! `data/csv_records.rs`; this file is the batch loop.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -21,7 +21,7 @@ use csv::ByteRecord;
 use serde::Serialize;
 
 use super::columns::{correct_value, prediction_header, prediction_values, timing_and_error};
-use super::csv_input::{InputRecord, RecordReader};
+use crate::data::csv_records::{InputRecord, RecordReader};
 use super::csv_partial::{partial_paths, EarlierRows, PartialOutput};
 use super::predictor::LoadedBatch;
 use super::prefetch::prefetched;
@@ -31,7 +31,7 @@ use super::{Prediction, Predictor};
 use crate::data::ImageRecord;
 use crate::stop::{Outcome, StopFlag, Stopped};
 
-type InputReader = RecordReader<BufReader<File>>;
+type InputReader = RecordReader<BufReader<std::io::Take<File>>>;
 
 /// What to predict and where to write it.
 #[derive(Debug, Clone)]
@@ -64,7 +64,8 @@ pub fn run_csv(predictor: &Predictor, request: &CsvRequest, stop: &StopFlag) -> 
     let partial_path = partial_paths(&output).0;
     crate::fsutil::check_output_file(&partial_path, &[csv_path])?;
     let open = || -> Result<InputReader> {
-        let file = File::open(csv_path).with_context(|| format!("cannot open CSV {}", csv_path.display()))?;
+        let label = format!("CSV {}", csv_path.display());
+        let file = crate::fsutil::open_capped(csv_path, &label, crate::fsutil::STREAM_FILE_CAP)?;
         Ok(RecordReader::new(BufReader::new(file), csv_path.display().to_string()))
     };
     let mut reader = open()?;

@@ -37,8 +37,11 @@ impl EarlierRows {
     pub(super) fn read(output: &Path, header: &[String], model_identity: &str) -> Result<Self> {
         let (path, sidecar) = partial_paths(output);
         let mut earlier = Self { path: path.clone(), paths: Vec::new(), failed: 0, end: 0 };
-        let Ok(bytes) = std::fs::read(&path) else { return Ok(earlier) };
-        let made_with = std::fs::read_to_string(&sidecar)
+        if std::fs::symlink_metadata(&path).is_err() {
+            return Ok(earlier);
+        }
+        let bytes = crate::fsutil::read_capped(&path, &path.display().to_string(), crate::fsutil::STREAM_FILE_CAP)?;
+        let made_with = crate::fsutil::read_text_capped(&sidecar, "", crate::fsutil::JSON_FILE_CAP)
             .ok()
             .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
             .and_then(|v| v["model"].as_str().map(String::from));

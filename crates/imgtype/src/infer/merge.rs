@@ -19,7 +19,11 @@ pub fn merge_shards(inputs: &[PathBuf], output: &Path, source: &ImageSource) -> 
     let mut readers = Vec::new();
     let mut header: Option<csv::StringRecord> = None;
     for path in &shards {
-        let mut reader = csv::Reader::from_path(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let mut reader = csv::Reader::from_reader(crate::fsutil::open_capped(
+            path,
+            &path.display().to_string(),
+            crate::fsutil::STREAM_FILE_CAP,
+        )?);
         let this = reader.headers()?.clone();
         match &header {
             Some(h) if *h != this => bail!("{}: columns differ from the other shards", path.display()),

@@ -10,8 +10,6 @@ mod single_image;
 #[cfg(feature = "batch")]
 mod columns;
 #[cfg(feature = "batch")]
-mod csv_input;
-#[cfg(feature = "batch")]
 mod csv_mode;
 #[cfg(feature = "batch")]
 mod csv_partial;

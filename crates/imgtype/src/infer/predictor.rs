@@ -72,6 +72,7 @@ impl Predictor {
         let path = resolve_model_path(model_path)?;
         let model = ImageTypeClassifier::load(&path, device)?;
         let mut predictor = Self::with_settings(model, precision, engine);
+        predictor.check_finite_outputs().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         predictor.load_seconds = started.elapsed().as_secs_f64();
         predictor.model_identity = match std::fs::metadata(&path) {
             Ok(meta) => {
@@ -88,6 +89,27 @@ impl Predictor {
             predictor.scorer.engine().describe()
         );
         Ok(predictor)
+    }
+
+    /// Refuses a model whose outputs are not finite numbers on plain probe images (a grey one
+    /// and a gradient): finite weights can still overflow, and a temperature divides them.
+    fn check_finite_outputs(&self) -> Result<()> {
+        let size = self.input_size();
+        let grey = RgbImage::from_pixel(size, size, image::Rgb([128, 128, 128]));
+        let gradient = RgbImage::from_fn(size, size, |x, y| {
+            image::Rgb([(x * 255 / size) as u8, (y * 255 / size) as u8, ((x + y) * 127 / size) as u8])
+        });
+        let scores = self.scorer.score_images(&[grey, gradient]).map_err(|e| anyhow::anyhow!("{e}"))?;
+        for scores in scores {
+            if let Err(reason) = scores.check_finite() {
+                anyhow::bail!(
+                    "refused: on a plain probe image {reason}; its weights overflow, or inference.temperature ({}) \
+                     is too small for its logits",
+                    self.scorer.temperature()
+                );
+            }
+        }
+        Ok(())
     }
 
     pub fn from_model(model: ImageTypeClassifier) -> Self {
@@ -201,9 +223,17 @@ impl Predictor {
         }
     }
 
-    /// Predictions for decoded, resized images (one batch).
+    /// The prediction from an image's scores; scores that are not finite numbers are no
+    /// prediction but an error for that image (an ERROR row, counted by `--strict`).
+    fn decide_scores(&self, scores: Result<crate::score::ImageScores, String>) -> Result<Prediction, String> {
+        scores.and_then(crate::score::ImageScores::check_finite).map(|s| self.decide(&s.probabilities))
+    }
+
+    /// Predictions for decoded, resized images (one batch); an image whose scores are not
+    /// finite numbers fails the batch.
     pub fn predict_images(&self, images: &[RgbImage]) -> Result<Vec<Prediction>, String> {
-        Ok(self.scorer.score_images(images)?.iter().map(|scores| self.decide(&scores.probabilities)).collect())
+        let scores = self.scorer.score_images(images)?;
+        scores.into_iter().map(|scores| self.decide_scores(Ok(scores))).collect()
     }
 
     /// The prediction for a local file given by path (any bytes, on Unix not only UTF-8).
@@ -240,7 +270,7 @@ impl Predictor {
         batch: LoadedBatch,
         scores: Result<Vec<crate::score::ImageScores>, String>,
     ) -> Vec<Result<Prediction, String>> {
-        batch.with_scores(scores).into_iter().map(|outcome| outcome.map(|s| self.decide(&s.probabilities))).collect()
+        batch.with_scores(scores).into_iter().map(|outcome| self.decide_scores(outcome)).collect()
     }
 
     /// Loads and predicts records' images as one batch, in order; an image that cannot be
@@ -258,12 +288,12 @@ impl Predictor {
     /// its fetching, decoding and resizing plus an equal share of its batch's forward pass.
     pub fn predict_loaded_timed(&self, batch: LoadedBatch) -> Vec<(Result<Prediction, String>, f64)> {
         let outcomes = self.scorer.score_loaded_timed(batch);
-        outcomes.into_iter().map(|(outcome, ms)| (outcome.map(|s| self.decide(&s.probabilities)), ms)).collect()
+        outcomes.into_iter().map(|(outcome, ms)| (self.decide_scores(outcome), ms)).collect()
     }
 
     /// The other half: the forward pass over a loaded batch, outcomes in order.
     pub fn predict_loaded(&self, batch: LoadedBatch) -> Vec<Result<Prediction, String>> {
         let outcomes = self.scorer.score_loaded(batch);
-        outcomes.into_iter().map(|outcome| outcome.map(|s| self.decide(&s.probabilities))).collect()
+        outcomes.into_iter().map(|outcome| self.decide_scores(outcome)).collect()
     }
 }

@@ -69,8 +69,7 @@ pub fn write_split_reports(
 }
 
 fn read_results(results_path: &Path) -> Result<Results> {
-    let mut reader =
-        csv::Reader::from_path(results_path).with_context(|| format!("cannot read {}", results_path.display()))?;
+    let mut reader = crate::fsutil::csv_reader(results_path, &results_path.display().to_string())?;
     let header: Vec<String> = reader.headers()?.iter().map(String::from).collect();
     let columns = DatasetColumns::from_header(&header, results_path)?;
     let class_names = &columns.class_names;

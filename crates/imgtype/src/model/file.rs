@@ -125,10 +125,15 @@ fn kind_of(dtype: Dtype) -> Option<Kind> {
 pub fn read_safetensors(path: &Path) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>)> {
     let bytes =
         crate::fsutil::read_capped(path, &format!("model file {}", path.display()), super::torch_file::MODEL_FILE_CAP)?;
-    let (_, header) = SafeTensors::read_metadata(&bytes)
+    parse_safetensors(&bytes, path)
+}
+
+/// Named tensors and header metadata of a safetensors file's bytes; `path` names it in errors.
+fn parse_safetensors(bytes: &[u8], path: &Path) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>)> {
+    let (_, header) = SafeTensors::read_metadata(bytes)
         .map_err(|e| anyhow!("{}: not a valid safetensors file ({e:?})", path.display()))?;
     let metadata = header.metadata().clone().unwrap_or_default();
-    let file = SafeTensors::deserialize(&bytes)
+    let file = SafeTensors::deserialize(bytes)
         .map_err(|e| anyhow!("{}: not a valid safetensors file ({e:?})", path.display()))?;
     let mut tensors = Vec::new();
     for (name, view) in file.tensors() {
@@ -203,21 +208,25 @@ impl ModelFile {
     }
 
     /// Reads our `.safetensors` model file, or a `torch.save` checkpoint of the Python system.
+    /// The file is opened once (a regular file within the cap, never blocking) and told
+    /// apart by its first bytes: torch.save files are zip archives, ours are safetensors.
     pub fn read(path: &Path) -> Result<Self> {
-        if is_zip(path) {
-            return read_python_checkpoint(path);
+        use std::io::{Read, Seek};
+        let label = format!("model file {}", path.display());
+        let cap = super::torch_file::MODEL_FILE_CAP;
+        let (mut file, metadata) = crate::fsutil::open_regular_file(path, &label, cap)?;
+        let mut magic = [0u8; 4];
+        let is_zip = file.read_exact(&mut magic).is_ok() && magic == *b"PK\x03\x04";
+        file.rewind().with_context(|| format!("cannot read {label}"))?;
+        if is_zip {
+            let value = super::torch_file::read_opened_torch_file(path, file, &metadata)?;
+            return read_python_checkpoint(path, value);
         }
-        let (tensors, header) = read_safetensors(path)?;
+        let bytes = crate::fsutil::read_at_most(file, &label, cap)?;
+        let (tensors, header) = parse_safetensors(&bytes, path)?;
         let metadata = ModelMetadata::from_header(&header, path)?;
         Ok(Self { tensors, metadata })
     }
-}
-
-/// torch.save files are zip archives; ours are safetensors.
-fn is_zip(path: &Path) -> bool {
-    let mut magic = [0u8; 4];
-    std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok()
-        && magic == *b"PK\x03\x04"
 }
 
 const CONFIG_SECTIONS: [&str; 9] =
@@ -227,8 +236,7 @@ const CONFIG_SECTIONS: [&str; 9] =
 /// `class_names`, …) as a model file. Class names come from the checkpoint, else from its
 /// config (the Python system saved an empty list), else the four default classes; config
 /// sections this tool does not know are left out. A bare state dict gets the default config.
-fn read_python_checkpoint(path: &Path) -> Result<ModelFile> {
-    let value = super::torch_file::read_torch_file(path)?;
+fn read_python_checkpoint(path: &Path, value: super::torch_file::Value) -> Result<ModelFile> {
     let state = match value.get("model_state_dict").and_then(|v| v.as_state_dict()) {
         Some(state) => state,
         None => value.as_state_dict().ok_or_else(|| {

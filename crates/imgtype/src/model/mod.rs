@@ -181,6 +181,13 @@ impl ImageTypeClassifier {
             .filter(|(n, _)| !file::is_training_state(n))
             .map(|(n, t)| (n.clone(), t.shallow_clone()))
             .collect();
+        if let Some((name, _)) = weights.iter().find(|(_, t)| t.is_floating_point() && !finite(t)) {
+            anyhow::bail!(
+                "{}: tensor `{name}` holds NaN or infinite values; every prediction would be NaN (a training \
+                 run that diverged, or a damaged file)",
+                path.display()
+            );
+        }
         file::copy_named_tensors(&weights, &mut model.vs, path, "")?;
         Ok(model)
     }
@@ -272,6 +279,11 @@ impl ImageTypeClassifier {
     pub fn backbone_frozen(&self) -> bool {
         self.backbone_frozen
     }
+}
+
+/// Whether every value of `tensor` is a finite number.
+fn finite(tensor: &Tensor) -> bool {
+    tensor.isfinite().all().int64_value(&[]) != 0
 }
 
 /// BatchNorm running statistics are state, never trained.

@@ -84,7 +84,10 @@ pub fn build_engine(
         InferenceEngineChoice::Auto | InferenceEngineChoice::Openvino => {}
     }
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    match super::openvino::OpenVinoEngine::new(model, kind, threads) {
+    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        super::openvino::OpenVinoEngine::new(model, kind, threads)
+    }));
+    match built.unwrap_or_else(|panic| Err(anyhow::anyhow!("{}", crate::data::decode::panic_message(&panic)))) {
         Ok(engine) => Box::new(engine),
         Err(error) => {
             tracing::warn!("OpenVINO is not available ({error:#}): using libtorch");

@@ -47,6 +47,21 @@ pub struct ImageScores {
     pub probabilities: Vec<f64>,
 }
 
+impl ImageScores {
+    /// Itself, or why it is no prediction: a logit or probability that is NaN or infinite.
+    pub fn check_finite(self) -> Result<Self, String> {
+        let finite = self.logits.iter().all(|l| l.is_finite()) && self.probabilities.iter().all(|p| p.is_finite());
+        if finite {
+            Ok(self)
+        } else {
+            Err(format!(
+                "the model's output is not a number (logits {:?}, probabilities {:?})",
+                self.logits, self.probabilities
+            ))
+        }
+    }
+}
+
 /// A batch's images, decoded and resized: one slot per record (the reason where it could
 /// not be read) and the images that could, in order.
 pub struct LoadedBatch {

@@ -33,13 +33,70 @@ fn library_path() -> Result<PathBuf> {
     candidates.pop().ok_or_else(|| anyhow!("no libopenvino_c.so in {}", folder.display()))
 }
 
+/// Functions of OpenVINO's C API this engine calls; a library without them is not the C
+/// library (the venv's `libopenvino.so` is the C++ one, an easy mix-up for
+/// `IMGTYPE_OPENVINO_LIB`), and calling through it would panic.
+const C_API_FUNCTIONS: [&str; 10] = [
+    "ov_get_openvino_version",
+    "ov_core_create",
+    "ov_core_set_property",
+    "ov_core_read_model_from_memory_buffer",
+    "ov_core_compile_model",
+    "ov_compiled_model_create_infer_request",
+    "ov_tensor_create",
+    "ov_infer_request_set_input_tensor_by_index",
+    "ov_infer_request_infer",
+    "ov_infer_request_get_output_tensor_by_index",
+];
+
+/// Checks that the library at `path` opens and exports [`C_API_FUNCTIONS`], before the
+/// openvino crate binds to it (its loader cannot be undone, and a missing function panics).
+fn check_c_api(path: &Path) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| "a path with a NUL byte".to_string())?;
+    // SAFETY: dlopen/dlsym/dlclose on a C string; nothing from the library is called.
+    unsafe {
+        let handle = libc::dlopen(name.as_ptr(), libc::RTLD_LAZY | libc::RTLD_LOCAL);
+        if handle.is_null() {
+            let reason = libc::dlerror();
+            let reason = if reason.is_null() {
+                "cannot be opened".to_string()
+            } else {
+                std::ffi::CStr::from_ptr(reason).to_string_lossy().into_owned()
+            };
+            return Err(reason);
+        }
+        let missing: Vec<&str> = C_API_FUNCTIONS
+            .into_iter()
+            .filter(|function| {
+                let symbol = std::ffi::CString::new(*function).expect("no NUL in a function name");
+                libc::dlsym(handle, symbol.as_ptr()).is_null()
+            })
+            .collect();
+        libc::dlclose(handle);
+        if !missing.is_empty() {
+            let more = if missing.len() > 2 { format!(" and {} more", missing.len() - 2) } else { String::new() };
+            return Err(format!(
+                "not OpenVINO's C library (`libopenvino_c.so…`): it lacks {}{more}",
+                missing[..missing.len().min(2)].join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Loads the OpenVINO runtime once per process; later calls give the first call's outcome.
+/// Any library that is not OpenVINO's C API is an error here, never a panic later.
 fn load_runtime() -> Result<()> {
     static LOADED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     LOADED
         .get_or_init(|| {
             let path = library_path().map_err(|e| format!("{e:#}"))?;
-            openvino_sys::library::load_from(&path).map_err(|e| format!("cannot load {}: {e}", path.display()))
+            let cannot_load = |reason: String| format!("cannot load {}: {reason}", path.display());
+            check_c_api(&path).map_err(cannot_load)?;
+            std::panic::catch_unwind(|| openvino_sys::library::load_from(&path))
+                .unwrap_or_else(|panic| Err(crate::data::decode::panic_message(&panic)))
+                .map_err(cannot_load)
         })
         .clone()
         .map_err(|e| anyhow!(e))

@@ -68,7 +68,8 @@ impl EpochsOverride {
 /// Reads `path` and builds every experiment's config, in order: the named experiments, then
 /// the grid's combinations.
 pub fn plan(path: &Path, epochs: Option<EpochsOverride>) -> Result<(SweepFile, Config, Vec<Experiment>)> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read sweep file {}", path.display()))?;
+    let text =
+        crate::fsutil::read_text_capped(path, &format!("sweep file {}", path.display()), crate::fsutil::JSON_FILE_CAP)?;
     let sweep: SweepFile =
         serde_json::from_str(&text).with_context(|| format!("{}: not a valid sweep file", path.display()))?;
     let base_path = path.parent().unwrap_or(Path::new(".")).join(&sweep.base_config);

@@ -47,11 +47,11 @@ pub struct Summary {
 /// Reads every experiment of the sweep in `dir` and writes the results files.
 pub fn summarize(dir: &Path) -> Result<Summary> {
     let plan_path = dir.join(PLAN_FILE);
-    let plan: PlanRecord = serde_json::from_str(
-        &std::fs::read_to_string(&plan_path)
-            .with_context(|| format!("{} is not a sweep folder (no {PLAN_FILE})", dir.display()))?,
-    )
-    .with_context(|| format!("{} is not a sweep plan", plan_path.display()))?;
+    if !plan_path.exists() {
+        anyhow::bail!("{} is not a sweep folder (no {PLAN_FILE})", dir.display());
+    }
+    let plan: PlanRecord =
+        crate::fsutil::read_json(&plan_path).with_context(|| format!("{} is not a sweep plan", plan_path.display()))?;
     let mut results: Vec<ExperimentResult> = plan
         .experiments
         .iter()

@@ -182,8 +182,8 @@ fn record_plan(dir: &Path, base: &Config, epochs: Option<EpochsOverride>, experi
     };
     let path = dir.join(PLAN_FILE);
     if path.is_file() {
-        let existing: PlanRecord = serde_json::from_str(&std::fs::read_to_string(&path)?)
-            .with_context(|| format!("{} is not a sweep plan", path.display()))?;
+        let existing: PlanRecord =
+            crate::fsutil::read_json(&path).with_context(|| format!("{} is not a sweep plan", path.display()))?;
         if existing != record {
             bail!(
                 "{} holds a sweep with another plan (base config, epochs or experiments differ): give this one \

@@ -82,7 +82,7 @@ fn log_scalars(events: Option<&mut EventWriter>, step: i64, values: &[(&str, f64
 /// The images a run's first start left out, from its `logs/skipped_images.csv`; `None`
 /// when the file is missing or unreadable (the splits are then screened again).
 pub(super) fn read_skipped(path: &Path) -> Option<Vec<(SplitName, SkippedImage)>> {
-    let mut reader = csv::Reader::from_path(path).ok()?;
+    let mut reader = crate::fsutil::csv_reader(path, &path.display().to_string()).ok()?;
     let mut skipped = Vec::new();
     for row in reader.records() {
         let row = row.ok()?;
@@ -197,8 +197,8 @@ fn write_class_summary(path: &Path, metrics: &Metrics) -> Result<()> {
 /// `paths.model_dir`. A failure here only warns: the run's own copy is what counts.
 pub(super) fn share_best_model(best: &Path, model_dir: &Path) {
     let shared = model_dir.join("best_model.safetensors");
-    match std::fs::read(best)
-        .map_err(anyhow::Error::from)
+    let label = format!("best model {}", best.display());
+    match crate::fsutil::read_capped(best, &label, crate::model::torch_file::MODEL_FILE_CAP)
         .and_then(|bytes| crate::fsutil::write_atomic(&shared, &bytes))
     {
         Ok(()) => tracing::info!("best model also copied to {}", shared.display()),

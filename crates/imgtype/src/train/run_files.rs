@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+
+use crate::fsutil::read_json;
 use serde::{Deserialize, Serialize};
 
 use super::state::EpochRecord;
@@ -52,7 +54,7 @@ impl RunLayout {
     /// The layout of the run folder at `dir` by its own `config.json`, without opening it.
     pub fn of(dir: &Path) -> Result<Self> {
         let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = crate::fsutil::read_text_capped(&path, &path.display().to_string(), crate::fsutil::JSON_FILE_CAP)?;
         let config = Config::parse(&text).with_context(|| format!("{}", path.display()))?.config;
         Ok(Self::new(dir, &config))
     }
@@ -123,7 +125,7 @@ impl RunLayout {
         if !path.exists() {
             return Ok(Vec::new());
         }
-        let mut reader = csv::Reader::from_path(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut reader = crate::fsutil::csv_reader(&path, &path.display().to_string())?;
         let records = reader.deserialize().collect::<Result<Vec<EpochRecord>, _>>();
         records.with_context(|| format!("{}: not a metrics table", path.display()))
     }
@@ -141,10 +143,6 @@ impl RunLayout {
     }
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{}: not the expected JSON", path.display()))
-}
 
 /// `logs/training_results.json`: the history and model selection so far (every epoch).
 #[derive(Debug, Clone, Serialize, Deserialize)]

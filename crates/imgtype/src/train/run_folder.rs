@@ -98,11 +98,12 @@ impl RunFolder {
             bail!("{}: no checkpoint to resume from (the run stopped before its first checkpoint)", dir.display());
         }
         let metadata_path = folder.layout.metadata();
-        if let Ok(text) = std::fs::read_to_string(&metadata_path) {
-            if let Ok(mut metadata) = serde_json::from_str::<RunMetadata>(&text) {
+        match crate::fsutil::read_json::<RunMetadata>(&metadata_path) {
+            Ok(mut metadata) => {
                 metadata.resumed_at.push(chrono::Local::now().to_rfc3339());
                 crate::fsutil::write_json_atomic(&metadata_path, &metadata)?;
             }
+            Err(e) => tracing::warn!("the resume is not recorded in run_metadata.json: {e:#}"),
         }
         Ok(folder)
     }

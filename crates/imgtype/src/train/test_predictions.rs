@@ -42,7 +42,7 @@ impl TestPredictions {
     }
 
     pub fn read(path: &Path) -> Result<Self> {
-        let mut reader = csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut reader = crate::fsutil::csv_reader(path, &path.display().to_string())?;
         let header = reader.headers().with_context(|| format!("{}: no header row", path.display()))?.clone();
         let starts_right = header.iter().take(4).eq(PREDICTION_COLUMNS);
         let class_names: Vec<String> = header

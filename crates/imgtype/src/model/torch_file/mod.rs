@@ -124,11 +124,18 @@ const MAX_PICKLE_BYTES: u64 = 256 << 20;
 
 /// The object a `torch.save` file holds, tensors on the CPU. Errors name the file.
 pub fn read_torch_file(path: &Path) -> Result<Value> {
-    read_archive(path).with_context(|| format!("cannot read {}", path.display()))
+    crate::fsutil::open_regular_file(path, "the file", MODEL_FILE_CAP)
+        .and_then(|(file, metadata)| read_archive(file, &metadata))
+        .with_context(|| format!("cannot read {}", path.display()))
 }
 
-fn read_archive(path: &Path) -> Result<Value> {
-    let (file, metadata) = crate::fsutil::open_regular_file(path, "the file", MODEL_FILE_CAP)?;
+/// As [`read_torch_file`] for a file already opened (by [`crate::fsutil::open_regular_file`])
+/// and positioned at its start; `path` names it in errors.
+pub fn read_opened_torch_file(path: &Path, file: std::fs::File, metadata: &std::fs::Metadata) -> Result<Value> {
+    read_archive(file, metadata).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn read_archive(file: std::fs::File, metadata: &std::fs::Metadata) -> Result<Value> {
     let mut archive = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| {
         anyhow!(
             "not a torch.save file of PyTorch 1.6 or later (a zip archive): {e}; older files can be \

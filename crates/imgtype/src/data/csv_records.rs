@@ -1,4 +1,5 @@
-//! The input CSV of `test --csv-path`, read so that one malformed row costs only itself.
+//! CSVs we did not write (`test --csv-path`'s input, the product CSV, a corrections file),
+//! read so that one malformed row costs only itself.
 //! The csv crate alone reads an unbalanced `"` as the start of a quoted field that runs on
 //! to the end of the file, swallowing every later row into one. Here records are cut from
 //! whole lines, quote-aware: a record that continues over several lines (a quoted field
@@ -129,6 +130,74 @@ impl<R: BufRead> RecordReader<R> {
         Ok(Some(InputRecord { record, problem: Some(problem) }))
     }
 }
+
+/// A row left out of a [`Table`]: where, and why.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SkippedRow {
+    pub file: String,
+    pub line: u64,
+    pub reason: String,
+}
+
+/// A whole CSV we did not write: its header and the rows that are well-formed (each with the
+/// line it starts on); malformed rows (an unbalanced quote, another number of fields than the
+/// header, bytes that are not UTF-8) are left out and listed, so one bad row never swallows
+/// the rows after it.
+pub struct Table {
+    pub header: Vec<String>,
+    pub rows: Vec<(u64, Vec<String>)>,
+    pub skipped: Vec<SkippedRow>,
+}
+
+impl Table {
+    /// Reads the regular file at `path` (at most [`crate::fsutil::CSV_FILE_CAP`]); `what`
+    /// names it in errors ("product CSV").
+    pub fn read(path: &std::path::Path, what: &str) -> Result<Self> {
+        let label = format!("{what} {}", path.display());
+        let file = crate::fsutil::open_capped(path, &label, crate::fsutil::CSV_FILE_CAP)?;
+        let mut reader = RecordReader::new(std::io::BufReader::new(file), label.clone());
+        let header = reader.header()?.filter(|h| h.iter().any(|f| !f.is_empty()));
+        let Some(header) = header else { bail!("{label}: the file is empty (no header row)") };
+        let header: Vec<String> = match header.iter().map(|f| std::str::from_utf8(f).map(str::to_string)).collect() {
+            Ok(header) => header,
+            Err(_) => bail!("{label}: the header row is not UTF-8 text"),
+        };
+        let mut table = Self { header, rows: Vec::new(), skipped: Vec::new() };
+        let shown = path.display().to_string();
+        while let Some(InputRecord { record, problem }) = reader.next()? {
+            let line = record.position().map_or(0, |p| p.line());
+            let fields: Result<Vec<String>, _> =
+                record.iter().map(|f| std::str::from_utf8(f).map(str::to_string)).collect();
+            let reason = match (problem, fields) {
+                (Some(problem), _) => problem,
+                (None, Err(_)) => format!("row {line} is not UTF-8 text"),
+                (None, Ok(fields)) if fields.len() != table.header.len() => {
+                    format!("row {line} has {} fields, the header has {}", fields.len(), table.header.len())
+                }
+                (None, Ok(fields)) => {
+                    table.rows.push((line, fields));
+                    continue;
+                }
+            };
+            table.skipped.push(SkippedRow { file: shown.clone(), line, reason });
+        }
+        for row in table.skipped.iter().take(MAX_SKIPPED_WARNINGS) {
+            tracing::warn!("{label}: {}; the row is skipped", row.reason);
+        }
+        if table.skipped.len() > MAX_SKIPPED_WARNINGS {
+            tracing::warn!("{label}: {} more malformed rows skipped", table.skipped.len() - MAX_SKIPPED_WARNINGS);
+        }
+        Ok(table)
+    }
+
+    /// The position of the column named `name` (a byte-order mark and spaces around ignored).
+    pub fn column(&self, name: &str) -> Option<usize> {
+        self.header.iter().position(|h| h.trim().trim_start_matches('\u{feff}').trim() == name)
+    }
+}
+
+/// Malformed rows warned about one by one; the rest are counted.
+const MAX_SKIPPED_WARNINGS: usize = 20;
 
 /// The csv crate's own state machine (csv-core), fed line by line, so that the end of a
 /// record is found exactly where the csv crate would find it.
