@@ -43,6 +43,17 @@ pub fn decode_bytes(bytes: &[u8], label: &str, limits: DecodeLimits) -> Result<R
 /// twice the target on either side, so the resize that follows still averages over enough
 /// pixels (tested against full decoding). Other images decode in full.
 pub fn decode_for_size(bytes: &[u8], label: &str, limits: DecodeLimits, target: Option<u32>) -> Result<RgbImage> {
+    decode_within_budget(bytes, label, limits, target).map(|(image, _permit)| image)
+}
+
+/// As [`decode_for_size`], with the decoded pixels' share of the process's budget (see
+/// [`PixelPermit`]): keep it until the full-size image is resized and dropped.
+pub fn decode_within_budget(
+    bytes: &[u8],
+    label: &str,
+    limits: DecodeLimits,
+    target: Option<u32>,
+) -> Result<(RgbImage, PixelPermit)> {
     if bytes.is_empty() {
         bail!("{label}: empty file (0 bytes)");
     }
@@ -61,11 +72,19 @@ pub fn decode_for_size(bytes: &[u8], label: &str, limits: DecodeLimits, target: 
     };
     if format == ImageFormat::Ico {
         if let Some(icon) = pillow_compat::largest_png_icon(bytes) {
-            return decode_for_size(icon, label, limits, target);
+            return decode_within_budget(icon, label, limits, target);
         }
     }
+    if format == ImageFormat::Jpeg {
+        check_scans(bytes, label)?;
+    }
     if format == ImageFormat::Tiff {
-        let check = |size| check_size(size, limits, label);
+        let permit = std::cell::RefCell::new(None);
+        let check = |size: (u32, u32)| {
+            check_size(size, limits, label)?;
+            *permit.borrow_mut() = Some(PixelPermit::acquire(size));
+            Ok(())
+        };
         if let Some(decoded) = guarded(label, || {
             pillow_compat::decode_tiff_pillow_only(bytes, check)
                 .transpose()
@@ -75,7 +94,8 @@ pub fn decode_for_size(bytes: &[u8], label: &str, limits: DecodeLimits, target: 
         .map(|image| (image.width() > 0).then_some(image))
         .transpose()
         {
-            return decoded;
+            let permit = permit.into_inner().unwrap_or_else(PixelPermit::none);
+            return decoded.map(|image| (image, permit));
         }
     }
     if format == ImageFormat::Avif {
@@ -91,7 +111,9 @@ pub fn decode_for_size(bytes: &[u8], label: &str, limits: DecodeLimits, target: 
         let (width, height) = reader.into_dimensions().with_context(|| format!("cannot decode image {label}"))?;
         check_size((width, height), limits, label)?;
         if let Some(factor) = jpeg_scale_factor(width, height, target) {
-            return guarded(label, || decode_jpeg_scaled(bytes, label, width, height, factor));
+            // Full size: a progressive JPEG's coefficients are kept whole while it decodes.
+            let permit = PixelPermit::acquire((width, height));
+            return guarded(label, || decode_jpeg_scaled(bytes, label, width, height, factor)).map(|i| (i, permit));
         }
         reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
     }
@@ -100,13 +122,145 @@ pub fn decode_for_size(bytes: &[u8], label: &str, limits: DecodeLimits, target: 
     reader.limits(decoder_limits);
     let decoder = reader.into_decoder().with_context(|| format!("cannot decode image {label}"))?;
     check_size(decoder.dimensions(), limits, label)?;
-    guarded(label, move || {
-        let mut decoder = decoder;
-        let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
-        let mut image = DynamicImage::from_decoder(decoder).with_context(|| format!("cannot decode image {label}"))?;
-        image.apply_orientation(orientation);
-        Ok(image.to_rgb8())
+    let permit = PixelPermit::acquire(decoder.dimensions());
+    guarded(label, move || decode_oriented(decoder, label)).map(|image| (image, permit))
+}
+
+/// The image a decoder gives, EXIF orientation applied, as RGB.
+fn decode_oriented(mut decoder: impl ImageDecoder, label: &str) -> Result<RgbImage> {
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut image = DynamicImage::from_decoder(decoder).with_context(|| format!("cannot decode image {label}"))?;
+    image.apply_orientation(orientation);
+    Ok(image.into_rgb8())
+}
+
+/// Most scans a JPEG may have. A progressive JPEG has about 10 (libjpeg's default script),
+/// and each scan costs a pass over the whole image: 10,000 scans of a few end-of-band runs
+/// in a 373 KiB file took 22–33 s to decode. The image crate's JPEG decoder (zune-jpeg)
+/// stops at the same count.
+pub const MAX_JPEG_SCANS: usize = 100;
+
+fn check_scans(bytes: &[u8], label: &str) -> Result<()> {
+    let scans = jpeg_scans(bytes);
+    if scans > MAX_JPEG_SCANS {
+        bail!("{label}: a JPEG of {scans} scans, more than the {MAX_JPEG_SCANS} this tool decodes (made to be slow to decode?)");
+    }
+    Ok(())
+}
+
+/// The start-of-scan markers of a JPEG, counted over its marker segments as a decoder walks
+/// them: bytes between segments are skipped (as libjpeg and jpeg-decoder do), a scan's
+/// entropy-coded data runs to the next marker that is neither a restart nor a stuffed `FF 00`.
+/// Linear in the size of the data.
+fn jpeg_scans(data: &[u8]) -> usize {
+    let mut scans = 0;
+    let mut i = 2;
+    while i + 1 < data.len() {
+        if data[i] != 0xFF {
+            i += 1;
+            continue;
+        }
+        let marker = data[i + 1];
+        match marker {
+            0xFF | 0x00 => i += 1,
+            0xD9 => break,
+            0x01 | 0xD0..=0xD7 => i += 2,
+            _ => {
+                let Some(length) = data.get(i + 2..i + 4).map(|b| u16::from_be_bytes([b[0], b[1]]) as usize) else {
+                    break;
+                };
+                i += 2 + length;
+                if marker == 0xDA {
+                    scans += 1;
+                    while i + 1 < data.len()
+                        && !(data[i] == 0xFF && data[i + 1] != 0x00 && !(0xD0..=0xD7).contains(&data[i + 1]))
+                    {
+                        i += 1;
+                    }
+                }
+            }
+        }
+    }
+    scans
+}
+
+/// A share of the decoded pixels the whole process may hold at once: every decode takes
+/// one, sized by the image's full size, before it allocates, and holds it until the image is
+/// resized and dropped. Callers beyond the budget wait their turn (first come, first served),
+/// so memory grows with the budget, not with the number of callers (32 callers of a 36 MP
+/// photo each took 200 MB at once). An image larger than the whole budget decodes alone.
+#[must_use = "the pixels stay counted while the permit lives"]
+pub struct PixelPermit {
+    pixels: u64,
+}
+
+struct PixelBudget {
+    state: std::sync::Mutex<BudgetState>,
+    turn: std::sync::Condvar,
+    capacity: u64,
+}
+
+#[derive(Default)]
+struct BudgetState {
+    in_use: u64,
+    next_ticket: u64,
+    serving: u64,
+}
+
+/// Decoded pixels in flight per core (at least four cores' worth): 32 MP, a 36 MP photo's
+/// worth of RGB, decoder buffers and all, is about 200 MB.
+pub const PIXELS_IN_FLIGHT_PER_CORE: u64 = 32_000_000;
+
+fn pixel_budget() -> &'static PixelBudget {
+    static BUDGET: std::sync::OnceLock<PixelBudget> = std::sync::OnceLock::new();
+    BUDGET.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).max(4) as u64;
+        PixelBudget {
+            state: std::sync::Mutex::new(BudgetState::default()),
+            turn: std::sync::Condvar::new(),
+            capacity: PIXELS_IN_FLIGHT_PER_CORE * cores,
+        }
     })
+}
+
+impl PixelPermit {
+    /// Waits until `width`×`height` pixels fit in the budget (or nothing else is in flight).
+    pub fn acquire((width, height): (u32, u32)) -> Self {
+        let budget = pixel_budget();
+        let pixels = width as u64 * height as u64;
+        let mut state = budget.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        while state.serving != ticket || (state.in_use > 0 && state.in_use + pixels > budget.capacity) {
+            state = budget.turn.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        state.in_use += pixels;
+        state.serving += 1;
+        budget.turn.notify_all();
+        Self { pixels }
+    }
+
+    /// A permit for nothing (an image that was not decoded here).
+    pub fn none() -> Self {
+        Self { pixels: 0 }
+    }
+
+    /// Pixels now held by every permit of the process.
+    pub fn in_flight() -> u64 {
+        pixel_budget().state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).in_use
+    }
+}
+
+impl Drop for PixelPermit {
+    fn drop(&mut self) {
+        if self.pixels == 0 {
+            return;
+        }
+        let budget = pixel_budget();
+        let mut state = budget.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.in_use -= self.pixels;
+        budget.turn.notify_all();
+    }
 }
 
 /// Runs a decoder; a bug that panics in it costs this image only, not the process.
@@ -128,7 +282,10 @@ fn decode_jpeg_scaled(bytes: &[u8], label: &str, width: u32, height: u32, factor
     decoder.read_info().with_context(|| format!("cannot decode image {label}"))?;
     let info = decoder.info().ok_or_else(|| anyhow!("cannot decode image {label}: no frame header"))?;
     if !matches!(info.pixel_format, jpeg_decoder::PixelFormat::RGB24 | jpeg_decoder::PixelFormat::L8) {
-        return decode_bytes(bytes, label, DecodeLimits { max_pixels: None, allow_truncated: true });
+        // In full, within the caller's permit (its size was checked already).
+        let reader = ImageReader::with_format(std::io::Cursor::new(bytes), ImageFormat::Jpeg);
+        let decoder = reader.into_decoder().with_context(|| format!("cannot decode image {label}"))?;
+        return decode_oriented(decoder, label);
     }
     let (w, h) = (width.div_ceil(factor) as u16, height.div_ceil(factor) as u16);
     decoder.scale(w, h).with_context(|| format!("cannot decode image {label}"))?;
@@ -167,6 +324,7 @@ pub fn check_readable(bytes: &[u8], label: &str, limits: DecodeLimits) -> Result
     if !limits.allow_truncated {
         check_complete(bytes, ImageFormat::Jpeg).with_context(|| format!("{label}: truncated image data"))?;
     }
+    check_scans(bytes, label)?;
     guarded(label, || {
         let mut decoder = jpeg_decoder::Decoder::new(std::io::Cursor::new(bytes));
         decoder.read_info().with_context(|| format!("cannot decode image {label}"))?;
@@ -337,6 +495,86 @@ mod tests {
         assert!(decode_bytes(&png(40, 30), "big.png", warned).is_ok(), "between the limit and twice it: a warning");
         let unlimited = DecodeLimits { max_pixels: None, allow_truncated: false };
         assert!(decode_bytes(&png(40, 30), "big.png", unlimited).is_ok());
+    }
+
+    /// A grey progressive JPEG of `side`×`side` (a multiple of 64): one DC scan, then
+    /// `ac_scans` scans of the same AC band, each one end-of-band run per 16,384 blocks (the
+    /// shape of the 10,000-scan file that took half a minute to decode).
+    fn progressive_jpeg(side: u16, ac_scans: usize) -> Vec<u8> {
+        let mut jpeg = vec![0xFF, 0xD8];
+        jpeg.extend([0xFF, 0xDB, 0, 67, 0]);
+        jpeg.extend([1u8; 64]);
+        let [h, l] = side.to_be_bytes();
+        jpeg.extend([0xFF, 0xC2, 0, 11, 8, h, l, h, l, 1, 1, 0x11, 0]);
+        for (class, symbol) in [(0x00, 0x00), (0x10, 0xE0)] {
+            let mut counts = [0u8; 16];
+            counts[0] = 1;
+            jpeg.extend([0xFF, 0xC4, 0, 20, class]);
+            jpeg.extend(counts);
+            jpeg.push(symbol);
+        }
+        let blocks = (side as usize / 8).pow(2);
+        jpeg.extend([0xFF, 0xDA, 0, 8, 1, 1, 0x00, 0, 0, 0]);
+        jpeg.extend(vec![0u8; blocks / 8]);
+        let runs = blocks.div_ceil(16_384);
+        let bits = runs * 15;
+        let mut ac = vec![0u8; bits.div_ceil(8)];
+        if bits % 8 != 0 {
+            *ac.last_mut().unwrap() = (1u8 << (8 - bits % 8)) - 1;
+        }
+        for _ in 0..ac_scans {
+            jpeg.extend([0xFF, 0xDA, 0, 8, 1, 1, 0x00, 1, 63, 0]);
+            jpeg.extend(&ac);
+        }
+        jpeg.extend([0xFF, 0xD9]);
+        jpeg
+    }
+
+    #[test]
+    fn a_jpeg_of_thousands_of_scans_is_refused_before_decoding() {
+        let limits = DecodeLimits::default();
+        let few = progressive_jpeg(1024, 9);
+        assert_eq!(jpeg_scans(&few), 10);
+        assert_eq!(jpeg_scans(&jpeg(40, 30)), 1);
+        for target in [None, Some(64)] {
+            let image = decode_for_size(&few, "few.jpg", limits, target).unwrap();
+            assert!(image.width() >= 128 && image.width() == image.height(), "{:?}", image.dimensions());
+        }
+        let many = progressive_jpeg(4096, 10_000);
+        assert_eq!(jpeg_scans(&many), 10_001);
+        for target in [None, Some(224)] {
+            let err = format!("{:#}", decode_for_size(&many, "many.jpg", limits, target).unwrap_err());
+            assert!(err.contains("many.jpg: a JPEG of 10001 scans, more than the 100"), "{err}");
+        }
+        let err = format!("{:#}", check_readable(&many, "many.jpg", limits).unwrap_err());
+        assert!(err.contains("10001 scans"), "{err}");
+        // Garbage between segments, which decoders skip, does not hide scans from the count.
+        let mut hidden = many.clone();
+        hidden.splice(2..2, [0x00, 0x13, 0x37]);
+        assert_eq!(jpeg_scans(&hidden), 10_001);
+    }
+
+    #[test]
+    fn decoded_pixels_in_flight_stay_within_the_budget() {
+        let capacity = pixel_budget().capacity;
+        let side = ((capacity / 3) as f64).sqrt() as u32; // a third of the budget each
+        let peak = std::sync::atomic::AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..12 {
+                scope.spawn(|| {
+                    for _ in 0..5 {
+                        let permit = PixelPermit::acquire((side, side));
+                        peak.fetch_max(PixelPermit::in_flight(), std::sync::atomic::Ordering::SeqCst);
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                        drop(permit);
+                    }
+                });
+            }
+        });
+        let peak = peak.into_inner();
+        assert!(peak <= capacity && peak >= 2 * side as u64 * side as u64, "peak {peak} of {capacity}");
+        // An image over the whole budget still gets its turn, alone.
+        drop(PixelPermit::acquire((capacity as u32, 2)));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::batch::per_record;
-use super::decode::decode_for_size;
+use super::decode::decode_within_budget;
 use super::image::resize_square;
 use super::near_duplicates::{link_near_duplicates, Signature, THUMBNAIL};
 use super::product::Product;
@@ -77,7 +77,7 @@ pub fn duplicate_groups(
         let signature = match near {
             Some(_) => {
                 let limits = source.decode_limits();
-                let image = decode_for_size(&bytes, &record.image_path, limits, Some(THUMBNAIL * 2))?;
+                let (image, _permit) = decode_within_budget(&bytes, &record.image_path, limits, Some(THUMBNAIL * 2))?;
                 Some(Signature::of(&resize_square(&image, THUMBNAIL)))
             }
             None => None,

@@ -5,7 +5,7 @@ use anyhow::Result;
 use image::RgbImage;
 use tch::{Kind, Tensor};
 
-use super::decode::{decode_bytes, decode_for_size};
+use super::decode::{decode_bytes, decode_within_budget};
 use super::source::{check_key, ImageSource};
 use crate::model::file::{IMAGENET_MEAN, IMAGENET_STD};
 
@@ -34,7 +34,7 @@ pub fn resize_square(image: &RgbImage, size: u32) -> RgbImage {
 /// Loads one image as `size`×`size` RGB bytes (HWC).
 pub fn load_resized(source: &ImageSource, key: &str, size: u32) -> Result<RgbImage> {
     check_key(key)?;
-    let image = decode_for_size(&source.fetch(key)?, key, source.decode_limits(), Some(size))?;
+    let (image, _permit) = decode_within_budget(&source.fetch(key)?, key, source.decode_limits(), Some(size))?;
     Ok(resize_square(&image, size))
 }
 

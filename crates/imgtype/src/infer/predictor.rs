@@ -11,7 +11,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::resolve_model_path;
 use crate::config::{Config, InferenceEngineChoice, Precision};
-use crate::data::decode::decode_bytes;
+use crate::data::decode::decode_within_budget;
 use crate::data::image::resize_square;
 use crate::data::{ImageRecord, ImageSource};
 use crate::device::inference_kind;
@@ -239,12 +239,13 @@ impl Predictor {
     /// The prediction for a local file given by path (any bytes, on Unix not only UTF-8).
     pub fn predict_file(&self, path: &Path) -> Result<Prediction, String> {
         let label = path.to_string_lossy();
-        let image = self
+        let (image, permit) = self
             .source()
             .read_path(path)
-            .and_then(|bytes| decode_bytes(&bytes, &label, self.source().decode_limits()))
+            .and_then(|bytes| decode_within_budget(&bytes, &label, self.source().decode_limits(), None))
             .map_err(|e| format!("{e:#}"))?;
         let resized = resize_square(&image, self.input_size());
+        drop((image, permit));
         self.predict_images(std::slice::from_ref(&resized)).map(|mut p| p.remove(0))
     }
 

@@ -25,23 +25,26 @@ pub(crate) enum ExperimentState {
     Fresh,
 }
 
-/// Where an experiment's folder stands, for running it. Run folders that failed, or stopped
-/// before their first checkpoint, are removed: the experiment starts over.
-pub(crate) fn experiment_state(dir: &Path) -> ExperimentState {
+/// Where an experiment's folder stands, for running it (the caller holds the experiment
+/// folder's lock). Run folders that failed, or stopped before their first checkpoint, are
+/// removed: the experiment starts over; one that another process holds (a `train --resume`
+/// of it) is never removed: that is an error.
+pub(crate) fn experiment_state(dir: &Path) -> anyhow::Result<ExperimentState> {
     let mut state = ExperimentState::Fresh;
     for run in run_folders(dir) {
         match run_status(&run) {
-            Some(RunStatus::Finished) => return ExperimentState::Finished(run),
+            Some(RunStatus::Finished) => return Ok(ExperimentState::Finished(run)),
             None if RunLayout::of(&run).is_ok_and(|layout| layout.latest_checkpoint().is_file()) => {
                 state = ExperimentState::Resumable(run);
             }
             _ => {
+                let _lock = crate::fsutil::FolderLock::acquire(&run, "removing it")?;
                 tracing::warn!("removing {}: it failed or stopped before its first checkpoint", run.display());
                 let _ = std::fs::remove_dir_all(&run);
             }
         }
     }
-    state
+    Ok(state)
 }
 
 /// What a summary sees in an experiment's folder; unlike [`experiment_state`] it removes

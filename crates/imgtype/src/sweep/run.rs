@@ -121,7 +121,10 @@ pub(crate) fn run_planned(
         if member.is_some_and(|m| !m.runs(position)) {
             continue;
         }
-        let folder = match experiment_state(&root.join(&run.name)) {
+        // Held until this run ends: a second process given the same member (a replacement
+        // pod while the old one still runs) stops here instead of removing a live run folder.
+        let _lock = crate::fsutil::FolderLock::acquire(&root.join(&run.name), &format!("running {}", run.label))?;
+        let folder = match experiment_state(&root.join(&run.name))? {
             ExperimentState::Finished(dir) => {
                 tracing::info!("{}: finished earlier ({}), skipped", run.label, dir.display());
                 counts.skipped += 1;

@@ -15,6 +15,8 @@ pub struct RunFolder {
     layout: RunLayout,
     config: Config,
     resumed: bool,
+    /// Held while this process trains in the folder: a second `--resume` of it stops at once.
+    _lock: crate::fsutil::FolderLock,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -57,7 +59,8 @@ impl RunFolder {
         let log_dir = config.paths.log_dir.to_string_lossy().to_string();
         let checkpoint_dir = config.paths.checkpoint_dir.to_string_lossy().to_string();
         let dir = crate::rundir::create_run_dir(&config.paths.result_dir, &["model", &log_dir, &checkpoint_dir])?;
-        let folder = Self { layout: RunLayout::new(&dir, config), config: config.clone(), resumed: false };
+        let lock = crate::fsutil::FolderLock::acquire(&dir, "training")?;
+        let folder = Self { layout: RunLayout::new(&dir, config), config: config.clone(), resumed: false, _lock: lock };
         crate::fsutil::write_atomic(&folder.layout.config(), config.to_json_pretty().as_bytes())?;
         crate::fsutil::write_json_atomic(
             &folder.layout.metadata(),
@@ -91,8 +94,9 @@ impl RunFolder {
         if !config_path.is_file() {
             bail!("{} is not a run folder (no config.json)", dir.display());
         }
+        let lock = crate::fsutil::FolderLock::acquire(dir, "resuming its training")?;
         let config = Config::load(&config_path)?;
-        let folder = Self { layout: RunLayout::new(dir, &config), config, resumed: true };
+        let folder = Self { layout: RunLayout::new(dir, &config), config, resumed: true, _lock: lock };
         crate::fsutil::remove_stale_temp_files(dir);
         if !folder.latest_checkpoint().is_file() {
             bail!("{}: no checkpoint to resume from (the run stopped before its first checkpoint)", dir.display());
