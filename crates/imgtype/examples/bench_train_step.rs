@@ -33,6 +33,7 @@ fn main() {
     let images = channels_last(&Tensor::randn([batch, 3, size, size], (Kind::Float, Device::Cpu)));
     let labels = Tensor::randint(4, [batch], (Kind::Int64, Device::Cpu));
     let mut step = || {
+        imgtype::threads::share_cores();
         let loss = loss_fn.compute(&model.forward_t(&images, true), Targets::Hard(&labels));
         optimizer.zero_grad();
         loss.backward();

@@ -22,6 +22,7 @@ pub mod report;
 pub mod rundir;
 pub mod score;
 pub mod stop;
+pub mod threads;
 #[cfg(feature = "train")]
 pub mod sweep;
 #[cfg(feature = "train")]

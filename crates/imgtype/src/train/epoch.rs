@@ -82,6 +82,9 @@ pub(super) fn train_epoch(
             tracing::warn!("skipping {path} in this batch: {reason}");
         }
         if batch.labels.numel() > 0 {
+            if session.device == tch::Device::Cpu {
+                crate::threads::share_cores();
+            }
             let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 train_step(session, optimizer, &mut sums, &batch, epoch)
             }));
