@@ -222,6 +222,21 @@ fn a_cross_validation_resumes_and_spreads_over_members_alike() {
     for member in ["0/3", "1/3", "2/3"] {
         let mut member_args = args("array").to_vec();
         member_args.extend(["--member", member]);
+        if member == "1/3" {
+            // The same member started again while the first still works (a replacement pod):
+            // it stops with one line and removes nothing, not even a run folder without a
+            // checkpoint yet.
+            let fold = work.join("array/fold_2");
+            let live = fold.join("run_20260101_000000_0000beef");
+            std::fs::create_dir_all(&live).unwrap();
+            let lock = imgtype::fsutil::FolderLock::acquire(&fold, "training fold 2").unwrap();
+            let out = run(work, TRAIN, &member_args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{stderr}");
+            assert!(stderr.contains("fold_2 is in use by process") && stderr.contains("nothing was changed"), "{stderr}");
+            assert!(live.is_dir(), "a live run folder is never removed");
+            drop(lock);
+        }
         ok(run(work, TRAIN, &member_args));
         if member == "0/3" {
             let partial = ok(run(work, TRAIN, &["--summarize", "array"]));

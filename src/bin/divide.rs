@@ -67,6 +67,13 @@ fn run(args: Args) -> Result<()> {
         find_duplicates: args.find_duplicates.then_some(args.duplicate_distance),
     })?;
     print!("{}", format_summary_tables(&summary));
+    if !summary.skipped_rows.is_empty() {
+        println!(
+            "\n{} malformed row(s) skipped (an unbalanced quote, a wrong number of fields): listed under \
+             skipped_rows in data_split_summary.json",
+            summary.skipped_rows.len()
+        );
+    }
     if let Some(relabel) = &summary.relabel {
         println!(
             "\n{}: {} image(s) relabelled, {} dropped, {} row(s) matched no image (listed in data_split_summary.json)",

@@ -364,6 +364,41 @@ mod tests {
     }
 
     #[test]
+    fn a_folder_lock_is_held_once_and_released_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = FolderLock::acquire(dir.path(), "training").unwrap();
+        let err = FolderLock::acquire(dir.path(), "resuming it").unwrap_err().to_string();
+        assert!(err.contains(&format!("is in use by process {}", std::process::id())), "{err}");
+        assert!(err.contains("not resuming it there (nothing was changed)"), "{err}");
+        drop(first);
+        let _again = FolderLock::acquire(dir.path(), "training").unwrap();
+        // A link planted in place of the lock file is not followed.
+        let other = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", other.path().join(LOCK_FILE)).unwrap();
+        assert!(FolderLock::acquire(other.path(), "training").is_err());
+    }
+
+    #[test]
+    fn readers_refuse_devices_fifos_and_oversized_files_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.json");
+        let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        for path in [fifo.as_path(), Path::new("/dev/zero"), dir.path()] {
+            let err = format!("{:#}", read_json::<serde_json::Value>(path).unwrap_err());
+            assert!(err.contains("not a regular file"), "{err}");
+            assert!(csv_reader(path, "x.csv").is_err());
+        }
+        let link = dir.path().join("zero.json");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        assert!(format!("{:#}", read_json::<serde_json::Value>(&link).unwrap_err()).contains("not a regular file"));
+        let small = ByteCap { max_bytes: 4, name: "four bytes" };
+        std::fs::write(dir.path().join("big.txt"), "12345").unwrap();
+        let err = read_text_capped(&dir.path().join("big.txt"), "big.txt", small).unwrap_err().to_string();
+        assert!(err.contains("more than four bytes"), "{err}");
+    }
+
+    #[test]
     fn stale_temp_files_are_removed() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("checkpoints")).unwrap();

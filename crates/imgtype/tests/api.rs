@@ -337,3 +337,22 @@ fn the_stored_temperature_scales_the_log_odds_and_low_confidence_follows_the_thr
         assert_eq!((results[1].predicted_class.as_str(), results[1].low_confidence), ("ERROR", false));
     }
 }
+
+/// Scores that are not finite numbers (a model that overflows on some image) are an error for
+/// that image, never a prediction with confidence NaN; the other images keep theirs.
+#[test]
+fn scores_that_are_not_numbers_are_errors_for_their_image_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = write_images(dir.path());
+    let predictor = Predictor::from_model(ImageTypeClassifier::new(&small_config(), Device::Cpu));
+    let keys = paths[..3].to_vec();
+    let mut loaded = predictor.load_keys(&keys);
+    let images = loaded.take_images();
+    let mut scores = predictor.scorer().score_images(&images).unwrap();
+    scores[1].logits[2] = f32::INFINITY;
+    scores[1].probabilities = vec![f64::NAN; 4];
+    let outcomes = predictor.decide_loaded(loaded, Ok(scores));
+    assert!(outcomes[0].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
+    let reason = outcomes[1].as_ref().unwrap_err();
+    assert!(reason.contains("not a number"), "{reason}");
+}

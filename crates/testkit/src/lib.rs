@@ -49,6 +49,40 @@ pub fn run(dir: &Path, exe: impl AsRef<Path>, args: &[&str]) -> Output {
     Command::new(exe).current_dir(dir).args(args).output().unwrap_or_else(|e| panic!("run {}: {e}", exe.display()))
 }
 
+/// Runs `exe args…` in `dir` with `envs` added, killed and failed (a panic naming it) if it
+/// has not finished within `limit`: for inputs that used to block forever.
+pub fn run_bounded(
+    dir: &Path,
+    exe: impl AsRef<Path>,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    limit: std::time::Duration,
+) -> Output {
+    let exe = exe.as_ref();
+    let mut child = Command::new(exe)
+        .current_dir(dir)
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {}: {e}", exe.display()));
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("output");
+            panic!(
+                "{} {args:?} did not finish within {limit:?}; stderr:\n{}",
+                exe.display(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
 /// `output`, after checking that the command succeeded (else panics with its output).
 pub fn ok(output: Output) -> Output {
     assert!(

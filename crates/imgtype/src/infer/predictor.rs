@@ -72,7 +72,6 @@ impl Predictor {
         let path = resolve_model_path(model_path)?;
         let model = ImageTypeClassifier::load(&path, device)?;
         let mut predictor = Self::with_settings(model, precision, engine);
-        predictor.check_finite_outputs().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         predictor.load_seconds = started.elapsed().as_secs_f64();
         predictor.model_identity = match std::fs::metadata(&path) {
             Ok(meta) => {
@@ -89,27 +88,6 @@ impl Predictor {
             predictor.scorer.engine().describe()
         );
         Ok(predictor)
-    }
-
-    /// Refuses a model whose outputs are not finite numbers on plain probe images (a grey one
-    /// and a gradient): finite weights can still overflow, and a temperature divides them.
-    fn check_finite_outputs(&self) -> Result<()> {
-        let size = self.input_size();
-        let grey = RgbImage::from_pixel(size, size, image::Rgb([128, 128, 128]));
-        let gradient = RgbImage::from_fn(size, size, |x, y| {
-            image::Rgb([(x * 255 / size) as u8, (y * 255 / size) as u8, ((x + y) * 127 / size) as u8])
-        });
-        let scores = self.scorer.score_images(&[grey, gradient]).map_err(|e| anyhow::anyhow!("{e}"))?;
-        for scores in scores {
-            if let Err(reason) = scores.check_finite() {
-                anyhow::bail!(
-                    "refused: on a plain probe image {reason}; its weights overflow, or inference.temperature ({}) \
-                     is too small for its logits",
-                    self.scorer.temperature()
-                );
-            }
-        }
-        Ok(())
     }
 
     pub fn from_model(model: ImageTypeClassifier) -> Self {

@@ -189,7 +189,29 @@ impl ImageTypeClassifier {
             );
         }
         file::copy_named_tensors(&weights, &mut model.vs, path, "")?;
+        model.check_finite_outputs().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(model)
+    }
+
+    /// Refuses a model whose probabilities are not finite numbers on two plain probe inputs
+    /// (a mid-grey image and a ramp across every value a normalised pixel takes): finite
+    /// weights can still overflow, and `inference.temperature` divides the logits.
+    fn check_finite_outputs(&self) -> Result<()> {
+        let size = self.input_size() as i64;
+        let options = (tch::Kind::Float, self.device());
+        let grey = Tensor::zeros([1, 3, size, size], options);
+        let ramp = Tensor::linspace(-2.2, 2.7, 3 * size * size, options).view([1, 3, size, size]);
+        let logits = tch::no_grad(|| self.forward_t(&Tensor::cat(&[grey, ramp], 0), false));
+        let temperature = self.config.inference.temperature;
+        let probabilities = (&logits / temperature).softmax(-1, tch::Kind::Float);
+        if finite(&logits) && finite(&probabilities) {
+            return Ok(());
+        }
+        let shown = Vec::<f32>::try_from(logits.flatten(0, -1)).unwrap_or_default();
+        anyhow::bail!(
+            "refused: on a plain probe image the model's output is not a number (logits {shown:?} at \
+             inference.temperature {temperature}); its weights overflow, or the temperature is too small for them"
+        )
     }
 
     pub fn save(&self, path: &std::path::Path) -> Result<()> {
