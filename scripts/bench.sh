@@ -4,7 +4,8 @@
 # (forward), what the Python system's test.py and training loop do (scripts/bench/reference_*.py),
 # a bare eager PyTorch loop on random tensors, and this tool's own earlier screening; for
 # serving, OpenVINO and ONNX Runtime from Python on the same ONNX model, a PIL + OpenVINO
-# pipeline (scripts/bench/openvino_pipeline.py) and 8 concurrent callers of the Python module.
+# pipeline (scripts/bench/openvino_pipeline.py) and 8 concurrent callers of the Python module;
+# last, two training jobs sharing the machine (scripts/bench/contention.sh).
 # The backbones' forward speed is listed too; scripts/compare_backbones.sh adds their accuracy on the demo.
 # usage: scripts/bench.sh [ROUNDS=3] [PHOTOS=200]     (about 20 minutes on 2 cores)
 set -euo pipefail
@@ -177,3 +178,6 @@ for backbone, fp32, bf16 in [("efficientnet_b0", "ours_fp32_b32", "ours_bf16_b32
     print(f"| {backbone} | {m[fp32]:.1f} ({m[fp32] / ref:.1f}×) | {m[bf16]:.1f} ({m[bf16] / ref:.1f}×) |")
 PY
 rm -f "$results"
+echo
+# Two jobs sharing the machine: compute threads shared by measurement vs fixed at all cores.
+scripts/bench/contention.sh "$rounds"

@@ -72,6 +72,26 @@ def jpeg_with_declared_size(width, height):
     return bytes(data)
 
 
+def jpeg_of_many_scans(side, ac_scans):
+    """A grey progressive JPEG of side x side (a multiple of 64): one DC scan, then ac_scans
+    scans of the same AC band, each one end-of-band run per 16,384 blocks. Thousands of
+    scans make a small file that takes a decoder minutes (issue 26)."""
+    out = bytearray(b"\xff\xd8")
+    out += b"\xff\xdb\x00\x43\x00" + b"\x01" * 64
+    out += b"\xff\xc2\x00\x0b\x08" + struct.pack(">HH", side, side) + b"\x01\x01\x11\x00"
+    for table, symbol in ((0x00, 0x00), (0x10, 0xE0)):
+        out += b"\xff\xc4\x00\x14" + bytes([table, 1] + [0] * 15 + [symbol])
+    blocks = (side // 8) ** 2
+    out += b"\xff\xda\x00\x08\x01\x01\x00\x00\x00\x00" + b"\x00" * (blocks // 8)
+    bits = -(-blocks // 16384) * 15
+    ac = bytearray(-(-bits // 8))
+    if bits % 8:
+        ac[-1] = (1 << (8 - bits % 8)) - 1
+    for _ in range(ac_scans):
+        out += b"\xff\xda\x00\x08\x01\x01\x00\x01\x3f\x00" + ac
+    return bytes(out + b"\xff\xd9")
+
+
 def exif_orientation(value):
     exif = Image.Exif()
     exif[0x0112] = value
@@ -100,7 +120,12 @@ def main():
     write("empty.jpg", b"", "error", "empty")
     write("html.jpg", b"<html><body>404 Not Found</body></html>\n", "error", "not an image")
     write("text.png", b"just some text, not a picture\n", "error", "not an image")
+    # A progressive JPEG of 2,000 scans (seconds to decode each time, minutes at 10,000):
+    # refused from a count of its scan headers, before any decoder runs.
+    write("scans_2000.jpg", jpeg_of_many_scans(1024, 2000), "error", "scans")
     # Unusual but valid.
+    write("progressive.jpg", encode(photo(), "JPEG", quality=90, progressive=True), size=(64, 48))
+    write("scans_60.jpg", jpeg_of_many_scans(256, 59), size=(256, 256))
     write("cmyk.jpg", encode(photo(mode="CMYK"), "JPEG", quality=90), size=(64, 48))
     write("gray16.png", encode(photo().convert("I;16"), "PNG"), size=(64, 48))
     palette = photo().convert("P", palette=Image.Palette.ADAPTIVE, colors=16)

@@ -25,7 +25,7 @@ fn setup() -> tempfile::TempDir {
         "training": {"batch_size": 16, "epochs": 2, "learning_rate": 0.002, "backbone_lr": 0.002},
         "augmentation": {"image_size": 32},
         "logging": {"log_frequency": 1},
-        "system": {"num_workers": 1, "device": "cpu", "seed": 5}
+        "system": {"num_workers": 1, "num_threads": 1, "device": "cpu", "seed": 5}
     });
     std::fs::write(work.join("base.json"), base.to_string()).unwrap();
     let sweep = serde_json::json!({

@@ -21,7 +21,7 @@ fn setup(products: usize, config: serde_json::Value) -> tempfile::TempDir {
         "model": {"pretrained": false, "freeze_backbone_epochs": 1, "dropout_rate": 0.2},
         "training": {"batch_size": 16, "epochs": 4, "learning_rate": 0.002, "backbone_lr": 0.002, "warmup_epochs": 1, "use_ema": true, "ema_decay": 0.9},
         "augmentation": {"image_size": 32, "strength": "medium", "mixup_alpha": 0.2},
-        "system": {"num_workers": 1, "device": "cpu", "seed": 3}
+        "system": {"num_workers": 1, "num_threads": 1, "device": "cpu", "seed": 3}
     });
     merge(&mut base, config);
     std::fs::write(dir.path().join("config.json"), serde_json::to_string_pretty(&base).unwrap()).unwrap();

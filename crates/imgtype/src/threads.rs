@@ -10,7 +10,9 @@
 //! sets the threads to the cores left, at least one; with no one else there, all of them.
 //! Two jobs on 2 cores then run one thread each, and together do more than one alone.
 //!
-//! An explicit `OMP_NUM_THREADS` turns it off: that thread count is kept as it is.
+//! A thread count changes the order of libtorch's sums, so a run whose threads changed midway
+//! is not bit for bit the run that kept them: `system.num_threads` ([`pin`]) or an explicit
+//! `OMP_NUM_THREADS` fixes the count, and training is then repeatable whatever else runs.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,8 +29,16 @@ struct Governor {
     last: Option<Sample>,
 }
 
-/// The thread count the last measurement chose; 0 before the first.
+/// The thread count the last measurement chose (or [`pin`] fixed); 0 before the first.
 static TARGET: AtomicUsize = AtomicUsize::new(0);
+static PINNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Fixes libtorch's compute threads at `threads` for the rest of the process (every thread
+/// that calls [`share_cores`] takes it): no measuring, numbers that repeat.
+pub fn pin(threads: usize) {
+    PINNED.store(true, Ordering::Relaxed);
+    TARGET.store(threads.max(1), Ordering::Relaxed);
+}
 
 thread_local! {
     /// What this thread last set: OpenMP's thread count is a setting of each calling thread.
@@ -54,7 +64,9 @@ pub fn share_cores() {
     if std::env::var_os("OMP_NUM_THREADS").is_some() {
         return;
     }
-    measure_if_due();
+    if !PINNED.load(Ordering::Relaxed) {
+        measure_if_due();
+    }
     let target = TARGET.load(Ordering::Relaxed);
     if target > 0 && APPLIED.get() != target {
         tch::set_num_threads(target as i32);
@@ -128,7 +140,10 @@ fn sample(cpus: &[usize], at: Instant) -> Option<Sample> {
 fn cpu_ticks(stat: &str, cpus: &[usize]) -> Option<(u64, u64)> {
     let (mut busy, mut total, mut seen) = (0u64, 0u64, false);
     for line in stat.lines() {
-        let Some(rest) = line.strip_prefix("cpu") else { continue };
+        // `cpuN` lines only: the first line, `cpu `, sums them all.
+        let Some(rest) = line.strip_prefix("cpu").filter(|rest| rest.starts_with(|c: char| c.is_ascii_digit())) else {
+            continue;
+        };
         let mut fields = rest.split_whitespace();
         let Some(Ok(cpu)) = fields.next().map(str::parse::<usize>) else { continue };
         if !cpus.is_empty() && !cpus.contains(&cpu) {
@@ -182,5 +197,21 @@ mod tests {
         // 500 busy ticks of 500 on 2 CPUs, 250 of them ours: the others kept one core busy.
         assert_eq!(others_busy_cores(&last, &now, 2), Some(1.0));
         assert!(sample(&allowed_cpus(), Instant::now()).is_some(), "this machine's /proc reads");
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+            /// Whatever the proc files hold, an answer or none; never a panic.
+            #[test]
+            fn any_proc_text_is_read_without_panicking(text in "(cpu[0-9 ]{0,4}[0-9 a-z()]{0,40}\n){0,5}", cpus in proptest::collection::vec(0usize..8, 0..3)) {
+                let _ = cpu_ticks(&text, &cpus);
+                let _ = own_ticks(&text);
+            }
+        }
     }
 }

@@ -338,6 +338,10 @@ impl Default for PathsConfig {
 #[serde(default)]
 pub struct SystemConfig {
     pub num_workers: usize,
+    /// libtorch's compute threads in training: null shares the cores other processes leave
+    /// free (see `threads.rs`); a number fixes them, so results repeat bit for bit whatever
+    /// else runs on the machine.
+    pub num_threads: Option<usize>,
     pub device: DeviceChoice,
     /// The Python system's switch for reduced-precision training: bf16 where the device has it.
     pub mixed_precision: bool,
@@ -352,6 +356,7 @@ impl Default for SystemConfig {
     fn default() -> Self {
         Self {
             num_workers: 4,
+            num_threads: None,
             device: DeviceChoice::Auto,
             mixed_precision: false,
             precision: Precision::Auto,

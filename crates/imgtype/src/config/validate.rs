@@ -29,6 +29,9 @@ impl Config {
         if self.system.num_workers > MAX_WORKERS {
             bail!("system.num_workers is at most {MAX_WORKERS}, got {}", self.system.num_workers);
         }
+        if let Some(threads) = self.system.num_threads {
+            check_count("system.num_threads", threads, MAX_WORKERS)?;
+        }
         Ok(())
     }
 }

@@ -554,6 +554,42 @@ mod tests {
         assert_eq!(jpeg_scans(&hidden), 10_001);
     }
 
+    mod scan_count {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+            /// The count is that of the scans written, wherever decoders' skipped bytes (not
+            /// 0xFF) are put between segments; any bytes at all are counted without a panic.
+            #[test]
+            fn scans_are_counted_through_garbage_between_segments(
+                scans in 0usize..130,
+                garbage in proptest::collection::vec((any::<prop::sample::Index>(), 0u8..0xFF), 0..6),
+                noise in proptest::collection::vec(any::<u8>(), 0..200),
+            ) {
+                let clean = progressive_jpeg(64, scans);
+                // Segment starts: every 0xFF followed by a marker byte, outside entropy data.
+                let starts: Vec<usize> = (2..clean.len() - 1)
+                    .filter(|&i| clean[i] == 0xFF && clean[i + 1] != 0 && clean[i - 1] != 0xFF)
+                    .collect();
+                let mut messy = clean.clone();
+                let mut places: Vec<(usize, u8)> = garbage.iter().map(|(at, byte)| (starts[at.index(starts.len())], *byte)).collect();
+                places.sort_by(|a, b| b.0.cmp(&a.0));
+                for (at, byte) in places {
+                    messy.insert(at, byte);
+                }
+                prop_assert_eq!(jpeg_scans(&clean), scans + 1);
+                prop_assert_eq!(jpeg_scans(&messy), scans + 1);
+                let _ = jpeg_scans(&noise);
+                let mut prefixed = vec![0xFF, 0xD8];
+                prefixed.extend(&noise);
+                let _ = jpeg_scans(&prefixed);
+            }
+        }
+    }
+
     #[test]
     fn decoded_pixels_in_flight_stay_within_the_budget() {
         let capacity = pixel_budget().capacity;

@@ -104,4 +104,75 @@ mod tests {
         assert!(split_cell("  ").is_empty());
         assert_eq!(split_cell("a&&nan&c"), vec!["a", "c"]);
     }
+
+    fn read_bytes(bytes: &[u8]) -> Result<ProductTable> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("products.csv");
+        std::fs::write(&path, bytes).unwrap();
+        read_products(&path)
+    }
+
+    #[test]
+    fn a_malformed_row_is_skipped_and_the_rows_after_it_are_read() {
+        let mut text = String::from("id,category_name,main_image\np1,top,a.jpg\n\"p2,top,b.jpg\np3,top\n");
+        for i in 4..40 {
+            text.push_str(&format!("p{i},top,m{i}.jpg\n"));
+        }
+        let table = read_bytes(text.as_bytes()).unwrap();
+        assert_eq!(table.products.len(), 37);
+        let lines: Vec<u64> = table.skipped.iter().map(|s| s.line).collect();
+        assert_eq!(lines, [3, 4]);
+        assert!(table.skipped[0].reason.contains("unbalanced quote"), "{:?}", table.skipped);
+        assert!(table.skipped[1].reason.contains("2 fields, the header has 3"), "{:?}", table.skipped);
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+            /// Differential: a product CSV the csv crate writes (commas, quotes, line breaks
+            /// in any cell) reads back product for product, nothing skipped.
+            #[test]
+            fn written_product_csvs_read_back_whole(
+                rows in proptest::collection::vec(("[a-z0-9]{1,6}", "[a-z ,\"\n]{1,8}", "[a-z0-9./\"\n]{1,12}"), 1..12),
+            ) {
+                let mut writer = csv::Writer::from_writer(Vec::new());
+                writer.write_record(["id", "category_name", "main_image"]).unwrap();
+                let mut expected = Vec::new();
+                let mut seen = std::collections::HashSet::new();
+                for (i, (id, category, image)) in rows.iter().enumerate() {
+                    let id = format!("{id}{i}");
+                    writer.write_record([&id, category, image]).unwrap();
+                    seen.insert(id.clone());
+                    expected.push((id, category.trim().to_string(), split_cell(image)));
+                }
+                let bytes = writer.into_inner().unwrap();
+                match read_bytes(&bytes) {
+                    Ok(table) => {
+                        prop_assert!(table.skipped.is_empty(), "{:?}", table.skipped);
+                        let read: Vec<_> = table.products.iter().map(|p| {
+                            (p.id.clone(), p.category.clone(), p.images.iter().map(|i| i.path.clone()).collect::<Vec<_>>())
+                        }).collect();
+                        prop_assert_eq!(read, expected);
+                    }
+                    // An empty category after trimming is refused, naming the row.
+                    Err(error) => prop_assert!(
+                        expected.iter().any(|(_, c, _)| c.is_empty()) && error.to_string().contains("empty `category_name`"),
+                        "{error:#}"
+                    ),
+                }
+            }
+
+            /// Any bytes: products, or an error naming the file; never a panic.
+            #[test]
+            fn any_bytes_are_read_or_refused(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+                if let Err(error) = read_bytes(&bytes) {
+                    prop_assert!(error.to_string().contains("products.csv"), "{error:#}");
+                }
+            }
+        }
+    }
 }
