@@ -393,3 +393,41 @@ fn a_class_named_error_is_refused() {
     let out = run(dir.path(), TRAIN, &["--config", "config.json"]);
     failed_with(&out, &["config.json", "`ERROR`", "no class may be called that"]);
 }
+
+/// Sweeps, cross-validations and the copy of the best model never write over a user's file:
+/// a new sweep or cross-validation folder that already holds other files is refused, and so
+/// is a `paths.model_dir` whose `best_model.safetensors` is the weights the run starts from.
+#[test]
+fn sweeps_cross_validations_and_the_best_model_copy_never_overwrite_a_users_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    write_products(&work.join("products.csv"), &some_products(30));
+    ok(run(work, DIVIDE, &["--input-file", "products.csv", "--output-dir", "data"]));
+    std::fs::write(work.join("config.json"), r#"{"data": {"csv_path": "products.csv"}, "model": {"pretrained": false}}"#)
+        .unwrap();
+    std::fs::create_dir_all(work.join("mine")).unwrap();
+    std::fs::write(work.join("mine/label_issues.csv"), "my reviewed labels\n").unwrap();
+    let out = run_bounded(work, TRAIN, &["--config", "config.json", "--cross-validate", "2", "--cv-dir", "mine"], &[], BOUND);
+    failed_with(&out, &["mine already holds label_issues.csv", "not a cross-validation folder"]);
+    let sweep = r#"{"base_config": "config.json", "experiments": [{"name": "a", "overrides": {}}]}"#;
+    std::fs::write(work.join("sweep.json"), sweep).unwrap();
+    let out = run_bounded(work, TRAIN, &["--sweep", "sweep.json", "--sweep-dir", "mine"], &[], BOUND);
+    failed_with(&out, &["mine already holds label_issues.csv", "not a sweep folder"]);
+    assert_eq!(std::fs::read_to_string(work.join("mine/label_issues.csv")).unwrap(), "my reviewed labels\n");
+    assert_eq!(std::fs::read_dir(work.join("mine")).unwrap().count(), 1, "nothing added");
+
+    // Fine-tuning from last time's shared copy: the run would replace its own starting point.
+    std::fs::create_dir_all(work.join("models")).unwrap();
+    let model = write_model(&work.join("models"));
+    std::fs::rename(&model, work.join("models/best_model.safetensors")).unwrap();
+    let before = std::fs::read(work.join("models/best_model.safetensors")).unwrap();
+    std::fs::write(
+        work.join("tune.json"),
+        r#"{"data": {"csv_path": "products.csv"}, "model": {"pretrained": true, "pretrained_weights": "models/best_model.safetensors"}}"#,
+    )
+    .unwrap();
+    let out = run_bounded(work, TRAIN, &["--config", "tune.json"], &[], BOUND);
+    failed_with(&out, &["paths.model_dir", "best_model.safetensors is the input"]);
+    assert_eq!(std::fs::read(work.join("models/best_model.safetensors")).unwrap(), before);
+    assert!(!work.join("results").exists(), "no run folder was made");
+}

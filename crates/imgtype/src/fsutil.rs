@@ -175,6 +175,24 @@ pub fn csv_reader(path: &Path, label: &str) -> Result<csv::Reader<std::io::Take<
     Ok(csv::Reader::from_reader(open_capped(path, label, CSV_FILE_CAP)?))
 }
 
+/// Before a command starts a new folder of its own (a sweep's, a cross-validation's) in `dir`:
+/// the folder is missing, empty, or holds only what an unfinished start of the same command
+/// left (`leftover` says which names); anything else is a user's and would be overwritten
+/// or mixed in, so it is refused, naming one such entry.
+pub fn check_new_folder(dir: &Path, what: &str, leftover: impl Fn(&str) -> bool) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !leftover(&name) && !name.starts_with(TEMP_PREFIX) && name != LOCK_FILE {
+            anyhow::bail!(
+                "{} already holds {name}, and is not {what}: give it a folder of its own (a new or empty one)",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The file in a folder whose lock says a process works in it.
 pub const LOCK_FILE: &str = ".imgtype.lock";
 

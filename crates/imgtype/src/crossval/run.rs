@@ -160,6 +160,9 @@ fn prepare(dir: &Path, config: &Config, folds: usize) -> Result<CvPlan> {
         }
         return Ok(plan);
     }
+    crate::fsutil::check_new_folder(dir, "a cross-validation folder", |name| {
+        name == IMAGES_FILE || name.strip_prefix("fold_").is_some_and(|n| n.parse::<usize>().is_ok())
+    })?;
     let images = assign_folds(config, folds)?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     write_images_csv(&dir.join(IMAGES_FILE), &images)?;

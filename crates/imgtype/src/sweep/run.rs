@@ -196,6 +196,7 @@ fn record_plan(dir: &Path, base: &Config, epochs: Option<EpochsOverride>, experi
         }
         return Ok(());
     }
+    crate::fsutil::check_new_folder(dir, "a sweep folder", |_| false)?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create sweep folder {}", dir.display()))?;
     crate::fsutil::write_json_atomic(&path, &record)
 }

@@ -193,10 +193,21 @@ fn write_class_summary(path: &Path, metrics: &Metrics) -> Result<()> {
     })
 }
 
+/// Where a run leaves a copy of its best model: `paths.model_dir/best_model.safetensors`.
+pub(super) fn shared_best_model(config: &crate::config::Config) -> std::path::PathBuf {
+    config.paths.model_dir.join("best_model.safetensors")
+}
+
 /// As the Python system's `models/best_model.pth`: the latest best model also in
 /// `paths.model_dir`. A failure here only warns: the run's own copy is what counts.
-pub(super) fn share_best_model(best: &Path, model_dir: &Path) {
-    let shared = model_dir.join("best_model.safetensors");
+pub(super) fn share_best_model(best: &Path, config: &crate::config::Config) {
+    let shared = shared_best_model(config);
+    if let Some(weights) = config.model.pretrained_weights.as_deref().filter(|_| config.model.pretrained) {
+        if let Err(e) = crate::fsutil::check_output_file(&shared, &[weights]) {
+            tracing::warn!("the best model is not copied to {}: {e:#}", shared.display());
+            return;
+        }
+    }
     let label = format!("best model {}", best.display());
     match crate::fsutil::read_capped(best, &label, crate::model::torch_file::MODEL_FILE_CAP)
         .and_then(|bytes| crate::fsutil::write_atomic(&shared, &bytes))

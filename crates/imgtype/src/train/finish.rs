@@ -58,7 +58,7 @@ pub(super) fn finish(session: &mut Session, mut state: TrainingState, best_weigh
     }
     let best_model = Some(folder.best_model()).filter(|p| p.exists());
     if let Some(best) = best_model.as_ref().filter(|_| config.validation.save_best_model) {
-        share_best_model(best, &config.paths.model_dir);
+        share_best_model(best, &config);
     }
     write_final_results(folder, &state, best_model.as_deref(), &test_metrics, session.skipped)?;
     state.finished = true;

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::run_files::RunLayout;
@@ -55,7 +55,19 @@ impl RunFolder {
         let device = crate::device::resolve_device(config.system.device)?;
         super::splits::read_splits(config)?;
         crate::data::ImageSource::from_config(&config.data).check_configured()?;
-        crate::model::pretrained::resolve_weights_file(&config.model)?;
+        let weights = crate::model::pretrained::resolve_weights_file(&config.model)?;
+        // The copy of the best model a run leaves in `paths.model_dir` must not replace a file
+        // the run reads (a user fine-tuning from last time's `models/best_model.safetensors`).
+        let inputs: Vec<PathBuf> = config_file
+            .map(Path::to_path_buf)
+            .into_iter()
+            .chain(weights)
+            .chain(crate::data::SplitName::ALL.map(|split| config.paths.data_dir.join(split.file_name())))
+            .chain([config.data.csv_path.clone()])
+            .collect();
+        let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+        crate::fsutil::check_output_file(&super::artifacts::shared_best_model(config), &inputs)
+            .context("paths.model_dir")?;
         let log_dir = config.paths.log_dir.to_string_lossy().to_string();
         let checkpoint_dir = config.paths.checkpoint_dir.to_string_lossy().to_string();
         let dir = crate::rundir::create_run_dir(&config.paths.result_dir, &["model", &log_dir, &checkpoint_dir])?;
