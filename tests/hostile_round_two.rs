@@ -125,6 +125,8 @@ fn sizes_from_a_model_file_are_checked_before_allocating() {
         ("batch_2e62.safetensors", "inference", ("batch_size", serde_json::json!(1u64 << 62)), "inference.batch_size"),
         ("workers.safetensors", "system", ("num_workers", serde_json::json!(1u64 << 40)), "system.num_workers is at most 256"),
         ("hidden.safetensors", "model", ("hidden_dim", serde_json::json!(1i64 << 40)), "model.hidden_dim must be between 1 and 65536"),
+        ("timeout.safetensors", "data", ("download_timeout_secs", serde_json::json!(1e300)), "data.download_timeout_secs is at most 3600"),
+        ("threads.safetensors", "system", ("num_threads", serde_json::json!(257)), "system.num_threads must be between 1 and 256"),
     ] {
         let path = edited_model(&model, name, |_| {}, |c| c[key][value.0] = value.1);
         let args = ["--model-path", path.to_str().unwrap(), "--csv-path", "in.csv", "--output-path", "out.csv"];
@@ -132,6 +134,41 @@ fn sizes_from_a_model_file_are_checked_before_allocating() {
         failed_with(&out, &[name, reason]);
     }
     assert!(!dir.path().join("out.csv").exists());
+}
+
+/// A line over a mebibyte in an input CSV costs its own row (an ERROR row, a skipped product),
+/// and a shard made of NUL bytes is refused after a bounded read, not merged into gigabytes.
+#[test]
+fn an_overlong_line_costs_its_row_and_a_shard_of_nul_bytes_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_model(dir.path());
+    let long = "x".repeat(1_100_000);
+    std::fs::write(dir.path().join("in.csv"), format!("image_path\n{}\n{long}.jpg\n{}\n", sample_key(), sample_key()))
+        .unwrap();
+    let args = ["--model-path", model.to_str().unwrap(), "--csv-path", "in.csv", "--output-path", "out.csv"];
+    ok(run_bounded(dir.path(), TEST, &args, &[], BOUND));
+    let (header, rows) = read_csv(&dir.path().join("out.csv"));
+    let (predicted, error) = (
+        header.iter().position(|h| h == "predicted_class").unwrap(),
+        header.iter().position(|h| h == "error").unwrap(),
+    );
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows.iter().map(|r| r[predicted] == "ERROR").collect::<Vec<_>>(), [false, true, false]);
+    assert!(rows[1][error].contains("row 3 is longer than 1048576 bytes"), "{}", rows[1][error]);
+
+    let mut products = some_products(20);
+    products.insert(3, format!("p_long,cat0,{}", "a.jpg&".repeat(200_000)));
+    write_products(&dir.path().join("products.csv"), &products);
+    let out = ok(run_bounded(dir.path(), DIVIDE, &["--input-file", "products.csv", "--output-dir", "out"], &[], BOUND));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 malformed row(s) skipped"));
+
+    let shard = dir.path().join("r.shard-0-of-1.csv");
+    let file = std::fs::File::create(&shard).unwrap();
+    std::io::Write::write_all(&mut &file, b"image_path,predicted_class\n").unwrap();
+    file.set_len(80 << 20).unwrap();
+    let out = run_bounded(dir.path(), TEST, &["--merge-shards", "r.shard-0-of-1.csv", "--output-path", "m.csv"], &[], BOUND);
+    failed_with(&out, &["r.shard-0-of-1.csv", "line 2 is longer than"]);
+    assert!(!dir.path().join("m.csv").exists());
 }
 
 /// Row 3: a FIFO where the model file belongs is refused at once, in every mode.
@@ -169,8 +206,11 @@ fn the_wrong_openvino_library_is_a_warning_and_libtorch_predicts() {
         .into_iter()
         .find(|p| Path::new(p).exists())
         .unwrap_or("/etc/hostname");
+    let fifo = dir.path().join("libopenvino_c.so.fifo");
+    mkfifo(&fifo);
     for (library, reason) in [
         (cxx.to_str().unwrap(), "not OpenVINO's C library"),
+        (fifo.to_str().unwrap(), "not a regular file"),
         (libz, "cannot load"),
         ("/etc/passwd", "cannot load"),
     ] {
@@ -352,6 +392,33 @@ fn damaged_cross_validation_folders_are_one_error_line_in_bounded_time() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.code() == Some(0) || out.status.code() == Some(1), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // A finished fold whose metrics table is a FIFO is counted as damaged; the summary goes on.
+    let cv = handmade_cv_folder(&dir.path().join("third"), 2, 2);
+    let run_dir = cv.join("fold_1/run_20260101_000000_00000001");
+    std::fs::create_dir_all(run_dir.join("logs")).unwrap();
+    std::fs::write(run_dir.join("config.json"), Config::default().to_json_pretty()).unwrap();
+    let finished = serde_json::json!({
+        "run_id": "run_20260101_000000_00000001", "status": "finished", "best_epoch": 1,
+        "validation_metric": "f1_weighted", "best_validation_score": 0.5, "epochs_run": 1,
+        "stopped_early": false, "best_model": null, "test_accuracy": 0.5, "test_f1_macro": 0.5,
+        "test_f1_weighted": 0.5, "test_roc_auc_macro": null, "skipped_images": 0
+    });
+    std::fs::write(run_dir.join("final_results.json"), finished.to_string()).unwrap();
+    mkfifo(&run_dir.join("logs/metrics.csv"));
+    let out = run_bounded(dir.path(), TRAIN, &["--summarize", cv.to_str().unwrap()], &[], BOUND);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("fold 1:") && stderr.contains("counted as damaged"), "{stderr}");
+    assert!(!stderr.lines().any(|l| l.starts_with("error:") && l.contains("metrics.csv")), "{stderr}");
+
+    // A cv_plan.json that is a FIFO is said to be one, not "missing".
+    let cv = handmade_cv_folder(&dir.path().join("fourth"), 2, 2);
+    std::fs::remove_file(cv.join("cv_plan.json")).unwrap();
+    mkfifo(&cv.join("cv_plan.json"));
+    for args in [vec!["--summarize", cv.to_str().unwrap()], vec!["--resume", cv.to_str().unwrap()]] {
+        let out = run_bounded(dir.path(), TRAIN, &args, &[], BOUND);
+        failed_with(&out, &["cv_plan.json", "not a regular file"]);
+    }
 }
 
 /// A run folder as training leaves it after its first checkpoint, made by hand (the

@@ -57,6 +57,10 @@ fn stop_and_resume_equals_an_uninterrupted_run() {
     let dir = setup(24, serde_json::json!({}));
     let work = dir.path();
     let straight = run_dir_from(work, &ok(run(work, TRAIN, &["--config", "config.json"])).stdout);
+    // `system.num_threads` fixes the compute threads from the start, and the metadata says so.
+    let metadata = imgtype_testkit::read_json(&straight.join("run_metadata.json"));
+    assert_eq!(metadata["torch_threads"], 1, "{metadata}");
+    assert!(metadata["device"].as_str().unwrap().contains("(1 threads)"), "{metadata}");
 
     let paused = ok(run(work, TRAIN, &["--config", "config.json", "--stop-after", "2"]));
     let stdout = String::from_utf8_lossy(&paused.stdout).to_string();

@@ -69,8 +69,7 @@ fn run(args: Args) -> Result<()> {
     print!("{}", format_summary_tables(&summary));
     if !summary.skipped_rows.is_empty() {
         println!(
-            "\n{} malformed row(s) skipped (an unbalanced quote, a wrong number of fields): listed under \
-             skipped_rows in data_split_summary.json",
+            "\n{} malformed row(s) skipped: listed, with why, under skipped_rows in data_split_summary.json",
             summary.skipped_rows.len()
         );
     }

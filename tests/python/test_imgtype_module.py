@@ -176,6 +176,39 @@ with tempfile.TemporaryDirectory() as tmp:
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"forked child: status {status}"
     assert api.predict(keys[:1])[0]["predicted_class"] == warm[0]["predicted_class"], "the parent still predicts"
 
+    # Forked while other threads predict: fork waits for the forward pass in flight, so the
+    # child finds no lock held by a thread it does not have.
+    busy = threading.Event()
+    stop_spinning = threading.Event()
+
+    def spin():
+        while not stop_spinning.is_set():
+            api.predict(keys)
+            busy.set()
+
+    spinners = [threading.Thread(target=spin) for _ in range(2)]
+    for t in spinners:
+        t.start()
+    busy.wait()
+    children = []
+    for _ in range(3):
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(60)
+            try:
+                rows = api.predict(keys[:2])
+                os._exit(0 if [r["predicted_class"] for r in rows] == [r["predicted_class"] for r in warm] else 3)
+            except BaseException:
+                os._exit(4)
+        children.append(pid)
+        time.sleep(0.05)
+    stop_spinning.set()
+    for t in spinners:
+        t.join()
+    for pid in children:
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"child forked mid-prediction: status {status}"
+
     # A FIFO as the model path is refused at once, never waited on.
     fifo = work / "model.fifo"
     os.mkfifo(fifo)
@@ -219,5 +252,5 @@ with tempfile.TemporaryDirectory() as tmp:
     print(f"imgtype module: {len(keys)} predictions equal the test binary's; ERROR rows; "
           f"8 threads x 50 calls; {counter[0]} ticks during a {seconds:.2f} s predict (GIL released); "
           f"URL tricks never reached the other host; {len(crafted)} crafted model files raised RuntimeError; "
-          f"a forked child predicts; a FIFO, a NaN bias and a tiny temperature are refused; a wrong OpenVINO "
+          f"forked children predict (also forked mid-prediction); a FIFO, a NaN bias and a tiny temperature are refused; a wrong OpenVINO "
           f"library falls back to libtorch")

@@ -133,6 +133,13 @@ pub fn read_at_most(reader: impl std::io::Read, label: &str, cap: ByteCap) -> Re
     Ok(bytes)
 }
 
+/// Whether anything is at `path` (a FIFO, a device, a dangling link too): where a file is
+/// required, its absence is said as such and anything else is left to the reader, whose
+/// error says what is wrong with it ("not a regular file").
+pub fn is_present(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}
+
 /// The whole regular file at `path`, refused when it is over `cap`.
 pub fn read_capped(path: &Path, label: &str, cap: ByteCap) -> Result<Vec<u8>> {
     let (file, _) = open_regular_file(path, label, cap)?;
@@ -212,6 +219,9 @@ impl FolderLock {
         use std::os::unix::fs::OpenOptionsExt;
         let path = dir.join(LOCK_FILE);
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create folder {}", dir.display()))?;
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            anyhow::bail!("the lock file {} is a symbolic link; remove it (a lock file is never a link)", path.display());
+        }
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)

@@ -12,6 +12,7 @@ pub mod crossval;
 pub mod data;
 pub mod device;
 pub mod eval;
+pub mod forksafe;
 pub mod fsutil;
 pub mod infer;
 pub mod loss;

@@ -36,8 +36,26 @@ static PINNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::ne
 /// Fixes libtorch's compute threads at `threads` for the rest of the process (every thread
 /// that calls [`share_cores`] takes it): no measuring, numbers that repeat.
 pub fn pin(threads: usize) {
+    let threads = threads.max(1);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads > cores {
+        tracing::warn!(
+            "system.num_threads is {threads}, more than the {cores} cores here: the threads will wait on each other"
+        );
+    }
     PINNED.store(true, Ordering::Relaxed);
-    TARGET.store(threads.max(1), Ordering::Relaxed);
+    TARGET.store(threads, Ordering::Relaxed);
+    tch::set_num_threads(threads as i32);
+    APPLIED.set(threads);
+}
+
+/// `system.num_threads` of a run's config: fixed where it says a number, shared by
+/// measurement again where it says null (a sweep's experiments may differ).
+pub fn apply_config(system: &crate::config::SystemConfig) {
+    match system.num_threads {
+        Some(threads) => pin(threads),
+        None => PINNED.store(false, Ordering::Relaxed),
+    }
 }
 
 thread_local! {

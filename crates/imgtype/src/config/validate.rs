@@ -53,6 +53,12 @@ fn validate_data(d: &DataConfig) -> Result<()> {
     }
     check_unit_interval("data.max_bad_image_ratio", d.max_bad_image_ratio)?;
     check_positive("data.download_timeout_secs", d.download_timeout_secs)?;
+    if d.download_timeout_secs > MAX_DOWNLOAD_TIMEOUT_SECS {
+        bail!(
+            "data.download_timeout_secs is at most {MAX_DOWNLOAD_TIMEOUT_SECS} (an hour), got {}",
+            shown(d.download_timeout_secs)
+        );
+    }
     if d.max_image_bytes == 0 {
         bail!("data.max_image_bytes must be at least 1, got 0");
     }
@@ -180,7 +186,7 @@ fn validate_inference(i: &InferenceConfig, class_names: &[String]) -> Result<()>
         bail!(
             "inference.temperature must be between {MIN_TEMPERATURE} and {MAX_TEMPERATURE} (1 leaves the logits as \
              they are; a smaller one overflows fp32 logits into NaN probabilities), got {}",
-            i.temperature
+            shown(i.temperature)
         );
     }
     for (name, threshold) in &i.class_thresholds {
@@ -201,6 +207,18 @@ pub const MAX_EPOCHS: usize = 100_000;
 pub const MAX_WORKERS: usize = 256;
 pub const MAX_HIDDEN_DIM: i64 = 65_536;
 pub const MAX_DOWNLOAD_RETRIES: u32 = 100;
+pub const MAX_DOWNLOAD_TIMEOUT_SECS: f64 = 3600.0;
+
+/// A number as a person reads it: plain, or in exponent form when that is shorter (1e-310
+/// is 300 digits long in plain form).
+fn shown(value: f64) -> String {
+    let plain = value.to_string();
+    if plain.len() > 16 {
+        format!("{value:e}")
+    } else {
+        plain
+    }
+}
 /// `inference.temperature`'s range: fp32 logits of a sane model (|logit| < 10⁴) divided by
 /// 0.01 stay far from overflowing; calibration fits within 0.05–20.
 pub const MIN_TEMPERATURE: f64 = 0.01;

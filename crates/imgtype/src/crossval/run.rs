@@ -79,7 +79,7 @@ pub struct CvReport {
 pub type CvEnd = Outcome<CvReport>;
 
 pub fn is_cv_folder(dir: &Path) -> bool {
-    dir.join(CV_PLAN_FILE).is_file()
+    crate::fsutil::is_present(&dir.join(CV_PLAN_FILE))
 }
 
 /// The plan recorded in the cross-validation folder `dir`.

@@ -90,7 +90,13 @@ pub fn summarize(dir: &Path, quality: LabelQuality) -> Result<CvSummary> {
     let mut folds = Vec::new();
     let mut predictions: HashMap<(usize, String, String), PredictionRow> = HashMap::new();
     for fold in 1..=plan.folds {
-        let (result, fold_predictions) = read_fold(&dir.join(fold_name(fold)), fold, plan.fold_images[fold - 1])?;
+        let held_out = plan.fold_images[fold - 1];
+        // A fold whose files cannot be read (copied, edited, damaged) is one the summary cannot
+        // count; the others still are.
+        let (result, fold_predictions) = read_fold(&dir.join(fold_name(fold)), fold, held_out).unwrap_or_else(|e| {
+            tracing::warn!("fold {fold}: {e:#}; counted as damaged");
+            (FoldResult { status: "damaged".into(), ..empty_fold_result(fold, held_out) }, None)
+        });
         if let Some(fold_predictions) = fold_predictions {
             if fold_predictions.class_names != *class_names {
                 bail!(
@@ -162,8 +168,8 @@ fn class_index(class_names: &[String], name: &str) -> usize {
 }
 
 /// A fold's figures, and its test predictions when it has finished.
-fn read_fold(dir: &Path, fold: usize, held_out: usize) -> Result<(FoldResult, Option<TestPredictions>)> {
-    let mut result = FoldResult {
+fn empty_fold_result(fold: usize, held_out: usize) -> FoldResult {
+    FoldResult {
         fold,
         status: "missing".into(),
         held_out_images: held_out,
@@ -175,7 +181,11 @@ fn read_fold(dir: &Path, fold: usize, held_out: usize) -> Result<(FoldResult, Op
         epochs_run: None,
         seconds: None,
         run_dir: None,
-    };
+    }
+}
+
+fn read_fold(dir: &Path, fold: usize, held_out: usize) -> Result<(FoldResult, Option<TestPredictions>)> {
+    let mut result = empty_fold_result(fold, held_out);
     let observed = observed_state(dir);
     result.status = observed.status().into();
     let run = match observed {

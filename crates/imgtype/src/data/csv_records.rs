@@ -15,6 +15,10 @@ use csv::ByteRecord;
 /// Most lines and bytes one record may span before its first line is taken as malformed.
 const MAX_RECORD_LINES: usize = 1000;
 const MAX_RECORD_BYTES: usize = 1 << 20;
+/// A line longer than [`MAX_RECORD_BYTES`] is a malformed row of its own (only its start is
+/// kept, for the error row); one longer than this is no CSV at all, and reading stops.
+const MAX_LINE_BYTES: u64 = 64 << 20;
+const KEPT_OF_LONG_LINE: usize = 4096;
 
 /// One record: its fields (with the line it starts on as its position) and what is wrong
 /// with it, if the reader could tell.
@@ -31,12 +35,21 @@ pub struct RecordReader<R> {
     /// Fields in the header row, once read.
     width: Option<usize>,
     label: String,
+    /// Numbers of lines longer than [`MAX_RECORD_BYTES`] (kept cut short).
+    overlong: std::collections::HashSet<u64>,
 }
 
 impl<R: BufRead> RecordReader<R> {
     /// `label` names the input in errors.
     pub fn new(source: R, label: impl Into<String>) -> Self {
-        Self { source, pending: VecDeque::new(), next_line: 1, width: None, label: label.into() }
+        Self {
+            source,
+            pending: VecDeque::new(),
+            next_line: 1,
+            width: None,
+            label: label.into(),
+            overlong: std::collections::HashSet::new(),
+        }
     }
 
     /// The header row (the first record); `None` for an empty input.
@@ -51,6 +64,7 @@ impl<R: BufRead> RecordReader<R> {
             return Ok(Some(line));
         }
         let mut line = Vec::new();
+        let mut length = 0u64;
         loop {
             let available = self.source.fill_buf().with_context(|| format!("cannot read {}", self.label))?;
             if available.is_empty() {
@@ -60,11 +74,14 @@ impl<R: BufRead> RecordReader<R> {
                 Some(at) => (at + 1, true),
                 None => (available.len(), false),
             };
-            line.extend_from_slice(&available[..taken]);
+            if line.len() <= MAX_RECORD_BYTES {
+                line.extend_from_slice(&available[..taken]);
+            }
+            length += taken as u64;
             self.source.consume(taken);
-            if line.len() > MAX_RECORD_BYTES {
+            if length > MAX_LINE_BYTES {
                 bail!(
-                    "{}: line {} is longer than {MAX_RECORD_BYTES} bytes (not a CSV file?)",
+                    "{}: line {} is longer than {MAX_LINE_BYTES} bytes (not a CSV file?)",
                     self.label,
                     self.next_line
                 );
@@ -78,6 +95,10 @@ impl<R: BufRead> RecordReader<R> {
         }
         let number = self.next_line;
         self.next_line += 1;
+        if line.len() > MAX_RECORD_BYTES {
+            line.truncate(KEPT_OF_LONG_LINE);
+            self.overlong.insert(number);
+        }
         Ok(Some((number, line)))
     }
 
@@ -90,6 +111,15 @@ impl<R: BufRead> RecordReader<R> {
                 Some(line) => break line,
             }
         };
+        if self.overlong.remove(&number) {
+            let mut alone = FieldParser::new();
+            let record = match alone.feed(&first) {
+                Some(_) => alone.record(number),
+                None => alone.finish(number),
+            };
+            let problem = format!("row {number} is longer than {MAX_RECORD_BYTES} bytes: the row is malformed");
+            return Ok(Some(InputRecord { record, problem: Some(problem) }));
+        }
         let mut lines = vec![(number, first)];
         let mut fields = FieldParser::new();
         let mut bytes = 0;
@@ -103,7 +133,7 @@ impl<R: BufRead> RecordReader<R> {
                 }
                 break true;
             }
-            if lines.len() >= MAX_RECORD_LINES || bytes >= MAX_RECORD_BYTES {
+            if lines.len() >= MAX_RECORD_LINES || bytes >= MAX_RECORD_BYTES || self.overlong.contains(line_number) {
                 break false;
             }
             match self.line()? {
@@ -292,6 +322,19 @@ mod tests {
         assert_eq!(rows[1].0, vec!["say \"hi\"", "x"]);
         assert_eq!((rows[2].0.clone(), rows[2].1), (vec!["last.jpg".to_string(), "y".to_string()], 6));
         assert!(rows.iter().all(|r| r.2.is_none()));
+    }
+
+    #[test]
+    fn a_line_over_a_mebibyte_costs_its_own_row_only() {
+        let long = "x".repeat(1_100_000);
+        let text = format!("image_path,t\na.jpg,1\n{long}.jpg,2\nb.jpg,3\n\"{long},4\nc.jpg,5\n");
+        let (_, rows) = read_all(&text);
+        let problems: Vec<Option<&str>> = rows.iter().map(|r| r.2.as_deref()).collect();
+        assert_eq!(rows.len(), 5, "{problems:?}");
+        assert!(problems[1].unwrap().contains("row 3 is longer than 1048576 bytes"), "{problems:?}");
+        assert!(problems[3].is_some(), "{problems:?}");
+        assert_eq!((rows[2].0.clone(), rows[4].0.clone()), (vec!["b.jpg".to_string(), "3".into()], vec!["c.jpg".to_string(), "5".into()]));
+        assert!(rows[1].0[0].len() <= 4096, "only the start of a long line is kept");
     }
 
     #[test]

@@ -192,6 +192,8 @@ fn jpeg_scans(data: &[u8]) -> usize {
 #[must_use = "the pixels stay counted while the permit lives"]
 pub struct PixelPermit {
     pixels: u64,
+    /// The budget it was taken from (given back there, also after a fork replaced it).
+    budget: Option<&'static PixelBudget>,
 }
 
 struct PixelBudget {
@@ -211,16 +213,35 @@ struct BudgetState {
 /// worth of RGB, decoder buffers and all, is about 200 MB.
 pub const PIXELS_IN_FLIGHT_PER_CORE: u64 = 32_000_000;
 
+/// The process's budget; a child made by `fork` gets a fresh one (its parent's decodes and
+/// whatever lock they held are not in it): see [`PixelPermit::reset_after_fork`].
+static BUDGET: std::sync::atomic::AtomicPtr<PixelBudget> = std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+fn new_budget() -> *mut PixelBudget {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).max(4) as u64;
+    Box::into_raw(Box::new(PixelBudget {
+        state: std::sync::Mutex::new(BudgetState::default()),
+        turn: std::sync::Condvar::new(),
+        capacity: PIXELS_IN_FLIGHT_PER_CORE * cores,
+    }))
+}
+
 fn pixel_budget() -> &'static PixelBudget {
-    static BUDGET: std::sync::OnceLock<PixelBudget> = std::sync::OnceLock::new();
-    BUDGET.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).max(4) as u64;
-        PixelBudget {
-            state: std::sync::Mutex::new(BudgetState::default()),
-            turn: std::sync::Condvar::new(),
-            capacity: PIXELS_IN_FLIGHT_PER_CORE * cores,
-        }
-    })
+    use std::sync::atomic::Ordering;
+    let mut budget = BUDGET.load(Ordering::Acquire);
+    if budget.is_null() {
+        let fresh = new_budget();
+        budget = match BUDGET.compare_exchange(std::ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => fresh,
+            Err(existing) => {
+                // SAFETY: `fresh` was never shared.
+                drop(unsafe { Box::from_raw(fresh) });
+                existing
+            }
+        };
+    }
+    // SAFETY: a budget, once stored, is never freed (a replaced one is leaked).
+    unsafe { &*budget }
 }
 
 impl PixelPermit {
@@ -237,12 +258,20 @@ impl PixelPermit {
         state.in_use += pixels;
         state.serving += 1;
         budget.turn.notify_all();
-        Self { pixels }
+        Self { pixels, budget: Some(budget) }
+    }
+
+    /// In a child made by `fork` (called by `forksafe`'s handler, with one thread): a new,
+    /// empty budget; the parent's, with the permits of threads that are not here, is left.
+    pub fn reset_after_fork() {
+        if !BUDGET.load(std::sync::atomic::Ordering::Acquire).is_null() {
+            BUDGET.store(new_budget(), std::sync::atomic::Ordering::Release);
+        }
     }
 
     /// A permit for nothing (an image that was not decoded here).
     pub fn none() -> Self {
-        Self { pixels: 0 }
+        Self { pixels: 0, budget: None }
     }
 
     /// Pixels now held by every permit of the process.
@@ -253,10 +282,7 @@ impl PixelPermit {
 
 impl Drop for PixelPermit {
     fn drop(&mut self) {
-        if self.pixels == 0 {
-            return;
-        }
-        let budget = pixel_budget();
+        let Some(budget) = self.budget else { return };
         let mut state = budget.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         state.in_use -= self.pixels;
         budget.turn.notify_all();

@@ -9,7 +9,8 @@
 //! bit positions and images sharing a band's bits are compared (locality-sensitive hashing):
 //! two hashes `d` bits apart share at least one of [`BANDS`] bands of [`BAND_BITS`] bits
 //! with probability `1 − (1 − (1 − d/63)^8)^64` (0.9999 at `d` = 8, 0.99 at 18), two
-//! unrelated ones (about 31 bits apart) are compared with probability about 0.25.
+//! unrelated ones (about 31 bits apart) are compared with probability about 0.25. Groups form
+//! around leaders (see [`link_near_duplicates`]), so they do not chain.
 
 use std::collections::HashMap;
 
@@ -101,6 +102,14 @@ pub fn same_photo(a: &Signature, b: &Signature, max_bits: u32) -> Option<u32> {
     (bits <= max_bits && a.colour_distance(b) <= MAX_COLOUR_DISTANCE - COLOUR_PER_BIT * bits as f32).then_some(bits)
 }
 
+/// The leaders that share one band's bits: their structure hashes, read in order for the
+/// cheap first test, and beside them who they are.
+#[derive(Clone, Default)]
+struct Bucket {
+    structures: Vec<u64>,
+    members: Vec<usize>,
+}
+
 /// The first 8 rows of the 32-point DCT-II basis, row-major, computed once.
 fn dct_basis() -> &'static [f32] {
     static BASIS: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
@@ -115,13 +124,14 @@ fn dct_basis() -> &'static [f32] {
     })
 }
 
-/// Joins in `links` the images whose signatures [`same_photo`] accepts, transitively; `None`
-/// entries (unreadable images) take part in nothing. Identical signatures (copies of one
+/// Joins in `links` the images that are the same photo. Identical signatures (copies of one
 /// photo: a placeholder image filed under thousands of products) are joined first, in one
-/// pass, and the index holds each distinct signature once; a candidate pair already in one
-/// cluster is not compared again, and a bucket whose members are all in one cluster is
-/// skipped whole. So n copies of one photo cost O(n), and nothing grows with the number of
-/// pairs found.
+/// pass, so n copies cost O(n). The other images are taken in order: each joins the closest
+/// earlier *leader* that [`same_photo`] accepts (candidates from the index), or becomes a
+/// leader itself. Every group is thus within the thresholds of its leader: photos that are
+/// each a little different from the last (twenty thousand shades of one cut) do not chain
+/// into one group, as joining every close pair would. `None` entries (unreadable images)
+/// take part in nothing.
 pub fn link_near_duplicates(signatures: &[Option<Signature>], max_bits: u32, links: &mut UnionFind) {
     let mut first_with: HashMap<(u64, [u32; 48]), usize> = HashMap::new();
     let mut distinct = Vec::new();
@@ -145,26 +155,44 @@ pub fn link_near_duplicates(signatures: &[Option<Signature>], max_bits: u32, lin
         })
         .collect();
     let signature = |index: usize| signatures[index].as_ref().expect("only images with a signature are indexed");
-    for band in &bands {
-        let mut buckets: HashMap<u64, Vec<usize>> = HashMap::new();
-        for &index in &distinct {
-            let structure = signature(index).structure;
-            let key = band.iter().enumerate().fold(0u64, |key, (k, &bit)| key | (((structure >> bit) & 1) << k));
-            buckets.entry(key).or_default().push(index);
-        }
-        for members in buckets.values().filter(|m| m.len() > 1) {
-            let first_root = links.root(members[0]);
-            if members.iter().all(|&m| links.root(m) == first_root) {
-                continue;
+    let band_key = |structure: u64, band: &[usize]| {
+        band.iter().enumerate().fold(0u64, |key, (k, &bit)| key | (((structure >> bit) & 1) << k))
+    };
+    // Per band: its bits' value → the leaders that have it, with their structure hash beside
+    // them: most candidates are refused on it alone, reading the bucket in order.
+    let mut leaders: Vec<Vec<Bucket>> = vec![vec![Bucket::default(); 1 << BAND_BITS]; BANDS];
+    // The image a leader was last compared with, so each is compared once per image.
+    let mut compared_with = vec![usize::MAX; signatures.len()];
+    for &index in &distinct {
+        let this = signature(index);
+        let keys: Vec<u64> = bands.iter().map(|band| band_key(this.structure, band)).collect();
+        let mut closest: Option<(u32, f32, usize)> = None;
+        for (table, key) in leaders.iter().zip(&keys) {
+            let bucket = &table[*key as usize];
+            for (at, &structure) in bucket.structures.iter().enumerate() {
+                if (structure ^ this.structure).count_ones() > max_bits {
+                    continue;
+                }
+                let leader = bucket.members[at];
+                if std::mem::replace(&mut compared_with[leader], index) == index {
+                    continue;
+                }
+                let other = signature(leader);
+                if let Some(bits) = same_photo(this, other, max_bits) {
+                    let colour = this.colour_distance(other);
+                    if closest.is_none_or(|(b, c, _)| (bits, colour) < (b, c)) {
+                        closest = Some((bits, colour, leader));
+                    }
+                }
             }
-            for (a, &i) in members.iter().enumerate() {
-                for &j in &members[a + 1..] {
-                    if signature(i).structure_distance(signature(j)) > max_bits || links.root(i) == links.root(j) {
-                        continue;
-                    }
-                    if same_photo(signature(i), signature(j), max_bits).is_some() {
-                        links.join(i, j);
-                    }
+        }
+        match closest {
+            Some((_, _, leader)) => links.join(leader, index),
+            None => {
+                for (table, key) in leaders.iter_mut().zip(keys) {
+                    let bucket = &mut table[key as usize];
+                    bucket.structures.push(this.structure);
+                    bucket.members.push(index);
                 }
             }
         }
@@ -201,6 +229,29 @@ mod tests {
         let mut links = UnionFind::new(4);
         link_near_duplicates(&[Some(red.clone()), Some(blue), None, Some(brighter)], DEFAULT_MAX_BITS, &mut links);
         assert_eq!(links.clusters(), [vec![0, 3], vec![1], vec![2]]);
+    }
+
+    #[test]
+    fn photos_each_a_little_different_from_the_last_do_not_chain_into_one_group() {
+        // One cut in 400 shades, each step within the colour threshold of the last.
+        let signatures: Vec<Option<Signature>> = (0..400)
+            .map(|step| {
+                let shade = 40 + (step as f32 * 0.5) as u8;
+                Some(Signature::of(&stripes([shade, 255 - shade, 90], 0)))
+            })
+            .collect();
+        let mut links = UnionFind::new(signatures.len());
+        link_near_duplicates(&signatures, DEFAULT_MAX_BITS, &mut links);
+        let clusters = links.clusters();
+        let largest = clusters.iter().map(Vec::len).max().unwrap();
+        assert!(clusters.len() > 4 && largest < 200, "{} groups, the largest of {largest}", clusters.len());
+        for cluster in &clusters {
+            let leader = signatures[cluster[0]].as_ref().unwrap();
+            for &member in cluster {
+                let member = signatures[member].as_ref().unwrap();
+                assert!(same_photo(leader, member, DEFAULT_MAX_BITS).is_some(), "every member is its leader's photo");
+            }
+        }
     }
 
     #[test]

@@ -312,10 +312,12 @@ fn check_outputs(options: &DivideOptions) -> Result<()> {
     Ok(())
 }
 
-/// A split the ratios ask for that came out empty, said once: it happens when products
-/// sharing photos are linked into a few large clusters (each cluster goes to one split).
+/// A split the ratios ask for that came out empty, or far from its ratio, said once: it
+/// happens when products sharing photos are linked into a few large clusters (each cluster
+/// goes to one split).
 fn warn_about_empty_splits(split: &Split, ratios: [f64; 3], products: usize, clusters: usize) {
     for (name, ratio) in SplitName::ALL.into_iter().zip(ratios) {
+        let share = split.part(name).len() as f64 / products.max(1) as f64;
         if ratio > 0.0 && split.part(name).is_empty() {
             tracing::warn!(
                 "the {} split is empty: the {products} products form only {clusters} group(s) that must stay \
@@ -323,9 +325,20 @@ fn warn_about_empty_splits(split: &Split, ratios: [f64; 3], products: usize, clu
                  (a placeholder?) links them all",
                 name.as_str()
             );
+        } else if (share - ratio).abs() > MAX_RATIO_DEVIATION {
+            tracing::warn!(
+                "the {} split holds {:.0}% of the products, not {:.0}%: products sharing photos are linked \
+                 into groups that must stay together, and the largest are big (see duplicates.csv)",
+                name.as_str(),
+                share * 100.0,
+                ratio * 100.0
+            );
         }
     }
 }
+
+/// How far (as a share of the products) a split may come out from its ratio before it is said.
+const MAX_RATIO_DEVIATION: f64 = 0.1;
 
 /// What each split holds, by split name.
 struct SplitTables {
@@ -398,7 +411,7 @@ pub fn format_summary_tables(summary: &SplitSummary) -> String {
         }
         out.push('\n');
         for k in keys {
-            out.push_str(&format!("{k:<20}"));
+            out.push_str(&format!("{:<20}", k.replace(|c: char| c.is_control(), " ")));
             for s in splits {
                 out.push_str(&format!("{:>12}", dist.get(s).and_then(|m| m.get(k)).copied().unwrap_or(0)));
             }

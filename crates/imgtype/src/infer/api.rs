@@ -88,6 +88,7 @@ impl ImageClassificationApi {
     /// The forward-pass thread of this process, started if there is none yet (or the one
     /// there is belongs to the parent this process was forked from).
     fn batcher(&self) -> Arc<Batcher> {
+        let _section = crate::forksafe::enter();
         let mut batcher = self.batcher.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match batcher.as_ref() {
             Some(running) if running.is_in_this_process() => running.clone(),

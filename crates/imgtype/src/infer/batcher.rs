@@ -86,7 +86,8 @@ impl Batcher {
     }
 
     fn send(&self, message: Message) -> bool {
-        let queue = self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _section = crate::forksafe::enter();
+        let Ok(queue) = crate::forksafe::lock(&self.queue, "the queue to the forward passes") else { return false };
         queue.as_ref().is_some_and(|queue| queue.send(message).is_ok())
     }
 

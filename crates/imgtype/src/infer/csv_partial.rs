@@ -40,19 +40,43 @@ impl EarlierRows {
         if std::fs::symlink_metadata(&path).is_err() {
             return Ok(earlier);
         }
-        let bytes = crate::fsutil::read_capped(&path, &path.display().to_string(), crate::fsutil::STREAM_FILE_CAP)?;
-        let made_with = crate::fsutil::read_text_capped(&sidecar, "", crate::fsutil::JSON_FILE_CAP)
-            .ok()
-            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-            .and_then(|v| v["model"].as_str().map(String::from));
-        if !bytes.is_empty() && made_with.as_deref() != Some(model_identity) {
+        let label = path.display().to_string();
+        let (file, metadata) = crate::fsutil::open_regular_file(&path, &label, crate::fsutil::STREAM_FILE_CAP)?;
+        if metadata.len() == 0 {
+            return Ok(earlier);
+        }
+        // The model that made it, from the sidecar, before a byte of the rows is read.
+        let sidecar_label = sidecar.display().to_string();
+        let made_with = crate::fsutil::read_text_capped(&sidecar, &sidecar_label, crate::fsutil::JSON_FILE_CAP)
+            .and_then(|text| Ok(serde_json::from_str::<serde_json::Value>(&text)?))
+            .map(|v| v["model"].as_str().map(String::from))
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{} cannot be checked: {e:#}; delete it and {} to start over",
+                    path.display(),
+                    sidecar.display()
+                )
+            })?;
+        if made_with.as_deref() != Some(model_identity) {
             bail!(
                 "{} was made with another model ({}); delete it to start over",
                 path.display(),
                 made_with.unwrap_or_else(|| "unknown".into())
             );
         }
-        let mut reader = csv::ReaderBuilder::new().flexible(true).has_headers(false).from_reader(&bytes[..]);
+        // Read as a stream: each row read back is compared with its bytes in the file (read
+        // again through a second handle), so memory does not grow with the file.
+        let (raw, _) = crate::fsutil::open_regular_file(&path, &label, crate::fsutil::STREAM_FILE_CAP)?;
+        let file_bytes = |start: u64, end: u64| -> Option<Vec<u8>> {
+            use std::os::unix::fs::FileExt;
+            let mut buffer = vec![0u8; usize::try_from(end - start).ok()?];
+            raw.read_exact_at(&mut buffer, start).ok().map(|()| buffer)
+        };
+        let length = metadata.len();
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .has_headers(false)
+            .from_reader(std::io::BufReader::new(std::io::Read::take(file, length)));
         let mut record = ByteRecord::new();
         let predicted = header.iter().position(|h| h == "predicted_class").expect("predicted_class column");
         let mut start = 0;
@@ -61,7 +85,7 @@ impl EarlierRows {
             let end = reader.position().byte();
             // Complete means exactly as the writer writes it: a row cut inside a quoted field
             // or before its newline reads back differently.
-            if record.len() != header.len() || encode(&record) != bytes[start as usize..end as usize] {
+            if record.len() != header.len() || Some(encode(&record)) != file_bytes(start, end) {
                 break;
             }
             if rows == 0 {
@@ -75,12 +99,8 @@ impl EarlierRows {
             rows += 1;
             start = end;
         }
-        if (start as usize) < bytes.len() {
-            tracing::warn!(
-                "{}: dropping an incomplete last row ({} bytes)",
-                path.display(),
-                bytes.len() - start as usize
-            );
+        if start < length {
+            tracing::warn!("{}: dropping an incomplete last row ({} bytes)", path.display(), length - start);
         }
         earlier.end = if rows > 0 { start } else { 0 };
         Ok(earlier)

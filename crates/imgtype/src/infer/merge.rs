@@ -3,10 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 
 use super::shards::{shard_of_file, Shard};
 use super::wrong_predictions::write_split_reports;
+use crate::data::csv_records::{InputRecord, RecordReader};
 use crate::data::ImageSource;
 
 /// Interleaves `*.shard-K-of-N.*` files (all K of one N) into `output`: the rows in the
@@ -16,38 +17,48 @@ pub fn merge_shards(inputs: &[PathBuf], output: &Path, source: &ImageSource) -> 
     let shards = complete_shard_set(inputs)?;
     let output = &crate::fsutil::check_output_file(output, &shards.iter().map(|p| p.as_path()).collect::<Vec<_>>())?;
     let count = shards.len();
+    // Read line by line with bounded rows, as any CSV: a damaged shard is an error naming its
+    // row, never a field that grows with the file.
     let mut readers = Vec::new();
-    let mut header: Option<csv::StringRecord> = None;
+    let mut header: Option<csv::ByteRecord> = None;
     for path in &shards {
-        let mut reader = csv::Reader::from_reader(crate::fsutil::open_capped(
-            path,
-            &path.display().to_string(),
-            crate::fsutil::STREAM_FILE_CAP,
-        )?);
-        let this = reader.headers()?.clone();
+        let label = path.display().to_string();
+        let file = crate::fsutil::open_capped(path, &label, crate::fsutil::STREAM_FILE_CAP)?;
+        let mut reader = RecordReader::new(std::io::BufReader::new(file), label);
+        let this = reader.header()?.ok_or_else(|| anyhow!("{}: empty (no header row)", path.display()))?;
         match &header {
             Some(h) if *h != this => bail!("{}: columns differ from the other shards", path.display()),
             _ => header = Some(this),
         }
-        readers.push((reader.into_records(), *path));
+        readers.push((reader, *path));
     }
     let header = header.expect("at least one shard");
+    let next_row = |reader: &mut RecordReader<_>, path: &Path| -> Result<Option<csv::ByteRecord>> {
+        match reader.next()? {
+            Some(InputRecord { problem: Some(problem), .. }) => bail!("{}: {problem}", path.display()),
+            Some(InputRecord { record, .. }) if record.len() != header.len() => {
+                bail!("{}: a row of {} fields, the header has {}", path.display(), record.len(), header.len())
+            }
+            Some(InputRecord { record, .. }) => Ok(Some(record)),
+            None => Ok(None),
+        }
+    };
     let mut written = 0;
     crate::fsutil::write_atomic_with(output, |w| {
         let mut writer = csv::Writer::from_writer(w);
-        writer.write_record(&header)?;
+        writer.write_byte_record(&header)?;
         loop {
-            let (records, path) = &mut readers[written % count];
-            match records.next() {
+            let (reader, path) = &mut readers[written % count];
+            match next_row(reader, path)? {
                 Some(row) => {
-                    writer.write_record(&row.with_context(|| format!("{}: bad row", path.display()))?)?;
+                    writer.write_byte_record(&row)?;
                     written += 1;
                 }
                 None => break,
             }
         }
-        for (records, path) in &mut readers {
-            if records.next().is_some() {
+        for (reader, path) in &mut readers {
+            if next_row(reader, path)?.is_some() {
                 bail!(
                     "{} has more rows than its place in the interleaving allows (shards of different runs?)",
                     path.display()
@@ -57,7 +68,7 @@ pub fn merge_shards(inputs: &[PathBuf], output: &Path, source: &ImageSource) -> 
         writer.flush()?;
         Ok(())
     })?;
-    if header.iter().any(|h| h == "split") {
+    if header.iter().any(|h| h == b"split") {
         let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         write_split_reports(dir, output, None, source)?;
     }

@@ -61,7 +61,7 @@ pub fn resolve_model_path(path: &Path) -> Result<PathBuf> {
             "best_model.pth",
         ] {
             let file = path.join(candidate);
-            if file.is_file() {
+            if crate::fsutil::is_present(&file) {
                 return Ok(file);
             }
         }

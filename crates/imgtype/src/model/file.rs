@@ -152,7 +152,7 @@ fn parse_safetensors(bytes: &[u8], path: &Path) -> Result<(Vec<(String, Tensor)>
 /// Named tensors of a `.safetensors` file, or of a `torch.save` file (`.pth` / `.pt`): a
 /// state dict, or a checkpoint dict holding one under `model_state_dict` or `state_dict`.
 pub fn read_weights(path: &Path) -> Result<Vec<(String, Tensor)>> {
-    if !path.is_file() {
+    if !crate::fsutil::is_present(path) {
         bail!("weights file {} does not exist", path.display());
     }
     if path.extension().is_some_and(|e| e == "safetensors") {

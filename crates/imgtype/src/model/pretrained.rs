@@ -65,7 +65,7 @@ pub fn resolve_weights_file(model: &ModelConfig) -> Result<Option<PathBuf>> {
         return Ok(None);
     }
     if let Some(path) = &model.pretrained_weights {
-        if !path.is_file() {
+        if !crate::fsutil::is_present(path) {
             bail!(
                 "model.pretrained_weights {} does not exist (unset it to use torchvision's ImageNet weights, \
                  or set model.pretrained to false to train from scratch)",

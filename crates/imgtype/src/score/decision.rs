@@ -31,7 +31,8 @@ impl DecisionRule {
         let best_of = |allowed: &dyn Fn(usize) -> bool| {
             (0..probabilities.len())
                 .filter(|&c| allowed(c))
-                .max_by(|&a, &b| probabilities[a].total_cmp(&probabilities[b]))
+                // Ties go to the first class, as argmax in PyTorch and the top-k order.
+                .max_by(|&a, &b| probabilities[a].total_cmp(&probabilities[b]).then(b.cmp(&a)))
         };
         let passes = |c: usize| probabilities[c] >= self.thresholds.get(c).copied().unwrap_or(0.0);
         best_of(&passes).or_else(|| best_of(&|_| true)).unwrap_or(0)

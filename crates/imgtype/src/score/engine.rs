@@ -50,10 +50,11 @@ impl LibtorchEngine {
 
 impl InferenceEngine for LibtorchEngine {
     fn logits(&self, batch: &Tensor) -> Result<Tensor> {
-        let model = self.model.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if self.device == Device::Cpu {
             crate::threads::share_cores();
         }
+        let _section = crate::forksafe::enter();
+        let model = crate::forksafe::lock(&self.model, "the model").map_err(|e| anyhow::anyhow!(e))?;
         // The copy back to the host is inside too: asynchronous CUDA errors surface there.
         let logits = model.forward(&batch.f_to_device(self.device)?);
         Ok(logits.f_to_device(Device::Cpu)?)

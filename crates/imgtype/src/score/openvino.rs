@@ -53,6 +53,9 @@ const C_API_FUNCTIONS: [&str; 10] = [
 /// openvino crate binds to it (its loader cannot be undone, and a missing function panics).
 fn check_c_api(path: &Path) -> Result<(), String> {
     use std::os::unix::ffi::OsStrExt;
+    // dlopen reads the file: a FIFO or a device there would block it, or worse.
+    let cap = crate::fsutil::ByteCap { max_bytes: 4 << 30, name: "4 GiB" };
+    crate::fsutil::open_regular_file(path, "the library", cap).map_err(|e| format!("{e:#}"))?;
     let name = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| "a path with a NUL byte".to_string())?;
     // SAFETY: dlopen/dlsym/dlclose on a C string; nothing from the library is called.
     unsafe {
@@ -156,7 +159,8 @@ impl OpenVinoEngine {
     /// One forward pass over `images` normalised images `[N, 3, S, S]`, written by `fill`
     /// into OpenVINO's own input buffer (no copy in between).
     fn run(&self, images: i64, fill: impl FnOnce(&mut [f32]) -> Result<()>) -> Result<Tensor> {
-        let mut compiled = self.compiled.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _section = crate::forksafe::enter();
+        let mut compiled = crate::forksafe::lock(&self.compiled, "the model").map_err(|e| anyhow!(e))?;
         let Compiled { request, input, .. } = &mut *compiled;
         let tensor = match input {
             Some((batch, tensor)) if *batch == images => tensor,

@@ -34,7 +34,7 @@ pub(crate) fn experiment_state(dir: &Path) -> anyhow::Result<ExperimentState> {
     for run in run_folders(dir) {
         match run_status(&run) {
             Some(RunStatus::Finished) => return Ok(ExperimentState::Finished(run)),
-            None if RunLayout::of(&run).is_ok_and(|layout| layout.latest_checkpoint().is_file()) => {
+            None if RunLayout::of(&run).is_ok_and(|layout| crate::fsutil::is_present(&layout.latest_checkpoint())) => {
                 state = ExperimentState::Resumable(run);
             }
             _ => {

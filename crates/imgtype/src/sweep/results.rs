@@ -55,8 +55,15 @@ pub fn summarize(dir: &Path) -> Result<Summary> {
     let mut results: Vec<ExperimentResult> = plan
         .experiments
         .iter()
-        .map(|e| read_experiment(&dir.join(&e.name), &e.name, &e.overrides))
-        .collect::<Result<_>>()?;
+        .map(|e| {
+            // An experiment whose files cannot be read (copied, edited, damaged) is one the
+            // table cannot rank; the others still are.
+            read_experiment(&dir.join(&e.name), &e.name, &e.overrides).unwrap_or_else(|error| {
+                tracing::warn!("experiment {}: {error:#}; counted as damaged", e.name);
+                ExperimentResult { status: "damaged".into(), ..empty_result(&e.name, &e.overrides) }
+            })
+        })
+        .collect();
     // Finished runs by validation F1 weighted, best first; the rest after them, in plan order.
     results.sort_by(|a, b| {
         match (
@@ -84,12 +91,8 @@ pub fn summarize(dir: &Path) -> Result<Summary> {
     Ok(Summary { results, missing, best })
 }
 
-fn read_experiment(
-    dir: &Path,
-    name: &str,
-    overrides: &BTreeMap<String, serde_json::Value>,
-) -> Result<ExperimentResult> {
-    let mut result = ExperimentResult {
+fn empty_result(name: &str, overrides: &BTreeMap<String, serde_json::Value>) -> ExperimentResult {
+    ExperimentResult {
         name: name.to_string(),
         status: "missing".into(),
         val_f1_weighted: None,
@@ -106,7 +109,15 @@ fn read_experiment(
         overrides: overrides.clone(),
         run_dir: None,
         curve: Vec::new(),
-    };
+    }
+}
+
+fn read_experiment(
+    dir: &Path,
+    name: &str,
+    overrides: &BTreeMap<String, serde_json::Value>,
+) -> Result<ExperimentResult> {
+    let mut result = empty_result(name, overrides);
     let observed = observed_state(dir);
     result.status = observed.status().into();
     let run = match observed {

@@ -184,7 +184,7 @@ fn record_plan(dir: &Path, base: &Config, epochs: Option<EpochsOverride>, experi
             .collect(),
     };
     let path = dir.join(PLAN_FILE);
-    if path.is_file() {
+    if crate::fsutil::is_present(&path) {
         let existing: PlanRecord =
             crate::fsutil::read_json(&path).with_context(|| format!("{} is not a sweep plan", path.display()))?;
         if existing != record {

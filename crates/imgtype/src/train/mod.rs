@@ -81,9 +81,6 @@ fn start_or_resume(folder: RunFolder, options: &TrainOptions) -> Result<TrainEnd
     tracing::info!("run folder: {}", folder.dir().display());
     let checkpoint_path = folder.latest_checkpoint();
     let resumed = folder.is_resumed();
-    if let Some(threads) = folder.config().system.num_threads {
-        crate::threads::pin(threads);
-    }
     let mut session = session::Session::open(folder)?;
     if !resumed {
         return fit::fit(&mut session, TrainingState::default(), None, options);

@@ -53,6 +53,7 @@ impl RunFolder {
     pub fn create(config: &Config, config_file: Option<&Path>) -> Result<Self> {
         // Inputs that can be checked cheaply are, before a folder exists to be left behind.
         let device = crate::device::resolve_device(config.system.device)?;
+        crate::threads::apply_config(&config.system);
         super::splits::read_splits(config)?;
         crate::data::ImageSource::from_config(&config.data).check_configured()?;
         let weights = crate::model::pretrained::resolve_weights_file(&config.model)?;
@@ -103,14 +104,15 @@ impl RunFolder {
     /// in its metadata. Fails when there is no checkpoint to resume from.
     pub fn reopen(dir: &Path) -> Result<Self> {
         let config_path = dir.join("config.json");
-        if !config_path.is_file() {
+        if !crate::fsutil::is_present(&config_path) {
             bail!("{} is not a run folder (no config.json)", dir.display());
         }
         let lock = crate::fsutil::FolderLock::acquire(dir, "resuming its training")?;
         let config = Config::load(&config_path)?;
+        crate::threads::apply_config(&config.system);
         let folder = Self { layout: RunLayout::new(dir, &config), config, resumed: true, _lock: lock };
         crate::fsutil::remove_stale_temp_files(dir);
-        if !folder.latest_checkpoint().is_file() {
+        if !crate::fsutil::is_present(&folder.latest_checkpoint()) {
             bail!("{}: no checkpoint to resume from (the run stopped before its first checkpoint)", dir.display());
         }
         let metadata_path = folder.layout.metadata();
