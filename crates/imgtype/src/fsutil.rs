@@ -38,7 +38,10 @@ where
         writer.flush().with_context(|| format!("while writing {}", path.display()))?;
     }
     sync_to_disk(temp.as_file(), path)?;
-    temp.persist(path).with_context(|| format!("cannot move the finished file to {}", path.display()))?;
+    // The persist error repeats its I/O error as its source: the I/O error alone, said once.
+    temp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot move the finished file to {}", path.display()))?;
     // The rename itself is only durable once the folder is flushed; a failure here is rare
     // and leaves the file in place.
     if let Err(e) = std::fs::File::open(&dir).and_then(|d| d.sync_all()) {

@@ -171,12 +171,16 @@ pub struct SkippedRow {
 
 /// A whole CSV we did not write: its header and the rows that are well-formed (each with the
 /// line it starts on); malformed rows (an unbalanced quote, another number of fields than the
-/// header, bytes that are not UTF-8) are left out and listed, so one bad row never swallows
-/// the rows after it.
+/// header, a line over 1 MiB) are left out and listed, so one bad row never swallows the
+/// rows after it. Fields that are not UTF-8 are kept lossily and noted: a row is refused for
+/// them only where a column it is read for has them ([`Table::rows_with`]).
 pub struct Table {
     pub header: Vec<String>,
-    pub rows: Vec<(u64, Vec<String>)>,
+    rows: Vec<(u64, Vec<String>)>,
+    /// Per row (by position in `rows`), the columns whose bytes were not UTF-8.
+    not_utf8: std::collections::HashMap<usize, Vec<usize>>,
     pub skipped: Vec<SkippedRow>,
+    file: String,
 }
 
 impl Table {
@@ -192,20 +196,27 @@ impl Table {
             Ok(header) => header,
             Err(_) => bail!("{label}: the header row is not UTF-8 text"),
         };
-        let mut table = Self { header, rows: Vec::new(), skipped: Vec::new() };
         let shown = path.display().to_string();
+        let mut table = Self {
+            header,
+            rows: Vec::new(),
+            not_utf8: std::collections::HashMap::new(),
+            skipped: Vec::new(),
+            file: shown.clone(),
+        };
         while let Some(InputRecord { record, problem }) = reader.next()? {
             let line = record.position().map_or(0, |p| p.line());
-            let fields: Result<Vec<String>, _> =
-                record.iter().map(|f| std::str::from_utf8(f).map(str::to_string)).collect();
-            let reason = match (problem, fields) {
-                (Some(problem), _) => problem,
-                (None, Err(_)) => format!("row {line} is not UTF-8 text"),
-                (None, Ok(fields)) if fields.len() != table.header.len() => {
-                    format!("row {line} has {} fields, the header has {}", fields.len(), table.header.len())
+            let reason = match problem {
+                Some(problem) => problem,
+                None if record.len() != table.header.len() => {
+                    format!("row {line} has {} fields, the header has {}", record.len(), table.header.len())
                 }
-                (None, Ok(fields)) => {
-                    table.rows.push((line, fields));
+                None => {
+                    let bad: Vec<usize> = (0..record.len()).filter(|&c| std::str::from_utf8(&record[c]).is_err()).collect();
+                    if !bad.is_empty() {
+                        table.not_utf8.insert(table.rows.len(), bad);
+                    }
+                    table.rows.push((line, record.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect()));
                     continue;
                 }
             };
@@ -218,6 +229,25 @@ impl Table {
             tracing::warn!("{label}: {} more malformed rows skipped", table.skipped.len() - MAX_SKIPPED_WARNINGS);
         }
         Ok(table)
+    }
+
+    /// The rows whose `columns` are all UTF-8 text, each with its line; a row where one of them
+    /// is not is added to [`Table::skipped`] (other columns may hold any bytes).
+    pub fn rows_with(&mut self, columns: &[usize]) -> Vec<(u64, Vec<String>)> {
+        let mut kept = Vec::with_capacity(self.rows.len());
+        for (position, (line, fields)) in std::mem::take(&mut self.rows).into_iter().enumerate() {
+            let bad = self.not_utf8.get(&position).and_then(|bad| bad.iter().find(|c| columns.contains(c)));
+            match bad {
+                Some(&column) => {
+                    let reason = format!("row {line}: its `{}` is not UTF-8 text", self.header[column]);
+                    tracing::warn!("{}: {reason}; the row is skipped", self.file);
+                    self.skipped.push(SkippedRow { file: self.file.clone(), line, reason });
+                }
+                None => kept.push((line, fields)),
+            }
+        }
+        self.skipped.sort_by_key(|row| row.line);
+        kept
     }
 
     /// The position of the column named `name` (a byte-order mark and spaces around ignored).

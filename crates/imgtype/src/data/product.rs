@@ -48,7 +48,7 @@ pub struct ProductTable {
 /// fields) is skipped with a warning and listed; an empty id or category, or an id given
 /// twice, is an error naming the row.
 pub fn read_products(path: &Path) -> Result<ProductTable> {
-    let table = Table::read(path, "product CSV")?;
+    let mut table = Table::read(path, "product CSV")?;
     let (Some(id_col), Some(category_col)) = (table.column("id"), table.column("category_name")) else {
         let missing: Vec<&str> = ["id", "category_name"].into_iter().filter(|c| table.column(c).is_none()).collect();
         bail!(
@@ -67,9 +67,12 @@ pub fn read_products(path: &Path) -> Result<ProductTable> {
             IMAGE_COLUMNS.iter().map(|c| c.0).collect::<Vec<_>>().join(", ")
         );
     }
+    let mut used: Vec<usize> = image_cols.iter().map(|(col, _)| *col).collect();
+    used.extend([id_col, category_col]);
+    let rows = table.rows_with(&used);
     let mut products = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for (line, row) in &table.rows {
+    for (line, row) in &rows {
         let id = row[id_col].trim().to_string();
         if id.is_empty() || id.eq_ignore_ascii_case("nan") {
             bail!("{}: row {line} has an empty `id`", path.display());

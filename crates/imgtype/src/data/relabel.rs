@@ -40,7 +40,7 @@ pub struct Corrections {
 /// reviewed `label_issues.csv` with an added `image_type` column works as it is). A malformed
 /// row (an unbalanced quote in a notes column, say) is skipped with a warning and listed.
 pub fn read_corrections(path: &Path) -> Result<Corrections> {
-    let table = Table::read(path, "corrections CSV")?;
+    let mut table = Table::read(path, "corrections CSV")?;
     let (Some(path_col), Some(type_col)) = (table.column("image_path"), table.column("image_type")) else {
         bail!(
             "{}: a corrections CSV needs the columns image_path and image_type (found: {})",
@@ -50,7 +50,7 @@ pub fn read_corrections(path: &Path) -> Result<Corrections> {
     };
     let classes = known_classes();
     let mut corrections = BTreeMap::new();
-    for (line, row) in &table.rows {
+    for (line, row) in &table.rows_with(&[path_col, type_col]) {
         let image = row[path_col].trim();
         let value = row[type_col].trim();
         if image.is_empty() {
@@ -221,6 +221,19 @@ mod tests {
         assert_eq!(read.skipped[0].line, 3);
         assert!(read.skipped[0].reason.contains("unbalanced quote"), "{:?}", read.skipped);
         assert!(!read.by_path.contains_key("b.jpg"));
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_cost_the_row_only_where_a_used_column_has_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("corrections.csv");
+        let mut bytes = b"image_path,image_type,note\na.jpg,care_label,caf\xe9\n".to_vec();
+        bytes.extend_from_slice(b"b\xff.jpg,drop,x\nc.jpg,neck_label,\n");
+        std::fs::write(&path, bytes).unwrap();
+        let read = read_corrections(&path).unwrap();
+        assert_eq!(read.by_path.keys().collect::<Vec<_>>(), ["a.jpg", "c.jpg"], "a bad note keeps its row");
+        assert_eq!(read.skipped.len(), 1);
+        assert!(read.skipped[0].line == 3 && read.skipped[0].reason.contains("`image_path` is not UTF-8"), "{:?}", read.skipped);
     }
 
     #[test]
