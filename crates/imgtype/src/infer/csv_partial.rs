@@ -47,10 +47,14 @@ impl EarlierRows {
         }
         // The model that made it, from the sidecar, before a byte of the rows is read.
         let sidecar_label = sidecar.display().to_string();
-        let made_with = crate::fsutil::read_text_capped(&sidecar, &sidecar_label, crate::fsutil::JSON_FILE_CAP)
-            .and_then(|text| Ok(serde_json::from_str::<serde_json::Value>(&text)?))
-            .map(|v| v["model"].as_str().map(String::from))
-            .map_err(|e| {
+        let made_with = if !crate::fsutil::is_present(&sidecar) {
+            Ok(None)
+        } else {
+            crate::fsutil::read_text_capped(&sidecar, &sidecar_label, crate::fsutil::JSON_FILE_CAP)
+                .and_then(|text| Ok(serde_json::from_str::<serde_json::Value>(&text)?))
+                .map(|v| v["model"].as_str().map(String::from))
+        };
+        let made_with = made_with.map_err(|e| {
                 anyhow::anyhow!(
                     "{} cannot be checked: {e:#}; delete it and {} to start over",
                     path.display(),
