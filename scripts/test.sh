@@ -11,6 +11,12 @@ cargo test --release --workspace "$@"
 echo "== Python module imgtype"
 .venv/bin/python tests/python/test_imgtype_module.py
 
+# The GPU check: on a machine without a GPU it says so and exits 0; the dry run takes every
+# step on the CPU at toy sizes (the CUDA tests skip), so the script is checked where no GPU is.
+echo "== GPU check (scripts/gpu_check.sh)"
+scripts/gpu_check.sh target/gpu_check
+scripts/gpu_check.sh --dry-run-on-cpu target/gpu_check_dry_run > /dev/null
+
 # The prediction API alone, as a backend embeds it: the core crate without its default
 # features builds and links the backend example, and pulls in no plotting, TLS, training
 # or terminal-front-end crate.

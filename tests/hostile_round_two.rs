@@ -124,7 +124,7 @@ fn sizes_from_a_model_file_are_checked_before_allocating() {
         ("batch_1e12.safetensors", "inference", ("batch_size", serde_json::json!(1_000_000_000_000u64)), "inference.batch_size must be between 1 and 4096"),
         ("batch_2e62.safetensors", "inference", ("batch_size", serde_json::json!(1u64 << 62)), "inference.batch_size"),
         ("workers.safetensors", "system", ("num_workers", serde_json::json!(1u64 << 40)), "system.num_workers is at most 256"),
-        ("hidden.safetensors", "model", ("hidden_dim", serde_json::json!(1i64 << 40)), "model.hidden_dim must be between 1 and 65536"),
+        ("hidden.safetensors", "model", ("hidden_dim", serde_json::json!(1i64 << 40)), "model.hidden_dim must be between 1 and 16384"),
         ("timeout.safetensors", "data", ("download_timeout_secs", serde_json::json!(1e300)), "data.download_timeout_secs is at most 3600"),
         ("threads.safetensors", "system", ("num_threads", serde_json::json!(257)), "system.num_threads must be between 1 and 256"),
     ] {
@@ -406,9 +406,16 @@ fn damaged_cross_validation_folders_are_one_error_line_in_bounded_time() {
     });
     std::fs::write(run_dir.join("final_results.json"), finished.to_string()).unwrap();
     mkfifo(&run_dir.join("logs/metrics.csv"));
+    // Round three: a final_results.json that cannot be read is damage, not a fold at work.
+    let second_run = cv.join("fold_2/run_20260101_000000_00000002");
+    std::fs::create_dir_all(&second_run).unwrap();
+    std::fs::write(second_run.join("config.json"), Config::default().to_json_pretty()).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", second_run.join("final_results.json")).unwrap();
     let out = run_bounded(dir.path(), TRAIN, &["--summarize", cv.to_str().unwrap()], &[], BOUND);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("fold 1:") && stderr.contains("counted as damaged"), "{stderr}");
+    assert!(stderr.contains("fold 2:") && stderr.contains("final_results.json"), "{stderr}");
+    assert!(!stderr.contains("not finished yet: [2]"), "{stderr}");
     assert!(!stderr.lines().any(|l| l.starts_with("error:") && l.contains("metrics.csv")), "{stderr}");
 
     // A cv_plan.json that is a FIFO is said to be one, not "missing".
@@ -497,4 +504,50 @@ fn sweeps_cross_validations_and_the_best_model_copy_never_overwrite_a_users_file
     failed_with(&out, &["paths.model_dir", "best_model.safetensors is the input"]);
     assert_eq!(std::fs::read(work.join("models/best_model.safetensors")).unwrap(), before);
     assert!(!work.join("results").exists(), "no run folder was made");
+}
+
+/// Round three: a run that diverges (learning rate and weight decay at the top of their
+/// ranges) fails with one line naming the weight, writes `"status": "failed"`, and leaves the
+/// earlier good model in `paths.model_dir` as it was; values past the ranges are refused.
+#[test]
+fn a_diverging_run_fails_and_keeps_the_good_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let sample = std::fs::read_to_string(imgtype_testkit::repo_root().join("image_data.csv")).unwrap();
+    std::fs::write(work.join("products.csv"), sample.lines().take(25).map(|l| format!("{l}\n")).collect::<String>())
+        .unwrap();
+    ok(run(work, DIVIDE, &["--input-file", "products.csv", "--random-state", "11"]));
+    let config = |training: serde_json::Value| {
+        serde_json::json!({
+            "data": {"base_image_path": sample_images()},
+            "model": {"pretrained": false, "freeze_backbone_epochs": 0},
+            "training": training,
+            "augmentation": {"image_size": 32},
+            "system": {"num_workers": 1, "num_threads": 1, "device": "cpu"}
+        })
+        .to_string()
+    };
+    std::fs::write(work.join("good.json"), config(serde_json::json!({"batch_size": 16, "epochs": 1}))).unwrap();
+    ok(run(work, TRAIN, &["--config", "good.json"]));
+    let good_model = std::fs::read(work.join("models/best_model.safetensors")).unwrap();
+
+    let diverging = serde_json::json!({"batch_size": 16, "epochs": 3, "learning_rate": 10, "backbone_lr": 10, "weight_decay": 10});
+    std::fs::write(work.join("bad.json"), config(diverging)).unwrap();
+    let out = run(work, TRAIN, &["--config", "bad.json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("training diverged in epoch 1") && stderr.contains("holds NaN or infinite"), "{stderr}");
+    assert_eq!(std::fs::read(work.join("models/best_model.safetensors")).unwrap(), good_model, "the good model is kept");
+    let statuses: Vec<String> = std::fs::read_dir(work.join("results"))
+        .unwrap()
+        .map(|e| read_json(&e.unwrap().path().join("final_results.json"))["status"].as_str().unwrap().to_string())
+        .collect();
+    assert!(statuses.contains(&"failed".to_string()) && statuses.contains(&"finished".to_string()), "{statuses:?}");
+
+    for (key, value) in [("learning_rate", 1e308), ("weight_decay", 11.0)] {
+        std::fs::write(work.join("huge.json"), config(serde_json::json!({"batch_size": 16, key: value}))).unwrap();
+        let out = run(work, TRAIN, &["--config", "huge.json"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(&format!("training.{key} must be at most 10")), "{stderr}");
+    }
 }

@@ -427,3 +427,47 @@ fn the_openvino_engine_agrees_with_libtorch_and_falls_back_without_its_library()
     assert!(log.contains("libtorch fp32"), "{log}");
     assert_eq!(without_timing(&dir.path().join("fallback.csv")), without_timing(&dir.path().join("torch.csv")));
 }
+
+/// `test --device cuda`: `auto` picks libtorch there (OpenVINO runs on the CPU only), fp32
+/// probabilities lie within 1e-3 of the CPU's, and bf16 (`auto` on CUDA) decides as the CPU.
+#[test]
+fn cuda_test_runs_libtorch_and_predicts_as_the_cpu() {
+    if !imgtype_testkit::cuda_test_runs("cuda_test_runs_libtorch_and_predicts_as_the_cpu", tch::Cuda::is_available())
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_model(dir.path());
+    write_split_csv(&dir.path().join("input.csv"), &sample_split_rows(48));
+    let predict = |device: &str, precision: &str, output: &str| {
+        let out = ok(std::process::Command::new(imgtype_testkit::binary(TEST))
+            .current_dir(dir.path())
+            .args(["--model-path", model.to_str().unwrap(), "--csv-path", "input.csv", "--output-path", output])
+            .args(["--device", device, "--precision", precision])
+            .output()
+            .unwrap());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    predict("cpu", "fp32", "cpu.csv");
+    let log = predict("cuda", "fp32", "cuda.csv");
+    assert!(log.contains("libtorch fp32") && !log.contains("openvino"), "{log}");
+    let log = predict("cuda", "auto", "cuda_auto.csv");
+    assert!(log.contains("libtorch bf16"), "{log}");
+
+    let (header, cpu) = read_csv(&dir.path().join("cpu.csv"));
+    let (_, cuda) = read_csv(&dir.path().join("cuda.csv"));
+    let (_, cuda_bf16) = read_csv(&dir.path().join("cuda_auto.csv"));
+    assert_eq!(cpu.len(), 48);
+    let probabilities: Vec<usize> = (0..header.len()).filter(|&i| header[i].starts_with("prob_")).collect();
+    let predicted = header.iter().position(|h| h == "predicted_class").unwrap();
+    for (a, b) in cpu.iter().zip(&cuda) {
+        assert_eq!(a[predicted], b[predicted]);
+        for &i in &probabilities {
+            let (x, y): (f64, f64) = (a[i].parse().unwrap(), b[i].parse().unwrap());
+            assert!((x - y).abs() <= 1e-3, "{}: CPU {x} vs CUDA {y}", header[i]);
+        }
+    }
+    let agree = cpu.iter().zip(&cuda_bf16).filter(|(a, b)| a[predicted] == b[predicted]).count();
+    println!("CUDA bf16 decides as CPU fp32 on {agree} of 48 images");
+    assert!(agree >= 45, "{agree} of 48");
+}

@@ -15,7 +15,7 @@ fn setup(products: usize, config: serde_json::Value) -> tempfile::TempDir {
     let sample = std::fs::read_to_string(repo_root().join("image_data.csv")).unwrap();
     let subset: String = sample.lines().take(products + 1).map(|l| format!("{l}\n")).collect();
     std::fs::write(dir.path().join("products.csv"), subset).unwrap();
-    ok(run(dir.path(), DIVIDE, &["--input-file", "products.csv", "--random-state", "11"]));
+    ok(run(dir.path(), imgtype_testkit::binary(DIVIDE), &["--input-file", "products.csv", "--random-state", "11"]));
     let mut base = serde_json::json!({
         "data": {"base_image_path": sample_images()},
         "model": {"pretrained": false, "freeze_backbone_epochs": 1, "dropout_rate": 0.2},
@@ -137,6 +137,57 @@ fn artefact_names(dir: &Path) -> Vec<String> {
 fn read_tensorboard(dir: &Path) -> serde_json::Value {
     let output = run_python("tests/python/read_tensorboard.py", &[&dir]);
     serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// `--resume RUN --device D` continues a run on another device than it started on: a run
+/// whose config names a GPU this machine lacks finishes on the CPU.
+#[test]
+fn a_run_resumes_on_another_device() {
+    let dir = setup(24, serde_json::json!({"training": {"epochs": 2}}));
+    let work = dir.path();
+    let run_dir = run_dir_from(work, &ok(run(work, TRAIN, &["--config", "config.json", "--stop-after", "1"])).stdout);
+    // As if started on a GPU machine.
+    let config_path = run_dir.join("config.json");
+    let mut config = imgtype_testkit::read_json(&config_path);
+    config["system"]["device"] = "cuda:9".into();
+    std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    let refused = run(work, TRAIN, &["--resume", run_dir.to_str().unwrap()]);
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("cuda:9"));
+    let resumed = ok(run(work, TRAIN, &["--resume", run_dir.to_str().unwrap(), "--device", "cpu"]));
+    assert!(String::from_utf8_lossy(&resumed.stdout).contains("test accuracy:"));
+    assert_eq!(metrics_rows(&run_dir).len(), 2);
+    assert_eq!(imgtype_testkit::read_json(&config_path)["system"]["device"], "cuda:9", "config.json keeps its device");
+}
+
+/// Training on a CUDA device with mixed precision, a checkpoint written there resumed on the
+/// CPU, and the CPU's resumed on CUDA again: every epoch's loss finite, the run finished.
+#[test]
+fn cuda_checkpoints_move_between_cuda_and_the_cpu() {
+    if !imgtype_testkit::cuda_test_runs("cuda_checkpoints_move_between_cuda_and_the_cpu", tch::Cuda::is_available()) {
+        return;
+    }
+    let dir = setup(
+        24,
+        serde_json::json!({"training": {"epochs": 3}, "system": {"device": "cuda", "mixed_precision": true}}),
+    );
+    let work = dir.path();
+    let train = imgtype_testkit::binary(TRAIN);
+    let started = ok(run(work, &train, &["--config", "config.json", "--stop-after", "1"]));
+    let run_dir = run_dir_from(work, &started.stdout);
+    let metadata = imgtype_testkit::read_json(&run_dir.join("run_metadata.json"));
+    assert!(metadata["device"].as_str().unwrap().contains("cuda"), "{metadata}");
+    assert_eq!(metadata["training_precision"], "bf16", "{metadata}");
+    let run_arg = run_dir.to_str().unwrap();
+    let on_cpu = ok(run(work, &train, &["--resume", run_arg, "--device", "cpu", "--stop-after", "1"]));
+    assert!(String::from_utf8_lossy(&on_cpu.stdout).contains("paused after 1 epoch(s)"));
+    let finished = ok(run(work, &train, &["--resume", run_arg, "--device", "cuda"]));
+    assert!(String::from_utf8_lossy(&finished.stdout).contains("test accuracy:"));
+    let rows = metrics_rows(&run_dir);
+    assert_eq!(rows.len(), 3);
+    for row in &rows {
+        let loss: f64 = row[2].parse().unwrap();
+        assert!(loss.is_finite(), "epoch {}: train loss {loss}", row[0]);
+    }
 }
 
 #[test]

@@ -7,6 +7,7 @@ fn main() {
     let lib_dir = std::env::var("DEP_TCH_LIBTORCH_LIB").ok();
     if let Some(lib_dir) = &lib_dir {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
+        link_cuda_into_tests(lib_dir);
     }
     let version = lib_dir
         .map(std::path::PathBuf::from)
@@ -37,4 +38,15 @@ fn compile_onnx_schema() {
     println!("cargo:rerun-if-changed=proto/onnx.proto3");
     let descriptors = protox::compile(["onnx.proto3"], ["proto"]).expect("proto/onnx.proto3 compiles");
     prost_build::Config::new().compile_fds(descriptors).expect("ONNX messages generate");
+}
+
+/// Tests link libtorch's CUDA half outright, so that a CUDA test sees the GPU whatever ran
+/// first in its process; binaries, examples and the Python module load it when a device other
+/// than the CPU may be used (`device::load_cuda_support`), since linking it costs every
+/// CPU-only process ~390 MB at start. `--as-needed` would drop it: nothing calls into it.
+fn link_cuda_into_tests(lib_dir: &str) {
+    let cuda = std::path::Path::new(lib_dir).join("libtorch_cuda.so");
+    if cuda.is_file() {
+        println!("cargo:rustc-link-arg-tests=-Wl,--no-as-needed,{},--as-needed", cuda.display());
+    }
 }

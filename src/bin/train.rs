@@ -31,8 +31,8 @@ struct Args {
     /// Overrides training.batch_size
     #[arg(long, conflicts_with = "resume")]
     batch_size: Option<usize>,
-    /// Overrides system.device (auto, cpu, cuda, cuda:N, mps)
-    #[arg(long, conflicts_with = "resume")]
+    /// Overrides system.device (auto, cpu, cuda, cuda:N, mps); with --resume, the device the run continues on
+    #[arg(long)]
     device: Option<String>,
     /// Stop after this many epochs of this invocation, resumably (for time-limited job slots)
     #[arg(long, value_name = "EPOCHS", conflicts_with = "sweep")]
@@ -105,7 +105,10 @@ fn run(args: Args, stop: StopFlag) -> Result<()> {
         return cross_validate(&args, stop);
     }
     let folder = match &args.resume {
-        Some(run_dir) => RunFolder::reopen(run_dir)?,
+        Some(run_dir) => {
+            let device = args.device.as_deref().map(str::parse::<DeviceChoice>).transpose().context("--device")?;
+            RunFolder::reopen_on(run_dir, device)?
+        }
         None => {
             let (config, config_path) = effective_config(&args)?;
             RunFolder::create(&config, config_path.as_deref())?

@@ -21,30 +21,14 @@ import torch
 
 import imgtype
 
-root = Path(__file__).resolve().parents[2]
+from tiny_model import root, run, train_tiny_model
+
 release = root / "target" / "release"
-
-
-def run(*args, cwd):
-    subprocess.run([str(a) for a in args], cwd=cwd, check=True, capture_output=True)
 
 
 with tempfile.TemporaryDirectory() as tmp:
     work = Path(tmp)
-    products = (root / "image_data.csv").read_text().splitlines()[:21]
-    (work / "products.csv").write_text("\n".join(products) + "\n")
-    run(release / "divide", "--input-file", "products.csv", "--random-state", "2", cwd=work)
-    config = {
-        "data": {"base_image_path": str(root / "sample_images")},
-        "model": {"pretrained": False, "freeze_backbone_epochs": 0},
-        "training": {"batch_size": 16, "epochs": 1},
-        "augmentation": {"image_size": 48},
-        "inference": {"batch_size": 8},
-        "system": {"num_workers": 2, "device": "cpu"},
-    }
-    (work / "config.json").write_text(json.dumps(config))
-    run(release / "train", "--config", "config.json", cwd=work)
-    model = next((work / "results").iterdir()) / "model" / "best_model.safetensors"
+    model = train_tiny_model(work, release, {"num_workers": 2, "device": "cpu"})
     run(release / "test", "--model-path", model, "--csv-path", "data/test_data.csv", "--output-path", "preds.csv",
         cwd=work)
     expected = list(csv.DictReader(open(work / "preds.csv")))

@@ -26,17 +26,26 @@ fn frozen_backbone_keeps_batchnorm_statistics_and_gets_no_gradients() {
     for backbone in
         [Backbone::EfficientNetB0, Backbone::MobileNetV3Small, Backbone::MobileNetV3Large, Backbone::MobileNetV2]
     {
-        freeze_and_unfreeze(backbone);
+        freeze_and_unfreeze(backbone, Device::Cpu);
     }
 }
 
-fn freeze_and_unfreeze(backbone: Backbone) {
+#[test]
+fn cuda_frozen_backbone_keeps_batchnorm_statistics_and_gets_no_gradients() {
+    if imgtype_testkit::cuda_test_runs("cuda_frozen_backbone_keeps_batchnorm_statistics", tch::Cuda::is_available()) {
+        for backbone in [Backbone::EfficientNetB0, Backbone::MobileNetV3Small] {
+            freeze_and_unfreeze(backbone, Device::Cuda(0));
+        }
+    }
+}
+
+fn freeze_and_unfreeze(backbone: Backbone, device: Device) {
     tch::manual_seed(0);
     let mut config = Config::default();
     config.model.backbone = backbone;
-    let mut model = ImageTypeClassifier::new(&config, Device::Cpu);
-    let input = Tensor::randn([4, 3, 64, 64], (Kind::Float, Device::Cpu));
-    let targets = Tensor::from_slice(&[0i64, 1, 2, 3]);
+    let mut model = ImageTypeClassifier::new(&config, device);
+    let input = Tensor::randn([4, 3, 64, 64], (Kind::Float, device));
+    let targets = Tensor::from_slice(&[0i64, 1, 2, 3]).to_device(device);
 
     let train_step =
         |model: &ImageTypeClassifier| model.forward_t(&input, true).cross_entropy_for_logits(&targets).backward();

@@ -163,3 +163,37 @@ fn gradient_clipping_matches_pytorch() {
     assert!((a.grad() - &r["clipped_a"]).abs().max().double_value(&[]) < 1e-6);
     assert!((b.grad() - &r["clipped_b"]).abs().max().double_value(&[]) < 1e-6);
 }
+
+/// A few training steps of the whole model on a CUDA device, as `train` takes them: in fp32
+/// and with the backbone in bf16 (`system.mixed_precision`), the loss on a fixed batch falls
+/// and stays finite, and the weights stay fp32.
+#[test]
+fn cuda_training_steps_lower_the_loss_in_fp32_and_mixed_precision() {
+    if !imgtype_testkit::cuda_test_runs("cuda_training_steps_lower_the_loss", tch::Cuda::is_available()) {
+        return;
+    }
+    let cuda = Device::Cuda(0);
+    for kind in [Kind::Float, Kind::BFloat16] {
+        tch::manual_seed(5);
+        let config = Config::default();
+        let mut model = imgtype::ImageTypeClassifier::new(&config, cuda);
+        model.set_compute_kind(kind);
+        let mut optimizer = Optimizer::new(OptimizerKind::AdamW, 1e-3, &model.vs);
+        let loss_fn = Loss::from_config(&config, &[1, 1, 1, 1], cuda).unwrap();
+        let images = Tensor::randn([16, 3, 64, 64], (Kind::Float, cuda));
+        let labels = Tensor::randint(4, [16], (Kind::Int64, cuda));
+        let losses: Vec<f64> = (0..12)
+            .map(|_| {
+                let loss = loss_fn.compute(&model.forward_t(&images, true), Targets::Hard(&labels));
+                optimizer.zero_grad();
+                loss.backward();
+                optimizer.step();
+                loss.double_value(&[])
+            })
+            .collect();
+        println!("CUDA {kind:?} training losses: {losses:.4?}");
+        assert!(losses.iter().all(|l| l.is_finite()), "{kind:?}: a loss is not finite: {losses:?}");
+        assert!(losses[11] < 0.7 * losses[0], "{kind:?}: the loss did not fall: {losses:?}");
+        assert!(model.vs.variables().values().all(|v| v.kind() == Kind::Float), "{kind:?}: weights left fp32");
+    }
+}

@@ -6,8 +6,37 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The repository: where this crate was built, or `IMGTYPE_REPO_ROOT` (test executables
+/// built on one machine and run on another, as scripts/gpu_check.sh does).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+    match std::env::var_os("IMGTYPE_REPO_ROOT") {
+        Some(root) => PathBuf::from(root),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root"),
+    }
+}
+
+/// A binary of this workspace (`env!("CARGO_BIN_EXE_…")`), or the one of that name in
+/// `IMGTYPE_BIN_DIR` when set (binaries carried to another machine with the tests).
+pub fn binary(built: &str) -> PathBuf {
+    match std::env::var_os("IMGTYPE_BIN_DIR") {
+        Some(dir) => Path::new(&dir).join(Path::new(built).file_name().expect("a binary's file name")),
+        None => PathBuf::from(built),
+    }
+}
+
+/// Whether a CUDA test runs here: true when `cuda_available`; otherwise it prints one line
+/// saying the test was skipped for want of a CUDA device and returns false. With
+/// `IMGTYPE_REQUIRE_CUDA=1` (scripts/gpu_check.sh) a missing device fails the test instead,
+/// so a GPU check never passes by skipping.
+pub fn cuda_test_runs(test: &str, cuda_available: bool) -> bool {
+    if cuda_available {
+        return true;
+    }
+    if std::env::var("IMGTYPE_REQUIRE_CUDA").is_ok_and(|v| v == "1") {
+        panic!("{test}: IMGTYPE_REQUIRE_CUDA=1 but libtorch sees no CUDA device");
+    }
+    println!("{test}: skipped, no CUDA device (libtorch sees none)");
+    false
 }
 
 /// The bundled sample photos.

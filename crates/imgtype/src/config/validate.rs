@@ -110,10 +110,13 @@ fn validate_training(t: &TrainingConfig, class_names: &[String]) -> Result<()> {
     check_count("training.epochs", t.epochs, MAX_EPOCHS)?;
     check_count("training.batch_size", t.batch_size, MAX_BATCH_SIZE)?;
     check_positive("training.learning_rate", t.learning_rate)?;
+    check_at_most("training.learning_rate", t.learning_rate, MAX_RATE)?;
     if let Some(lr) = t.backbone_lr {
         check_non_negative("training.backbone_lr", lr)?;
+        check_at_most("training.backbone_lr", lr, MAX_RATE)?;
     }
     check_non_negative("training.weight_decay", t.weight_decay)?;
+    check_at_most("training.weight_decay", t.weight_decay, MAX_RATE)?;
     check_non_negative("training.min_delta", t.min_delta)?;
     if let Some(clip) = t.gradient_clip_norm {
         check_non_negative("training.gradient_clip_norm", clip)?;
@@ -167,13 +170,16 @@ fn validate_augmentation(a: &AugmentationConfig) -> Result<()> {
         ("augmentation.saturation", a.saturation),
     ] {
         check_non_negative(key, value)?;
+        check_at_most(key, value, MAX_RATE)?;
     }
     if !(0.0..=0.5).contains(&a.hue) {
         bail!("augmentation.hue must be between 0 and 0.5, got {}", a.hue);
     }
     check_unit_interval("augmentation.random_erasing_prob", a.random_erasing_prob)?;
     check_non_negative("augmentation.mixup_alpha", a.mixup_alpha)?;
-    check_non_negative("augmentation.cutmix_alpha", a.cutmix_alpha)
+    check_at_most("augmentation.mixup_alpha", a.mixup_alpha, MAX_BETA_ALPHA)?;
+    check_non_negative("augmentation.cutmix_alpha", a.cutmix_alpha)?;
+    check_at_most("augmentation.cutmix_alpha", a.cutmix_alpha, MAX_BETA_ALPHA)
 }
 
 fn validate_inference(i: &InferenceConfig, class_names: &[String]) -> Result<()> {
@@ -205,7 +211,7 @@ pub const RESERVED_CLASS_NAME: &str = "ERROR";
 pub const MAX_BATCH_SIZE: usize = 4096;
 pub const MAX_EPOCHS: usize = 100_000;
 pub const MAX_WORKERS: usize = 256;
-pub const MAX_HIDDEN_DIM: i64 = 65_536;
+pub const MAX_HIDDEN_DIM: i64 = 16_384;
 pub const MAX_DOWNLOAD_RETRIES: u32 = 100;
 pub const MAX_DOWNLOAD_TIMEOUT_SECS: f64 = 3600.0;
 
@@ -248,6 +254,20 @@ fn check_unit_interval_open(key: &str, value: f64) -> Result<()> {
 fn check_positive(key: &str, value: f64) -> Result<()> {
     if !(value > 0.0 && value.is_finite()) {
         bail!("{key} must be a positive number, got {value}");
+    }
+    Ok(())
+}
+
+/// Learning rates, weight decay and colour jitter: far above anything that trains (0.1 is
+/// already large); beyond it a run only diverges to NaN.
+const MAX_RATE: f64 = 10.0;
+/// Mixup's and CutMix's Beta(α, α): at 100 it already always draws ≈ 0.5; far above it the
+/// sampler overflows.
+const MAX_BETA_ALPHA: f64 = 100.0;
+
+fn check_at_most(key: &str, value: f64, max: f64) -> Result<()> {
+    if value > max {
+        bail!("{key} must be at most {max}, got {value}");
     }
     Ok(())
 }

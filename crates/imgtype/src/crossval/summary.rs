@@ -186,7 +186,7 @@ fn empty_fold_result(fold: usize, held_out: usize) -> FoldResult {
 
 fn read_fold(dir: &Path, fold: usize, held_out: usize) -> Result<(FoldResult, Option<TestPredictions>)> {
     let mut result = empty_fold_result(fold, held_out);
-    let observed = observed_state(dir);
+    let observed = observed_state(dir)?;
     result.status = observed.status().into();
     let run = match observed {
         Observed::Finished(run) => run,

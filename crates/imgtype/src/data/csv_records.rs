@@ -250,9 +250,20 @@ impl Table {
         kept
     }
 
-    /// The position of the column named `name` (a byte-order mark and spaces around ignored).
-    pub fn column(&self, name: &str) -> Option<usize> {
-        self.header.iter().position(|h| h.trim().trim_start_matches('\u{feff}').trim() == name)
+    /// The position of the column named `name` (a byte-order mark and spaces around ignored);
+    /// a column this program reads that is named twice is an error (which would it be?).
+    pub fn column(&self, name: &str) -> Result<Option<usize>> {
+        let mut found = self.header.iter().enumerate().filter(|(_, h)| h.trim().trim_start_matches('\u{feff}').trim() == name);
+        let first = found.next().map(|(i, _)| i);
+        if let Some((second, _)) = found.next() {
+            bail!(
+                "{}: the column `{name}` is named twice (columns {} and {}); keep one",
+                self.file,
+                first.unwrap_or(0) + 1,
+                second + 1
+            );
+        }
+        Ok(first)
     }
 }
 

@@ -49,8 +49,9 @@ pub struct ProductTable {
 /// twice, is an error naming the row.
 pub fn read_products(path: &Path) -> Result<ProductTable> {
     let mut table = Table::read(path, "product CSV")?;
-    let (Some(id_col), Some(category_col)) = (table.column("id"), table.column("category_name")) else {
-        let missing: Vec<&str> = ["id", "category_name"].into_iter().filter(|c| table.column(c).is_none()).collect();
+    let (Some(id_col), Some(category_col)) = (table.column("id")?, table.column("category_name")?) else {
+        let missing: Vec<&str> =
+            ["id", "category_name"].into_iter().filter(|c| table.column(c).is_ok_and(|i| i.is_none())).collect();
         bail!(
             "{}: required column(s) {} missing (columns found: {})",
             path.display(),
@@ -58,8 +59,12 @@ pub fn read_products(path: &Path) -> Result<ProductTable> {
             table.header.join(", ")
         );
     };
-    let image_cols: Vec<(usize, &str)> =
-        IMAGE_COLUMNS.iter().filter_map(|(name, class)| table.column(name).map(|i| (i, *class))).collect();
+    let mut image_cols: Vec<(usize, &str)> = Vec::new();
+    for (name, class) in IMAGE_COLUMNS {
+        if let Some(column) = table.column(name)? {
+            image_cols.push((column, class));
+        }
+    }
     if image_cols.is_empty() {
         bail!(
             "{}: no image columns; expected some of {}",

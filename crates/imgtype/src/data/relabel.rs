@@ -41,7 +41,7 @@ pub struct Corrections {
 /// row (an unbalanced quote in a notes column, say) is skipped with a warning and listed.
 pub fn read_corrections(path: &Path) -> Result<Corrections> {
     let mut table = Table::read(path, "corrections CSV")?;
-    let (Some(path_col), Some(type_col)) = (table.column("image_path"), table.column("image_type")) else {
+    let (Some(path_col), Some(type_col)) = (table.column("image_path")?, table.column("image_type")?) else {
         bail!(
             "{}: a corrections CSV needs the columns image_path and image_type (found: {})",
             path.display(),
@@ -62,14 +62,16 @@ pub fn read_corrections(path: &Path) -> Result<Corrections> {
             Correction::Relabel(value.to_string())
         } else {
             bail!(
-                "{}: row {line} ({image}): image_type `{value}` is neither a class ({}) nor `{DROP}`",
+                "{}: row {line} ({}): image_type `{}` is neither a class ({}) nor `{DROP}`",
                 path.display(),
+                image.escape_debug(),
+                value.escape_debug(),
                 classes.join(", ")
             );
         };
         if let Some(earlier) = corrections.insert(image.to_string(), correction.clone()) {
             if earlier != correction {
-                bail!("{}: row {line}: {image} is corrected twice, differently", path.display());
+                bail!("{}: row {line}: {} is corrected twice, differently", path.display(), image.escape_debug());
             }
         }
     }
@@ -204,6 +206,10 @@ mod tests {
         let error = corrections("image_path,image_type\na.jpg,care_label\na.jpg,drop\n").unwrap_err().to_string();
         assert!(error.contains("row 3") && error.contains("corrected twice"), "{error}");
         assert!(corrections("image_path,image_type\na.jpg,care_label\na.jpg,care_label\n").is_ok(), "repeats agree");
+        let error = corrections("image_path,image_type,image_type\na.jpg,detail_shot,drop\n").unwrap_err().to_string();
+        assert!(error.contains("`image_type` is named twice (columns 2 and 3)"), "{error}");
+        let error = corrections("image_path,image_type\na.jpg,detail_shot\u{0}\n").unwrap_err().to_string();
+        assert!(error.contains("`detail_shot\\0`"), "a control character is shown escaped: {error}");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use super::columns::{correct_value, prediction_header, prediction_values, timing_and_error};
 use crate::data::csv_records::{InputRecord, RecordReader};
-use super::csv_partial::{partial_paths, EarlierRows, PartialOutput};
+use super::csv_partial::{partial_paths, EarlierRows, MadeWith, PartialOutput};
 use super::predictor::LoadedBatch;
 use super::prefetch::prefetched;
 use super::shards::{shard_file_name, Shard};
@@ -76,13 +76,20 @@ pub fn run_csv(predictor: &Predictor, request: &CsvRequest, stop: &StopFlag) -> 
     let columns =
         InputColumns::find(&headers, request.image_column, &predictor.trained_with().data.target_column, csv_path)?;
     let header = columns.output_header(predictor.class_names());
-    let earlier = EarlierRows::read(&output, &header, &predictor.model_identity)?;
+    let settings = format!(
+        "image column `{}`, image base {}",
+        request.image_column,
+        predictor.source().base_path().map_or_else(|| "(none)".to_string(), |p| p.display().to_string())
+    );
+    let made_with =
+        MadeWith { model: &predictor.model_identity, settings: &settings, class_names: predictor.class_names() };
+    let earlier = EarlierRows::read(&output, &header, &made_with)?;
     let shard_rows = first_pass(&mut reader, &columns, request.shard, &earlier)?;
     if shard_rows == 0 {
         bail!("{}: the CSV has a header but no rows", csv_path.display());
     }
     let resumed_rows = earlier.paths.len();
-    let mut partial = PartialOutput::open(&output, &header, &earlier, &predictor.model_identity)?;
+    let mut partial = PartialOutput::open(&output, &header, &earlier, &made_with)?;
     if resumed_rows > 0 {
         tracing::info!("continuing {}: {resumed_rows} of {shard_rows} rows were done before", partial.path.display());
     }

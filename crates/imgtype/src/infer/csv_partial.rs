@@ -22,6 +22,16 @@ pub(super) fn partial_paths(output: &Path) -> (PathBuf, PathBuf) {
     (partial, PathBuf::from(sidecar))
 }
 
+/// What an earlier run must have shared with this one for its rows to be taken over.
+pub(super) struct MadeWith<'a> {
+    /// The model file (path, size, modification time).
+    pub(super) model: &'a str,
+    /// What decides which image a row's path means: the image column and the base folder.
+    pub(super) settings: &'a str,
+    /// The classes a row may name (besides ERROR).
+    pub(super) class_names: &'a [String],
+}
+
 /// The complete rows an interrupted run left in `O.partial`.
 pub(super) struct EarlierRows {
     pub(super) path: PathBuf,
@@ -34,7 +44,7 @@ pub(super) struct EarlierRows {
 }
 
 impl EarlierRows {
-    pub(super) fn read(output: &Path, header: &[String], model_identity: &str) -> Result<Self> {
+    pub(super) fn read(output: &Path, header: &[String], made_with_now: &MadeWith) -> Result<Self> {
         let (path, sidecar) = partial_paths(output);
         let mut earlier = Self { path: path.clone(), paths: Vec::new(), failed: 0, end: 0 };
         if std::fs::symlink_metadata(&path).is_err() {
@@ -52,20 +62,30 @@ impl EarlierRows {
         } else {
             crate::fsutil::read_text_capped(&sidecar, &sidecar_label, crate::fsutil::JSON_FILE_CAP)
                 .and_then(|text| Ok(serde_json::from_str::<serde_json::Value>(&text)?))
-                .map(|v| v["model"].as_str().map(String::from))
+                .map(|v| Some((v["model"].as_str().map(String::from), v["settings"].as_str().map(String::from))))
         };
-        let made_with = made_with.map_err(|e| {
+        let (made_with, settings) = made_with.map_err(|e| {
                 anyhow::anyhow!(
                     "{} cannot be checked: {e:#}; delete it and {} to start over",
                     path.display(),
                     sidecar.display()
                 )
-            })?;
-        if made_with.as_deref() != Some(model_identity) {
+            })?
+            .unwrap_or((None, None));
+        if made_with.as_deref() != Some(made_with_now.model) {
             bail!(
                 "{} was made with another model ({}); delete it to start over",
                 path.display(),
                 made_with.unwrap_or_else(|| "unknown".into())
+            );
+        }
+        if settings.as_deref() != Some(made_with_now.settings) {
+            bail!(
+                "{} was made with other settings ({}; now: {}); the same command continues it, or delete it to start \
+                 over",
+                path.display(),
+                settings.unwrap_or_else(|| "unknown".into()),
+                made_with_now.settings
             );
         }
         // Read as a stream: each row read back is compared with its bytes in the file (read
@@ -83,6 +103,13 @@ impl EarlierRows {
             .from_reader(std::io::BufReader::new(std::io::Read::take(file, length)));
         let mut record = ByteRecord::new();
         let predicted = header.iter().position(|h| h == "predicted_class").expect("predicted_class column");
+        let confidence = header.iter().position(|h| h == "confidence").expect("confidence column");
+        let plausible = |record: &ByteRecord| {
+            let class = record.get(predicted).unwrap_or_default();
+            let known = class == b"ERROR" || made_with_now.class_names.iter().any(|c| c.as_bytes() == class);
+            let value = std::str::from_utf8(record.get(confidence).unwrap_or_default()).ok();
+            known && value.and_then(|v| v.parse::<f64>().ok()).is_some_and(|v| (0.0..=1.0).contains(&v))
+        };
         let mut start = 0;
         let mut rows = 0usize;
         while let Ok(true) = reader.read_byte_record(&mut record) {
@@ -96,6 +123,8 @@ impl EarlierRows {
                 if record.iter().ne(header.iter().map(|h| h.as_bytes())) {
                     bail!("{} is not a partial output of this command (its columns differ); delete it", path.display());
                 }
+            } else if !plausible(&record) {
+                break;
             } else {
                 earlier.paths.push(record.get(0).unwrap_or_default().to_vec());
                 earlier.failed += (record.get(predicted) == Some(b"ERROR".as_slice())) as usize;
@@ -103,8 +132,23 @@ impl EarlierRows {
             rows += 1;
             start = end;
         }
+        if rows == 0 {
+            // A header cut by a kill starts over; anything else is not ours to overwrite.
+            let written_header = encode(&ByteRecord::from(header.to_vec()));
+            let cut_header = file_bytes(0, length.min(written_header.len() as u64))
+                .is_some_and(|bytes| length <= written_header.len() as u64 && written_header.starts_with(&bytes));
+            if !cut_header {
+                bail!("{} is not a partial output of this command (its first row is not the header it writes); delete it", path.display());
+            }
+        }
         if start < length {
-            tracing::warn!("{}: dropping an incomplete last row ({} bytes)", path.display(), length - start);
+            tracing::warn!(
+                "{}: from row {} on ({} bytes) is cut short or not as this command writes rows (an unknown class, a \
+                 confidence outside 0–1); those images are predicted again",
+                path.display(),
+                rows,
+                length - start
+            );
         }
         earlier.end = if rows > 0 { start } else { 0 };
         Ok(earlier)
@@ -143,13 +187,16 @@ pub(super) struct PartialOutput {
 
 impl PartialOutput {
     /// Opens `O.partial` after the complete rows of `earlier`, or starts it with `header`.
-    pub(super) fn open(output: &Path, header: &[String], earlier: &EarlierRows, model_identity: &str) -> Result<Self> {
+    pub(super) fn open(output: &Path, header: &[String], earlier: &EarlierRows, made_with: &MadeWith) -> Result<Self> {
         let (path, sidecar) = partial_paths(output);
         let failed = |e| anyhow::Error::new(e).context(format!("cannot write {}", path.display()));
         if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create folder {}", dir.display()))?;
         }
-        crate::fsutil::write_json_atomic(&sidecar, &serde_json::json!({"model": model_identity}))?;
+        crate::fsutil::write_json_atomic(
+            &sidecar,
+            &serde_json::json!({"model": made_with.model, "settings": made_with.settings}),
+        )?;
         let file = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(failed)?;
         file.set_len(earlier.end).map_err(failed)?;
         let mut writer = csv::Writer::from_writer(BufWriter::new(file));
@@ -190,51 +237,80 @@ mod tests {
     use super::*;
 
     const MODEL: &str = "model.safetensors (10 bytes, modified 1)";
+    const SETTINGS: &str = "image column `image_path`, image base /images";
 
     fn header() -> Vec<String> {
-        ["image_path", "predicted_class", "error"].map(String::from).to_vec()
+        ["image_path", "predicted_class", "confidence", "error"].map(String::from).to_vec()
     }
 
-    /// Writes `O.partial` with `body` (and the sidecar naming MODEL) and reads it back.
+    fn classes() -> Vec<String> {
+        vec!["full_shot".into(), "care_label".into()]
+    }
+
+    fn read(output: &Path) -> Result<EarlierRows> {
+        let classes = classes();
+        EarlierRows::read(output, &header(), &MadeWith { model: MODEL, settings: SETTINGS, class_names: &classes })
+    }
+
+    /// Writes `O.partial` with `body` (and the sidecar naming MODEL and SETTINGS) and reads it back.
     fn earlier(body: &[u8]) -> Result<EarlierRows> {
         let dir = tempfile::tempdir().unwrap();
         let output = dir.path().join("out.csv");
         let (partial, sidecar) = partial_paths(&output);
         std::fs::write(&partial, body).unwrap();
-        std::fs::write(&sidecar, serde_json::json!({"model": MODEL}).to_string()).unwrap();
-        EarlierRows::read(&output, &header(), MODEL)
+        std::fs::write(&sidecar, serde_json::json!({"model": MODEL, "settings": SETTINGS}).to_string()).unwrap();
+        read(&output)
     }
+
+    const HEADER: &[u8] = b"image_path,predicted_class,confidence,error\n";
 
     #[test]
     fn complete_rows_are_kept_and_a_cut_last_row_is_dropped() {
-        let full = b"image_path,predicted_class,error\na.jpg,full_shot,\nb.jpg,ERROR,\"cannot open\nsecond line\"\n";
-        let rows = earlier(full).unwrap();
+        let full = [HEADER, b"a.jpg,full_shot,0.9,\nb.jpg,ERROR,0.0,\"cannot open\nsecond line\"\n"].concat();
+        let rows = earlier(&full).unwrap();
         assert_eq!(rows.paths, vec![b"a.jpg".to_vec(), b"b.jpg".to_vec()]);
         assert_eq!((rows.failed, rows.end), (1, full.len() as u64));
         // Cut inside the quoted, multi-line error cell, just after its inner newline.
         let cut = &full[..full.len() - "second line\"\n".len()];
         let rows = earlier(cut).unwrap();
         assert_eq!(rows.paths, vec![b"a.jpg".to_vec()]);
-        assert_eq!(rows.end, b"image_path,predicted_class,error\na.jpg,full_shot,\n".len() as u64);
+        assert_eq!(rows.end, (HEADER.len() + b"a.jpg,full_shot,0.9,\n".len()) as u64);
         // Cut before the newline of the last row.
         let rows = earlier(&full[..full.len() - 1]).unwrap();
         assert_eq!(rows.paths.len(), 1);
     }
 
     #[test]
-    fn an_empty_or_header_only_file_starts_over_and_strangers_are_refused() {
+    fn rows_this_command_would_not_write_are_predicted_again() {
+        for bad in ["b.jpg,bogus_class,0.5,", "b.jpg,full_shot,NaN,", "b.jpg,full_shot,1.5,", "b.jpg,full_shot,x,"] {
+            let body = [HEADER, b"a.jpg,full_shot,0.9,\n", bad.as_bytes(), b"\nc.jpg,care_label,0.8,\n"].concat();
+            let rows = earlier(&body).unwrap();
+            assert_eq!(rows.paths, vec![b"a.jpg".to_vec()], "{bad}: trusted up to the row before it");
+            assert_eq!(rows.end, (HEADER.len() + b"a.jpg,full_shot,0.9,\n".len()) as u64, "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_empty_file_or_a_cut_header_starts_over_and_strangers_are_refused() {
         assert_eq!(earlier(b"").unwrap().end, 0);
         assert_eq!(earlier(b"image_path,predicted_cl").unwrap().end, 0);
-        let rows = earlier(b"image_path,predicted_class,error\n").unwrap();
+        let rows = earlier(HEADER).unwrap();
         assert!(rows.paths.is_empty() && rows.end > 0);
-        let crlf = earlier(b"image_path,predicted_class,error\r\na.jpg,full_shot,\r\n").unwrap();
-        assert_eq!(crlf.end, 0, "rows not written by this tool are not trusted");
-        let err = earlier(b"path,class,error\na.jpg,full_shot,\n").err().unwrap();
+        for stranger in [&b"image_path,predicted_class,confidence,error\r\na.jpg,full_shot,0.9,\r\n"[..], b"a,b\n"] {
+            let err = earlier(stranger).err().unwrap().to_string();
+            assert!(err.contains("not a partial output"), "{err}");
+        }
+        let err = earlier(b"path,class,confidence,error\na.jpg,full_shot,0.9,\n").err().unwrap();
         assert!(err.to_string().contains("columns differ"), "{err}");
         let dir = tempfile::tempdir().unwrap();
         let output = dir.path().join("out.csv");
-        std::fs::write(partial_paths(&output).0, b"image_path,predicted_class,error\n").unwrap();
-        let err = EarlierRows::read(&output, &header(), MODEL).err().unwrap();
+        let (partial, sidecar) = partial_paths(&output);
+        std::fs::write(&partial, HEADER).unwrap();
+        let err = read(&output).err().unwrap();
         assert!(err.to_string().contains("another model"), "{err}");
+        std::fs::write(&sidecar, serde_json::json!({"model": MODEL, "settings": "image base /elsewhere"}).to_string())
+            .unwrap();
+        let err = read(&output).err().unwrap().to_string();
+        assert!(err.contains("other settings (image base /elsewhere; now: image column"), "{err}");
     }
 }

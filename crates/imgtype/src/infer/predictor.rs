@@ -102,7 +102,11 @@ impl Predictor {
     ) -> Self {
         let config = model.config().clone();
         let class_names = model.class_names();
-        let kind = inference_kind(precision.unwrap_or(config.system.precision), model.device());
+        let precision = precision.unwrap_or(config.system.precision);
+        if model.device().is_cuda() {
+            crate::device::allow_tf32_convolutions(precision != Precision::Fp32);
+        }
+        let kind = inference_kind(precision, model.device());
         let engine = build_engine(&model, engine.unwrap_or(config.system.inference_engine), kind);
         let scorer = BatchScorer::new(
             engine,

@@ -301,6 +301,11 @@ impl ImageTypeClassifier {
     pub fn backbone_frozen(&self) -> bool {
         self.backbone_frozen
     }
+
+    /// The first variable (by name) holding NaN or an infinity: a training run that diverged.
+    pub fn first_non_finite_variable(&self) -> Option<String> {
+        self.named_tensors().into_iter().find(|(_, t)| t.is_floating_point() && !finite(t)).map(|(name, _)| name)
+    }
 }
 
 /// Whether every value of `tensor` is a finite number.

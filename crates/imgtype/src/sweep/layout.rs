@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::plan::NamedExperiment;
@@ -32,7 +33,7 @@ pub(crate) enum ExperimentState {
 pub(crate) fn experiment_state(dir: &Path) -> anyhow::Result<ExperimentState> {
     let mut state = ExperimentState::Fresh;
     for run in run_folders(dir) {
-        match run_status(&run) {
+        match run_status(&run).with_context(|| format!("{}: not resumed or replaced", run.display()))? {
             Some(RunStatus::Finished) => return Ok(ExperimentState::Finished(run)),
             None if RunLayout::of(&run).is_ok_and(|layout| crate::fsutil::is_present(&layout.latest_checkpoint())) => {
                 state = ExperimentState::Resumable(run);
@@ -68,17 +69,17 @@ impl Observed {
     }
 }
 
-pub(crate) fn observed_state(dir: &Path) -> Observed {
+pub(crate) fn observed_state(dir: &Path) -> anyhow::Result<Observed> {
     let mut state = Observed::Missing;
     for run in run_folders(dir) {
-        match run_status(&run) {
-            Some(RunStatus::Finished) => return Observed::Finished(run),
+        match run_status(&run)? {
+            Some(RunStatus::Finished) => return Ok(Observed::Finished(run)),
             Some(RunStatus::Failed) if matches!(state, Observed::Missing) => state = Observed::Failed,
             Some(RunStatus::Failed) => {}
             None => state = Observed::Running(run),
         }
     }
-    state
+    Ok(state)
 }
 
 /// The `run_…` folders in `dir`, oldest first.
@@ -96,7 +97,13 @@ fn run_folders(dir: &Path) -> Vec<PathBuf> {
 
 /// `final_results.json`'s status, when the run wrote one (the file lies at the run
 /// folder's top, whatever its config).
-pub(super) fn run_status(run: &Path) -> Option<RunStatus> {
-    let layout = RunLayout::of(run).ok()?;
-    layout.read_final_results().ok().map(|results| results.status)
+/// How the run in `run` ended: `None` while it has no `final_results.json` (at work,
+/// interrupted, or its folder not yet written); an error when that file is there but cannot be
+/// read (copied, edited, damaged), so that nobody takes such a run for one still at work.
+pub(super) fn run_status(run: &Path) -> anyhow::Result<Option<RunStatus>> {
+    let Ok(layout) = RunLayout::of(run) else { return Ok(None) };
+    if !crate::fsutil::is_present(&layout.final_results()) {
+        return Ok(None);
+    }
+    Ok(Some(layout.read_final_results()?.status))
 }

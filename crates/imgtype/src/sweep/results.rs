@@ -118,7 +118,7 @@ fn read_experiment(
     overrides: &BTreeMap<String, serde_json::Value>,
 ) -> Result<ExperimentResult> {
     let mut result = empty_result(name, overrides);
-    let observed = observed_state(dir);
+    let observed = observed_state(dir)?;
     result.status = observed.status().into();
     let run = match observed {
         Observed::Finished(run) | Observed::Running(run) => run,

@@ -4,7 +4,7 @@
 //! saves the checkpoint and the history. The loop pauses resumably when a stop is
 //! requested or `stop_after_epochs` is reached.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use tch::Tensor;
 
 use super::artifacts::{log_epoch_scalars, write_history};
@@ -132,6 +132,7 @@ impl Fit<'_> {
 
     /// Validation, history, the checkpoint and the numbered model of a finished epoch.
     fn end_epoch(&mut self, mut record: EpochRecord) -> Result<()> {
+        self.check_not_diverged(&record)?;
         validate_epoch(self.session, &mut self.state, &mut self.best_weights, &mut self.schedule, &mut record)?;
         log_epoch_scalars(self.session.events.as_mut(), &record);
         let epochs_done = record.epoch;
@@ -145,6 +146,30 @@ impl Fit<'_> {
         write_history(&self.session.folder, &self.state)?;
         self.epochs_this_run += 1;
         Ok(())
+    }
+
+    /// A run whose loss or weights went NaN or infinite stops as failed before this epoch
+    /// touches a checkpoint, the best model or the copy in `paths.model_dir`: nothing it would
+    /// write could predict.
+    fn check_not_diverged(&self, record: &EpochRecord) -> Result<()> {
+        let bad_variable = self.session.model.first_non_finite_variable();
+        if record.train_loss.is_finite() && bad_variable.is_none() {
+            return Ok(());
+        }
+        let what = match &bad_variable {
+            Some(name) => format!("weight `{name}` holds NaN or infinite values"),
+            None => format!("the mean training loss is {}", record.train_loss),
+        };
+        let t = &self.session.config.training;
+        bail!(
+            "training diverged in epoch {}: {what}. Nothing of this epoch was kept (any checkpoint and best model are from \
+             earlier epochs). Lower training.learning_rate ({}), training.backbone_lr, training.weight_decay ({}) or \
+             augmentation.mixup_alpha ({})",
+            record.epoch,
+            t.learning_rate,
+            t.weight_decay,
+            self.session.config.augmentation.mixup_alpha
+        )
     }
 
     fn save_checkpoint(&mut self) -> Result<()> {

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::run_files::RunLayout;
-use crate::config::Config;
+use crate::config::{Config, DeviceChoice};
 
 pub struct RunFolder {
     layout: RunLayout,
@@ -103,17 +103,33 @@ impl RunFolder {
     /// Reopens an interrupted run with its own `config.json`, and records the resume time
     /// in its metadata. Fails when there is no checkpoint to resume from.
     pub fn reopen(dir: &Path) -> Result<Self> {
+        Self::reopen_on(dir, None)
+    }
+
+    /// As [`Self::reopen`], training on `device` instead of the run's `system.device` when given
+    /// (a run started on a GPU finishes on the CPU, or the reverse); the run's config.json keeps
+    /// what it was started with.
+    pub fn reopen_on(dir: &Path, device: Option<DeviceChoice>) -> Result<Self> {
         let config_path = dir.join("config.json");
         if !crate::fsutil::is_present(&config_path) {
             bail!("{} is not a run folder (no config.json)", dir.display());
         }
         let lock = crate::fsutil::FolderLock::acquire(dir, "resuming its training")?;
-        let config = Config::load(&config_path)?;
+        let mut config = Config::load(&config_path)?;
+        if let Some(device) = device.filter(|d| *d != config.system.device) {
+            tracing::info!("resuming on {device} (the run was started with system.device {})", config.system.device);
+            config.system.device = device;
+        }
         crate::threads::apply_config(&config.system);
         let folder = Self { layout: RunLayout::new(dir, &config), config, resumed: true, _lock: lock };
         crate::fsutil::remove_stale_temp_files(dir);
         if !crate::fsutil::is_present(&folder.latest_checkpoint()) {
-            bail!("{}: no checkpoint to resume from (the run stopped before its first checkpoint)", dir.display());
+            bail!(
+                "{}: no checkpoint to resume from ({} is missing: the run stopped before its first checkpoint, or the \
+                 file was removed)",
+                dir.display(),
+                folder.latest_checkpoint().file_name().unwrap_or_default().to_string_lossy()
+            );
         }
         let metadata_path = folder.layout.metadata();
         match crate::fsutil::read_json::<RunMetadata>(&metadata_path) {

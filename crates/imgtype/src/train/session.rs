@@ -44,9 +44,7 @@ impl Session {
         warn_about_ignored_settings(&config);
         let device = crate::device::resolve_device(config.system.device)?;
         tracing::info!("device: {}", crate::device::describe_device(device));
-        if matches!(device, Device::Cuda(_)) {
-            tch::Cuda::cudnn_set_benchmark(config.system.benchmark);
-        }
+        crate::device::configure_cuda(&config.system, device);
         tch::manual_seed(config.system.seed as i64);
         let source = ImageSource::from_config(&config.data);
         let skipped_csv = folder.layout().skipped_images();
