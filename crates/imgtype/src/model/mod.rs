@@ -127,6 +127,10 @@ pub struct ImageTypeClassifier {
 impl ImageTypeClassifier {
     /// A freshly initialised model (torchvision's initialisation) for `config`.
     pub fn new(config: &Config, device: Device) -> Self {
+        if device.is_cuda() {
+            // For callers that name a CUDA device without `device::resolve_device`.
+            crate::device::load_cuda_support();
+        }
         let vs = nn::VarStore::new(device);
         let root = vs.root();
         let backbone = BackboneNetwork::new(root.set_group(BACKBONE_GROUP) / "backbone", &config.model);
