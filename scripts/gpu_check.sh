@@ -19,30 +19,50 @@
 # The bound: about 8 minutes once built (a measurement past 7 minutes is skipped and said so).
 # Exit status: 0 when every CUDA test passed (or there is no GPU), 1 otherwise.
 set -uo pipefail
+usage="usage: scripts/gpu_check.sh [--dry-run-on-cpu] [OUT]"
+dry_run=
+out_arg=
+for arg in "$@"; do
+    case "$arg" in
+        --dry-run-on-cpu) dry_run=1 ;;
+        -h | --help) echo "$usage"; exit 0 ;;
+        -*) echo "gpu_check: unknown option $arg; $usage" >&2; exit 2 ;;
+        *)
+            [ -n "$out_arg" ] && { echo "gpu_check: one OUT folder only; $usage" >&2; exit 2; }
+            out_arg=$arg
+            ;;
+    esac
+done
+# OUT is the caller's (relative to where they are); the rest runs from the repository.
+out=$(realpath -m -- "${out_arg:-$(dirname "$0")/../target/gpu_check}")
 cd "$(dirname "$0")/.."
 root=$(pwd)
-dry_run=
-if [ "${1:-}" = "--dry-run-on-cpu" ]; then
-    dry_run=1
-    shift
+# OUT is emptied of what an earlier check wrote there, so it must be a new or empty folder or
+# one an earlier check made (it holds .gpu_check): never a folder of the user's.
+marker=.gpu_check
+if [ -e "$out" ] && { [ ! -d "$out" ] || { [ -n "$(ls -A "$out")" ] && [ ! -f "$out/$marker" ]; }; }; then
+    echo "gpu_check: $out is not a new or empty folder, nor one an earlier check wrote (no $marker in it); choose another OUT" >&2
+    exit 2
 fi
-out=$(realpath -m "${1:-target/gpu_check}")
-mkdir -p "$out"
+case "$root/" in
+    "$out"/*) echo "gpu_check: OUT ($out) may not hold the repository" >&2; exit 2 ;;
+esac
+mkdir -p "$out" && touch "$out/$marker" || { echo "gpu_check: cannot create $out" >&2; exit 1; }
 started=$(date +%s)
 elapsed() { echo $(( $(date +%s) - started )); }
 log() { printf '[gpu_check %3ds] %s\n' "$(elapsed)" "$*" >&2; }
 
 if [ -z "$dry_run" ]; then
-    gpu=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)
+    gpu=$(timeout 30 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)
     if [ -z "$gpu" ]; then
         if command -v nvidia-smi >/dev/null; then
-            reason="no CUDA device: nvidia-smi lists no GPU"
+            reason="no CUDA device: nvidia-smi lists no GPU (or did not answer within 30 s)"
         else
             reason="no CUDA device: nvidia-smi is not installed"
         fi
+        printf '{"gpu": null, "outcome": "skipped", "reason": "%s"}\n' "$reason" > "$out/gpu_check.json" &&
+            printf '# GPU check\n\nNot run: %s.\n' "$reason" > "$out/gpu_check.md" || exit 1
         echo "gpu_check: $reason; nothing was run"
-        printf '{"gpu": null, "outcome": "skipped", "reason": "%s"}\n' "$reason" > "$out/gpu_check.json"
-        printf '# GPU check\n\nNot run: %s.\n' "$reason" > "$out/gpu_check.md"
         exit 0
     fi
     device=cuda size=224 batch=128 steps=30 photos=512 photo_px=500 epochs=2
@@ -58,18 +78,28 @@ if [ -z "$prebuilt" ] && [ -z "$dry_run" ] && [ -d .gpu-carry ]; then
     prebuilt=.gpu-carry
 fi
 if [ -n "$prebuilt" ]; then
-    bin=$(realpath "$prebuilt")
-    if [ -f "$bin/bundle.tar.xz" ]; then
-        mkdir -p "$out/bin"
-        tar -C "$out/bin" -xJf "$bin/bundle.tar.xz" || exit 1
-        cp "$bin/TORCH_VERSION" "$out/bin/"
+    carried=$(realpath -m -- "$prebuilt")
+    if [ ! -f "$carried/TORCH_VERSION" ]; then
+        echo "gpu_check: $carried is not a folder scripts/gpu/build_carry.sh made (no TORCH_VERSION in it)" >&2
+        exit 1
+    fi
+    bin=$carried
+    if [ -f "$carried/bundle.tar.xz" ]; then
         bin=$out/bin
+        rm -rf "$bin"
+        mkdir -p "$bin"
+        if ! tar -C "$bin" -xJf "$carried/bundle.tar.xz"; then
+            rm -rf "$bin"
+            echo "gpu_check: $carried/bundle.tar.xz does not unpack (damaged?); build it again" >&2
+            exit 1
+        fi
+        cp "$carried/TORCH_VERSION" "$bin/"
     fi
     python=${IMGTYPE_GPU_PYTHON:-python3}
-    want=$(cat "$bin/TORCH_VERSION")
+    want=$(cat "$carried/TORCH_VERSION")
     have=$("$python" -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null)
     if [ "$have" != "$want" ]; then
-        echo "gpu_check: $bin was built against PyTorch $want, but $python has ${have:-no torch}" >&2
+        echo "gpu_check: $carried was built against PyTorch $want, but $python has ${have:-no torch}" >&2
         exit 1
     fi
     export LD_LIBRARY_PATH="$("$python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -190,7 +220,7 @@ for name, part in [("train", rows), ("validation", rows[:held]), ("test", rows[h
 config = {
     "paths": {"data_dir": "data"},
     "model": {"pretrained": False, "freeze_backbone_epochs": 0},
-    "training": {"batch_size": int(batch), "epochs": int(epochs), "early_stopping_patience": 10},
+    "training": {"batch_size": int(batch), "epochs": int(epochs), "patience": 10},
     "augmentation": {"image_size": int(size)},
     "system": {"device": device, "mixed_precision": True, "num_workers": int(cores)},
 }

@@ -217,6 +217,9 @@ fn a_cross_validation_resumes_and_spreads_over_members_alike() {
     // --resume CV_DIR continues one too (here: nothing left to run).
     let out = ok(run(work, TRAIN, &["--resume", "resumed"]));
     assert!(String::from_utf8_lossy(&out.stdout).contains("3 finished earlier"));
+    // Its folds train on the plan's device: --device is refused, not ignored.
+    let out = run(work, TRAIN, &["--resume", "resumed", "--device", "cpu"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cv_plan.json"));
 
     // Job-array members, then --summarize.
     for member in ["0/3", "1/3", "2/3"] {
@@ -233,7 +236,10 @@ fn a_cross_validation_resumes_and_spreads_over_members_alike() {
             let out = run(work, TRAIN, &member_args);
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(1), "{stderr}");
-            assert!(stderr.contains("fold_2 is in use by process") && stderr.contains("nothing was changed"), "{stderr}");
+            assert!(
+                stderr.contains("fold_2 is in use by process") && stderr.contains("nothing was changed"),
+                "{stderr}"
+            );
             assert!(live.is_dir(), "a live run folder is never removed");
             drop(lock);
         }

@@ -121,12 +121,37 @@ fn sizes_from_a_model_file_are_checked_before_allocating() {
     let model = write_model(dir.path());
     std::fs::write(dir.path().join("in.csv"), format!("image_path\n{}\n", sample_key())).unwrap();
     for (name, key, value, reason) in [
-        ("batch_1e12.safetensors", "inference", ("batch_size", serde_json::json!(1_000_000_000_000u64)), "inference.batch_size must be between 1 and 4096"),
+        (
+            "batch_1e12.safetensors",
+            "inference",
+            ("batch_size", serde_json::json!(1_000_000_000_000u64)),
+            "inference.batch_size must be between 1 and 4096",
+        ),
         ("batch_2e62.safetensors", "inference", ("batch_size", serde_json::json!(1u64 << 62)), "inference.batch_size"),
-        ("workers.safetensors", "system", ("num_workers", serde_json::json!(1u64 << 40)), "system.num_workers is at most 256"),
-        ("hidden.safetensors", "model", ("hidden_dim", serde_json::json!(1i64 << 40)), "model.hidden_dim must be between 1 and 16384"),
-        ("timeout.safetensors", "data", ("download_timeout_secs", serde_json::json!(1e300)), "data.download_timeout_secs is at most 3600"),
-        ("threads.safetensors", "system", ("num_threads", serde_json::json!(257)), "system.num_threads must be between 1 and 256"),
+        (
+            "workers.safetensors",
+            "system",
+            ("num_workers", serde_json::json!(1u64 << 40)),
+            "system.num_workers is at most 256",
+        ),
+        (
+            "hidden.safetensors",
+            "model",
+            ("hidden_dim", serde_json::json!(1i64 << 40)),
+            "model.hidden_dim must be between 1 and 16384",
+        ),
+        (
+            "timeout.safetensors",
+            "data",
+            ("download_timeout_secs", serde_json::json!(1e300)),
+            "data.download_timeout_secs is at most 3600",
+        ),
+        (
+            "threads.safetensors",
+            "system",
+            ("num_threads", serde_json::json!(257)),
+            "system.num_threads must be between 1 and 256",
+        ),
     ] {
         let path = edited_model(&model, name, |_| {}, |c| c[key][value.0] = value.1);
         let args = ["--model-path", path.to_str().unwrap(), "--csv-path", "in.csv", "--output-path", "out.csv"];
@@ -166,7 +191,8 @@ fn an_overlong_line_costs_its_row_and_a_shard_of_nul_bytes_is_refused() {
     let file = std::fs::File::create(&shard).unwrap();
     std::io::Write::write_all(&mut &file, b"image_path,predicted_class\n").unwrap();
     file.set_len(80 << 20).unwrap();
-    let out = run_bounded(dir.path(), TEST, &["--merge-shards", "r.shard-0-of-1.csv", "--output-path", "m.csv"], &[], BOUND);
+    let out =
+        run_bounded(dir.path(), TEST, &["--merge-shards", "r.shard-0-of-1.csv", "--output-path", "m.csv"], &[], BOUND);
     failed_with(&out, &["r.shard-0-of-1.csv", "line 2 is longer than"]);
     assert!(!dir.path().join("m.csv").exists());
 }
@@ -248,8 +274,10 @@ fn divide_never_overwrites_its_inputs_nor_reads_devices() {
     std::fs::copy(dir.path().join("products.csv"), out.join("train_data.csv")).unwrap();
     std::fs::write(out.join("test_data.csv"), "image_path,image_type\nm1.jpg,care_label\n").unwrap();
     std::os::unix::fs::symlink(out.join("train_data.csv"), dir.path().join("link.csv")).unwrap();
-    let before: Vec<(PathBuf, Vec<u8>)> =
-        imgtype_testkit::walk(dir.path()).into_iter().map(|p| (p.clone(), std::fs::read(&p).unwrap_or_default())).collect();
+    let before: Vec<(PathBuf, Vec<u8>)> = imgtype_testkit::walk(dir.path())
+        .into_iter()
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap_or_default()))
+        .collect();
     for (args, needles) in [
         (vec!["--input-file", "out/train_data.csv", "--output-dir", "out"], vec!["train_data.csv", "is the input"]),
         (vec!["--input-file", "link.csv", "--output-dir", "out"], vec!["train_data.csv", "is the input"]),
@@ -261,8 +289,10 @@ fn divide_never_overwrites_its_inputs_nor_reads_devices() {
         let output = run_bounded(dir.path(), DIVIDE, &args, &[], BOUND);
         failed_with(&output, &needles);
     }
-    let after: Vec<(PathBuf, Vec<u8>)> =
-        imgtype_testkit::walk(dir.path()).into_iter().map(|p| (p.clone(), std::fs::read(&p).unwrap_or_default())).collect();
+    let after: Vec<(PathBuf, Vec<u8>)> = imgtype_testkit::walk(dir.path())
+        .into_iter()
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap_or_default()))
+        .collect();
     assert_eq!(before, after, "nothing was written");
 
     mkfifo(&dir.path().join("fifo.csv"));
@@ -308,7 +338,10 @@ fn an_unbalanced_quote_in_a_corrections_or_product_csv_costs_its_own_row() {
     assert!(skipped[0]["file"].as_str().unwrap().ends_with("products.csv") && skipped[0]["line"] == 7, "{skipped:?}");
     assert!(skipped[1]["file"].as_str().unwrap().ends_with("fixes.csv") && skipped[1]["line"] == 3, "{skipped:?}");
     assert!(skipped.iter().all(|s| s["reason"].as_str().unwrap().contains("unbalanced quote")));
-    let images: usize = ["train", "validation", "test"].iter().map(|s| summary["data_counts"][s]["images"].as_u64().unwrap() as usize).sum();
+    let images: usize = ["train", "validation", "test"]
+        .iter()
+        .map(|s| summary["data_counts"][s]["images"].as_u64().unwrap() as usize)
+        .sum();
     assert_eq!(images, 80, "40 products of 2 images, the malformed one left out");
 }
 
@@ -477,11 +510,15 @@ fn sweeps_cross_validations_and_the_best_model_copy_never_overwrite_a_users_file
     let work = dir.path();
     write_products(&work.join("products.csv"), &some_products(30));
     ok(run(work, DIVIDE, &["--input-file", "products.csv", "--output-dir", "data"]));
-    std::fs::write(work.join("config.json"), r#"{"data": {"csv_path": "products.csv"}, "model": {"pretrained": false}}"#)
-        .unwrap();
+    std::fs::write(
+        work.join("config.json"),
+        r#"{"data": {"csv_path": "products.csv"}, "model": {"pretrained": false}}"#,
+    )
+    .unwrap();
     std::fs::create_dir_all(work.join("mine")).unwrap();
     std::fs::write(work.join("mine/label_issues.csv"), "my reviewed labels\n").unwrap();
-    let out = run_bounded(work, TRAIN, &["--config", "config.json", "--cross-validate", "2", "--cv-dir", "mine"], &[], BOUND);
+    let out =
+        run_bounded(work, TRAIN, &["--config", "config.json", "--cross-validate", "2", "--cv-dir", "mine"], &[], BOUND);
     failed_with(&out, &["mine already holds label_issues.csv", "not a cross-validation folder"]);
     let sweep = r#"{"base_config": "config.json", "experiments": [{"name": "a", "overrides": {}}]}"#;
     std::fs::write(work.join("sweep.json"), sweep).unwrap();
@@ -531,13 +568,18 @@ fn a_diverging_run_fails_and_keeps_the_good_model() {
     ok(run(work, TRAIN, &["--config", "good.json"]));
     let good_model = std::fs::read(work.join("models/best_model.safetensors")).unwrap();
 
-    let diverging = serde_json::json!({"batch_size": 16, "epochs": 3, "learning_rate": 10, "backbone_lr": 10, "weight_decay": 10});
+    let diverging =
+        serde_json::json!({"batch_size": 16, "epochs": 3, "learning_rate": 10, "backbone_lr": 10, "weight_decay": 10});
     std::fs::write(work.join("bad.json"), config(diverging)).unwrap();
     let out = run(work, TRAIN, &["--config", "bad.json"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("training diverged in epoch 1") && stderr.contains("holds NaN or infinite"), "{stderr}");
-    assert_eq!(std::fs::read(work.join("models/best_model.safetensors")).unwrap(), good_model, "the good model is kept");
+    assert_eq!(
+        std::fs::read(work.join("models/best_model.safetensors")).unwrap(),
+        good_model,
+        "the good model is kept"
+    );
     let statuses: Vec<String> = std::fs::read_dir(work.join("results"))
         .unwrap()
         .map(|e| read_json(&e.unwrap().path().join("final_results.json"))["status"].as_str().unwrap().to_string())

@@ -432,8 +432,10 @@ fn the_openvino_engine_agrees_with_libtorch_and_falls_back_without_its_library()
 /// probabilities lie within 1e-3 of the CPU's, and bf16 (`auto` on CUDA) decides as the CPU.
 #[test]
 fn cuda_test_runs_libtorch_and_predicts_as_the_cpu() {
-    if !imgtype_testkit::cuda_test_runs("cuda_test_runs_libtorch_and_predicts_as_the_cpu", tch::Cuda::is_available())
-    {
+    if !imgtype_testkit::cuda_test_runs(
+        "cuda_test_runs_libtorch_and_predicts_as_the_cpu",
+        imgtype::device::cuda_available(),
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -151,8 +151,18 @@ fn a_run_resumes_on_another_device() {
     let mut config = imgtype_testkit::read_json(&config_path);
     config["system"]["device"] = "cuda:9".into();
     std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
-    let refused = run(work, TRAIN, &["--resume", run_dir.to_str().unwrap()]);
-    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("cuda:9"));
+    let resumes = |dir: &Path| imgtype_testkit::read_json(&dir.join("run_metadata.json"))["resumed_at"].clone();
+    let recorded = resumes(&run_dir);
+    for device in [None, Some("cuda:7"), Some("mps")] {
+        let mut args = vec!["--resume", run_dir.to_str().unwrap()];
+        args.extend(device.iter().flat_map(|d| ["--device", *d]));
+        let refused = run(work, TRAIN, &args);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success() && stderr.contains(device.unwrap_or("cuda:9")), "{stderr}");
+    }
+    // Refused before anything was touched: no failed status, no resume recorded.
+    assert!(!run_dir.join("final_results.json").exists(), "a refused device does not fail the run");
+    assert_eq!(resumes(&run_dir), recorded);
     let resumed = ok(run(work, TRAIN, &["--resume", run_dir.to_str().unwrap(), "--device", "cpu"]));
     assert!(String::from_utf8_lossy(&resumed.stdout).contains("test accuracy:"));
     assert_eq!(metrics_rows(&run_dir).len(), 2);
@@ -163,7 +173,10 @@ fn a_run_resumes_on_another_device() {
 /// CPU, and the CPU's resumed on CUDA again: every epoch's loss finite, the run finished.
 #[test]
 fn cuda_checkpoints_move_between_cuda_and_the_cpu() {
-    if !imgtype_testkit::cuda_test_runs("cuda_checkpoints_move_between_cuda_and_the_cpu", tch::Cuda::is_available()) {
+    if !imgtype_testkit::cuda_test_runs(
+        "cuda_checkpoints_move_between_cuda_and_the_cpu",
+        imgtype::device::cuda_available(),
+    ) {
         return;
     }
     let dir = setup(

@@ -4,22 +4,38 @@
 #
 #   scripts/gpu/build_carry.sh --native DEST
 #       with the project's libtorch (scripts/setup.sh): for a GPU machine that builds for itself.
-#   scripts/gpu/build_carry.sh --torch VERSION [DEST=.gpu-carry]
+#   scripts/gpu/build_carry.sh --torch VERSION [DEST=.gpu-carry in the repository]
 #       against PyTorch VERSION's libtorch (the wheel from PyPI, unpacked under target/), for a
 #       machine that has that PyTorch but no cargo and no network, as the GPU machines lent to
 #       this project (PyTorch 2.11.0 there). tch 0.26 wants 2.13.0: torch-sys is copied and the
 #       few operators an older libtorch lacks are stubbed (scripts/gpu/patch_torch_sys.py).
 #       Stripped and under 64 MiB, so that the device tool can carry it.
 set -euo pipefail
+usage="usage: build_carry.sh --native DEST | --torch VERSION [DEST]"
+case "${1:-}" in
+    --native) [ $# -eq 2 ] && [ -n "$2" ] || { echo "$usage" >&2; exit 2; }; torch_version= dest_arg=$2 ;;
+    --torch) [ $# -ge 2 ] && [ $# -le 3 ] && [ -n "$2" ] || { echo "$usage" >&2; exit 2; }; torch_version=$2 dest_arg=${3:-} ;;
+    -h | --help) echo "$usage"; exit 0 ;;
+    *) echo "$usage" >&2; exit 2 ;;
+esac
+# DEST is the caller's (relative to where they are), .gpu-carry in the repository by default.
+if [ -n "$dest_arg" ]; then
+    dest=$(realpath -m -- "$dest_arg")
+else
+    dest=$(realpath -m -- "$(dirname "$0")/../../.gpu-carry")
+fi
 cd "$(dirname "$0")/../.."
 root=$(pwd)
 log() { printf '[build_carry] %s\n' "$*" >&2; }
-
-mode=${1:-}
-case "$mode" in
-    --native) dest=${2:?usage: build_carry.sh --native DEST}; torch_version= ;;
-    --torch) torch_version=${2:?usage: build_carry.sh --torch VERSION [DEST]}; dest=${3:-.gpu-carry} ;;
-    *) echo "usage: build_carry.sh --native DEST | --torch VERSION [DEST]" >&2; exit 2 ;;
+# DEST is replaced, so it must be new, empty, or an earlier output of this script (it holds
+# .build_carry): checked before a long build, never a folder of the user's.
+marker=.build_carry
+if [ -e "$dest" ] && { [ ! -d "$dest" ] || { [ -n "$(ls -A "$dest")" ] && [ ! -f "$dest/$marker" ]; }; }; then
+    echo "build_carry: $dest is not a new or empty folder, nor one this script wrote (no $marker in it)" >&2
+    exit 2
+fi
+case "$root/" in
+    "$dest"/*) echo "build_carry: DEST ($dest) may not hold the repository" >&2; exit 2 ;;
 esac
 
 cargo_args=(--release)
@@ -41,6 +57,8 @@ if [ -n "$torch_version" ]; then
         touch "$work/torch-sys/.patched"
     fi
     export LIBTORCH="$site/torch" LIBTORCH_CXX11_ABI=1 LIBTORCH_BYPASS_VERSION_CHECK=1
+    # Built here, without a GPU, for a machine with one: the tests link libtorch_cuda (build.rs).
+    export IMGTYPE_LINK_CUDA_INTO_TESTS=1
     cargo_args+=(--target-dir "$work/target" --config "patch.crates-io.torch-sys.path=\"$work/torch-sys\"")
     # The patch rewrites Cargo.lock's torch-sys entry; the tracked lock file is put back after.
     cp Cargo.lock "$work/Cargo.lock.tracked"
@@ -53,7 +71,14 @@ fi
 
 log "building binaries, bench_gpu and the test executables with CUDA tests${torch_version:+ against torch $torch_version}"
 cargo build "${cargo_args[@]}" --quiet --bins
-cargo build "${cargo_args[@]}" --quiet -p imgtype-python
+if [ -n "$torch_version" ]; then
+    cargo build "${cargo_args[@]}" --quiet -p imgtype-python
+    python_module="$target_dir/libimgtype_python.so"
+else
+    # The module scripts/setup.sh built in place (maturin develop): building it again with
+    # plain cargo would compile the core library once more under other flags.
+    python_module=crates/python/imgtype/imgtype.abi3.so
+fi
 cargo build "${cargo_args[@]}" --quiet -p imgtype --example bench_gpu --example bench_decode
 tests=(fused freeze losses_optim inference train_features)
 test_flags=()
@@ -68,6 +93,7 @@ for line in sys.stdin:
 
 rm -rf "$dest"
 mkdir -p "$dest/python/imgtype"
+touch "$dest/$marker"
 while read -r name path; do
     cp "$path" "$dest/$name"
 done <<<"$executables"
@@ -75,14 +101,14 @@ for t in "${tests[@]}"; do
     [ -x "$dest/$t" ] || { log "no test executable $t was built"; exit 1; }
 done
 cp "$target_dir"/{train,test,divide} "$target_dir"/examples/{bench_gpu,bench_decode} "$dest/"
-cp "$target_dir/libimgtype_python.so" "$dest/python/imgtype/imgtype.abi3.so"
+cp "$python_module" "$dest/python/imgtype/imgtype.abi3.so"
 cp crates/python/imgtype/__init__.py "$dest/python/imgtype/"
 strip "$dest"/* "$dest/python/imgtype/imgtype.abi3.so" 2>/dev/null || true
 printf '%s\n' "${torch_version:-$(.venv/bin/python -c 'import torch; print(torch.__version__.split("+")[0])')}" > "$dest/TORCH_VERSION"
 if [ -n "$torch_version" ]; then
     # One compressed file, to travel under the device tool's 64 MiB; gpu_check.sh unpacks it.
-    tar -C "$dest" --exclude TORCH_VERSION -cf - . | xz -T2 -6 > "$dest.bundle.tar.xz"
-    find "$dest" -mindepth 1 ! -name TORCH_VERSION -exec rm -rf {} +
+    tar -C "$dest" --exclude TORCH_VERSION --exclude "$marker" -cf - . | xz -T2 -6 > "$dest.bundle.tar.xz"
+    find "$dest" -mindepth 1 ! -name TORCH_VERSION ! -name "$marker" -exec rm -rf {} +
     mv "$dest.bundle.tar.xz" "$dest/bundle.tar.xz"
 fi
 log "$dest: $(du -sh "$dest" | cut -f1) (libtorch ${torch_version:-of the venv})"

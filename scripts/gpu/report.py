@@ -30,9 +30,9 @@ def gpu_samples(path):
 def sample(label, line, samples):
     try:
         result = json.loads(line)
+        result.update(gpu_samples(samples))
     except json.JSONDecodeError:
         result = {"name": label, "error": f"no result (see bench_{label}.log)"}
-    result.update(gpu_samples(samples))
     print(json.dumps(result))
 
 
@@ -56,6 +56,9 @@ def train(work, samples):
     lines = runs[-1].read_text().splitlines()
     header = lines[0].split(",")
     last = dict(zip(header, lines[-1].split(",")))
+    if len(lines) < 2:
+        print(json.dumps({"name": "pipeline_train", "error": "no epoch finished (see bench_pipeline_train.log)"}))
+        return
     result = {"name": "pipeline_train", "epochs": len(lines) - 1,
               "images_per_second": round(float(last["images_per_second"]), 1)}
     result.update(gpu_samples(samples))
@@ -107,8 +110,8 @@ def write(out, gpu, build, seconds, device):
            "| measurement | images/s | note |", "| --- | --- | --- |",
            f"| decode + resize on the host (bench_decode) | {cell('pipeline_decode')} | "
            f"{cell('pipeline_decode', 'images_per_second_per_core')} per core × {cell('pipeline_decode', 'cores')} cores |",
-           f"| `train`, mixed precision, last epoch | {cell('pipeline_train')} | GPU use {cell('pipeline_train', 'gpu_utilisation_mean_pct')} %, "
-           f"peak {cell('pipeline_train', 'gpu_memory_peak_mib')} MiB |",
+           f"| `train`, mixed precision, last epoch | {cell('pipeline_train')} | GPU use (%) {cell('pipeline_train', 'gpu_utilisation_mean_pct')}, "
+           f"peak (MiB) {cell('pipeline_train', 'gpu_memory_peak_mib')} |",
            f"| training step alone, bf16 (bench_gpu) | {cell('rust_train_bf16')} | what the GPU consumes |"]
     if train_rate and step_rate:
         bound = "decoding on the host" if decode_rate and decode_rate < step_rate else "the step or the copy"

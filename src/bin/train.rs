@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
 use imgtype::config::DeviceChoice;
 use imgtype::eval::label_issues::LabelQuality;
@@ -32,7 +32,7 @@ struct Args {
     #[arg(long, conflicts_with = "resume")]
     batch_size: Option<usize>,
     /// Overrides system.device (auto, cpu, cuda, cuda:N, mps); with --resume, the device the run continues on
-    #[arg(long)]
+    #[arg(long, conflicts_with = "summarize")]
     device: Option<String>,
     /// Stop after this many epochs of this invocation, resumably (for time-limited job slots)
     #[arg(long, value_name = "EPOCHS", conflicts_with = "sweep")]
@@ -99,6 +99,12 @@ fn run(args: Args, stop: StopFlag) -> Result<()> {
              `--cross-validate K` command again with `--cv-dir {}`",
             dir.display(),
             dir.display()
+        );
+    }
+    if resumes_cv(&args) && args.device.is_some() {
+        bail!(
+            "--device with --resume of a cross-validation folder: its folds train on the device its cv_plan.json \
+             names; resume without --device"
         );
     }
     if args.cross_validate.is_some() || resumes_cv(&args) {

@@ -41,8 +41,19 @@ fn report(name: &str, images_per_second: f64) {
 fn main() {
     imgtype::tune_memory_allocator();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let choice: DeviceChoice = args.first().map(String::as_str).unwrap_or("auto").parse().expect("a device");
-    let device = imgtype::device::resolve_device(choice).expect("the device");
+    let device = match args
+        .first()
+        .map(String::as_str)
+        .unwrap_or("auto")
+        .parse::<DeviceChoice>()
+        .and_then(imgtype::device::resolve_device)
+    {
+        Ok(device) => device,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    };
     let number = |i: usize, default: usize| args.get(i).map(|a| a.parse().expect("a number")).unwrap_or(default);
     let (size, batch, steps) = (number(1, 224) as i64, number(2, 64) as i64, number(3, 20));
     let wanted = |name: &str| args.get(4).is_none_or(|only| only == name);

@@ -78,6 +78,12 @@ pub fn load_cuda_support() -> bool {
     })
 }
 
+/// Whether libtorch sees a CUDA device, its CUDA library loaded first where a driver is present.
+pub fn cuda_available() -> bool {
+    load_cuda_support();
+    tch::Cuda::is_available()
+}
+
 /// The folder of the libtorch this process runs (where libtorch_cpu.so was loaded from).
 fn libtorch_lib_dir() -> Option<std::path::PathBuf> {
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };

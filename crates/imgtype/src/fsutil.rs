@@ -159,7 +159,8 @@ pub const CSV_FILE_CAP: ByteCap<'static> = ByteCap { max_bytes: 1 << 30, name: "
 
 /// The cap on a file read as a stream, row by row (`test --csv-path`'s input, a resumable
 /// `.partial` output): memory does not grow with it, so only a non-regular file is refused.
-pub const STREAM_FILE_CAP: ByteCap<'static> = ByteCap { max_bytes: 1 << 40, name: "the 1 TiB a streamed file may have" };
+pub const STREAM_FILE_CAP: ByteCap<'static> =
+    ByteCap { max_bytes: 1 << 40, name: "the 1 TiB a streamed file may have" };
 
 /// A regular file at `path` opened for reading at most `cap` bytes: what every reader of a
 /// file uses, so none blocks on a FIFO or reads a device to its end (see [`open_regular_file`]).
@@ -223,7 +224,10 @@ impl FolderLock {
         let path = dir.join(LOCK_FILE);
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create folder {}", dir.display()))?;
         if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
-            anyhow::bail!("the lock file {} is a symbolic link; remove it (a lock file is never a link)", path.display());
+            anyhow::bail!(
+                "the lock file {} is a symbolic link; remove it (a lock file is never a link)",
+                path.display()
+            );
         }
         let mut file = std::fs::OpenOptions::new()
             .read(true)

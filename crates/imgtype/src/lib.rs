@@ -23,9 +23,9 @@ pub mod report;
 pub mod rundir;
 pub mod score;
 pub mod stop;
-pub mod threads;
 #[cfg(feature = "train")]
 pub mod sweep;
+pub mod threads;
 #[cfg(feature = "train")]
 pub mod train;
 

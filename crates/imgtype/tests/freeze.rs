@@ -32,7 +32,10 @@ fn frozen_backbone_keeps_batchnorm_statistics_and_gets_no_gradients() {
 
 #[test]
 fn cuda_frozen_backbone_keeps_batchnorm_statistics_and_gets_no_gradients() {
-    if imgtype_testkit::cuda_test_runs("cuda_frozen_backbone_keeps_batchnorm_statistics", tch::Cuda::is_available()) {
+    if imgtype_testkit::cuda_test_runs(
+        "cuda_frozen_backbone_keeps_batchnorm_statistics",
+        imgtype::device::cuda_available(),
+    ) {
         for backbone in [Backbone::EfficientNetB0, Backbone::MobileNetV3Small] {
             freeze_and_unfreeze(backbone, Device::Cuda(0));
         }

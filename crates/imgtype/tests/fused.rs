@@ -61,7 +61,7 @@ fn bf16_inference_model_decides_as_fp32() {
 /// `precision: fp32` convolutions are not TF32), and in bf16 the CPU's fp32 decisions.
 #[test]
 fn cuda_inference_model_matches_the_cpu() {
-    if !imgtype_testkit::cuda_test_runs("cuda_inference_model_matches_the_cpu", tch::Cuda::is_available()) {
+    if !imgtype_testkit::cuda_test_runs("cuda_inference_model_matches_the_cpu", imgtype::device::cuda_available()) {
         return;
     }
     let cuda = Device::Cuda(0);
@@ -79,11 +79,15 @@ fn cuda_inference_model_matches_the_cpu() {
         assert!(diff < 1e-3, "{}: CUDA fp32 logits differ from the CPU's by {diff}", backbone.as_str());
         imgtype::device::allow_tf32_convolutions(true);
 
-        let bf16 = FusedClassifier::new(&on_cuda, Kind::BFloat16).forward(&input.to_device(cuda)).to_device(Device::Cpu);
+        let bf16 =
+            FusedClassifier::new(&on_cuda, Kind::BFloat16).forward(&input.to_device(cuda)).to_device(Device::Cpu);
         assert_eq!(bf16.kind(), Kind::Float, "logits come back in fp32");
         let agree = bf16.argmax(-1, false).eq_tensor(&cpu_logits.argmax(-1, false)).sum(Kind::Int64).int64_value(&[]);
         let probability_diff = max_abs_diff(&bf16.softmax(-1, Kind::Float), &cpu_logits.softmax(-1, Kind::Float));
-        println!("{} CUDA bf16: {agree}/64 argmax agree with CPU fp32, max |probability difference| = {probability_diff:.4}", backbone.as_str());
+        println!(
+            "{} CUDA bf16: {agree}/64 argmax agree with CPU fp32, max |probability difference| = {probability_diff:.4}",
+            backbone.as_str()
+        );
         assert!(agree >= 60 && probability_diff < 0.05, "{}: {agree} of 64, {probability_diff}", backbone.as_str());
     }
 }

@@ -169,7 +169,7 @@ fn gradient_clipping_matches_pytorch() {
 /// and stays finite, and the weights stay fp32.
 #[test]
 fn cuda_training_steps_lower_the_loss_in_fp32_and_mixed_precision() {
-    if !imgtype_testkit::cuda_test_runs("cuda_training_steps_lower_the_loss", tch::Cuda::is_available()) {
+    if !imgtype_testkit::cuda_test_runs("cuda_training_steps_lower_the_loss", imgtype::device::cuda_available()) {
         return;
     }
     let cuda = Device::Cuda(0);

@@ -88,8 +88,8 @@ pub(super) fn read_plan(dir: &Path) -> Result<CvPlan> {
     if !path.exists() {
         bail!("{} is not a cross-validation folder (no {CV_PLAN_FILE})", dir.display());
     }
-    let plan: CvPlan =
-        crate::fsutil::read_json(&path).with_context(|| format!("{} is not a cross-validation plan", path.display()))?;
+    let plan: CvPlan = crate::fsutil::read_json(&path)
+        .with_context(|| format!("{} is not a cross-validation plan", path.display()))?;
     plan.check().with_context(|| format!("{}: the plan does not add up (edited or damaged?)", path.display()))?;
     Ok(plan)
 }

@@ -212,7 +212,8 @@ impl Table {
                     format!("row {line} has {} fields, the header has {}", record.len(), table.header.len())
                 }
                 None => {
-                    let bad: Vec<usize> = (0..record.len()).filter(|&c| std::str::from_utf8(&record[c]).is_err()).collect();
+                    let bad: Vec<usize> =
+                        (0..record.len()).filter(|&c| std::str::from_utf8(&record[c]).is_err()).collect();
                     if !bad.is_empty() {
                         table.not_utf8.insert(table.rows.len(), bad);
                     }
@@ -253,7 +254,8 @@ impl Table {
     /// The position of the column named `name` (a byte-order mark and spaces around ignored);
     /// a column this program reads that is named twice is an error (which would it be?).
     pub fn column(&self, name: &str) -> Result<Option<usize>> {
-        let mut found = self.header.iter().enumerate().filter(|(_, h)| h.trim().trim_start_matches('\u{feff}').trim() == name);
+        let mut found =
+            self.header.iter().enumerate().filter(|(_, h)| h.trim().trim_start_matches('\u{feff}').trim() == name);
         let first = found.next().map(|(i, _)| i);
         if let Some((second, _)) = found.next() {
             bail!(
@@ -374,7 +376,10 @@ mod tests {
         assert_eq!(rows.len(), 5, "{problems:?}");
         assert!(problems[1].unwrap().contains("row 3 is longer than 1048576 bytes"), "{problems:?}");
         assert!(problems[3].is_some(), "{problems:?}");
-        assert_eq!((rows[2].0.clone(), rows[4].0.clone()), (vec!["b.jpg".to_string(), "3".into()], vec!["c.jpg".to_string(), "5".into()]));
+        assert_eq!(
+            (rows[2].0.clone(), rows[4].0.clone()),
+            (vec!["b.jpg".to_string(), "3".into()], vec!["c.jpg".to_string(), "5".into()])
+        );
         assert!(rows[1].0[0].len() <= 4096, "only the start of a long line is kept");
     }
 

@@ -216,7 +216,8 @@ mod tests {
     fn an_unbalanced_quote_in_a_notes_column_costs_its_own_row() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("corrections.csv");
-        let mut text = String::from("image_path,image_type,note\na.jpg,care_label,\"fine\"\nb.jpg,drop,\"5 inch, see photo\n");
+        let mut text =
+            String::from("image_path,image_type,note\na.jpg,care_label,\"fine\"\nb.jpg,drop,\"5 inch, see photo\n");
         for i in 0..50 {
             text.push_str(&format!("img{i}.jpg,neck_label,ok\n"));
         }
@@ -239,7 +240,11 @@ mod tests {
         let read = read_corrections(&path).unwrap();
         assert_eq!(read.by_path.keys().collect::<Vec<_>>(), ["a.jpg", "c.jpg"], "a bad note keeps its row");
         assert_eq!(read.skipped.len(), 1);
-        assert!(read.skipped[0].line == 3 && read.skipped[0].reason.contains("`image_path` is not UTF-8"), "{:?}", read.skipped);
+        assert!(
+            read.skipped[0].line == 3 && read.skipped[0].reason.contains("`image_path` is not UTF-8"),
+            "{:?}",
+            read.skipped
+        );
     }
 
     #[test]

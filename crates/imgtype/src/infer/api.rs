@@ -79,7 +79,9 @@ impl ImageClassificationApi {
         // The forward-pass thread shares the predictor: stopped here, it restarts with the next call.
         drop(self.batcher.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()).take());
         let predictor = Arc::get_mut(&mut self.predictor).ok_or_else(|| {
-            anyhow::anyhow!("the source policy is set before the first prediction (in the process that loaded the model)")
+            anyhow::anyhow!(
+                "the source policy is set before the first prediction (in the process that loaded the model)"
+            )
         })?;
         predictor.set_source_policy(policy)?;
         Ok(self)

@@ -64,7 +64,8 @@ impl EarlierRows {
                 .and_then(|text| Ok(serde_json::from_str::<serde_json::Value>(&text)?))
                 .map(|v| Some((v["model"].as_str().map(String::from), v["settings"].as_str().map(String::from))))
         };
-        let (made_with, settings) = made_with.map_err(|e| {
+        let (made_with, settings) = made_with
+            .map_err(|e| {
                 anyhow::anyhow!(
                     "{} cannot be checked: {e:#}; delete it and {} to start over",
                     path.display(),
@@ -138,7 +139,10 @@ impl EarlierRows {
             let cut_header = file_bytes(0, length.min(written_header.len() as u64))
                 .is_some_and(|bytes| length <= written_header.len() as u64 && written_header.starts_with(&bytes));
             if !cut_header {
-                bail!("{} is not a partial output of this command (its first row is not the header it writes); delete it", path.display());
+                bail!(
+                    "{} is not a partial output of this command (its first row is not the header it writes); delete it",
+                    path.display()
+                );
             }
         }
         if start < length {

@@ -143,7 +143,6 @@ impl RunLayout {
     }
 }
 
-
 /// `logs/training_results.json`: the history and model selection so far (every epoch).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainingResults {

@@ -120,8 +120,17 @@ impl RunFolder {
             tracing::info!("resuming on {device} (the run was started with system.device {})", config.system.device);
             config.system.device = device;
         }
+        // Refused before anything is recorded: a device this machine lacks, a finished run.
+        crate::device::resolve_device(config.system.device)?;
         crate::threads::apply_config(&config.system);
         let folder = Self { layout: RunLayout::new(dir, &config), config, resumed: true, _lock: lock };
+        if crate::fsutil::is_present(&folder.layout.final_results()) {
+            if let Ok(results) = folder.layout.read_final_results() {
+                if results.status == super::RunStatus::Finished {
+                    bail!("{}: this run already finished", dir.display());
+                }
+            }
+        }
         crate::fsutil::remove_stale_temp_files(dir);
         if !crate::fsutil::is_present(&folder.latest_checkpoint()) {
             bail!(
