@@ -15,6 +15,7 @@ pub mod eval;
 pub mod forksafe;
 pub mod fsutil;
 pub mod infer;
+pub mod keys;
 pub mod loss;
 pub mod model;
 pub mod progress;

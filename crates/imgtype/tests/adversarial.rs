@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use imgtype::data::keys::{join_under, parse_key, AllowedHost, Key, Url};
+use imgtype::keys::{join_under, parse_key, AllowedHost, Key, Url};
 use proptest::prelude::*;
 
 fn cases(default: u32) -> ProptestConfig {

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use imgtype::config::DataConfig;
 use imgtype::data::image::load_rgb;
-use imgtype::data::keys::Url;
 use imgtype::data::source::Location;
 use imgtype::data::ImageSource;
+use imgtype::keys::Url;
 
 struct TestServer {
     base: String,

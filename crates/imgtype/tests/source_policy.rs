@@ -326,7 +326,7 @@ fn generated_urls_never_reach_a_host_that_is_not_allowed() {
         .run(&urls, |url| {
             let result = one(&api, &url);
             if result.error.is_none() {
-                let parsed = imgtype::data::keys::Url::parse(&url).unwrap();
+                let parsed = imgtype::keys::Url::parse(&url).unwrap();
                 let authority = format!("{}:{}", parsed.host_str().unwrap(), parsed.port().unwrap());
                 prop_assert_eq!(authority, a.clone(), "{} predicted", url);
             }

@@ -66,7 +66,7 @@ fn validate_data(d: &DataConfig) -> Result<()> {
         bail!("data.download_retries is at most {MAX_DOWNLOAD_RETRIES}, got {}", d.download_retries);
     }
     if let Some(url) = &d.base_image_url {
-        crate::data::keys::parse_url(url).map_err(|e| anyhow::anyhow!("data.base_image_url: {e:#}"))?;
+        crate::keys::parse_url(url).map_err(|e| anyhow::anyhow!("data.base_image_url: {e:#}"))?;
     }
     if d.max_image_pixels == Some(0) {
         bail!("data.max_image_pixels must be at least 1 (or null for no limit), got 0");

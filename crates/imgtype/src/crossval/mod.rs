@@ -1,13 +1,15 @@
 //! Cross-validation for label issues (`train --cross-validate K`): K models on product-grouped,
 //! category-stratified folds over every image of the three split files, each fold a normal run
 //! folder trained on the other folds (`folds`); run resumably and spread over a job array on
-//! the sweep's machinery (`run`); from the folds' held-out predictions, the k-fold estimate,
+//! the sweep's machinery (`run`) in a folder whose files `layout` names; from the folds' held-out predictions, the k-fold estimate,
 //! out-of-fold probabilities for every image, and the labels confident learning doubts
 //! (`summary`).
 
 mod folds;
+mod layout;
 mod run;
 mod summary;
 
-pub use run::{cross_validate, is_cv_folder, resume_cross_validation, CvEnd, CvOptions, CvReport, CV_PLAN_FILE};
+pub use layout::{is_cv_folder, CV_PLAN_FILE};
+pub use run::{cross_validate, resume_cross_validation, CvEnd, CvOptions, CvReport};
 pub use summary::{summarize, Confusion, CvSummary, FoldResult, Spread};

@@ -11,7 +11,7 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 use super::folds::FoldImage;
-use super::run::{fold_name, read_images, read_plan};
+use super::layout::{fold_name, read_images, read_plan};
 use crate::config::Config;
 use crate::eval::label_issues::{find_label_issues, LabelIssues, LabelQuality};
 use crate::sweep::{observed_state, Observed};

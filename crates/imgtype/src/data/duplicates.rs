@@ -60,7 +60,7 @@ pub fn duplicate_groups(
         .collect();
     // Each path read once (a photo filed under many products is one file), as records for the
     // loader's worker threads; every image then takes its path's fingerprint.
-    let records = super::split::image_records(products);
+    let records = super::product::image_records(products);
     let mut slot_of_path: HashMap<&str, usize> = HashMap::new();
     let mut unique: Vec<&super::ImageRecord> = Vec::new();
     let path_slot: Vec<usize> = records
@@ -280,7 +280,7 @@ pub fn remove_stale_report(output_dir: &std::path::Path) {
 pub fn report(
     products: &[Product],
     groups: &[Vec<Member>],
-    split: &super::split::Split,
+    split: &super::product::Split,
     output_dir: &std::path::Path,
 ) -> Result<DuplicateSummary> {
     let mut split_of: HashMap<&str, &'static str> = HashMap::new();

@@ -7,7 +7,6 @@ pub mod csv_records;
 pub mod decode;
 pub mod duplicates;
 pub mod image;
-pub mod keys;
 pub mod near_duplicates;
 mod open;
 mod pillow_compat;

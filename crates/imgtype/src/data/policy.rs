@@ -1,7 +1,7 @@
 //! What image keys may reach: the source policy of the backend API (and the trust of the
 //! command line), and the part of it that remote fetches apply.
 
-use super::keys::AllowedHost;
+use crate::keys::AllowedHost;
 
 /// Which locations image keys may reach. The binaries trust their operator's CSVs
 /// ([`SourcePolicy::trusted`]); the backend API, whose keys come from its users' requests,

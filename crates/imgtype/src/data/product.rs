@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use super::csv_records::{SkippedRow, Table};
+use super::records::{ImageRecord, SplitName};
 
 /// Which column holds which class, as in the Python system.
 pub const IMAGE_COLUMNS: [(&str, &str); 5] = [
@@ -98,6 +99,37 @@ pub fn read_products(path: &Path) -> Result<ProductTable> {
         products.push(Product { id, category, images });
     }
     Ok(ProductTable { products, skipped: table.skipped })
+}
+
+/// Products divided into the three splits.
+pub struct Split {
+    pub train: Vec<Product>,
+    pub validation: Vec<Product>,
+    pub test: Vec<Product>,
+}
+
+impl Split {
+    pub fn part(&self, name: SplitName) -> &[Product] {
+        match name {
+            SplitName::Train => &self.train,
+            SplitName::Validation => &self.validation,
+            SplitName::Test => &self.test,
+        }
+    }
+}
+
+/// One record per photo of `products`, in order.
+pub fn image_records(products: &[Product]) -> Vec<ImageRecord> {
+    products
+        .iter()
+        .flat_map(|p| {
+            p.images.iter().map(|img| ImageRecord {
+                product_id: p.id.clone(),
+                image_path: img.path.clone(),
+                image_type: img.image_type.clone(),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

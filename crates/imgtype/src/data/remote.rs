@@ -12,11 +12,11 @@ use anyhow::{anyhow, Result};
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use super::keys::{authority, parse_url, shown};
 use super::open::image_cap;
 use super::policy::RemotePolicy;
 use crate::config::DataConfig;
 use crate::fsutil::read_at_most;
+use crate::keys::{authority, parse_url, shown};
 
 /// Redirects followed under a source policy.
 const MAX_REDIRECTS: usize = 5;

@@ -11,10 +11,10 @@ use anyhow::{bail, Result};
 use url::Url;
 
 use super::decode::DecodeLimits;
-use super::keys::{join_under, parse_key, parse_url, shown, AllowedHost, Key};
 use super::policy::RemotePolicy;
 pub use super::policy::SourcePolicy;
 use crate::config::DataConfig;
+use crate::keys::{join_under, parse_key, parse_url, shown, AllowedHost, Key};
 
 #[cfg(feature = "remote")]
 use super::remote::RemoteFetcher;

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::csv_records::SkippedRow;
 use super::duplicates::{self, duplicate_groups, linked_products, DuplicateSummary};
-use super::product::{read_products, Product};
+use super::product::{image_records, read_products, Product, Split};
 use super::records::{ImageRecord, SplitName};
 use super::relabel::{apply_corrections, read_corrections, RelabelSummary};
 
@@ -40,22 +40,6 @@ pub struct DivideOptions {
     /// Find photos shared between products and keep their products in one split: `Some(bits)`
     /// finds exact copies and near-duplicates within `bits` of the structure hash (0: copies only).
     pub find_duplicates: Option<u32>,
-}
-
-pub struct Split {
-    pub train: Vec<Product>,
-    pub validation: Vec<Product>,
-    pub test: Vec<Product>,
-}
-
-impl Split {
-    pub fn part(&self, name: SplitName) -> &[Product] {
-        match name {
-            SplitName::Train => &self.train,
-            SplitName::Validation => &self.validation,
-            SplitName::Test => &self.test,
-        }
-    }
 }
 
 pub fn check_ratios(train: f64, val: f64, test: f64) -> Result<()> {
@@ -151,19 +135,6 @@ pub fn verify_no_leak(split: &Split) -> Result<()> {
         }
     }
     Ok(())
-}
-
-pub fn image_records(products: &[Product]) -> Vec<ImageRecord> {
-    products
-        .iter()
-        .flat_map(|p| {
-            p.images.iter().map(|img| ImageRecord {
-                product_id: p.id.clone(),
-                image_path: img.path.clone(),
-                image_type: img.image_type.clone(),
-            })
-        })
-        .collect()
 }
 
 #[derive(Debug, Serialize)]

@@ -149,7 +149,7 @@ impl ImageClassificationApi {
                     error: None,
                 },
                 Err(reason) => {
-                    tracing::warn!("prediction failed for {}: {reason}", crate::data::keys::shown(key));
+                    tracing::warn!("prediction failed for {}: {reason}", crate::keys::shown(key));
                     ApiPrediction {
                         image_path: key.clone(),
                         predicted_class: ERROR_CLASS.into(),

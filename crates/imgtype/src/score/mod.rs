@@ -7,6 +7,7 @@
 
 mod decision;
 mod engine;
+mod factory;
 mod openvino;
 
 use std::time::Instant;
@@ -16,7 +17,8 @@ use image::RgbImage;
 use tch::{Kind, Tensor};
 
 pub use decision::DecisionRule;
-pub use engine::{build_engine, InferenceEngine, LibtorchEngine};
+pub use engine::{InferenceEngine, LibtorchEngine};
+pub use factory::build_engine;
 pub use openvino::OpenVinoEngine;
 
 use crate::config::Config;

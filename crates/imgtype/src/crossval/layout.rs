@@ -1,0 +1,75 @@
+//! The cross-validation folder's on-disk contract, read by the runner and the summary alike:
+//! the plan (`cv_plan.json`), the image list (`images.csv`) and the fold folders' names.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::folds::{read_images_csv, FoldImage};
+use crate::config::Config;
+
+pub const CV_PLAN_FILE: &str = "cv_plan.json";
+pub(super) const IMAGES_FILE: &str = "images.csv";
+
+/// `cv_plan.json`: what a rerun must match to continue the same cross-validation.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub(super) struct CvPlan {
+    pub base_config: Config,
+    pub folds: usize,
+    /// Of the split files and `duplicates.csv` the folds were made from: a rerun after they
+    /// changed (relabelled, split again) must not reuse these folds.
+    pub data_fingerprint: String,
+    pub images: usize,
+    /// Held-out images per fold.
+    pub fold_images: Vec<usize>,
+}
+
+/// Most folds a cross-validation may have (a folder's plan is checked against it).
+pub const MAX_FOLDS: usize = 100;
+
+impl CvPlan {
+    /// The plan's numbers agree with each other and its config is valid: a folder copied,
+    /// edited or damaged is one error line, never an index out of bounds later.
+    pub(super) fn check(&self) -> Result<()> {
+        if !(2..=MAX_FOLDS).contains(&self.folds) {
+            bail!("`folds` is {}, not between 2 and {MAX_FOLDS}", self.folds);
+        }
+        if self.fold_images.len() != self.folds {
+            bail!("`folds` is {} but `fold_images` lists {} folds", self.folds, self.fold_images.len());
+        }
+        let listed: usize = self.fold_images.iter().sum();
+        if listed != self.images || self.fold_images.contains(&0) {
+            bail!(
+                "`fold_images` {:?} do not make up the plan's {} images, each fold holding some",
+                self.fold_images,
+                self.images
+            );
+        }
+        self.base_config.validate().context("`base_config`")
+    }
+}
+
+pub fn is_cv_folder(dir: &Path) -> bool {
+    crate::fsutil::is_present(&dir.join(CV_PLAN_FILE))
+}
+
+/// The plan recorded in the cross-validation folder `dir`.
+pub(super) fn read_plan(dir: &Path) -> Result<CvPlan> {
+    let path = dir.join(CV_PLAN_FILE);
+    if !path.exists() {
+        bail!("{} is not a cross-validation folder (no {CV_PLAN_FILE})", dir.display());
+    }
+    let plan: CvPlan = crate::fsutil::read_json(&path)
+        .with_context(|| format!("{} is not a cross-validation plan", path.display()))?;
+    plan.check().with_context(|| format!("{}: the plan does not add up (edited or damaged?)", path.display()))?;
+    Ok(plan)
+}
+
+pub(super) fn fold_name(fold: usize) -> String {
+    format!("fold_{fold}")
+}
+
+pub(super) fn read_images(dir: &Path, plan: &CvPlan) -> Result<Vec<FoldImage>> {
+    read_images_csv(&dir.join(IMAGES_FILE), &plan.base_config.data.class_names, plan.folds)
+}
