@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
 
 use super::folds::{assign_folds, write_fold_data, write_images_csv};
 use super::layout::{fold_name, is_cv_folder, read_plan, CvPlan, CV_PLAN_FILE, IMAGES_FILE, MAX_FOLDS};

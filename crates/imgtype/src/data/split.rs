@@ -18,7 +18,7 @@ use serde::Serialize;
 use super::csv_records::SkippedRow;
 use super::duplicates::{self, duplicate_groups, linked_products, DuplicateSummary};
 use super::product::{image_records, read_products, Product, Split};
-use super::records::{ImageRecord, SplitName};
+use super::records::SplitName;
 use super::relabel::{apply_corrections, read_corrections, RelabelSummary};
 
 /// Categories smaller than this are pooled and split at random.
