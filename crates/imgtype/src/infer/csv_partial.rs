@@ -32,6 +32,45 @@ pub(super) struct MadeWith<'a> {
     pub(super) class_names: &'a [String],
 }
 
+impl MadeWith<'_> {
+    /// Fails unless the sidecar says `partial` was made with this model and these settings.
+    fn check_sidecar(&self, partial: &Path, sidecar: &Path) -> Result<()> {
+        let recorded = if !crate::fsutil::is_present(sidecar) {
+            Ok(None)
+        } else {
+            crate::fsutil::read_text_capped(sidecar, &sidecar.display().to_string(), crate::fsutil::JSON_FILE_CAP)
+                .and_then(|text| Ok(serde_json::from_str::<serde_json::Value>(&text)?))
+                .map(|v| Some((v["model"].as_str().map(String::from), v["settings"].as_str().map(String::from))))
+        };
+        let (model, settings) = recorded
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{} cannot be checked: {e:#}; delete it and {} to start over",
+                    partial.display(),
+                    sidecar.display()
+                )
+            })?
+            .unwrap_or((None, None));
+        if model.as_deref() != Some(self.model) {
+            bail!(
+                "{} was made with another model ({}); delete it to start over",
+                partial.display(),
+                model.unwrap_or_else(|| "unknown".into())
+            );
+        }
+        if settings.as_deref() != Some(self.settings) {
+            bail!(
+                "{} was made with other settings ({}; now: {}); the same command continues it, or delete it to start \
+                 over",
+                partial.display(),
+                settings.unwrap_or_else(|| "unknown".into()),
+                self.settings
+            );
+        }
+        Ok(())
+    }
+}
+
 /// The complete rows an interrupted run left in `O.partial`.
 pub(super) struct EarlierRows {
     pub(super) path: PathBuf,
@@ -55,40 +94,8 @@ impl EarlierRows {
         if metadata.len() == 0 {
             return Ok(earlier);
         }
-        // The model that made it, from the sidecar, before a byte of the rows is read.
-        let sidecar_label = sidecar.display().to_string();
-        let made_with = if !crate::fsutil::is_present(&sidecar) {
-            Ok(None)
-        } else {
-            crate::fsutil::read_text_capped(&sidecar, &sidecar_label, crate::fsutil::JSON_FILE_CAP)
-                .and_then(|text| Ok(serde_json::from_str::<serde_json::Value>(&text)?))
-                .map(|v| Some((v["model"].as_str().map(String::from), v["settings"].as_str().map(String::from))))
-        };
-        let (made_with, settings) = made_with
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "{} cannot be checked: {e:#}; delete it and {} to start over",
-                    path.display(),
-                    sidecar.display()
-                )
-            })?
-            .unwrap_or((None, None));
-        if made_with.as_deref() != Some(made_with_now.model) {
-            bail!(
-                "{} was made with another model ({}); delete it to start over",
-                path.display(),
-                made_with.unwrap_or_else(|| "unknown".into())
-            );
-        }
-        if settings.as_deref() != Some(made_with_now.settings) {
-            bail!(
-                "{} was made with other settings ({}; now: {}); the same command continues it, or delete it to start \
-                 over",
-                path.display(),
-                settings.unwrap_or_else(|| "unknown".into()),
-                made_with_now.settings
-            );
-        }
+        // The model and settings that made it, from the sidecar, before a byte of the rows is read.
+        made_with_now.check_sidecar(&path, &sidecar)?;
         // Read as a stream: each row read back is compared with its bytes in the file (read
         // again through a second handle), so memory does not grow with the file.
         let (raw, _) = crate::fsutil::open_regular_file(&path, &label, crate::fsutil::STREAM_FILE_CAP)?;
