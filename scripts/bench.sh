@@ -14,6 +14,7 @@ rounds=${1:-3}
 photos=${2:-200}
 scripts/setup.sh >&2
 cargo build --release --quiet -p imgtype --examples
+cargo build --release --quiet -p imgtype-infer --example backend_api
 py=.venv/bin/python
 work=target/bench
 mkdir -p "$work"

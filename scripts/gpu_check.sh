@@ -113,7 +113,7 @@ else
             torch==2.13.0 torchvision==0.28.0 || exit 1
         "$python" -m pip install --quiet --index-url https://pypi.org/simple torch==2.13.0 || exit 1
         # The build scripts link the tests to libtorch_cuda.so only where it exists: run them again.
-        touch build.rs crates/imgtype/build.rs
+        touch build.rs crates/model/build.rs crates/infer/build.rs crates/imgtype/build.rs
     fi
     bin=$out/bin
     scripts/gpu/build_carry.sh --native "$bin" || exit 1

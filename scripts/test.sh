@@ -17,16 +17,16 @@ echo "== GPU check (scripts/gpu_check.sh)"
 scripts/gpu_check.sh target/gpu_check
 scripts/gpu_check.sh --dry-run-on-cpu target/gpu_check_dry_run > /dev/null
 
-# The prediction API alone, as a backend embeds it: the core crate without its default
-# features builds and links the backend example, and pulls in no plotting, TLS, training
-# or terminal-front-end crate.
-echo "== inference-only build of the core crate (--no-default-features)"
-cargo build --release --quiet -p imgtype --no-default-features --example backend_api
-linked=$(cargo tree -p imgtype --no-default-features -e normal --prefix none)
-for crate in plotters ureq rustls indicatif tracing-subscriber ctrlc crc32c rand_distr font8x8; do
+# The prediction API alone, as a backend embeds it: the inference crate without its default
+# features builds and links the backend example. Crates hold the rest (no plotting, training
+# or terminal-front-end crate is a dependency of imgtype-infer); this checks TLS stays out.
+echo "== inference-only build (imgtype-infer --no-default-features)"
+cargo build --release --quiet -p imgtype-infer --no-default-features --example backend_api
+linked=$(cargo tree -p imgtype-infer --no-default-features -e normal --prefix none)
+for crate in ureq rustls plotters indicatif; do
     if grep -q "^$crate v" <<<"$linked"; then
-        echo "error: the inference-only core crate depends on $crate" >&2
+        echo "error: imgtype-infer without default features depends on $crate" >&2
         exit 1
     fi
 done
-echo "inference-only build: ok (none of plotters, ureq, rustls, indicatif, tracing-subscriber, ctrlc, crc32c, rand_distr, font8x8)"
+echo "inference-only build: ok (none of ureq, rustls, plotters, indicatif)"

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Parser;
-use imgtype::data::split::{divide, format_summary_tables, DivideOptions};
+use imgtype_dataset::split::{divide, format_summary_tables, DivideOptions};
 
 #[derive(Parser)]
 #[command(
@@ -43,7 +43,7 @@ struct Args {
     find_duplicates: bool,
     /// With --find-duplicates: the largest structure-hash distance (bits of 63) of a
     /// near-duplicate; 0 finds exact copies only
-    #[arg(long, default_value_t = imgtype::data::near_duplicates::DEFAULT_MAX_BITS, value_name = "BITS",
+    #[arg(long, default_value_t = imgtype_dataset::near_duplicates::DEFAULT_MAX_BITS, value_name = "BITS",
           value_parser = clap::value_parser!(u32).range(0..=63))]
     duplicate_distance: u32,
 }

@@ -23,8 +23,8 @@ pub fn run_main(body: impl FnOnce() -> anyhow::Result<()>) {
 
 /// The end of work that stopped before its end: exits 130 when it was interrupted on
 /// request (Ctrl-C, SIGTERM); a stop that was asked for (`--stop-after`) returns.
-pub fn exit_if_interrupted(stopped: &imgtype::Stopped) {
-    if stopped.reason == imgtype::StopReason::Interrupted {
+pub fn exit_if_interrupted(stopped: &imgtype_base::Stopped) {
+    if stopped.reason == imgtype_base::StopReason::Interrupted {
         progress_bars::clear();
         std::process::exit(130);
     }

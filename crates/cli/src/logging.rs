@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
 use anyhow::{Context, Result};
-use imgtype::config::LogLevel;
+use imgtype_base::config::LogLevel;
 use tracing::Level;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -72,7 +72,7 @@ impl<'a> MakeWriter<'a> for FileWriter {
 /// global logger (level info; `RUST_LOG` overrides) and, on a terminal, progress bars.
 /// Later calls do nothing.
 pub fn init_logging() {
-    imgtype::tune_memory_allocator();
+    imgtype_base::tune_memory_allocator();
     crate::progress_bars::install();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);

@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 
-use imgtype::progress::{ProgressDisplay, ProgressView};
+use imgtype_base::progress::{ProgressDisplay, ProgressView};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 static BARS: OnceLock<MultiProgress> = OnceLock::new();
@@ -21,7 +21,7 @@ pub fn bars() -> Option<&'static MultiProgress> {
 /// Draws the library's progress as bars from now on, when stderr is a terminal.
 pub fn install() {
     if stderr_is_terminal() {
-        imgtype::progress::set_display(Box::new(TerminalBars(BARS.get_or_init(MultiProgress::new))));
+        imgtype_base::progress::set_display(Box::new(TerminalBars(BARS.get_or_init(MultiProgress::new))));
     }
 }
 

@@ -2,7 +2,7 @@
 //! to stop at its next safe point (training finishes the step and saves a checkpoint);
 //! a second one exits at once.
 
-use imgtype::StopFlag;
+use imgtype_base::StopFlag;
 
 /// Installs the handler and returns the flag it raises; `what_happens` tells the user what
 /// the first signal does ("finishing the current step, then saving a checkpoint").

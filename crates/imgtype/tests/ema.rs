@@ -1,6 +1,5 @@
 //! Model EMA: every floating tensor moves to decay · ema + (1 - decay) · model, the decay
 //! warming up with the number of updates (timm's ModelEmaV3).
-#![cfg(feature = "train")]
 
 use imgtype::train::{ema_decay_after, Ema};
 use imgtype::{Config, ImageTypeClassifier};

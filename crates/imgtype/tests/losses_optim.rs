@@ -2,7 +2,6 @@
 //! (tests/python/loss_optim_reference.py): cross-entropy with weights and label smoothing,
 //! hard and soft targets; focal loss with scalar and per-class gamma, weighted; AdamW,
 //! Adam and SGD over three steps; gradient clipping by global norm.
-#![cfg(feature = "train")]
 
 use std::collections::HashMap;
 

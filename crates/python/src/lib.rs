@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
-use imgtype_core::data::SourcePolicy;
-use imgtype_core::infer::{ImageClassificationApi, ERROR_CLASS};
+use imgtype_images::SourcePolicy;
+use imgtype_infer::{ImageClassificationApi, ERROR_CLASS};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -64,7 +64,7 @@ impl PyImageClassificationApi {
         allowed_hosts: Option<Vec<String>>,
         allow_private_addresses: bool,
     ) -> PyResult<Self> {
-        let choice: imgtype_core::config::DeviceChoice =
+        let choice: imgtype_base::config::DeviceChoice =
             device.parse().map_err(|e: anyhow::Error| PyValueError::new_err(format!("device: {e:#}")))?;
         let policy = SourcePolicy {
             allow_absolute_paths,
@@ -74,7 +74,7 @@ impl PyImageClassificationApi {
         };
         py.allow_threads(|| {
             guarded(|| {
-                let device = imgtype_core::device::resolve_device(choice).map_err(error_of)?;
+                let device = imgtype_model::device::resolve_device(choice).map_err(error_of)?;
                 let api = ImageClassificationApi::with_device(&model_path, device)
                     .map_err(error_of)?
                     .with_source_policy(policy)

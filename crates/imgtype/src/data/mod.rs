@@ -1,24 +1,9 @@
-//! Data: the product CSV, leak-free splits, split CSVs, image decoding and batching.
+//! Data, under the names the rest of this crate and the binaries use: image I/O from
+//! `imgtype-images`, the product CSV, splits and duplicates from `imgtype-dataset`, and
+//! training's augmentation (here: it runs on tensors).
 
-#[cfg(feature = "train")]
 pub mod augment;
-pub mod batch;
-pub mod csv_records;
-pub mod decode;
-pub mod duplicates;
-pub mod image;
-pub mod near_duplicates;
-mod open;
-mod pillow_compat;
-mod policy;
-pub mod product;
-pub mod records;
-pub mod relabel;
-#[cfg(feature = "remote")]
-mod remote;
-pub mod source;
-pub mod split;
-pub mod union_find;
 
-pub use records::{read_split_csv, ImageRecord, SplitName};
-pub use source::{ImageSource, SourcePolicy};
+pub use imgtype_dataset::{csv_records, duplicates, near_duplicates, product, relabel, split, union_find};
+pub use imgtype_images::{batch, decode, image, records, source};
+pub use imgtype_images::{read_split_csv, ImageRecord, ImageSource, SourcePolicy, SplitName};

@@ -22,10 +22,10 @@ use serde::Serialize;
 
 use super::columns::{correct_value, prediction_header, prediction_values, timing_and_error};
 use super::csv_partial::{partial_paths, EarlierRows, MadeWith, PartialOutput};
-use super::predictor::LoadedBatch;
 use super::prefetch::prefetched;
 use super::shards::{shard_file_name, Shard};
 use super::timing::TimingSummary;
+use super::LoadedBatch;
 use super::{Prediction, Predictor};
 use crate::data::csv_records::{InputRecord, RecordReader};
 use crate::data::ImageRecord;

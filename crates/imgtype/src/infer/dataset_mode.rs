@@ -13,11 +13,11 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::columns::DatasetColumns;
-use super::predictor::LoadedBatch;
 use super::prefetch::prefetched;
 use super::shards::{shard_file_name, Shard};
 use super::timing::TimingSummary;
 use super::wrong_predictions::write_split_reports;
+use super::LoadedBatch;
 use super::Predictor;
 use crate::data::{read_split_csv, ImageRecord, SplitName};
 use crate::stop::{Outcome, StopFlag, Stopped};

@@ -131,10 +131,10 @@ fn train_step(session: &mut Session, optimizer: &mut Optimizer, sums: &mut Runni
     let t = &session.config.training;
     let n = batch.labels.numel();
     tch::manual_seed((derive_seed(session.config.system.seed, epoch as u64, batch.index as u64) >> 1) as i64);
-    let images = crate::data::image::to_device(&batch.images, session.device);
-    let labels = crate::data::image::to_device(&batch.labels, session.device);
+    let images = crate::model::input::to_device(&batch.images, session.device);
+    let labels = crate::model::input::to_device(&batch.labels, session.device);
     let logits = forward(session, &images);
-    let soft = batch.soft_targets.as_ref().map(|s| crate::data::image::to_device(s, session.device));
+    let soft = batch.soft_targets.as_ref().map(|s| crate::model::input::to_device(s, session.device));
     let targets = match &soft {
         Some(s) => Targets::Soft(s),
         None => Targets::Hard(&labels),

@@ -15,8 +15,8 @@ use tch::{Kind, Tensor};
 use crate::config::{AugmentationConfig, Config};
 use crate::data::augment::{augment_image, mix_batch};
 use crate::data::batch::load_images;
-use crate::data::image::to_normalized_batch;
 use crate::data::{ImageRecord, ImageSource};
+use crate::model::input::to_normalized_batch;
 
 pub const PREFETCH: usize = 2;
 

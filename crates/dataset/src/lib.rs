@@ -1,0 +1,13 @@
+//! What `divide` does, with no libtorch: CSVs we did not write read so that a malformed row
+//! costs only itself (`csv_records`), the product CSV with its products' parts and image
+//! records (`product`), reviewed corrections (`relabel`), and the leak-free split (`split`),
+//! in which products sharing a photo are linked by `duplicates` (near-duplicates by
+//! `near_duplicates`, clusters by `union_find`) and kept in one split.
+
+pub mod csv_records;
+pub mod duplicates;
+pub mod near_duplicates;
+pub mod product;
+pub mod relabel;
+pub mod split;
+pub mod union_find;

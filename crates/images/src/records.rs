@@ -1,0 +1,86 @@
+//! Split CSVs (`product_id,image_path,image_type`), as `divide` writes them.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    pub product_id: String,
+    pub image_path: String,
+    pub image_type: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SplitName {
+    Train,
+    Validation,
+    Test,
+}
+
+impl SplitName {
+    pub const ALL: [SplitName; 3] = [SplitName::Train, SplitName::Validation, SplitName::Test];
+
+    pub fn file_name(self) -> &'static str {
+        match self {
+            SplitName::Train => "train_data.csv",
+            SplitName::Validation => "validation_data.csv",
+            SplitName::Test => "test_data.csv",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SplitName::Train => "train",
+            SplitName::Validation => "validation",
+            SplitName::Test => "test",
+        }
+    }
+
+    /// The suffix of the Python system's `wrong_<split>.csv` files.
+    pub fn short(self) -> &'static str {
+        match self {
+            SplitName::Train => "train",
+            SplitName::Validation => "valid",
+            SplitName::Test => "test",
+        }
+    }
+}
+
+/// Reads a split CSV; every `image_type` must be one of `class_names`.
+pub fn read_split_csv(path: &Path, class_names: &[String]) -> Result<Vec<ImageRecord>> {
+    let mut reader = imgtype_base::fsutil::csv_reader(path, &format!("split CSV {}", path.display()))?;
+    let headers = reader.headers().with_context(|| format!("{}: cannot read the header row", path.display()))?.clone();
+    for needed in ["product_id", "image_path", "image_type"] {
+        if !headers.iter().any(|h| h == needed) {
+            bail!("{}: column `{needed}` missing (run `divide` to make split CSVs)", path.display());
+        }
+    }
+    let mut records = Vec::new();
+    for (index, row) in reader.deserialize::<ImageRecord>().enumerate() {
+        let line = index + 2;
+        let record = row.with_context(|| format!("{}: row {line} is not valid", path.display()))?;
+        if !class_names.contains(&record.image_type) {
+            bail!(
+                "{}: row {line}: image_type `{}` is not one of the classes {:?}",
+                path.display(),
+                record.image_type,
+                class_names
+            );
+        }
+        records.push(record);
+    }
+    Ok(records)
+}
+
+/// The class index of each record's `image_type`.
+pub fn class_indices(records: &[ImageRecord], class_names: &[String]) -> Result<Vec<i64>> {
+    records
+        .iter()
+        .map(|r| match class_names.iter().position(|c| *c == r.image_type) {
+            Some(index) => Ok(index as i64),
+            None => bail!("{}: image_type `{}` is not one of the classes {class_names:?}", r.image_path, r.image_type),
+        })
+        .collect()
+}
