@@ -43,6 +43,9 @@ pub struct Member {
     pub exact: bool,
 }
 
+/// An image's bytes as a key (length, hash) and its structure signature, if asked for.
+type Fingerprint = ((usize, u64), Option<Signature>);
+
 /// Groups of two or more images that are the same photo: exact copies (the same bytes), and
 /// with `near` = `Some(bits)` also near-duplicates within that many structure-hash bits (see
 /// `near_duplicates.rs`), transitively. In input order. Images that cannot be read are left
@@ -58,38 +61,7 @@ pub fn duplicate_groups(
         .enumerate()
         .flat_map(|(p, product)| product.images.iter().enumerate().map(move |(i, image)| (p, i, image.path.as_str())))
         .collect();
-    // Each path read once (a photo filed under many products is one file), as records for the
-    // loader's worker threads; every image then takes its path's fingerprint.
-    let records = super::product::image_records(products);
-    let mut slot_of_path: HashMap<&str, usize> = HashMap::new();
-    let mut unique: Vec<&imgtype_images::ImageRecord> = Vec::new();
-    let path_slot: Vec<usize> = records
-        .iter()
-        .map(|record| {
-            *slot_of_path.entry(record.image_path.as_str()).or_insert_with(|| {
-                unique.push(record);
-                unique.len() - 1
-            })
-        })
-        .collect();
-    let unique_fingerprints = per_record(&unique, workers, |record| {
-        let bytes = source.fetch(&record.image_path)?;
-        let signature = match near {
-            Some(_) => {
-                let limits = source.decode_limits();
-                let (image, _permit) = decode_within_budget(&bytes, &record.image_path, limits, Some(THUMBNAIL * 2))?;
-                Some(Signature::of(&resize_square(&image, THUMBNAIL)))
-            }
-            None => None,
-        };
-        Ok(((bytes.len(), sip_hash(&bytes)), signature))
-    });
-    for (record, fingerprint) in unique.iter().zip(&unique_fingerprints) {
-        if let Err(reason) = fingerprint {
-            tracing::warn!("duplicates: cannot read {}: {reason}", record.image_path);
-        }
-    }
-    let fingerprints = path_slot.iter().map(|&slot| unique_fingerprints[slot].as_ref().ok().cloned());
+    let fingerprints = fingerprints_per_image(products, source, workers, near);
     let mut by_fingerprint: HashMap<(usize, u64), Vec<usize>> = HashMap::new();
     let mut signatures = Vec::with_capacity(images.len());
     for (index, fingerprint) in fingerprints.into_iter().enumerate() {
@@ -131,6 +103,48 @@ pub fn duplicate_groups(
         .filter(|cluster| cluster.len() > 1)
         .map(|cluster| cluster.iter().map(|&index| member(cluster[0], index)).collect())
         .collect()
+}
+
+/// Per image of `products` (in their order), its bytes' length and hash and, with `near`, its
+/// structure signature; `None` where it cannot be read (warned about once per path).
+fn fingerprints_per_image(
+    products: &[Product],
+    source: &ImageSource,
+    workers: usize,
+    near: Option<u32>,
+) -> Vec<Option<Fingerprint>> {
+    // Each path read once (a photo filed under many products is one file), as records for the
+    // loader's worker threads; every image then takes its path's fingerprint.
+    let records = super::product::image_records(products);
+    let mut slot_of_path: HashMap<&str, usize> = HashMap::new();
+    let mut unique: Vec<&imgtype_images::ImageRecord> = Vec::new();
+    let path_slot: Vec<usize> = records
+        .iter()
+        .map(|record| {
+            *slot_of_path.entry(record.image_path.as_str()).or_insert_with(|| {
+                unique.push(record);
+                unique.len() - 1
+            })
+        })
+        .collect();
+    let unique_fingerprints = per_record(&unique, workers, |record| {
+        let bytes = source.fetch(&record.image_path)?;
+        let signature = match near {
+            Some(_) => {
+                let limits = source.decode_limits();
+                let (image, _permit) = decode_within_budget(&bytes, &record.image_path, limits, Some(THUMBNAIL * 2))?;
+                Some(Signature::of(&resize_square(&image, THUMBNAIL)))
+            }
+            None => None,
+        };
+        Ok(((bytes.len(), sip_hash(&bytes)), signature))
+    });
+    for (record, fingerprint) in unique.iter().zip(&unique_fingerprints) {
+        if let Err(reason) = fingerprint {
+            tracing::warn!("duplicates: cannot read {}: {reason}", record.image_path);
+        }
+    }
+    path_slot.iter().map(|&slot| unique_fingerprints[slot].as_ref().ok().cloned()).collect()
 }
 
 /// Splits a fingerprint group into groups of identical bytes (a hash collision would

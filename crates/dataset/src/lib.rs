@@ -10,4 +10,5 @@ pub mod near_duplicates;
 pub mod product;
 pub mod relabel;
 pub mod split;
+pub mod split_summary;
 pub mod union_find;

@@ -13,12 +13,11 @@ use anyhow::{bail, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
 
-use super::csv_records::SkippedRow;
-use super::duplicates::{self, duplicate_groups, linked_products, DuplicateSummary};
+use super::duplicates::{self, duplicate_groups, linked_products};
 use super::product::{image_records, read_products, Product, Split};
-use super::relabel::{apply_corrections, read_corrections, RelabelSummary};
+use super::relabel::{apply_corrections, read_corrections};
+pub use super::split_summary::{format_summary_tables, Counts, DroppedImage, SplitInfo, SplitSummary};
 use imgtype_images::records::SplitName;
 
 /// Categories smaller than this are pooled and split at random.
@@ -135,47 +134,6 @@ pub fn verify_no_leak(split: &Split) -> Result<()> {
         }
     }
     Ok(())
-}
-
-#[derive(Debug, Serialize)]
-pub struct SplitSummary {
-    pub split_info: SplitInfo,
-    pub data_counts: BTreeMap<String, Counts>,
-    pub file_paths: BTreeMap<String, String>,
-    pub categories: Vec<String>,
-    pub image_type_distribution: BTreeMap<String, BTreeMap<String, usize>>,
-    pub category_distribution: BTreeMap<String, BTreeMap<String, usize>>,
-    pub dropped_images: Vec<DroppedImage>,
-    /// Rows of the product CSV and the corrections file left out as malformed.
-    pub skipped_rows: Vec<SkippedRow>,
-    /// What `--relabel` changed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub relabel: Option<RelabelSummary>,
-    /// What `--find-duplicates` found (the images are listed in `duplicates.csv`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub duplicates: Option<DuplicateSummary>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct SplitInfo {
-    pub created_at: String,
-    pub source_file: String,
-    pub random_state: u64,
-    pub ratios: BTreeMap<String, f64>,
-    pub split_method: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Counts {
-    pub images: usize,
-    pub products: usize,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct DroppedImage {
-    pub product_id: String,
-    pub image_path: String,
-    pub reason: String,
 }
 
 /// Removes images that are missing or undecodable; returns what was dropped and why.
@@ -366,41 +324,6 @@ fn split_info(options: &DivideOptions) -> SplitInfo {
              categories with fewer than {MIN_STRATIFIED_PRODUCTS} products pooled and split at random"
         ),
     }
-}
-
-/// The per-split tables `divide` prints.
-pub fn format_summary_tables(summary: &SplitSummary) -> String {
-    let splits = ["train", "validation", "test"];
-    let mut out = String::new();
-    let mut table = |title: &str, dist: &BTreeMap<String, BTreeMap<String, usize>>| {
-        let mut keys: Vec<&String> = dist.values().flat_map(|m| m.keys()).collect();
-        keys.sort();
-        keys.dedup();
-        out.push_str(&format!("\n{title}\n{:<20}", ""));
-        for s in splits {
-            out.push_str(&format!("{s:>12}"));
-        }
-        out.push('\n');
-        for k in keys {
-            out.push_str(&format!("{:<20}", k.replace(|c: char| c.is_control(), " ")));
-            for s in splits {
-                out.push_str(&format!("{:>12}", dist.get(s).and_then(|m| m.get(k)).copied().unwrap_or(0)));
-            }
-            out.push('\n');
-        }
-    };
-    table("images per type", &summary.image_type_distribution);
-    table("products per category", &summary.category_distribution);
-    out.push_str(&format!("\n{:<20}", "total images"));
-    for s in splits {
-        out.push_str(&format!("{:>12}", summary.data_counts[s].images));
-    }
-    out.push_str(&format!("\n{:<20}", "total products"));
-    for s in splits {
-        out.push_str(&format!("{:>12}", summary.data_counts[s].products));
-    }
-    out.push('\n');
-    out
 }
 
 #[cfg(test)]

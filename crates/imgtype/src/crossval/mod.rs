@@ -3,9 +3,11 @@
 //! folder trained on the other folds (`folds`); run resumably and spread over a job array on
 //! the sweep's machinery (`run`) in a folder whose files `layout` names; from the folds' held-out predictions, the k-fold estimate,
 //! out-of-fold probabilities for every image, and the labels confident learning doubts
-//! (`summary`).
+//! (`summary`), with what a reviewer reads: `label_issues.csv`, the confused class pairs and
+//! the contact sheet (`label_review`).
 
 mod folds;
+mod label_review;
 mod layout;
 mod run;
 mod summary;

@@ -10,15 +10,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use super::folds::FoldImage;
+pub use super::label_review::Confusion;
+use super::label_review::{confusions, contact_sheet, IssueRow, OutOfFold};
 use super::layout::{fold_name, read_images, read_plan};
-use crate::config::Config;
-use crate::eval::label_issues::{find_label_issues, LabelIssues, LabelQuality};
+use crate::eval::label_issues::{find_label_issues, LabelQuality};
 use crate::sweep::{observed_state, Observed};
 use crate::train::{PredictionRow, RunLayout, TestPredictions};
-
-/// Thumbnails on `label_issues.png`, most suspect first.
-const CONTACT_SHEET_SIZE: usize = 36;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct FoldResult {
@@ -43,17 +40,6 @@ pub struct Spread {
     pub std: f64,
 }
 
-/// Given label → the class confident learning puts the image in.
-#[derive(Debug, Clone, Serialize)]
-pub struct Confusion {
-    pub given: String,
-    pub suggested: String,
-    /// The calibrated confident joint's count: images estimated to carry this wrong label.
-    pub estimated: usize,
-    /// Of them, listed in `label_issues.csv`.
-    pub listed: usize,
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct CvSummary {
     pub folds: Vec<FoldResult>,
@@ -74,12 +60,6 @@ pub struct CvSummary {
     pub class_thresholds: Vec<(String, f64)>,
     /// Most frequent first.
     pub confusions: Vec<Confusion>,
-}
-
-/// An image with its out-of-fold prediction.
-struct OutOfFold<'a> {
-    image: &'a FoldImage,
-    prediction: PredictionRow,
 }
 
 /// Reads every fold of the cross-validation in `dir` and writes the results files.
@@ -257,87 +237,6 @@ fn write_oof_predictions(
     })
 }
 
-/// A row of `label_issues.csv`.
-#[derive(Debug, Clone, Serialize)]
-struct IssueRow {
-    image_path: String,
-    product_id: String,
-    split: String,
-    fold: usize,
-    image_type: String,
-    suggested_class: String,
-    label_quality: f64,
-    given_probability: f64,
-    suggested_probability: f64,
-    /// Counted off the diagonal of the confident joint (else: only not the most probable class).
-    confident_learning: bool,
-    why: String,
-}
-
-impl IssueRow {
-    const HEADER: [&'static str; 11] = [
-        "image_path",
-        "product_id",
-        "split",
-        "fold",
-        "image_type",
-        "suggested_class",
-        "label_quality",
-        "given_probability",
-        "suggested_probability",
-        "confident_learning",
-        "why",
-    ];
-
-    fn new(
-        o: &OutOfFold,
-        label: usize,
-        confident_learning: bool,
-        thresholds: &[f64],
-        class_names: &[String],
-        label_quality: f64,
-    ) -> Self {
-        let p = &o.prediction.probabilities;
-        let suggested = (0..p.len())
-            .filter(|&k| k != label)
-            .max_by(|&a, &b| p[a].total_cmp(&p[b]).then(b.cmp(&a)))
-            .unwrap_or(label);
-        let t = thresholds;
-        let why = format!(
-            "fold {}'s model: {} {:.3} (its class threshold {:.3}), {} {:.3} (threshold {:.3})",
-            o.image.fold, class_names[label], p[label], t[label], class_names[suggested], p[suggested], t[suggested]
-        );
-        Self {
-            image_path: o.image.image_path.clone(),
-            product_id: o.image.product_id.clone(),
-            split: o.image.split.clone(),
-            fold: o.image.fold,
-            image_type: o.image.image_type.clone(),
-            suggested_class: class_names[suggested].clone(),
-            label_quality,
-            given_probability: p[label],
-            suggested_probability: p[suggested],
-            confident_learning,
-            why,
-        }
-    }
-}
-
-fn confusions(found: &LabelIssues, issues: &[IssueRow], class_names: &[String]) -> Vec<Confusion> {
-    let mut pairs = Vec::new();
-    for (given, row) in found.confident_joint.iter().enumerate() {
-        for (truth, &estimated) in row.iter().enumerate() {
-            let (given, suggested) = (&class_names[given], &class_names[truth]);
-            let listed = issues.iter().filter(|i| i.image_type == *given && i.suggested_class == *suggested).count();
-            if given != suggested && (estimated > 0 || listed > 0) {
-                pairs.push(Confusion { given: given.clone(), suggested: suggested.clone(), estimated, listed });
-            }
-        }
-    }
-    pairs.sort_by(|a, b| (b.estimated, b.listed).cmp(&(a.estimated, a.listed)));
-    pairs
-}
-
 fn write_cv_results_csv(path: &Path, summary: &CvSummary) -> Result<()> {
     let optional = |v: Option<f64>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
     let count = |v: Option<usize>| v.map(|x| x.to_string()).unwrap_or_default();
@@ -379,25 +278,4 @@ fn write_cv_results_csv(path: &Path, summary: &CvSummary) -> Result<()> {
         csv.flush()?;
         Ok(())
     })
-}
-
-fn contact_sheet(path: &Path, config: &Config, issues: &[IssueRow], images: usize) -> Result<()> {
-    use crate::report::contact_sheet::{write, SheetEntry};
-    let source = crate::data::ImageSource::from_config(&config.data);
-    let entries: Vec<SheetEntry> = issues
-        .iter()
-        .take(CONTACT_SHEET_SIZE)
-        .enumerate()
-        .map(|(rank, issue)| SheetEntry {
-            image: crate::data::image::load_rgb(&source, &issue.image_path).ok(),
-            lines: vec![
-                format!("{}. {}", rank + 1, issue.image_type),
-                format!("-> {}", issue.suggested_class),
-                format!("quality {:.3}", issue.label_quality),
-            ],
-        })
-        .collect();
-    let title =
-        format!("labels to review: {} of {images} images, most suspect first (given -> suggested)", issues.len());
-    write(path, &title, &entries)
 }

@@ -141,16 +141,7 @@ impl EarlierRows {
             start = end;
         }
         if rows == 0 {
-            // A header cut by a kill starts over; anything else is not ours to overwrite.
-            let written_header = encode(&ByteRecord::from(header.to_vec()));
-            let cut_header = file_bytes(0, length.min(written_header.len() as u64))
-                .is_some_and(|bytes| length <= written_header.len() as u64 && written_header.starts_with(&bytes));
-            if !cut_header {
-                bail!(
-                    "{} is not a partial output of this command (its first row is not the header it writes); delete it",
-                    path.display()
-                );
-            }
+            check_cut_header(&path, header, file_bytes(0, length.min(encode_header(header).len() as u64)), length)?;
         }
         if start < length {
             tracing::warn!(
@@ -241,6 +232,25 @@ impl PartialOutput {
         let _ = std::fs::remove_file(&self.sidecar);
         Ok(())
     }
+}
+
+fn encode_header(header: &[String]) -> Vec<u8> {
+    encode(&ByteRecord::from(header.to_vec()))
+}
+
+/// A file without one complete row: a header cut by a kill (`start`, its first bytes, are
+/// the header's and the file is no longer) starts over; anything else is not ours to overwrite.
+fn check_cut_header(path: &Path, header: &[String], start: Option<Vec<u8>>, length: u64) -> Result<()> {
+    let written_header = encode_header(header);
+    let cut_header =
+        start.is_some_and(|bytes| length <= written_header.len() as u64 && written_header.starts_with(&bytes));
+    if !cut_header {
+        bail!(
+            "{} is not a partial output of this command (its first row is not the header it writes); delete it",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

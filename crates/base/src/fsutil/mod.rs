@@ -1,11 +1,19 @@
 //! Files are written whole or not at all: into a temp file beside the target, flushed to
 //! disk, then renamed. They get the permissions the umask gives a new file (0644 under
 //! umask 022), so others on shared storage can read predictions, models and checkpoints.
+//! Files we did not write are read through one opener with caps (`read`); a process working
+//! in a folder holds its lock (`lock`).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+
+mod lock;
+mod read;
+
+pub use lock::{FolderLock, LOCK_FILE};
+pub use read::*;
 
 fn parent_of(path: &Path) -> PathBuf {
     match path.parent() {
@@ -94,98 +102,6 @@ pub fn remove_stale_temp_files(dir: &Path) -> usize {
     removed
 }
 
-/// A cap on the bytes read from a file we did not write, and its name for errors (the
-/// config key that sets it, or what it is for).
-#[derive(Debug, Clone, Copy)]
-pub struct ByteCap<'a> {
-    pub max_bytes: u64,
-    pub name: &'a str,
-}
-
-/// Opens `path` for reading if it is a regular file within `cap`: FIFOs, devices and
-/// sockets are refused without blocking (`O_NONBLOCK`), and a file over the cap is refused
-/// from its size, before anything is read. `label` names the file in errors. The one
-/// opener of files we did not write (images, model files, configs).
-pub fn open_regular_file(path: &Path, label: &str, cap: ByteCap) -> Result<(std::fs::File, std::fs::Metadata)> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| anyhow::anyhow!("cannot open {label}: {}", plain_io_error(&e)))?;
-    let metadata = file.metadata().map_err(|e| anyhow::anyhow!("cannot open {label}: {}", plain_io_error(&e)))?;
-    if !metadata.is_file() {
-        anyhow::bail!("{label}: not a regular file (a folder, device, FIFO or socket)");
-    }
-    if metadata.len() > cap.max_bytes {
-        anyhow::bail!("{label}: {} bytes, more than {} ({})", metadata.len(), cap.name, cap.max_bytes);
-    }
-    Ok((file, metadata))
-}
-
-/// Reads `reader` to its end, failing once it has given more than the cap.
-pub fn read_at_most(reader: impl std::io::Read, label: &str, cap: ByteCap) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    reader
-        .take(cap.max_bytes.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(|e| anyhow::anyhow!("cannot read {label}: {}", plain_io_error(&e)))?;
-    if bytes.len() as u64 > cap.max_bytes {
-        anyhow::bail!("{label}: more than {} ({} bytes)", cap.name, cap.max_bytes);
-    }
-    Ok(bytes)
-}
-
-/// Whether anything is at `path` (a FIFO, a device, a dangling link too): where a file is
-/// required, its absence is said as such and anything else is left to the reader, whose
-/// error says what is wrong with it ("not a regular file").
-pub fn is_present(path: &Path) -> bool {
-    std::fs::symlink_metadata(path).is_ok()
-}
-
-/// The whole regular file at `path`, refused when it is over `cap`.
-pub fn read_capped(path: &Path, label: &str, cap: ByteCap) -> Result<Vec<u8>> {
-    let (file, _) = open_regular_file(path, label, cap)?;
-    read_at_most(file, label, cap)
-}
-
-/// The cap on a JSON file of ours read back (a run's, sweep's or cross-validation's files, a
-/// sweep file): they are kilobytes, but a folder can be copied from elsewhere, edited or damaged.
-pub const JSON_FILE_CAP: ByteCap<'static> = ByteCap { max_bytes: 64 << 20, name: "the 64 MiB a JSON file may have" };
-
-/// The cap on a CSV file read (product CSVs, split files, corrections, predictions): millions
-/// of rows fit; `/dev/zero` or a runaway file does not.
-pub const CSV_FILE_CAP: ByteCap<'static> = ByteCap { max_bytes: 1 << 30, name: "the 1 GiB a CSV file may have" };
-
-/// The cap on a file read as a stream, row by row (`test --csv-path`'s input, a resumable
-/// `.partial` output): memory does not grow with it, so only a non-regular file is refused.
-pub const STREAM_FILE_CAP: ByteCap<'static> =
-    ByteCap { max_bytes: 1 << 40, name: "the 1 TiB a streamed file may have" };
-
-/// A regular file at `path` opened for reading at most `cap` bytes: what every reader of a
-/// file uses, so none blocks on a FIFO or reads a device to its end (see [`open_regular_file`]).
-pub fn open_capped(path: &Path, label: &str, cap: ByteCap) -> Result<std::io::Take<std::fs::File>> {
-    let (file, _) = open_regular_file(path, label, cap)?;
-    Ok(file.take(cap.max_bytes))
-}
-
-/// The whole regular file at `path` as UTF-8 text, refused when it is over `cap`.
-pub fn read_text_capped(path: &Path, label: &str, cap: ByteCap) -> Result<String> {
-    String::from_utf8(read_capped(path, label, cap)?).map_err(|_| anyhow::anyhow!("{label} is not UTF-8 text"))
-}
-
-/// A JSON file of ours at `path`, bounded by [`JSON_FILE_CAP`], as `T`.
-pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let label = path.display().to_string();
-    let text = read_text_capped(path, &label, JSON_FILE_CAP)?;
-    serde_json::from_str(&text).with_context(|| format!("{label}: not the expected JSON"))
-}
-
-/// A CSV reader (header row expected) over the regular file at `path`, bounded by [`CSV_FILE_CAP`].
-pub fn csv_reader(path: &Path, label: &str) -> Result<csv::Reader<std::io::Take<std::fs::File>>> {
-    Ok(csv::Reader::from_reader(open_capped(path, label, CSV_FILE_CAP)?))
-}
-
 /// Before a command starts a new folder of its own (a sweep's, a cross-validation's) in `dir`:
 /// the folder is missing, empty, or holds only what an unfinished start of the same command
 /// left (`leftover` says which names); anything else is a user's and would be overwritten
@@ -202,71 +118,6 @@ pub fn check_new_folder(dir: &Path, what: &str, leftover: impl Fn(&str) -> bool)
         }
     }
     Ok(())
-}
-
-/// The file in a folder whose lock says a process works in it.
-pub const LOCK_FILE: &str = ".imgtype.lock";
-
-/// An exclusive lock on a folder (`flock` on its [`LOCK_FILE`]), held while one process
-/// works in it: a run folder while it trains, a sweep experiment's or cross-validation fold's
-/// folder while its run is set up and trained. The kernel releases it when the process ends,
-/// however it ends; a copied folder carries no lock.
-#[derive(Debug)]
-pub struct FolderLock {
-    _file: std::fs::File,
-}
-
-impl FolderLock {
-    /// Takes the lock on `dir` (created if missing), or fails at once naming the process that
-    /// holds it; `what` says what the caller was about to do there.
-    pub fn acquire(dir: &Path, what: &str) -> Result<Self> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let path = dir.join(LOCK_FILE);
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create folder {}", dir.display()))?;
-        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
-            anyhow::bail!(
-                "the lock file {} is a symbolic link; remove it (a lock file is never a link)",
-                path.display()
-            );
-        }
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| anyhow::anyhow!("cannot open the lock file {}: {}", path.display(), plain_io_error(&e)))?;
-        if !file.metadata().is_ok_and(|m| m.is_file()) {
-            anyhow::bail!("the lock file {} is not a regular file", path.display());
-        }
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let holder = read_at_most(&file, "the lock file", ByteCap { max_bytes: 4096, name: "4 KiB" })
-                    .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_string())
-                    .unwrap_or_default();
-                let holder = if holder.is_empty() { "another process".to_string() } else { holder };
-                anyhow::bail!(
-                    "{} is in use by {holder}; not {what} there (nothing was changed): wait for it to end, or stop it first",
-                    dir.display()
-                );
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("cannot lock {}", path.display()));
-            }
-        }
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        let holder = format!(
-            "process {} on {} since {}\n",
-            std::process::id(),
-            host.trim(),
-            chrono::Local::now().format("%Y-%m-%d %H:%M:%S")
-        );
-        // Who holds it, for the message another process gives; the lock is what counts.
-        let _ = file.set_len(0).and_then(|()| file.write_all(holder.as_bytes()));
-        Ok(Self { _file: file })
-    }
 }
 
 /// An I/O error without the path std sometimes appends, so messages name only the label.

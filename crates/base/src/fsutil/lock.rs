@@ -1,0 +1,74 @@
+//! The lock a process holds on a folder it works in.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use super::plain_io_error;
+use super::read::{read_at_most, ByteCap};
+
+/// The file in a folder whose lock says a process works in it.
+pub const LOCK_FILE: &str = ".imgtype.lock";
+
+/// An exclusive lock on a folder (`flock` on its [`LOCK_FILE`]), held while one process
+/// works in it: a run folder while it trains, a sweep experiment's or cross-validation fold's
+/// folder while its run is set up and trained. The kernel releases it when the process ends,
+/// however it ends; a copied folder carries no lock.
+#[derive(Debug)]
+pub struct FolderLock {
+    _file: std::fs::File,
+}
+
+impl FolderLock {
+    /// Takes the lock on `dir` (created if missing), or fails at once naming the process that
+    /// holds it; `what` says what the caller was about to do there.
+    pub fn acquire(dir: &Path, what: &str) -> Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = dir.join(LOCK_FILE);
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create folder {}", dir.display()))?;
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            anyhow::bail!(
+                "the lock file {} is a symbolic link; remove it (a lock file is never a link)",
+                path.display()
+            );
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| anyhow::anyhow!("cannot open the lock file {}: {}", path.display(), plain_io_error(&e)))?;
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            anyhow::bail!("the lock file {} is not a regular file", path.display());
+        }
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = read_at_most(&file, "the lock file", ByteCap { max_bytes: 4096, name: "4 KiB" })
+                    .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_string())
+                    .unwrap_or_default();
+                let holder = if holder.is_empty() { "another process".to_string() } else { holder };
+                anyhow::bail!(
+                    "{} is in use by {holder}; not {what} there (nothing was changed): wait for it to end, or stop it first",
+                    dir.display()
+                );
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+            }
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let holder = format!(
+            "process {} on {} since {}\n",
+            std::process::id(),
+            host.trim(),
+            chrono::Local::now().format("%Y-%m-%d %H:%M:%S")
+        );
+        // Who holds it, for the message another process gives; the lock is what counts.
+        let _ = file.set_len(0).and_then(|()| file.write_all(holder.as_bytes()));
+        Ok(Self { _file: file })
+    }
+}

@@ -1,0 +1,243 @@
+//! What is JPEG-specific in decoding: the scan count checked before any decoder runs, where
+//! the data ends, and decoding at a reduced DCT scale.
+
+use anyhow::{anyhow, bail, Context, Result};
+use image::{DynamicImage, ImageFormat, ImageReader, RgbImage};
+
+use super::decode_oriented;
+
+/// Most scans a JPEG may have. A progressive JPEG has about 10 (libjpeg's default script),
+/// and each scan costs a pass over the whole image: 10,000 scans of a few end-of-band runs
+/// in a 373 KiB file took 22–33 s to decode. The image crate's JPEG decoder (zune-jpeg)
+/// stops at the same count.
+pub const MAX_JPEG_SCANS: usize = 100;
+
+pub(super) fn check_scans(bytes: &[u8], label: &str) -> Result<()> {
+    let scans = jpeg_scans(bytes);
+    if scans > MAX_JPEG_SCANS {
+        bail!("{label}: a JPEG of {scans} scans, more than the {MAX_JPEG_SCANS} this tool decodes (made to be slow to decode?)");
+    }
+    Ok(())
+}
+
+/// The start-of-scan markers of a JPEG, counted over its marker segments as a decoder walks
+/// them: bytes between segments are skipped (as libjpeg and jpeg-decoder do), a scan's
+/// entropy-coded data runs to the next marker that is neither a restart nor a stuffed `FF 00`.
+/// Linear in the size of the data.
+fn jpeg_scans(data: &[u8]) -> usize {
+    let mut scans = 0;
+    let mut i = 2;
+    while i + 1 < data.len() {
+        if data[i] != 0xFF {
+            i += 1;
+            continue;
+        }
+        let marker = data[i + 1];
+        match marker {
+            0xFF | 0x00 => i += 1,
+            0xD9 => break,
+            0x01 | 0xD0..=0xD7 => i += 2,
+            _ => {
+                let Some(length) = data.get(i + 2..i + 4).map(|b| u16::from_be_bytes([b[0], b[1]]) as usize) else {
+                    break;
+                };
+                i += 2 + length;
+                if marker == 0xDA {
+                    scans += 1;
+                    while i + 1 < data.len()
+                        && !(data[i] == 0xFF && data[i + 1] != 0x00 && !(0xD0..=0xD7).contains(&data[i + 1]))
+                    {
+                        i += 1;
+                    }
+                }
+            }
+        }
+    }
+    scans
+}
+
+/// The largest of 8, 4, 2 by which a `width`×`height` JPEG can be scaled down and stay at
+/// least `2 × target` on both sides; `None` when even 2 is too much.
+pub fn jpeg_scale_factor(width: u32, height: u32, target: u32) -> Option<u32> {
+    [8, 4, 2].into_iter().find(|f| width / f >= 2 * target && height / f >= 2 * target)
+}
+
+/// Decodes a JPEG at 1/`factor` of its size, EXIF orientation applied. Grey and RGB JPEGs
+/// (nearly all photos); others (CMYK) decode in full through the image crate.
+pub(super) fn decode_jpeg_scaled(bytes: &[u8], label: &str, width: u32, height: u32, factor: u32) -> Result<RgbImage> {
+    let mut decoder = jpeg_decoder::Decoder::new(std::io::Cursor::new(bytes));
+    decoder.read_info().with_context(|| format!("cannot decode image {label}"))?;
+    let info = decoder.info().ok_or_else(|| anyhow!("cannot decode image {label}: no frame header"))?;
+    if !matches!(info.pixel_format, jpeg_decoder::PixelFormat::RGB24 | jpeg_decoder::PixelFormat::L8) {
+        // In full, within the caller's permit (its size was checked already).
+        let reader = ImageReader::with_format(std::io::Cursor::new(bytes), ImageFormat::Jpeg);
+        let decoder = reader.into_decoder().with_context(|| format!("cannot decode image {label}"))?;
+        return decode_oriented(decoder, label);
+    }
+    let (w, h) = (width.div_ceil(factor) as u16, height.div_ceil(factor) as u16);
+    decoder.scale(w, h).with_context(|| format!("cannot decode image {label}"))?;
+    let pixels = decoder.decode().with_context(|| format!("cannot decode image {label}"))?;
+    let info = decoder.info().ok_or_else(|| anyhow!("cannot decode image {label}: no frame header"))?;
+    let (w, h) = (info.width as u32, info.height as u32);
+    let rgb = match info.pixel_format {
+        jpeg_decoder::PixelFormat::L8 => pixels.iter().flat_map(|&v| [v, v, v]).collect(),
+        _ => pixels,
+    };
+    let mut image = DynamicImage::ImageRgb8(
+        RgbImage::from_raw(w, h, rgb).ok_or_else(|| anyhow!("{label}: decoded size does not match {w}×{h}"))?,
+    );
+    let orientation = decoder.exif_data().and_then(image::metadata::Orientation::from_exif_chunk);
+    image.apply_orientation(orientation.unwrap_or(image::metadata::Orientation::NoTransforms));
+    Ok(image.into_rgb8())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum JpegEnd {
+    /// The end-of-image marker is there.
+    Complete,
+    /// The data stops inside a segment or a scan, or before the end-of-image marker.
+    Truncated,
+    /// Not laid out as markers and segments; left to the decoder to judge.
+    Irregular,
+}
+
+/// Walks the JPEG marker segments and entropy-coded scans up to the end-of-image marker.
+pub(super) fn jpeg_end(data: &[u8]) -> JpegEnd {
+    if !data.starts_with(&[0xFF, 0xD8]) {
+        return JpegEnd::Irregular;
+    }
+    let mut i = 2;
+    loop {
+        if i >= data.len() {
+            return JpegEnd::Truncated;
+        }
+        if data[i] != 0xFF {
+            return JpegEnd::Irregular;
+        }
+        while i < data.len() && data[i] == 0xFF {
+            i += 1; // fill bytes
+        }
+        let Some(&marker) = data.get(i) else { return JpegEnd::Truncated };
+        i += 1;
+        match marker {
+            0xD9 => return JpegEnd::Complete,
+            0x01 | 0xD0..=0xD7 => continue, // markers without a segment
+            _ => {
+                let Some(length) = data.get(i..i + 2).map(|b| u16::from_be_bytes([b[0], b[1]]) as usize) else {
+                    return JpegEnd::Truncated;
+                };
+                i += length;
+                if marker == 0xDA {
+                    // Entropy-coded data: 0xFF is stuffed as FF 00; restart markers FF D0–D7 sit inside.
+                    loop {
+                        if i + 1 >= data.len() {
+                            return JpegEnd::Truncated;
+                        }
+                        if data[i] == 0xFF && data[i + 1] != 0x00 && !(0xD0..=0xD7).contains(&data[i + 1]) {
+                            break;
+                        }
+                        i += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether the PNG chunk sequence reaches its `IEND` chunk.
+#[cfg(test)]
+mod tests {
+    use super::super::tests::jpeg;
+    use super::super::{check_readable, decode_for_size, DecodeLimits};
+    use super::*;
+
+    fn progressive_jpeg(side: u16, ac_scans: usize) -> Vec<u8> {
+        let mut jpeg = vec![0xFF, 0xD8];
+        jpeg.extend([0xFF, 0xDB, 0, 67, 0]);
+        jpeg.extend([1u8; 64]);
+        let [h, l] = side.to_be_bytes();
+        jpeg.extend([0xFF, 0xC2, 0, 11, 8, h, l, h, l, 1, 1, 0x11, 0]);
+        for (class, symbol) in [(0x00, 0x00), (0x10, 0xE0)] {
+            let mut counts = [0u8; 16];
+            counts[0] = 1;
+            jpeg.extend([0xFF, 0xC4, 0, 20, class]);
+            jpeg.extend(counts);
+            jpeg.push(symbol);
+        }
+        let blocks = (side as usize / 8).pow(2);
+        jpeg.extend([0xFF, 0xDA, 0, 8, 1, 1, 0x00, 0, 0, 0]);
+        jpeg.extend(vec![0u8; blocks / 8]);
+        let runs = blocks.div_ceil(16_384);
+        let bits = runs * 15;
+        let mut ac = vec![0u8; bits.div_ceil(8)];
+        if bits % 8 != 0 {
+            *ac.last_mut().unwrap() = (1u8 << (8 - bits % 8)) - 1;
+        }
+        for _ in 0..ac_scans {
+            jpeg.extend([0xFF, 0xDA, 0, 8, 1, 1, 0x00, 1, 63, 0]);
+            jpeg.extend(&ac);
+        }
+        jpeg.extend([0xFF, 0xD9]);
+        jpeg
+    }
+
+    #[test]
+    fn a_jpeg_of_thousands_of_scans_is_refused_before_decoding() {
+        let limits = DecodeLimits::default();
+        let few = progressive_jpeg(1024, 9);
+        assert_eq!(jpeg_scans(&few), 10);
+        assert_eq!(jpeg_scans(&jpeg(40, 30)), 1);
+        for target in [None, Some(64)] {
+            let image = decode_for_size(&few, "few.jpg", limits, target).unwrap();
+            assert!(image.width() >= 128 && image.width() == image.height(), "{:?}", image.dimensions());
+        }
+        let many = progressive_jpeg(4096, 10_000);
+        assert_eq!(jpeg_scans(&many), 10_001);
+        for target in [None, Some(224)] {
+            let err = format!("{:#}", decode_for_size(&many, "many.jpg", limits, target).unwrap_err());
+            assert!(err.contains("many.jpg: a JPEG of 10001 scans, more than the 100"), "{err}");
+        }
+        let err = format!("{:#}", check_readable(&many, "many.jpg", limits).unwrap_err());
+        assert!(err.contains("10001 scans"), "{err}");
+        // Garbage between segments, which decoders skip, does not hide scans from the count.
+        let mut hidden = many.clone();
+        hidden.splice(2..2, [0x00, 0x13, 0x37]);
+        assert_eq!(jpeg_scans(&hidden), 10_001);
+    }
+
+    mod scan_count {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+            /// The count is that of the scans written, wherever decoders' skipped bytes (not
+            /// 0xFF) are put between segments; any bytes at all are counted without a panic.
+            #[test]
+            fn scans_are_counted_through_garbage_between_segments(
+                scans in 0usize..130,
+                garbage in proptest::collection::vec((any::<prop::sample::Index>(), 0u8..0xFF), 0..6),
+                noise in proptest::collection::vec(any::<u8>(), 0..200),
+            ) {
+                let clean = progressive_jpeg(64, scans);
+                // Segment starts: every 0xFF followed by a marker byte, outside entropy data.
+                let starts: Vec<usize> = (2..clean.len() - 1)
+                    .filter(|&i| clean[i] == 0xFF && clean[i + 1] != 0 && clean[i - 1] != 0xFF)
+                    .collect();
+                let mut messy = clean.clone();
+                let mut places: Vec<(usize, u8)> = garbage.iter().map(|(at, byte)| (starts[at.index(starts.len())], *byte)).collect();
+                places.sort_by(|a, b| b.0.cmp(&a.0));
+                for (at, byte) in places {
+                    messy.insert(at, byte);
+                }
+                prop_assert_eq!(jpeg_scans(&clean), scans + 1);
+                prop_assert_eq!(jpeg_scans(&messy), scans + 1);
+                let _ = jpeg_scans(&noise);
+                let mut prefixed = vec![0xFF, 0xD8];
+                prefixed.extend(&noise);
+                let _ = jpeg_scans(&prefixed);
+            }
+        }
+    }
+}
