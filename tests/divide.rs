@@ -347,3 +347,61 @@ fn find_duplicates_keeps_products_sharing_a_photo_in_one_split() {
         );
     }
 }
+
+/// `divide` takes its defaults from the config `train` reads (./config.json here): the product
+/// CSV, the output folder `train` reads splits from, the ratios and the seed; options override.
+#[test]
+fn settings_come_from_the_config_and_options_override_them() {
+    let dir = tempfile::tempdir().unwrap();
+    write_products(&dir.path().join("catalogue.csv"), &[("top", 20), ("outer", 12)]);
+    let config = serde_json::json!({
+        "data": {"csv_path": "catalogue.csv", "train_ratio": 0.5, "val_ratio": 0.25, "test_ratio": 0.25, "random_state": 7},
+        "paths": {"data_dir": "splits"}
+    });
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    let divide = |args: &[&str]| ok(Command::new(DIVIDE).current_dir(dir.path()).args(args).output().unwrap());
+    divide(&[]);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("splits/data_split_summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["split_info"]["random_state"], 7);
+    assert_eq!(summary["split_info"]["ratios"]["train"], 0.5);
+    assert!(summary["split_info"]["source_file"].as_str().unwrap().ends_with("catalogue.csv"));
+    let products = |folder: &str, split: &str| {
+        read_rows(&dir.path().join(folder).join(split))
+            .into_iter()
+            .map(|r| r["product_id"].clone())
+            .collect::<HashSet<_>>()
+    };
+    assert_eq!(products("splits", "train_data.csv").len(), 16, "half of 32 products");
+
+    // A config elsewhere (--config), each option over its key.
+    std::fs::rename(dir.path().join("config.json"), dir.path().join("other.json")).unwrap();
+    divide(&[
+        "--config",
+        "other.json",
+        "--train-ratio",
+        "0.75",
+        "--val-ratio",
+        "0.125",
+        "--test-ratio",
+        "0.125",
+        "--output-dir",
+        "mine",
+    ]);
+    assert_eq!(products("mine", "train_data.csv").len(), 24, "three quarters of 32 products");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("mine/data_split_summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["split_info"]["random_state"], 7, "the seed still from the config");
+
+    // Without a config: the built-in defaults (image_data.csv, which is missing here).
+    std::fs::remove_file(dir.path().join("other.json")).unwrap();
+    let out = Command::new(DIVIDE).current_dir(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("image_data.csv"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

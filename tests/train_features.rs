@@ -63,8 +63,10 @@ fn stop_and_resume_equals_an_uninterrupted_run() {
     assert!(metadata["device"].as_str().unwrap().contains("(1 threads)"), "{metadata}");
 
     let paused = ok(run(work, TRAIN, &["--config", "config.json", "--stop-after", "2"]));
-    let stdout = String::from_utf8_lossy(&paused.stdout).to_string();
-    assert!(stdout.contains("paused after 2 epoch(s)") && stdout.contains("train --resume"), "{stdout}");
+    // The stop on stderr, as in every binary; the folder on stdout, as a finished run's.
+    let stderr = String::from_utf8_lossy(&paused.stderr).to_string();
+    assert!(stderr.contains("paused after 2 epoch(s)") && stderr.contains("train --resume"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&paused.stdout).contains("paused after"));
     let resumed_dir = run_dir_from(work, &paused.stdout);
     assert_eq!(metrics_rows(&resumed_dir).len(), 2);
     assert!(!resumed_dir.join("evaluation_results.json").exists());
@@ -192,7 +194,7 @@ fn cuda_checkpoints_move_between_cuda_and_the_cpu() {
     assert_eq!(metadata["training_precision"], "bf16", "{metadata}");
     let run_arg = run_dir.to_str().unwrap();
     let on_cpu = ok(run(work, &train, &["--resume", run_arg, "--device", "cpu", "--stop-after", "1"]));
-    assert!(String::from_utf8_lossy(&on_cpu.stdout).contains("paused after 1 epoch(s)"));
+    assert!(String::from_utf8_lossy(&on_cpu.stderr).contains("paused after 1 epoch(s)"));
     let finished = ok(run(work, &train, &["--resume", run_arg, "--device", "cuda"]));
     assert!(String::from_utf8_lossy(&finished.stdout).contains("test accuracy:"));
     let rows = metrics_rows(&run_dir);
@@ -218,7 +220,7 @@ fn sigint_saves_a_checkpoint_and_the_run_resumes() {
     let stray = run_dir.join("checkpoints/.tmp-interrupted-save");
     std::fs::write(&stray, b"half a checkpoint").unwrap();
     let resumed = ok(run(work, TRAIN, &["--resume", run_dir.to_str().unwrap(), "--stop-after", "1"]));
-    assert!(String::from_utf8_lossy(&resumed.stdout).contains(&format!("paused after {} epoch(s)", done + 1)));
+    assert!(String::from_utf8_lossy(&resumed.stderr).contains(&format!("paused after {} epoch(s)", done + 1)));
     assert_eq!(metrics_rows(&run_dir).len(), done + 1);
     assert!(!stray.exists(), "--resume removes temp files of interrupted writes");
 }

@@ -1,35 +1,50 @@
 //! `divide`: product CSV → leak-free train / validation / test split CSVs (divide_data.py).
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
-use imgtype_dataset::split::{divide, format_summary_tables, DivideOptions};
+use imgtype_base::Config;
+use imgtype_cli::Ending;
+use imgtype_dataset::split::{divide, DivideOptions};
 
 #[derive(Parser)]
 #[command(
     about = "Split the product CSV into train/validation/test image lists, by product and stratified by category"
 )]
 struct Args {
-    /// Product-level CSV (columns id, category_name, main_image, back_image, text_tag_image, neck_tag_image, other)
-    #[arg(long, default_value = "image_data.csv")]
-    input_file: PathBuf,
-    /// Folder for train_data.csv, validation_data.csv, test_data.csv and data_split_summary.json
-    #[arg(long, default_value = "data")]
-    output_dir: PathBuf,
-    #[arg(long, default_value_t = 0.8)]
-    train_ratio: f64,
-    #[arg(long, default_value_t = 0.1)]
-    val_ratio: f64,
-    #[arg(long, default_value_t = 0.1)]
-    test_ratio: f64,
-    /// Seed: the same value gives byte-identical split files
-    #[arg(long, default_value_t = 2025)]
-    random_state: u64,
+    /// Config whose settings the options below default to (data.csv_path, paths.data_dir, the
+    /// data.*_ratio keys, data.random_state, data.base_image_path), as `train` reads it;
+    /// default ./config.json when present, else the built-in defaults. Options override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Product-level CSV (columns id, category_name, main_image, back_image, text_tag_image,
+    /// neck_tag_image, other) [default: the config's data.csv_path, image_data.csv]
+    #[arg(long)]
+    input_file: Option<PathBuf>,
+    /// Folder for train_data.csv, validation_data.csv, test_data.csv and
+    /// data_split_summary.json [default: the config's paths.data_dir, data]
+    #[arg(long)]
+    output_dir: Option<PathBuf>,
+    /// [default: the config's data.train_ratio, 0.8]
+    #[arg(long)]
+    train_ratio: Option<f64>,
+    /// [default: the config's data.val_ratio, 0.1]
+    #[arg(long)]
+    val_ratio: Option<f64>,
+    /// [default: the config's data.test_ratio, 0.1]
+    #[arg(long)]
+    test_ratio: Option<f64>,
+    /// Seed: the same value gives byte-identical split files [default: the config's
+    /// data.random_state, 2025]
+    #[arg(long)]
+    random_state: Option<u64>,
     /// Decode every image and leave out the ones that are missing or broken
     #[arg(long)]
     validate_images: bool,
-    /// Folder that relative image paths are resolved against (with --validate-images or --find-duplicates)
+    /// Folder that relative image paths are resolved against (with --validate-images or
+    /// --find-duplicates) [default: the config's data.base_image_path]
     #[arg(long)]
     image_base_path: Option<PathBuf>,
     /// Reviewed corrections to apply: a CSV with image_path and image_type (a class, or
@@ -48,55 +63,27 @@ struct Args {
     duplicate_distance: u32,
 }
 
-fn main() {
+fn main() -> ExitCode {
     let args = Args::parse();
     imgtype_cli::init_logging();
-    imgtype_cli::run_main(|| run(args));
+    imgtype_cli::run_main(|| run(args))
 }
 
-fn run(args: Args) -> Result<()> {
-    let summary = divide(&DivideOptions {
-        input_file: args.input_file,
-        output_dir: args.output_dir.clone(),
-        train_ratio: args.train_ratio,
-        val_ratio: args.val_ratio,
-        test_ratio: args.test_ratio,
-        random_state: args.random_state,
+fn run(args: Args) -> Result<Ending> {
+    let (config, _) = Config::load_or_default(args.config.as_deref())?;
+    let options = DivideOptions {
+        input_file: args.input_file.unwrap_or(config.data.csv_path),
+        output_dir: args.output_dir.unwrap_or(config.paths.data_dir),
+        train_ratio: args.train_ratio.unwrap_or(config.data.train_ratio),
+        val_ratio: args.val_ratio.unwrap_or(config.data.val_ratio),
+        test_ratio: args.test_ratio.unwrap_or(config.data.test_ratio),
+        random_state: args.random_state.unwrap_or(config.data.random_state),
         validate_images: args.validate_images,
-        image_base_path: args.image_base_path,
+        image_base_path: args.image_base_path.or(config.data.base_image_path),
         relabel: args.relabel,
         find_duplicates: args.find_duplicates.then_some(args.duplicate_distance),
-    })?;
-    print!("{}", format_summary_tables(&summary));
-    if !summary.skipped_rows.is_empty() {
-        println!(
-            "\n{} malformed row(s) skipped: listed, with why, under skipped_rows in data_split_summary.json",
-            summary.skipped_rows.len()
-        );
-    }
-    if let Some(relabel) = &summary.relabel {
-        println!(
-            "\n{}: {} image(s) relabelled, {} dropped, {} row(s) matched no image (listed in data_split_summary.json)",
-            relabel.corrections_file,
-            relabel.relabelled.len(),
-            relabel.dropped.len(),
-            relabel.unmatched.len()
-        );
-    }
-    if let Some(duplicates) = &summary.duplicates {
-        println!(
-            "\nduplicates: {} group(s) of the same photo ({} images), {} across products (kept in one split), {} label conflict(s); listed in {}",
-            duplicates.groups,
-            duplicates.images_in_groups,
-            duplicates.groups_across_products,
-            duplicates.label_conflicts.len(),
-            args.output_dir.join("duplicates.csv").display()
-        );
-        for conflict in &duplicates.label_conflicts {
-            println!("  label conflict in group {}: {}", conflict.group, conflict.image_types.join(" vs "));
-        }
-    }
-    let leak_free = if args.find_duplicates { "no product and no duplicate photo" } else { "no product" };
-    println!("\n{leak_free} is in two splits; files written to {}", args.output_dir.display());
-    Ok(())
+    };
+    let summary = divide(&options)?;
+    imgtype_cli::report::divide::print_split(&summary, &options.output_dir);
+    Ok(Ending::Done)
 }

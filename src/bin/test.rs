@@ -2,12 +2,15 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Parser;
 use imgtype::config::{DeviceChoice, InferenceEngineChoice, Precision};
 use imgtype::infer::{merge_shards, run_csv, run_dataset, CsvRequest, Predictor, Shard};
 use imgtype::{Outcome, StopFlag};
+use imgtype_cli::report::test as report;
+use imgtype_cli::Ending;
 
 #[derive(Parser)]
 #[command(about = "Predict image types with a trained model: the whole dataset, a CSV of images, or one image")]
@@ -44,7 +47,7 @@ struct Args {
     merge_shards: Vec<PathBuf>,
     /// Device (auto, cpu, cuda, cuda:N, mps)
     #[arg(long, default_value = "auto")]
-    device: String,
+    device: DeviceChoice,
     /// Print the single-image result (or the threshold fit) as JSON
     #[arg(long)]
     json: bool,
@@ -62,17 +65,45 @@ struct Args {
     export_onnx: Option<PathBuf>,
     /// Inference engine (auto, openvino, libtorch; default: the model's system.inference_engine)
     #[arg(long)]
-    engine: Option<String>,
+    engine: Option<InferenceEngineChoice>,
     /// Number format (auto, fp32, bf16; default: the model's system.precision, `auto`: bf16
     /// where the CPU has AVX512-BF16 or AMX, or on CUDA)
     #[arg(long)]
-    precision: Option<String>,
+    precision: Option<Precision>,
 }
 
-fn main() {
+/// What a `test` command line asks for.
+enum Mode<'a> {
+    MergeShards { output: &'a Path },
+    ExportOnnx { model: &'a Path, output: &'a Path },
+    OneImage { model: &'a Path, image: &'a OsString },
+    FitThresholds { model: &'a Path },
+    Csv { model: &'a Path, csv: &'a Path, output: &'a Path },
+    Dataset { model: &'a Path },
+}
+
+impl Args {
+    /// The mode; clap's relations have already refused the combinations that make none.
+    fn mode(&self) -> Mode<'_> {
+        let output = self.output_path.as_deref();
+        if !self.merge_shards.is_empty() {
+            return Mode::MergeShards { output: output.expect("clap requires --output-path") };
+        }
+        let model = self.model_path.as_deref().expect("clap requires --model-path");
+        match (&self.export_onnx, &self.image_path, &self.csv_path) {
+            (Some(onnx), _, _) => Mode::ExportOnnx { model, output: onnx },
+            (None, Some(image), _) => Mode::OneImage { model, image },
+            (None, None, _) if self.fit_thresholds => Mode::FitThresholds { model },
+            (None, None, Some(csv)) => Mode::Csv { model, csv, output: output.expect("clap requires --output-path") },
+            (None, None, None) => Mode::Dataset { model },
+        }
+    }
+}
+
+fn main() -> ExitCode {
     let args = Args::parse();
     imgtype_cli::init_logging();
-    imgtype_cli::run_main(|| run(args));
+    imgtype_cli::run_main(|| run(&args))
 }
 
 /// Ctrl-C / SIGTERM while batches are predicted: finish the batch, keep what is done. Before
@@ -81,90 +112,66 @@ fn stop_between_batches() -> StopFlag {
     imgtype_cli::stop_on_signals("finishing the current batch, then keeping what is done")
 }
 
-fn run(args: Args) -> Result<()> {
-    if !args.merge_shards.is_empty() {
-        let output = args.output_path.as_ref().expect("clap requires --output-path");
-        let source = imgtype::data::ImageSource::local(args.image_base_path.clone());
-        let rows = merge_shards(&args.merge_shards, output, &source)?;
-        println!("{rows} rows merged into {}", output.display());
-        return Ok(());
-    }
-    let device = imgtype::device::resolve_device(args.device.parse::<DeviceChoice>().context("--device")?)?;
-    let model_path = args.model_path.as_ref().expect("clap requires --model-path");
-    if let Some(output) = &args.export_onnx {
-        let model_file = imgtype::infer::resolve_model_path(model_path)?;
-        let output = imgtype::fsutil::check_output_file(output, &[&model_file])?;
-        imgtype::model::onnx::export_model_file(&model_file, &output)?;
-        println!("ONNX model (opset {}) written to {}", imgtype::model::onnx::OPSET, output.display());
-        return Ok(());
-    }
-    let precision = args.precision.as_deref().map(parse_precision).transpose()?;
-    let engine = args.engine.as_deref().map(str::parse::<InferenceEngineChoice>).transpose().context("--engine")?;
-    let mut predictor = Predictor::load_with(model_path, device, precision, engine)?;
-    predictor.set_base_image_path(args.image_base_path.clone());
-
-    if let Some(image) = &args.image_path {
-        return predict_one(&predictor, image, args.json);
-    }
-    if args.fit_thresholds {
-        return fit_thresholds(&predictor, model_path, &args);
-    }
-    if let Some(csv_path) = &args.csv_path {
-        let output = args.output_path.as_ref().expect("clap requires --output-path");
-        let request = CsvRequest { csv_path, image_column: &args.image_column, output_path: output, shard: args.shard };
-        let Some(report) = finished(run_csv(&predictor, &request, &stop_between_batches())?) else {
-            return Ok(());
-        };
-        println!(
-            "{} predictions ({} failed) written to {}; {:.1} images/s",
-            report.rows,
-            report.failed,
-            report.output_path.display(),
-            report.timing.images_per_second
-        );
-        if args.strict && report.failed > 0 {
-            bail!(
-                "--strict: {} of {} rows are ERROR rows (the reason is in the `error` column of {})",
-                report.failed,
-                report.rows,
-                report.output_path.display()
-            );
+fn run(args: &Args) -> Result<Ending> {
+    let model = match args.mode() {
+        Mode::MergeShards { output } => {
+            let source = imgtype::data::ImageSource::local(args.image_base_path.clone());
+            let rows = merge_shards(&args.merge_shards, output, &source)?;
+            println!("{rows} rows merged into {}", output.display());
+            return Ok(Ending::Done);
         }
-        return Ok(());
+        Mode::ExportOnnx { model, output } => {
+            let model_file = imgtype::infer::resolve_model_path(model)?;
+            let output = imgtype::fsutil::check_output_file(output, &[&model_file])?;
+            imgtype::model::onnx::export_model_file(&model_file, &output)?;
+            println!("ONNX model (opset {}) written to {}", imgtype::model::onnx::OPSET, output.display());
+            return Ok(Ending::Done);
+        }
+        Mode::OneImage { model, .. }
+        | Mode::FitThresholds { model }
+        | Mode::Csv { model, .. }
+        | Mode::Dataset { model } => model,
+    };
+    let device = imgtype::device::resolve_device(args.device)?;
+    let mut predictor = Predictor::load_with(model, device, args.precision, args.engine)?;
+    predictor.set_base_image_path(args.image_base_path.clone());
+    match args.mode() {
+        Mode::OneImage { image, .. } => predict_one(&predictor, image, args.json),
+        Mode::FitThresholds { model } => fit_thresholds(&predictor, model, args),
+        Mode::Csv { csv, output, .. } => predict_csv(&predictor, csv, output, args),
+        _ => predict_dataset(&predictor, args),
     }
+}
+
+fn predict_csv(predictor: &Predictor, csv_path: &Path, output: &Path, args: &Args) -> Result<Ending> {
+    let request = CsvRequest { csv_path, image_column: &args.image_column, output_path: output, shard: args.shard };
+    let report = match run_csv(predictor, &request, &stop_between_batches())? {
+        Outcome::Finished(report) => report,
+        Outcome::Stopped(stopped) => return Ok(Ending::Stopped(stopped)),
+    };
+    report::print_csv(&report);
+    if args.strict && report.failed > 0 {
+        bail!(
+            "--strict: {} of {} rows are ERROR rows (the reason is in the `error` column of {})",
+            report.failed,
+            report.rows,
+            report.output_path.display()
+        );
+    }
+    Ok(Ending::Done)
+}
+
+fn predict_dataset(predictor: &Predictor, args: &Args) -> Result<Ending> {
     let data_dir = args.data_dir.clone().unwrap_or_else(|| predictor.trained_with().paths.data_dir.clone());
     let output_root = args.output_dir.clone().unwrap_or_else(|| predictor.trained_with().paths.test_result_dir.clone());
-    let Some(report) = finished(run_dataset(&predictor, &data_dir, &output_root, args.shard, &stop_between_batches())?)
-    else {
-        return Ok(());
-    };
-    for (split, accuracy) in &report.accuracy_by_split {
-        println!("{split:<10} accuracy {accuracy:.4}");
+    match run_dataset(predictor, &data_dir, &output_root, args.shard, &stop_between_batches())? {
+        Outcome::Finished(report) => report::print_dataset(&report),
+        Outcome::Stopped(stopped) => return Ok(Ending::Stopped(stopped)),
     }
-    println!(
-        "{} images ({} failed), {:.2} ms per image, {:.1} images/s; results in {}",
-        report.timing.images,
-        report.failed,
-        report.timing.mean_ms_per_image,
-        report.timing.images_per_second,
-        report.output_dir.display()
-    );
-    Ok(())
+    Ok(Ending::Done)
 }
 
-/// The report of a run that finished; a stopped one says so on stderr (exit status 130).
-fn finished<T>(outcome: Outcome<T>) -> Option<T> {
-    match outcome {
-        Outcome::Finished(report) => Some(report),
-        Outcome::Stopped(stopped) => {
-            eprintln!("{stopped}");
-            imgtype_cli::exit_if_interrupted(&stopped);
-            None
-        }
-    }
-}
-
-fn fit_thresholds(predictor: &Predictor, model_path: &Path, args: &Args) -> Result<()> {
+fn fit_thresholds(predictor: &Predictor, model_path: &Path, args: &Args) -> Result<Ending> {
     let model_file = imgtype::infer::resolve_model_path(model_path)?;
     let output = args.output_path.clone().unwrap_or_else(|| {
         let stem = model_file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
@@ -172,35 +179,21 @@ fn fit_thresholds(predictor: &Predictor, model_path: &Path, args: &Args) -> Resu
     });
     let data_dir = args.data_dir.clone().unwrap_or_else(|| predictor.trained_with().paths.data_dir.clone());
     let fit = imgtype::infer::fit_thresholds(predictor, &model_file, &data_dir, &output)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&fit)?);
-        return Ok(());
-    }
-    let shown: Vec<String> = fit.thresholds.iter().map(|(c, t)| format!("{c} {t:.2}")).collect();
-    println!("thresholds: {}", if shown.is_empty() { "none (argmax is best)".into() } else { shown.join(", ") });
-    println!("validation {}: {:.4} -> {:.4}", fit.metric, fit.validation_before, fit.validation_after);
-    println!("test       {}: {:.4} -> {:.4}", fit.metric, fit.test_before, fit.test_after);
-    println!("test       accuracy: {:.4} -> {:.4}", fit.test_accuracy_before, fit.test_accuracy_after);
-    println!("model with thresholds: {}", fit.model_file.display());
-    Ok(())
-}
-
-fn parse_precision(name: &str) -> Result<Precision> {
-    serde_json::from_value(serde_json::Value::String(name.into()))
-        .map_err(|_| anyhow::anyhow!("--precision `{name}`: use auto, fp32 or bf16"))
+    report::print_threshold_fit(&fit, args.json);
+    Ok(Ending::Done)
 }
 
 /// `--image-path`: a key as in the CSVs (relative, absolute, URL), or any local file name,
 /// UTF-8 or not.
-fn predict_one(predictor: &Predictor, image: &OsString, json: bool) -> Result<()> {
+fn predict_one(predictor: &Predictor, image: &OsString, json: bool) -> Result<Ending> {
     let (label, outcome) = match image.to_str() {
         Some(key) => (key.to_string(), predictor.predict_keys(&[key.to_string()]).remove(0)),
         None => (image.to_string_lossy().into_owned(), predictor.predict_file(Path::new(image))),
     };
     match outcome {
         Ok(prediction) => {
-            print!("{}", imgtype::infer::format_single(predictor, &label, &prediction, json));
-            Ok(())
+            report::print_single(predictor, &label, &prediction, json);
+            Ok(Ending::Done)
         }
         Err(reason) => bail!("{reason}"),
     }

@@ -1,17 +1,21 @@
 //! `train`: trains the classifier as a config says (main.py).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
-use clap::Parser;
+use anyhow::{Context, Result};
+use clap::{ArgGroup, Parser};
 use imgtype::config::DeviceChoice;
 use imgtype::eval::label_issues::LabelQuality;
 use imgtype::train::{RunFolder, TrainOptions};
 use imgtype::Outcome;
 use imgtype::{Config, StopFlag};
+use imgtype_cli::report::train as report;
+use imgtype_cli::{usage_error, Ending};
 
 #[derive(Parser)]
 #[command(about = "Train the EfficientNet-B0 image-type classifier; results go to results/run_YYYYMMDD_HHMMSS_<id>/")]
+#[command(group(ArgGroup::new("array_work").args(["sweep", "cross_validate", "resume"]).multiple(true)))]
 struct Args {
     /// Config file (defaults to ./config.json when present, else built-in defaults)
     #[arg(long, conflicts_with = "resume")]
@@ -19,8 +23,8 @@ struct Args {
     /// Continue an interrupted run from its latest checkpoint, in its own folder
     #[arg(long, value_name = "RUN_DIR")]
     resume: Option<PathBuf>,
-    /// Short run: 5 epochs, patience 3, 2 frozen epochs
-    #[arg(long, conflicts_with = "resume")]
+    /// Short run: 5 epochs, patience 3, 2 frozen epochs (each experiment of a sweep alike)
+    #[arg(long, conflicts_with_all = ["resume", "epochs"])]
     quick_test: bool,
     /// Folder with train_data.csv, validation_data.csv, test_data.csv (overrides paths.data_dir)
     #[arg(long, conflicts_with = "resume")]
@@ -33,7 +37,7 @@ struct Args {
     batch_size: Option<usize>,
     /// Overrides system.device (auto, cpu, cuda, cuda:N, mps); with --resume, the device the run continues on
     #[arg(long, conflicts_with = "summarize")]
-    device: Option<String>,
+    device: Option<DeviceChoice>,
     /// Stop after this many epochs of this invocation, resumably (for time-limited job slots)
     #[arg(long, value_name = "EPOCHS", conflicts_with = "sweep")]
     stop_after: Option<usize>,
@@ -46,7 +50,7 @@ struct Args {
     sweep_dir: Option<PathBuf>,
     /// With --sweep or --cross-validate: run only experiments (folds) i with i mod N = K (a job
     /// array's member K of N)
-    #[arg(long, value_name = "K/N")]
+    #[arg(long, value_name = "K/N", requires = "array_work")]
     member: Option<imgtype::sweep::Member>,
     /// Train K models on product-grouped folds of every image of the three split files, each
     /// fold a run folder in results/cv_YYYYMMDD_HHMMSS_<id>/, and list the labels the
@@ -66,89 +70,115 @@ struct Args {
     summarize: Option<PathBuf>,
 }
 
-fn main() {
+/// What a `train` command line asks for.
+enum Mode<'a> {
+    Summarize(&'a Path),
+    Sweep(&'a Path),
+    CrossValidate,
+    ResumeCrossValidation(&'a Path),
+    Resume(&'a Path),
+    New,
+}
+
+impl Args {
+    /// The mode, and the usage errors clap cannot see (they depend on what a folder holds).
+    fn mode(&self) -> Result<Mode<'_>> {
+        if let Some(dir) = &self.summarize {
+            return Ok(Mode::Summarize(dir));
+        }
+        if let Some(sweep) = &self.sweep {
+            return Ok(Mode::Sweep(sweep));
+        }
+        let resumed_cv = self.resume.as_deref().filter(|dir| imgtype::crossval::is_cv_folder(dir));
+        if self.member.is_some() && self.sweep.is_none() && self.cross_validate.is_none() && resumed_cv.is_none() {
+            return Err(usage_error(
+                "--member is for --sweep and --cross-validate (and --resume of a cross-validation folder)",
+            ));
+        }
+        if self.member.is_some() && self.cross_validate.is_some() && self.cv_dir.is_none() {
+            return Err(usage_error(
+                "--member with --cross-validate needs --cv-dir: every member of the job array must use one folder",
+            ));
+        }
+        if let Some(dir) = resumed_cv {
+            if self.device.is_some() {
+                return Err(usage_error(
+                    "--device with --resume of a cross-validation folder: its folds train on the device its \
+                     cv_plan.json names; resume without --device",
+                ));
+            }
+            return Ok(Mode::ResumeCrossValidation(dir));
+        }
+        if let Some(dir) = self.resume.as_deref().filter(|dir| dir.join("images.csv").is_file()) {
+            anyhow::bail!(
+                "{} is a cross-validation folder whose set-up did not finish (no cv_plan.json): run the \
+                 `--cross-validate K` command again with `--cv-dir {}`",
+                dir.display(),
+                dir.display()
+            );
+        }
+        Ok(match (&self.resume, self.cross_validate) {
+            (_, Some(_)) => Mode::CrossValidate,
+            (Some(dir), None) => Mode::Resume(dir),
+            (None, None) => Mode::New,
+        })
+    }
+}
+
+fn main() -> ExitCode {
     let args = Args::parse();
     imgtype_cli::init_logging();
     let stop = imgtype_cli::stop_on_signals("finishing the current step, then saving a checkpoint");
-    imgtype_cli::run_main(|| run(args, stop));
+    imgtype_cli::run_main(|| run(&args, stop))
 }
 
-fn run(args: Args, stop: StopFlag) -> Result<()> {
-    if args.member.is_some() && args.sweep.is_none() && args.cross_validate.is_none() && !resumes_cv(&args) {
-        anyhow::bail!("--member is for --sweep and --cross-validate");
-    }
-    if args.member.is_some() && args.cross_validate.is_some() && args.cv_dir.is_none() {
-        anyhow::bail!(
-            "--member with --cross-validate needs --cv-dir: every member of the job array must use one folder"
-        );
-    }
-    if let Some(dir) = &args.summarize {
-        if imgtype::crossval::is_cv_folder(dir) {
-            let summary = imgtype::crossval::summarize(dir, args.rank_by)?;
-            print_cv_summary(dir, &summary);
-            return Ok(());
-        }
-        return summarize(dir);
-    }
-    if let Some(sweep) = &args.sweep {
-        return run_sweep(sweep, &args, stop);
-    }
-    if let Some(dir) = args.resume.as_deref().filter(|d| d.join("images.csv").is_file() && !resumes_cv(&args)) {
-        anyhow::bail!(
-            "{} is a cross-validation folder whose set-up did not finish (no cv_plan.json): run the \
-             `--cross-validate K` command again with `--cv-dir {}`",
-            dir.display(),
-            dir.display()
-        );
-    }
-    if resumes_cv(&args) && args.device.is_some() {
-        bail!(
-            "--device with --resume of a cross-validation folder: its folds train on the device its cv_plan.json \
-             names; resume without --device"
-        );
-    }
-    if args.cross_validate.is_some() || resumes_cv(&args) {
-        return cross_validate(&args, stop);
-    }
-    let folder = match &args.resume {
-        Some(run_dir) => {
-            let device = args.device.as_deref().map(str::parse::<DeviceChoice>).transpose().context("--device")?;
-            RunFolder::reopen_on(run_dir, device)?
-        }
-        None => {
-            let (config, config_path) = effective_config(&args)?;
+fn run(args: &Args, stop: StopFlag) -> Result<Ending> {
+    let folder = match args.mode()? {
+        Mode::Summarize(dir) => return summarize(dir, args.rank_by),
+        Mode::Sweep(sweep) => return run_sweep(sweep, args, stop),
+        Mode::CrossValidate => return cross_validate(args, None, stop),
+        Mode::ResumeCrossValidation(dir) => return cross_validate(args, Some(dir), stop),
+        Mode::Resume(run_dir) => RunFolder::reopen_on(run_dir, args.device)?,
+        Mode::New => {
+            let (config, config_path) = effective_config(args)?;
             RunFolder::create(&config, config_path.as_deref())?
         }
     };
     imgtype_cli::attach_run_logs(&folder.logs_dir(), folder.config().logging.log_level)?;
     let options = TrainOptions { stop_after_epochs: args.stop_after, stop };
     match imgtype::train::train(folder, &options)? {
-        Outcome::Finished(outcome) => {
-            println!("run folder: {}", outcome.run_dir.display());
-            if let Some(model) = &outcome.best_model {
-                println!("best model: {} (epoch {})", model.display(), outcome.best_epoch.unwrap_or(0));
-            }
-            println!(
-                "test accuracy: {:.4}  F1 macro: {:.4}  F1 weighted: {:.4}",
-                outcome.test_metrics.accuracy, outcome.test_metrics.macro_avg.f1, outcome.test_metrics.weighted_avg.f1
-            );
-        }
-        Outcome::Stopped(stopped) => {
-            if let Some(run_dir) = &stopped.kept_in {
-                println!("run folder: {}", run_dir.display());
-            }
-            println!("{stopped}");
-            imgtype_cli::exit_if_interrupted(&stopped);
-        }
+        Outcome::Finished(outcome) => report::print_run(&outcome),
+        Outcome::Stopped(stopped) => return Ok(stopped_in("run folder", stopped)),
     }
-    Ok(())
+    Ok(Ending::Done)
 }
 
-fn run_sweep(sweep: &std::path::Path, args: &Args, stop: StopFlag) -> Result<()> {
+/// A stop: the folder that holds what was kept on stdout (a script reads it as it reads a
+/// finished run's), the stop itself for `run_main` to report.
+fn stopped_in(what: &str, stopped: imgtype::Stopped) -> Ending {
+    if let Some(dir) = &stopped.kept_in {
+        println!("{what}: {}", dir.display());
+    }
+    Ending::Stopped(stopped)
+}
+
+fn summarize(dir: &Path, quality: LabelQuality) -> Result<Ending> {
+    if imgtype::crossval::is_cv_folder(dir) {
+        let summary = imgtype::crossval::summarize(dir, quality)?;
+        report::print_cv_summary(dir, &summary);
+    } else {
+        let summary = imgtype::sweep::summarize(dir)?;
+        println!("sweep folder: {}", dir.display());
+        report::print_sweep_table(&summary);
+    }
+    Ok(Ending::Done)
+}
+
+fn run_sweep(sweep: &Path, args: &Args, stop: StopFlag) -> Result<Ending> {
     use imgtype::sweep::{EpochsOverride, SweepOptions, SweepReport};
     let epochs = match (args.quick_test, args.epochs) {
-        (true, _) => Some(EpochsOverride::QUICK_TEST),
-        (false, Some(n)) => Some(EpochsOverride(n)),
+        (true, _) => Some(EpochsOverride::QuickTest),
+        (false, Some(n)) => Some(EpochsOverride::Epochs(n)),
         (false, None) => None,
     };
     let options = SweepOptions {
@@ -162,7 +192,7 @@ fn run_sweep(sweep: &std::path::Path, args: &Args, stop: StopFlag) -> Result<()>
             println!("sweep folder: {}", sweep_dir.display());
             println!("{ran} experiment(s) run, {skipped} finished earlier, {failed} failed");
             if let Some(summary) = &summary {
-                print_table(summary);
+                report::print_sweep_table(summary);
                 println!("results: {}", sweep_dir.join("sweep_results.csv").display());
             }
             if failed > 0 {
@@ -170,23 +200,13 @@ fn run_sweep(sweep: &std::path::Path, args: &Args, stop: StopFlag) -> Result<()>
                     "{failed} experiment(s) failed (see their run folders); run the same command to retry them"
                 );
             }
+            Ok(Ending::Done)
         }
-        Outcome::Stopped(stopped) => {
-            if let Some(sweep_dir) = &stopped.kept_in {
-                println!("sweep folder: {}", sweep_dir.display());
-            }
-            println!("{stopped}");
-            imgtype_cli::exit_if_interrupted(&stopped);
-        }
+        Outcome::Stopped(stopped) => Ok(stopped_in("sweep folder", stopped)),
     }
-    Ok(())
 }
 
-fn resumes_cv(args: &Args) -> bool {
-    args.resume.as_deref().is_some_and(imgtype::crossval::is_cv_folder)
-}
-
-fn cross_validate(args: &Args, stop: StopFlag) -> Result<()> {
+fn cross_validate(args: &Args, resume: Option<&Path>, stop: StopFlag) -> Result<Ending> {
     use imgtype::crossval::{CvOptions, CvReport};
     let options = CvOptions {
         folds: args.cross_validate.unwrap_or(0),
@@ -195,7 +215,7 @@ fn cross_validate(args: &Args, stop: StopFlag) -> Result<()> {
         quality: args.rank_by,
         train: TrainOptions { stop_after_epochs: None, stop },
     };
-    let end = match &args.resume {
+    let end = match resume {
         Some(dir) => imgtype::crossval::resume_cross_validation(dir, options)?,
         None => imgtype::crossval::cross_validate(&effective_config(args)?.0, &options)?,
     };
@@ -204,7 +224,7 @@ fn cross_validate(args: &Args, stop: StopFlag) -> Result<()> {
             println!("cross-validation folder: {}", cv_dir.display());
             println!("{ran} fold(s) trained, {skipped} finished earlier, {failed} failed");
             if let Some(summary) = &summary {
-                print_cv_summary(&cv_dir, summary);
+                report::print_cv_summary(&cv_dir, summary);
             }
             if failed > 0 {
                 anyhow::bail!(
@@ -212,100 +232,17 @@ fn cross_validate(args: &Args, stop: StopFlag) -> Result<()> {
                     cv_dir.display()
                 );
             }
+            Ok(Ending::Done)
         }
-        Outcome::Stopped(stopped) => {
-            if let Some(dir) = &stopped.kept_in {
-                println!("cross-validation folder: {}", dir.display());
-            }
-            println!("{stopped}");
-            imgtype_cli::exit_if_interrupted(&stopped);
-        }
-    }
-    Ok(())
-}
-
-fn print_cv_summary(dir: &std::path::Path, summary: &imgtype::crossval::CvSummary) {
-    let score = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
-    for f in &summary.folds {
-        println!(
-            "fold {:<3} {:<9} {:>5} held out  accuracy {}  F1 macro {}  F1 weighted {}",
-            f.fold,
-            f.status,
-            f.held_out_images,
-            score(f.accuracy),
-            score(f.f1_macro),
-            score(f.f1_weighted)
-        );
-    }
-    let spread = |s: Option<imgtype::crossval::Spread>| {
-        s.map(|s| format!("{:.4} ± {:.4}", s.mean, s.std)).unwrap_or_else(|| "-".into())
-    };
-    println!(
-        "k-fold: accuracy {}  F1 macro {}  F1 weighted {}",
-        spread(summary.accuracy),
-        spread(summary.f1_macro),
-        spread(summary.f1_weighted)
-    );
-    println!(
-        "labels to review: {} of {} images with an out-of-fold prediction ({} by confident learning), ranked by {}",
-        summary.label_issues,
-        summary.oof_images,
-        summary.confident_learning_issues,
-        summary.ranked_by.as_str()
-    );
-    for c in summary.confusions.iter().filter(|c| c.listed > 0).take(5) {
-        println!(
-            "  labelled {} but looks like {}: {} listed ({} estimated)",
-            c.given, c.suggested, c.listed, c.estimated
-        );
-    }
-    if !summary.unfinished.is_empty() {
-        println!("folds not finished: {:?}", summary.unfinished);
-    }
-    println!("results: {}", dir.join("cv_results.csv").display());
-    println!("label issues: {} and {}", dir.join("label_issues.csv").display(), dir.join("label_issues.png").display());
-}
-
-fn summarize(dir: &std::path::Path) -> Result<()> {
-    let summary = imgtype::sweep::summarize(dir)?;
-    println!("sweep folder: {}", dir.display());
-    print_table(&summary);
-    Ok(())
-}
-
-fn print_table(summary: &imgtype::sweep::Summary) {
-    for r in &summary.results {
-        let score = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
-        println!(
-            "{:<24} {:<9} val F1 weighted {}  test accuracy {}",
-            r.name,
-            r.status,
-            score(r.val_f1_weighted),
-            score(r.test_accuracy)
-        );
-    }
-    if let Some(best) = &summary.best {
-        println!("best: {best} (best_config.json)");
-    }
-    if !summary.missing.is_empty() {
-        println!("not finished: {}", summary.missing.join(", "));
+        Outcome::Stopped(stopped) => Ok(stopped_in("cross-validation folder", stopped)),
     }
 }
 
 /// The config file (or defaults) with the command-line overrides applied, and its path.
 fn effective_config(args: &Args) -> Result<(Config, Option<PathBuf>)> {
-    let config_path = args.config.clone().or_else(|| {
-        let default = PathBuf::from("config.json");
-        default.exists().then_some(default)
-    });
-    let mut config = match &config_path {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
+    let (mut config, config_path) = Config::load_or_default(args.config.as_deref())?;
     if args.quick_test {
-        config.training.epochs = 5;
-        config.training.patience = 3;
-        config.model.freeze_backbone_epochs = 2;
+        config.apply_quick_test();
     }
     if let Some(dir) = &args.data_dir {
         config.paths.data_dir = dir.clone();
@@ -316,8 +253,8 @@ fn effective_config(args: &Args) -> Result<(Config, Option<PathBuf>)> {
     if let Some(batch_size) = args.batch_size {
         config.training.batch_size = batch_size;
     }
-    if let Some(device) = &args.device {
-        config.system.device = device.parse::<DeviceChoice>().context("--device")?;
+    if let Some(device) = args.device {
+        config.system.device = device;
     }
     config.validate().context("invalid setting after command-line overrides")?;
     Ok((config, config_path))

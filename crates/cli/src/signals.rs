@@ -12,7 +12,7 @@ pub fn stop_on_signals(what_happens: &'static str) -> StopFlag {
     let _ = ctrlc::set_handler(move || {
         if raised.is_raised() {
             eprintln!("second interrupt: exiting without a checkpoint");
-            std::process::exit(130);
+            std::process::exit(crate::EXIT_INTERRUPTED.into());
         }
         raised.raise();
         eprintln!("interrupt received: {what_happens}");

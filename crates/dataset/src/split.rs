@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use super::duplicates::{self, duplicate_groups, linked_products};
 use super::product::{image_records, read_products, Product, Split};
 use super::relabel::{apply_corrections, read_corrections};
-pub use super::split_summary::{format_summary_tables, Counts, DroppedImage, SplitInfo, SplitSummary};
+pub use super::split_summary::{Counts, DroppedImage, SplitInfo, SplitSummary};
 use imgtype_images::records::SplitName;
 
 /// Categories smaller than this are pooled and split at random.

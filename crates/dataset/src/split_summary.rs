@@ -1,4 +1,4 @@
-//! What `divide` reports: `data_split_summary.json` and the tables it prints.
+//! What `divide` reports: `data_split_summary.json` (printed as tables by the front end).
 
 use std::collections::BTreeMap;
 
@@ -47,39 +47,4 @@ pub struct DroppedImage {
     pub product_id: String,
     pub image_path: String,
     pub reason: String,
-}
-
-/// The per-split tables `divide` prints.
-pub fn format_summary_tables(summary: &SplitSummary) -> String {
-    let splits = ["train", "validation", "test"];
-    let mut out = String::new();
-    let mut table = |title: &str, dist: &BTreeMap<String, BTreeMap<String, usize>>| {
-        let mut keys: Vec<&String> = dist.values().flat_map(|m| m.keys()).collect();
-        keys.sort();
-        keys.dedup();
-        out.push_str(&format!("\n{title}\n{:<20}", ""));
-        for s in splits {
-            out.push_str(&format!("{s:>12}"));
-        }
-        out.push('\n');
-        for k in keys {
-            out.push_str(&format!("{:<20}", k.replace(|c: char| c.is_control(), " ")));
-            for s in splits {
-                out.push_str(&format!("{:>12}", dist.get(s).and_then(|m| m.get(k)).copied().unwrap_or(0)));
-            }
-            out.push('\n');
-        }
-    };
-    table("images per type", &summary.image_type_distribution);
-    table("products per category", &summary.category_distribution);
-    out.push_str(&format!("\n{:<20}", "total images"));
-    for s in splits {
-        out.push_str(&format!("{:>12}", summary.data_counts[s].images));
-    }
-    out.push_str(&format!("\n{:<20}", "total products"));
-    for s in splits {
-        out.push_str(&format!("{:>12}", summary.data_counts[s].products));
-    }
-    out.push('\n');
-    out
 }

@@ -1,8 +1,8 @@
 //! Prediction, as a backend embeds it and the Python module wraps it: the one batch scorer
 //! and its engines (`score`), the [`Predictor`] (the scorer and the settings that turn
 //! scores into predictions, read once from the model file), the backend API (`api`, with
-//! `batcher`: concurrent calls merged into shared forward passes), one image's output
-//! (`single_image`), and keeping all of it safe across `fork` (`forksafe`). Nothing of
+//! `batcher`: concurrent calls merged into shared forward passes), and keeping all of it safe
+//! across `fork` (`forksafe`). Nothing of
 //! training, plotting, the command line or TLS (without the `remote` feature) is linked.
 
 pub mod api;
@@ -10,7 +10,6 @@ mod batcher;
 pub mod forksafe;
 mod predictor;
 pub mod score;
-mod single_image;
 
 use std::path::{Path, PathBuf};
 
@@ -18,7 +17,6 @@ use anyhow::{bail, Result};
 
 pub use api::{ApiPrediction, ImageClassificationApi, ERROR_CLASS};
 pub use predictor::{LoadedBatch, Prediction, Predictor};
-pub use single_image::format_single;
 
 /// A model file given directly, or a run folder holding `model/best_model.safetensors`.
 pub fn resolve_model_path(path: &Path) -> Result<PathBuf> {

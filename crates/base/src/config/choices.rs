@@ -193,6 +193,19 @@ pub enum Precision {
     Bf16,
 }
 
+impl FromStr for Precision {
+    type Err = anyhow::Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        Ok(match name.trim().to_ascii_lowercase().as_str() {
+            "auto" => Self::Auto,
+            "fp32" => Self::Fp32,
+            "bf16" => Self::Bf16,
+            other => anyhow::bail!("unknown number format `{other}` (auto, fp32, bf16)"),
+        })
+    }
+}
+
 /// `system.inference_engine`: what runs the forward pass of inference (`test`, the API, the
 /// Python module); training and its validation always run libtorch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -2,7 +2,7 @@
 //! where the config has sections, the `augmentation.strength` preset, serde with the path of
 //! a key whose value has the wrong type, unknown and inert keys collected, then the checks.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -17,7 +17,24 @@ pub struct LoadedConfig {
     pub inert_keys: Vec<(String, &'static str)>,
 }
 
+/// Where a command looks for its config when `--config` is not given.
+pub const DEFAULT_CONFIG_FILE: &str = "config.json";
+
 impl Config {
+    /// The config a command runs with, and the file it came from: `path`, else
+    /// [`DEFAULT_CONFIG_FILE`] in the working folder when present, else the defaults. `train`
+    /// and `divide` alike.
+    pub fn load_or_default(path: Option<&Path>) -> Result<(Config, Option<PathBuf>)> {
+        let path = path.map(Path::to_path_buf).or_else(|| {
+            let default = PathBuf::from(DEFAULT_CONFIG_FILE);
+            default.exists().then_some(default)
+        });
+        match path {
+            Some(path) => Ok((Config::load(&path)?, Some(path))),
+            None => Ok((Config::default(), None)),
+        }
+    }
+
     /// Reads, parses and validates a config file. Unknown keys are logged as warnings.
     pub fn load(path: &Path) -> Result<Config> {
         // A config is a few kilobytes; the cap keeps `--config /dev/zero` from reading forever.
@@ -238,5 +255,16 @@ mod tests {
     fn hidden_dim_null_means_640() {
         let loaded = Config::parse(r#"{"model": {"hidden_dim": null}}"#).unwrap();
         assert_eq!(loaded.config.model.effective_hidden_dim(), 640);
+    }
+
+    /// `system.num_workers` is one rule wherever images are decoded: N threads, 0 every core.
+    #[test]
+    fn decode_threads_are_num_workers_or_every_core() {
+        let mut config = Config::default();
+        config.system.num_workers = 3;
+        assert_eq!(config.system.decode_threads(), 3);
+        config.system.num_workers = 0;
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(config.system.decode_threads(), cores);
     }
 }

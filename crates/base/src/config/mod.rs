@@ -6,6 +6,7 @@
 //! `config.json` are checked against them by tests.
 
 mod choices;
+mod data;
 mod load;
 pub mod python_keys;
 mod validate;
@@ -14,12 +15,13 @@ pub use validate::{MAX_BATCH_SIZE, MAX_TEMPERATURE, MAX_WORKERS, MIN_TEMPERATURE
 pub use choices::{
     Backbone, DeviceChoice, InferenceEngineChoice, LogLevel, Metric, OptimizerKind, Precision, Scheduler, Strength,
 };
+pub use data::DataConfig;
 pub use load::LoadedConfig;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::Result;
+use data::empty_is_unset;
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_CLASS_NAMES: [&str; 4] = ["care_label", "detail_shot", "full_shot", "neck_label"];
@@ -36,72 +38,6 @@ pub struct Config {
     pub inference: InferenceConfig,
     pub paths: PathsConfig,
     pub system: SystemConfig,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct DataConfig {
-    pub csv_path: PathBuf,
-    /// Local folder of relative image keys; "" or null: unset, as in the Python system.
-    #[serde(deserialize_with = "empty_is_unset")]
-    pub base_image_path: Option<PathBuf>,
-    /// CDN prefix of relative image keys; "" or null: unset (then `S3_CLOUDFRONT_DOMAIN`).
-    #[serde(deserialize_with = "empty_is_unset")]
-    pub base_image_url: Option<String>,
-    /// true: relative keys are fetched from `base_image_url` / `S3_CLOUDFRONT_DOMAIN`, even
-    /// with `base_image_path` set; false: from the local folder only; null: the folder when
-    /// set, else the CDN.
-    pub is_remote: Option<bool>,
-    pub target_column: String,
-    pub class_names: Vec<String>,
-    pub train_ratio: f64,
-    pub val_ratio: f64,
-    pub test_ratio: f64,
-    pub random_state: u64,
-    /// Largest share of a split's images that may be unreadable before a run stops.
-    pub max_bad_image_ratio: f64,
-    /// On-disk cache of downloaded images, keyed by URL (null = no cache).
-    pub image_cache_dir: Option<PathBuf>,
-    /// Timeout of one remote image request, in seconds.
-    pub download_timeout_secs: f64,
-    /// Extra attempts after a failed download (timeouts, 5xx; a 404 is not retried).
-    pub download_retries: u32,
-    /// Images with more pixels get a warning, with more than twice as many are refused
-    /// (Pillow's `MAX_IMAGE_PIXELS`); null: no limit.
-    pub max_image_pixels: Option<u64>,
-    /// Image files and downloads larger than this many bytes are refused before they are
-    /// read whole (a 20 GB file, `/dev/zero`, an endless body).
-    pub max_image_bytes: u64,
-    /// Decode JPEG / PNG files that end early, the missing part filled in (Pillow's
-    /// `LOAD_TRUNCATED_IMAGES`); off: they are unreadable images.
-    pub allow_truncated_images: bool,
-    /// Train even when a class has no training image (otherwise an error: it could never be learnt).
-    pub allow_empty_train_classes: bool,
-}
-
-impl Default for DataConfig {
-    fn default() -> Self {
-        Self {
-            csv_path: PathBuf::from("image_data.csv"),
-            base_image_path: None,
-            base_image_url: None,
-            is_remote: None,
-            target_column: "image_type".into(),
-            class_names: DEFAULT_CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
-            train_ratio: 0.8,
-            val_ratio: 0.1,
-            test_ratio: 0.1,
-            random_state: 2025,
-            max_bad_image_ratio: 0.01,
-            image_cache_dir: None,
-            download_timeout_secs: 10.0,
-            download_retries: 2,
-            max_image_pixels: Some(89_478_485),
-            max_image_bytes: 64 << 20,
-            allow_truncated_images: false,
-            allow_empty_train_classes: false,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -337,6 +273,7 @@ impl Default for PathsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct SystemConfig {
+    /// Threads that decode images: see [`SystemConfig::decode_threads`].
     pub num_workers: usize,
     /// libtorch's compute threads in training: null shares the cores other processes leave
     /// free (see `threads.rs`); a number fixes them, so results repeat bit for bit whatever
@@ -367,20 +304,30 @@ impl Default for SystemConfig {
     }
 }
 
-/// "" and null both mean unset, as the Python system reads its config.
-fn empty_is_unset<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: From<String>,
-{
-    let value: Option<String> = Option::deserialize(deserializer)?;
-    Ok(value.filter(|v| !v.trim().is_empty()).map(T::from))
+impl SystemConfig {
+    /// Threads that decode images, the one rule for training, evaluation, `test` and the API:
+    /// `num_workers`, or with 0 every core. (Training with 0 also decodes in the training
+    /// thread, between steps, instead of in background threads.)
+    pub fn decode_threads(&self) -> usize {
+        match self.num_workers {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            n => n,
+        }
+    }
 }
 
 impl Config {
     /// The epochs trained with a frozen backbone: `freeze_backbone_epochs`, at most all of them.
     pub fn frozen_epochs(&self) -> usize {
         self.model.freeze_backbone_epochs.min(self.training.epochs)
+    }
+
+    /// `--quick-test`, for one run and for each experiment of a sweep alike: 5 epochs,
+    /// patience 3, 2 of them with a frozen backbone (the Python system's quick test).
+    pub fn apply_quick_test(&mut self) {
+        self.training.epochs = 5;
+        self.training.patience = 3;
+        self.model.freeze_backbone_epochs = 2;
     }
 
     pub fn to_json_pretty(&self) -> String {

@@ -15,6 +15,9 @@ use crate::train::{RunLayout, RunStatus};
 pub(super) struct PlanRecord {
     pub base_config: serde_json::Value,
     pub epochs: Option<usize>,
+    /// `--quick-test` (older plans have no such key: false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quick_test: bool,
     pub experiments: Vec<NamedExperiment>,
 }
 

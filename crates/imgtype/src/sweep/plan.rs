@@ -51,17 +51,23 @@ pub struct Experiment {
     pub config: Config,
 }
 
-/// How long each experiment trains (`--epochs`, `--quick-test`): the Python tuning script's
-/// rule, patience max(epochs / 2, 5).
-#[derive(Debug, Clone, Copy)]
-pub struct EpochsOverride(pub usize);
+/// How long each experiment trains: `--epochs N` (the Python tuning script's rule, patience
+/// max(N / 2, 5)) or `--quick-test` (the preset `train --quick-test` applies to one run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpochsOverride {
+    Epochs(usize),
+    QuickTest,
+}
 
 impl EpochsOverride {
-    pub const QUICK_TEST: Self = Self(3);
-
     fn apply(self, config: &mut Config) {
-        config.training.epochs = self.0;
-        config.training.patience = (self.0 / 2).max(5);
+        match self {
+            EpochsOverride::Epochs(epochs) => {
+                config.training.epochs = epochs;
+                config.training.patience = (epochs / 2).max(5);
+            }
+            EpochsOverride::QuickTest => config.apply_quick_test(),
+        }
     }
 }
 
@@ -197,5 +203,25 @@ mod tests {
             let err = format!("{:#}", apply_overrides(&base, &[(key.to_string(), value)].into()).unwrap_err());
             assert!(err.contains(expected), "{key}: {err}");
         }
+    }
+
+    /// `--quick-test` is one preset: a sweep's experiments get what `train --quick-test` gives
+    /// one run, over each experiment's own overrides.
+    #[test]
+    fn quick_test_is_the_one_preset_for_runs_and_sweeps() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("base.json"), r#"{"training": {"epochs": 40, "patience": 9}}"#).unwrap();
+        let sweep = r#"{"base_config": "base.json", "experiments": [{"name": "lr", "overrides": {"training.learning_rate": 0.01}}]}"#;
+        std::fs::write(dir.path().join("sweep.json"), sweep).unwrap();
+        let (_, base, experiments) = plan(&dir.path().join("sweep.json"), Some(EpochsOverride::QuickTest)).unwrap();
+        let mut one_run = base.clone();
+        one_run.apply_quick_test();
+        let config = &experiments[0].config;
+        assert_eq!((config.training.epochs, config.training.patience, config.model.freeze_backbone_epochs), (5, 3, 2));
+        let quick = |c: &Config| (c.training.epochs, c.training.patience, c.model.freeze_backbone_epochs);
+        assert_eq!(quick(config), quick(&one_run));
+        assert_eq!(config.training.learning_rate, 0.01);
+        let (_, _, experiments) = plan(&dir.path().join("sweep.json"), Some(EpochsOverride::Epochs(4))).unwrap();
+        assert_eq!((experiments[0].config.training.epochs, experiments[0].config.training.patience), (4, 5));
     }
 }

@@ -177,7 +177,11 @@ fn experiment_config(experiment: &Experiment, dir: &Path) -> Config {
 fn record_plan(dir: &Path, base: &Config, epochs: Option<EpochsOverride>, experiments: &[Experiment]) -> Result<()> {
     let record = PlanRecord {
         base_config: serde_json::to_value(base).expect("a config serialises"),
-        epochs: epochs.map(|e| e.0),
+        epochs: match epochs {
+            Some(EpochsOverride::Epochs(n)) => Some(n),
+            _ => None,
+        },
+        quick_test: epochs == Some(EpochsOverride::QuickTest),
         experiments: experiments
             .iter()
             .map(|e| NamedExperiment { name: e.name.clone(), overrides: e.overrides.clone() })

@@ -58,7 +58,7 @@ pub(super) fn train_epoch(
     stop: &StopFlag,
 ) -> Result<EpochEnd> {
     let config = session.config.clone();
-    let n_batches = super::pipeline::batch_count(session.train_records.len(), config.training.batch_size);
+    let n_batches = super::pipeline::batch_count(session.train_records.len(), session.batch_recipe.batch_size);
     let log_every = config.logging.log_frequency;
     let started = Instant::now();
     let mut progress = crate::progress::Progress::new(

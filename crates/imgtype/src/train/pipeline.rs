@@ -59,15 +59,17 @@ pub struct EpochPlan {
 }
 
 /// How batches are made, read once from the config: the run's seed, images per batch, the
-/// input size and the augmentations, and `system.num_workers` (0: decode in the training
-/// thread on every core).
+/// input size and the augmentations, the decode threads and where they run
+/// (`system.num_workers`: 0 decodes in the training thread on every core).
 #[derive(Debug, Clone)]
 pub struct BatchRecipe {
     pub seed: u64,
     pub batch_size: usize,
     pub image_size: u32,
     pub augmentation: AugmentationConfig,
-    pub workers: usize,
+    pub decode_threads: usize,
+    /// Batches made in the training thread between steps, not by background threads.
+    pub in_training_thread: bool,
 }
 
 impl BatchRecipe {
@@ -77,7 +79,8 @@ impl BatchRecipe {
             batch_size: config.training.batch_size,
             image_size: config.augmentation.image_size,
             augmentation: config.augmentation.clone(),
-            workers: config.system.num_workers,
+            decode_threads: config.system.decode_threads(),
+            in_training_thread: config.system.num_workers == 0,
         }
     }
 }
@@ -191,10 +194,9 @@ pub fn epoch_batches(
     recipe: Arc<BatchRecipe>,
     source: ImageSource,
 ) -> Box<dyn Iterator<Item = BatchResult>> {
-    let workers = recipe.workers;
-    if workers == 0 {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        return Box::new(EpochBatches::new(plan, recipe, source, cores));
+    let workers = recipe.decode_threads;
+    if recipe.in_training_thread {
+        return Box::new(EpochBatches::new(plan, recipe, source, workers));
     }
     let (sender, receiver) = sync_channel(PREFETCH);
     let epoch = plan.epoch;

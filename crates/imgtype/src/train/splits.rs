@@ -99,7 +99,7 @@ fn screen_images(
 ) -> Result<Vec<ImageRecord>> {
     let refs: Vec<&ImageRecord> = records.iter().collect();
     let started = std::time::Instant::now();
-    let checked = check_images(&refs, source, config.system.num_workers.max(1));
+    let checked = check_images(&refs, source, config.system.decode_threads());
     tracing::debug!("{}: {} images screened in {:.2} s", split.as_str(), refs.len(), started.elapsed().as_secs_f64());
     let total = records.len();
     let mut kept = Vec::with_capacity(total);

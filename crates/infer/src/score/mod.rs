@@ -36,9 +36,9 @@ pub struct ScoringSettings {
 }
 
 impl ScoringSettings {
-    /// `inference.batch_size` and `system.num_workers` (at least 1 each) at `input_size`.
+    /// `inference.batch_size` (at least 1) and `system.num_workers`' decode threads at `input_size`.
     pub fn new(config: &Config, input_size: u32) -> Self {
-        Self { input_size, batch_size: config.inference.batch_size.max(1), workers: config.system.num_workers.max(1) }
+        Self { input_size, batch_size: config.inference.batch_size.max(1), workers: config.system.decode_threads() }
     }
 }
 
