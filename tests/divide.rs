@@ -395,6 +395,27 @@ fn settings_come_from_the_config_and_options_override_them() {
             .unwrap();
     assert_eq!(summary["split_info"]["random_state"], 7, "the seed still from the config");
 
+    // The config read is an input: an output of the same name beside it is refused, the config kept.
+    let kept = dir.path().join("mine/data_split_summary.json");
+    std::fs::write(&kept, config.to_string()).unwrap();
+    let out = Command::new(DIVIDE)
+        .current_dir(dir.path())
+        .args(["--config", "mine/data_split_summary.json", "--output-dir", "mine"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is the input"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), config.to_string());
+    // Ratios that do not add up say where each came from.
+    let out = Command::new(DIVIDE)
+        .current_dir(dir.path())
+        .args(["--config", "other.json", "--train-ratio", "0.6"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("0.6 (--train-ratio) + 0.25 (other.json's data.val_ratio)"), "{stderr}");
+
     // Without a config: the built-in defaults (image_data.csv, which is missing here).
     std::fs::remove_file(dir.path().join("other.json")).unwrap();
     let out = Command::new(DIVIDE).current_dir(dir.path()).output().unwrap();

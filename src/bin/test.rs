@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
-use clap::Parser;
+use clap::{ArgGroup, Parser};
 use imgtype::config::{DeviceChoice, InferenceEngineChoice, Precision};
 use imgtype::infer::{merge_shards, run_csv, run_dataset, CsvRequest, Predictor, Shard};
 use imgtype::{Outcome, StopFlag};
@@ -14,6 +14,8 @@ use imgtype_cli::Ending;
 
 #[derive(Parser)]
 #[command(about = "Predict image types with a trained model: the whole dataset, a CSV of images, or one image")]
+#[command(group(ArgGroup::new("json_work").args(["image_path", "fit_thresholds"]).multiple(true)))]
+#[command(group(ArgGroup::new("no_model_run").args(["merge_shards", "export_onnx"]).multiple(true)))]
 struct Args {
     /// Model file (.safetensors) or a run folder holding model/best_model.safetensors
     #[arg(long, required_unless_present = "merge_shards")]
@@ -24,35 +26,36 @@ struct Args {
     /// Predict the images listed in this CSV
     #[arg(long, requires = "output_path")]
     csv_path: Option<PathBuf>,
-    /// Where the CSV mode (or --merge-shards) writes its rows
-    #[arg(long)]
+    /// Where the CSV mode, --merge-shards or --fit-thresholds writes
+    #[arg(long, conflicts_with_all = ["image_path", "export_onnx"])]
     output_path: Option<PathBuf>,
-    /// Column of --csv-path that holds image paths
-    #[arg(long, default_value = "image_path")]
-    image_column: String,
-    /// Split CSV folder for the whole-dataset mode (default: the model's paths.data_dir)
-    #[arg(long)]
+    /// Column of --csv-path that holds image paths [default: image_path]
+    #[arg(long, requires = "csv_path", conflicts_with = "image_path")]
+    image_column: Option<String>,
+    /// Split CSV folder for the whole-dataset mode and --fit-thresholds (default: the model's
+    /// paths.data_dir)
+    #[arg(long, conflicts_with_all = ["image_path", "csv_path", "merge_shards", "export_onnx"])]
     data_dir: Option<PathBuf>,
     /// Folder relative image paths are resolved against (default: the model's data.base_image_path)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "export_onnx")]
     image_base_path: Option<PathBuf>,
     /// Folder for whole-dataset results (default: the model's paths.test_result_dir)
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["image_path", "csv_path", "merge_shards", "export_onnx", "fit_thresholds"])]
     output_dir: Option<PathBuf>,
     /// Predict only rows i with i mod N = K (K from 0), e.g. $JOB_COMPLETION_INDEX/N
-    #[arg(long, value_name = "K/N")]
+    #[arg(long, value_name = "K/N", conflicts_with_all = ["image_path", "merge_shards", "export_onnx"])]
     shard: Option<Shard>,
     /// Merge *.shard-K-of-N.* result files into --output-path (no model needed)
     #[arg(long, num_args = 1.., requires = "output_path", conflicts_with_all = ["csv_path", "image_path"])]
     merge_shards: Vec<PathBuf>,
-    /// Device (auto, cpu, cuda, cuda:N, mps)
-    #[arg(long, default_value = "auto")]
-    device: DeviceChoice,
+    /// Device (auto, cpu, cuda, cuda:N, mps) [default: auto]
+    #[arg(long, conflicts_with = "no_model_run")]
+    device: Option<DeviceChoice>,
     /// Print the single-image result (or the threshold fit) as JSON
-    #[arg(long)]
+    #[arg(long, requires = "json_work")]
     json: bool,
     /// CSV mode: exit with status 1 when any row is an ERROR row (all rows are still written)
-    #[arg(long)]
+    #[arg(long, requires = "csv_path", conflicts_with = "image_path")]
     strict: bool,
     /// Fit per-class thresholds on the validation split (maximising the model's validation
     /// metric), report validation and test figures before and after, and write the model with
@@ -64,11 +67,11 @@ struct Args {
     #[arg(long, value_name = "OUT.onnx", conflicts_with_all = ["csv_path", "image_path", "merge_shards", "fit_thresholds"])]
     export_onnx: Option<PathBuf>,
     /// Inference engine (auto, openvino, libtorch; default: the model's system.inference_engine)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_model_run")]
     engine: Option<InferenceEngineChoice>,
     /// Number format (auto, fp32, bf16; default: the model's system.precision, `auto`: bf16
     /// where the CPU has AVX512-BF16 or AMX, or on CUDA)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_model_run")]
     precision: Option<Precision>,
 }
 
@@ -132,7 +135,7 @@ fn run(args: &Args) -> Result<Ending> {
         | Mode::Csv { model, .. }
         | Mode::Dataset { model } => model,
     };
-    let device = imgtype::device::resolve_device(args.device)?;
+    let device = imgtype::device::resolve_device(args.device.unwrap_or_default())?;
     let mut predictor = Predictor::load_with(model, device, args.precision, args.engine)?;
     predictor.set_base_image_path(args.image_base_path.clone());
     match args.mode() {
@@ -144,7 +147,8 @@ fn run(args: &Args) -> Result<Ending> {
 }
 
 fn predict_csv(predictor: &Predictor, csv_path: &Path, output: &Path, args: &Args) -> Result<Ending> {
-    let request = CsvRequest { csv_path, image_column: &args.image_column, output_path: output, shard: args.shard };
+    let image_column = args.image_column.as_deref().unwrap_or("image_path");
+    let request = CsvRequest { csv_path, image_column, output_path: output, shard: args.shard };
     let report = match run_csv(predictor, &request, &stop_between_batches())? {
         Outcome::Finished(report) => report,
         Outcome::Stopped(stopped) => return Ok(Ending::Stopped(stopped)),

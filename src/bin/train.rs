@@ -4,8 +4,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use clap::builder::RangedU64ValueParser;
 use clap::{ArgGroup, Parser};
 use imgtype::config::DeviceChoice;
+use imgtype::config::{MAX_BATCH_SIZE, MAX_EPOCHS};
+use imgtype::crossval::MAX_FOLDS;
 use imgtype::eval::label_issues::LabelQuality;
 use imgtype::train::{RunFolder, TrainOptions};
 use imgtype::Outcome;
@@ -16,6 +19,7 @@ use imgtype_cli::{usage_error, Ending};
 #[derive(Parser)]
 #[command(about = "Train the EfficientNet-B0 image-type classifier; results go to results/run_YYYYMMDD_HHMMSS_<id>/")]
 #[command(group(ArgGroup::new("array_work").args(["sweep", "cross_validate", "resume"]).multiple(true)))]
+#[command(group(ArgGroup::new("label_work").args(["cross_validate", "resume", "summarize"]).multiple(true)))]
 struct Args {
     /// Config file (defaults to ./config.json when present, else built-in defaults)
     #[arg(long, conflicts_with = "resume")]
@@ -30,16 +34,16 @@ struct Args {
     #[arg(long, conflicts_with = "resume")]
     data_dir: Option<PathBuf>,
     /// Overrides training.epochs
-    #[arg(long, conflicts_with = "resume")]
+    #[arg(long, conflicts_with = "resume", value_parser = count(MAX_EPOCHS))]
     epochs: Option<usize>,
     /// Overrides training.batch_size
-    #[arg(long, conflicts_with = "resume")]
+    #[arg(long, conflicts_with = "resume", value_parser = count(MAX_BATCH_SIZE))]
     batch_size: Option<usize>,
     /// Overrides system.device (auto, cpu, cuda, cuda:N, mps); with --resume, the device the run continues on
     #[arg(long, conflicts_with = "summarize")]
     device: Option<DeviceChoice>,
     /// Stop after this many epochs of this invocation, resumably (for time-limited job slots)
-    #[arg(long, value_name = "EPOCHS", conflicts_with = "sweep")]
+    #[arg(long, value_name = "EPOCHS", conflicts_with = "sweep", value_parser = count(MAX_EPOCHS))]
     stop_after: Option<usize>,
     /// Run the experiments of a sweep file (the Python system's tuning script); running the
     /// same command again skips finished experiments and resumes an interrupted one
@@ -55,18 +59,20 @@ struct Args {
     /// Train K models on product-grouped folds of every image of the three split files, each
     /// fold a run folder in results/cv_YYYYMMDD_HHMMSS_<id>/, and list the labels the
     /// out-of-fold predictions doubt (label_issues.csv); `--resume CV_DIR` continues one
-    #[arg(long, value_name = "K", conflicts_with_all = ["resume", "sweep", "summarize", "stop_after"])]
+    #[arg(long, value_name = "K", conflicts_with_all = ["resume", "sweep", "summarize", "stop_after"],
+          value_parser = RangedU64ValueParser::<usize>::new().range(2..=MAX_FOLDS as u64))]
     cross_validate: Option<usize>,
     /// With --cross-validate: its folder (default: a new one in paths.result_dir); the same
     /// command with the same folder continues it, as `--resume DIR` does
     #[arg(long, value_name = "DIR", requires = "cross_validate")]
     cv_dir: Option<PathBuf>,
-    /// How label issues are ranked (cross-validation): self_confidence (p of the given label)
-    /// or normalized_margin
-    #[arg(long, value_name = "SCORE", default_value = "self_confidence")]
-    rank_by: LabelQuality,
+    /// How label issues are ranked (cross-validation): self_confidence (p of the given label,
+    /// the default) or normalized_margin
+    #[arg(long, value_name = "SCORE", requires = "label_work")]
+    rank_by: Option<LabelQuality>,
     /// Build a sweep's or a cross-validation's results from what has finished
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "resume", "sweep"])]
+    #[arg(long, value_name = "DIR",
+          conflicts_with_all = ["config", "resume", "sweep", "quick_test", "data_dir", "epochs", "batch_size", "stop_after", "member"])]
     summarize: Option<PathBuf>,
 }
 
@@ -125,6 +131,11 @@ impl Args {
     }
 }
 
+/// A count on the command line: 1 to `max`.
+fn count(max: usize) -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::<usize>::new().range(1..=max as u64)
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     imgtype_cli::init_logging();
@@ -134,7 +145,7 @@ fn main() -> ExitCode {
 
 fn run(args: &Args, stop: StopFlag) -> Result<Ending> {
     let folder = match args.mode()? {
-        Mode::Summarize(dir) => return summarize(dir, args.rank_by),
+        Mode::Summarize(dir) => return summarize(dir, args.rank_by.unwrap_or_default()),
         Mode::Sweep(sweep) => return run_sweep(sweep, args, stop),
         Mode::CrossValidate => return cross_validate(args, None, stop),
         Mode::ResumeCrossValidation(dir) => return cross_validate(args, Some(dir), stop),
@@ -212,7 +223,7 @@ fn cross_validate(args: &Args, resume: Option<&Path>, stop: StopFlag) -> Result<
         folds: args.cross_validate.unwrap_or(0),
         cv_dir: args.cv_dir.clone(),
         member: args.member,
-        quality: args.rank_by,
+        quality: args.rank_by.unwrap_or_default(),
         train: TrainOptions { stop_after_epochs: None, stop },
     };
     let end = match resume {

@@ -39,6 +39,8 @@ pub struct DivideOptions {
     /// Find photos shared between products and keep their products in one split: `Some(bits)`
     /// finds exact copies and near-duplicates within `bits` of the structure hash (0: copies only).
     pub find_duplicates: Option<u32>,
+    /// The config the options came from, if any: an input no output may replace.
+    pub config_file: Option<PathBuf>,
 }
 
 pub fn check_ratios(train: f64, val: f64, test: f64) -> Result<()> {
@@ -232,11 +234,14 @@ pub const SUMMARY_FILE: &str = "data_split_summary.json";
 /// Before any work: no file `divide` writes (or removes, as a stale `duplicates.csv`) may be
 /// one it reads, also through a link, and none may be a folder or a special file.
 fn check_outputs(options: &DivideOptions) -> Result<()> {
-    let inputs: Vec<&Path> = std::iter::once(options.input_file.as_path()).chain(options.relabel.as_deref()).collect();
+    let inputs: Vec<&Path> = std::iter::once(options.input_file.as_path())
+        .chain(options.relabel.as_deref())
+        .chain(options.config_file.as_deref())
+        .collect();
     let names = SplitName::ALL.map(SplitName::file_name).into_iter().chain([SUMMARY_FILE, duplicates::REPORT_FILE]);
     for name in names {
         imgtype_base::fsutil::check_output_file(&options.output_dir.join(name), &inputs)
-            .with_context(|| format!("divide writes {name} into --output-dir {}", options.output_dir.display()))?;
+            .with_context(|| format!("divide writes {name} into the output folder {}", options.output_dir.display()))?;
     }
     Ok(())
 }

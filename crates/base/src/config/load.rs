@@ -25,14 +25,19 @@ impl Config {
     /// [`DEFAULT_CONFIG_FILE`] in the working folder when present, else the defaults. `train`
     /// and `divide` alike.
     pub fn load_or_default(path: Option<&Path>) -> Result<(Config, Option<PathBuf>)> {
-        let path = path.map(Path::to_path_buf).or_else(|| {
-            let default = PathBuf::from(DEFAULT_CONFIG_FILE);
-            default.exists().then_some(default)
-        });
-        match path {
-            Some(path) => Ok((Config::load(&path)?, Some(path))),
-            None => Ok((Config::default(), None)),
+        if let Some(path) = path {
+            return Ok((Config::load(path)?, Some(path.to_path_buf())));
         }
+        let default = PathBuf::from(DEFAULT_CONFIG_FILE);
+        // A link to nothing is a config meant and missing, not no config.
+        if std::fs::symlink_metadata(&default).is_err() {
+            return Ok((Config::default(), None));
+        }
+        tracing::info!("settings from {DEFAULT_CONFIG_FILE} in the working folder (--config names another)");
+        let config = Config::load(&default).with_context(|| {
+            format!("{DEFAULT_CONFIG_FILE} is in the working folder, and is read when no --config is given")
+        })?;
+        Ok((config, Some(default)))
     }
 
     /// Reads, parses and validates a config file. Unknown keys are logged as warnings.

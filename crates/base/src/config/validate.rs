@@ -23,6 +23,17 @@ impl Config {
                 bail!("{key} names a folder inside each run folder; got `{}`", path.display());
             }
         }
+        for (key, path) in [
+            ("data.csv_path", &self.data.csv_path),
+            ("paths.data_dir", &self.paths.data_dir),
+            ("paths.result_dir", &self.paths.result_dir),
+            ("paths.test_result_dir", &self.paths.test_result_dir),
+            ("paths.model_dir", &self.paths.model_dir),
+        ] {
+            if path.as_os_str().is_empty() {
+                bail!("{key} is empty; give a path (relative paths are from the working folder)");
+            }
+        }
         if self.logging.log_frequency == 0 {
             bail!("logging.log_frequency must be at least 1, got 0");
         }

@@ -12,6 +12,6 @@ mod layout;
 mod run;
 mod summary;
 
-pub use layout::{is_cv_folder, CV_PLAN_FILE};
+pub use layout::{is_cv_folder, CV_PLAN_FILE, MAX_FOLDS};
 pub use run::{cross_validate, resume_cross_validation, CvEnd, CvOptions, CvReport};
 pub use summary::{summarize, Confusion, CvSummary, FoldResult, Spread};
