@@ -102,6 +102,7 @@ for round in $(seq "$rounds"); do
     decode=$(target/release/examples/bench_decode "$work/p1600/images")
     record decode_full "$(echo "$decode" | sed -n 's/^full decode+resize \([0-9.]*\).*/\1/p')"
     record decode_scaled "$(echo "$decode" | sed -n 's/.*reduced-scale decode+resize \([0-9.]*\).*/\1/p')"
+    record decode_pillow "$($py scripts/bench/decode_pillow.py "$work/p1600/images" 224 | number images_per_second)"
     screen=$(target/release/examples/bench_screen "$work/p1600/images")
     record screen_before "$(echo "$screen" | sed -n 's/.*before \([0-9.]*\).*/\1/p')"
     record screen_now "$(echo "$screen" | sed -n 's/.*now \([0-9.]*\) images.*/\1/p')"
@@ -163,6 +164,7 @@ parts = [
     ("BatchNorm folded + channels-last, forward 224 px b32 (images/s)", "ours_fp32_b32", "ours_plain_b32"),
     ("bf16 on AVX512-BF16 over fused fp32, forward b32 (images/s)", "ours_bf16_b32", "ours_fp32_b32"),
     ("reduced-DCT-scale JPEG decode + resize to 224, ~1600 px (images/s)", "decode_scaled", "decode_full"),
+    ("the same, ours (libjpeg-turbo, ≥ 2× the input) vs Pillow `draft` (≥ 1×), one core (images/s)", "decode_scaled", "decode_pillow"),
     ("glibc allocator kept from trimming, training step 96 px b32 (images/s)", "step_tuned", "step_default_malloc"),
     ("our training step vs a bare eager PyTorch step, random tensors (images/s)", "step_tuned", "bare_train"),
 ]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up: a project venv with PyTorch 2.13.0 (libtorch for tch, and the
 # torchvision reference for tests), a git-ignored .cargo/config.toml that points cargo
-# at that libtorch, and a release build. A second run with everything in place installs nothing.
+# at that libtorch, cmake and nasm (Debian's) for libjpeg-turbo, and a release build. A second run with everything in place installs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -57,6 +57,20 @@ TOML
 if [ "$(cat .cargo/config.toml 2>/dev/null)" != "$config" ]; then
     printf '%s\n' "$config" > .cargo/config.toml
     log "wrote .cargo/config.toml"
+fi
+
+# cmake and nasm build libjpeg-turbo (the `turbojpeg` crate's JPEG decoder, from its bundled
+# source) during the cargo build; from Debian's packages where they are missing.
+missing=()
+for tool in cmake nasm; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]} from Debian's packages (they build libjpeg-turbo)"
+    as_root=()
+    [ "$(id -u)" -eq 0 ] || as_root=(sudo)
+    if ! "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
+        "${as_root[@]}" apt-get update -qq
+        "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
 fi
 
 log "building (release)"

@@ -27,23 +27,27 @@ fn reduced_scale_decoding_stays_within_a_few_levels_of_full_decoding() {
     assert_eq!(jpeg_scale_factor(1600, 1200, 224), Some(2), "600 px ≥ 2 × 224 but 300 is not");
     assert_eq!(jpeg_scale_factor(500, 400, 224), None);
     assert_eq!(jpeg_scale_factor(4000, 3000, 96), Some(8));
+    assert_eq!(jpeg_scale_factor(1600, 1200, 96), Some(4), "400×300 ≥ 2 × 96 but 200×150 is not");
     let limits = DecodeLimits::default();
-    let (mut worst, mut total, mut count) = (0u8, 0u64, 0u64);
-    for (i, sample) in samples.iter().enumerate() {
-        let (w, h) = if i % 2 == 0 { (1600, 1200) } else { (1200, 1600) };
-        let bytes = photo(sample, w, h, i as u32 + 1);
-        let scaled = decode_for_size(&bytes, "photo", limits, Some(224)).unwrap();
-        assert!(scaled.width() >= 448 && scaled.height() >= 448 && scaled.width() < w, "{:?}", scaled.dimensions());
-        let ours = resize_square(&scaled, 224);
-        let reference = resize_square(&decode_bytes(&bytes, "photo", limits).unwrap(), 224);
-        for (a, b) in ours.as_raw().iter().zip(reference.as_raw()) {
-            let d = a.abs_diff(*b);
-            worst = worst.max(d);
-            total += d as u64;
-            count += 1;
+    // At 1/2 for a 224 px model and at 1/4 for a 96 px one, each result ≥ 2× the model's input.
+    for (size, factor) in [(224u32, 2u32), (96, 4)] {
+        let (mut worst, mut total, mut count) = (0u8, 0u64, 0u64);
+        for (i, sample) in samples.iter().enumerate() {
+            let (w, h) = if i % 2 == 0 { (1600, 1200) } else { (1200, 1600) };
+            let bytes = photo(sample, w, h, i as u32 + 1);
+            let scaled = decode_for_size(&bytes, "photo", limits, Some(size)).unwrap();
+            assert_eq!(scaled.dimensions(), (w / factor, h / factor), "decoded at 1/{factor}");
+            let ours = resize_square(&scaled, size);
+            let reference = resize_square(&decode_bytes(&bytes, "photo", limits).unwrap(), size);
+            for (a, b) in ours.as_raw().iter().zip(reference.as_raw()) {
+                let d = a.abs_diff(*b);
+                worst = worst.max(d);
+                total += d as u64;
+                count += 1;
+            }
         }
+        let mean = total as f64 / count as f64;
+        println!("1/{factor}-scale vs full decoding at {size} px: max {worst} levels, mean {mean:.3}");
+        assert!(worst <= 12 && mean <= 1.0, "1/{factor} at {size} px: max {worst}, mean {mean}");
     }
-    let mean = total as f64 / count as f64;
-    println!("reduced-scale vs full decoding at 224 px: max {worst} levels, mean {mean:.3}");
-    assert!(worst <= 12 && mean <= 1.0, "max {worst}, mean {mean}");
 }

@@ -1,8 +1,8 @@
 //! What is JPEG-specific in decoding: the scan count checked before any decoder runs, where
-//! the data ends, and decoding at a reduced DCT scale.
+//! the data ends, and decoding at a reduced DCT scale (libjpeg-turbo).
 
 use anyhow::{anyhow, bail, Context, Result};
-use image::{DynamicImage, ImageFormat, ImageReader, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
 use super::decode_oriented;
 
@@ -62,33 +62,50 @@ pub fn jpeg_scale_factor(width: u32, height: u32, target: u32) -> Option<u32> {
     [8, 4, 2].into_iter().find(|f| width / f >= 2 * target && height / f >= 2 * target)
 }
 
-/// Decodes a JPEG at 1/`factor` of its size, EXIF orientation applied. Grey and RGB JPEGs
-/// (nearly all photos); others (CMYK) decode in full through the image crate.
-pub(super) fn decode_jpeg_scaled(bytes: &[u8], label: &str, width: u32, height: u32, factor: u32) -> Result<RgbImage> {
-    let mut decoder = jpeg_decoder::Decoder::new(std::io::Cursor::new(bytes));
-    decoder.read_info().with_context(|| format!("cannot decode image {label}"))?;
-    let info = decoder.info().ok_or_else(|| anyhow!("cannot decode image {label}: no frame header"))?;
-    if !matches!(info.pixel_format, jpeg_decoder::PixelFormat::RGB24 | jpeg_decoder::PixelFormat::L8) {
-        // In full, within the caller's permit (its size was checked already).
+/// Decodes a JPEG at 1/`factor` of its size with libjpeg-turbo, EXIF orientation applied, at
+/// most [`MAX_JPEG_SCANS`] scans (libjpeg-turbo's own limit besides our count). Grey, YCbCr and
+/// RGB JPEGs (nearly all photos); CMYK and YCCK, and any file libjpeg-turbo only warns about
+/// (data that ends early, stray bytes between markers), decode in full through the image
+/// crate, as every other image: a scaled decode is never less forgiving than a full one.
+pub(super) fn decode_jpeg_scaled(bytes: &[u8], label: &str, factor: u32) -> Result<RgbImage> {
+    let full = || {
         let reader = ImageReader::with_format(std::io::Cursor::new(bytes), ImageFormat::Jpeg);
         let decoder = reader.into_decoder().with_context(|| format!("cannot decode image {label}"))?;
-        return decode_oriented(decoder, label);
-    }
-    let (w, h) = (width.div_ceil(factor) as u16, height.div_ceil(factor) as u16);
-    decoder.scale(w, h).with_context(|| format!("cannot decode image {label}"))?;
-    let pixels = decoder.decode().with_context(|| format!("cannot decode image {label}"))?;
-    let info = decoder.info().ok_or_else(|| anyhow!("cannot decode image {label}: no frame header"))?;
-    let (w, h) = (info.width as u32, info.height as u32);
-    let rgb = match info.pixel_format {
-        jpeg_decoder::PixelFormat::L8 => pixels.iter().flat_map(|&v| [v, v, v]).collect(),
-        _ => pixels,
+        decode_oriented(decoder, label)
     };
+    let Ok(pixels) = decode_scaled_rgb(bytes, factor) else { return full() };
+    let (w, h, rgb) = pixels;
     let mut image = DynamicImage::ImageRgb8(
         RgbImage::from_raw(w, h, rgb).ok_or_else(|| anyhow!("{label}: decoded size does not match {w}×{h}"))?,
     );
-    let orientation = decoder.exif_data().and_then(image::metadata::Orientation::from_exif_chunk);
+    let orientation = image::codecs::jpeg::JpegDecoder::new(std::io::Cursor::new(bytes))
+        .ok()
+        .and_then(|mut decoder| decoder.orientation().ok());
     image.apply_orientation(orientation.unwrap_or(image::metadata::Orientation::NoTransforms));
     Ok(image.into_rgb8())
+}
+
+/// libjpeg-turbo's RGB pixels of a JPEG at 1/`factor`, with their width and height; an error
+/// for colour spaces it does not turn into RGB and for anything it warns or fails about.
+fn decode_scaled_rgb(bytes: &[u8], factor: u32) -> Result<(u32, u32, Vec<u8>), turbojpeg::Error> {
+    let mut decompressor = turbojpeg::Decompressor::new()?;
+    let header = decompressor.read_header(bytes)?;
+    if matches!(header.colorspace, turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK) || header.is_lossless {
+        return Err(turbojpeg::Error::TurboJpegError("not decoded scaled".into()));
+    }
+    let scale = turbojpeg::ScalingFactor::new(1, factor as usize);
+    decompressor.set_scaling_factor(scale)?;
+    decompressor.set_scan_limit(MAX_JPEG_SCANS as u32)?;
+    let scaled = header.scaled(scale);
+    let mut image = turbojpeg::Image {
+        pixels: vec![0u8; 3 * scaled.width * scaled.height],
+        width: scaled.width,
+        pitch: 3 * scaled.width,
+        height: scaled.height,
+        format: turbojpeg::PixelFormat::RGB,
+    };
+    decompressor.decompress(bytes, image.as_deref_mut())?;
+    Ok((scaled.width as u32, scaled.height as u32, image.pixels))
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -239,5 +256,52 @@ mod tests {
                 let _ = jpeg_scans(&prefixed);
             }
         }
+    }
+
+    /// `jpeg` with an EXIF APP1 segment right after SOI giving `orientation`.
+    fn with_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
+        let mut tiff = b"II*\0\x08\0\0\0".to_vec();
+        tiff.extend(1u16.to_le_bytes()); // one IFD entry
+        tiff.extend(0x0112u16.to_le_bytes()); // Orientation
+        tiff.extend(3u16.to_le_bytes()); // SHORT
+        tiff.extend(1u32.to_le_bytes());
+        tiff.extend((orientation as u32).to_le_bytes());
+        tiff.extend(0u32.to_le_bytes()); // no next IFD
+        let payload = [b"Exif\0\0".as_slice(), &tiff].concat();
+        let mut out = jpeg[..2].to_vec();
+        out.extend([0xFF, 0xE1]);
+        out.extend(((payload.len() + 2) as u16).to_be_bytes());
+        out.extend(payload);
+        out.extend(&jpeg[2..]);
+        out
+    }
+
+    #[test]
+    fn scaled_decoding_turns_photos_as_full_decoding_does() {
+        let limits = DecodeLimits::default();
+        let turned = with_orientation(&jpeg(1600, 1000), 6);
+        let scaled = decode_for_size(&turned, "turned.jpg", limits, Some(224)).unwrap();
+        assert_eq!(scaled.dimensions(), (500, 800), "decoded at 1/2, then turned a quarter");
+        let full = decode_for_size(&turned, "turned.jpg", limits, None).unwrap();
+        assert_eq!(full.dimensions(), (1000, 1600));
+    }
+
+    #[test]
+    fn grey_photos_decode_scaled_and_what_libjpeg_turbo_only_warns_about_decodes_in_full() {
+        let limits = DecodeLimits::default();
+        let grey = image::GrayImage::from_fn(1000, 1000, |x, y| image::Luma([((x + y) / 8) as u8]));
+        let mut bytes = Vec::new();
+        grey.write_to(&mut std::io::Cursor::new(&mut bytes), ImageFormat::Jpeg).unwrap();
+        let scaled = decode_for_size(&bytes, "grey.jpg", limits, Some(100)).unwrap();
+        assert_eq!(scaled.dimensions(), (250, 250), "1/4: 250 ≥ 2 × 100");
+        assert!(scaled.pixels().all(|p| p[0] == p[1] && p[1] == p[2]));
+        // Cut short, with truncated images allowed: libjpeg-turbo warns, the full decoder fills.
+        let cut = &jpeg(1000, 1000)[..20_000];
+        let lenient = DecodeLimits { allow_truncated: true, ..limits };
+        let full = decode_for_size(cut, "cut.jpg", lenient, None).map(|i| i.dimensions());
+        let scaled = decode_for_size(cut, "cut.jpg", lenient, Some(100)).map(|i| i.dimensions());
+        assert_eq!(scaled.is_ok(), full.is_ok(), "scaled {scaled:?}, full {full:?}");
+        // And refused when they are not.
+        assert!(decode_for_size(cut, "cut.jpg", limits, Some(100)).is_err());
     }
 }

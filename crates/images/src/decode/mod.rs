@@ -120,7 +120,7 @@ pub fn decode_within_budget(
         if let Some(factor) = jpeg_scale_factor(width, height, target) {
             // Full size: a progressive JPEG's coefficients are kept whole while it decodes.
             let permit = PixelPermit::acquire((width, height));
-            return guarded(label, || decode_jpeg_scaled(bytes, label, width, height, factor)).map(|i| (i, permit));
+            return guarded(label, || decode_jpeg_scaled(bytes, label, factor)).map(|i| (i, permit));
         }
         reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
     }
@@ -169,10 +169,11 @@ pub fn check_readable(bytes: &[u8], label: &str, limits: DecodeLimits) -> Result
     }
     check_scans(bytes, label)?;
     guarded(label, || {
-        let mut decoder = jpeg_decoder::Decoder::new(std::io::Cursor::new(bytes));
-        decoder.read_info().with_context(|| format!("cannot decode image {label}"))?;
-        let info = decoder.info().ok_or_else(|| anyhow!("cannot decode image {label}: no frame header"))?;
-        check_size((info.width as u32, info.height as u32), limits, label)?;
+        let header = turbojpeg::Decompressor::new()
+            .and_then(|mut decompressor| decompressor.read_header(bytes))
+            .with_context(|| format!("cannot decode image {label}"))?;
+        let size = (u32::try_from(header.width).unwrap_or(u32::MAX), u32::try_from(header.height).unwrap_or(u32::MAX));
+        check_size(size, limits, label)?;
         Ok(RgbImage::new(0, 0))
     })
     .map(|_| ())
