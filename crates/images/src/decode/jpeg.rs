@@ -63,18 +63,32 @@ pub fn jpeg_scale_factor(width: u32, height: u32, target: u32) -> Option<u32> {
 }
 
 /// Decodes a JPEG at 1/`factor` of its size with libjpeg-turbo, EXIF orientation applied, at
-/// most [`MAX_JPEG_SCANS`] scans (libjpeg-turbo's own limit besides our count). Grey, YCbCr and
-/// RGB JPEGs (nearly all photos); CMYK and YCCK, and any file libjpeg-turbo only warns about
-/// (data that ends early, stray bytes between markers), decode in full through the image
-/// crate, as every other image: a scaled decode is never less forgiving than a full one.
-pub(super) fn decode_jpeg_scaled(bytes: &[u8], label: &str, factor: u32) -> Result<RgbImage> {
+/// most [`MAX_JPEG_SCANS`] scans (libjpeg-turbo's own limit besides our count). `size` is the
+/// size the image crate read, the one checked against the limits and the one screening reads.
+/// Grey, YCbCr and RGB JPEGs (nearly all photos) decode scaled; data that ends early is
+/// refused, as Pillow refuses it (or, with `allow_truncated`, decoded in full and filled in).
+/// Everything else decodes in full through the image crate, as every other image, so a scaled
+/// decode is never less forgiving than a full one and never reads a file differently: CMYK,
+/// YCCK, lossless JPEGs, anything libjpeg-turbo fails or warns about, and headers it reads as
+/// another size (a restart marker among the header segments can make one decoder skip a
+/// header the other reads: a 64 KB file of 256×256 was 46000×46000 to libjpeg-turbo).
+pub(super) fn decode_jpeg_scaled(
+    bytes: &[u8],
+    label: &str,
+    size: (u32, u32),
+    factor: u32,
+    allow_truncated: bool,
+) -> Result<RgbImage> {
     let full = || {
         let reader = ImageReader::with_format(std::io::Cursor::new(bytes), ImageFormat::Jpeg);
         let decoder = reader.into_decoder().with_context(|| format!("cannot decode image {label}"))?;
         decode_oriented(decoder, label)
     };
-    let Ok(pixels) = decode_scaled_rgb(bytes, factor) else { return full() };
-    let (w, h, rgb) = pixels;
+    let (w, h, rgb) = match decode_scaled_rgb(bytes, size, factor) {
+        Ok(decoded) => decoded,
+        Err(Scaled::EndsEarly(message)) if !allow_truncated => bail!("{label}: truncated image data ({message})"),
+        Err(_) => return full(),
+    };
     let mut image = DynamicImage::ImageRgb8(
         RgbImage::from_raw(w, h, rgb).ok_or_else(|| anyhow!("{label}: decoded size does not match {w}×{h}"))?,
     );
@@ -85,13 +99,35 @@ pub(super) fn decode_jpeg_scaled(bytes: &[u8], label: &str, factor: u32) -> Resu
     Ok(image.into_rgb8())
 }
 
-/// libjpeg-turbo's RGB pixels of a JPEG at 1/`factor`, with their width and height; an error
-/// for colour spaces it does not turn into RGB and for anything it warns or fails about.
-fn decode_scaled_rgb(bytes: &[u8], factor: u32) -> Result<(u32, u32, Vec<u8>), turbojpeg::Error> {
+/// Why libjpeg-turbo gave no scaled pixels.
+enum Scaled {
+    /// The data ends before the image does (libjpeg's "premature end" warnings).
+    EndsEarly(String),
+    /// Another size than the image crate's, a colour space it does not turn into RGB, or any
+    /// other failure or warning.
+    NotScaled,
+}
+
+impl From<turbojpeg::Error> for Scaled {
+    fn from(error: turbojpeg::Error) -> Self {
+        let message = error.to_string();
+        if message.contains("Premature end") {
+            Scaled::EndsEarly(message)
+        } else {
+            Scaled::NotScaled
+        }
+    }
+}
+
+/// libjpeg-turbo's RGB pixels of a JPEG at 1/`factor`, with their width and height.
+fn decode_scaled_rgb(bytes: &[u8], size: (u32, u32), factor: u32) -> Result<(u32, u32, Vec<u8>), Scaled> {
     let mut decompressor = turbojpeg::Decompressor::new()?;
     let header = decompressor.read_header(bytes)?;
+    if (header.width, header.height) != (size.0 as usize, size.1 as usize) {
+        return Err(Scaled::NotScaled);
+    }
     if matches!(header.colorspace, turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK) || header.is_lossless {
-        return Err(turbojpeg::Error::TurboJpegError("not decoded scaled".into()));
+        return Err(Scaled::NotScaled);
     }
     let scale = turbojpeg::ScalingFactor::new(1, factor as usize);
     decompressor.set_scaling_factor(scale)?;
@@ -303,5 +339,40 @@ mod tests {
         assert_eq!(scaled.is_ok(), full.is_ok(), "scaled {scaled:?}, full {full:?}");
         // And refused when they are not.
         assert!(decode_for_size(cut, "cut.jpg", limits, Some(100)).is_err());
+    }
+
+    /// Found by a hostile review: a restart marker among the header segments; the image crate
+    /// reads 256×256, libjpeg-turbo 20000×20000 (Pillow refuses it as a bomb). Decoded as the
+    /// image crate reads it, whose size the limits checked, on every path.
+    #[test]
+    fn headers_the_decoders_read_as_other_sizes_decode_as_checked() {
+        let bytes = include_bytes!("../../testdata/header_sizes_disagree.jpg");
+        assert_eq!(decode_scaled_rgb(bytes, (256, 256), 2).err().map(|e| matches!(e, Scaled::NotScaled)), Some(true));
+        let limits = DecodeLimits::default();
+        for target in [None, Some(64)] {
+            match decode_for_size(bytes, "disagree.jpg", limits, target) {
+                Ok(image) => assert_eq!(image.dimensions(), (256, 256), "{target:?}"),
+                Err(e) => panic!("{target:?}: {e:#}"),
+            }
+        }
+        assert!(check_readable(bytes, "disagree.jpg", limits).is_ok());
+    }
+
+    #[test]
+    fn data_cut_short_is_decoded_scaled_as_it_is_decoded_in_full() {
+        // The end of the scan data cut off, the end-of-image marker kept: the markers look
+        // complete, libjpeg-turbo runs out of data.
+        let whole = jpeg(1000, 1000);
+        let cut = [&whole[..whole.len() / 3], &whole[whole.len() - 2..]].concat();
+        let strict = DecodeLimits::default();
+        let scaled = decode_for_size(&cut, "cut.jpg", strict, Some(100));
+        let full = decode_for_size(&cut, "cut.jpg", strict, None);
+        assert_eq!(
+            scaled.is_ok(),
+            full.is_ok(),
+            "scaled {:?}, full {:?}",
+            scaled.map(|i| i.dimensions()),
+            full.map(|i| i.dimensions())
+        );
     }
 }

@@ -120,7 +120,9 @@ pub fn decode_within_budget(
         if let Some(factor) = jpeg_scale_factor(width, height, target) {
             // Full size: a progressive JPEG's coefficients are kept whole while it decodes.
             let permit = PixelPermit::acquire((width, height));
-            return guarded(label, || decode_jpeg_scaled(bytes, label, factor)).map(|i| (i, permit));
+            let allow_truncated = limits.allow_truncated;
+            return guarded(label, || decode_jpeg_scaled(bytes, label, (width, height), factor, allow_truncated))
+                .map(|i| (i, permit));
         }
         reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
     }
@@ -169,11 +171,11 @@ pub fn check_readable(bytes: &[u8], label: &str, limits: DecodeLimits) -> Result
     }
     check_scans(bytes, label)?;
     guarded(label, || {
-        let header = turbojpeg::Decompressor::new()
-            .and_then(|mut decompressor| decompressor.read_header(bytes))
+        // The headers as decoding reads them (the image crate's decoder), so screening keeps
+        // what decoding can decode and refuses what it refuses.
+        let decoder = image::codecs::jpeg::JpegDecoder::new(std::io::Cursor::new(bytes))
             .with_context(|| format!("cannot decode image {label}"))?;
-        let size = (u32::try_from(header.width).unwrap_or(u32::MAX), u32::try_from(header.height).unwrap_or(u32::MAX));
-        check_size(size, limits, label)?;
+        check_size(decoder.dimensions(), limits, label)?;
         Ok(RgbImage::new(0, 0))
     })
     .map(|_| ())
