@@ -123,6 +123,14 @@ fn csv_mode_keeps_every_row_and_shards_merge_back() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("shard 2 of 3 is missing"));
     assert!(!dir.path().join("bad.csv").exists());
+    // A shard file named but not there is named as such.
+    let out = run_test(
+        dir.path(),
+        &["--merge-shards", "part.shard-0-of-3.csv", "gone.shard-2-of-3.csv", "--output-path", "bad.csv"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("gone.shard-2-of-3.csv: no such shard file"), "{stderr}");
+    assert!(!dir.path().join("bad.csv").exists());
 }
 
 #[test]

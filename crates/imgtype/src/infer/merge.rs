@@ -82,6 +82,9 @@ fn complete_shard_set(inputs: &[PathBuf]) -> Result<Vec<&PathBuf>> {
     }
     let mut shards: Vec<(Shard, &PathBuf)> = Vec::new();
     for path in inputs {
+        if std::fs::symlink_metadata(path).is_err() {
+            bail!("{}: no such shard file", path.display());
+        }
         let shard = shard_of_file(path)
             .ok_or_else(|| anyhow!("{}: name does not say its shard (expected *.shard-K-of-N.*)", path.display()))?;
         shards.push((shard, path));
