@@ -426,3 +426,16 @@ fn settings_come_from_the_config_and_options_override_them() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Too few products for the ratios: the warning says so, and names no duplicates file that
+/// was not looked for.
+#[test]
+fn too_few_products_are_said_to_be_too_few() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("products.csv");
+    write_products(&input, &[("top", 2)]);
+    let out = ok(run_divide(dir.path(), &input, "data", &[]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("split is empty: 2 product(s) are too few to split by these ratios"), "{stderr}");
+    assert!(!stderr.contains("duplicates.csv"), "{stderr}");
+}

@@ -250,19 +250,24 @@ fn check_outputs(options: &DivideOptions) -> Result<()> {
 /// happens when products sharing photos are linked into a few large clusters (each cluster
 /// goes to one split).
 fn warn_about_empty_splits(split: &Split, ratios: [f64; 3], products: usize, clusters: usize) {
+    // Without linked products (no shared photos, or none looked for) the only cause is too few
+    // products; with them, the groups that must stay together.
+    let why = if clusters < products {
+        format!(
+            "the {products} products form {clusters} group(s) that must stay together (products sharing a photo \
+             go to one split, listed in duplicates.csv); a photo shared by many products (a placeholder?) links \
+             them all"
+        )
+    } else {
+        format!("{products} product(s) are too few to split by these ratios")
+    };
     for (name, ratio) in SplitName::ALL.into_iter().zip(ratios) {
         let share = split.part(name).len() as f64 / products.max(1) as f64;
         if ratio > 0.0 && split.part(name).is_empty() {
-            tracing::warn!(
-                "the {} split is empty: the {products} products form only {clusters} group(s) that must stay \
-                 together (products sharing a photo go to one split); a photo shared by many products \
-                 (a placeholder?) links them all",
-                name.as_str()
-            );
+            tracing::warn!("the {} split is empty: {why}", name.as_str());
         } else if (share - ratio).abs() > MAX_RATIO_DEVIATION {
             tracing::warn!(
-                "the {} split holds {:.0}% of the products, not {:.0}%: products sharing photos are linked \
-                 into groups that must stay together, and the largest are big (see duplicates.csv)",
+                "the {} split holds {:.0}% of the products, not {:.0}%: {why}",
                 name.as_str(),
                 share * 100.0,
                 ratio * 100.0
