@@ -167,6 +167,17 @@ add("pnm_ascii.ppm", ascii_ppm.encode(), "pnm", "P3 plain")
 add("qoi_rgb.qoi", pil(BASE, "QOI"), "qoi", "rgb")
 add("qoi_rgba.qoi", pil(modes(BASE)["rgba"], "QOI"), "qoi", "rgba")
 
+# TIFF compressions libtiff writes beyond the common ones, and grey samples that are signed
+# integers or floats (Pillow's modes I and F: convert("RGB") cuts and clips them to 0..255).
+add("tiff_rgb_zstd.tif", pil(BASE, "TIFF", compression="zstd"), "tiff", "rgb, zstd")
+grey = np.asarray(BASE.convert("L")).astype(np.int32)
+add("tiff_grey_int32.tif", pil(Image.fromarray(grey * 2 - 120), "TIFF"), "tiff", "32-bit signed grey")
+add("tiff_grey_float32.tif", pil(Image.fromarray((grey * 1.5 - 60.25).astype(np.float32)), "TIFF"), "tiff", "32-bit float grey")
+for name, array in [("int16", (grey * 3 - 200).astype(np.int16)), ("float64", grey.astype(np.float64) / 2 + 0.75)]:
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, array, photometric="minisblack")
+    add(f"tifffile_grey_{name}.tif", buf.getvalue(), "tiff", f"{name} grey")
+
 # 16-bit greyscale (Pillow's mode I;16): Pillow's convert("RGB") clips each value to 255, so
 # its decode is white wherever the image is not black; ours scales 0..65535 to 0..255.
 grey16 = Image.fromarray((np.asarray(BASE.convert("L")).astype(np.uint16) * 257))

@@ -114,8 +114,42 @@ pub fn decode_tiff_pillow_only(
             tiff::tags::PhotometricInterpretation::RGBPalette,
             bits,
         ))) if bits == [8] => Some(decode_palette(bytes, decoder, check_size)),
+        Ok(ColorType::Gray(bits)) if bits > 8 && !has_unsigned_samples(&mut decoder) => {
+            Some(decode_grey_numbers(decoder, check_size))
+        }
         _ => None,
     }
+}
+
+/// Whether the samples are unsigned integers (TIFF's default sample format), which the image
+/// crate decodes; signed integers and floats (scientific grey images) it refuses.
+fn has_unsigned_samples(decoder: &mut tiff::decoder::Decoder<Cursor<&[u8]>>) -> bool {
+    let formats: Option<Vec<u16>> = decoder.find_tag_unsigned_vec(tiff::tags::Tag::SampleFormat).ok().flatten();
+    formats.is_none_or(|formats| formats.iter().all(|&f| f == 1))
+}
+
+/// Grey samples that are signed integers or floats, as Pillow's `convert("RGB")` gives them
+/// (its modes `I` and `F`): each value cut to a whole number and clipped to 0..255.
+fn decode_grey_numbers(
+    mut decoder: tiff::decoder::Decoder<Cursor<&[u8]>>,
+    check_size: impl Fn((u32, u32)) -> Result<()>,
+) -> Result<RgbImage> {
+    use tiff::decoder::DecodingResult;
+    let (width, height) = decoder.dimensions()?;
+    check_size((width, height))?;
+    let clip = |v: f64| if v.is_nan() { 0 } else { v.trunc().clamp(0.0, 255.0) as u8 };
+    let grey: Vec<u8> = match decoder.read_image()? {
+        DecodingResult::I8(v) => v.into_iter().map(|x| clip(x as f64)).collect(),
+        DecodingResult::I16(v) => v.into_iter().map(|x| clip(x as f64)).collect(),
+        DecodingResult::I32(v) => v.into_iter().map(|x| clip(x as f64)).collect(),
+        DecodingResult::I64(v) => v.into_iter().map(|x| clip(x as f64)).collect(),
+        DecodingResult::F16(v) => v.into_iter().map(|x| clip(x.to_f64())).collect(),
+        DecodingResult::F32(v) => v.into_iter().map(|x| clip(x as f64)).collect(),
+        DecodingResult::F64(v) => v.into_iter().map(clip).collect(),
+        _ => return Err(anyhow!("grey TIFF samples of an unexpected kind")),
+    };
+    let rgb = grey.into_iter().flat_map(|v| [v; 3]).collect();
+    RgbImage::from_raw(width, height, rgb).ok_or_else(|| anyhow!("TIFF pixel data does not fill {width}×{height}"))
 }
 
 fn decode_grey_alpha(
