@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Parser;
 use imgtype_base::Config;
 use imgtype_cli::{usage_error, Ending};
-use imgtype_dataset::split::{divide, DivideOptions};
+use imgtype_dataset::split::{check_ratios, divide, DivideOptions};
 
 #[derive(Parser)]
 #[command(
@@ -113,7 +113,8 @@ fn ratios(args: &Args, config: &Config, config_file: Option<&Path>) -> Result<[f
         pick(args.test_ratio, "--test-ratio", "test_ratio", config.data.test_ratio),
     ];
     let ratios = picked.each_ref().map(|(r, _)| *r);
-    if (ratios.iter().sum::<f64>() - 1.0).abs() > 1e-6 {
+    // The library's rule decides (each ratio in 0..1 and their sum 1); this says where they came from.
+    if check_ratios(ratios[0], ratios[1], ratios[2]).is_err() {
         let shown: Vec<&str> = picked.iter().map(|(_, shown)| shown.as_str()).collect();
         let message = format!("the ratios must sum to 1, got {}", shown.join(" + "));
         let all_given = args.train_ratio.is_some() && args.val_ratio.is_some() && args.test_ratio.is_some();

@@ -77,12 +77,25 @@ struct Args {
 
 /// What a `test` command line asks for.
 enum Mode<'a> {
-    MergeShards { output: &'a Path },
-    ExportOnnx { model: &'a Path, output: &'a Path },
-    OneImage { model: &'a Path, image: &'a OsString },
-    FitThresholds { model: &'a Path },
-    Csv { model: &'a Path, csv: &'a Path, output: &'a Path },
-    Dataset { model: &'a Path },
+    MergeShards {
+        output: &'a Path,
+    },
+    ExportOnnx {
+        model: &'a Path,
+        output: &'a Path,
+    },
+    /// Work that loads the model as a `Predictor`.
+    Predict {
+        model: &'a Path,
+        task: Task<'a>,
+    },
+}
+
+enum Task<'a> {
+    OneImage(&'a OsString),
+    FitThresholds,
+    Csv { csv: &'a Path, output: &'a Path },
+    Dataset,
 }
 
 impl Args {
@@ -93,13 +106,14 @@ impl Args {
             return Mode::MergeShards { output: output.expect("clap requires --output-path") };
         }
         let model = self.model_path.as_deref().expect("clap requires --model-path");
-        match (&self.export_onnx, &self.image_path, &self.csv_path) {
-            (Some(onnx), _, _) => Mode::ExportOnnx { model, output: onnx },
-            (None, Some(image), _) => Mode::OneImage { model, image },
-            (None, None, _) if self.fit_thresholds => Mode::FitThresholds { model },
-            (None, None, Some(csv)) => Mode::Csv { model, csv, output: output.expect("clap requires --output-path") },
-            (None, None, None) => Mode::Dataset { model },
-        }
+        let task = match (&self.export_onnx, &self.image_path, &self.csv_path) {
+            (Some(onnx), _, _) => return Mode::ExportOnnx { model, output: onnx },
+            (None, Some(image), _) => Task::OneImage(image),
+            (None, None, _) if self.fit_thresholds => Task::FitThresholds,
+            (None, None, Some(csv)) => Task::Csv { csv, output: output.expect("clap requires --output-path") },
+            (None, None, None) => Task::Dataset,
+        };
+        Mode::Predict { model, task }
     }
 }
 
@@ -116,7 +130,7 @@ fn stop_between_batches() -> StopFlag {
 }
 
 fn run(args: &Args) -> Result<Ending> {
-    let model = match args.mode() {
+    let (model, task) = match args.mode() {
         Mode::MergeShards { output } => {
             let source = imgtype::data::ImageSource::local(args.image_base_path.clone());
             let rows = merge_shards(&args.merge_shards, output, &source)?;
@@ -130,19 +144,16 @@ fn run(args: &Args) -> Result<Ending> {
             println!("ONNX model (opset {}) written to {}", imgtype::model::onnx::OPSET, output.display());
             return Ok(Ending::Done);
         }
-        Mode::OneImage { model, .. }
-        | Mode::FitThresholds { model }
-        | Mode::Csv { model, .. }
-        | Mode::Dataset { model } => model,
+        Mode::Predict { model, task } => (model, task),
     };
     let device = imgtype::device::resolve_device(args.device.unwrap_or_default())?;
     let mut predictor = Predictor::load_with(model, device, args.precision, args.engine)?;
     predictor.set_base_image_path(args.image_base_path.clone());
-    match args.mode() {
-        Mode::OneImage { image, .. } => predict_one(&predictor, image, args.json),
-        Mode::FitThresholds { model } => fit_thresholds(&predictor, model, args),
-        Mode::Csv { csv, output, .. } => predict_csv(&predictor, csv, output, args),
-        _ => predict_dataset(&predictor, args),
+    match task {
+        Task::OneImage(image) => predict_one(&predictor, image, args.json),
+        Task::FitThresholds => fit_thresholds(&predictor, model, args),
+        Task::Csv { csv, output } => predict_csv(&predictor, csv, output, args),
+        Task::Dataset => predict_dataset(&predictor, args),
     }
 }
 

@@ -1,10 +1,8 @@
 //! What is JPEG-specific in decoding: the scan count checked before any decoder runs, where
 //! the data ends, and decoding at a reduced DCT scale (libjpeg-turbo).
 
-use anyhow::{anyhow, bail, Context, Result};
-use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
-
-use super::decode_oriented;
+use anyhow::{anyhow, bail, Result};
+use image::{DynamicImage, ImageDecoder, RgbImage};
 
 /// Most scans a JPEG may have. A progressive JPEG has about 10 (libjpeg's default script),
 /// and each scan costs a pass over the whole image: 10,000 scans of a few end-of-band runs
@@ -67,27 +65,23 @@ pub fn jpeg_scale_factor(width: u32, height: u32, target: u32) -> Option<u32> {
 /// size the image crate read, the one checked against the limits and the one screening reads.
 /// Grey, YCbCr and RGB JPEGs (nearly all photos) decode scaled; data that ends early is
 /// refused, as Pillow refuses it (or, with `allow_truncated`, decoded in full and filled in).
-/// Everything else decodes in full through the image crate, as every other image, so a scaled
-/// decode is never less forgiving than a full one and never reads a file differently: CMYK,
-/// YCCK, lossless JPEGs, anything libjpeg-turbo fails or warns about, and headers it reads as
-/// another size (a restart marker among the header segments can make one decoder skip a
-/// header the other reads: a 64 KB file of 256×256 was 46000×46000 to libjpeg-turbo).
+/// Everything else is `None`: decoded in full through the image crate by the caller, as every
+/// other image, so a scaled decode is never less forgiving than a full one and never reads a
+/// file differently: CMYK, YCCK, lossless JPEGs, anything libjpeg-turbo fails or warns about,
+/// and headers it reads as another size (a restart marker among the header segments can make
+/// one decoder skip a header the other reads: a 64 KB file of 256×256 was 46000×46000 to
+/// libjpeg-turbo).
 pub(super) fn decode_jpeg_scaled(
     bytes: &[u8],
     label: &str,
     size: (u32, u32),
     factor: u32,
     allow_truncated: bool,
-) -> Result<RgbImage> {
-    let full = || {
-        let reader = ImageReader::with_format(std::io::Cursor::new(bytes), ImageFormat::Jpeg);
-        let decoder = reader.into_decoder().with_context(|| format!("cannot decode image {label}"))?;
-        decode_oriented(decoder, label)
-    };
+) -> Result<Option<RgbImage>> {
     let (w, h, rgb) = match decode_scaled_rgb(bytes, size, factor) {
         Ok(decoded) => decoded,
         Err(Scaled::EndsEarly(message)) if !allow_truncated => bail!("{label}: truncated image data ({message})"),
-        Err(_) => return full(),
+        Err(_) => return Ok(None),
     };
     let mut image = DynamicImage::ImageRgb8(
         RgbImage::from_raw(w, h, rgb).ok_or_else(|| anyhow!("{label}: decoded size does not match {w}×{h}"))?,
@@ -96,7 +90,7 @@ pub(super) fn decode_jpeg_scaled(
         .ok()
         .and_then(|mut decoder| decoder.orientation().ok());
     image.apply_orientation(orientation.unwrap_or(image::metadata::Orientation::NoTransforms));
-    Ok(image.into_rgb8())
+    Ok(Some(image.into_rgb8()))
 }
 
 /// Why libjpeg-turbo gave no scaled pixels.
@@ -203,6 +197,7 @@ mod tests {
     use super::super::tests::jpeg;
     use super::super::{check_readable, decode_for_size, DecodeLimits};
     use super::*;
+    use image::ImageFormat;
 
     fn progressive_jpeg(side: u16, ac_scans: usize) -> Vec<u8> {
         let mut jpeg = vec![0xFF, 0xD8];

@@ -115,14 +115,8 @@ pub fn decode_within_budget(
         check_complete(bytes, format).with_context(|| format!("{label}: truncated image data"))?;
     }
     if let (ImageFormat::Jpeg, Some(target)) = (format, target) {
-        let (width, height) = reader.into_dimensions().with_context(|| format!("cannot decode image {label}"))?;
-        check_size((width, height), limits, label)?;
-        if let Some(factor) = jpeg_scale_factor(width, height, target) {
-            // Full size: a progressive JPEG's coefficients are kept whole while it decodes.
-            let permit = PixelPermit::acquire((width, height));
-            let allow_truncated = limits.allow_truncated;
-            return guarded(label, || decode_jpeg_scaled(bytes, label, (width, height), factor, allow_truncated))
-                .map(|i| (i, permit));
+        if let Some(decoded) = jpeg_scaled_within_budget(reader, bytes, label, limits, target)? {
+            return Ok(decoded);
         }
         reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
     }
@@ -143,8 +137,26 @@ fn decode_oriented(mut decoder: impl ImageDecoder, label: &str) -> Result<RgbIma
     Ok(image.into_rgb8())
 }
 
+/// A JPEG large enough for `target` decoded at a reduced DCT scale, with its share of the
+/// budget; `None`: not large enough, or one to decode in full (which takes its own permit).
+fn jpeg_scaled_within_budget(
+    reader: ImageReader<std::io::Cursor<&[u8]>>,
+    bytes: &[u8],
+    label: &str,
+    limits: DecodeLimits,
+    target: u32,
+) -> Result<Option<(RgbImage, PixelPermit)>> {
+    let (width, height) = reader.into_dimensions().with_context(|| format!("cannot decode image {label}"))?;
+    check_size((width, height), limits, label)?;
+    let Some(factor) = jpeg_scale_factor(width, height, target) else { return Ok(None) };
+    // Full size: a progressive JPEG's coefficients are kept whole while it decodes.
+    let permit = PixelPermit::acquire((width, height));
+    let scaled = guarded(label, || decode_jpeg_scaled(bytes, label, (width, height), factor, limits.allow_truncated))?;
+    Ok(scaled.map(|image| (image, permit)))
+}
+
 /// Runs a decoder; a bug that panics in it costs this image only, not the process.
-fn guarded(label: &str, decode: impl FnOnce() -> Result<RgbImage>) -> Result<RgbImage> {
+fn guarded<T>(label: &str, decode: impl FnOnce() -> Result<T>) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode))
         .unwrap_or_else(|panic| Err(anyhow!("{label}: the image decoder failed ({})", panic_message(&panic))))
 }
