@@ -49,9 +49,8 @@ pub fn check_ratios(train: f64, val: f64, test: f64) -> Result<()> {
             bail!("{name} must be between 0 and 1, got {r}");
         }
     }
-    let sum = train + val + test;
-    if (sum - 1.0).abs() > 1e-6 {
-        bail!("ratios must sum to 1, got {train} + {val} + {test} = {sum}");
+    if !imgtype_base::config::ratios_sum_to_one([train, val, test]) {
+        bail!("ratios must sum to 1, got {train} + {val} + {test} = {}", train + val + test);
     }
     Ok(())
 }

@@ -10,7 +10,9 @@ mod data;
 mod load;
 pub mod python_keys;
 mod validate;
-pub use validate::{MAX_BATCH_SIZE, MAX_EPOCHS, MAX_TEMPERATURE, MAX_WORKERS, MIN_TEMPERATURE, RESERVED_CLASS_NAME};
+pub use validate::{
+    ratios_sum_to_one, MAX_BATCH_SIZE, MAX_EPOCHS, MAX_TEMPERATURE, MAX_WORKERS, MIN_TEMPERATURE, RESERVED_CLASS_NAME,
+};
 
 pub use choices::{
     Backbone, DeviceChoice, InferenceEngineChoice, LogLevel, Metric, OptimizerKind, Precision, Scheduler, Strength,

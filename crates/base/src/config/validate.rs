@@ -47,14 +47,20 @@ impl Config {
     }
 }
 
+/// Whether train, validation and test ratios add up to 1 (within rounding): the one rule for
+/// the config's `data` section and `divide`'s options.
+pub fn ratios_sum_to_one(ratios: [f64; 3]) -> bool {
+    (ratios.iter().sum::<f64>() - 1.0).abs() <= 1e-6
+}
+
 fn validate_data(d: &DataConfig) -> Result<()> {
     for (key, value) in
         [("data.train_ratio", d.train_ratio), ("data.val_ratio", d.val_ratio), ("data.test_ratio", d.test_ratio)]
     {
         check_unit_interval(key, value)?;
     }
-    let sum = d.train_ratio + d.val_ratio + d.test_ratio;
-    if (sum - 1.0).abs() > 1e-6 {
+    if !ratios_sum_to_one([d.train_ratio, d.val_ratio, d.test_ratio]) {
+        let sum = d.train_ratio + d.val_ratio + d.test_ratio;
         bail!(
             "data.train_ratio + data.val_ratio + data.test_ratio must be 1, got {} + {} + {} = {sum}",
             d.train_ratio,
