@@ -50,6 +50,23 @@ fn usage_errors_exit_2_and_write_nothing() {
         (TEST, &["--model-path", "model.safetensors", "--export-onnx", "m.onnx", "--engine", "libtorch"], "--engine"),
         (TEST, &["--merge-shards", "p.shard-0-of-2.csv", "--output-path", "p.csv", "--device", "cpu"], "--device"),
         (TEST, &["--model-path", "model.safetensors", "--json"], "--json"),
+        (
+            TEST,
+            &["--model-path", "model.safetensors", "--export-onnx", "m.onnx", "--precision", "bf16"],
+            "fp32 or int8",
+        ),
+        (TEST, &["--model-path", "model.safetensors", "--int8-calibrate", "a.csv", "--device", "cpu"], "--device"),
+        (
+            TEST,
+            &["--model-path", "model.safetensors", "--int8-calibrate", "a.csv", "--precision", "int8"],
+            "--precision",
+        ),
+        (
+            TEST,
+            &["--model-path", "model.safetensors", "--int8-calibrate", "a.csv", "--image-path", "a.jpg"],
+            "--image-path",
+        ),
+        (TEST, &["--model-path", "model.safetensors", "--image-column", "path"], "--image-column"),
         (DIVIDE, &["--train-ratio", "most"], "--train-ratio"),
         (DIVIDE, &["--train-ratio", "1.5"], "a ratio is a number from 0 to 1"),
         (DIVIDE, &["--train-ratio", "0.5", "--val-ratio", "0.1", "--test-ratio", "0.1"], "0.5 (--train-ratio) + 0.1"),

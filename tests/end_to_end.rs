@@ -204,48 +204,154 @@ fn train_reports_a_bad_config_with_its_key() {
 
 /// On a model trained on the bundled sample, bf16 inference (the default where the CPU has
 /// it) and the OpenVINO engine (fp32 and bf16) take the decisions libtorch fp32 takes: argmax
-/// agreement ≥ 99.5% over every image of the three splits.
+/// agreement ≥ 99.5% over every image of the three splits; INT8 (the ranges `train` stored)
+/// ≥ 98%, its accuracy within 1 point.
 #[test]
-fn bf16_inference_decides_as_fp32_on_a_trained_model() {
+fn reduced_precision_decides_as_fp32_on_a_trained_model() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
+    let mut config = demo_config();
+    config["training"]["epochs"] = serde_json::json!(8);
+    let run_dir = divide_and_train(work, &config);
+    let engines =
+        [("libtorch", "fp32"), ("libtorch", "bf16"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8")];
+    let predictions: Vec<Predictions> =
+        engines.iter().map(|(engine, precision)| predict_splits(work, &run_dir, engine, precision)).collect();
+    for (index, least) in [(1, 0.995), (2, 0.995), (3, 0.995), (4, 0.98)] {
+        let name = format!("{} {}", engines[index].0, engines[index].1);
+        predictions[index].check_against(&predictions[0], &name, least);
+    }
+}
+
+/// The demo config on the bundled sample, its paths absolute.
+fn demo_config() -> serde_json::Value {
     let mut config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(repo_root().join("configs/demo.json")).unwrap()).unwrap();
     config["data"]["base_image_path"] = serde_json::json!(repo_root().join("sample_images"));
     config["data"]["csv_path"] = serde_json::json!(repo_root().join("image_data.csv"));
-    config["training"]["epochs"] = serde_json::json!(8);
+    config
+}
+
+/// `divide` of the bundled products into `work/data`, then `train` with `config`; the run folder.
+fn divide_and_train(work: &Path, config: &serde_json::Value) -> std::path::PathBuf {
     std::fs::write(work.join("config.json"), config.to_string()).unwrap();
     let products = repo_root().join("image_data.csv");
     ok(run(work, DIVIDE, &["--input-file", products.to_str().unwrap(), "--random-state", "2025"]));
     ok(run(work, TRAIN, &["--config", "config.json"]));
-    let run_dir = only_entry(&work.join("results"));
-    // libtorch fp32 (the reference), libtorch bf16, and the OpenVINO engine in fp32 and bf16.
-    let mut predictions = Vec::new();
-    for (engine, precision) in [("libtorch", "fp32"), ("libtorch", "bf16"), ("openvino", "fp32"), ("openvino", "bf16")]
-    {
-        let out = work.join(format!("{engine}-{precision}"));
-        let args = [
-            "--model-path",
-            run_dir.to_str().unwrap(),
-            "--precision",
-            precision,
-            "--engine",
-            engine,
-            "--output-dir",
-            out.to_str().unwrap(),
-        ];
-        ok(run(work, TEST, &args));
-        let results = only_entry(&out);
-        let timing = imgtype_testkit::read_json(&results.join("timing.json"));
-        assert_eq!(timing["engine"], format!("{engine} {precision}"), "timing.json names the engine");
-        let (header, rows) = read_csv(&results.join("inference_results.csv"));
-        let col = header.iter().position(|h| h == "predicted_class").unwrap();
-        predictions.push(rows.into_iter().map(|r| r[col].clone()).collect::<Vec<_>>());
+    only_entry(&work.join("results"))
+}
+
+/// The predicted and the true class of every image of the three splits, by one engine.
+struct Predictions {
+    predicted: Vec<String>,
+    truth: Vec<String>,
+}
+
+impl Predictions {
+    /// Asserts that at least `least` of the decisions are `reference`'s, and the accuracy is
+    /// within 1 point of it.
+    fn check_against(&self, reference: &Predictions, name: &str, least: f64) {
+        let total = reference.predicted.len();
+        assert_eq!(self.predicted.len(), total, "{name}: as many predictions");
+        let agree = reference.predicted.iter().zip(&self.predicted).filter(|(a, b)| a == b).count();
+        let (accuracy, reference_accuracy) = (self.accuracy(), reference.accuracy());
+        println!(
+            "{name} vs fp32: {agree} of {total} predictions agree; accuracy {accuracy:.4} vs {reference_accuracy:.4}"
+        );
+        assert!(agree as f64 >= least * total as f64, "{name}: {agree} of {total}");
+        assert!((accuracy - reference_accuracy).abs() <= 0.01, "{name}: accuracy {accuracy} vs {reference_accuracy}");
     }
-    let total = predictions[0].len();
-    for (index, name) in [(1, "libtorch bf16"), (2, "openvino fp32"), (3, "openvino bf16")] {
-        let agree = predictions[0].iter().zip(&predictions[index]).filter(|(a, b)| a == b).count();
-        println!("{name} vs libtorch fp32: {agree} of {total} predictions agree");
-        assert!(agree as f64 >= 0.995 * total as f64, "{name}: {agree} of {total}");
+
+    fn accuracy(&self) -> f64 {
+        let correct = self.predicted.iter().zip(&self.truth).filter(|(p, t)| p == t).count();
+        correct as f64 / self.predicted.len() as f64
     }
+}
+
+/// `test` over every split of `work/data` with `model`, on `engine` in `precision`.
+fn predict_splits(work: &Path, model: &Path, engine: &str, precision: &str) -> Predictions {
+    let stem = model.file_stem().unwrap().to_string_lossy();
+    let (out, data) = (work.join(format!("{stem}-{engine}-{precision}")), work.join("data"));
+    let args = [
+        "--model-path",
+        model.to_str().unwrap(),
+        "--precision",
+        precision,
+        "--engine",
+        engine,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--output-dir",
+        out.to_str().unwrap(),
+    ];
+    ok(run(work, TEST, &args));
+    let results = only_entry(&out);
+    let timing = imgtype_testkit::read_json(&results.join("timing.json"));
+    assert_eq!(timing["engine"], format!("{engine} {precision}"), "timing.json names the engine");
+    let (header, rows) = read_csv(&results.join("inference_results.csv"));
+    let column = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let (predicted, truth) = (column("predicted_class"), column("true_class"));
+    Predictions {
+        predicted: rows.iter().map(|r| r[predicted].clone()).collect(),
+        truth: rows.iter().map(|r| r[truth].clone()).collect(),
+    }
+}
+
+/// MobileNetV3 in INT8 (its hard-swish layers and depthwise convolutions are where INT8
+/// without bias correction breaks), and a model file without INT8 ranges: refused for
+/// `--precision int8` with the command that measures them, which then makes it servable.
+#[test]
+fn int8_on_a_trained_mobilenet_v3_and_an_uncalibrated_model_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let mut config = demo_config();
+    config["model"]["backbone"] = serde_json::json!("mobilenet_v3_large");
+    // torchvision's MobileNetV3 BatchNorm momentum is 0.01: its running statistics need
+    // about a thousand steps before eval mode predicts what training learnt.
+    config["training"]["batch_size"] = serde_json::json!(8);
+    config["training"]["epochs"] = serde_json::json!(30);
+    config["training"]["patience"] = serde_json::json!(30);
+    config["training"]["learning_rate"] = serde_json::json!(0.001);
+    config["training"]["backbone_lr"] = serde_json::json!(0.001);
+    let run_dir = divide_and_train(work, &config);
+    let images = repo_root().join("sample_images");
+    let fp32 = predict_splits(work, &run_dir, "libtorch", "fp32");
+    assert!(fp32.accuracy() >= 0.8, "the model learnt something: accuracy {}", fp32.accuracy());
+    predict_splits(work, &run_dir, "openvino", "int8").check_against(&fp32, "MobileNetV3 int8", 0.98);
+
+    // The last model is saved during training, without INT8 ranges.
+    let last = run_dir.join("model/last_model.safetensors");
+    let refused =
+        run(work, TEST, &["--model-path", last.to_str().unwrap(), "--precision", "int8", "--image-path", "x.jpg"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("no") && stderr.contains("--int8-calibrate"), "{stderr}");
+    let onnx = work.join("last.onnx");
+    let export =
+        ["--model-path", last.to_str().unwrap(), "--export-onnx", onnx.to_str().unwrap(), "--precision", "int8"];
+    assert_eq!(run(work, TEST, &export).status.code(), Some(1), "no QDQ export without ranges");
+    assert!(!onnx.exists());
+
+    // Written beside the model file unless --output-path says where.
+    let calibrated = run_dir.join("model/last_model_int8.safetensors");
+    let train_csv = work.join("data/train_data.csv");
+    let calibrate = [
+        "--model-path",
+        last.to_str().unwrap(),
+        "--int8-calibrate",
+        train_csv.to_str().unwrap(),
+        "--image-base-path",
+        images.to_str().unwrap(),
+    ];
+    let stdout = String::from_utf8(ok(run(work, TEST, &calibrate)).stdout).unwrap();
+    assert!(stdout.contains("measured on 300 images") && stdout.contains(calibrated.to_str().unwrap()), "{stdout}");
+    let last_fp32 = predict_splits(work, &last, "libtorch", "fp32");
+    let last_int8 = predict_splits(work, &calibrated, "openvino", "int8");
+    last_int8.check_against(&last_fp32, "calibrated last model int8", 0.98);
+    let export =
+        ["--model-path", calibrated.to_str().unwrap(), "--export-onnx", onnx.to_str().unwrap(), "--precision", "int8"];
+    ok(run(work, TEST, &export));
+    let bytes = std::fs::read(&onnx).unwrap();
+    let count = |op: &[u8]| bytes.windows(op.len()).filter(|w| *w == op).count();
+    assert!(count(b"QuantizeLinear") >= 40, "a QDQ graph: {} QuantizeLinear", count(b"QuantizeLinear"));
 }

@@ -15,7 +15,8 @@ use imgtype_cli::Ending;
 #[derive(Parser)]
 #[command(about = "Predict image types with a trained model: the whole dataset, a CSV of images, or one image")]
 #[command(group(ArgGroup::new("json_work").args(["image_path", "fit_thresholds"]).multiple(true)))]
-#[command(group(ArgGroup::new("no_model_run").args(["merge_shards", "export_onnx"]).multiple(true)))]
+#[command(group(ArgGroup::new("no_model_run").args(["merge_shards", "export_onnx", "int8_calibrate"]).multiple(true)))]
+#[command(group(ArgGroup::new("image_csv").args(["csv_path", "int8_calibrate"])))]
 struct Args {
     /// Model file (.safetensors) or a run folder holding model/best_model.safetensors
     #[arg(long, required_unless_present = "merge_shards")]
@@ -26,24 +27,24 @@ struct Args {
     /// Predict the images listed in this CSV
     #[arg(long, requires = "output_path")]
     csv_path: Option<PathBuf>,
-    /// Where the CSV mode, --merge-shards or --fit-thresholds writes
+    /// Where the CSV mode, --merge-shards, --fit-thresholds or --int8-calibrate writes
     #[arg(long, conflicts_with_all = ["image_path", "export_onnx"])]
     output_path: Option<PathBuf>,
-    /// Column of --csv-path that holds image paths [default: image_path]
-    #[arg(long, requires = "csv_path", conflicts_with = "image_path")]
+    /// Column of --csv-path (or --int8-calibrate) that holds image paths [default: image_path]
+    #[arg(long, requires = "image_csv", conflicts_with = "image_path")]
     image_column: Option<String>,
     /// Split CSV folder for the whole-dataset mode and --fit-thresholds (default: the model's
     /// paths.data_dir)
-    #[arg(long, conflicts_with_all = ["image_path", "csv_path", "merge_shards", "export_onnx"])]
+    #[arg(long, conflicts_with_all = ["image_path", "csv_path", "merge_shards", "export_onnx", "int8_calibrate"])]
     data_dir: Option<PathBuf>,
     /// Folder relative image paths are resolved against (default: the model's data.base_image_path)
     #[arg(long, conflicts_with = "export_onnx")]
     image_base_path: Option<PathBuf>,
     /// Folder for whole-dataset results (default: the model's paths.test_result_dir)
-    #[arg(long, conflicts_with_all = ["image_path", "csv_path", "merge_shards", "export_onnx", "fit_thresholds"])]
+    #[arg(long, conflicts_with_all = ["image_path", "csv_path", "merge_shards", "export_onnx", "fit_thresholds", "int8_calibrate"])]
     output_dir: Option<PathBuf>,
     /// Predict only rows i with i mod N = K (K from 0), e.g. $JOB_COMPLETION_INDEX/N
-    #[arg(long, value_name = "K/N", conflicts_with_all = ["image_path", "merge_shards", "export_onnx"])]
+    #[arg(long, value_name = "K/N", conflicts_with_all = ["image_path", "merge_shards", "export_onnx", "int8_calibrate"])]
     shard: Option<Shard>,
     /// Merge *.shard-K-of-N.* result files into --output-path (no model needed)
     #[arg(long, num_args = 1.., requires = "output_path", conflicts_with_all = ["csv_path", "image_path"])]
@@ -63,15 +64,22 @@ struct Args {
     #[arg(long, conflicts_with_all = ["csv_path", "image_path", "merge_shards", "shard"])]
     fit_thresholds: bool,
     /// Write the model as ONNX to this file (opset 17, dynamic batch, BatchNorm folded; class
-    /// names and image size in its metadata) and exit
+    /// names and image size in its metadata) and exit; with `--precision int8`, in QDQ form
+    /// (INT8 convolutions, for OpenVINO or ONNX Runtime) from the model file's INT8 ranges
     #[arg(long, value_name = "OUT.onnx", conflicts_with_all = ["csv_path", "image_path", "merge_shards", "fit_thresholds"])]
     export_onnx: Option<PathBuf>,
+    /// Measure the model's INT8 activation ranges on the images this CSV lists (up to 300 rows
+    /// spread over it; --image-column) and write the model with them to --output-path
+    /// (default: <model>_int8.safetensors beside it), for `--precision int8`
+    #[arg(long, value_name = "IMAGES.csv", conflicts_with_all = ["csv_path", "image_path", "merge_shards", "export_onnx", "fit_thresholds"])]
+    int8_calibrate: Option<PathBuf>,
     /// Inference engine (auto, openvino, libtorch; default: the model's system.inference_engine)
     #[arg(long, conflicts_with = "no_model_run")]
     engine: Option<InferenceEngineChoice>,
-    /// Number format (auto, fp32, bf16; default: the model's system.precision, `auto`: bf16
-    /// where the CPU has AVX512-BF16 or AMX, or on CUDA)
-    #[arg(long, conflicts_with = "no_model_run")]
+    /// Number format (auto, fp32, bf16, int8; default: the model's system.precision, `auto`:
+    /// bf16 where the CPU has AVX512-BF16 or AMX, or on CUDA; int8: OpenVINO, with the INT8
+    /// ranges `train` or --int8-calibrate stores in the model file)
+    #[arg(long, conflicts_with_all = ["merge_shards", "int8_calibrate"])]
     precision: Option<Precision>,
 }
 
@@ -83,6 +91,11 @@ enum Mode<'a> {
     ExportOnnx {
         model: &'a Path,
         output: &'a Path,
+    },
+    Int8Calibrate {
+        model: &'a Path,
+        csv: &'a Path,
+        output: Option<&'a Path>,
     },
     /// Work that loads the model as a `Predictor`.
     Predict {
@@ -108,6 +121,10 @@ impl Args {
         let model = self.model_path.as_deref().expect("clap requires --model-path");
         let task = match (&self.export_onnx, &self.image_path, &self.csv_path) {
             (Some(onnx), _, _) => return Mode::ExportOnnx { model, output: onnx },
+            _ if self.int8_calibrate.is_some() => {
+                let csv = self.int8_calibrate.as_deref().expect("checked");
+                return Mode::Int8Calibrate { model, csv, output };
+            }
             (None, Some(image), _) => Task::OneImage(image),
             (None, None, _) if self.fit_thresholds => Task::FitThresholds,
             (None, None, Some(csv)) => Task::Csv { csv, output: output.expect("clap requires --output-path") },
@@ -140,10 +157,19 @@ fn run(args: &Args) -> Result<Ending> {
         Mode::ExportOnnx { model, output } => {
             let model_file = imgtype::infer::resolve_model_path(model)?;
             let output = imgtype::fsutil::check_output_file(output, &[&model_file])?;
-            imgtype::model::onnx::export_model_file(&model_file, &output)?;
+            let int8 = match args.precision {
+                None | Some(Precision::Fp32) => false,
+                Some(Precision::Int8) => true,
+                Some(other) => {
+                    let message = format!("--export-onnx writes fp32 or int8, not {other:?}").to_lowercase();
+                    return Err(imgtype_cli::usage_error(message));
+                }
+            };
+            imgtype::model::onnx::export_model_file(&model_file, &output, int8)?;
             println!("ONNX model (opset {}) written to {}", imgtype::model::onnx::OPSET, output.display());
             return Ok(Ending::Done);
         }
+        Mode::Int8Calibrate { model, csv, output } => return int8_calibrate(model, csv, output, args),
         Mode::Predict { model, task } => (model, task),
     };
     let device = imgtype::device::resolve_device(args.device.unwrap_or_default())?;
@@ -186,12 +212,30 @@ fn predict_dataset(predictor: &Predictor, args: &Args) -> Result<Ending> {
     Ok(Ending::Done)
 }
 
+fn int8_calibrate(model_path: &Path, csv: &Path, output: Option<&Path>, args: &Args) -> Result<Ending> {
+    let model_file = imgtype::infer::resolve_model_path(model_path)?;
+    let output = output.map(Path::to_path_buf).unwrap_or_else(|| beside(&model_file, "int8"));
+    let output = imgtype::fsutil::check_output_file(&output, &[&model_file, csv])?;
+    let records = imgtype::infer::calibration_records(csv, args.image_column.as_deref().unwrap_or("image_path"))?;
+    let cpu = imgtype::device::resolve_device(DeviceChoice::Cpu)?;
+    let model = imgtype::ImageTypeClassifier::load(&model_file, cpu)?;
+    let mut source = imgtype::data::ImageSource::from_config(&model.config().data);
+    source.set_base_path(args.image_base_path.clone());
+    let workers = model.config().system.decode_threads();
+    let calibration = imgtype::infer::calibrate_model(model, &records, &source, workers, &output)?;
+    report::print_int8_calibration(&calibration);
+    Ok(Ending::Done)
+}
+
+/// `<model stem>_<tag>.safetensors` beside the model file.
+fn beside(model_file: &Path, tag: &str) -> PathBuf {
+    let stem = model_file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    model_file.with_file_name(format!("{stem}_{tag}.safetensors"))
+}
+
 fn fit_thresholds(predictor: &Predictor, model_path: &Path, args: &Args) -> Result<Ending> {
     let model_file = imgtype::infer::resolve_model_path(model_path)?;
-    let output = args.output_path.clone().unwrap_or_else(|| {
-        let stem = model_file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-        model_file.with_file_name(format!("{stem}_thresholds.safetensors"))
-    });
+    let output = args.output_path.clone().unwrap_or_else(|| beside(&model_file, "thresholds"));
     let data_dir = args.data_dir.clone().unwrap_or_else(|| predictor.trained_with().paths.data_dir.clone());
     let fit = imgtype::infer::fit_thresholds(predictor, &model_file, &data_dir, &output)?;
     report::print_threshold_fit(&fit, args.json);

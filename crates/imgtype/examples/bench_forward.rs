@@ -1,9 +1,11 @@
 //! Eval-mode forward speed of our EfficientNet-B0 + head:
-//! `bench_forward [size] [batch] [iters] [plain|fp32|bf16|openvino-fp32|openvino-bf16] [backbone]`.
+//! `bench_forward [size] [batch] [iters] [plain|fp32|bf16|openvino-fp32|openvino-bf16|openvino-int8] [backbone]`.
 //! `plain` is the training-time module; `fp32` and `bf16` the inference model (BatchNorm folded,
 //! channels-last) on libtorch; `openvino-*` the same model through the OpenVINO engine, from
 //! decoded images (the path `test` and the API take, normalising included), or with
 //! `-tensor` (`openvino-bf16-tensor`) from a normalised tensor as the other modes.
+//! `openvino-int8` runs INT8 convolutions (the rest as `auto`), its ranges measured on 64
+//! random images.
 //! Prints one line `rust images_per_second=<x>`; scripts/bench.sh compares it with torchvision.
 
 use imgtype::model::fused::{channels_last, FusedClassifier};
@@ -40,7 +42,14 @@ fn main() {
             use imgtype::score::InferenceEngine;
             let kind = if openvino.starts_with("openvino-bf16") { Kind::BFloat16 } else { Kind::Float };
             let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-            let engine = imgtype::score::OpenVinoEngine::new(&model, kind, threads).expect("OpenVINO loads");
+            let engine = if openvino.starts_with("openvino-int8") {
+                let normalized = |_| Tensor::randn([32, 3, size, size], (Kind::Float, Device::Cpu));
+                let ranges = imgtype::model::quantize::measure(&model, 2, normalized).expect("ranges");
+                let kind = imgtype::device::inference_kind(imgtype::config::Precision::Int8, Device::Cpu);
+                imgtype::score::OpenVinoEngine::int8(&model, &ranges, kind, threads).expect("OpenVINO loads")
+            } else {
+                imgtype::score::OpenVinoEngine::new(&model, kind, threads).expect("OpenVINO loads")
+            };
             if openvino.ends_with("-tensor") {
                 let input = channels_last(&input);
                 Box::new(move || engine.logits(&input).expect("a forward pass"))
@@ -49,7 +58,7 @@ fn main() {
                 Box::new(move || engine.logits_for_images(&images).expect("a forward pass"))
             }
         }
-        other => panic!("unknown mode {other}: plain, fp32, bf16, openvino-fp32[-tensor] or openvino-bf16[-tensor]"),
+        other => panic!("unknown mode {other}: plain, fp32, bf16, openvino-{{fp32,bf16,int8}}[-tensor]"),
     };
     let _ = forward(); // warm-up
     let started = std::time::Instant::now();

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use image::RgbImage;
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
@@ -16,7 +16,6 @@ use imgtype_base::config::{Config, InferenceEngineChoice, Precision};
 use imgtype_images::decode::decode_within_budget;
 use imgtype_images::image::resize_square;
 use imgtype_images::{ImageRecord, ImageSource};
-use imgtype_model::device::inference_kind;
 use imgtype_model::ImageTypeClassifier;
 
 /// One image's outcome.
@@ -71,6 +70,13 @@ impl Predictor {
         let started = Instant::now();
         let path = resolve_model_path(model_path)?;
         let model = ImageTypeClassifier::load(&path, device)?;
+        if precision.unwrap_or(model.config().system.precision) == Precision::Int8 && model.int8_ranges().is_none() {
+            bail!(
+                "{0}: INT8 needs the activation ranges `train` stores in its model file, and this file has none; \
+                 measure them: test --model-path {0} --int8-calibrate IMAGES.csv --output-path NEW.safetensors",
+                path.display()
+            );
+        }
         let mut predictor = Self::with_settings(model, precision, engine);
         predictor.load_seconds = started.elapsed().as_secs_f64();
         predictor.model_identity = match std::fs::metadata(&path) {
@@ -106,8 +112,7 @@ impl Predictor {
         if model.device().is_cuda() {
             imgtype_model::device::allow_tf32_convolutions(precision != Precision::Fp32);
         }
-        let kind = inference_kind(precision, model.device());
-        let engine = build_engine(&model, engine.unwrap_or(config.system.inference_engine), kind);
+        let engine = build_engine(&model, engine.unwrap_or(config.system.inference_engine), precision);
         let scorer = BatchScorer::new(
             engine,
             ImageSource::from_config(&config.data),

@@ -169,13 +169,14 @@ pub fn has_native_bf16(device: Device) -> bool {
     }
 }
 
-/// The number format of inference (test, the API, evaluation during training).
+/// The number format of inference (test, the API, evaluation during training) in libtorch,
+/// and of the layers INT8 leaves unquantised: `int8` computes the rest as `auto` does.
 pub fn inference_kind(precision: Precision, device: Device) -> Kind {
     match precision {
         Precision::Fp32 => Kind::Float,
         Precision::Bf16 => Kind::BFloat16,
-        Precision::Auto if has_native_bf16(device) => Kind::BFloat16,
-        Precision::Auto => Kind::Float,
+        Precision::Auto | Precision::Int8 if has_native_bf16(device) => Kind::BFloat16,
+        Precision::Auto | Precision::Int8 => Kind::Float,
     }
 }
 
@@ -184,8 +185,8 @@ pub fn training_kind(system: &SystemConfig, device: Device) -> Kind {
     match system.precision {
         Precision::Fp32 => Kind::Float,
         Precision::Bf16 => Kind::BFloat16,
-        Precision::Auto if system.mixed_precision && has_native_bf16(device) => Kind::BFloat16,
-        Precision::Auto => Kind::Float,
+        Precision::Auto | Precision::Int8 if system.mixed_precision && has_native_bf16(device) => Kind::BFloat16,
+        Precision::Auto | Precision::Int8 => Kind::Float,
     }
 }
 

@@ -11,6 +11,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use tch::{nn, Kind, Tensor};
 
+use super::quantize::{ActivationRanges, METADATA_KEY};
 use imgtype_base::config::Config;
 
 pub const FORMAT: &str = "imgtype-model-v1";
@@ -20,11 +21,13 @@ pub const FORMAT: &str = "imgtype-model-v1";
 #[derive(Debug, Clone)]
 pub struct ModelMetadata {
     pub config: Config,
+    /// The INT8 ranges measured on these weights, when they were (`quantize`).
+    pub int8_ranges: Option<ActivationRanges>,
 }
 
 impl ModelMetadata {
     pub fn new(config: &Config) -> Self {
-        Self { config: config.clone() }
+        Self { config: config.clone(), int8_ranges: None }
     }
 
     pub fn class_names(&self) -> &[String] {
@@ -41,6 +44,9 @@ impl ModelMetadata {
         header.insert("normalize_std".into(), serde_json::to_string(&IMAGENET_STD).expect("std"));
         header.insert("architecture".into(), self.config.model.backbone.as_str().into());
         header.insert("imgtype_version".into(), env!("CARGO_PKG_VERSION").into());
+        if let Some(ranges) = &self.int8_ranges {
+            header.insert(METADATA_KEY.into(), ranges.to_json());
+        }
         header
     }
 
@@ -57,7 +63,12 @@ impl ModelMetadata {
         let mut config = loaded.config;
         config.data.class_names = class_names;
         config.validate().map_err(|e| anyhow!("{}: metadata `class_names`: {e:#}", path.display()))?;
-        let metadata = Self { config };
+        let int8_ranges = header
+            .get(METADATA_KEY)
+            .map(|text| ActivationRanges::from_json(text))
+            .transpose()
+            .map_err(|e| anyhow!("{}: metadata {e:#}", path.display()))?;
+        let metadata = Self { config, int8_ranges };
         metadata.check_header(header).map_err(|e| anyhow!("{}: metadata {e:#}", path.display()))?;
         Ok(metadata)
     }
@@ -275,7 +286,7 @@ fn read_python_checkpoint(path: &Path, value: super::torch_file::Value) -> Resul
         .collect();
     let mut config = loaded.config;
     config.data.class_names = class_names;
-    Ok(ModelFile { tensors, metadata: ModelMetadata { config } })
+    Ok(ModelFile { tensors, metadata: ModelMetadata { config, int8_ranges: None } })
 }
 
 /// Every variable of `vs` (weights and BatchNorm statistics) by its state-dict name, sorted.

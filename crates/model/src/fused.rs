@@ -128,11 +128,15 @@ impl FusedBlock {
         self.residual
     }
 
-    fn forward(&self, xs: &Tensor) -> Tensor {
+    /// `observe` sees each convolution's input (the INT8 ranges are measured there).
+    fn forward(&self, xs: &Tensor, observe: &mut dyn FnMut(&Tensor)) -> Tensor {
         let mut ys = xs.shallow_clone();
         for layer in &self.layers {
             match layer {
-                FusedLayer::Conv(conv) => ys = conv.forward(&ys),
+                FusedLayer::Conv(conv) => {
+                    observe(&ys);
+                    ys = conv.forward(&ys)
+                }
                 FusedLayer::SqueezeExcitation(se) => se.forward(&mut ys),
             }
         }
@@ -191,6 +195,13 @@ impl FusedClassifier {
         &self.blocks
     }
 
+    /// The backbone's convolutions in the order of the forward pass (squeeze-excitation
+    /// layers excluded): what the INT8 ranges describe.
+    pub(super) fn convolutions(&self) -> Vec<&FusedConv> {
+        let layers = self.blocks.iter().flat_map(|block| block.layers());
+        layers.filter_map(|layer| if let FusedLayer::Conv(conv) = layer { Some(conv) } else { None }).collect()
+    }
+
     pub(super) fn head(&self) -> &FusedHead {
         &self.head
     }
@@ -203,10 +214,16 @@ impl FusedClassifier {
     /// Logits `[N, classes]` (fp32) for a normalised batch `[N, 3, H, W]`, best passed in
     /// channels-last layout (as the data module's `to_normalized_batch` makes it).
     pub fn forward(&self, images: &Tensor) -> Tensor {
+        self.forward_observing_convolutions(images, &mut |_| {})
+    }
+
+    /// [`Self::forward`], showing `observe` the input of every convolution of the backbone
+    /// (not the squeeze-excitation layers'), in order.
+    pub fn forward_observing_convolutions(&self, images: &Tensor, observe: &mut dyn FnMut(&Tensor)) -> Tensor {
         tch::no_grad(|| {
             let mut ys = images.to_kind(self.kind);
             for block in &self.blocks {
-                ys = block.forward(&ys);
+                ys = block.forward(&ys, observe);
             }
             let features = global_average(&ys).flatten(1, -1);
             self.head.forward(&features.to_kind(Kind::Float))

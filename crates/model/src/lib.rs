@@ -14,6 +14,7 @@ pub mod layers;
 pub mod mobilenet;
 pub mod onnx;
 pub mod pretrained;
+pub mod quantize;
 pub mod threads;
 pub mod torch_file;
 
@@ -127,6 +128,9 @@ pub struct ImageTypeClassifier {
     /// The backbone's activations' number format: `Float`, or `BFloat16` for reduced-precision
     /// training (the weights stay fp32).
     compute_kind: Kind,
+    /// The INT8 ranges of the weights it was loaded with, when its file had them; saved
+    /// with it. Training changes the weights and measures them again at its end.
+    int8_ranges: Option<quantize::ActivationRanges>,
 }
 
 impl ImageTypeClassifier {
@@ -165,6 +169,7 @@ impl ImageTypeClassifier {
             config: config.clone(),
             backbone_frozen: false,
             compute_kind: Kind::Float,
+            int8_ranges: None,
         }
     }
 
@@ -199,7 +204,32 @@ impl ImageTypeClassifier {
         }
         file::copy_named_tensors(&weights, &mut model.vs, path, "")?;
         model.check_finite_outputs().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if let Some(ranges) = file.metadata.int8_ranges {
+            // The weights serve at every other precision: only INT8 is lost.
+            if let Err(error) = model.set_int8_ranges(ranges) {
+                tracing::warn!("{}: INT8 ranges ignored: {error:#}", path.display());
+            }
+        }
         Ok(model)
+    }
+
+    /// The INT8 ranges measured on its current weights, if any.
+    pub fn int8_ranges(&self) -> Option<&quantize::ActivationRanges> {
+        self.int8_ranges.as_ref().filter(|ranges| ranges.weights_sha256 == quantize::weights_sha256(self))
+    }
+
+    /// Keeps `ranges` (saved with the model from now on); refused when they were measured
+    /// on other weights or do not fit the network.
+    pub fn set_int8_ranges(&mut self, ranges: quantize::ActivationRanges) -> Result<()> {
+        if ranges.weights_sha256 != quantize::weights_sha256(self) {
+            anyhow::bail!(
+                "its INT8 ranges were measured on other weights (the file was edited after calibration); \
+                 measure them again with `test --model-path … --int8-calibrate CSV`"
+            );
+        }
+        ranges.check_fits(&fused::FusedClassifier::new(self, Kind::Float).convolutions())?;
+        self.int8_ranges = Some(ranges);
+        Ok(())
     }
 
     /// Refuses a model whose probabilities are not finite numbers on two plain probe inputs
@@ -224,7 +254,8 @@ impl ImageTypeClassifier {
     }
 
     pub fn save(&self, path: &std::path::Path) -> Result<()> {
-        ModelFile::write(path, &self.vs, &ModelMetadata::new(&self.config))
+        let metadata = ModelMetadata { config: self.config.clone(), int8_ranges: self.int8_ranges().cloned() };
+        ModelFile::write(path, &self.vs, &metadata)
     }
 
     /// Its classes, in output order: the config's `data.class_names` (a model file's

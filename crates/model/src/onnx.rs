@@ -16,6 +16,7 @@ use tch::{Kind, Tensor};
 
 use super::fused::{FusedBlock, FusedClassifier, FusedConv, FusedHead, FusedLayer, PointwiseConv};
 use super::layers::{Activation, Gate};
+use super::quantize::{quantize_weights, ActivationQuantization, ActivationRanges, QuantizedWeights};
 use super::{ImageTypeClassifier, LAYER_NORM_EPS};
 use imgtype_images::image::{IMAGENET_MEAN, IMAGENET_STD};
 
@@ -36,8 +37,21 @@ const IR_VERSION: i64 = 8;
 
 /// The model as ONNX bytes.
 pub fn to_onnx(model: &ImageTypeClassifier) -> Vec<u8> {
+    build(model, &FusedClassifier::new(model, Kind::Float), None)
+}
+
+/// The model as ONNX bytes in QDQ form for INT8 runtimes: before each backbone convolution
+/// its input quantised and dequantised with `ranges`, its weights stored as INT8 per output
+/// channel behind a `DequantizeLinear`, its bias corrected (`quantize`). OpenVINO turns each
+/// such pattern into an INT8 convolution; everything else runs as in [`to_onnx`].
+pub fn to_onnx_int8(model: &ImageTypeClassifier, ranges: &ActivationRanges) -> Result<Vec<u8>> {
     let fused = FusedClassifier::new(model, Kind::Float);
-    let mut graph = GraphBuilder::default();
+    ranges.check_fits(&fused.convolutions())?;
+    Ok(build(model, &fused, Some(ranges)))
+}
+
+fn build(model: &ImageTypeClassifier, fused: &FusedClassifier, int8: Option<&ActivationRanges>) -> Vec<u8> {
+    let mut graph = GraphBuilder { int8, ..Default::default() };
     let mut xs = "images".to_string();
     for block in fused.blocks() {
         xs = graph.block(block, &xs);
@@ -60,7 +74,7 @@ pub fn to_onnx(model: &ImageTypeClassifier) -> Vec<u8> {
         producer_name: "imgtype".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
         opset_import: vec![proto::OperatorSetIdProto { domain: String::new(), version: OPSET }],
-        metadata_props: metadata(model),
+        metadata_props: metadata(model, int8),
         graph: Some(graph),
         ..Default::default()
     };
@@ -73,15 +87,31 @@ pub fn export_onnx(model: &ImageTypeClassifier, path: &Path) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Loads the model file at `model_path` (on the CPU) and writes it as ONNX to `output`.
-pub fn export_model_file(model_path: &Path, output: &Path) -> Result<()> {
+/// Loads the model file at `model_path` (on the CPU) and writes it as ONNX to `output`, in
+/// QDQ form with `int8` (refused for a file without INT8 ranges).
+pub fn export_model_file(model_path: &Path, output: &Path, int8: bool) -> Result<()> {
     let model = ImageTypeClassifier::load(model_path, tch::Device::Cpu)?;
-    export_onnx(&model, output)
+    if !int8 {
+        return export_onnx(&model, output);
+    }
+    let Some(ranges) = model.int8_ranges() else {
+        anyhow::bail!(
+            "{}: holds no INT8 ranges to export in QDQ form (`test --int8-calibrate` measures them)",
+            model_path.display()
+        );
+    };
+    imgtype_base::fsutil::write_atomic(output, &to_onnx_int8(&model, ranges)?)
+        .with_context(|| format!("cannot write {}", output.display()))
 }
 
-fn metadata(model: &ImageTypeClassifier) -> Vec<proto::StringStringEntryProto> {
+fn metadata(model: &ImageTypeClassifier, int8: Option<&ActivationRanges>) -> Vec<proto::StringStringEntryProto> {
     let json = |values: &[f64]| serde_json::to_string(values).expect("numbers serialise");
+    let quantization = match int8 {
+        Some(ranges) => format!("int8 QDQ, activation ranges from {} images", ranges.images),
+        None => "none (fp32)".into(),
+    };
     [
+        ("quantization", quantization),
         ("class_names", serde_json::to_string(model.class_names()).expect("names serialise")),
         ("image_size", model.input_size().to_string()),
         ("normalize_mean", json(&IMAGENET_MEAN)),
@@ -96,13 +126,17 @@ fn metadata(model: &ImageTypeClassifier) -> Vec<proto::StringStringEntryProto> {
 
 /// Nodes and initialisers in order, with fresh names.
 #[derive(Default)]
-struct GraphBuilder {
+struct GraphBuilder<'a> {
     nodes: Vec<proto::NodeProto>,
     initializers: Vec<proto::TensorProto>,
     names: usize,
+    /// The INT8 ranges of the backbone's convolutions, for the QDQ form.
+    int8: Option<&'a ActivationRanges>,
+    /// Backbone convolutions written so far: the index into `int8`'s ranges.
+    convolutions: usize,
 }
 
-impl GraphBuilder {
+impl GraphBuilder<'_> {
     fn fresh(&mut self, stem: &str) -> String {
         self.names += 1;
         format!("{stem}_{}", self.names)
@@ -134,29 +168,14 @@ impl GraphBuilder {
 
     /// An fp32 initialiser holding `tensor`'s values in row-major order.
     fn weight(&mut self, stem: &str, tensor: &Tensor) -> String {
-        let name = self.fresh(stem);
         let values = tensor.to_kind(Kind::Float).contiguous().flatten(0, -1);
         let values = Vec::<f32>::try_from(&values).expect("a CPU float tensor");
-        self.initializers.push(proto::TensorProto {
-            name: name.clone(),
-            dims: tensor.size(),
-            data_type: DataType::Float as i32,
-            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            ..Default::default()
-        });
-        name
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.raw_initializer(stem, tensor.size(), DataType::Float, bytes)
     }
 
     fn scalar(&mut self, stem: &str, value: f32) -> String {
-        let name = self.fresh(stem);
-        self.initializers.push(proto::TensorProto {
-            name: name.clone(),
-            dims: vec![],
-            data_type: DataType::Float as i32,
-            raw_data: value.to_le_bytes().to_vec(),
-            ..Default::default()
-        });
-        name
+        self.raw_initializer(stem, vec![], DataType::Float, value.to_le_bytes().to_vec())
     }
 
     fn block(&mut self, block: &FusedBlock, input: &str) -> String {
@@ -188,8 +207,17 @@ impl GraphBuilder {
 
     fn conv(&mut self, conv: &FusedConv, input: &str) -> String {
         let kernel = conv.weight.size()[2];
-        let weight = self.weight("conv_weight", &conv.weight);
-        let bias = self.weight("conv_bias", &conv.bias);
+        let range = self.int8.map(|ranges| &ranges.convolutions[self.convolutions]);
+        self.convolutions += 1;
+        let (input, weight, bias) = match range {
+            None => (input.to_string(), self.weight("conv_weight", &conv.weight), self.weight("conv_bias", &conv.bias)),
+            Some(range) => {
+                let quantized = quantize_weights(conv, range);
+                let input = self.quantize_dequantize(input, range.quantization());
+                let weight = self.int8_weight(&quantized, &conv.weight.size());
+                (input, weight, self.weight("conv_bias", &quantized.bias))
+            }
+        };
         let (s, p) = (conv.stride, conv.padding);
         let attributes = vec![
             ints("kernel_shape", &[kernel, kernel]),
@@ -198,8 +226,45 @@ impl GraphBuilder {
             ints("dilations", &[1, 1]),
             int("group", conv.groups),
         ];
-        let ys = self.node("Conv", vec![input.to_string(), weight, bias], attributes);
+        let ys = self.node("Conv", vec![input, weight, bias], attributes);
         self.activation(conv.activation, &ys)
+    }
+
+    /// `DequantizeLinear(QuantizeLinear(x))` with zero point 0, in `u8` or `i8`.
+    fn quantize_dequantize(&mut self, input: &str, quantization: ActivationQuantization) -> String {
+        let scale = self.scalar("act_scale", quantization.scale);
+        let (data_type, zero) = match quantization.unsigned {
+            true => (DataType::Uint8, 0u8),
+            false => (DataType::Int8, 0u8),
+        };
+        let zero_point = self.raw_initializer("act_zero_point", vec![], data_type, vec![zero]);
+        let quantized = self.node("QuantizeLinear", vec![input.to_string(), scale.clone(), zero_point.clone()], vec![]);
+        self.node("DequantizeLinear", vec![quantized, scale, zero_point], vec![])
+    }
+
+    /// INT8 weights and their per-output-channel scales behind a `DequantizeLinear`.
+    fn int8_weight(&mut self, quantized: &QuantizedWeights, dims: &[i64]) -> String {
+        let bytes = quantized.values.iter().map(|&v| v as u8).collect();
+        let values = self.raw_initializer("conv_weight_int8", dims.to_vec(), DataType::Int8, bytes);
+        let channels = quantized.scales.len();
+        let scale_bytes = quantized.scales.iter().flat_map(|s| s.to_le_bytes()).collect();
+        let scales = self.raw_initializer("conv_weight_scale", vec![channels as i64], DataType::Float, scale_bytes);
+        let zeros =
+            self.raw_initializer("conv_weight_zero_point", vec![channels as i64], DataType::Int8, vec![0; channels]);
+        self.node("DequantizeLinear", vec![values, scales, zeros], vec![int("axis", 0)])
+    }
+
+    fn raw_initializer(&mut self, stem: &str, dims: Vec<i64>, data_type: DataType, raw_data: Vec<u8>) -> String {
+        let name = self.fresh(stem);
+        let tensor = proto::TensorProto {
+            name: name.clone(),
+            dims,
+            data_type: data_type as i32,
+            raw_data,
+            ..Default::default()
+        };
+        self.initializers.push(tensor);
+        name
     }
 
     fn pointwise(&mut self, conv: &PointwiseConv, input: &str) -> String {

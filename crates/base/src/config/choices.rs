@@ -191,6 +191,10 @@ pub enum Precision {
     Auto,
     Fp32,
     Bf16,
+    /// INT8 convolutions on the OpenVINO engine, from the activation ranges `train` (or
+    /// `test --calibrate`) stores in the model file; the other layers as `auto` would run
+    /// them. Inference only: training and libtorch run fp32 for it.
+    Int8,
 }
 
 impl FromStr for Precision {
@@ -201,7 +205,8 @@ impl FromStr for Precision {
             "auto" => Self::Auto,
             "fp32" => Self::Fp32,
             "bf16" => Self::Bf16,
-            other => anyhow::bail!("unknown number format `{other}` (auto, fp32, bf16)"),
+            "int8" => Self::Int8,
+            other => anyhow::bail!("unknown number format `{other}` (auto, fp32, bf16, int8)"),
         })
     }
 }

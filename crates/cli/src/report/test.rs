@@ -1,7 +1,7 @@
 //! What `test` prints on stdout: one image's prediction, a CSV's or the dataset's summary
-//! line, a threshold fit.
+//! line, a threshold fit, an INT8 calibration.
 
-use imgtype::infer::{CsvReport, DatasetReport, Prediction, Predictor, ThresholdFit};
+use imgtype::infer::{CsvReport, DatasetReport, Int8Calibration, Prediction, Predictor, ThresholdFit};
 
 /// One image's prediction: human lines, or JSON with `json`.
 pub fn print_single(predictor: &Predictor, image: &str, prediction: &Prediction, json: bool) {
@@ -69,4 +69,12 @@ pub fn print_threshold_fit(fit: &ThresholdFit, json: bool) {
     println!("test       {}: {:.4} -> {:.4}", fit.metric, fit.test_before, fit.test_after);
     println!("test       accuracy: {:.4} -> {:.4}", fit.test_accuracy_before, fit.test_accuracy_after);
     println!("model with thresholds: {}", fit.model_file.display());
+}
+
+pub fn print_int8_calibration(calibration: &Int8Calibration) {
+    println!("INT8 ranges of {} convolutions measured on {} images", calibration.convolutions, calibration.images);
+    for reason in &calibration.unreadable {
+        println!("unreadable, skipped: {reason}");
+    }
+    println!("model with INT8 ranges (run it with --precision int8): {}", calibration.output_path.display());
 }

@@ -1,11 +1,12 @@
 //! Inference: the prediction API and [`Predictor`] (from `imgtype-infer`, re-exported here),
 //! and the `test` binary's file-writing modes: a CSV of images, the whole dataset, shards and
-//! their merge, the wrong-prediction reports and `--fit-thresholds`.
+//! their merge, the wrong-prediction reports, `--fit-thresholds` and `--int8-calibrate`.
 
 mod columns;
 mod csv_mode;
 mod csv_partial;
 mod dataset_mode;
+mod int8;
 mod merge;
 mod prefetch;
 mod shards;
@@ -17,6 +18,7 @@ pub use imgtype_infer::*;
 
 pub use csv_mode::{run_csv, CsvReport, CsvRequest};
 pub use dataset_mode::{run_dataset, DatasetReport};
+pub use int8::{calibrate_model, calibration_records, Int8Calibration, CALIBRATION_IMAGES};
 pub use merge::merge_shards;
 pub use shards::Shard;
 pub use thresholds::{fit_thresholds, ThresholdFit};

@@ -16,6 +16,17 @@ use super::{TrainEnd, TrainOutcome};
 use crate::eval::evaluate_records;
 use crate::stop::Outcome;
 
+/// Stores the best model's INT8 ranges, measured on training images, in its file. INT8 is
+/// an extra: a failure is a warning, and the model serves at every other precision.
+fn measure_int8_ranges(session: &Session, best: &Path) {
+    let workers = session.config.system.decode_threads();
+    let measured = crate::ImageTypeClassifier::load(best, tch::Device::Cpu)
+        .and_then(|model| crate::infer::calibrate_model(model, &session.train_records, &session.source, workers, best));
+    if let Err(error) = measured {
+        tracing::warn!("INT8 ranges not measured ({error:#}): `test --int8-calibrate` can do it later");
+    }
+}
+
 pub(super) fn finish(session: &mut Session, mut state: TrainingState, best_weights: BestWeights) -> Result<TrainEnd> {
     let config = session.config.clone();
     let folder = &session.folder;
@@ -57,6 +68,9 @@ pub(super) fn finish(session: &mut Session, mut state: TrainingState, best_weigh
         calibrate::store(&folder.best_model(), temperature)?;
     }
     let best_model = Some(folder.best_model()).filter(|p| p.exists());
+    if let Some(best) = &best_model {
+        measure_int8_ranges(session, best);
+    }
     if let Some(best) = best_model.as_ref().filter(|_| config.validation.save_best_model) {
         share_best_model(best, &config);
     }

@@ -1,22 +1,29 @@
 //! Which engine runs a model: the one place that names them all, so that an engine's own
 //! file depends on the trait (`engine`) and nothing depends back on it.
 
-use tch::{Device, Kind};
+use tch::Device;
 
 use super::engine::{InferenceEngine, LibtorchEngine};
 use super::openvino::OpenVinoEngine;
-use imgtype_base::config::InferenceEngineChoice;
+use imgtype_base::config::{InferenceEngineChoice, Precision};
+use imgtype_model::device::inference_kind;
 use imgtype_model::ImageTypeClassifier;
 
-/// The engine `choice` names for `model`, computing in `kind`. OpenVINO runs on the CPU only:
-/// for a model on CUDA or MPS, and wherever OpenVINO cannot be loaded or compile the model,
-/// this is libtorch, with one warning (never an error: inference goes on).
+/// The engine `choice` names for `model`, computing in `precision`. OpenVINO runs on the CPU
+/// only: for a model on CUDA or MPS, and wherever OpenVINO cannot be loaded or compile the
+/// model, this is libtorch, with one warning (never an error: inference goes on). INT8 runs
+/// on OpenVINO only, with the ranges stored in the model file; without either it is the
+/// precision `auto`, with a warning.
 pub fn build_engine(
     model: &ImageTypeClassifier,
     choice: InferenceEngineChoice,
-    kind: Kind,
+    precision: Precision,
 ) -> Box<dyn InferenceEngine> {
+    let kind = inference_kind(precision, model.device());
     let on_cpu = model.device() == Device::Cpu;
+    if precision == Precision::Int8 && !(on_cpu && choice != InferenceEngineChoice::Libtorch) {
+        tracing::warn!("INT8 runs on OpenVINO on the CPU: using libtorch in the precision `auto` instead");
+    }
     match choice {
         InferenceEngineChoice::Libtorch => return Box::new(LibtorchEngine::new(model, kind)),
         InferenceEngineChoice::Auto if !on_cpu => return Box::new(LibtorchEngine::new(model, kind)),
@@ -27,7 +34,18 @@ pub fn build_engine(
         InferenceEngineChoice::Auto | InferenceEngineChoice::Openvino => {}
     }
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| OpenVinoEngine::new(model, kind, threads)));
+    let int8 = match (precision, model.int8_ranges()) {
+        (Precision::Int8, None) => {
+            tracing::warn!("the model file holds no INT8 ranges (`test --int8-calibrate` measures them): not INT8");
+            None
+        }
+        (Precision::Int8, Some(ranges)) => Some(ranges),
+        _ => None,
+    };
+    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match int8 {
+        Some(ranges) => OpenVinoEngine::int8(model, ranges, kind, threads),
+        None => OpenVinoEngine::new(model, kind, threads),
+    }));
     match built.unwrap_or_else(|panic| Err(anyhow::anyhow!("{}", imgtype_images::decode::panic_message(&panic)))) {
         Ok(engine) => Box::new(engine),
         Err(error) => {

@@ -13,6 +13,7 @@ use tch::{Kind, Tensor};
 
 use super::engine::InferenceEngine;
 use imgtype_images::image::{IMAGENET_MEAN, IMAGENET_STD};
+use imgtype_model::quantize::ActivationRanges;
 use imgtype_model::ImageTypeClassifier;
 
 /// The OpenVINO C library to load: `IMGTYPE_OPENVINO_LIB`, else the `libopenvino_c.so*` in
@@ -121,6 +122,8 @@ struct Compiled {
 pub struct OpenVinoEngine {
     compiled: Mutex<Compiled>,
     kind: Kind,
+    /// Convolutions in INT8 (the QDQ export), the rest in `kind`.
+    int8: bool,
     classes: i64,
     size: i64,
 }
@@ -134,8 +137,18 @@ impl OpenVinoEngine {
     /// when the batch was normalised in libtorch (batch-1 throughput 0.53× OpenVINO in
     /// Python), stay asleep.
     pub fn new(model: &ImageTypeClassifier, kind: Kind, threads: usize) -> Result<Self> {
+        Self::compile(model, &imgtype_model::onnx::to_onnx(model), kind, false, threads)
+    }
+
+    /// `model`'s backbone convolutions in INT8 with the `ranges` measured on its weights
+    /// (`imgtype_model::quantize`), every other layer in `kind`.
+    pub fn int8(model: &ImageTypeClassifier, ranges: &ActivationRanges, kind: Kind, threads: usize) -> Result<Self> {
+        let onnx = imgtype_model::onnx::to_onnx_int8(model, ranges)?;
+        Self::compile(model, &onnx, kind, true, threads)
+    }
+
+    fn compile(model: &ImageTypeClassifier, onnx: &[u8], kind: Kind, int8: bool, threads: usize) -> Result<Self> {
         load_runtime()?;
-        let onnx = imgtype_model::onnx::to_onnx(model);
         let mut core = Core::new().context("OpenVINO")?;
         let precision = if kind == Kind::BFloat16 { "bf16" } else { "f32" };
         core.set_property(&DeviceType::CPU, &RwPropertyKey::HintInferencePrecision, precision)
@@ -144,13 +157,14 @@ impl OpenVinoEngine {
             .context("OpenVINO: threads")?;
         core.set_property(&DeviceType::CPU, &RwPropertyKey::HintPerformanceMode, "LATENCY")
             .context("OpenVINO: performance hint")?;
-        let network = core.read_model_from_buffer(&onnx, None).context("OpenVINO cannot read our ONNX export")?;
+        let network = core.read_model_from_buffer(onnx, None).context("OpenVINO cannot read our ONNX export")?;
         let mut compiled =
             core.compile_model(&network, DeviceType::CPU).context("OpenVINO cannot compile the model")?;
         let request = compiled.create_infer_request().context("OpenVINO: infer request")?;
         Ok(Self {
             compiled: Mutex::new(Compiled { request, input: None, _model: compiled, _core: core }),
             kind,
+            int8,
             classes: model.class_names().len() as i64,
             size: model.input_size() as i64,
         })
@@ -214,7 +228,12 @@ impl InferenceEngine for OpenVinoEngine {
     }
 
     fn describe(&self) -> String {
-        format!("openvino {}", if self.kind == Kind::BFloat16 { "bf16" } else { "fp32" })
+        let format = match (self.int8, self.kind == Kind::BFloat16) {
+            (true, _) => "int8",
+            (false, true) => "bf16",
+            (false, false) => "fp32",
+        };
+        format!("openvino {format}")
     }
 
     fn kind(&self) -> Kind {

@@ -1,0 +1,123 @@
+//! Measuring a model's INT8 ranges on images and storing them in its model file: at the end
+//! of `train` (on training images) and by `test --model-path M --int8-calibrate CSV
+//! --output-path NEW` for a model file without them (an older one, or the Python system's).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use crate::data::csv_records::Table;
+use crate::data::{ImageRecord, ImageSource};
+use crate::model::input::to_normalized_batch;
+use crate::model::quantize;
+use crate::model::ImageTypeClassifier;
+
+/// At most this many images are measured: NNCF's default subset size, and more moves no range
+/// much (the ranges are the extremes seen, so they only grow).
+pub const CALIBRATION_IMAGES: usize = 300;
+
+/// Images per forward pass while measuring.
+const BATCH: usize = 32;
+
+#[derive(Debug, Serialize)]
+pub struct Int8Calibration {
+    pub output_path: PathBuf,
+    /// Images measured.
+    pub images: usize,
+    /// Images that could not be read, each with why (first few).
+    pub unreadable: Vec<String>,
+    pub convolutions: usize,
+}
+
+/// Measures `model` (on the CPU) on up to [`CALIBRATION_IMAGES`] of `records`' images, spread
+/// evenly over them, and writes it with the ranges to `output` (which may be the file it was
+/// loaded from: written to a temporary file, then renamed).
+pub fn calibrate_model(
+    mut model: ImageTypeClassifier,
+    records: &[ImageRecord],
+    source: &ImageSource,
+    workers: usize,
+    output: &Path,
+) -> Result<Int8Calibration> {
+    let chosen = spread(records, CALIBRATION_IMAGES);
+    let loaded = crate::data::batch::load_images(&chosen, source, model.input_size(), workers);
+    let mut images = Vec::with_capacity(loaded.len());
+    let mut unreadable = Vec::new();
+    for (record, result) in chosen.iter().zip(loaded) {
+        match result {
+            Ok(image) => images.push(image),
+            Err(reason) => unreadable.push(format!("{}: {reason}", record.image_path)),
+        }
+    }
+    if images.is_empty() {
+        let first = unreadable.first().map_or(String::new(), |reason| format!(" (first: {reason})"));
+        bail!("none of the {} images chosen to measure INT8 ranges on could be read{first}", chosen.len());
+    }
+    if !unreadable.is_empty() {
+        tracing::warn!("{} of {} calibration images unreadable, skipped", unreadable.len(), chosen.len());
+    }
+    let batches: Vec<&[image::RgbImage]> = images.chunks(BATCH).collect();
+    let normalized = |i: usize| crate::model::input::to_device(&to_normalized_batch(batches[i]), model.device());
+    let ranges = quantize::measure(&model, batches.len(), normalized)?;
+    let convolutions = ranges.convolutions.len();
+    let measured = ranges.images;
+    model.set_int8_ranges(ranges)?;
+    model
+        .save(output)
+        .with_context(|| format!("cannot write the model with its INT8 ranges to {}", output.display()))?;
+    tracing::info!("INT8 ranges of {convolutions} convolutions measured on {measured} images: {}", output.display());
+    unreadable.truncate(5);
+    Ok(Int8Calibration { output_path: output.to_path_buf(), images: measured, unreadable, convolutions })
+}
+
+/// The image paths of `csv_path`'s `image_column`, as records for [`calibrate_model_file`].
+pub fn calibration_records(csv_path: &Path, image_column: &str) -> Result<Vec<ImageRecord>> {
+    let mut table = Table::read(csv_path, "calibration CSV")?;
+    let Some(column) = table.column(image_column)? else {
+        bail!("{}: no `{image_column}` column (its columns: {})", csv_path.display(), table.header.join(", "));
+    };
+    let records: Vec<ImageRecord> = table
+        .rows_with(&[column])
+        .into_iter()
+        .map(|(_, fields)| fields[column].trim().to_string())
+        .filter(|path| !path.is_empty())
+        .map(|image_path| ImageRecord { product_id: String::new(), image_path, image_type: String::new() })
+        .collect();
+    if records.is_empty() {
+        bail!("{}: no image paths in the `{image_column}` column", csv_path.display());
+    }
+    Ok(records)
+}
+
+/// At most `count` of `records`, evenly spaced, in order (every class of a split sorted by
+/// product, not only the first products).
+fn spread(records: &[ImageRecord], count: usize) -> Vec<&ImageRecord> {
+    if records.len() <= count {
+        return records.iter().collect();
+    }
+    (0..count).map(|i| &records[i * records.len() / count]).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(n: usize) -> Vec<ImageRecord> {
+        (0..n)
+            .map(|i| ImageRecord {
+                product_id: i.to_string(),
+                image_path: format!("{i}.jpg"),
+                image_type: String::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn spread_takes_evenly_spaced_records_and_all_of_few() {
+        let many = records(1000);
+        let chosen: Vec<&str> = spread(&many, 4).iter().map(|r| r.product_id.as_str()).collect();
+        assert_eq!(chosen, ["0", "250", "500", "750"]);
+        assert_eq!(spread(&records(3), 300).len(), 3);
+    }
+}
