@@ -1,12 +1,9 @@
 //! INT8, measured and written by us: the range of every convolution's input over a few
-//! hundred images (at the end of `train`, or `test --int8-calibrate` for an older model
-//! file), stored in the model file, and the per-channel weights and bias correction that
-//! the QDQ form of the ONNX export (`onnx::to_onnx_int8`) carries to OpenVINO.
-//!
-//! Activations are quantised per tensor and symmetrically (zero point 0: `u8` for inputs
-//! that are never negative, `i8` otherwise), weights per output channel and symmetrically.
-//! Measured on an AMX CPU, zero points on activations made OpenVINO insert a reorder
-//! before every INT8 convolution (0.61× bf16) where symmetric ones ran without (0.92×).
+//! hundred images (end of `train`, or `test --int8-calibrate`), stored in the model file, and
+//! the per-channel weights and bias correction the QDQ export (`onnx::to_onnx_int8`) carries.
+//! Activations are quantised per tensor, symmetrically (`u8` where never negative, else `i8`),
+//! weights per output channel. On an AMX CPU, zero points on activations made OpenVINO insert
+//! a reorder before every INT8 convolution (0.61× bf16); symmetric ones ran without (0.92×).
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -17,10 +14,9 @@ use super::fused::{FusedClassifier, FusedConv};
 use super::ImageTypeClassifier;
 
 /// Each activation's range is clipped at this percentile of its magnitudes. Chosen on the
-/// demo model (EfficientNet-B0 from scratch, 64 px; INT8 vs fp32 decisions on its 376
-/// images): the full range (min/max) gave 18% agreement, the 99.999th percentile 57%,
-/// 99.99th 98.9%, 99.95th 99.5%, 99.9th 98.9%: a few rare, large activations widen the range
-/// until the rounding noise of every ordinary value outweighs clipping them.
+/// demo model (EfficientNet-B0, 64 px; INT8 as fp32 on its 376 images): min/max 18%,
+/// 99.999th 57%, 99.99th 98.9%, 99.95th 99.5%, 99.9th 98.9%. Rare large activations widen
+/// the range until every ordinary value's rounding noise outweighs clipping them.
 pub const CLIP_PERCENTILE: f64 = 99.95;
 
 /// Bins of the magnitude histogram the percentile is read from.
@@ -63,8 +59,7 @@ pub struct ActivationQuantization {
 
 impl ConvolutionInput {
     pub fn quantization(&self) -> ActivationQuantization {
-        let unsigned = self.min >= 0.0;
-        let reach = self.clip;
+        let (unsigned, reach) = (self.min >= 0.0, self.clip);
         let levels = if unsigned { 255.0 } else { 127.0 };
         // An input that was zero on every image: any positive scale represents it.
         let scale = if reach > 0.0 && reach.is_finite() { reach / levels } else { 1.0 };
@@ -79,7 +74,7 @@ pub(crate) struct QuantizedWeights {
     /// One per output channel.
     pub scales: Vec<f32>,
     /// The bias minus the mean error the rounded weights add on the measured mean input
-    /// (bias correction: without it depthwise layers, a few weights per channel, shift their output).
+    /// (bias correction: depthwise layers, 9 weights per channel, shift without it).
     pub bias: Tensor,
 }
 
