@@ -5,8 +5,11 @@
 # (scripts/bench/planted_label_issues.py), the demo config cross-validated in FOLDS folds,
 # precision in the top N and recall in the top 2N (N planted) of our ranking and of cleanlab's.
 # PRODUCTS: a synthetic catalogue of that many products made by scripts/make_sample_data.py
-# (seed 11; 384 products are about 1,700 images) instead of the bundled sample.
-# usage: scripts/label_issues_bench.sh [SEEDS="1 2 3"] [FRACTION=0.06] [FOLDS=5] [PRODUCTS]
+# (seed 11; 384 products are about 1,700 images) instead of the bundled sample; with
+# GENERATOR=b, by scripts/make_catalogue_b.py (seed 5; its own drawing code, 300-800 px
+# photos, 360 products are about 1,750 images), whose planted copies are then scored too
+# (`divide --find-duplicates`, scripts/bench/score_duplicates.py).
+# usage: scripts/label_issues_bench.sh [SEEDS="1 2 3"] [FRACTION=0.06] [FOLDS=5] [PRODUCTS] [GENERATOR=sample|b]
 #        (about 2 minutes per seed on 2 cores with the sample, 9 with 384 products)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,18 +17,30 @@ seeds=${1:-1 2 3}
 fraction=${2:-0.06}
 folds=${3:-5}
 products=${4:-}
+generator=${5:-sample}
 scripts/setup.sh >&2
 py=.venv/bin/python
-work=target/label_issues_bench${products:+_$products}
+work=target/label_issues_bench${products:+_$products}${products:+_$generator}
 rm -rf "$work" && mkdir -p "$work"
 catalogue=image_data.csv
 images=$PWD/sample_images
 if [ -n "$products" ]; then
-    "$py" scripts/make_sample_data.py --products "$products" --seed 11 --out "$work/catalogue" >&2
+    case "$generator" in
+        sample) "$py" scripts/make_sample_data.py --products "$products" --seed 11 --out "$work/catalogue" >&2 ;;
+        b) "$py" scripts/make_catalogue_b.py --products "$products" --seed 5 --out "$work/catalogue" >&2 ;;
+        *) echo "unknown generator $generator (sample, b)" >&2; exit 2 ;;
+    esac
     catalogue=$work/catalogue/image_data.csv
     images=$PWD/$work/catalogue/sample_images
 fi
-target/release/divide --input-file "$catalogue" --output-dir "$work/data" --random-state 2025 >/dev/null
+duplicates=()
+if [ -f "$work/catalogue/planted_duplicates.csv" ]; then
+    duplicates=(--find-duplicates --image-base-path "$images")
+fi
+target/release/divide --input-file "$catalogue" --output-dir "$work/data" --random-state 2025 "${duplicates[@]}" >/dev/null
+if [ ${#duplicates[@]} -gt 0 ]; then
+    echo "duplicates: $("$py" scripts/bench/score_duplicates.py "$work/catalogue/planted_duplicates.csv" "$work/data/duplicates.csv")"
+fi
 config_for() {
     "$py" -c 'import json, sys; c = json.load(open("configs/demo.json")); c["paths"] = {"data_dir": sys.argv[1], "result_dir": sys.argv[2]}; c["data"].update(csv_path=sys.argv[4], base_image_path=sys.argv[5]); json.dump(c, open(sys.argv[3], "w"))' "$@" "$catalogue" "$images"
 }

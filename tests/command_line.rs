@@ -67,6 +67,7 @@ fn usage_errors_exit_2_and_write_nothing() {
             "--image-path",
         ),
         (TEST, &["--model-path", "model.safetensors", "--image-column", "path"], "--image-column"),
+        (TEST, &["--model-path", "model.safetensors", "--int8-calibrate", "a.csv", "--strict"], "--strict"),
         (DIVIDE, &["--train-ratio", "most"], "--train-ratio"),
         (DIVIDE, &["--train-ratio", "1.5"], "a ratio is a number from 0 to 1"),
         (DIVIDE, &["--train-ratio", "0.5", "--val-ratio", "0.1", "--test-ratio", "0.1"], "0.5 (--train-ratio) + 0.1"),

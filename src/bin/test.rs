@@ -56,7 +56,7 @@ struct Args {
     #[arg(long, requires = "json_work")]
     json: bool,
     /// CSV mode: exit with status 1 when any row is an ERROR row (all rows are still written)
-    #[arg(long, requires = "csv_path", conflicts_with = "image_path")]
+    #[arg(long, requires = "csv_path", conflicts_with_all = ["image_path", "int8_calibrate"])]
     strict: bool,
     /// Fit per-class thresholds on the validation split (maximising the model's validation
     /// metric), report validation and test figures before and after, and write the model with

@@ -72,9 +72,10 @@ impl Predictor {
         let model = ImageTypeClassifier::load(&path, device)?;
         if precision.unwrap_or(model.config().system.precision) == Precision::Int8 && model.int8_ranges().is_none() {
             bail!(
-                "{0}: INT8 needs the activation ranges `train` stores in its model file, and this file has none; \
-                 measure them: test --model-path {0} --int8-calibrate IMAGES.csv --output-path NEW.safetensors",
-                path.display()
+                "{0}: INT8 needs the activation ranges `train` stores in its model file, and {1}; measure them: \
+                 test --model-path {0} --int8-calibrate IMAGES.csv --output-path NEW.safetensors",
+                path.display(),
+                model.int8_missing_reason()
             );
         }
         let mut predictor = Self::with_settings(model, precision, engine);

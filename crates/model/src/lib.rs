@@ -131,6 +131,8 @@ pub struct ImageTypeClassifier {
     /// The INT8 ranges of the weights it was loaded with, when its file had them; saved
     /// with it. Training changes the weights and measures them again at its end.
     int8_ranges: Option<quantize::ActivationRanges>,
+    /// Why the file's INT8 ranges were not kept, when they were not.
+    int8_ignored: Option<String>,
 }
 
 impl ImageTypeClassifier {
@@ -170,6 +172,7 @@ impl ImageTypeClassifier {
             backbone_frozen: false,
             compute_kind: Kind::Float,
             int8_ranges: None,
+            int8_ignored: None,
         }
     }
 
@@ -204,31 +207,45 @@ impl ImageTypeClassifier {
         }
         file::copy_named_tensors(&weights, &mut model.vs, path, "")?;
         model.check_finite_outputs().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        if let Some(ranges) = file.metadata.int8_ranges {
-            // The weights serve at every other precision: only INT8 is lost.
-            if let Err(error) = model.set_int8_ranges(ranges) {
-                tracing::warn!("{}: INT8 ranges ignored: {error:#}", path.display());
-            }
+        // The weights serve at every other precision; `test --int8-calibrate` measures again.
+        let kept = match file.metadata.int8_ranges {
+            Some(Ok(ranges)) => model.set_int8_ranges(ranges).map_err(|error| format!("{error:#}")),
+            Some(Err(problem)) => Err(problem),
+            None => Ok(()),
+        };
+        if let Err(problem) = kept {
+            tracing::warn!("{}: INT8 ranges ignored: {problem}", path.display());
+            model.int8_ignored = Some(problem);
         }
         Ok(model)
     }
 
-    /// The INT8 ranges measured on its current weights, if any.
+    /// The INT8 ranges measured on its current weights and input size, if any.
     pub fn int8_ranges(&self) -> Option<&quantize::ActivationRanges> {
-        self.int8_ranges.as_ref().filter(|ranges| ranges.weights_sha256 == quantize::weights_sha256(self))
+        self.int8_ranges.as_ref().filter(|ranges| ranges.is_sealed_for(self))
+    }
+
+    /// Why [`Self::int8_ranges`] has none.
+    pub fn int8_missing_reason(&self) -> String {
+        match (&self.int8_ignored, &self.int8_ranges) {
+            (Some(problem), _) => format!("its INT8 ranges were ignored ({problem})"),
+            (None, Some(_)) => "its INT8 ranges were measured on other weights".into(),
+            (None, None) => "it holds no INT8 ranges".into(),
+        }
     }
 
     /// Keeps `ranges` (saved with the model from now on); refused when they were measured
-    /// on other weights or do not fit the network.
+    /// on other weights or input size, were edited, or do not fit the network.
     pub fn set_int8_ranges(&mut self, ranges: quantize::ActivationRanges) -> Result<()> {
-        if ranges.weights_sha256 != quantize::weights_sha256(self) {
+        if !ranges.is_sealed_for(self) {
             anyhow::bail!(
-                "its INT8 ranges were measured on other weights (the file was edited after calibration); \
-                 measure them again with `test --model-path … --int8-calibrate CSV`"
+                "they were measured on other weights or another input size, or edited since (their SHA-256 \
+                 does not match)"
             );
         }
         ranges.check_fits(&fused::FusedClassifier::new(self, Kind::Float).convolutions())?;
         self.int8_ranges = Some(ranges);
+        self.int8_ignored = None;
         Ok(())
     }
 
@@ -254,7 +271,7 @@ impl ImageTypeClassifier {
     }
 
     pub fn save(&self, path: &std::path::Path) -> Result<()> {
-        let metadata = ModelMetadata { config: self.config.clone(), int8_ranges: self.int8_ranges().cloned() };
+        let metadata = ModelMetadata { config: self.config.clone(), int8_ranges: self.int8_ranges().cloned().map(Ok) };
         ModelFile::write(path, &self.vs, &metadata)
     }
 

@@ -117,6 +117,8 @@ fn metadata(model: &ImageTypeClassifier, int8: Option<&ActivationRanges>) -> Vec
         ("normalize_mean", json(&IMAGENET_MEAN)),
         ("normalize_std", json(&IMAGENET_STD)),
         ("architecture", model.config().model.backbone.as_str().to_string()),
+        // `test` and the API divide the logits by it before the softmax.
+        ("temperature", model.config().inference.temperature.to_string()),
         ("imgtype_version", env!("CARGO_PKG_VERSION").to_string()),
     ]
     .into_iter()

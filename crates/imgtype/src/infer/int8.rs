@@ -17,6 +17,9 @@ use crate::model::ImageTypeClassifier;
 /// much (the ranges are the extremes seen, so they only grow).
 pub const CALIBRATION_IMAGES: usize = 300;
 
+/// Fewer images than this are warned about.
+const FEW_IMAGES: usize = 32;
+
 /// Images per forward pass while measuring.
 const BATCH: usize = 32;
 
@@ -56,6 +59,13 @@ pub fn calibrate_model(
     }
     if !unreadable.is_empty() {
         tracing::warn!("{} of {} calibration images unreadable, skipped", unreadable.len(), chosen.len());
+    }
+    if images.len() < FEW_IMAGES {
+        tracing::warn!(
+            "INT8 ranges from {} images only: a range is the extremes seen, so rarer values will be clipped; \
+             {CALIBRATION_IMAGES} are measured where there are as many",
+            images.len()
+        );
     }
     let batches: Vec<&[image::RgbImage]> = images.chunks(BATCH).collect();
     let normalized = |i: usize| crate::model::input::to_device(&to_normalized_batch(batches[i]), model.device());

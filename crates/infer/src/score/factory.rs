@@ -7,6 +7,7 @@ use super::engine::{InferenceEngine, LibtorchEngine};
 use super::openvino::OpenVinoEngine;
 use imgtype_base::config::{InferenceEngineChoice, Precision};
 use imgtype_model::device::inference_kind;
+use imgtype_model::quantize::ActivationRanges;
 use imgtype_model::ImageTypeClassifier;
 
 /// The engine `choice` names for `model`, computing in `precision`. OpenVINO runs on the CPU
@@ -42,11 +43,22 @@ pub fn build_engine(
         (Precision::Int8, Some(ranges)) => Some(ranges),
         _ => None,
     };
-    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match int8 {
-        Some(ranges) => OpenVinoEngine::int8(model, ranges, kind, threads),
-        None => OpenVinoEngine::new(model, kind, threads),
-    }));
-    match built.unwrap_or_else(|panic| Err(anyhow::anyhow!("{}", imgtype_images::decode::panic_message(&panic)))) {
+    let build = |int8: Option<&ActivationRanges>| {
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match int8 {
+            Some(ranges) => OpenVinoEngine::int8(model, ranges, kind, threads),
+            None => OpenVinoEngine::new(model, kind, threads),
+        }));
+        built.unwrap_or_else(|panic| Err(anyhow::anyhow!("{}", imgtype_images::decode::panic_message(&panic))))
+    };
+    let built = match int8.map(|ranges| build(Some(ranges))) {
+        Some(Ok(engine)) => Ok(engine),
+        Some(Err(error)) => {
+            tracing::warn!("OpenVINO cannot compile the INT8 model ({error:#}): OpenVINO without INT8 instead");
+            build(None)
+        }
+        None => build(None),
+    };
+    match built {
         Ok(engine) => Box::new(engine),
         Err(error) => {
             tracing::warn!("OpenVINO is not available ({error:#}): using libtorch");

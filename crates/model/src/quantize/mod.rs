@@ -10,17 +10,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tch::{Kind, Tensor};
 
-use super::fused::{FusedClassifier, FusedConv};
+mod measure;
+
+pub use measure::{measure, CLIP_PERCENTILE};
+
+use super::fused::FusedConv;
 use super::ImageTypeClassifier;
-
-/// Each activation's range is clipped at this percentile of its magnitudes. Chosen on the
-/// demo model (EfficientNet-B0, 64 px; INT8 as fp32 on its 376 images): min/max 18%,
-/// 99.999th 57%, 99.99th 98.9%, 99.95th 99.5%, 99.9th 98.9%. Rare large activations widen
-/// the range until every ordinary value's rounding noise outweighs clipping them.
-pub const CLIP_PERCENTILE: f64 = 99.95;
-
-/// Bins of the magnitude histogram the percentile is read from.
-const HISTOGRAM_BINS: i64 = 8192;
 
 /// The model file's header entry holding [`ActivationRanges`] as JSON.
 pub const METADATA_KEY: &str = "int8_calibration";
@@ -30,9 +25,10 @@ pub const METADATA_KEY: &str = "int8_calibration";
 pub struct ActivationRanges {
     /// How many images they were measured on.
     pub images: usize,
-    /// SHA-256 of the weights they were measured with (every variable by name, as fp32):
-    /// ranges of other weights describe another network and are dropped on loading.
-    pub weights_sha256: String,
+    /// SHA-256 over the weights they were measured with (every variable by name, as fp32),
+    /// the input size and the ranges themselves: ranges of other weights or another input
+    /// size describe another network, and edited ranges are not ours; both are ignored.
+    pub sha256: String,
     /// One per convolution of the backbone, in the order of the forward pass (the
     /// squeeze-excitation layers, 1×1 on pooled values, stay in floating point).
     pub convolutions: Vec<ConvolutionInput>,
@@ -58,11 +54,18 @@ pub struct ActivationQuantization {
 }
 
 impl ConvolutionInput {
+    fn is_consistent(&self) -> bool {
+        let reach = self.min.abs().max(self.max.abs());
+        let range = self.min.is_finite() && self.max.is_finite() && self.min <= self.max;
+        let clip = self.clip.is_finite() && self.clip <= reach && (self.clip > 0.0 || reach == 0.0);
+        range && clip && self.channel_means.iter().all(|m| m.is_finite() && m.abs() <= reach)
+    }
+
     pub fn quantization(&self) -> ActivationQuantization {
         let (unsigned, reach) = (self.min >= 0.0, self.clip);
         let levels = if unsigned { 255.0 } else { 127.0 };
-        // An input that was zero on every image: any positive scale represents it.
-        let scale = if reach > 0.0 && reach.is_finite() { reach / levels } else { 1.0 };
+        // An input that was (nearly) zero on every image: any positive scale represents it.
+        let scale = if reach > 1e-20 && reach.is_finite() { reach / levels } else { 1.0 };
         ActivationQuantization { scale, unsigned }
     }
 }
@@ -102,117 +105,9 @@ pub(crate) fn quantize_weights(conv: &FusedConv, input: &ConvolutionInput) -> Qu
     })
 }
 
-/// What one convolution's inputs showed: the first pass's extremes and channel sums, the
-/// second pass's histogram of magnitudes on `[0, reach]`.
-struct Accumulator {
-    min: f32,
-    max: f32,
-    sums: Vec<f64>,
-    positions: f64,
-    histogram: Vec<i64>,
-}
-
-impl Accumulator {
-    fn new(channels: usize) -> Self {
-        Self {
-            min: f32::INFINITY,
-            max: f32::NEG_INFINITY,
-            sums: vec![0.0; channels],
-            positions: 0.0,
-            histogram: vec![0; HISTOGRAM_BINS as usize],
-        }
-    }
-
-    fn reach(&self) -> f32 {
-        self.min.abs().max(self.max.abs())
-    }
-
-    fn add_extremes(&mut self, input: &Tensor) {
-        let input = input.to_kind(Kind::Float);
-        self.min = self.min.min(input.min().double_value(&[]) as f32);
-        self.max = self.max.max(input.max().double_value(&[]) as f32);
-        let sums = input.sum_dim_intlist([0i64, 2, 3].as_slice(), false, Kind::Double);
-        for (total, sum) in self.sums.iter_mut().zip(Vec::<f64>::try_from(sums).expect("CPU sums")) {
-            *total += sum;
-        }
-        let size = input.size();
-        self.positions += (size[0] * size[2] * size[3]) as f64;
-    }
-
-    fn add_to_histogram(&mut self, input: &Tensor) {
-        let reach = f64::from(self.reach());
-        if reach <= 0.0 || reach.is_nan() {
-            return;
-        }
-        let bins = (input.to_kind(Kind::Float).abs() * (HISTOGRAM_BINS as f64 / reach)).floor();
-        let bins = bins.clamp(0.0, (HISTOGRAM_BINS - 1) as f64).to_kind(Kind::Int64).flatten(0, -1);
-        let counts = bins.bincount::<Tensor>(None, HISTOGRAM_BINS);
-        for (total, count) in self.histogram.iter_mut().zip(Vec::<i64>::try_from(counts).expect("CPU counts")) {
-            *total += count;
-        }
-    }
-
-    /// The upper edge of the bin where the [`CLIP_PERCENTILE`]th percentile falls.
-    fn clip(&self) -> f32 {
-        let total: i64 = self.histogram.iter().sum();
-        let wanted = (total as f64 * CLIP_PERCENTILE / 100.0).ceil() as i64;
-        let mut seen = 0;
-        let bin = self.histogram.iter().position(|&count| {
-            seen += count;
-            seen >= wanted
-        });
-        let bin = bin.unwrap_or(HISTOGRAM_BINS as usize - 1);
-        self.reach() * (bin + 1) as f32 / HISTOGRAM_BINS as f32
-    }
-
-    fn finish(self) -> ConvolutionInput {
-        let channel_means = self.sums.iter().map(|sum| (sum / self.positions.max(1.0)) as f32).collect();
-        ConvolutionInput { min: self.min, max: self.max, clip: self.clip(), channel_means }
-    }
-}
-
-/// Measures `model`'s convolution inputs on `batches` normalised batches (`[N, 3, S, S]`
-/// on the model's device, `batch(i)` the i-th; made on demand, as they are needed twice and
-/// could fill memory), run through the fp32 inference model: extremes first, then the
-/// histograms their percentiles come from.
-pub fn measure(
-    model: &ImageTypeClassifier,
-    batches: usize,
-    batch: impl Fn(usize) -> Tensor,
-) -> Result<ActivationRanges> {
-    let fused = FusedClassifier::new(model, Kind::Float);
-    let mut accumulators: Vec<Accumulator> = Vec::new();
-    let mut images = 0;
-    for batch in (0..batches).map(&batch) {
-        images += batch.size()[0] as usize;
-        let mut index = 0;
-        let _logits = fused.forward_observing_convolutions(&batch, &mut |input: &Tensor| {
-            if index == accumulators.len() {
-                accumulators.push(Accumulator::new(input.size()[1] as usize));
-            }
-            accumulators[index].add_extremes(input);
-            index += 1;
-        });
-    }
-    if images == 0 {
-        bail!("no images to measure the INT8 ranges on");
-    }
-    if let Some(index) = accumulators.iter().position(|a| !(a.min.is_finite() && a.max.is_finite())) {
-        bail!("convolution {index} saw values that are not finite numbers: the model overflows on these images");
-    }
-    for batch in (0..batches).map(batch) {
-        let mut index = 0;
-        let _logits = fused.forward_observing_convolutions(&batch, &mut |input: &Tensor| {
-            accumulators[index].add_to_histogram(input);
-            index += 1;
-        });
-    }
-    let convolutions = accumulators.into_iter().map(Accumulator::finish).collect();
-    Ok(ActivationRanges { images, weights_sha256: weights_sha256(model), convolutions })
-}
-
-/// SHA-256 over every variable's name and fp32 values, in name order.
-pub fn weights_sha256(model: &ImageTypeClassifier) -> String {
+/// SHA-256 over every variable's name and fp32 values in name order, the input size, and
+/// the ranges (their JSON, which reads back to the same numbers).
+pub(crate) fn seal(model: &ImageTypeClassifier, images: usize, convolutions: &[ConvolutionInput]) -> String {
     let mut hasher = Sha256::new();
     for (name, tensor) in model.named_tensors() {
         hasher.update(name.as_bytes());
@@ -220,6 +115,8 @@ pub fn weights_sha256(model: &ImageTypeClassifier) -> String {
         let values = Vec::<f32>::try_from(values).expect("a CPU float tensor");
         hasher.update(values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
     }
+    hasher.update(model.input_size().to_le_bytes());
+    hasher.update(serde_json::to_string(&(images, convolutions)).expect("ranges serialise"));
     hasher.finalize().iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
@@ -228,17 +125,21 @@ impl ActivationRanges {
     pub fn from_json(text: &str) -> Result<Self> {
         let ranges: Self = serde_json::from_str(text)
             .map_err(|e| anyhow::anyhow!("`{METADATA_KEY}` is not the INT8 ranges this tool writes: {e}"))?;
-        if let Some(index) = ranges.convolutions.iter().position(|c| {
-            let range = c.min.is_finite() && c.max.is_finite() && c.min <= c.max;
-            let clip = c.clip.is_finite() && c.clip >= 0.0 && c.clip <= c.min.abs().max(c.max.abs());
-            !(range && clip) || c.channel_means.iter().any(|m| !m.is_finite())
-        }) {
+        if ranges.images == 0 {
+            bail!("`{METADATA_KEY}` says it was measured on no images");
+        }
+        if let Some(index) = ranges.convolutions.iter().position(|c| !c.is_consistent()) {
             bail!(
-                "`{METADATA_KEY}`: convolution {index} has a range that is not two finite numbers, low to high, \
-                 with a clip between 0 and the larger magnitude"
+                "`{METADATA_KEY}`: convolution {index}'s range is not two finite numbers, low to high, with a \
+                 clip above 0 (unless both are 0) and within them, and channel means within them"
             );
         }
         Ok(ranges)
+    }
+
+    /// Whether these ranges were measured by us on `model`'s weights and input size.
+    pub fn is_sealed_for(&self, model: &ImageTypeClassifier) -> bool {
+        self.sha256 == seal(model, self.images, &self.convolutions)
     }
 
     pub fn to_json(&self) -> String {
@@ -271,6 +172,7 @@ impl ActivationRanges {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fused::FusedClassifier;
     use imgtype_base::config::{Backbone, Config};
 
     fn model(backbone: Backbone) -> ImageTypeClassifier {
@@ -346,20 +248,6 @@ mod tests {
     }
 
     #[test]
-    fn the_clip_is_the_percentile_of_magnitudes() {
-        let mut accumulator = Accumulator::new(1);
-        let values = Tensor::arange(10_000, (Kind::Float, tch::Device::Cpu)).view([1, 1, 100, 100]) + 1.0;
-        accumulator.add_extremes(&values);
-        accumulator.add_to_histogram(&values);
-        let range = accumulator.finish();
-        assert_eq!((range.min, range.max), (1.0, 10_000.0));
-        let expected = 10_000.0 * CLIP_PERCENTILE as f32 / 100.0;
-        assert!((range.clip - expected).abs() <= 10_000.0 / HISTOGRAM_BINS as f32 + 1.0, "{}", range.clip);
-        assert!((range.channel_means[0] - 5_000.5).abs() < 1e-2);
-        assert!(range.quantization().unsigned);
-    }
-
-    #[test]
     fn ranges_follow_the_weights_they_were_measured_on() {
         let mut model = model(Backbone::EfficientNetB0);
         let ranges = measured(&model);
@@ -371,6 +259,10 @@ mod tests {
         model.save(&path).unwrap();
         let loaded = ImageTypeClassifier::load(&path, tch::Device::Cpu).unwrap();
         assert_eq!(loaded.int8_ranges(), Some(&ranges), "saved and loaded with the model");
+        let mut edited = ranges.clone();
+        edited.convolutions[3].clip *= 0.5;
+        let error = model.set_int8_ranges(edited).unwrap_err().to_string();
+        assert!(error.contains("other weights"), "an edited range breaks the seal: {error}");
         tch::no_grad(|| {
             let (_, mut weight) = model.named_tensors().into_iter().find(|(n, _)| n.ends_with("0.0.weight")).unwrap();
             let _ = weight.g_add_scalar_(0.01);
@@ -385,15 +277,49 @@ mod tests {
         let model = model(Backbone::MobileNetV3Small);
         let ranges = measured(&model);
         assert_eq!(ActivationRanges::from_json(&ranges.to_json()).unwrap(), ranges);
+        for (key, value) in [("clip", 1e30), ("clip", 0.0), ("clip", -1.0), ("min", 1e9)] {
+            let mut json: serde_json::Value = serde_json::from_str(&ranges.to_json()).unwrap();
+            json["convolutions"][3][key] = serde_json::json!(value);
+            let error = ActivationRanges::from_json(&json.to_string()).unwrap_err().to_string();
+            assert!(error.contains("convolution 3"), "{key} {value}: {error}");
+        }
         let mut json: serde_json::Value = serde_json::from_str(&ranges.to_json()).unwrap();
-        json["convolutions"][3]["clip"] = serde_json::json!(1e30);
-        let error = ActivationRanges::from_json(&json.to_string()).unwrap_err().to_string();
-        assert!(error.contains("convolution 3"), "{error}");
+        json["convolutions"][2]["channel_means"][0] = serde_json::json!(3e38);
+        assert!(ActivationRanges::from_json(&json.to_string()).unwrap_err().to_string().contains("convolution 2"));
+        json["images"] = serde_json::json!(0);
+        assert!(ActivationRanges::from_json(&json.to_string()).unwrap_err().to_string().contains("no images"));
         assert!(ActivationRanges::from_json("{\"images\": 3}").unwrap_err().to_string().contains(METADATA_KEY));
         let mut fewer = ranges.clone();
         fewer.convolutions.pop();
+        fewer.sha256 = seal(&model, fewer.images, &fewer.convolutions);
         let mut model = model;
         let error = model.set_int8_ranges(fewer).unwrap_err().to_string();
         assert!(error.contains("convolutions"), "{error}");
+    }
+
+    /// An edited or damaged entry costs INT8 only: the file loads, serves at other
+    /// precisions, and says why it has no ranges.
+    #[test]
+    fn edited_or_damaged_ranges_in_a_file_are_ignored_with_the_reason() {
+        let mut model = model(Backbone::MobileNetV3Small);
+        model.set_int8_ranges(measured(&model)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        model.save(&path).unwrap();
+        let (tensors, header) = crate::file::read_safetensors(&path).unwrap();
+        let mut edited: serde_json::Value = serde_json::from_str(&header[METADATA_KEY]).unwrap();
+        edited["convolutions"][0]["clip"] =
+            serde_json::json!(edited["convolutions"][0]["clip"].as_f64().unwrap() * 0.9);
+        for (entry, says) in
+            [(edited.to_string(), "SHA-256 does not match"), ("[[[".to_string(), "not the INT8 ranges")]
+        {
+            let mut header = header.clone();
+            header.insert(METADATA_KEY.into(), entry);
+            crate::file::write_safetensors(&path, &tensors, header).unwrap();
+            let loaded = ImageTypeClassifier::load(&path, tch::Device::Cpu).unwrap();
+            assert!(loaded.int8_ranges().is_none());
+            let reason = loaded.int8_missing_reason();
+            assert!(reason.contains("ignored") && reason.contains(says), "{reason}");
+        }
     }
 }
