@@ -42,7 +42,7 @@ PHOTO = photo()
 BASE = Image.fromarray(PHOTO)
 
 
-def add(name, data, fmt, note="", pillow_saturates=False):
+def add(name, data, fmt, note="", pillow_saturates=False, refused=False):
     path = FILES / name
     path.write_bytes(data)
     try:
@@ -52,7 +52,7 @@ def add(name, data, fmt, note="", pillow_saturates=False):
         print(f"skipped {name}: Pillow cannot read it back ({e})")
         path.unlink()
         return
-    manifest[name] = {"format": fmt, "note": note, "pillow_saturates": pillow_saturates}
+    manifest[name] = {"format": fmt, "note": note, "pillow_saturates": pillow_saturates, "refused": refused}
     reference[name] = np.ascontiguousarray(rgb)
 
 
@@ -78,10 +78,10 @@ def modes(image):
 
 # TIFF: Pillow (libtiff) strips with each compression, in each mode it writes.
 for mode, image in modes(BASE).items():
-    for compression in ["raw", "tiff_lzw", "tiff_adobe_deflate", "packbits", "jpeg", "group4"]:
+    for compression in ["raw", "tiff_lzw", "tiff_adobe_deflate", "packbits", "jpeg", "lzma", "group3", "tiff_ccitt", "group4"]:
         if compression == "jpeg" and mode not in ("rgb", "l", "cmyk"):
             continue
-        if compression == "group4" and mode != "1":
+        if compression in ("group3", "tiff_ccitt", "group4") and mode != "1":
             continue
         try:
             data = pil(image, "TIFF", compression=compression)
@@ -90,6 +90,7 @@ for mode, image in modes(BASE).items():
             continue
         add(f"tiff_{mode}_{compression}.tif", data, "tiff", f"{mode}, {compression}")
 add("tiff_rgb_predictor.tif", pil(BASE, "TIFF", compression="tiff_lzw", tiffinfo={317: 2}), "tiff", "LZW + predictor")
+add("tiff_rgb_lzma_predictor.tif", pil(BASE, "TIFF", compression="lzma", tiffinfo={317: 2}), "tiff", "LZMA + predictor")
 
 # TIFF through tifffile: tiles, 16 bits per sample, planar layout, deflate with predictor.
 photo16 = PHOTO.astype(np.uint16) * 257 + np.arange(PHOTO.shape[1], dtype=np.uint16)[None, :, None]
@@ -177,6 +178,10 @@ for name, array in [("int16", (grey * 3 - 200).astype(np.int16)), ("float64", gr
     buf = io.BytesIO()
     tifffile.imwrite(buf, array, photometric="minisblack")
     add(f"tifffile_grey_{name}.tif", buf.getvalue(), "tiff", f"{name} grey")
+
+# TIFFs Pillow reads and we still refuse (README, Image formats): counted as refused, each
+# checked to be refused with a reason that names it, so the figure the test prints is honest.
+add("tiff_lab.tif", pil(BASE.convert("LAB"), "TIFF"), "tiff", "CIELab", refused=True)
 
 # 16-bit greyscale (Pillow's mode I;16): Pillow's convert("RGB") clips each value to 255, so
 # its decode is white wherever the image is not black; ours scales 0..65535 to 0..255.

@@ -3,7 +3,7 @@
 //! `policy`), defensive decoding (`decode`: size limits, truncation, panics, the JPEG scan
 //! limit, the process-wide budget of decoded pixels in flight, reduced-DCT-scale JPEG
 //! decoding, cheap readability screening; `pillow_compat`: files Pillow reads that the image
-//! crate refuses), resizing and the ImageNet normalisation constants (`image`), the split
+//! crate refuses, with `tiff_strips` for fax and LZMA TIFFs), resizing and the ImageNet normalisation constants (`image`), the split
 //! CSVs' records (`records`) and parallel loading (`batch`).
 
 pub mod batch;
@@ -16,6 +16,7 @@ pub mod records;
 #[cfg(feature = "remote")]
 mod remote;
 pub mod source;
+mod tiff_strips;
 
 pub use records::{read_split_csv, ImageRecord, SplitName};
 pub use source::{ImageSource, SourcePolicy};

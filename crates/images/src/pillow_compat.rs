@@ -1,8 +1,9 @@
 //! Files Pillow reads that the image crate refuses, read as Pillow reads them: TGA (it has
 //! no magic number; recognised by its header, as Pillow's plugin does), ICO files whose
 //! largest icon is an RGB PNG, GIFs whose frame has no colour table (grey levels), JPEGs
-//! with an APP14 segment too short to hold Adobe's fields (ignored), and TIFFs with a
-//! colour palette or grey plus alpha. Everything else goes to the image crate untouched.
+//! with an APP14 segment too short to hold Adobe's fields (ignored), TIFFs with a colour
+//! palette or grey plus alpha, and (`tiff_strips`) Group 3 fax and LZMA TIFFs. Everything
+//! else goes to the image crate untouched.
 
 use std::borrow::Cow;
 use std::io::Cursor;
@@ -97,7 +98,8 @@ pub fn largest_png_icon(bytes: &[u8]) -> Option<&[u8]> {
     data.starts_with(b"\x89PNG\r\n\x1a\n").then_some(data)
 }
 
-/// Palette and grey-plus-alpha TIFFs, which the image crate refuses; `None` for any other
+/// Palette, grey-plus-alpha, signed or float grey, Group 3 fax and LZMA TIFFs, which the image
+/// crate refuses; `None` for any other
 /// TIFF (the image crate reads those). `check_size` sees the size before pixels are decoded.
 pub fn decode_tiff_pillow_only(
     bytes: &[u8],
@@ -106,6 +108,9 @@ pub fn decode_tiff_pillow_only(
     use tiff::decoder::Decoder;
     use tiff::{ColorType, TiffError, TiffUnsupportedError};
     let mut decoder = Decoder::new(Cursor::new(bytes)).ok()?;
+    if crate::tiff_strips::handles(&mut decoder) {
+        return Some(crate::tiff_strips::decode(bytes, decoder, check_size));
+    }
     match decoder.colortype() {
         Ok(ColorType::GrayA(8) | ColorType::Multiband { bit_depth: 8, num_samples: 2 }) => {
             Some(decode_grey_alpha(decoder, check_size))

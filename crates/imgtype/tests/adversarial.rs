@@ -256,16 +256,58 @@ proptest! {
         flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
         cut in any::<prop::sample::Index>(),
     ) {
-        let mut bytes = small_image(base);
-        for (at, byte) in flips {
-            let i = at.index(bytes.len());
-            bytes[i] = byte;
-        }
-        bytes.truncate(cut.index(bytes.len()) + 1);
+        let bytes = damaged(small_image(base), flips, cut);
         let limits = imgtype::data::decode::DecodeLimits::default();
         let _ = imgtype::data::decode::check_readable(&bytes, "x", limits);
         let _ = imgtype::data::decode::decode_for_size(&bytes, "x", limits, Some(16));
     }
+}
+
+/// Small TIFFs in the compressions we decode beyond the tiff crate (written by Pillow, three
+/// strips each): LZMA with horizontal prediction, Group 3 fax, CCITT modified Huffman.
+const EXTRA_TIFFS: [&[u8]; 3] = [
+    include_bytes!("data/small_lzma.tif"),
+    include_bytes!("data/small_group3.tif"),
+    include_bytes!("data/small_ccitt.tif"),
+];
+
+#[test]
+fn the_extra_tiff_compressions_decode() {
+    for bytes in EXTRA_TIFFS {
+        let image =
+            imgtype::data::decode::decode_bytes(bytes, "x", imgtype::data::decode::DecodeLimits::default()).unwrap();
+        assert_eq!(image.dimensions(), (24, 18));
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(300))]
+
+    /// Their strips, offsets, counts and directories damaged: an error or an image, never a
+    /// panic, and never more memory than the header's size allows.
+    #[test]
+    fn damaged_fax_and_lzma_tiffs_are_errors_or_images(
+        which in 0..3usize,
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let bytes = damaged(EXTRA_TIFFS[which].to_vec(), flips, cut);
+        let limits = imgtype::data::decode::DecodeLimits::default();
+        let _ = imgtype::data::decode::check_readable(&bytes, "x", limits);
+        if let Ok(image) = imgtype::data::decode::decode_bytes(&bytes, "x", limits) {
+            prop_assert!(u64::from(image.width()) * u64::from(image.height()) <= 1 << 32);
+        }
+    }
+}
+
+/// `bytes` with the bytes at the `flips` positions replaced, cut after `cut`.
+fn damaged(mut bytes: Vec<u8>, flips: Vec<(prop::sample::Index, u8)>, cut: prop::sample::Index) -> Vec<u8> {
+    for (at, byte) in flips {
+        let i = at.index(bytes.len());
+        bytes[i] = byte;
+    }
+    bytes.truncate(cut.index(bytes.len()) + 1);
+    bytes
 }
 
 fn small_image(format: &str) -> Vec<u8> {

@@ -2,8 +2,9 @@
 //! corpus made by tests/python/make_pillow_corpus.py (TIFF strips and tiles with each
 //! compression, 16-bit and CMYK, BMP variants, TGA, ICO, PNM, QOI, PNG, GIF, WebP, JPEG edge
 //! cases, AVIF), each file decoded by us and compared with Pillow's `convert("RGB")` after
-//! the resize the model sees. Target: at most 1% refused (AVIF, which needs a decoder this
-//! machine cannot install, is refused with its own reason and counted apart), and every
+//! the resize the model sees. Target: at most 1% refused (AVIF, which needs a newer dav1d
+//! than Debian 12 packages, is refused with its own reason and counted apart; the files we
+//! still refuse are marked in the corpus and must be refused naming themselves), and every
 //! decoded file within the JPEG tolerance of the resize test. One deliberate difference:
 //! 16-bit greyscale, which Pillow's `convert("RGB")` clips to white (every value over 255)
 //! and we scale to 8 bits; those files are checked to be that difference and nothing else.
@@ -27,6 +28,7 @@ fn files_pillow_reads_are_read_as_pillow_reads_them() {
     let reference: HashMap<String, tch::Tensor> =
         read_safetensors(&dir.path().join("reference.safetensors")).unwrap().0.into_iter().collect();
     let (mut refused, mut unsupported_avif, mut off, mut saturated) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    let mut known_refused = Vec::new();
     for (name, entry) in &manifest {
         let bytes = std::fs::read(dir.path().join("files").join(name)).unwrap();
         let ours = match decode_bytes(&bytes, name, DecodeLimits::default()) {
@@ -37,11 +39,18 @@ fn files_pillow_reads_are_read_as_pillow_reads_them() {
                 unsupported_avif.push(name.clone());
                 continue;
             }
+            Err(e) if entry["refused"] == true => {
+                let reason = format!("{e:#}");
+                assert!(reason.contains(name.as_str()), "{name}: the reason names the file: {reason}");
+                known_refused.push(format!("{name} ({}): {reason}", entry["note"]));
+                continue;
+            }
             Err(e) => {
                 refused.push(format!("{name} ({}): {e:#}", entry["note"]));
                 continue;
             }
         };
+        assert!(entry["refused"] != true, "{name} is read now: take it off the refused list (README too)");
         let expected = &reference[name];
         let (h, w) = (expected.size()[0] as u32, expected.size()[1] as u32);
         if ours.dimensions() != (w, h) {
@@ -66,14 +75,20 @@ fn files_pillow_reads_are_read_as_pillow_reads_them() {
     }
     let counted = manifest.len() - unsupported_avif.len();
     println!(
-        "{} files: {} refused, {} AVIF unsupported, {} 16-bit grey (Pillow clips), {} decoded differently",
+        "{} files: {} refused ({} of them known: {}), {} AVIF unsupported, {} 16-bit grey (Pillow clips), {} \
+         decoded differently",
         manifest.len(),
-        refused.len(),
+        refused.len() + known_refused.len(),
+        known_refused.len(),
+        known_refused.join("; "),
         unsupported_avif.len(),
         saturated,
         off.len()
     );
     assert!(manifest.len() >= 80, "the corpus has {} files", manifest.len());
-    assert!(refused.len() * 100 <= counted, "more than 1% refused:\n{}", refused.join("\n"));
+    // Any refusal but the known ones (README, Image formats) is a regression; all of them
+    // together stay within the target of 1%.
+    assert!(refused.is_empty(), "refused beyond the known ones:\n{}", refused.join("\n"));
+    assert!(known_refused.len() * 100 <= counted, "more than 1% refused: {}", known_refused.join("\n"));
     assert!(off.is_empty(), "decoded differently from Pillow:\n{}", off.join("\n"));
 }

@@ -86,6 +86,10 @@ pub fn decode_within_budget(
         check_scans(bytes, label)?;
     }
     if format == ImageFormat::Tiff {
+        if let Some(uncompressed) = crate::tiff_strips::without_lzma(bytes, |size| check_size(size, limits, label)) {
+            let uncompressed = uncompressed.with_context(|| format!("cannot decode image {label}"))?;
+            return decode_within_budget(&uncompressed, label, limits, target);
+        }
         let permit = std::cell::RefCell::new(None);
         let check = |size: (u32, u32)| {
             check_size(size, limits, label)?;
@@ -107,8 +111,8 @@ pub fn decode_within_budget(
     }
     if format == ImageFormat::Avif {
         bail!(
-            "{label}: AVIF is not supported (no AVIF decoder is built in); convert the image to \
-             JPEG, PNG or WebP"
+            "{label}: AVIF is not supported (no AVIF decoder is built in: the image crate's needs \
+             dav1d 1.3 or later, newer than Debian 12's); convert the image to JPEG, PNG or WebP"
         );
     }
     if !limits.allow_truncated {
