@@ -15,6 +15,9 @@ use tiff::tags::Tag;
 const HUFFMAN: u16 = 2;
 const FAX3: u16 = 3;
 const LZMA: u16 = 34925;
+/// Bytes per pixel an LZMA TIFF may inflate to: four samples of 16 bits, as the decoders
+/// allocate at most 8 bytes per pixel of the size limit.
+const MAX_SAMPLE_BYTES: u64 = 8;
 
 /// Whether the file's compression is fax, which [`decode`] decodes.
 pub fn handles(decoder: &mut Decoder<Cursor<&[u8]>>) -> bool {
@@ -53,6 +56,10 @@ pub fn decode(
             .ok_or_else(|| anyhow!("a strip past the end of the file"))
     };
     let rows = |i: usize| rows_per_strip.min(height - i as u32 * rows_per_strip) as usize;
+    let bits = decoder.find_tag_unsigned_vec::<u16>(Tag::BitsPerSample)?.unwrap_or_else(|| vec![1]);
+    if bits != [1] || tag(&mut decoder, Tag::SamplesPerPixel, 1)? != 1 {
+        bail!("a fax TIFF of {bits:?} bits per sample: fax images are bilevel (1 bit, 1 sample)");
+    }
     if compression == u32::from(FAX3) && tag(&mut decoder, Tag::Unknown(292), 0)? & 1 != 0 {
         bail!("2-D Group 3 fax TIFF is not supported");
     }
@@ -104,8 +111,15 @@ fn decompress_lzma(
     let offsets = decoder.get_tag_u64_vec(Tag::StripOffsets)?;
     let counts = decoder.get_tag_u64_vec(Tag::StripByteCounts)?;
     let per_plane = height.div_ceil(rows_per_strip) as usize;
-    if offsets.len() != counts.len() || offsets.len() < per_plane {
-        bail!("TIFF with {} strip offsets and {} counts for {per_plane} strips", offsets.len(), counts.len());
+    let strips = if planar == 2 { per_plane * samples as usize } else { per_plane };
+    if offsets.len() != strips || counts.len() != strips {
+        bail!("TIFF with {} strip offsets and {} counts for {strips} strips", offsets.len(), counts.len());
+    }
+    // What all strips inflate to, bounded before anything is decompressed: no more than
+    // MAX_SAMPLE_BYTES per pixel, whatever the tags say.
+    let total = row_bytes as u64 * u64::from(height) * if planar == 2 { samples } else { 1 };
+    if samples > 4 || total > u64::from(width) * u64::from(height) * MAX_SAMPLE_BYTES {
+        bail!("LZMA TIFF of {samples} samples of {bits} bits in all per pixel is not supported");
     }
     let mut out = bytes.to_vec();
     let (mut new_offsets, mut new_counts) = (Vec::new(), Vec::new());
@@ -241,20 +255,15 @@ fn huffman_strip(data: &[u8], width: u32, rows: usize, photometric: u32) -> Resu
     Ok(out)
 }
 
-/// An xz stream, decompressed into at most `expected` bytes (exactly that many, or an error).
+/// The first `expected` bytes an xz stream decompresses to (fewer is an error).
 fn inflate_xz(data: &[u8], expected: usize) -> Result<Vec<u8>> {
     use std::io::Read;
-    let mut out = Vec::with_capacity(expected);
-    // One byte past what the rows hold tells a stream that inflates beyond them.
-    let mut reader = xz2::read::XzDecoder::new(data).take(expected as u64 + 1);
-    reader.read_to_end(&mut out).map_err(|e| anyhow!("an LZMA strip does not decompress: {e}"))?;
-    if out.len() != expected {
-        bail!(
-            "an LZMA strip holds {}{} bytes, its rows {expected}",
-            out.len(),
-            if out.len() > expected { "+" } else { "" }
-        );
-    }
+    // As libtiff: the bytes the rows hold, whatever follows them in the stream (more data,
+    // padding, a footer or check that is missing or damaged) unread.
+    let mut out = vec![0; expected];
+    xz2::read::XzDecoder::new(data)
+        .read_exact(&mut out)
+        .map_err(|e| anyhow!("an LZMA strip does not decompress to the {expected} bytes of its rows: {e}"))?;
     Ok(out)
 }
 

@@ -280,6 +280,23 @@ fn the_extra_tiff_compressions_decode() {
     }
 }
 
+/// Found by a hostile review: LZMA TIFFs of a few KB whose tags declare 100 or 1,000
+/// samples per pixel, whose strips would inflate to 169 GB (an abort) or, all pointing at
+/// one stream, to 4 GB. Refused from their tags, before anything is decompressed.
+#[test]
+fn lzma_tiffs_whose_tags_inflate_beyond_the_pixels_are_refused_at_once() {
+    for bytes in [
+        &include_bytes!("data/hostile_lzma_1000_samples.tif")[..],
+        include_bytes!("data/hostile_lzma_planar_100_samples.tif"),
+    ] {
+        let started = std::time::Instant::now();
+        let error = imgtype::data::decode::decode_bytes(bytes, "x", imgtype::data::decode::DecodeLimits::default())
+            .unwrap_err();
+        assert!(format!("{error:#}").contains("samples"), "{error:#}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
+}
+
 proptest! {
     #![proptest_config(cases(300))]
 

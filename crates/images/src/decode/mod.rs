@@ -86,8 +86,11 @@ pub fn decode_within_budget(
         check_scans(bytes, label)?;
     }
     if format == ImageFormat::Tiff {
-        if let Some(uncompressed) = crate::tiff_strips::without_lzma(bytes, |size| check_size(size, limits, label)) {
-            let uncompressed = uncompressed.with_context(|| format!("cannot decode image {label}"))?;
+        let without_lzma = || {
+            let uncompressed = crate::tiff_strips::without_lzma(bytes, |size| check_size(size, limits, label));
+            uncompressed.transpose().with_context(|| format!("cannot decode image {label}"))
+        };
+        if let Some(uncompressed) = guarded(label, without_lzma)? {
             return decode_within_budget(&uncompressed, label, limits, target);
         }
         let permit = std::cell::RefCell::new(None);
