@@ -231,10 +231,27 @@ with tempfile.TemporaryDirectory() as tmp:
     assert mixed.returncode == 0 and mixed.stdout.strip() == expected[0]["predicted_class"], mixed
     assert "not OpenVINO's C library" in mixed.stderr, mixed.stderr
 
+    # INT8 (`system.precision: int8`): the ranges `train` stored serve it; a file without
+    # them is refused naming the command that measures them.
+    int8_config = json.loads(metadata["config"])
+    int8_config["system"]["precision"] = "int8"
+    assert "int8_calibration" in metadata, "train stores the INT8 ranges"
+    save_file(load_file(str(model)), str(work / "int8.safetensors"), metadata={**metadata, "config": json.dumps(int8_config)})
+    int8_rows = imgtype.ImageClassificationAPI(str(work / "int8.safetensors"), device="cpu").predict(keys)
+    assert all(r["predicted_class"] in api.class_names for r in int8_rows), int8_rows[:3]
+    int8_agree = sum(a["predicted_class"] == b["predicted_class"] for a, b in zip(int8_rows, got))
+    without = {k: v for k, v in metadata.items() if k != "int8_calibration"}
+    save_file(load_file(str(model)), str(work / "int8_none.safetensors"), metadata={**without, "config": json.dumps(int8_config)})
+    try:
+        imgtype.ImageClassificationAPI(str(work / "int8_none.safetensors"), device="cpu")
+        raise AssertionError("INT8 without ranges loaded")
+    except RuntimeError as e:
+        assert "--int8-calibrate" in str(e), e
+
     # torch in the same process still works (one libtorch).
     assert float(torch.ones(3).sum()) == 3.0
     print(f"imgtype module: {len(keys)} predictions equal the test binary's; ERROR rows; "
           f"8 threads x 50 calls; {counter[0]} ticks during a {seconds:.2f} s predict (GIL released); "
           f"URL tricks never reached the other host; {len(crafted)} crafted model files raised RuntimeError; "
           f"forked children predict (also forked mid-prediction); a FIFO, a NaN bias and a tiny temperature are refused; a wrong OpenVINO "
-          f"library falls back to libtorch")
+          f"library falls back to libtorch; INT8 decides as fp32 for {int8_agree} of {len(keys)}, and without ranges is refused")
