@@ -153,8 +153,7 @@ fn decode_grey_numbers(
         DecodingResult::F64(v) => v.into_iter().map(clip).collect(),
         _ => return Err(anyhow!("grey TIFF samples of an unexpected kind")),
     };
-    let rgb = grey.into_iter().flat_map(|v| [v; 3]).collect();
-    RgbImage::from_raw(width, height, rgb).ok_or_else(|| anyhow!("TIFF pixel data does not fill {width}×{height}"))
+    crate::tiff_strips::grey_to_rgb(grey, width, height)
 }
 
 fn decode_grey_alpha(
@@ -166,8 +165,7 @@ fn decode_grey_alpha(
     let tiff::decoder::DecodingResult::U8(samples) = decoder.read_image()? else {
         return Err(anyhow!("grey and alpha TIFF without 8-bit samples"));
     };
-    let rgb = samples.chunks_exact(2).flat_map(|la| [la[0]; 3]).collect();
-    RgbImage::from_raw(width, height, rgb).ok_or_else(|| anyhow!("TIFF pixel data does not fill {width}×{height}"))
+    crate::tiff_strips::grey_to_rgb(samples.chunks_exact(2).map(|la| la[0]), width, height)
 }
 
 /// Decodes the indices as grey levels (the photometric tag patched in a copy) and looks them

@@ -33,42 +33,71 @@ pub fn decode(
 ) -> Result<RgbImage> {
     let (width, height) = decoder.dimensions()?;
     check_size((width, height))?;
-    let tag = |decoder: &mut Decoder<Cursor<&[u8]>>, tag: Tag, default: u32| -> Result<u32> {
-        Ok(decoder.find_tag_unsigned::<u32>(tag)?.unwrap_or(default))
-    };
-    if decoder.find_tag(Tag::TileWidth)?.is_some() {
-        bail!("tiled TIFF with fax compression is not supported");
+    let layout = Strips::read(bytes, &mut decoder, height, "fax")?;
+    if layout.offsets.len() < layout.per_plane {
+        bail!("TIFF with {} strips, {} needed", layout.offsets.len(), layout.per_plane);
     }
-    let compression = tag(&mut decoder, Tag::Compression, 1)?;
-    let photometric = tag(&mut decoder, Tag::PhotometricInterpretation, 1)?;
-    let rows_per_strip = tag(&mut decoder, Tag::RowsPerStrip, height)?.clamp(1, height.max(1));
-    let offsets: Vec<u64> = decoder.get_tag_u64_vec(Tag::StripOffsets)?;
-    let counts: Vec<u64> = decoder.get_tag_u64_vec(Tag::StripByteCounts)?;
-    let strips = height.div_ceil(rows_per_strip) as usize;
-    if offsets.len() < strips || counts.len() < strips {
-        bail!("TIFF with {} strip offsets and {} counts for {strips} strips", offsets.len(), counts.len());
-    }
-    let strip_bytes = |i: usize| -> Result<&[u8]> {
-        let (start, length) = (usize::try_from(offsets[i])?, usize::try_from(counts[i])?);
-        start
-            .checked_add(length)
-            .and_then(|end| bytes.get(start..end))
-            .ok_or_else(|| anyhow!("a strip past the end of the file"))
-    };
-    let rows = |i: usize| rows_per_strip.min(height - i as u32 * rows_per_strip) as usize;
+    let compression = tag_or(&mut decoder, Tag::Compression, 1)?;
+    let photometric = tag_or(&mut decoder, Tag::PhotometricInterpretation, 1)?;
     let bits = decoder.find_tag_unsigned_vec::<u16>(Tag::BitsPerSample)?.unwrap_or_else(|| vec![1]);
-    if bits != [1] || tag(&mut decoder, Tag::SamplesPerPixel, 1)? != 1 {
+    if bits != [1] || tag_or(&mut decoder, Tag::SamplesPerPixel, 1)? != 1 {
         bail!("a fax TIFF of {bits:?} bits per sample: fax images are bilevel (1 bit, 1 sample)");
     }
-    if compression == u32::from(FAX3) && tag(&mut decoder, Tag::Unknown(292), 0)? & 1 != 0 {
+    if compression == u32::from(FAX3) && tag_or(&mut decoder, Tag::Unknown(292), 0)? & 1 != 0 {
         bail!("2-D Group 3 fax TIFF is not supported");
     }
     let decode_strip = if compression == u32::from(HUFFMAN) { huffman_strip } else { fax_strip };
     let mut grey = Vec::with_capacity(width as usize * height as usize);
-    for i in 0..strips {
-        grey.extend(decode_strip(strip_bytes(i)?, width, rows(i), photometric)?);
+    for i in 0..layout.per_plane {
+        grey.extend(decode_strip(layout.data(i)?, width, layout.rows(i), photometric)?);
     }
     grey_to_rgb(grey, width, height)
+}
+
+/// A tag's value, or `default` where the directory has none.
+fn tag_or(decoder: &mut Decoder<Cursor<&[u8]>>, tag: Tag, default: u32) -> Result<u32> {
+    Ok(decoder.find_tag_unsigned::<u32>(tag)?.unwrap_or(default))
+}
+
+/// The first directory's strips: where each one's bytes are, and the rows each holds.
+struct Strips<'a> {
+    bytes: &'a [u8],
+    offsets: Vec<u64>,
+    counts: Vec<u64>,
+    rows_per_strip: u32,
+    height: u32,
+    /// Strips per plane (a planar file has one plane per sample).
+    per_plane: usize,
+}
+
+impl<'a> Strips<'a> {
+    /// Refuses tiles (`what` names the compression) and offsets without their counts.
+    fn read(bytes: &'a [u8], decoder: &mut Decoder<Cursor<&[u8]>>, height: u32, what: &str) -> Result<Self> {
+        if decoder.find_tag(Tag::TileWidth)?.is_some() {
+            bail!("tiled TIFF with {what} compression is not supported");
+        }
+        let rows_per_strip = tag_or(decoder, Tag::RowsPerStrip, height)?.clamp(1, height.max(1));
+        let offsets = decoder.get_tag_u64_vec(Tag::StripOffsets)?;
+        let counts = decoder.get_tag_u64_vec(Tag::StripByteCounts)?;
+        if offsets.len() != counts.len() {
+            bail!("TIFF with {} strip offsets and {} counts", offsets.len(), counts.len());
+        }
+        let per_plane = height.div_ceil(rows_per_strip) as usize;
+        Ok(Self { bytes, offsets, counts, rows_per_strip, height, per_plane })
+    }
+
+    /// Strip `i`'s bytes in the file.
+    fn data(&self, i: usize) -> Result<&'a [u8]> {
+        let (start, length) = (usize::try_from(self.offsets[i])?, usize::try_from(self.counts[i])?);
+        let data = start.checked_add(length).and_then(|end| self.bytes.get(start..end));
+        data.ok_or_else(|| anyhow!("a strip past the end of the file"))
+    }
+
+    /// The rows strip `i` holds (the last strip of a plane may hold fewer).
+    fn rows(&self, i: usize) -> usize {
+        let first = (i % self.per_plane) as u32 * self.rows_per_strip;
+        self.rows_per_strip.min(self.height.saturating_sub(first)) as usize
+    }
 }
 
 /// An LZMA-compressed TIFF as the same file uncompressed: each strip decompressed (to the
@@ -90,30 +119,21 @@ fn decompress_lzma(
 ) -> Result<Vec<u8>> {
     let (width, height) = decoder.dimensions()?;
     check_size((width, height))?;
-    if decoder.find_tag(Tag::TileWidth)?.is_some() {
-        bail!("tiled TIFF with LZMA compression is not supported");
-    }
-    let tag = |decoder: &mut Decoder<Cursor<&[u8]>>, tag: Tag, default: u32| -> Result<u32> {
-        Ok(decoder.find_tag_unsigned::<u32>(tag)?.unwrap_or(default))
-    };
+    let layout = Strips::read(bytes, &mut decoder, height, "LZMA")?;
     let bits: u64 = decoder
         .find_tag_unsigned_vec::<u16>(Tag::BitsPerSample)?
         .unwrap_or_else(|| vec![1])
         .iter()
         .map(|&b| u64::from(b))
         .sum();
-    let samples = u64::from(tag(&mut decoder, Tag::SamplesPerPixel, 1)?.max(1));
-    let planar = tag(&mut decoder, Tag::PlanarConfiguration, 1)?;
-    let rows_per_strip = tag(&mut decoder, Tag::RowsPerStrip, height)?.clamp(1, height.max(1));
+    let samples = u64::from(tag_or(&mut decoder, Tag::SamplesPerPixel, 1)?.max(1));
+    let planar = tag_or(&mut decoder, Tag::PlanarConfiguration, 1)?;
     // Bits of one row of one strip: all samples (chunky), or one sample's (planar).
     let row_bits = if planar == 2 { u64::from(width) * (bits / samples) } else { u64::from(width) * bits };
     let row_bytes = usize::try_from(row_bits.div_ceil(8))?;
-    let offsets = decoder.get_tag_u64_vec(Tag::StripOffsets)?;
-    let counts = decoder.get_tag_u64_vec(Tag::StripByteCounts)?;
-    let per_plane = height.div_ceil(rows_per_strip) as usize;
-    let strips = if planar == 2 { per_plane * samples as usize } else { per_plane };
-    if offsets.len() != strips || counts.len() != strips {
-        bail!("TIFF with {} strip offsets and {} counts for {strips} strips", offsets.len(), counts.len());
+    let strips = if planar == 2 { layout.per_plane * samples as usize } else { layout.per_plane };
+    if layout.offsets.len() != strips {
+        bail!("TIFF with {} strips, {strips} needed", layout.offsets.len());
     }
     // What all strips inflate to, bounded before anything is decompressed: no more than
     // MAX_SAMPLE_BYTES per pixel, whatever the tags say.
@@ -123,12 +143,8 @@ fn decompress_lzma(
     }
     let mut out = bytes.to_vec();
     let (mut new_offsets, mut new_counts) = (Vec::new(), Vec::new());
-    for (i, (&offset, &count)) in offsets.iter().zip(&counts).enumerate() {
-        let rows = rows_per_strip.min(height.saturating_sub((i % per_plane) as u32 * rows_per_strip)) as usize;
-        let (start, length) = (usize::try_from(offset)?, usize::try_from(count)?);
-        let data = start.checked_add(length).and_then(|end| bytes.get(start..end));
-        let data = data.ok_or_else(|| anyhow!("an LZMA strip past the end of the file"))?;
-        let strip = inflate_xz(data, row_bytes * rows)?;
+    for i in 0..strips {
+        let strip = inflate_xz(layout.data(i)?, row_bytes * layout.rows(i))?;
         new_offsets.push(u32::try_from(out.len()).map_err(|_| anyhow!("an LZMA TIFF over 4 GiB uncompressed"))?);
         new_counts.push(strip.len() as u32);
         out.extend(strip);
@@ -267,7 +283,8 @@ fn inflate_xz(data: &[u8], expected: usize) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-fn grey_to_rgb(grey: Vec<u8>, width: u32, height: u32) -> Result<RgbImage> {
+/// Grey levels as an RGB image of `width`×`height` (each level in all three channels).
+pub(crate) fn grey_to_rgb(grey: impl IntoIterator<Item = u8>, width: u32, height: u32) -> Result<RgbImage> {
     let rgb = grey.into_iter().flat_map(|v| [v; 3]).collect();
     RgbImage::from_raw(width, height, rgb).ok_or_else(|| anyhow!("TIFF pixel data does not fill {width}×{height}"))
 }

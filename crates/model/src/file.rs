@@ -337,3 +337,37 @@ pub fn copy_named_tensors(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quantize::tests::{measured, model};
+    use crate::ImageTypeClassifier;
+    use imgtype_base::config::Backbone;
+
+    /// An edited or damaged entry costs INT8 only: the file loads, serves at other
+    /// precisions, and says why it has no ranges.
+    #[test]
+    fn edited_or_damaged_ranges_in_a_file_are_ignored_with_the_reason() {
+        let mut model = model(Backbone::MobileNetV3Small);
+        model.set_int8_ranges(measured(&model)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        model.save(&path).unwrap();
+        let (tensors, header) = read_safetensors(&path).unwrap();
+        let mut edited: serde_json::Value = serde_json::from_str(&header[METADATA_KEY]).unwrap();
+        edited["convolutions"][0]["clip"] =
+            serde_json::json!(edited["convolutions"][0]["clip"].as_f64().unwrap() * 0.9);
+        for (entry, says) in
+            [(edited.to_string(), "SHA-256 does not match"), ("[[[".to_string(), "not the INT8 ranges")]
+        {
+            let mut header = header.clone();
+            header.insert(METADATA_KEY.into(), entry);
+            write_safetensors(&path, &tensors, header).unwrap();
+            let loaded = ImageTypeClassifier::load(&path, tch::Device::Cpu).unwrap();
+            assert!(loaded.int8_ranges().is_none());
+            let reason = loaded.int8_missing_reason();
+            assert!(reason.contains("ignored") && reason.contains(says), "{reason}");
+        }
+    }
+}

@@ -128,11 +128,9 @@ pub struct ImageTypeClassifier {
     /// The backbone's activations' number format: `Float`, or `BFloat16` for reduced-precision
     /// training (the weights stay fp32).
     compute_kind: Kind,
-    /// The INT8 ranges of the weights it was loaded with, when its file had them; saved
-    /// with it. Training changes the weights and measures them again at its end.
-    int8_ranges: Option<quantize::ActivationRanges>,
-    /// Why the file's INT8 ranges were not kept, when they were not.
-    int8_ignored: Option<String>,
+    /// The INT8 ranges its file held (or why the entry could not be read), checked against
+    /// the weights only when asked for ([`Self::int8_ranges`]): hashing them costs every load.
+    int8_ranges: Option<Result<quantize::ActivationRanges, String>>,
 }
 
 impl ImageTypeClassifier {
@@ -172,7 +170,6 @@ impl ImageTypeClassifier {
             backbone_frozen: false,
             compute_kind: Kind::Float,
             int8_ranges: None,
-            int8_ignored: None,
         }
     }
 
@@ -208,29 +205,24 @@ impl ImageTypeClassifier {
         file::copy_named_tensors(&weights, &mut model.vs, path, "")?;
         model.check_finite_outputs().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         // The weights serve at every other precision; `test --int8-calibrate` measures again.
-        let kept = match file.metadata.int8_ranges {
-            Some(Ok(ranges)) => model.set_int8_ranges(ranges).map_err(|error| format!("{error:#}")),
-            Some(Err(problem)) => Err(problem),
-            None => Ok(()),
-        };
-        if let Err(problem) = kept {
+        if let Some(Err(problem)) = &file.metadata.int8_ranges {
             tracing::warn!("{}: INT8 ranges ignored: {problem}", path.display());
-            model.int8_ignored = Some(problem);
         }
+        model.int8_ranges = file.metadata.int8_ranges;
         Ok(model)
     }
 
     /// The INT8 ranges measured on its current weights and input size, if any.
     pub fn int8_ranges(&self) -> Option<&quantize::ActivationRanges> {
-        self.int8_ranges.as_ref().filter(|ranges| ranges.is_sealed_for(self))
+        self.int8_ranges.as_ref()?.as_ref().ok().filter(|ranges| ranges.is_sealed_for(self))
     }
 
     /// Why [`Self::int8_ranges`] has none.
     pub fn int8_missing_reason(&self) -> String {
-        match (&self.int8_ignored, &self.int8_ranges) {
-            (Some(problem), _) => format!("its INT8 ranges were ignored ({problem})"),
-            (None, Some(_)) => "its INT8 ranges were measured on other weights".into(),
-            (None, None) => "it holds no INT8 ranges".into(),
+        match &self.int8_ranges {
+            Some(Err(problem)) => format!("its INT8 ranges were ignored ({problem})"),
+            Some(Ok(_)) => format!("its INT8 ranges were ignored ({})", quantize::NOT_SEALED),
+            None => "it holds no INT8 ranges".into(),
         }
     }
 
@@ -238,14 +230,10 @@ impl ImageTypeClassifier {
     /// on other weights or input size, were edited, or do not fit the network.
     pub fn set_int8_ranges(&mut self, ranges: quantize::ActivationRanges) -> Result<()> {
         if !ranges.is_sealed_for(self) {
-            anyhow::bail!(
-                "they were measured on other weights or another input size, or edited since (their SHA-256 \
-                 does not match)"
-            );
+            anyhow::bail!("{}", quantize::NOT_SEALED);
         }
         ranges.check_fits(&fused::FusedClassifier::new(self, Kind::Float).convolutions())?;
-        self.int8_ranges = Some(ranges);
-        self.int8_ignored = None;
+        self.int8_ranges = Some(Ok(ranges));
         Ok(())
     }
 

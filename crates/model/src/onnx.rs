@@ -91,17 +91,15 @@ pub fn export_onnx(model: &ImageTypeClassifier, path: &Path) -> Result<()> {
 /// QDQ form with `int8` (refused for a file without INT8 ranges).
 pub fn export_model_file(model_path: &Path, output: &Path, int8: bool) -> Result<()> {
     let model = ImageTypeClassifier::load(model_path, tch::Device::Cpu)?;
-    if !int8 {
-        return export_onnx(&model, output);
-    }
-    let Some(ranges) = model.int8_ranges() else {
-        anyhow::bail!(
-            "{}: holds no INT8 ranges to export in QDQ form (`test --int8-calibrate` measures them)",
-            model_path.display()
-        );
+    let bytes = match int8.then(|| model.int8_ranges()) {
+        None => to_onnx(&model),
+        Some(Some(ranges)) => to_onnx_int8(&model, ranges)?,
+        Some(None) => {
+            let reason = model.int8_missing_reason();
+            anyhow::bail!("{}: no QDQ export: {reason} (`test --int8-calibrate` measures them)", model_path.display());
+        }
     };
-    imgtype_base::fsutil::write_atomic(output, &to_onnx_int8(&model, ranges)?)
-        .with_context(|| format!("cannot write {}", output.display()))
+    imgtype_base::fsutil::write_atomic(output, &bytes).with_context(|| format!("cannot write {}", output.display()))
 }
 
 fn metadata(model: &ImageTypeClassifier, int8: Option<&ActivationRanges>) -> Vec<proto::StringStringEntryProto> {
@@ -235,11 +233,8 @@ impl GraphBuilder<'_> {
     /// `DequantizeLinear(QuantizeLinear(x))` with zero point 0, in `u8` or `i8`.
     fn quantize_dequantize(&mut self, input: &str, quantization: ActivationQuantization) -> String {
         let scale = self.scalar("act_scale", quantization.scale);
-        let (data_type, zero) = match quantization.unsigned {
-            true => (DataType::Uint8, 0u8),
-            false => (DataType::Int8, 0u8),
-        };
-        let zero_point = self.raw_initializer("act_zero_point", vec![], data_type, vec![zero]);
+        let data_type = if quantization.unsigned { DataType::Uint8 } else { DataType::Int8 };
+        let zero_point = self.raw_initializer("act_zero_point", vec![], data_type, vec![0]);
         let quantized = self.node("QuantizeLinear", vec![input.to_string(), scale.clone(), zero_point.clone()], vec![]);
         self.node("DequantizeLinear", vec![quantized, scale, zero_point], vec![])
     }

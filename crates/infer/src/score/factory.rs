@@ -37,7 +37,8 @@ pub fn build_engine(
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let int8 = match (precision, model.int8_ranges()) {
         (Precision::Int8, None) => {
-            tracing::warn!("the model file holds no INT8 ranges (`test --int8-calibrate` measures them): not INT8");
+            let reason = model.int8_missing_reason();
+            tracing::warn!("not INT8: {reason} (`test --int8-calibrate` measures them)");
             None
         }
         (Precision::Int8, Some(ranges)) => Some(ranges),
