@@ -94,10 +94,12 @@ fn planted_copies_and_near_copies_are_found_and_kept_in_one_split() {
     eprintln!("planted pairs found: {} of 40; other pairs: {} {false_pairs:?}", found.len(), false_pairs.len());
     let missed: Vec<_> =
         planted.iter().filter(|p| !found.contains(*p) && !found.contains(&(p.1.clone(), p.0.clone()))).collect();
-    // The target is 39 of 40; 37 are found today (measured: the three missed are two
-    // copies brightened 18% onto a clipped white background, whose colour layout moves by
-    // 0.046 and 0.060, and a fine stripe pattern whose structure hash moves by 28 bits).
-    assert!(found.len() >= 37, "found {} of 40; missed {missed:?}", found.len());
+    // Candidates by signature, each confirmed by its fine detail once cropped to frame the
+    // other (`photo_match.rs`): before that second signal, 37 of 40 were found here, and 33
+    // of 40 on scripts/bench/plant_duplicates.py's copies of the sample. 38 now (the issue's
+    // target is 39): the two missed here are both brightened 18% and re-encoded at quality 70,
+    // below the 75-92 of the planted copies.
+    assert!(found.len() >= 38, "found {} of 40; missed {missed:?}", found.len());
     assert!(false_pairs.len() <= 2, "{false_pairs:?}");
     let splits: HashMap<String, String> = ["train", "validation", "test"]
         .iter()

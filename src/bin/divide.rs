@@ -57,8 +57,8 @@ struct Args {
     /// split; OUTPUT_DIR/duplicates.csv lists them, label conflicts too
     #[arg(long)]
     find_duplicates: bool,
-    /// With --find-duplicates: the largest structure-hash distance (bits of 63) of a
-    /// near-duplicate; 0 finds exact copies only
+    /// With --find-duplicates: the largest structure-hash distance (bits of 63) of a candidate
+    /// pair, each then confirmed by its fine detail; 0 finds exact copies only
     #[arg(long, default_value_t = imgtype_dataset::near_duplicates::DEFAULT_MAX_BITS, value_name = "BITS",
           value_parser = clap::value_parser!(u32).range(0..=63))]
     duplicate_distance: u32,

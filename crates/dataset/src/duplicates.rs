@@ -1,7 +1,8 @@
 //! `divide --find-duplicates`: the same photo filed under more than one product (a stock
 //! photo reused, an upload repeated) leaks between splits even when products do not. Exact
 //! copies are found by content: files grouped by size and a 64-bit SipHash of their bytes,
-//! each group confirmed byte for byte; near-duplicates by signature (`near_duplicates.rs`).
+//! each group confirmed byte for byte; near-duplicates by signature (`near_duplicates.rs`),
+//! each candidate pair confirmed by its content (`photo_match.rs`).
 //! Products that share a group are then kept in one split, and a group whose images carry
 //! different classes is a label conflict.
 
@@ -12,6 +13,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::near_duplicates::{link_near_duplicates, Signature, THUMBNAIL};
+use super::photo_match::{self, CloseUp};
 use super::product::Product;
 pub use super::union_find::UnionFind;
 use imgtype_images::batch::per_record;
@@ -86,7 +88,9 @@ pub fn duplicate_groups(
         }
     }
     if let Some(bits) = near {
-        link_near_duplicates(&signatures, bits, &mut links);
+        let mut close_ups = CloseUps { source, cache: HashMap::new() };
+        let mut confirm = |a: usize, b: usize| close_ups.same_photo(images[a].2, images[b].2);
+        link_near_duplicates(&signatures, bits, &mut confirm, &mut links);
     }
     let member = |first: usize, index: usize| Member {
         product: images[index].0,
@@ -103,6 +107,40 @@ pub fn duplicate_groups(
         .filter(|cluster| cluster.len() > 1)
         .map(|cluster| cluster.iter().map(|&index| member(cluster[0], index)).collect())
         .collect()
+}
+
+/// The close-ups that confirmations look at, each read on first use: most images have no
+/// candidate pair and are read once, for their signature.
+struct CloseUps<'a> {
+    source: &'a ImageSource,
+    cache: HashMap<&'a str, Option<CloseUp>>,
+}
+
+impl<'a> CloseUps<'a> {
+    fn get(&mut self, path: &'a str) -> Option<&CloseUp> {
+        let source = self.source;
+        self.cache
+            .entry(path)
+            .or_insert_with(|| {
+                let read = || -> Result<CloseUp> {
+                    let bytes = source.fetch(path)?;
+                    let side = photo_match::SIDE as u32;
+                    let (image, _permit) = decode_within_budget(&bytes, path, source.decode_limits(), Some(2 * side))?;
+                    Ok(CloseUp::of(&resize_square(&image, side)))
+                };
+                read().map_err(|reason| tracing::warn!("duplicates: cannot read {path} again: {reason}")).ok()
+            })
+            .as_ref()
+    }
+
+    fn same_photo(&mut self, a: &'a str, b: &'a str) -> bool {
+        self.get(a);
+        self.get(b);
+        match (&self.cache[a], &self.cache[b]) {
+            (Some(first), Some(second)) => photo_match::is_same_photo(first, second),
+            _ => false,
+        }
+    }
 }
 
 /// Per image of `products` (in their order), its bytes' length and hash and, with `near`, its

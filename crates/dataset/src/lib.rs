@@ -2,11 +2,12 @@
 //! costs only itself (`csv_records`), the product CSV with its products' parts and image
 //! records (`product`), reviewed corrections (`relabel`), and the leak-free split (`split`),
 //! in which products sharing a photo are linked by `duplicates` (near-duplicates by
-//! `near_duplicates`, clusters by `union_find`) and kept in one split.
+//! `near_duplicates`, confirmed by `photo_match`; clusters by `union_find`) and kept in one split.
 
 pub mod csv_records;
 pub mod duplicates;
 pub mod near_duplicates;
+pub mod photo_match;
 pub mod product;
 pub mod relabel;
 pub mod split;

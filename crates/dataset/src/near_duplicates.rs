@@ -2,38 +2,37 @@
 //! image gets a signature from a 32×32 thumbnail: a 63-bit structure hash (the signs of its
 //! luma's lowest 8×8 DCT coefficients against their median, as pHash; blind to brightness and
 //! to colour) and a colour layout (a 4×4 grid's mean R, G, B over the image's mean luma,
-//! blind to a brightness gain but not to colour, nor to a dark garment where a light one was). A pair is a near-duplicate when both are close: the structure alone pairs
-//! different garments of one cut, photographed alike.
+//! blind to a brightness gain but not to colour, nor to a dark garment where a light one was).
 //!
-//! Candidates come from an index, not from all pairs: the hash is cut into bands of random
-//! bit positions and images sharing a band's bits are compared (locality-sensitive hashing):
-//! two hashes `d` bits apart share at least one of [`BANDS`] bands of [`BAND_BITS`] bits
-//! with probability `1 − (1 − (1 − d/63)^8)^64` (0.9999 at `d` = 8, 0.99 at 18), two
-//! unrelated ones (about 31 bits apart) are compared with probability about 0.25. Groups form
-//! around leaders (see [`link_near_duplicates`]), so they do not chain.
+//! The signatures only choose the pairs worth a closer look (see [`candidate`]): a crop of a
+//! few per cent moves a 32 px thumbnail's hash by up to 26 bits (30 for a fine weave) and its
+//! colour layout by up to 0.07, as far as different garments of one cut photographed alike. A candidate pair is
+//! joined only when a second signal confirms it: `photo_match.rs` compares the two photos'
+//! fine detail once one is cropped to frame the other. Groups form around leaders (see
+//! [`link_near_duplicates`]), so they do not chain.
 
 use std::collections::HashMap;
 
 use image::RgbImage;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
 
 use super::union_find::UnionFind;
 
 /// The thumbnail side the signature is computed on.
 pub const THUMBNAIL: u32 = 32;
-/// Default largest structure-hash distance (bits of 63) of a near-duplicate.
-pub const DEFAULT_MAX_BITS: u32 = 18;
-/// Largest colour-layout distance of a near-duplicate with the same structure hash; it
-/// shrinks by [`COLOUR_PER_BIT`] for each bit the hashes differ: the less alike the shapes,
-/// the more alike the colours must be. Measured on the sample with planted copies (see
-/// `tests/duplicates.rs`): re-encoded, rescaled, cropped and brightened copies mostly below
-/// 0.03 (up to 0.06 where brightening clipped a white background), other photos of one cut
-/// from 0.039 up.
-pub const MAX_COLOUR_DISTANCE: f32 = 0.035;
-pub const COLOUR_PER_BIT: f32 = 0.001;
-const BANDS: usize = 64;
-const BAND_BITS: usize = 8;
+/// Default largest structure-hash distance (bits of 63) of a candidate pair. Measured on the
+/// bundled sample with planted copies (`tests/duplicates.rs`): copies cropped up to 5% per
+/// side differ by up to 26 bits; unrelated photos by about 31 on average.
+pub const DEFAULT_MAX_BITS: u32 = 28;
+/// Largest colour-layout distance of a candidate pair: copies brightened 18% onto a clipped
+/// white background, or cropped 5%, move by up to 0.066 (same measurement).
+pub const CANDIDATE_COLOUR: f32 = 0.08;
+/// Largest colour-layout distance of a candidate pair whatever its structure distance: a
+/// close-up of a fine weave, whose 32 px thumbnail is mostly aliasing, moves its hash by as
+/// much as an unrelated photo's (up to 30 bits measured) but its colour layout by 0.01.
+pub const CLOSE_COLOUR: f32 = 0.02;
+/// How many of an image's closest candidate leaders are looked at closer before it is taken
+/// for a photo of its own: each look costs about a millisecond.
+pub const CONFIRMATIONS_PER_IMAGE: usize = 8;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Signature {
@@ -90,24 +89,42 @@ impl Signature {
         (self.structure ^ other.structure).count_ones()
     }
 
+    /// The colour layout's sums per quadrant and channel: the colour distance is at least the
+    /// sum of their differences over 48 (the triangle inequality), so most pairs are refused
+    /// on these twelve.
+    fn quadrant_sums(&self) -> [f32; 12] {
+        let mut sums = [0f32; 12];
+        for (cell, rgb) in self.colour.chunks_exact(3).enumerate() {
+            let quadrant = (cell / 8) * 2 + (cell % 4) / 2;
+            (0..3).for_each(|c| sums[quadrant * 3 + c] += rgb[c]);
+        }
+        sums
+    }
+
     pub fn colour_distance(&self, other: &Self) -> f32 {
         self.colour.iter().zip(&other.colour).map(|(a, b)| (a - b).abs()).sum::<f32>() / self.colour.len() as f32
     }
 }
 
-/// Whether two signatures are the same photo: structure within `max_bits`, colour layout
-/// within [`MAX_COLOUR_DISTANCE`] less [`COLOUR_PER_BIT`] per bit of structure distance.
-pub fn same_photo(a: &Signature, b: &Signature, max_bits: u32) -> Option<u32> {
-    let bits = a.structure_distance(b);
-    (bits <= max_bits && a.colour_distance(b) <= MAX_COLOUR_DISTANCE - COLOUR_PER_BIT * bits as f32).then_some(bits)
+/// The largest colour-layout distance of a candidate pair whose structure hashes are `bits`
+/// apart: [`CANDIDATE_COLOUR`] within `max_bits`, [`CLOSE_COLOUR`] beyond (0 when `max_bits`
+/// is 0: exact copies only).
+fn colour_limit(bits: u32, max_bits: u32) -> f32 {
+    match () {
+        _ if max_bits == 0 => 0.0,
+        _ if bits <= max_bits => CANDIDATE_COLOUR,
+        _ => CLOSE_COLOUR,
+    }
 }
 
-/// The leaders that share one band's bits: their structure hashes, read in order for the
-/// cheap first test, and beside them who they are.
-#[derive(Clone, Default)]
-struct Bucket {
-    structures: Vec<u64>,
-    members: Vec<usize>,
+/// Whether two signatures are alike enough to be looked at closer: structure within
+/// `max_bits` and colour layout within [`CANDIDATE_COLOUR`], or colour layout within
+/// [`CLOSE_COLOUR`] whatever the structure; how close, for ordering (0 is the same
+/// signature).
+pub fn candidate(a: &Signature, b: &Signature, max_bits: u32) -> Option<f32> {
+    let bits = a.structure_distance(b);
+    let colour = a.colour_distance(b);
+    (colour <= colour_limit(bits, max_bits)).then(|| bits as f32 / max_bits.max(1) as f32 + colour / CANDIDATE_COLOUR)
 }
 
 /// The first 8 rows of the 32-point DCT-II basis, row-major, computed once.
@@ -127,12 +144,17 @@ fn dct_basis() -> &'static [f32] {
 /// Joins in `links` the images that are the same photo. Identical signatures (copies of one
 /// photo: a placeholder image filed under thousands of products) are joined first, in one
 /// pass, so n copies cost O(n). The other images are taken in order: each joins the closest
-/// earlier *leader* that [`same_photo`] accepts (candidates from the index), or becomes a
-/// leader itself. Every group is thus within the thresholds of its leader: photos that are
-/// each a little different from the last (twenty thousand shades of one cut) do not chain
-/// into one group, as joining every close pair would. `None` entries (unreadable images)
-/// take part in nothing.
-pub fn link_near_duplicates(signatures: &[Option<Signature>], max_bits: u32, links: &mut UnionFind) {
+/// earlier *leader* that is a [`candidate`] and that `confirm` (the second signal) accepts,
+/// trying at most [`CONFIRMATIONS_PER_IMAGE`] of the closest; or it becomes a leader itself.
+/// Every group is thus confirmed against its leader: photos that are each a little different
+/// from the last (twenty thousand shades of one cut) do not chain into one group, as joining
+/// every close pair would. `None` entries (unreadable images) take part in nothing.
+pub fn link_near_duplicates(
+    signatures: &[Option<Signature>],
+    max_bits: u32,
+    confirm: &mut dyn FnMut(usize, usize) -> bool,
+    links: &mut UnionFind,
+) {
     let mut first_with: HashMap<(u64, [u32; 48]), usize> = HashMap::new();
     let mut distinct = Vec::new();
     for (index, signature) in signatures.iter().enumerate() {
@@ -146,54 +168,35 @@ pub fn link_near_duplicates(signatures: &[Option<Signature>], max_bits: u32, lin
             }
         }
     }
-    let mut positions: Vec<usize> = (0..63).collect();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5eed);
-    let bands: Vec<Vec<usize>> = (0..BANDS)
-        .map(|_| {
-            positions.shuffle(&mut rng);
-            positions[..BAND_BITS].to_vec()
-        })
-        .collect();
-    let signature = |index: usize| signatures[index].as_ref().expect("only images with a signature are indexed");
-    let band_key = |structure: u64, band: &[usize]| {
-        band.iter().enumerate().fold(0u64, |key, (k, &bit)| key | (((structure >> bit) & 1) << k))
-    };
-    // Per band: its bits' value → the leaders that have it, with their structure hash beside
-    // them: most candidates are refused on it alone, reading the bucket in order.
-    let mut leaders: Vec<Vec<Bucket>> = vec![vec![Bucket::default(); 1 << BAND_BITS]; BANDS];
-    // The image a leader was last compared with, so each is compared once per image.
-    let mut compared_with = vec![usize::MAX; signatures.len()];
+    let signature = |index: usize| signatures[index].as_ref().expect("only images with a signature are compared");
+    // The leaders' structure hashes and colour sums in arrays read in order: most leaders are
+    // refused on those alone, the colour layout is read for the rest.
+    let (mut leader_structures, mut leader_sums, mut leaders) =
+        (Vec::<u64>::new(), Vec::<[f32; 12]>::new(), Vec::new());
+    let mut candidates: Vec<(f32, usize)> = Vec::new();
     for &index in &distinct {
         let this = signature(index);
-        let keys: Vec<u64> = bands.iter().map(|band| band_key(this.structure, band)).collect();
-        let mut closest: Option<(u32, f32, usize)> = None;
-        for (table, key) in leaders.iter().zip(&keys) {
-            let bucket = &table[*key as usize];
-            for (at, &structure) in bucket.structures.iter().enumerate() {
-                if (structure ^ this.structure).count_ones() > max_bits {
-                    continue;
-                }
-                let leader = bucket.members[at];
-                if std::mem::replace(&mut compared_with[leader], index) == index {
-                    continue;
-                }
-                let other = signature(leader);
-                if let Some(bits) = same_photo(this, other, max_bits) {
-                    let colour = this.colour_distance(other);
-                    if closest.is_none_or(|(b, c, _)| (bits, colour) < (b, c)) {
-                        closest = Some((bits, colour, leader));
-                    }
-                }
+        let sums = this.quadrant_sums();
+        candidates.clear();
+        for (at, &structure) in leader_structures.iter().enumerate() {
+            let colour_limit = colour_limit((structure ^ this.structure).count_ones(), max_bits);
+            if colour_limit == 0.0
+                || sums.iter().zip(&leader_sums[at]).map(|(a, b)| (a - b).abs()).sum::<f32>() > colour_limit * 48.0
+            {
+                continue;
+            }
+            if let Some(closeness) = candidate(this, signature(leaders[at]), max_bits) {
+                candidates.push((closeness, leaders[at]));
             }
         }
-        match closest {
-            Some((_, _, leader)) => links.join(leader, index),
+        candidates.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let confirmed = candidates.iter().take(CONFIRMATIONS_PER_IMAGE).find(|&&(_, leader)| confirm(leader, index));
+        match confirmed {
+            Some(&(_, leader)) => links.join(leader, index),
             None => {
-                for (table, key) in leaders.iter_mut().zip(keys) {
-                    let bucket = &mut table[key as usize];
-                    bucket.structures.push(this.structure);
-                    bucket.members.push(index);
-                }
+                leader_structures.push(this.structure);
+                leader_sums.push(sums);
+                leaders.push(index);
             }
         }
     }
@@ -225,9 +228,20 @@ mod tests {
         let (bits, colour) = (red.structure_distance(&brighter), red.colour_distance(&brighter));
         assert!(bits <= 8 && colour < 0.01, "brighter: {bits} bits, colour {colour}");
         assert!(red.structure_distance(&blue) <= 8, "the same cut");
-        assert!(red.colour_distance(&blue) > MAX_COLOUR_DISTANCE, "{}", red.colour_distance(&blue));
+        assert!(red.colour_distance(&blue) > CANDIDATE_COLOUR, "{}", red.colour_distance(&blue));
         let mut links = UnionFind::new(4);
-        link_near_duplicates(&[Some(red.clone()), Some(blue), None, Some(brighter)], DEFAULT_MAX_BITS, &mut links);
+        let mut looked_at = Vec::new();
+        let mut confirm = |a: usize, b: usize| {
+            looked_at.push((a, b));
+            true
+        };
+        link_near_duplicates(
+            &[Some(red.clone()), Some(blue), None, Some(brighter)],
+            DEFAULT_MAX_BITS,
+            &mut confirm,
+            &mut links,
+        );
+        assert_eq!(looked_at, [(0, 3)], "only the candidate pair is looked at closer");
         assert_eq!(links.clusters(), [vec![0, 3], vec![1], vec![2]]);
     }
 
@@ -241,7 +255,7 @@ mod tests {
             })
             .collect();
         let mut links = UnionFind::new(signatures.len());
-        link_near_duplicates(&signatures, DEFAULT_MAX_BITS, &mut links);
+        link_near_duplicates(&signatures, DEFAULT_MAX_BITS, &mut |_, _| true, &mut links);
         let clusters = links.clusters();
         let largest = clusters.iter().map(Vec::len).max().unwrap();
         assert!(clusters.len() > 4 && largest < 200, "{} groups, the largest of {largest}", clusters.len());
@@ -249,7 +263,10 @@ mod tests {
             let leader = signatures[cluster[0]].as_ref().unwrap();
             for &member in cluster {
                 let member = signatures[member].as_ref().unwrap();
-                assert!(same_photo(leader, member, DEFAULT_MAX_BITS).is_some(), "every member is its leader's photo");
+                assert!(
+                    candidate(leader, member, DEFAULT_MAX_BITS).is_some(),
+                    "every member is its leader's candidate"
+                );
             }
         }
     }
@@ -264,7 +281,7 @@ mod tests {
         signatures.push(Some(Signature::of(&stripes([10, 200, 30], 3))));
         let started = std::time::Instant::now();
         let mut links = UnionFind::new(signatures.len());
-        link_near_duplicates(&signatures, DEFAULT_MAX_BITS, &mut links);
+        link_near_duplicates(&signatures, DEFAULT_MAX_BITS, &mut |_, _| true, &mut links);
         let clusters = links.clusters();
         assert_eq!(clusters.len(), 2, "the copies and the near copy are one cluster, the other photo its own");
         assert_eq!(clusters[0].len(), 20_001);

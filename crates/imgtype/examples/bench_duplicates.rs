@@ -32,7 +32,7 @@ fn main() {
     signatures.extend(std::iter::repeat_n(Some(placeholder), shared));
     let started = std::time::Instant::now();
     let mut links = UnionFind::new(signatures.len());
-    link_near_duplicates(&signatures, DEFAULT_MAX_BITS, &mut links);
+    link_near_duplicates(&signatures, DEFAULT_MAX_BITS, &mut |_, _| true, &mut links);
     let clusters = links.clusters().into_iter().filter(|c| c.len() > 1).count();
     println!(
         "{} images ({shared} of one photo): {clusters} clusters of near-duplicates ({} planted) in {:.2} s",
