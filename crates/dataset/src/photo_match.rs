@@ -36,6 +36,10 @@ const MOST_REFINING_GAINS: f32 = 0.45;
 #[derive(Debug, Clone)]
 pub struct CloseUp {
     planes: Vec<f32>,
+    /// The mean of each column and of each row, per channel (3 × SIDE values each): every
+    /// comparison a photo takes part in frames it by these.
+    column_means: Vec<f32>,
+    row_means: Vec<f32>,
 }
 
 /// The crop box of a photo in fractions of its width and height: left, right, top, bottom.
@@ -50,21 +54,8 @@ impl CloseUp {
         for (index, pixel) in image.pixels().enumerate() {
             (0..3).for_each(|c| planes[c * SIDE * SIDE + index] = pixel[c] as f32);
         }
-        Self { planes }
-    }
-
-    /// Mean of each column (`by_column`) or row, per channel: 3 × SIDE values.
-    fn profile(&self, by_column: bool) -> Vec<f32> {
-        let mut profile = vec![0f32; 3 * SIDE];
-        for c in 0..3 {
-            for y in 0..SIDE {
-                for x in 0..SIDE {
-                    let at = if by_column { x } else { y };
-                    profile[c * SIDE + at] += self.planes[c * SIDE * SIDE + y * SIDE + x] / SIDE as f32;
-                }
-            }
-        }
-        profile
+        let (column_means, row_means) = (profile(&planes, true), profile(&planes, false));
+        Self { planes, column_means, row_means }
     }
 
     /// This photo's `crop` resampled (bilinear) to a full close-up.
@@ -86,6 +77,20 @@ impl CloseUp {
         }
         out
     }
+}
+
+/// Mean of each column (`by_column`) or row of `planes`, per channel: 3 × SIDE values.
+fn profile(planes: &[f32], by_column: bool) -> Vec<f32> {
+    let mut profile = vec![0f32; 3 * SIDE];
+    for c in 0..3 {
+        for y in 0..SIDE {
+            for x in 0..SIDE {
+                let at = if by_column { x } else { y };
+                profile[c * SIDE + at] += planes[c * SIDE * SIDE + y * SIDE + x] / SIDE as f32;
+            }
+        }
+    }
+    profile
 }
 
 /// For each of SIDE output positions over `[low, 1 − high]` of an axis: the two source
@@ -279,8 +284,8 @@ impl Framing {
     /// moved by the whole-pixel shift that best lines up the two photos' detail: the profiles
     /// cannot see the phase of a fine stripe or weave, which the detail is all about.
     fn from_profiles(source: &CloseUp, target: &CloseUp, target_detail: &[f32]) -> Self {
-        let (left, right) = best_axis_crop(&source.profile(true), &target.profile(true));
-        let (top, bottom) = best_axis_crop(&source.profile(false), &target.profile(false));
+        let (left, right) = best_axis_crop(&source.column_means, &target.column_means);
+        let (top, bottom) = best_axis_crop(&source.row_means, &target.row_means);
         let mut crop = CropBox([left, right, top, bottom]);
         let (dx, dy) = best_shift(&detail(&source.cropped(crop)), target_detail);
         let (width, height) = (1.0 - left - right, 1.0 - top - bottom);
