@@ -8,7 +8,8 @@
 # (seed 11; 384 products are about 1,700 images) instead of the bundled sample; with
 # GENERATOR=b, by scripts/make_catalogue_b.py (seed 5; its own drawing code, 300-800 px
 # photos, 360 products are about 1,750 images), whose planted copies are then scored too
-# (`divide --find-duplicates`, scripts/bench/score_duplicates.py).
+# (`divide --find-duplicates`, scripts/bench/score_duplicates.py). CATALOGUE_SEED=S draws
+# the catalogue with seed S instead (its own work folder).
 # usage: scripts/label_issues_bench.sh [SEEDS="1 2 3"] [FRACTION=0.06] [FOLDS=5] [PRODUCTS] [GENERATOR=sample|b]
 #        (about 2 minutes per seed on 2 cores with the sample, 9 with 384 products)
 set -euo pipefail
@@ -18,16 +19,17 @@ fraction=${2:-0.06}
 folds=${3:-5}
 products=${4:-}
 generator=${5:-sample}
+catalogue_seed=${CATALOGUE_SEED:-}
 scripts/setup.sh >&2
 py=.venv/bin/python
-work=target/label_issues_bench${products:+_$products}${products:+_$generator}
+work=target/label_issues_bench${products:+_$products}${products:+_$generator}${catalogue_seed:+_seed$catalogue_seed}
 rm -rf "$work" && mkdir -p "$work"
 catalogue=image_data.csv
 images=$PWD/sample_images
 if [ -n "$products" ]; then
     case "$generator" in
-        sample) "$py" scripts/make_sample_data.py --products "$products" --seed 11 --out "$work/catalogue" >&2 ;;
-        b) "$py" scripts/make_catalogue_b.py --products "$products" --seed 5 --out "$work/catalogue" >&2 ;;
+        sample) "$py" scripts/make_sample_data.py --products "$products" --seed "${catalogue_seed:-11}" --out "$work/catalogue" >&2 ;;
+        b) "$py" scripts/make_catalogue_b.py --products "$products" --seed "${catalogue_seed:-5}" --out "$work/catalogue" >&2 ;;
         *) echo "unknown generator $generator (sample, b)" >&2; exit 2 ;;
     esac
     catalogue=$work/catalogue/image_data.csv

@@ -44,6 +44,8 @@ fn usage_errors_exit_2_and_write_nothing() {
         (TRAIN, &["--stop-after", "0"], "--stop-after"),
         (TRAIN, &["--summarize", "some_dir", "--quick-test"], "--quick-test"),
         (TRAIN, &["--rank-by", "normalized_margin"], "--cross-validate"),
+        (TRAIN, &["--neighbours", "10"], "--cross-validate"),
+        (TRAIN, &["--summarize", "some_dir", "--neighbours", "1001"], "--neighbours"),
         (TEST, &["--model-path", "model.safetensors", "--image-path", "a.jpg", "--shard", "0/4"], "--shard"),
         (TEST, &["--model-path", "model.safetensors", "--image-path", "a.jpg", "--strict"], "--strict"),
         (TEST, &["--model-path", "model.safetensors", "--image-path", "a.jpg", "--output-dir", "out"], "--output-dir"),

@@ -105,6 +105,70 @@ fn cross_validation_finds_planted_labels_as_cleanlab_does() {
     assert!(cv.join("label_issues.png").is_file());
 
     check_same_issues_as_cleanlab(&cv, &header, &issues);
+
+    // The same folds judged again with each image's 10 nearest held-out neighbours blended in.
+    let out = ok(run(work, TRAIN, &["--summarize", cv.to_str().unwrap(), "--neighbours", "10"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("with 10 neighbours' labels"), "{stdout}");
+    assert_eq!(read_json(&cv.join("cv_results.json"))["neighbours"], 10);
+    let (header, issues) = read_csv(&cv.join("label_issues.csv"));
+    check_same_issues_as_cleanlab(&cv, &header, &issues);
+    check_neighbours_as_torchvision(&cv);
+    let found = issues.iter().take(2 * planted.len()).filter(|r| planted.contains(&(r[0].clone(), r[1].clone())));
+    assert!(found.count() >= 13, "{issues:?}");
+}
+
+/// `neighbours_<class>` are the label shares of each image's 10 nearest held-out images of its
+/// fold, by cosine similarity of torchvision's `avgpool(features(x))` under that fold's best
+/// model (each image resized by Pillow, not by us: a few near-ties may go the other way).
+fn check_neighbours_as_torchvision(cv: &Path) {
+    let script = r#"
+import csv, glob, json, sys
+import numpy as np, torch
+from PIL import Image
+from safetensors.torch import load_file
+from torchvision.models import efficientnet_b0
+cv, base = sys.argv[1], sys.argv[2]
+rows = list(csv.DictReader(open(cv + "/oof_predictions.csv")))
+classes = [c[5:] for c in rows[0] if c.startswith("prob_")]
+mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+agree, rows_seen, worst = 0, 0, 0.0
+for fold in sorted({r["fold"] for r in rows}):
+    mine = [r for r in rows if r["fold"] == fold]
+    weights = load_file(glob.glob(f"{cv}/fold_{fold}/run_*/model/best_model.safetensors")[0])
+    net = efficientnet_b0()
+    prefix = "backbone.features."
+    net.features.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
+    net.eval()
+    pixels = [np.array(Image.open(f"{base}/{r['image_path']}").convert("RGB").resize((64, 64), Image.BILINEAR)) for r in mine]
+    x = (torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float() / 255 - mean) / std
+    with torch.no_grad():
+        e = torch.nn.functional.normalize(net.avgpool(net.features(x)).flatten(1), dim=1).numpy()
+    similar = e @ e.T
+    np.fill_diagonal(similar, -np.inf)
+    labels = [classes.index(r["image_type"]) for r in mine]
+    for i, r in enumerate(mine):
+        counts = np.full(len(classes), 0.5 / len(classes))
+        for j in np.argsort(-similar[i], kind="stable")[:10]:
+            counts[labels[j]] += 1
+        theirs = counts / counts.sum()
+        ours = np.array([float(r["neighbours_" + c]) for c in classes])
+        difference = float(np.abs(theirs - ours).max())
+        agree += difference < 1e-6
+        worst = max(worst, difference)
+        rows_seen += 1
+print(json.dumps({"rows": rows_seen, "agree": int(agree), "worst": worst}))
+"#;
+    let reference = std::process::Command::new(imgtype_testkit::python())
+        .args(["-c", script, cv.to_str().unwrap(), sample_images().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let figures = serde_json::from_slice::<serde_json::Value>(&ok(reference).stdout).unwrap();
+    let (rows, agree) = (figures["rows"].as_u64().unwrap(), figures["agree"].as_u64().unwrap());
+    eprintln!("neighbours as torchvision's: {agree} of {rows} images (largest difference {})", figures["worst"]);
+    // One neighbour swapped moves a share by 1/10.5.
+    assert!(agree * 10 >= rows * 9 && figures["worst"].as_f64().unwrap() < 0.2, "{figures}");
 }
 
 /// Folds: every image of the split files once, products whole, each fold trained without
@@ -135,7 +199,8 @@ fn check_folds(work: &Path, cv: &Path) -> Vec<Vec<String>> {
 }
 
 /// The confident-learning rows of `label_issues.csv` are cleanlab's ranked issues on the same
-/// `oof_predictions.csv`.
+/// `oof_predictions.csv`: on the models' probabilities blended 0.7 : 0.3 with the neighbours'
+/// shares where the file has them.
 fn check_same_issues_as_cleanlab(cv: &Path, header: &[String], issues: &[Vec<String>]) {
     let script = r#"
 import csv, json, sys
@@ -144,6 +209,8 @@ from cleanlab.filter import find_label_issues
 rows = list(csv.DictReader(open(sys.argv[1])))
 classes = [c[5:] for c in rows[0] if c.startswith("prob_")]
 p = np.array([[float(r["prob_" + c]) for c in classes] for r in rows])
+if "neighbours_" + classes[0] in rows[0]:
+    p = 0.7 * p + 0.3 * np.array([[float(r["neighbours_" + c]) for c in classes] for r in rows])
 labels = np.array([classes.index(r["image_type"]) for r in rows])
 ranked = find_label_issues(labels, p, return_indices_ranked_by="self_confidence", n_jobs=1)
 print(json.dumps([rows[i]["image_path"] for i in ranked]))
@@ -256,7 +323,7 @@ fn a_cross_validation_resumes_and_spreads_over_members_alike() {
     // Another number of folds in the same folder is refused.
     let out = run(work, TRAIN, &["--config", "config.json", "--cross-validate", "4", "--cv-dir", "straight"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("another config or number of folds"), "{stderr}");
+    assert!(!out.status.success() && stderr.contains("another config, number of folds or of repeats"), "{stderr}");
 
     // So is the same command after the split files changed (a label corrected).
     let train_csv = work.join("data/train_data.csv");
@@ -265,4 +332,70 @@ fn a_cross_validation_resumes_and_spreads_over_members_alike() {
     let out = run(work, TRAIN, &args("straight"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("changed since the cross-validation"), "{stderr}");
+}
+
+/// Each image's out-of-fold probabilities in `cv` (its `oof_predictions.csv` or, for one
+/// repeat's folder, its folds' `test_predictions.csv`), by (image_path, product_id).
+fn fold_probabilities(cv: &Path) -> BTreeMap<(String, String), Vec<f64>> {
+    let mut probabilities = BTreeMap::new();
+    for fold in 1..=3 {
+        let mut entries = std::fs::read_dir(cv.join(format!("fold_{fold}"))).unwrap().map(|e| e.unwrap().path());
+        let run = entries.find(|p| p.file_name().unwrap().to_string_lossy().starts_with("run_")).unwrap();
+        let (header, rows) = read_csv(&run.join("test_predictions.csv"));
+        let columns: Vec<usize> = (0..header.len()).filter(|&i| header[i].starts_with("prob_")).collect();
+        for row in rows {
+            let p = columns.iter().map(|&i| row[i].parse().unwrap()).collect();
+            probabilities.insert((row[0].clone(), row[1].clone()), p);
+        }
+    }
+    probabilities
+}
+
+#[test]
+fn a_repeated_cross_validation_averages_its_repeats() {
+    let dir = tiny_setup();
+    let work = dir.path();
+    let args = ["--config", "config.json", "--cross-validate", "3", "--repeats", "2", "--cv-dir", "cv"];
+    let out = ok(run(work, TRAIN, &args));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("6 fold(s) trained") && stdout.contains("repeat 2 fold 3"), "{stdout}");
+    let cv = work.join("cv");
+
+    // The second repeat is a cross-validation folder of its own, with the next seeds.
+    let first = read_json(&cv.join("cv_plan.json"));
+    let second = read_json(&cv.join("repeat_2/cv_plan.json"));
+    assert_eq!((first["repeats"].as_u64(), second["repeats"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(second["base_config"]["data"]["random_state"], 2026);
+    assert_eq!(second["base_config"]["system"]["seed"], 6);
+    let (_, folds_1) = read_csv(&cv.join("images.csv"));
+    let (_, folds_2) = read_csv(&cv.join("repeat_2/images.csv"));
+    assert_ne!(folds_1, folds_2, "other folds");
+
+    // Six folds in the results, each with its repeat.
+    let (header, table) = read_csv(&cv.join("cv_results.csv"));
+    assert_eq!(header.last().map(String::as_str), Some("repeat"));
+    let repeats: Vec<&str> = table.iter().map(|r| r[header.len() - 1].as_str()).collect();
+    assert_eq!(repeats, ["1", "1", "1", "2", "2", "2", "", ""]);
+
+    // Each image's probabilities: the mean of its two folds' held-out predictions.
+    let (one, two) = (fold_probabilities(&cv), fold_probabilities(&cv.join("repeat_2")));
+    let (header, oof) = read_csv(&cv.join("oof_predictions.csv"));
+    assert_eq!(oof.len(), read_csv(&cv.join("images.csv")).1.len());
+    let columns: Vec<usize> = (0..header.len()).filter(|&i| header[i].starts_with("prob_")).collect();
+    for row in &oof {
+        let key = (row[0].clone(), row[1].clone());
+        for (k, &column) in columns.iter().enumerate() {
+            let expected = (one[&key][k] + two[&key][k]) / 2.0;
+            assert!((row[column].parse::<f64>().unwrap() - expected).abs() < 1e-9, "{row:?}");
+        }
+    }
+
+    // The same command again has nothing left to run; another number of repeats is refused.
+    let out = ok(run(work, TRAIN, &args));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("6 finished earlier"));
+    let mut three = args.to_vec();
+    three[5] = "3";
+    let out = run(work, TRAIN, &three);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("number of folds or of repeats"), "{stderr}");
 }

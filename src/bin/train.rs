@@ -8,7 +8,7 @@ use clap::builder::RangedU64ValueParser;
 use clap::{ArgGroup, Parser};
 use imgtype::config::DeviceChoice;
 use imgtype::config::{MAX_BATCH_SIZE, MAX_EPOCHS};
-use imgtype::crossval::MAX_FOLDS;
+use imgtype::crossval::{Judging, MAX_FOLDS, MAX_REPEATS};
 use imgtype::eval::label_issues::LabelQuality;
 use imgtype::train::{RunFolder, TrainOptions};
 use imgtype::Outcome;
@@ -62,6 +62,12 @@ struct Args {
     #[arg(long, value_name = "K", conflicts_with_all = ["resume", "sweep", "summarize", "stop_after"],
           value_parser = RangedU64ValueParser::<usize>::new().range(2..=MAX_FOLDS as u64))]
     cross_validate: Option<usize>,
+    /// With --cross-validate: repeat it R times with other folds and training seeds
+    /// (`data.random_state` and `system.seed` + 0..R−1) and average each image's out-of-fold
+    /// probabilities (R times the training; default 1)
+    #[arg(long, value_name = "R", requires = "cross_validate",
+          value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_REPEATS as u64))]
+    repeats: Option<usize>,
     /// With --cross-validate: its folder (default: a new one in paths.result_dir); the same
     /// command with the same folder continues it, as `--resume DIR` does
     #[arg(long, value_name = "DIR", requires = "cross_validate")]
@@ -70,6 +76,12 @@ struct Args {
     /// the default) or normalized_margin
     #[arg(long, value_name = "SCORE", requires = "label_work")]
     rank_by: Option<LabelQuality>,
+    /// How many nearest held-out images' labels (in the fold model's embedding space) are
+    /// blended into each image's out-of-fold probabilities before label issues are judged
+    /// (cross-validation; default 0: the models' probabilities alone)
+    #[arg(long, value_name = "K", requires = "label_work",
+          value_parser = RangedU64ValueParser::<usize>::new().range(0..=1000))]
+    neighbours: Option<usize>,
     /// Build a sweep's or a cross-validation's results from what has finished
     #[arg(long, value_name = "DIR",
           conflicts_with_all = ["config", "resume", "sweep", "quick_test", "data_dir", "epochs", "batch_size", "stop_after", "member"])]
@@ -87,6 +99,14 @@ enum Mode<'a> {
 }
 
 impl Args {
+    fn judging(&self) -> Judging {
+        let default = Judging::default();
+        Judging {
+            quality: self.rank_by.unwrap_or(default.quality),
+            neighbours: self.neighbours.unwrap_or(default.neighbours),
+        }
+    }
+
     /// The mode, and the usage errors clap cannot see (they depend on what a folder holds).
     fn mode(&self) -> Result<Mode<'_>> {
         if let Some(dir) = &self.summarize {
@@ -145,7 +165,7 @@ fn main() -> ExitCode {
 
 fn run(args: &Args, stop: StopFlag) -> Result<Ending> {
     let folder = match args.mode()? {
-        Mode::Summarize(dir) => return summarize(dir, args.rank_by.unwrap_or_default()),
+        Mode::Summarize(dir) => return summarize(dir, args.judging()),
         Mode::Sweep(sweep) => return run_sweep(sweep, args, stop),
         Mode::CrossValidate => return cross_validate(args, None, stop),
         Mode::ResumeCrossValidation(dir) => return cross_validate(args, Some(dir), stop),
@@ -173,9 +193,9 @@ fn stopped_in(what: &str, stopped: imgtype::Stopped) -> Ending {
     Ending::Stopped(stopped)
 }
 
-fn summarize(dir: &Path, quality: LabelQuality) -> Result<Ending> {
+fn summarize(dir: &Path, judging: Judging) -> Result<Ending> {
     if imgtype::crossval::is_cv_folder(dir) {
-        let summary = imgtype::crossval::summarize(dir, quality)?;
+        let summary = imgtype::crossval::summarize(dir, judging)?;
         report::print_cv_summary(dir, &summary);
     } else {
         let summary = imgtype::sweep::summarize(dir)?;
@@ -221,9 +241,10 @@ fn cross_validate(args: &Args, resume: Option<&Path>, stop: StopFlag) -> Result<
     use imgtype::crossval::{CvOptions, CvReport};
     let options = CvOptions {
         folds: args.cross_validate.unwrap_or(0),
+        repeats: args.repeats.unwrap_or(1),
         cv_dir: args.cv_dir.clone(),
         member: args.member,
-        quality: args.rank_by.unwrap_or_default(),
+        judging: args.judging(),
         train: TrainOptions { stop_after_epochs: None, stop },
     };
     let end = match resume {

@@ -21,9 +21,11 @@ pub fn print_run(outcome: &TrainOutcome) {
 /// A cross-validation's figures per fold and k-fold, and the labels it doubts.
 pub fn print_cv_summary(dir: &Path, summary: &CvSummary) {
     let score = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
+    let repeated = summary.folds.iter().any(|f| f.repeat > 1);
     for f in &summary.folds {
+        let repeat = if repeated { format!("repeat {} ", f.repeat) } else { String::new() };
         println!(
-            "fold {:<3} {:<9} {:>5} held out  accuracy {}  F1 macro {}  F1 weighted {}",
+            "{repeat}fold {:<3} {:<9} {:>5} held out  accuracy {}  F1 macro {}  F1 weighted {}",
             f.fold,
             f.status,
             f.held_out_images,
@@ -39,8 +41,13 @@ pub fn print_cv_summary(dir: &Path, summary: &CvSummary) {
         spread(summary.f1_macro),
         spread(summary.f1_weighted)
     );
+    let judged_on = match summary.neighbours {
+        0 => "the models' probabilities".to_string(),
+        k => format!("the models' probabilities with {k} neighbours' labels"),
+    };
     println!(
-        "labels to review: {} of {} images with an out-of-fold prediction ({} by confident learning), ranked by {}",
+        "labels to review: {} of {} images with an out-of-fold prediction ({} by confident learning on {judged_on}), \
+         ranked by {}",
         summary.label_issues,
         summary.oof_images,
         summary.confident_learning_issues,

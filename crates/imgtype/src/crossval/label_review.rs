@@ -31,6 +31,16 @@ pub(super) struct OutOfFold<'a> {
     pub(super) prediction: PredictionRow,
 }
 
+/// What was concluded about one image's label.
+pub(super) struct Judgement<'a> {
+    /// The probabilities the issues were found on: the model's, blended with the neighbours'
+    /// shares when `neighbours` are given.
+    pub(super) probabilities: &'a [f64],
+    pub(super) neighbours: Option<&'a [f64]>,
+    pub(super) label_quality: f64,
+    pub(super) confident_learning: bool,
+}
+
 /// A row of `label_issues.csv`.
 #[derive(Debug, Clone, Serialize)]
 pub(super) struct IssueRow {
@@ -66,21 +76,30 @@ impl IssueRow {
     pub(super) fn new(
         o: &OutOfFold,
         label: usize,
-        confident_learning: bool,
+        judgement: Judgement,
         thresholds: &[f64],
         class_names: &[String],
-        label_quality: f64,
     ) -> Self {
-        let p = &o.prediction.probabilities;
+        let Judgement { probabilities: p, neighbours, label_quality, confident_learning } = judgement;
         let suggested = (0..p.len())
             .filter(|&k| k != label)
             .max_by(|&a, &b| p[a].total_cmp(&p[b]).then(b.cmp(&a)))
             .unwrap_or(label);
         let t = thresholds;
-        let why = format!(
-            "fold {}'s model: {} {:.3} (its class threshold {:.3}), {} {:.3} (threshold {:.3})",
-            o.image.fold, class_names[label], p[label], t[label], class_names[suggested], p[suggested], t[suggested]
+        let (given_name, suggested_name) = (&class_names[label], &class_names[suggested]);
+        let mut why = format!(
+            "fold {}'s model: {given_name} {:.3}, {suggested_name} {:.3}",
+            o.image.fold, o.prediction.probabilities[label], o.prediction.probabilities[suggested]
         );
+        if let Some(n) = neighbours {
+            why += &format!(
+                "; its nearest held-out images: {given_name} {:.2}, {suggested_name} {:.2}; together: \
+                 {given_name} {:.3} (its class threshold {:.3}), {suggested_name} {:.3} (threshold {:.3})",
+                n[label], n[suggested], p[label], t[label], p[suggested], t[suggested]
+            );
+        } else {
+            why += &format!(" (class thresholds {:.3} and {:.3})", t[label], t[suggested]);
+        }
         Self {
             image_path: o.image.image_path.clone(),
             product_id: o.image.product_id.clone(),

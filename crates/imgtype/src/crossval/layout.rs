@@ -1,7 +1,9 @@
 //! The cross-validation folder's on-disk contract, read by the runner and the summary alike:
-//! the plan (`cv_plan.json`), the image list (`images.csv`) and the fold folders' names.
+//! the plan (`cv_plan.json`), the image list (`images.csv`), the fold folders' names, and each
+//! repeat after the first as a cross-validation folder of its own, `repeat_<r>/`, with its own
+//! fold seed (`data.random_state`) and training seed (`system.seed`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -23,7 +25,18 @@ pub(super) struct CvPlan {
     pub images: usize,
     /// Held-out images per fold.
     pub fold_images: Vec<usize>,
+    /// Cross-validations of the same images with other folds and seeds, whose out-of-fold
+    /// probabilities are averaged; 1 (also for a plan written before repeats).
+    #[serde(default = "one_repeat")]
+    pub repeats: usize,
 }
+
+fn one_repeat() -> usize {
+    1
+}
+
+/// Most repeats a cross-validation may have.
+pub const MAX_REPEATS: usize = 10;
 
 /// Most folds a cross-validation may have (a folder's plan is checked against it).
 pub const MAX_FOLDS: usize = 100;
@@ -34,6 +47,9 @@ impl CvPlan {
     pub(super) fn check(&self) -> Result<()> {
         if !(2..=MAX_FOLDS).contains(&self.folds) {
             bail!("`folds` is {}, not between 2 and {MAX_FOLDS}", self.folds);
+        }
+        if !(1..=MAX_REPEATS).contains(&self.repeats) {
+            bail!("`repeats` is {}, not between 1 and {MAX_REPEATS}", self.repeats);
         }
         if self.fold_images.len() != self.folds {
             bail!("`folds` is {} but `fold_images` lists {} folds", self.folds, self.fold_images.len());
@@ -68,6 +84,23 @@ pub(super) fn read_plan(dir: &Path) -> Result<CvPlan> {
 
 pub(super) fn fold_name(fold: usize) -> String {
     format!("fold_{fold}")
+}
+
+/// Repeat `repeat`'s cross-validation folder: the folder itself for the first.
+pub(super) fn repeat_dir(dir: &Path, repeat: usize) -> PathBuf {
+    match repeat {
+        1 => dir.to_path_buf(),
+        r => dir.join(format!("repeat_{r}")),
+    }
+}
+
+/// Repeat `repeat`'s config: the fold seed and the training seed moved on by `repeat − 1`.
+pub(super) fn repeat_config(base: &Config, repeat: usize) -> Config {
+    let mut config = base.clone();
+    let step = repeat as u64 - 1;
+    config.data.random_state = config.data.random_state.wrapping_add(step);
+    config.system.seed = config.system.seed.wrapping_add(step);
+    config
 }
 
 pub(super) fn read_images(dir: &Path, plan: &CvPlan) -> Result<Vec<FoldImage>> {

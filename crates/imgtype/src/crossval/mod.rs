@@ -4,14 +4,17 @@
 //! the sweep's machinery (`run`) in a folder whose files `layout` names; from the folds' held-out predictions, the k-fold estimate,
 //! out-of-fold probabilities for every image, and the labels confident learning doubts
 //! (`summary`), with what a reviewer reads: `label_issues.csv`, the confused class pairs and
-//! the contact sheet (`label_review`).
+//! the contact sheet (`label_review`); the labels judged with each image's nearest held-out
+//! neighbours' labels blended in (`neighbour_opinion`).
 
 mod folds;
 mod label_review;
 mod layout;
+mod neighbour_opinion;
+mod out_of_fold;
 mod run;
 mod summary;
 
-pub use layout::{is_cv_folder, CV_PLAN_FILE, MAX_FOLDS};
+pub use layout::{is_cv_folder, CV_PLAN_FILE, MAX_FOLDS, MAX_REPEATS};
 pub use run::{cross_validate, resume_cross_validation, CvEnd, CvOptions, CvReport};
-pub use summary::{summarize, Confusion, CvSummary, FoldResult, Spread};
+pub use summary::{summarize, Confusion, CvSummary, FoldResult, Judging, Spread};

@@ -8,21 +8,25 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::folds::{assign_folds, write_fold_data, write_images_csv};
-use super::layout::{fold_name, is_cv_folder, read_plan, CvPlan, CV_PLAN_FILE, IMAGES_FILE, MAX_FOLDS};
-use super::summary::{summarize, CvSummary};
+use super::layout::{
+    fold_name, is_cv_folder, read_plan, repeat_config, repeat_dir, CvPlan, CV_PLAN_FILE, IMAGES_FILE, MAX_FOLDS,
+    MAX_REPEATS,
+};
+use super::summary::{summarize, CvSummary, Judging};
 use crate::config::Config;
 use crate::data::SplitName;
-use crate::eval::label_issues::LabelQuality;
 use crate::stop::Outcome;
 use crate::sweep::{run_planned, Member, PlannedRun, RunCounts};
 use crate::train::TrainOptions;
 
 pub struct CvOptions {
     pub folds: usize,
+    /// Cross-validations with other folds and seeds, averaged (1: one).
+    pub repeats: usize,
     /// Default: a new `cv_…` folder in `paths.result_dir`; an existing one is continued.
     pub cv_dir: Option<PathBuf>,
     pub member: Option<Member>,
-    pub quality: LabelQuality,
+    pub judging: Judging,
     pub train: TrainOptions,
 }
 
@@ -46,24 +50,36 @@ pub fn cross_validate(config: &Config, options: &CvOptions) -> Result<CvEnd> {
         Some(dir) => dir.clone(),
         None => config.paths.result_dir.join(crate::rundir::named("cv")),
     };
-    let plan = prepare(&dir, config, options.folds)?;
-    let runs: Vec<PlannedRun> = (1..=plan.folds)
-        .map(|fold| {
-            let held_out = plan.fold_images[fold - 1];
-            PlannedRun {
-                name: fold_name(fold),
-                label: format!("fold {fold}"),
-                config: fold_config(&plan.base_config, &dir, fold),
+    if !(1..=MAX_REPEATS).contains(&options.repeats) {
+        bail!("--repeats {}: between 1 and {MAX_REPEATS}", options.repeats);
+    }
+    let plan = prepare(&dir, config, options.folds, options.repeats)?;
+    let mut runs = Vec::new();
+    for repeat in 1..=plan.repeats {
+        // Each repeat's plan was prepared above; the first is the folder's own.
+        let repeat_plan = if repeat == 1 { None } else { Some(read_plan(&repeat_dir(&dir, repeat))?) };
+        let repeat_plan = repeat_plan.as_ref().unwrap_or(&plan);
+        for fold in 1..=plan.folds {
+            let held_out = repeat_plan.fold_images[fold - 1];
+            let folder = repeat_dir(&dir, repeat);
+            let name = match repeat {
+                1 => fold_name(fold),
+                r => format!("repeat_{r}/{}", fold_name(fold)),
+            };
+            runs.push(PlannedRun {
+                name,
+                label: if plan.repeats == 1 { format!("fold {fold}") } else { format!("repeat {repeat} fold {fold}") },
+                config: fold_config(&repeat_plan.base_config, &folder, fold),
                 description: format!("training on {} images, holding out {held_out}", plan.images - held_out),
-            }
-        })
-        .collect();
+            });
+        }
+    }
     let how = format!("continue with `train --resume {}`", dir.display());
     let RunCounts { ran, skipped, failed } = match run_planned(&dir, &runs, options.member, &options.train, &how)? {
         Outcome::Finished(counts) => counts,
         Outcome::Stopped(stopped) => return Ok(Outcome::Stopped(stopped)),
     };
-    let summary = if options.member.is_none() { Some(summarize(&dir, options.quality)?) } else { None };
+    let summary = if options.member.is_none() { Some(summarize(&dir, options.judging)?) } else { None };
     Ok(Outcome::Finished(CvReport { cv_dir: dir, ran, skipped, failed, summary }))
 }
 
@@ -71,20 +87,28 @@ pub fn cross_validate(config: &Config, options: &CvOptions) -> Result<CvEnd> {
 pub fn resume_cross_validation(dir: &Path, mut options: CvOptions) -> Result<CvEnd> {
     let plan = read_plan(dir)?;
     options.folds = plan.folds;
+    options.repeats = plan.repeats;
     options.cv_dir = Some(dir.to_path_buf());
     cross_validate(&plan.base_config, &options)
 }
 
 /// The folder's plan: read back and checked against this command, or, in a new folder,
-/// the folds assigned and written, the plan last (so a plan on disk means complete folds).
-fn prepare(dir: &Path, config: &Config, folds: usize) -> Result<CvPlan> {
+/// the folds assigned and written, then each repeat's folder, the plan last (so a plan on
+/// disk means complete folds).
+fn prepare(dir: &Path, config: &Config, folds: usize, repeats: usize) -> Result<CvPlan> {
     let data_fingerprint = data_fingerprint(&config.paths.data_dir)?;
+    let prepare_repeats = || -> Result<()> {
+        for repeat in 2..=repeats {
+            prepare(&repeat_dir(dir, repeat), &repeat_config(config, repeat), folds, 1)?;
+        }
+        Ok(())
+    };
     if is_cv_folder(dir) {
         let plan = read_plan(dir)?;
-        if plan.base_config != *config || plan.folds != folds {
+        if plan.base_config != *config || plan.folds != folds || plan.repeats != repeats {
             bail!(
-                "{} holds a cross-validation with another config or number of folds: continue it with \
-                 `train --resume {}`, or give this one its own folder",
+                "{} holds a cross-validation with another config, number of folds or of repeats: continue it \
+                 with `train --resume {}`, or give this one its own folder",
                 dir.display(),
                 dir.display()
             );
@@ -97,10 +121,12 @@ fn prepare(dir: &Path, config: &Config, folds: usize) -> Result<CvPlan> {
                 dir.display()
             );
         }
+        prepare_repeats()?;
         return Ok(plan);
     }
     crate::fsutil::check_new_folder(dir, "a cross-validation folder", |name| {
-        name == IMAGES_FILE || name.strip_prefix("fold_").is_some_and(|n| n.parse::<usize>().is_ok())
+        let numbered = |prefix: &str| name.strip_prefix(prefix).is_some_and(|n| n.parse::<usize>().is_ok());
+        name == IMAGES_FILE || numbered("fold_") || numbered("repeat_")
     })?;
     let images = assign_folds(config, folds)?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -108,14 +134,17 @@ fn prepare(dir: &Path, config: &Config, folds: usize) -> Result<CvPlan> {
     for fold in 1..=folds {
         write_fold_data(&dir.join(fold_name(fold)).join("data"), &images, fold)?;
     }
+    prepare_repeats()?;
     let fold_images = (1..=folds).map(|f| images.iter().filter(|i| i.fold == f).count()).collect();
-    let plan = CvPlan { base_config: config.clone(), folds, data_fingerprint, images: images.len(), fold_images };
+    let images = images.len();
+    let plan = CvPlan { base_config: config.clone(), folds, data_fingerprint, images, fold_images, repeats };
     crate::fsutil::write_json_atomic(&dir.join(CV_PLAN_FILE), &plan)?;
     tracing::info!(
-        "cross-validation in {}: {} images in {folds} folds of {:?} held-out images",
+        "cross-validation in {}: {} images in {folds} folds of {:?} held-out images{}",
         dir.display(),
         plan.images,
-        plan.fold_images
+        plan.fold_images,
+        if repeats > 1 { format!(", {repeats} times with other folds") } else { String::new() }
     );
     Ok(plan)
 }

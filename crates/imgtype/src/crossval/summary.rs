@@ -4,40 +4,40 @@
 //! `label_issues.csv` (confident learning, most suspect first), `label_issues.png` (their
 //! thumbnails) and the class pairs most often confused in the labels.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 pub use super::label_review::Confusion;
-use super::label_review::{confusions, contact_sheet, IssueRow, OutOfFold};
-use super::layout::{fold_name, read_images, read_plan};
+use super::label_review::{confusions, contact_sheet, IssueRow, Judgement, OutOfFold};
+use super::layout::{read_plan, repeat_dir};
+pub use super::out_of_fold::FoldResult;
+use super::out_of_fold::{average_repeats, read_repeat};
 use crate::eval::label_issues::{find_label_issues, LabelQuality};
-use crate::sweep::{observed_state, Observed};
-use crate::train::{PredictionRow, RunLayout, TestPredictions};
-
-#[derive(Debug, Clone, Serialize)]
-pub struct FoldResult {
-    pub fold: usize,
-    /// `finished`, `running` (not finished: at work or interrupted), `failed` or `missing`.
-    pub status: String,
-    pub held_out_images: usize,
-    pub accuracy: Option<f64>,
-    pub f1_macro: Option<f64>,
-    pub f1_weighted: Option<f64>,
-    pub roc_auc_macro: Option<f64>,
-    pub best_epoch: Option<usize>,
-    pub epochs_run: Option<usize>,
-    pub seconds: Option<f64>,
-    pub run_dir: Option<PathBuf>,
-}
+use crate::eval::neighbours::{blend, DEFAULT_NEIGHBOURS, NEIGHBOUR_WEIGHT};
 
 /// Mean and (population) standard deviation over the finished folds.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Spread {
     pub mean: f64,
     pub std: f64,
+}
+
+/// How labels are judged from the out-of-fold predictions.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Judging {
+    /// The order of `label_issues.csv` (`--rank-by`).
+    pub quality: LabelQuality,
+    /// Nearest held-out neighbours whose labels are blended into each image's probabilities
+    /// (`--neighbours`); 0: the models' probabilities alone.
+    pub neighbours: usize,
+}
+
+impl Default for Judging {
+    fn default() -> Self {
+        Self { quality: LabelQuality::default(), neighbours: DEFAULT_NEIGHBOURS }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -56,68 +56,56 @@ pub struct CvSummary {
     /// Of them, issues by confident learning (cleanlab's `find_label_issues`).
     pub confident_learning_issues: usize,
     pub ranked_by: LabelQuality,
+    /// Neighbours blended into the probabilities confident learning judged (0: none, as
+    /// asked or because some image could not be embedded) and their weight.
+    pub neighbours: usize,
+    pub neighbour_weight: f64,
     /// Per class, the threshold of confident learning (mean self-confidence).
     pub class_thresholds: Vec<(String, f64)>,
     /// Most frequent first.
     pub confusions: Vec<Confusion>,
 }
 
-/// Reads every fold of the cross-validation in `dir` and writes the results files.
-pub fn summarize(dir: &Path, quality: LabelQuality) -> Result<CvSummary> {
+/// Reads every fold of the cross-validation in `dir` (of each repeat) and writes the results
+/// files.
+pub fn summarize(dir: &Path, judging: Judging) -> Result<CvSummary> {
+    let quality = judging.quality;
     let plan = read_plan(dir)?;
-    let images = read_images(dir, &plan)?;
     let class_names = &plan.base_config.data.class_names;
-    let mut folds = Vec::new();
-    let mut predictions: HashMap<(usize, String, String), PredictionRow> = HashMap::new();
-    for fold in 1..=plan.folds {
-        let held_out = plan.fold_images[fold - 1];
-        // A fold whose files cannot be read (copied, edited, damaged) is one the summary cannot
-        // count; the others still are.
-        let (result, fold_predictions) = read_fold(&dir.join(fold_name(fold)), fold, held_out).unwrap_or_else(|e| {
-            tracing::warn!("fold {fold}: {e:#}; counted as damaged");
-            (FoldResult { status: "damaged".into(), ..empty_fold_result(fold, held_out) }, None)
-        });
-        if let Some(fold_predictions) = fold_predictions {
-            if fold_predictions.class_names != *class_names {
-                bail!(
-                    "fold {fold}: its predictions are for classes {:?}, not {class_names:?}",
-                    fold_predictions.class_names
-                );
-            }
-            for row in fold_predictions.rows {
-                predictions.insert((fold, row.record.image_path.clone(), row.record.product_id.clone()), row);
-            }
-        }
-        folds.push(result);
+    let mut repeats = Vec::new();
+    for repeat in 1..=plan.repeats {
+        let folder = repeat_dir(dir, repeat);
+        let repeat_plan = if repeat == 1 { None } else { Some(read_plan(&folder)?) };
+        repeats.push(read_repeat(&folder, repeat_plan.as_ref().unwrap_or(&plan), repeat, judging.neighbours)?);
     }
-    let oof: Vec<OutOfFold> = images
-        .iter()
-        .filter_map(|image| {
-            let key = (image.fold, image.image_path.clone(), image.product_id.clone());
-            // A row listed twice gets the one prediction of its image twice.
-            predictions.get(&key).map(|prediction| OutOfFold { image, prediction: prediction.clone() })
-        })
-        .collect();
-    let finished: Vec<usize> = folds.iter().filter(|f| f.status == "finished").map(|f| f.fold).collect();
-    let unscored = images.iter().filter(|i| finished.contains(&i.fold)).count() - oof.len();
-    if unscored > 0 {
-        tracing::warn!(
-            "{unscored} held-out image(s) of finished folds could not be read and have no out-of-fold prediction"
-        );
-    }
-    let unfinished: Vec<usize> = folds.iter().filter(|f| f.status != "finished").map(|f| f.fold).collect();
-    if !unfinished.is_empty() {
-        tracing::warn!("folds not finished yet: {unfinished:?}; their images have no out-of-fold prediction");
-    }
+    let (oof, neighbours) = average_repeats(&repeats, class_names);
+    let folds: Vec<FoldResult> = repeats.iter().flat_map(|r| r.folds.iter().cloned()).collect();
+    let mut unfinished: Vec<usize> = folds.iter().filter(|f| f.status != "finished").map(|f| f.fold).collect();
+    unfinished.sort_unstable();
+    unfinished.dedup();
+    let images = &repeats[0].images;
     let labels: Vec<usize> = oof.iter().map(|o| class_index(class_names, &o.image.image_type)).collect();
     let probabilities: Vec<Vec<f64>> = oof.iter().map(|o| o.prediction.probabilities.clone()).collect();
-    let found = find_label_issues(&probabilities, &labels, class_names.len());
-    let quality_of = |i: usize| quality.score(&probabilities[i], labels[i]);
-    write_oof_predictions(&dir.join("oof_predictions.csv"), class_names, &oof, &found.is_issue, quality_of)?;
+    let judged = match &neighbours {
+        Some(shares) => blend(&probabilities, shares, NEIGHBOUR_WEIGHT),
+        None => probabilities.clone(),
+    };
+    let found = find_label_issues(&judged, &labels, class_names.len());
+    let quality_of = |i: usize| quality.score(&judged[i], labels[i]);
+    let oof_file = OofFile { class_names, oof: &oof, neighbours: neighbours.as_deref(), is_issue: &found.is_issue };
+    oof_file.write(&dir.join("oof_predictions.csv"), quality_of)?;
     let issues: Vec<IssueRow> = found
-        .for_review(&probabilities, &labels, quality)
+        .for_review(&judged, &labels, quality)
         .iter()
-        .map(|&i| IssueRow::new(&oof[i], labels[i], found.is_issue[i], &found.thresholds, class_names, quality_of(i)))
+        .map(|&i| {
+            let judgement = Judgement {
+                probabilities: &judged[i],
+                neighbours: neighbours.as_ref().map(|n| n[i].as_slice()),
+                label_quality: quality_of(i),
+                confident_learning: found.is_issue[i],
+            };
+            IssueRow::new(&oof[i], labels[i], judgement, &found.thresholds, class_names)
+        })
         .collect();
     crate::fsutil::write_csv_atomic(&dir.join("label_issues.csv"), &IssueRow::HEADER, &issues)?;
     let label_issues_png = dir.join("label_issues.png");
@@ -135,6 +123,8 @@ pub fn summarize(dir: &Path, quality: LabelQuality) -> Result<CvSummary> {
         label_issues: issues.len(),
         confident_learning_issues: found.is_issue.iter().filter(|&&f| f).count(),
         ranked_by: quality,
+        neighbours: if neighbours.is_some() { judging.neighbours } else { 0 },
+        neighbour_weight: if neighbours.is_some() { NEIGHBOUR_WEIGHT } else { 0.0 },
         class_thresholds: class_names.iter().cloned().zip(found.thresholds.iter().copied()).collect(),
         confusions: confusions(&found, &issues, class_names),
     };
@@ -147,58 +137,6 @@ fn class_index(class_names: &[String], name: &str) -> usize {
     class_names.iter().position(|c| c == name).expect("images.csv holds the config's classes (checked when read)")
 }
 
-/// A fold's figures, and its test predictions when it has finished.
-fn empty_fold_result(fold: usize, held_out: usize) -> FoldResult {
-    FoldResult {
-        fold,
-        status: "missing".into(),
-        held_out_images: held_out,
-        accuracy: None,
-        f1_macro: None,
-        f1_weighted: None,
-        roc_auc_macro: None,
-        best_epoch: None,
-        epochs_run: None,
-        seconds: None,
-        run_dir: None,
-    }
-}
-
-fn read_fold(dir: &Path, fold: usize, held_out: usize) -> Result<(FoldResult, Option<TestPredictions>)> {
-    let mut result = empty_fold_result(fold, held_out);
-    let observed = observed_state(dir)?;
-    result.status = observed.status().into();
-    let run = match observed {
-        Observed::Finished(run) => run,
-        Observed::Running(run) => {
-            result.run_dir = Some(run);
-            return Ok((result, None));
-        }
-        Observed::Failed | Observed::Missing => return Ok((result, None)),
-    };
-    let layout = RunLayout::of(&run)?;
-    let epochs = layout.read_metrics_csv()?;
-    result.epochs_run = Some(epochs.len());
-    result.seconds = Some(epochs.iter().map(|e| e.seconds).sum());
-    result.best_epoch = layout.read_final_results()?.finished.and_then(|run| run.best_epoch);
-    let metrics = layout.read_evaluation_results()?.metrics.metrics;
-    result.accuracy = Some(metrics.accuracy);
-    result.f1_macro = Some(metrics.macro_avg.f1);
-    result.f1_weighted = Some(metrics.weighted_avg.f1);
-    result.roc_auc_macro = metrics.roc_auc_macro;
-    // A diverged model's NaN probabilities are refused when read: its images then get no
-    // out-of-fold prediction, and the other folds still count.
-    let predictions = match layout.read_test_predictions() {
-        Ok(predictions) => Some(predictions),
-        Err(e) => {
-            tracing::warn!("fold {fold}: {e:#}; its images get no out-of-fold prediction");
-            None
-        }
-    };
-    result.run_dir = Some(run);
-    Ok((result, predictions))
-}
-
 fn spread(values: impl Iterator<Item = f64>) -> Option<Spread> {
     let values: Vec<f64> = values.collect();
     if values.is_empty() {
@@ -209,32 +147,45 @@ fn spread(values: impl Iterator<Item = f64>) -> Option<Spread> {
     Some(Spread { mean, std: variance.sqrt() })
 }
 
-fn write_oof_predictions(
-    path: &Path,
-    class_names: &[String],
-    oof: &[OutOfFold],
-    is_issue: &[bool],
-    quality: impl Fn(usize) -> f64,
-) -> Result<()> {
-    crate::fsutil::write_atomic_with(path, |w| {
-        let mut csv = csv::Writer::from_writer(w);
-        let fixed = ["image_path", "product_id", "split", "image_type", "fold", "predicted_class"].map(String::from);
-        let scores = ["label_quality", "confident_learning_issue"].map(String::from);
-        csv.write_record(fixed.into_iter().chain(class_names.iter().map(|c| format!("prob_{c}"))).chain(scores))?;
-        for (row, o) in oof.iter().enumerate() {
-            let i = o.image;
-            let fields = [&i.image_path, &i.product_id, &i.split, &i.image_type].map(|s| s.clone());
-            csv.write_record(
-                fields
-                    .into_iter()
-                    .chain([i.fold.to_string(), o.prediction.predicted_class.clone()])
-                    .chain(o.prediction.probabilities.iter().map(|p| p.to_string()))
-                    .chain([format!("{:.6}", quality(row)), is_issue[row].to_string()]),
-            )?;
-        }
-        csv.flush()?;
-        Ok(())
-    })
+/// `oof_predictions.csv`: each image's out-of-fold probabilities, with the neighbours' shares
+/// (`neighbours_<class>`) when they were blended in.
+struct OofFile<'a> {
+    class_names: &'a [String],
+    oof: &'a [OutOfFold<'a>],
+    neighbours: Option<&'a [Vec<f64>]>,
+    is_issue: &'a [bool],
+}
+
+impl OofFile<'_> {
+    fn write(&self, path: &Path, quality: impl Fn(usize) -> f64) -> Result<()> {
+        let classes = self.class_names;
+        crate::fsutil::write_atomic_with(path, |w| {
+            let mut csv = csv::Writer::from_writer(w);
+            let fixed =
+                ["image_path", "product_id", "split", "image_type", "fold", "predicted_class"].map(String::from);
+            let mut header: Vec<String> =
+                fixed.into_iter().chain(classes.iter().map(|c| format!("prob_{c}"))).collect();
+            if self.neighbours.is_some() {
+                header.extend(classes.iter().map(|c| format!("neighbours_{c}")));
+            }
+            header.extend(["label_quality", "confident_learning_issue"].map(String::from));
+            csv.write_record(&header)?;
+            for (row, o) in self.oof.iter().enumerate() {
+                let i = o.image;
+                let mut fields =
+                    vec![i.image_path.clone(), i.product_id.clone(), i.split.clone(), i.image_type.clone()];
+                fields.extend([i.fold.to_string(), o.prediction.predicted_class.clone()]);
+                fields.extend(o.prediction.probabilities.iter().map(|p| p.to_string()));
+                if let Some(shares) = self.neighbours {
+                    fields.extend(shares[row].iter().map(|s| s.to_string()));
+                }
+                fields.extend([format!("{:.6}", quality(row)), self.is_issue[row].to_string()]);
+                csv.write_record(&fields)?;
+            }
+            csv.flush()?;
+            Ok(())
+        })
+    }
 }
 
 fn write_cv_results_csv(path: &Path, summary: &CvSummary) -> Result<()> {
@@ -242,7 +193,7 @@ fn write_cv_results_csv(path: &Path, summary: &CvSummary) -> Result<()> {
     let count = |v: Option<usize>| v.map(|x| x.to_string()).unwrap_or_default();
     crate::fsutil::write_atomic_with(path, |w| {
         let mut csv = csv::Writer::from_writer(w);
-        csv.write_record([
+        let header = [
             "fold",
             "status",
             "held_out_images",
@@ -253,9 +204,13 @@ fn write_cv_results_csv(path: &Path, summary: &CvSummary) -> Result<()> {
             "best_epoch",
             "epochs_run",
             "seconds",
-        ])?;
+        ];
+        // A repeated cross-validation's folds say which repeat they are of.
+        let repeated = summary.folds.iter().any(|f| f.repeat > 1);
+        csv.write_record(header.iter().chain(repeated.then_some(&"repeat")))?;
         for f in &summary.folds {
-            csv.write_record([
+            let repeat = repeated.then(|| f.repeat.to_string());
+            let fields = [
                 f.fold.to_string(),
                 f.status.clone(),
                 f.held_out_images.to_string(),
@@ -266,13 +221,14 @@ fn write_cv_results_csv(path: &Path, summary: &CvSummary) -> Result<()> {
                 count(f.best_epoch),
                 count(f.epochs_run),
                 f.seconds.map(|s| format!("{s:.1}")).unwrap_or_default(),
-            ])?;
+            ];
+            csv.write_record(fields.into_iter().chain(repeat))?;
         }
         let figures = [summary.accuracy, summary.f1_macro, summary.f1_weighted];
         for (name, pick) in [("mean", (|s: Spread| s.mean) as fn(Spread) -> f64), ("std", |s: Spread| s.std)] {
             let mut row = vec![name.to_string(), String::new(), String::new()];
             row.extend(figures.iter().map(|s| optional(s.map(pick))));
-            row.extend(std::iter::repeat_n(String::new(), 4));
+            row.extend(std::iter::repeat_n(String::new(), if repeated { 5 } else { 4 }));
             csv.write_record(&row)?;
         }
         csv.flush()?;

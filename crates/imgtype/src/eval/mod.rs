@@ -5,6 +5,7 @@
 pub mod calibration;
 pub mod label_issues;
 mod metrics;
+pub mod neighbours;
 mod split;
 
 pub use metrics::{compute_metrics, roc_auc, Averages, ClassReport, Metrics, MetricsRecord};

@@ -1,0 +1,230 @@
+//! The out-of-fold predictions a summary judges: each repeat's finished folds read (their
+//! figures, their held-out images' predictions, the neighbours' shares when asked for), then
+//! averaged over the repeats per image.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+
+use super::folds::FoldImage;
+use super::label_review::OutOfFold;
+use super::layout::{fold_name, read_images, CvPlan};
+use super::neighbour_opinion::neighbour_shares;
+use crate::sweep::{observed_state, Observed};
+use crate::train::{PredictionRow, RunLayout, TestPredictions};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FoldResult {
+    pub fold: usize,
+    /// 1, or which repeat of the cross-validation (`--repeats`).
+    pub repeat: usize,
+    /// `finished`, `running` (not finished: at work or interrupted), `failed` or `missing`.
+    pub status: String,
+    pub held_out_images: usize,
+    pub accuracy: Option<f64>,
+    pub f1_macro: Option<f64>,
+    pub f1_weighted: Option<f64>,
+    pub roc_auc_macro: Option<f64>,
+    pub best_epoch: Option<usize>,
+    pub epochs_run: Option<usize>,
+    pub seconds: Option<f64>,
+    pub run_dir: Option<PathBuf>,
+}
+
+/// One repeat's folds and, per image of its `images.csv`, its out-of-fold prediction.
+pub(super) struct RepeatResults {
+    pub folds: Vec<FoldResult>,
+    pub images: Vec<FoldImage>,
+    pub predictions: Vec<Option<PredictionRow>>,
+    /// Aligned with `predictions`; `None` when not asked for or some image could not be embedded.
+    pub neighbours: Option<Vec<Option<Vec<f64>>>>,
+}
+
+/// Reads the folds of the cross-validation folder `dir` (repeat `repeat` of its summary).
+pub(super) fn read_repeat(dir: &Path, plan: &CvPlan, repeat: usize, neighbours: usize) -> Result<RepeatResults> {
+    let images = read_images(dir, plan)?;
+    let class_names = &plan.base_config.data.class_names;
+    let named = |fold: usize| if repeat == 1 { format!("fold {fold}") } else { format!("repeat {repeat} fold {fold}") };
+    let mut folds = Vec::new();
+    let mut by_key: HashMap<(usize, String, String), PredictionRow> = HashMap::new();
+    for fold in 1..=plan.folds {
+        let held_out = plan.fold_images[fold - 1];
+        // A fold whose files cannot be read (copied, edited, damaged) is one the summary cannot
+        // count; the others still are.
+        let (result, fold_predictions) = read_fold(&dir.join(fold_name(fold)), fold, held_out).unwrap_or_else(|e| {
+            tracing::warn!("{}: {e:#}; counted as damaged", named(fold));
+            (FoldResult { status: "damaged".into(), ..empty_fold_result(fold, held_out) }, None)
+        });
+        if let Some(fold_predictions) = fold_predictions {
+            if fold_predictions.class_names != *class_names {
+                bail!(
+                    "{}: its predictions are for classes {:?}, not {class_names:?}",
+                    named(fold),
+                    fold_predictions.class_names
+                );
+            }
+            for row in fold_predictions.rows {
+                by_key.insert((fold, row.record.image_path.clone(), row.record.product_id.clone()), row);
+            }
+        }
+        folds.push(FoldResult { repeat, ..result });
+    }
+    // A row listed twice gets the one prediction of its image twice.
+    let predictions: Vec<Option<PredictionRow>> =
+        images.iter().map(|i| by_key.get(&(i.fold, i.image_path.clone(), i.product_id.clone())).cloned()).collect();
+    let finished: Vec<usize> = folds.iter().filter(|f| f.status == "finished").map(|f| f.fold).collect();
+    let scored = predictions.iter().filter(|p| p.is_some()).count();
+    let unscored = images.iter().filter(|i| finished.contains(&i.fold)).count() - scored;
+    let which = if repeat == 1 { String::new() } else { format!(" (repeat {repeat})") };
+    if unscored > 0 {
+        tracing::warn!(
+            "{unscored} held-out image(s) of finished folds{which} could not be read and have no out-of-fold prediction"
+        );
+    }
+    let unfinished: Vec<usize> = folds.iter().filter(|f| f.status != "finished").map(|f| f.fold).collect();
+    if !unfinished.is_empty() {
+        tracing::warn!("folds not finished yet{which}: {unfinished:?}; their images have no out-of-fold prediction");
+    }
+    let neighbours = (neighbours > 0).then(|| repeat_neighbours(&images, &predictions, &folds, plan, neighbours));
+    Ok(RepeatResults { folds, images, predictions, neighbours: neighbours.flatten() })
+}
+
+fn repeat_neighbours(
+    images: &[FoldImage],
+    predictions: &[Option<PredictionRow>],
+    folds: &[FoldResult],
+    plan: &CvPlan,
+    k: usize,
+) -> Option<Vec<Option<Vec<f64>>>> {
+    let class_names = &plan.base_config.data.class_names;
+    let scored: Vec<usize> = (0..images.len()).filter(|&i| predictions[i].is_some()).collect();
+    let oof: Vec<OutOfFold> = scored
+        .iter()
+        .map(|&i| OutOfFold { image: &images[i], prediction: predictions[i].clone().expect("scored") })
+        .collect();
+    let labels: Vec<usize> =
+        oof.iter().map(|o| class_names.iter().position(|c| *c == o.image.image_type).unwrap_or(0)).collect();
+    let run_dirs: HashMap<usize, &Path> =
+        folds.iter().filter(|f| f.status == "finished").filter_map(|f| Some((f.fold, f.run_dir.as_deref()?))).collect();
+    let shares = neighbour_shares(&oof, &run_dirs, &labels, &plan.base_config, k)?;
+    let mut aligned = vec![None; images.len()];
+    scored.iter().zip(shares).for_each(|(&i, s)| aligned[i] = Some(s));
+    Some(aligned)
+}
+
+/// Per image of the first repeat with a prediction in any repeat: its probabilities (and the
+/// neighbours' shares, when every repeat has them) averaged over the repeats that scored it.
+/// One repeat's rows are its own, unchanged.
+pub(super) fn average_repeats<'a>(
+    repeats: &'a [RepeatResults],
+    class_names: &[String],
+) -> (Vec<OutOfFold<'a>>, Option<Vec<Vec<f64>>>) {
+    let base = &repeats[0];
+    let with_neighbours = repeats.iter().all(|r| r.neighbours.is_some());
+    let positions: Vec<HashMap<(&str, &str), usize>> = repeats
+        .iter()
+        .map(|r| {
+            let mut first = HashMap::new();
+            for (i, image) in r.images.iter().enumerate() {
+                first.entry((image.image_path.as_str(), image.product_id.as_str())).or_insert(i);
+            }
+            first
+        })
+        .collect();
+    let mut oof = Vec::new();
+    let mut neighbours = Vec::new();
+    for image in &base.images {
+        let key = (image.image_path.as_str(), image.product_id.as_str());
+        let found: Vec<(&PredictionRow, Option<&Vec<f64>>)> = repeats
+            .iter()
+            .zip(&positions)
+            .filter_map(|(r, at)| {
+                let i = *at.get(&key)?;
+                let shares = r.neighbours.as_ref().and_then(|n| n[i].as_ref());
+                Some((r.predictions[i].as_ref()?, shares))
+            })
+            .collect();
+        let Some(&(first, _)) = found.first() else { continue };
+        let mut prediction = first.clone();
+        if found.len() > 1 {
+            prediction.probabilities = mean(found.iter().map(|(p, _)| &p.probabilities));
+            let best = (0..prediction.probabilities.len())
+                .max_by(|&a, &b| prediction.probabilities[a].total_cmp(&prediction.probabilities[b]).then(b.cmp(&a)))
+                .unwrap_or(0);
+            prediction.predicted_class = class_names[best].clone();
+        }
+        if with_neighbours {
+            neighbours.push(mean(found.iter().filter_map(|(_, n)| *n)));
+        }
+        oof.push(OutOfFold { image, prediction });
+    }
+    (oof, with_neighbours.then_some(neighbours))
+}
+
+fn mean<'a>(rows: impl Iterator<Item = &'a Vec<f64>>) -> Vec<f64> {
+    let mut total: Vec<f64> = Vec::new();
+    let mut count = 0.0;
+    for row in rows {
+        if total.is_empty() {
+            total = vec![0.0; row.len()];
+        }
+        total.iter_mut().zip(row).for_each(|(t, v)| *t += v);
+        count += 1.0;
+    }
+    total.iter().map(|t| t / count).collect()
+}
+
+/// A fold's figures, and its test predictions when it has finished.
+fn empty_fold_result(fold: usize, held_out: usize) -> FoldResult {
+    FoldResult {
+        fold,
+        repeat: 1,
+        status: "missing".into(),
+        held_out_images: held_out,
+        accuracy: None,
+        f1_macro: None,
+        f1_weighted: None,
+        roc_auc_macro: None,
+        best_epoch: None,
+        epochs_run: None,
+        seconds: None,
+        run_dir: None,
+    }
+}
+
+fn read_fold(dir: &Path, fold: usize, held_out: usize) -> Result<(FoldResult, Option<TestPredictions>)> {
+    let mut result = empty_fold_result(fold, held_out);
+    let observed = observed_state(dir)?;
+    result.status = observed.status().into();
+    let run = match observed {
+        Observed::Finished(run) => run,
+        Observed::Running(run) => {
+            result.run_dir = Some(run);
+            return Ok((result, None));
+        }
+        Observed::Failed | Observed::Missing => return Ok((result, None)),
+    };
+    let layout = RunLayout::of(&run)?;
+    let epochs = layout.read_metrics_csv()?;
+    result.epochs_run = Some(epochs.len());
+    result.seconds = Some(epochs.iter().map(|e| e.seconds).sum());
+    result.best_epoch = layout.read_final_results()?.finished.and_then(|run| run.best_epoch);
+    let metrics = layout.read_evaluation_results()?.metrics.metrics;
+    result.accuracy = Some(metrics.accuracy);
+    result.f1_macro = Some(metrics.macro_avg.f1);
+    result.f1_weighted = Some(metrics.weighted_avg.f1);
+    result.roc_auc_macro = metrics.roc_auc_macro;
+    // A diverged model's NaN probabilities are refused when read: its images then get no
+    // out-of-fold prediction, and the other folds still count.
+    let predictions = match layout.read_test_predictions() {
+        Ok(predictions) => Some(predictions),
+        Err(e) => {
+            tracing::warn!("fold {fold}: {e:#}; its images get no out-of-fold prediction");
+            None
+        }
+    };
+    result.run_dir = Some(run);
+    Ok((result, predictions))
+}
