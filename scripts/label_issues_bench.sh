@@ -9,7 +9,9 @@
 # GENERATOR=b, by scripts/make_catalogue_b.py (seed 5; its own drawing code, 300-800 px
 # photos, 360 products are about 1,750 images), whose planted copies are then scored too
 # (`divide --find-duplicates`, scripts/bench/score_duplicates.py). CATALOGUE_SEED=S draws
-# the catalogue with seed S instead (its own work folder).
+# the catalogue with seed S instead (its own work folder). REPEATS=R cross-validates with
+# `--repeats R` (R times the training; the ratio printed is against one run still) and
+# NEIGHBOURS=K judges with `--neighbours K`.
 # usage: scripts/label_issues_bench.sh [SEEDS="1 2 3"] [FRACTION=0.06] [FOLDS=5] [PRODUCTS] [GENERATOR=sample|b]
 #        (about 2 minutes per seed on 2 cores with the sample, 9 with 384 products)
 set -euo pipefail
@@ -20,9 +22,11 @@ folds=${3:-5}
 products=${4:-}
 generator=${5:-sample}
 catalogue_seed=${CATALOGUE_SEED:-}
+repeats=${REPEATS:-1}
+neighbours=${NEIGHBOURS:-0}
 scripts/setup.sh >&2
 py=.venv/bin/python
-work=target/label_issues_bench${products:+_$products}${products:+_$generator}${catalogue_seed:+_seed$catalogue_seed}
+work=target/label_issues_bench${products:+_$products}${products:+_$generator}${catalogue_seed:+_seed$catalogue_seed}${REPEATS:+_repeats$REPEATS}
 rm -rf "$work" && mkdir -p "$work"
 catalogue=image_data.csv
 images=$PWD/sample_images
@@ -56,8 +60,18 @@ for seed in $seeds; do
     "$py" scripts/bench/planted_label_issues.py plant "$work/data" "$dir/data" "$fraction" "$seed"
     config_for "$dir/data" "$dir" "$dir/config.json"
     start=$(date +%s.%N)
-    target/release/train --config "$dir/config.json" --cross-validate "$folds" --cv-dir "$dir/cv" > "$dir/train.out" 2> "$dir/train.err"
+    target/release/train --config "$dir/config.json" --cross-validate "$folds" --repeats "$repeats" --neighbours "$neighbours" --cv-dir "$dir/cv" > "$dir/train.out" 2> "$dir/train.err"
     seconds=$(echo "$(date +%s.%N) - $start" | bc)
     echo "seed $seed: cross-validation ${seconds} s = $(echo "scale=2; $seconds / $one_run" | bc)x one run"
     "$py" scripts/bench/planted_label_issues.py score "$dir/cv" "$dir/data/planted.csv" | tee "$dir/score.json"
+    # Each repeat alone, side by side: a copy of its folder judged as a one-repeat cross-validation.
+    for ((r = 1; r <= repeats && repeats > 1; r++)); do
+        alone="$dir/repeat${r}_alone"
+        source_dir="$dir/cv"; [ "$r" -gt 1 ] && source_dir="$dir/cv/repeat_$r"
+        rm -rf "$alone" && cp -r "$source_dir" "$alone" && rm -rf "$alone"/repeat_*
+        "$py" -c 'import json, sys; p = sys.argv[1]; d = json.load(open(p)); d["repeats"] = 1; json.dump(d, open(p, "w"))' "$alone/cv_plan.json"
+        target/release/train --summarize "$alone" --neighbours "$neighbours" >/dev/null 2>&1
+        echo "repeat $r alone: $("$py" scripts/bench/planted_label_issues.py score "$alone" "$dir/data/planted.csv")"
+        rm -rf "$alone"
+    done
 done

@@ -390,6 +390,34 @@ fn a_repeated_cross_validation_averages_its_repeats() {
         }
     }
 
+    // A repeat folder from another cross-validation is not averaged in.
+    let copied = work.join("copied");
+    let cp = std::process::Command::new("cp").args(["-r", "cv", "copied"]).current_dir(work).status().unwrap();
+    assert!(cp.success());
+    let plan_path = copied.join("repeat_2/cv_plan.json");
+    let mut plan = read_json(&plan_path);
+    plan["base_config"]["system"]["seed"] = serde_json::json!(99);
+    std::fs::write(&plan_path, plan.to_string()).unwrap();
+    let out = run(work, TRAIN, &["--summarize", "copied"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("is not repeat 2 of the cross-validation"), "{stderr}");
+
+    // A new folder with something in the way is refused before anything is written: a file
+    // named like a repeat's folder, or a fold that already holds a run (it would pass as
+    // finished).
+    for (name, in_the_way) in [("blocked", "repeat_2"), ("stale", "fold_1/run_20260101_000000_00000000")] {
+        let path = work.join(name).join(in_the_way);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "").unwrap();
+        let mut command = args.to_vec();
+        command[7] = name;
+        let out = run(work, TRAIN, &command);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(name), "{stderr}");
+        let written: Vec<_> = walk(&work.join(name));
+        assert_eq!(written, [path.clone()], "{stderr}");
+    }
+
     // The same command again has nothing left to run; another number of repeats is refused.
     let out = ok(run(work, TRAIN, &args));
     assert!(String::from_utf8_lossy(&out.stdout).contains("6 finished earlier"));
@@ -398,4 +426,18 @@ fn a_repeated_cross_validation_averages_its_repeats() {
     let out = run(work, TRAIN, &three);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("number of folds or of repeats"), "{stderr}");
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }

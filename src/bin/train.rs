@@ -65,12 +65,13 @@ struct Args {
     /// With --cross-validate: repeat it R times with other folds and training seeds
     /// (`data.random_state` and `system.seed` + 0..R−1) and average each image's out-of-fold
     /// probabilities (R times the training; default 1)
-    #[arg(long, value_name = "R", requires = "cross_validate",
+    // `requires` alone lets it through beside an option that conflicts with --cross-validate.
+    #[arg(long, value_name = "R", requires = "cross_validate", conflicts_with_all = ["resume", "summarize", "sweep"],
           value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_REPEATS as u64))]
     repeats: Option<usize>,
     /// With --cross-validate: its folder (default: a new one in paths.result_dir); the same
     /// command with the same folder continues it, as `--resume DIR` does
-    #[arg(long, value_name = "DIR", requires = "cross_validate")]
+    #[arg(long, value_name = "DIR", requires = "cross_validate", conflicts_with_all = ["resume", "summarize", "sweep"])]
     cv_dir: Option<PathBuf>,
     /// How label issues are ranked (cross-validation): self_confidence (p of the given label,
     /// the default) or normalized_margin
@@ -165,7 +166,16 @@ fn main() -> ExitCode {
 
 fn run(args: &Args, stop: StopFlag) -> Result<Ending> {
     let folder = match args.mode()? {
-        Mode::Summarize(dir) => return summarize(dir, args.judging()),
+        Mode::Summarize(dir) => {
+            let judging = args.neighbours.is_some() || args.rank_by.is_some();
+            if judging && !imgtype::crossval::is_cv_folder(dir) {
+                return Err(usage_error(format!(
+                    "--neighbours and --rank-by judge a cross-validation's labels; {} is not a cross-validation folder",
+                    dir.display()
+                )));
+            }
+            return summarize(dir, args.judging());
+        }
         Mode::Sweep(sweep) => return run_sweep(sweep, args, stop),
         Mode::CrossValidate => return cross_validate(args, None, stop),
         Mode::ResumeCrossValidation(dir) => return cross_validate(args, Some(dir), stop),

@@ -12,7 +12,13 @@ pub fn stop_on_signals(what_happens: &'static str) -> StopFlag {
     let _ = ctrlc::set_handler(move || {
         if raised.is_raised() {
             eprintln!("second interrupt: exiting without a checkpoint");
-            std::process::exit(crate::EXIT_INTERRUPTED.into());
+            // Not `std::process::exit`: the C runtime's exit handlers would tear down
+            // libtorch's statics under its still-running compute threads (a segfault, exit
+            // 139, seen during a summary's embeddings). Every file is written atomically, so
+            // leaving at once loses only the unfinished work.
+            // SAFETY: `_exit` ends the process without running any handler; nothing here
+            // relies on a destructor.
+            unsafe { libc::_exit(crate::EXIT_INTERRUPTED.into()) };
         }
         raised.raise();
         eprintln!("interrupt received: {what_happens}");

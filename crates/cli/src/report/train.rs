@@ -59,7 +59,17 @@ pub fn print_cv_summary(dir: &Path, summary: &CvSummary) {
             c.given, c.suggested, c.listed, c.estimated
         );
     }
-    if !summary.unfinished.is_empty() {
+    if repeated {
+        let unfinished: Vec<String> = summary
+            .folds
+            .iter()
+            .filter(|f| f.status != "finished")
+            .map(|f| format!("repeat {} fold {}", f.repeat, f.fold))
+            .collect();
+        if !unfinished.is_empty() {
+            println!("folds not finished: {}", unfinished.join(", "));
+        }
+    } else if !summary.unfinished.is_empty() {
         println!("folds not finished: {:?}", summary.unfinished);
     }
     println!("results: {}", dir.join("cv_results.csv").display());

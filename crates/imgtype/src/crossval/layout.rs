@@ -94,6 +94,28 @@ pub(super) fn repeat_dir(dir: &Path, repeat: usize) -> PathBuf {
     }
 }
 
+/// Repeat `repeat`'s plan, read from its folder and checked against the first's: the same
+/// images, folds and split files, and the config [`repeat_config`] makes of the first's (a
+/// folder copied in from another cross-validation is refused, not averaged in).
+pub(super) fn read_repeat_plan(dir: &Path, first: &CvPlan, repeat: usize) -> Result<CvPlan> {
+    let folder = repeat_dir(dir, repeat);
+    let plan = read_plan(&folder)?;
+    let expected = repeat_config(&first.base_config, repeat);
+    if plan.base_config != expected
+        || plan.folds != first.folds
+        || plan.images != first.images
+        || plan.data_fingerprint != first.data_fingerprint
+        || plan.repeats != 1
+    {
+        bail!(
+            "{} is not repeat {repeat} of the cross-validation in {}: its config, folds or split files differ",
+            folder.display(),
+            dir.display()
+        );
+    }
+    Ok(plan)
+}
+
 /// Repeat `repeat`'s config: the fold seed and the training seed moved on by `repeat − 1`.
 pub(super) fn repeat_config(base: &Config, repeat: usize) -> Config {
     let mut config = base.clone();

@@ -64,9 +64,13 @@ pub(super) fn neighbour_shares(
 /// `None` for an image that cannot be read.
 fn embed(model_file: &Path, records: &[ImageRecord], config: &Config) -> Result<Vec<Option<Vec<f32>>>> {
     let model = ImageTypeClassifier::load(model_file, Device::Cpu)?;
+    // The config's thread count, or as many cores as other jobs leave: libtorch's spinning
+    // threads beside another job would cost both.
+    crate::threads::apply_config(&config.system);
     let source = ImageSource::from_config(&config.data);
     let mut out = Vec::with_capacity(records.len());
     for chunk in records.chunks(BATCH) {
+        crate::threads::share_cores();
         let refs: Vec<&ImageRecord> = chunk.iter().collect();
         let loaded =
             crate::data::batch::load_images(&refs, &source, model.input_size(), config.system.decode_threads());

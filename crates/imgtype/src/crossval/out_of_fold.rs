@@ -53,7 +53,8 @@ pub(super) fn read_repeat(dir: &Path, plan: &CvPlan, repeat: usize, neighbours: 
         let held_out = plan.fold_images[fold - 1];
         // A fold whose files cannot be read (copied, edited, damaged) is one the summary cannot
         // count; the others still are.
-        let (result, fold_predictions) = read_fold(&dir.join(fold_name(fold)), fold, held_out).unwrap_or_else(|e| {
+        let read = read_fold(&dir.join(fold_name(fold)), fold, held_out, &named(fold));
+        let (result, fold_predictions) = read.unwrap_or_else(|e| {
             tracing::warn!("{}: {e:#}; counted as damaged", named(fold));
             (FoldResult { status: "damaged".into(), ..empty_fold_result(fold, held_out) }, None)
         });
@@ -194,7 +195,8 @@ fn empty_fold_result(fold: usize, held_out: usize) -> FoldResult {
     }
 }
 
-fn read_fold(dir: &Path, fold: usize, held_out: usize) -> Result<(FoldResult, Option<TestPredictions>)> {
+/// `label`: how warnings name it ("fold 2", "repeat 2 fold 2").
+fn read_fold(dir: &Path, fold: usize, held_out: usize, label: &str) -> Result<(FoldResult, Option<TestPredictions>)> {
     let mut result = empty_fold_result(fold, held_out);
     let observed = observed_state(dir)?;
     result.status = observed.status().into();
@@ -221,7 +223,7 @@ fn read_fold(dir: &Path, fold: usize, held_out: usize) -> Result<(FoldResult, Op
     let predictions = match layout.read_test_predictions() {
         Ok(predictions) => Some(predictions),
         Err(e) => {
-            tracing::warn!("fold {fold}: {e:#}; its images get no out-of-fold prediction");
+            tracing::warn!("{label}: {e:#}; its images get no out-of-fold prediction");
             None
         }
     };

@@ -9,8 +9,8 @@ use anyhow::{bail, Context, Result};
 
 use super::folds::{assign_folds, write_fold_data, write_images_csv};
 use super::layout::{
-    fold_name, is_cv_folder, read_plan, repeat_config, repeat_dir, CvPlan, CV_PLAN_FILE, IMAGES_FILE, MAX_FOLDS,
-    MAX_REPEATS,
+    fold_name, is_cv_folder, read_plan, read_repeat_plan, repeat_config, repeat_dir, CvPlan, CV_PLAN_FILE, IMAGES_FILE,
+    MAX_FOLDS, MAX_REPEATS,
 };
 use super::summary::{summarize, CvSummary, Judging};
 use crate::config::Config;
@@ -57,7 +57,7 @@ pub fn cross_validate(config: &Config, options: &CvOptions) -> Result<CvEnd> {
     let mut runs = Vec::new();
     for repeat in 1..=plan.repeats {
         // Each repeat's plan was prepared above; the first is the folder's own.
-        let repeat_plan = if repeat == 1 { None } else { Some(read_plan(&repeat_dir(&dir, repeat))?) };
+        let repeat_plan = if repeat == 1 { None } else { Some(read_repeat_plan(&dir, &plan, repeat)?) };
         let repeat_plan = repeat_plan.as_ref().unwrap_or(&plan);
         for fold in 1..=plan.folds {
             let held_out = repeat_plan.fold_images[fold - 1];
@@ -124,10 +124,7 @@ fn prepare(dir: &Path, config: &Config, folds: usize, repeats: usize) -> Result<
         prepare_repeats()?;
         return Ok(plan);
     }
-    crate::fsutil::check_new_folder(dir, "a cross-validation folder", |name| {
-        let numbered = |prefix: &str| name.strip_prefix(prefix).is_some_and(|n| n.parse::<usize>().is_ok());
-        name == IMAGES_FILE || numbered("fold_") || numbered("repeat_")
-    })?;
+    check_unplanned(dir)?;
     let images = assign_folds(config, folds)?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     write_images_csv(&dir.join(IMAGES_FILE), &images)?;
@@ -147,6 +144,31 @@ fn prepare(dir: &Path, config: &Config, folds: usize, repeats: usize) -> Result<
         if repeats > 1 { format!(", {repeats} times with other folds") } else { String::new() }
     );
     Ok(plan)
+}
+
+/// A folder without a plan may hold only what a set-up cut short leaves behind: `images.csv`,
+/// `fold_<k>/data/`, and repeat folders that are the same or planned. Anything else (a run
+/// folder, which would be taken as finished, a user's file, a file named like a folder) is
+/// refused before anything is written.
+fn check_unplanned(dir: &Path) -> Result<()> {
+    let numbered = |name: &str, prefix: &str| name.strip_prefix(prefix).is_some_and(|n| n.parse::<usize>().is_ok());
+    crate::fsutil::check_new_folder(dir, "a cross-validation folder", |name| {
+        name == IMAGES_FILE || numbered(name, "fold_") || numbered(name, "repeat_")
+    })?;
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    for entry in entries.flatten() {
+        let (name, path) = (entry.file_name().to_string_lossy().into_owned(), entry.path());
+        let folder = numbered(&name, "fold_") || numbered(&name, "repeat_");
+        if folder && !path.is_dir() {
+            bail!("{} is in the way: a cross-validation needs a folder there", path.display());
+        }
+        if numbered(&name, "fold_") {
+            crate::fsutil::check_new_folder(&path, "a fold not yet started", |name| name == "data")?;
+        } else if numbered(&name, "repeat_") && !is_cv_folder(&path) {
+            check_unplanned(&path)?;
+        }
+    }
+    Ok(())
 }
 
 /// SipHash (fixed keys) of the three split files and `duplicates.csv`, as 16 hex digits.

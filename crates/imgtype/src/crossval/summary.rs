@@ -11,7 +11,7 @@ use serde::Serialize;
 
 pub use super::label_review::Confusion;
 use super::label_review::{confusions, contact_sheet, IssueRow, Judgement, OutOfFold};
-use super::layout::{read_plan, repeat_dir};
+use super::layout::{is_cv_folder, read_plan, read_repeat_plan, repeat_dir};
 pub use super::out_of_fold::FoldResult;
 use super::out_of_fold::{average_repeats, read_repeat};
 use crate::eval::label_issues::{find_label_issues, LabelQuality};
@@ -75,7 +75,12 @@ pub fn summarize(dir: &Path, judging: Judging) -> Result<CvSummary> {
     let mut repeats = Vec::new();
     for repeat in 1..=plan.repeats {
         let folder = repeat_dir(dir, repeat);
-        let repeat_plan = if repeat == 1 { None } else { Some(read_plan(&folder)?) };
+        if repeat > 1 && !is_cv_folder(&folder) {
+            // Not set up yet (its member has not started): as folds not finished.
+            tracing::warn!("repeat {repeat}: {} is not set up yet; its folds are not counted", folder.display());
+            continue;
+        }
+        let repeat_plan = if repeat == 1 { None } else { Some(read_repeat_plan(dir, &plan, repeat)?) };
         repeats.push(read_repeat(&folder, repeat_plan.as_ref().unwrap_or(&plan), repeat, judging.neighbours)?);
     }
     let (oof, neighbours) = average_repeats(&repeats, class_names);
