@@ -74,7 +74,8 @@ fn embed(model_file: &Path, records: &[ImageRecord], config: &Config) -> Result<
         let refs: Vec<&ImageRecord> = chunk.iter().collect();
         let loaded =
             crate::data::batch::load_images(&refs, &source, model.input_size(), config.system.decode_threads());
-        let images: Vec<image::RgbImage> = loaded.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+        let readable: Vec<bool> = loaded.iter().map(Result::is_ok).collect();
+        let images: Vec<image::RgbImage> = loaded.into_iter().flatten().collect();
         let mut features = if images.is_empty() {
             Vec::new().into_iter()
         } else {
@@ -84,7 +85,7 @@ fn embed(model_file: &Path, records: &[ImageRecord], config: &Config) -> Result<
             let flat = Vec::<f32>::try_from(pooled.contiguous().view([-1])).context("features to host")?;
             flat.chunks(width).map(<[f32]>::to_vec).collect::<Vec<_>>().into_iter()
         };
-        out.extend(loaded.iter().map(|r| r.as_ref().ok().and_then(|_| features.next())));
+        out.extend(readable.iter().map(|&ok| if ok { features.next() } else { None }));
     }
     Ok(out)
 }
