@@ -16,7 +16,7 @@ use tch::{Kind, Tensor};
 
 use super::fused::{FusedBlock, FusedClassifier, FusedConv, FusedHead, FusedLayer, PointwiseConv};
 use super::layers::{Activation, Gate};
-use super::quantize::{quantize_weights, ActivationQuantization, ActivationRanges, QuantizedWeights};
+use super::quantize::{quantize_weights, ActivationQuantization, ActivationRanges, QuantizedWeights, WeightRange};
 use super::{ImageTypeClassifier, LAYER_NORM_EPS};
 use imgtype_images::image::{IMAGENET_MEAN, IMAGENET_STD};
 
@@ -43,14 +43,19 @@ pub fn to_onnx(model: &ImageTypeClassifier) -> Vec<u8> {
 /// The model as ONNX bytes in QDQ form for INT8 runtimes: before each backbone convolution
 /// its input quantised and dequantised with `ranges`, its weights stored as INT8 per output
 /// channel behind a `DequantizeLinear`, its bias corrected (`quantize`). OpenVINO turns each
-/// such pattern into an INT8 convolution; everything else runs as in [`to_onnx`].
-pub fn to_onnx_int8(model: &ImageTypeClassifier, ranges: &ActivationRanges) -> Result<Vec<u8>> {
+/// such pattern into an INT8 convolution; everything else runs as in [`to_onnx`]. The
+/// weights use `weights` (the CPU's INT8 kernels decide which is safe).
+pub fn to_onnx_int8(model: &ImageTypeClassifier, ranges: &ActivationRanges, weights: WeightRange) -> Result<Vec<u8>> {
     let fused = FusedClassifier::new(model, Kind::Float);
     ranges.check_fits(&fused.convolutions())?;
-    Ok(build(model, &fused, Some(ranges)))
+    Ok(build(model, &fused, Some((ranges, weights))))
 }
 
-fn build(model: &ImageTypeClassifier, fused: &FusedClassifier, int8: Option<&ActivationRanges>) -> Vec<u8> {
+fn build(
+    model: &ImageTypeClassifier,
+    fused: &FusedClassifier,
+    int8: Option<(&ActivationRanges, WeightRange)>,
+) -> Vec<u8> {
     let mut graph = GraphBuilder { int8, ..Default::default() };
     let mut xs = "images".to_string();
     for block in fused.blocks() {
@@ -88,12 +93,13 @@ pub fn export_onnx(model: &ImageTypeClassifier, path: &Path) -> Result<()> {
 }
 
 /// Loads the model file at `model_path` (on the CPU) and writes it as ONNX to `output`, in
-/// QDQ form with `int8` (refused for a file without INT8 ranges).
+/// QDQ form with `int8` (refused for a file without INT8 ranges). Its weights are 7-bit:
+/// the file may run on any CPU, and one without VNNI overflows on 8-bit ones.
 pub fn export_model_file(model_path: &Path, output: &Path, int8: bool) -> Result<()> {
     let model = ImageTypeClassifier::load(model_path, tch::Device::Cpu)?;
     let bytes = match int8.then(|| model.int8_ranges()) {
         None => to_onnx(&model),
-        Some(Some(ranges)) => to_onnx_int8(&model, ranges)?,
+        Some(Some(ranges)) => to_onnx_int8(&model, ranges, WeightRange::Reduced)?,
         Some(None) => {
             let reason = model.int8_missing_reason();
             anyhow::bail!("{}: no QDQ export: {reason} (`test --int8-calibrate` measures them)", model_path.display());
@@ -102,10 +108,16 @@ pub fn export_model_file(model_path: &Path, output: &Path, int8: bool) -> Result
     imgtype_base::fsutil::write_atomic(output, &bytes).with_context(|| format!("cannot write {}", output.display()))
 }
 
-fn metadata(model: &ImageTypeClassifier, int8: Option<&ActivationRanges>) -> Vec<proto::StringStringEntryProto> {
+fn metadata(
+    model: &ImageTypeClassifier,
+    int8: Option<(&ActivationRanges, WeightRange)>,
+) -> Vec<proto::StringStringEntryProto> {
     let json = |values: &[f64]| serde_json::to_string(values).expect("numbers serialise");
     let quantization = match int8 {
-        Some(ranges) => format!("int8 QDQ, activation ranges from {} images", ranges.images),
+        Some((ranges, weights)) => {
+            let bits = if weights == WeightRange::Full { 8 } else { 7 };
+            format!("int8 QDQ, activation ranges from {} images, {bits}-bit weights", ranges.images)
+        }
         None => "none (fp32)".into(),
     };
     [
@@ -131,7 +143,7 @@ struct GraphBuilder<'a> {
     initializers: Vec<proto::TensorProto>,
     names: usize,
     /// The INT8 ranges of the backbone's convolutions, for the QDQ form.
-    int8: Option<&'a ActivationRanges>,
+    int8: Option<(&'a ActivationRanges, WeightRange)>,
     /// Backbone convolutions written so far: the index into `int8`'s ranges.
     convolutions: usize,
 }
@@ -207,12 +219,12 @@ impl GraphBuilder<'_> {
 
     fn conv(&mut self, conv: &FusedConv, input: &str) -> String {
         let kernel = conv.weight.size()[2];
-        let range = self.int8.map(|ranges| &ranges.convolutions[self.convolutions]);
+        let range = self.int8.map(|(ranges, weights)| (&ranges.convolutions[self.convolutions], weights));
         self.convolutions += 1;
         let (input, weight, bias) = match range {
             None => (input.to_string(), self.weight("conv_weight", &conv.weight), self.weight("conv_bias", &conv.bias)),
-            Some(range) => {
-                let quantized = quantize_weights(conv, range);
+            Some((range, weights)) => {
+                let quantized = quantize_weights(conv, range, weights);
                 let input = self.quantize_dequantize(input, range.quantization());
                 let weight = self.int8_weight(&quantized, &conv.weight.size());
                 (input, weight, self.weight("conv_bias", &quantized.bias))

@@ -13,7 +13,7 @@ use tch::{Kind, Tensor};
 
 use super::engine::InferenceEngine;
 use imgtype_images::image::{IMAGENET_MEAN, IMAGENET_STD};
-use imgtype_model::quantize::ActivationRanges;
+use imgtype_model::quantize::{ActivationRanges, WeightRange};
 use imgtype_model::ImageTypeClassifier;
 
 /// The OpenVINO C library to load: `IMGTYPE_OPENVINO_LIB`, else the `libopenvino_c.so*` in
@@ -141,9 +141,10 @@ impl OpenVinoEngine {
     }
 
     /// `model`'s backbone convolutions in INT8 with the `ranges` measured on its weights
-    /// (`imgtype_model::quantize`), every other layer in `kind`.
+    /// (`imgtype_model::quantize`), every other layer in `kind`; the weights in the range this
+    /// CPU's INT8 kernels add without overflowing.
     pub fn int8(model: &ImageTypeClassifier, ranges: &ActivationRanges, kind: Kind, threads: usize) -> Result<Self> {
-        let onnx = imgtype_model::onnx::to_onnx_int8(model, ranges)?;
+        let onnx = imgtype_model::onnx::to_onnx_int8(model, ranges, WeightRange::for_this_cpu())?;
         Self::compile(model, &onnx, kind, true, threads)
     }
 

@@ -85,14 +85,51 @@ pub(crate) struct QuantizedWeights {
     pub bias: Tensor,
 }
 
-/// Per output channel, symmetric: `scale = max |w| / 127`, `q = round(w / scale)`.
-pub(crate) fn quantize_weights(conv: &FusedConv, input: &ConvolutionInput) -> QuantizedWeights {
+/// How many steps either side of zero INT8 weights use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightRange {
+    /// ±127, for CPUs whose INT8 dot products add in 32 bits (VNNI: AVX-512 VNNI, AVX-VNNI,
+    /// AMX; Arm's `sdot`).
+    Full,
+    /// ±63 (7 bits): an x86 CPU without VNNI multiplies `u8` activations by `i8` weights with
+    /// `vpmaddubsw`, which adds each pair of products in a saturating 16-bit lane;
+    /// 2 · 255 · 127 overflows it, 2 · 255 · 63 does not (ONNX Runtime's `reduce_range`, NNCF's
+    /// overflow fix). With ±127 on an AVX2-only AMD EPYC, a MobileNetV3 decided as fp32 for
+    /// 350 of 376 images; with ±63, 374.
+    Reduced,
+}
+
+impl WeightRange {
+    /// What this CPU's INT8 kernels add without overflowing.
+    pub fn for_this_cpu() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let vnni =
+                std::arch::is_x86_feature_detected!("avx512vnni") || std::arch::is_x86_feature_detected!("avxvnni");
+            if !vnni {
+                return Self::Reduced;
+            }
+        }
+        Self::Full
+    }
+
+    fn levels(self) -> f64 {
+        match self {
+            Self::Full => 127.0,
+            Self::Reduced => 63.0,
+        }
+    }
+}
+
+/// Per output channel, symmetric: `scale = max |w| / L`, `q = round(w / scale)`, `L` from `range`.
+pub(crate) fn quantize_weights(conv: &FusedConv, input: &ConvolutionInput, range: WeightRange) -> QuantizedWeights {
     tch::no_grad(|| {
         let weight = conv.weight.to_kind(Kind::Float).contiguous();
         let outputs = weight.size()[0];
         let reach = weight.abs().amax([1, 2, 3], true);
-        let scales = (&reach / 127.0).where_self(&reach.gt(0.0), &reach.ones_like());
-        let levels = (&weight / &scales).round().clamp(-127.0, 127.0);
+        let top = range.levels();
+        let scales = (&reach / top).where_self(&reach.gt(0.0), &reach.ones_like());
+        let levels = (&weight / &scales).round().clamp(-top, top);
         let error = (&levels * &scales - &weight).sum_dim_intlist([2i64, 3].as_slice(), false, Kind::Float);
         let per_group = error.size()[1];
         let groups = conv.groups;
@@ -199,8 +236,11 @@ pub(crate) mod tests {
         let model = model(Backbone::EfficientNetB0);
         let ranges = measured(&model);
         let fused = FusedClassifier::new(&model, Kind::Float);
-        for (conv, input) in fused.convolutions().into_iter().zip(&ranges.convolutions) {
-            let quantized = quantize_weights(conv, input);
+        let pairs = fused.convolutions().into_iter().zip(&ranges.convolutions);
+        for ((conv, input), (range, top)) in
+            pairs.flat_map(|c| [(c, (WeightRange::Full, 127)), (c, (WeightRange::Reduced, 63))])
+        {
+            let quantized = quantize_weights(conv, input, range);
             let weight = Vec::<f32>::try_from(conv.weight.contiguous().flatten(0, -1)).unwrap();
             let per_channel = weight.len() / quantized.scales.len();
             for (channel, (values, original)) in
@@ -209,7 +249,7 @@ pub(crate) mod tests {
                 let scale = quantized.scales[channel];
                 assert!(values.iter().all(|&q| q != i8::MIN), "symmetric: -128 is never used");
                 if original.iter().any(|&w| w != 0.0) {
-                    assert_eq!(values.iter().map(|q| q.unsigned_abs()).max(), Some(127), "channel {channel}");
+                    assert_eq!(values.iter().map(|q| q.unsigned_abs()).max(), Some(top), "channel {channel}");
                 }
                 for (&q, &w) in values.iter().zip(original) {
                     assert!((f32::from(q) * scale - w).abs() <= scale * 0.5 + 1e-7, "{q} × {scale} vs {w}");
@@ -227,7 +267,8 @@ pub(crate) mod tests {
         let fused = FusedClassifier::new(&model, Kind::Float);
         let mut checked_depthwise = false;
         for (conv, input) in fused.convolutions().into_iter().zip(&ranges.convolutions) {
-            let quantized = quantize_weights(conv, input);
+            // The reduced range rounds coarser: the larger error to correct.
+            let quantized = quantize_weights(conv, input, WeightRange::Reduced);
             let size = conv.weight.size();
             let scales = Tensor::from_slice(&quantized.scales).view([-1, 1, 1, 1]);
             let values: Vec<f32> = quantized.values.iter().map(|&v| f32::from(v)).collect();
