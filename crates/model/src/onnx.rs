@@ -94,7 +94,7 @@ pub fn export_onnx(model: &ImageTypeClassifier, path: &Path) -> Result<()> {
 
 /// Loads the model file at `model_path` (on the CPU) and writes it as ONNX to `output`, in
 /// QDQ form with `int8` (refused for a file without INT8 ranges). Its weights are 7-bit:
-/// the file may run on any CPU, and one without VNNI overflows on 8-bit ones.
+/// the file may run on any CPU, and on one without VNNI 8-bit weights can overflow.
 pub fn export_model_file(model_path: &Path, output: &Path, int8: bool) -> Result<()> {
     let model = ImageTypeClassifier::load(model_path, tch::Device::Cpu)?;
     let bytes = match int8.then(|| model.int8_ranges()) {

@@ -93,9 +93,11 @@ pub enum WeightRange {
     Full,
     /// ±63 (7 bits): an x86 CPU without VNNI multiplies `u8` activations by `i8` weights with
     /// `vpmaddubsw`, which adds each pair of products in a saturating 16-bit lane;
-    /// 2 · 255 · 127 overflows it, 2 · 255 · 63 does not (ONNX Runtime's `reduce_range`, NNCF's
-    /// overflow fix). With ±127 on an AVX2-only AMD EPYC, a MobileNetV3 decided as fp32 for
-    /// 350 of 376 images; with ±63, 374.
+    /// 2 · 255 · 127 can overflow it, 2 · 255 · 63 cannot (ONNX Runtime's `reduce_range`, NNCF's
+    /// overflow fix). Our `i8` activations are affected too: without AMX or AVX-VNNI, OpenVINO
+    /// runs them as `u8` with a zero point of 128. Depthwise convolutions widen to 16 bits
+    /// first and would not need it (not measured apart). With ±127 on an AVX2-only AMD EPYC, a
+    /// MobileNetV3 decided as fp32 for 350 of 376 images; with ±63, 374.
     Reduced,
 }
 
@@ -266,9 +268,9 @@ pub(crate) mod tests {
         let ranges = measured(&model);
         let fused = FusedClassifier::new(&model, Kind::Float);
         let mut checked_depthwise = false;
-        for (conv, input) in fused.convolutions().into_iter().zip(&ranges.convolutions) {
-            // The reduced range rounds coarser: the larger error to correct.
-            let quantized = quantize_weights(conv, input, WeightRange::Reduced);
+        let pairs = fused.convolutions().into_iter().zip(&ranges.convolutions);
+        for ((conv, input), range) in pairs.flat_map(|c| [(c, WeightRange::Full), (c, WeightRange::Reduced)]) {
+            let quantized = quantize_weights(conv, input, range);
             let size = conv.weight.size();
             let scales = Tensor::from_slice(&quantized.scales).view([-1, 1, 1, 1]);
             let values: Vec<f32> = quantized.values.iter().map(|&v| f32::from(v)).collect();
