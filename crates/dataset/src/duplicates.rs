@@ -126,7 +126,7 @@ impl<'a> CloseUps<'a> {
                     let bytes = source.fetch(path)?;
                     let side = photo_match::SIDE as u32;
                     let (image, _permit) = decode_within_budget(&bytes, path, source.decode_limits(), Some(2 * side))?;
-                    Ok(CloseUp::of(&resize_square(&image, side)))
+                    Ok(CloseUp::of(&image))
                 };
                 read().map_err(|reason| tracing::warn!("duplicates: cannot read {path} again: {reason}")).ok()
             })

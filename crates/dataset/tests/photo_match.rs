@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use image::{imageops::FilterType, RgbImage};
-use imgtype_dataset::photo_match::{compare, is_same_photo, CloseUp, SIDE};
+use imgtype_dataset::photo_match::{compare, is_same_photo, CloseUp};
 
 fn sample(key: &str) -> RgbImage {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../sample_images/product/unhashed").join(key);
@@ -13,7 +13,7 @@ fn sample(key: &str) -> RgbImage {
 }
 
 fn close_up(photo: &RgbImage) -> CloseUp {
-    CloseUp::of(&imgtype_images::image::resize_square(photo, SIDE as u32))
+    CloseUp::of(photo)
 }
 
 /// `photo` cropped by the given fractions (left, top, right, bottom), scaled, brightened by
@@ -87,4 +87,42 @@ fn a_flat_photo_and_another_colour_of_one_photo_are_not_the_same_photo() {
     });
     let (a, b) = (close_up(&front), close_up(&recoloured));
     assert!(!is_same_photo(&a, &b), "{:?}", compare(&a, &b));
+}
+
+/// A textured garment on a pink background, its noise from a fixed hash (no RNG crate needed).
+fn garment_on_pink(width: u32, height: u32) -> RgbImage {
+    let noise = |x: u32, y: u32, c: u32| {
+        let mut h = (x.wrapping_mul(73_856_093) ^ y.wrapping_mul(19_349_663) ^ c.wrapping_mul(83_492_791)) as u64;
+        h = h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+        (h % 25) as f32 - 12.0
+    };
+    RgbImage::from_fn(width, height, |x, y| {
+        let inside = x > width / 4 && x < 3 * width / 4 && y > height / 6 + (width / 2 - x.min(width / 2)) / 4;
+        let base = if inside { [134.0, 109.0, 115.0] } else { [218.0, 200.0, 198.0] };
+        image::Rgb([0, 1, 2].map(|c| (base[c as usize] + noise(x, y, c)).clamp(0.0, 255.0) as u8))
+    })
+}
+
+#[test]
+fn a_background_clipped_in_some_channels_must_still_be_explained_by_the_gain() {
+    // A garment on pink, brightened by 16% (the pink's red clips at 255): the same photo.
+    // Then the same brightened garment on cream (green clipped too, blue as the gain predicts):
+    // only the clipped channels differ, and a clip can lower a value, never raise it.
+    let pink = garment_on_pink(200, 240);
+    let gain = 1.16f32;
+    let is_background = |x: u32, y: u32| pink.get_pixel(x, y).0[0] > 180;
+    let brightened = RgbImage::from_fn(200, 240, |x, y| {
+        image::Rgb(pink.get_pixel(x, y).0.map(|v| (v as f32 * gain).min(255.0) as u8))
+    });
+    let cream = RgbImage::from_fn(200, 240, |x, y| {
+        let mut pixel = *brightened.get_pixel(x, y);
+        if is_background(x, y) {
+            pixel.0[1] = pixel.0[1].max(251).saturating_add(pixel.0[1] % 3);
+        }
+        pixel
+    });
+    let (original, copy, other) = (close_up(&pink), close_up(&brightened), close_up(&cream));
+    assert!(is_same_photo(&original, &copy), "brightened and clipped: {:?}", compare(&original, &copy));
+    assert!(!is_same_photo(&original, &other), "pink vs cream: {:?}", compare(&original, &other));
+    assert!(!is_same_photo(&other, &original), "cream vs pink: {:?}", compare(&other, &original));
 }

@@ -21,16 +21,24 @@ pub fn load_rgb(source: &ImageSource, key: &str) -> Result<RgbImage> {
 
 /// Resizes to `size`×`size` (aspect ratio not kept, as torchvision's `Resize((s, s))`).
 pub fn resize_square(image: &RgbImage, size: u32) -> RgbImage {
+    resize_square_by(image, size, fast_image_resize::FilterType::Bilinear)
+}
+
+/// As [`resize_square`], with Lanczos3: its sharper cut-off lets less of a texture finer than
+/// the new size fold back into it as a moiré (which moves with every change of scale).
+pub fn resize_square_lanczos(image: &RgbImage, size: u32) -> RgbImage {
+    resize_square_by(image, size, fast_image_resize::FilterType::Lanczos3)
+}
+
+fn resize_square_by(image: &RgbImage, size: u32, filter: fast_image_resize::FilterType) -> RgbImage {
     if image.width() == size && image.height() == size {
         return image.clone();
     }
-    use fast_image_resize::{
-        images::Image, images::ImageRef, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer,
-    };
+    use fast_image_resize::{images::Image, images::ImageRef, PixelType, ResizeAlg, ResizeOptions, Resizer};
     let source = ImageRef::new(image.width(), image.height(), image.as_raw(), PixelType::U8x3)
         .expect("RGB buffer matches its size");
     let mut resized = Image::new(size, size, PixelType::U8x3);
-    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(filter));
     Resizer::new().resize(&source, &mut resized, &options).expect("same pixel type");
     RgbImage::from_raw(size, size, resized.into_vec()).expect("resized buffer")
 }

@@ -115,7 +115,7 @@ fn metadata(
     let json = |values: &[f64]| serde_json::to_string(values).expect("numbers serialise");
     let quantization = match int8 {
         Some((ranges, weights)) => {
-            let bits = if weights == WeightRange::Full { 8 } else { 7 };
+            let bits = weights.bits();
             format!("int8 QDQ, activation ranges from {} images, {bits}-bit weights", ranges.images)
         }
         None => "none (fp32)".into(),

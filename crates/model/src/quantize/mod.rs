@@ -115,10 +115,16 @@ impl WeightRange {
         Self::Full
     }
 
+    /// The largest magnitude a weight takes: 127 or 63.
     fn levels(self) -> f64 {
+        f64::from((1u32 << (self.bits() - 1)) - 1)
+    }
+
+    /// The signed bits the weights take: 8 for ±127, 7 for ±63.
+    pub fn bits(self) -> u32 {
         match self {
-            Self::Full => 127.0,
-            Self::Reduced => 63.0,
+            Self::Full => 8,
+            Self::Reduced => 7,
         }
     }
 }
