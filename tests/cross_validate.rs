@@ -314,7 +314,7 @@ fn a_cross_validation_resumes_and_spreads_over_members_alike() {
         if member == "0/3" {
             let partial = ok(run(work, TRAIN, &["--summarize", "array"]));
             let text = String::from_utf8_lossy(&partial.stdout);
-            assert!(text.contains("folds not finished: [2, 3]"), "{text}");
+            assert!(text.contains("folds not finished: fold 2, fold 3"), "{text}");
         }
     }
     ok(run(work, TRAIN, &["--summarize", "array"]));
@@ -401,6 +401,27 @@ fn a_repeated_cross_validation_averages_its_repeats() {
     let out = run(work, TRAIN, &["--summarize", "copied"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("is not repeat 2 of the cross-validation"), "{stderr}");
+
+    // A fold not finished is named with its repeat, on the terminal and in cv_results.json.
+    let cp = std::process::Command::new("cp").args(["-r", "cv", "partial"]).current_dir(work).status().unwrap();
+    assert!(cp.success());
+    let fold = work.join("partial/repeat_2/fold_2");
+    for entry in std::fs::read_dir(&fold).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with("run_") {
+            std::fs::remove_dir_all(path).unwrap();
+        }
+    }
+    let out = ok(run(work, TRAIN, &["--summarize", "partial"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("folds not finished: repeat 2 fold 2\n"), "{stdout}");
+    let unfinished = &read_json(&work.join("partial/cv_results.json"))["unfinished"];
+    assert_eq!(unfinished, &serde_json::json!([{ "repeat": 2, "fold": 2 }]));
+    // A repeat not set up yet (its job-array member has not started): all its folds.
+    std::fs::remove_dir_all(work.join("partial/repeat_2")).unwrap();
+    let out = ok(run(work, TRAIN, &["--summarize", "partial"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("folds not finished: repeat 2 fold 1, repeat 2 fold 2, repeat 2 fold 3\n"), "{stdout}");
 
     // A new folder with something in the way is refused before anything is written: a file
     // named like a repeat's folder, or a fold that already holds a run (it would pass as

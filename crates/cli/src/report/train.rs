@@ -21,7 +21,7 @@ pub fn print_run(outcome: &TrainOutcome) {
 /// A cross-validation's figures per fold and k-fold, and the labels it doubts.
 pub fn print_cv_summary(dir: &Path, summary: &CvSummary) {
     let score = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
-    let repeated = summary.folds.iter().any(|f| f.repeat > 1);
+    let repeated = summary.repeats > 1;
     for f in &summary.folds {
         let repeat = if repeated { format!("repeat {} ", f.repeat) } else { String::new() };
         println!(
@@ -59,18 +59,9 @@ pub fn print_cv_summary(dir: &Path, summary: &CvSummary) {
             c.given, c.suggested, c.listed, c.estimated
         );
     }
-    if repeated {
-        let unfinished: Vec<String> = summary
-            .folds
-            .iter()
-            .filter(|f| f.status != "finished")
-            .map(|f| format!("repeat {} fold {}", f.repeat, f.fold))
-            .collect();
-        if !unfinished.is_empty() {
-            println!("folds not finished: {}", unfinished.join(", "));
-        }
-    } else if !summary.unfinished.is_empty() {
-        println!("folds not finished: {:?}", summary.unfinished);
+    if !summary.unfinished.is_empty() {
+        let unfinished: Vec<String> = summary.unfinished.iter().map(|f| f.label(summary.repeats)).collect();
+        println!("folds not finished: {}", unfinished.join(", "));
     }
     println!("results: {}", dir.join("cv_results.csv").display());
     println!("label issues: {} and {}", dir.join("label_issues.csv").display(), dir.join("label_issues.png").display());

@@ -86,6 +86,24 @@ pub(super) fn fold_name(fold: usize) -> String {
     format!("fold_{fold}")
 }
 
+/// One fold of one repeat of a cross-validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct FoldId {
+    pub repeat: usize,
+    pub fold: usize,
+}
+
+impl FoldId {
+    /// How messages name it: `fold k`, or `repeat r fold k` in a cross-validation of
+    /// `repeats` > 1 (where `fold k` alone would not say which).
+    pub fn label(self, repeats: usize) -> String {
+        match repeats {
+            1 => format!("fold {}", self.fold),
+            _ => format!("repeat {} fold {}", self.repeat, self.fold),
+        }
+    }
+}
+
 /// Repeat `repeat`'s cross-validation folder: the folder itself for the first.
 pub(super) fn repeat_dir(dir: &Path, repeat: usize) -> PathBuf {
     match repeat {

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::folds::FoldImage;
 use super::label_review::OutOfFold;
-use super::layout::{fold_name, read_images, CvPlan};
+use super::layout::{fold_name, read_images, CvPlan, FoldId};
 use super::neighbour_opinion::neighbour_shares;
 use crate::sweep::{observed_state, Observed};
 use crate::train::{PredictionRow, RunLayout, TestPredictions};
@@ -33,6 +33,12 @@ pub struct FoldResult {
     pub run_dir: Option<PathBuf>,
 }
 
+impl FoldResult {
+    pub fn id(&self) -> FoldId {
+        FoldId { repeat: self.repeat, fold: self.fold }
+    }
+}
+
 /// One repeat's folds and, per image of its `images.csv`, its out-of-fold prediction.
 pub(super) struct RepeatResults {
     pub folds: Vec<FoldResult>,
@@ -42,11 +48,19 @@ pub(super) struct RepeatResults {
     pub neighbours: Option<Vec<Option<Vec<f64>>>>,
 }
 
-/// Reads the folds of the cross-validation folder `dir` (repeat `repeat` of its summary).
-pub(super) fn read_repeat(dir: &Path, plan: &CvPlan, repeat: usize, neighbours: usize) -> Result<RepeatResults> {
+/// Which repeat a summary reads, of how many.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RepeatOf {
+    pub repeat: usize,
+    pub repeats: usize,
+}
+
+/// Reads the folds of the cross-validation folder `dir` (repeat `of.repeat` of its summary).
+pub(super) fn read_repeat(dir: &Path, plan: &CvPlan, of: RepeatOf, neighbours: usize) -> Result<RepeatResults> {
+    let RepeatOf { repeat, repeats } = of;
     let images = read_images(dir, plan)?;
     let class_names = &plan.base_config.data.class_names;
-    let named = |fold: usize| if repeat == 1 { format!("fold {fold}") } else { format!("repeat {repeat} fold {fold}") };
+    let named = |fold: usize| FoldId { repeat, fold }.label(repeats);
     let mut folds = Vec::new();
     let mut by_key: HashMap<(usize, String, String), PredictionRow> = HashMap::new();
     for fold in 1..=plan.folds {
@@ -78,7 +92,7 @@ pub(super) fn read_repeat(dir: &Path, plan: &CvPlan, repeat: usize, neighbours: 
     let finished: Vec<usize> = folds.iter().filter(|f| f.status == "finished").map(|f| f.fold).collect();
     let scored = predictions.iter().filter(|p| p.is_some()).count();
     let unscored = images.iter().filter(|i| finished.contains(&i.fold)).count() - scored;
-    let which = if repeat == 1 { String::new() } else { format!(" (repeat {repeat})") };
+    let which = if repeats == 1 { String::new() } else { format!(" (repeat {repeat})") };
     if unscored > 0 {
         tracing::warn!(
             "{unscored} held-out image(s) of finished folds{which} could not be read and have no out-of-fold prediction"

@@ -9,8 +9,8 @@ use anyhow::{bail, Context, Result};
 
 use super::folds::{assign_folds, write_fold_data, write_images_csv};
 use super::layout::{
-    fold_name, is_cv_folder, read_plan, read_repeat_plan, repeat_config, repeat_dir, CvPlan, CV_PLAN_FILE, IMAGES_FILE,
-    MAX_FOLDS, MAX_REPEATS,
+    fold_name, is_cv_folder, read_plan, read_repeat_plan, repeat_config, repeat_dir, CvPlan, FoldId, CV_PLAN_FILE,
+    IMAGES_FILE, MAX_FOLDS, MAX_REPEATS,
 };
 use super::summary::{summarize, CvSummary, Judging};
 use crate::config::Config;
@@ -68,7 +68,7 @@ pub fn cross_validate(config: &Config, options: &CvOptions) -> Result<CvEnd> {
             };
             runs.push(PlannedRun {
                 name,
-                label: if plan.repeats == 1 { format!("fold {fold}") } else { format!("repeat {repeat} fold {fold}") },
+                label: FoldId { repeat, fold }.label(plan.repeats),
                 config: fold_config(&repeat_plan.base_config, &folder, fold),
                 description: format!("training on {} images, holding out {held_out}", plan.images - held_out),
             });

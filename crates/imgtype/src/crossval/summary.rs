@@ -11,9 +11,9 @@ use serde::Serialize;
 
 pub use super::label_review::Confusion;
 use super::label_review::{confusions, contact_sheet, IssueRow, Judgement, OutOfFold};
-use super::layout::{is_cv_folder, read_plan, read_repeat_plan, repeat_dir};
+use super::layout::{is_cv_folder, read_plan, read_repeat_plan, repeat_dir, FoldId};
 pub use super::out_of_fold::FoldResult;
-use super::out_of_fold::{average_repeats, read_repeat};
+use super::out_of_fold::{average_repeats, read_repeat, RepeatOf};
 use crate::eval::label_issues::{find_label_issues, LabelQuality};
 use crate::eval::neighbours::{blend, DEFAULT_NEIGHBOURS, NEIGHBOUR_WEIGHT};
 
@@ -46,8 +46,10 @@ pub struct CvSummary {
     pub accuracy: Option<Spread>,
     pub f1_macro: Option<Spread>,
     pub f1_weighted: Option<Spread>,
+    /// How many times the folds were dealt (`--repeats`).
+    pub repeats: usize,
     /// Folds not finished: their images have no out-of-fold prediction yet.
-    pub unfinished: Vec<usize>,
+    pub unfinished: Vec<FoldId>,
     pub images: usize,
     pub oof_images: usize,
     /// Rows of `label_issues.csv`: the confident-learning issues and the other images whose
@@ -73,21 +75,23 @@ pub fn summarize(dir: &Path, judging: Judging) -> Result<CvSummary> {
     let plan = read_plan(dir)?;
     let class_names = &plan.base_config.data.class_names;
     let mut repeats = Vec::new();
+    let mut not_set_up = Vec::new();
     for repeat in 1..=plan.repeats {
         let folder = repeat_dir(dir, repeat);
         if repeat > 1 && !is_cv_folder(&folder) {
             // Not set up yet (its member has not started): as folds not finished.
             tracing::warn!("repeat {repeat}: {} is not set up yet; its folds are not counted", folder.display());
+            not_set_up.extend((1..=plan.folds).map(|fold| FoldId { repeat, fold }));
             continue;
         }
         let repeat_plan = if repeat == 1 { None } else { Some(read_repeat_plan(dir, &plan, repeat)?) };
-        repeats.push(read_repeat(&folder, repeat_plan.as_ref().unwrap_or(&plan), repeat, judging.neighbours)?);
+        let of = RepeatOf { repeat, repeats: plan.repeats };
+        repeats.push(read_repeat(&folder, repeat_plan.as_ref().unwrap_or(&plan), of, judging.neighbours)?);
     }
     let (oof, neighbours) = average_repeats(&repeats, class_names);
     let folds: Vec<FoldResult> = repeats.iter().flat_map(|r| r.folds.iter().cloned()).collect();
-    let mut unfinished: Vec<usize> = folds.iter().filter(|f| f.status != "finished").map(|f| f.fold).collect();
-    unfinished.sort_unstable();
-    unfinished.dedup();
+    let unfinished_folds = folds.iter().filter(|f| f.status != "finished").map(FoldResult::id);
+    let unfinished: Vec<FoldId> = unfinished_folds.chain(not_set_up).collect();
     let images = &repeats[0].images;
     let labels: Vec<usize> = oof.iter().map(|o| class_index(class_names, &o.image.image_type)).collect();
     let probabilities: Vec<Vec<f64>> = oof.iter().map(|o| o.prediction.probabilities.clone()).collect();
@@ -122,6 +126,7 @@ pub fn summarize(dir: &Path, judging: Judging) -> Result<CvSummary> {
         f1_macro: spread(|f| f.f1_macro),
         f1_weighted: spread(|f| f.f1_weighted),
         folds: folds.clone(),
+        repeats: plan.repeats,
         unfinished,
         images: images.len(),
         oof_images: oof.len(),

@@ -144,7 +144,10 @@ impl OpenVinoEngine {
     /// (`imgtype_model::quantize`), every other layer in `kind`; the weights in the range this
     /// CPU's INT8 kernels add without overflowing.
     pub fn int8(model: &ImageTypeClassifier, ranges: &ActivationRanges, kind: Kind, threads: usize) -> Result<Self> {
-        let onnx = imgtype_model::onnx::to_onnx_int8(model, ranges, WeightRange::for_this_cpu())?;
+        let weights = WeightRange::for_this_cpu();
+        let why = if weights == WeightRange::Reduced { ": this CPU has no VNNI" } else { "" };
+        tracing::info!("INT8 weights in {} bits{why}", weights.bits());
+        let onnx = imgtype_model::onnx::to_onnx_int8(model, ranges, weights)?;
         Self::compile(model, &onnx, kind, true, threads)
     }
 
