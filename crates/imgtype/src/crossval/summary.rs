@@ -91,7 +91,8 @@ pub fn summarize(dir: &Path, judging: Judging) -> Result<CvSummary> {
     let (oof, neighbours) = average_repeats(&repeats, class_names);
     let folds: Vec<FoldResult> = repeats.iter().flat_map(|r| r.folds.iter().cloned()).collect();
     let unfinished_folds = folds.iter().filter(|f| f.status != "finished").map(FoldResult::id);
-    let unfinished: Vec<FoldId> = unfinished_folds.chain(not_set_up).collect();
+    let mut unfinished: Vec<FoldId> = unfinished_folds.chain(not_set_up).collect();
+    unfinished.sort_unstable();
     let images = &repeats[0].images;
     let labels: Vec<usize> = oof.iter().map(|o| class_index(class_names, &o.image.image_type)).collect();
     let probabilities: Vec<Vec<f64>> = oof.iter().map(|o| o.prediction.probabilities.clone()).collect();
@@ -216,7 +217,7 @@ fn write_cv_results_csv(path: &Path, summary: &CvSummary) -> Result<()> {
             "seconds",
         ];
         // A repeated cross-validation's folds say which repeat they are of.
-        let repeated = summary.folds.iter().any(|f| f.repeat > 1);
+        let repeated = summary.repeats > 1;
         csv.write_record(header.iter().chain(repeated.then_some(&"repeat")))?;
         for f in &summary.folds {
             let repeat = repeated.then(|| f.repeat.to_string());
