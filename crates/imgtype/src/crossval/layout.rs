@@ -96,6 +96,10 @@ pub struct FoldId {
 impl FoldId {
     /// How messages name it: `fold k`, or `repeat r fold k` in a cross-validation of
     /// `repeats` > 1 (where `fold k` alone would not say which).
+    ///
+    /// Inline: the report code shared by every binary calls it, and a call into this crate's
+    /// object code would link libtorch into `divide` (`tests/architecture.rs`).
+    #[inline]
     pub fn label(self, repeats: usize) -> String {
         match repeats {
             1 => format!("fold {}", self.fold),
