@@ -91,15 +91,16 @@ fn planted_copies_and_near_copies_are_found_and_kept_in_one_split() {
             }
         }
     }
-    eprintln!("planted pairs found: {} of 40; other pairs: {} {false_pairs:?}", found.len(), false_pairs.len());
     let missed: Vec<_> =
         planted.iter().filter(|p| !found.contains(*p) && !found.contains(&(p.1.clone(), p.0.clone()))).collect();
+    eprintln!("planted pairs found: {} of 40, missed {missed:?}; other pairs: {false_pairs:?}", found.len());
     // Candidates by signature, each confirmed by its fine detail once cropped to frame the
     // other (`photo_match.rs`): before that second signal, 37 of 40 were found here, and 25
-    // of 40 on scripts/bench/plant_duplicates.py's copies of the sample (40 now). 38 (the issue's
-    // target is 39): the two missed here are both brightened 18% and re-encoded at quality 70,
-    // below the 75-92 of the planted copies.
-    assert!(found.len() >= 38, "found {} of 40; missed {missed:?}", found.len());
+    // of 40 on scripts/bench/plant_duplicates.py's copies of the sample (40 now). 39, the
+    // issue's target, since the framing search (`photo_match/search.rs`; 38 before it): the one
+    // missed is brightened 18% and re-encoded at quality 70, below the 75-92 of the issue's
+    // planted copies.
+    assert!(found.len() >= 39, "found {} of 40; missed {missed:?}", found.len());
     assert!(false_pairs.len() <= 2, "{false_pairs:?}");
     let splits: HashMap<String, String> = ["train", "validation", "test"]
         .iter()

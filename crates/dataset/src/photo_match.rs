@@ -8,11 +8,17 @@
 //! Each photo is looked at as a [`SIDE`]-square close-up. The box is found per axis from the
 //! photos' row and column means (a crop in x moves only the column profile), moved by the
 //! whole-pixel shift that best lines up the two photos' detail, then refined side by side;
-//! the score is the correlation of the two photos' detail (each pixel less its 3×3
-//! neighbourhood's mean), blind to a brightness gain, less a colour difference that a gain
-//! does not explain.
+//! where the means agree but the detail does not (a stripe framed a period off), it is also
+//! searched for (`search.rs`). The score is the correlation of the two photos' detail (each
+//! pixel less its 3×3 neighbourhood's mean), blind to a brightness gain, less a colour
+//! difference that a gain does not explain.
 
 use image::RgbImage;
+
+mod search;
+mod shift;
+use search::descend;
+use shift::best_shift;
 
 /// The close-up's side in pixels.
 pub const SIDE: usize = 128;
@@ -62,23 +68,34 @@ impl CloseUp {
 
     /// This photo's `crop` resampled (bilinear) to a full close-up.
     fn cropped(&self, crop: CropBox) -> Vec<f32> {
-        let [left, right, top, bottom] = crop.0;
-        let columns = taps(left, right);
-        let rows = taps(top, bottom);
-        let mut out = vec![0f32; 3 * SIDE * SIDE];
-        for c in 0..3 {
-            let plane = &self.planes[c * SIDE * SIDE..(c + 1) * SIDE * SIDE];
-            for (y, &(y0, y1, fy)) in rows.iter().enumerate() {
-                let (upper, lower) = (&plane[y0 * SIDE..(y0 + 1) * SIDE], &plane[y1 * SIDE..(y1 + 1) * SIDE]);
-                for (x, &(x0, x1, fx)) in columns.iter().enumerate() {
-                    let top = upper[x0] + (upper[x1] - upper[x0]) * fx;
-                    let bottom = lower[x0] + (lower[x1] - lower[x0]) * fx;
-                    out[c * SIDE * SIDE + y * SIDE + x] = top + (bottom - top) * fy;
-                }
+        cropped(&self.planes, crop, SIDE)
+    }
+
+    /// The photo in grey (its channels' mean): what a framing search looks at, a third of
+    /// the work.
+    fn grey(&self) -> Vec<f32> {
+        let plane = |c: usize| &self.planes[c * SIDE * SIDE..(c + 1) * SIDE * SIDE];
+        plane(0).iter().zip(plane(1)).zip(plane(2)).map(|((r, g), b)| (r + g + b) / 3.0).collect()
+    }
+}
+
+/// `crop` of each `side`-square plane of `planes` resampled (bilinear) to a full plane.
+fn cropped(planes: &[f32], crop: CropBox, side: usize) -> Vec<f32> {
+    let [left, right, top, bottom] = crop.0;
+    let columns = taps(left, right, side);
+    let rows = taps(top, bottom, side);
+    let mut out = vec![0f32; planes.len()];
+    for (plane, out) in planes.chunks_exact(side * side).zip(out.chunks_exact_mut(side * side)) {
+        for (y, &(y0, y1, fy)) in rows.iter().enumerate() {
+            let (upper, lower) = (&plane[y0 * side..(y0 + 1) * side], &plane[y1 * side..(y1 + 1) * side]);
+            for (x, &(x0, x1, fx)) in columns.iter().enumerate() {
+                let top = upper[x0] + (upper[x1] - upper[x0]) * fx;
+                let bottom = lower[x0] + (lower[x1] - lower[x0]) * fx;
+                out[y * side + x] = top + (bottom - top) * fy;
             }
         }
-        out
     }
+    out
 }
 
 /// Mean of each column (`by_column`) or row of `planes`, per channel: 3 × SIDE values.
@@ -95,15 +112,15 @@ fn profile(planes: &[f32], by_column: bool) -> Vec<f32> {
     profile
 }
 
-/// For each of SIDE output positions over `[low, 1 − high]` of an axis: the two source
-/// positions and the weight of the second (pixel centres, clamped at the edges).
-fn taps(low: f32, high: f32) -> Vec<(usize, usize, f32)> {
+/// For each of `side` output positions over `[low, 1 − high]` of an axis as long: the two
+/// source positions and the weight of the second (pixel centres, clamped at the edges).
+fn taps(low: f32, high: f32, side: usize) -> Vec<(usize, usize, f32)> {
     let span = 1.0 - low - high;
-    (0..SIDE)
+    (0..side)
         .map(|i| {
-            let at = ((low + (i as f32 + 0.5) / SIDE as f32 * span) * SIDE as f32 - 0.5).clamp(0.0, (SIDE - 1) as f32);
+            let at = ((low + (i as f32 + 0.5) / side as f32 * span) * side as f32 - 0.5).clamp(0.0, (side - 1) as f32);
             let first = at.floor() as usize;
-            (first, (first + 1).min(SIDE - 1), at - first as f32)
+            (first, (first + 1).min(side - 1), at - first as f32)
         })
         .collect()
 }
@@ -111,7 +128,7 @@ fn taps(low: f32, high: f32) -> Vec<(usize, usize, f32)> {
 /// A profile's `[low, 1 − high]` resampled to SIDE positions, per channel.
 fn crop_profile(profile: &[f32], low: f32, high: f32, taps_buffer: &mut Vec<f32>) {
     taps_buffer.clear();
-    let positions = taps(low, high);
+    let positions = taps(low, high, SIDE);
     for c in 0..3 {
         let channel = &profile[c * SIDE..(c + 1) * SIDE];
         taps_buffer.extend(positions.iter().map(|&(a, b, f)| channel[a] + (channel[b] - channel[a]) * f));
@@ -137,90 +154,43 @@ fn correlation(a: &[f32], b: &[f32]) -> f32 {
     }
 }
 
-/// Each value less the mean of its 3×3 neighbourhood (edges clamped), per plane.
+/// Each value less the mean of its 3×3 neighbourhood (edges clamped), per SIDE-square plane.
 fn detail(planes: &[f32]) -> Vec<f32> {
-    let smooth = smoothed(planes);
+    detail_of(planes, SIDE)
+}
+
+/// [`detail`] of `side`-square planes.
+fn detail_of(planes: &[f32], side: usize) -> Vec<f32> {
+    let smooth = smoothed(planes, side);
     planes.iter().zip(&smooth).map(|(v, s)| v - s).collect()
 }
 
-/// The mean of each value's 3×3 neighbourhood (edges clamped), per plane: rows of three
-/// summed, then columns of three.
-fn smoothed(planes: &[f32]) -> Vec<f32> {
+/// The mean of each value's 3×3 neighbourhood (edges clamped), per `side`-square plane: rows
+/// of three summed, then columns of three.
+fn smoothed(planes: &[f32], side: usize) -> Vec<f32> {
     let mut across = vec![0f32; planes.len()];
-    for (row, out) in planes.chunks_exact(SIDE).zip(across.chunks_exact_mut(SIDE)) {
+    for (row, out) in planes.chunks_exact(side).zip(across.chunks_exact_mut(side)) {
         out[0] = 2.0 * row[0] + row[1];
-        for x in 1..SIDE - 1 {
+        for x in 1..side - 1 {
             out[x] = row[x - 1] + row[x] + row[x + 1];
         }
-        out[SIDE - 1] = row[SIDE - 2] + 2.0 * row[SIDE - 1];
+        out[side - 1] = row[side - 2] + 2.0 * row[side - 1];
     }
     let mut out = vec![0f32; planes.len()];
-    for (plane, out) in across.chunks_exact(SIDE * SIDE).zip(out.chunks_exact_mut(SIDE * SIDE)) {
-        for y in 0..SIDE {
-            let (up, down) = (y.saturating_sub(1), (y + 1).min(SIDE - 1));
-            for x in 0..SIDE {
-                out[y * SIDE + x] = (plane[up * SIDE + x] + plane[y * SIDE + x] + plane[down * SIDE + x]) / 9.0;
+    for (plane, out) in across.chunks_exact(side * side).zip(out.chunks_exact_mut(side * side)) {
+        for y in 0..side {
+            let (up, down) = (y.saturating_sub(1), (y + 1).min(side - 1));
+            for x in 0..side {
+                out[y * side + x] = (plane[up * side + x] + plane[y * side + x] + plane[down * side + x]) / 9.0;
             }
         }
     }
     out
 }
 
-/// The largest shift, in close-up pixels, [`best_shift`] looks for.
-const MAX_SHIFT: isize = 4;
-
-/// The whole-pixel shift (dx, dy) with `source` at (x + dx, y + dy) best matching `target`
-/// at (x, y), within [`MAX_SHIFT`]: the peak of their detail's cross-correlation (channels
-/// summed), every shift at once by FFT. Circular, which a shift this small barely feels.
-fn best_shift(source: &[f32], target: &[f32]) -> (isize, isize) {
-    use rustfft::num_complex::Complex32;
-    let planner = fft_plans();
-    let transform = |planes: &[f32]| {
-        let mut grid: Vec<Complex32> = (0..SIDE * SIDE)
-            .map(|i| Complex32::new(planes[i] + planes[SIDE * SIDE + i] + planes[2 * SIDE * SIDE + i], 0.0))
-            .collect();
-        fft_2d(&mut grid, &planner.0);
-        grid
-    };
-    let (source, target) = (transform(source), transform(target));
-    let mut product: Vec<Complex32> = source.iter().zip(&target).map(|(s, t)| s * t.conj()).collect();
-    fft_2d(&mut product, &planner.1);
-    let mut best = (f32::MIN, 0, 0);
-    for dy in -MAX_SHIFT..=MAX_SHIFT {
-        for dx in -MAX_SHIFT..=MAX_SHIFT {
-            let at = dy.rem_euclid(SIDE as isize) as usize * SIDE + dx.rem_euclid(SIDE as isize) as usize;
-            if product[at].re > best.0 {
-                best = (product[at].re, dx, dy);
-            }
-        }
-    }
-    (best.1, best.2)
-}
-
-type FftPlan = std::sync::Arc<dyn rustfft::Fft<f32>>;
-
-/// The forward and inverse SIDE-point FFT plans, made once.
-fn fft_plans() -> &'static (FftPlan, FftPlan) {
-    static PLANS: std::sync::OnceLock<(FftPlan, FftPlan)> = std::sync::OnceLock::new();
-    PLANS.get_or_init(|| {
-        let mut planner = rustfft::FftPlanner::new();
-        (planner.plan_fft_forward(SIDE), planner.plan_fft_inverse(SIDE))
-    })
-}
-
-/// A SIDE×SIDE row-major grid transformed in place: its rows, then its columns.
-fn fft_2d(grid: &mut [rustfft::num_complex::Complex32], plan: &FftPlan) {
-    plan.process(grid);
-    let mut column = vec![rustfft::num_complex::Complex32::default(); SIDE];
-    for x in 0..SIDE {
-        (0..SIDE).for_each(|y| column[y] = grid[y * SIDE + x]);
-        plan.process(&mut column);
-        (0..SIDE).for_each(|y| grid[y * SIDE + x] = column[y]);
-    }
-}
-
-/// The crop of `source` along one axis whose profile best matches `target`'s.
-fn best_axis_crop(source: &[f32], target: &[f32]) -> (f32, f32) {
+/// The crop of `source` along one axis whose profile best matches `target`'s, as (how well
+/// they then agree, low, high).
+fn best_axis_crop(source: &[f32], target: &[f32]) -> (f32, f32, f32) {
     let mut buffer = Vec::with_capacity(3 * SIDE);
     let mut best = (f32::MIN, 0.0, 0.0);
     let mut try_crop = |low: f32, high: f32, best: &mut (f32, f32, f32)| {
@@ -245,7 +215,7 @@ fn best_axis_crop(source: &[f32], target: &[f32]) -> (f32, f32) {
             try_crop(low + dl as f32 * CROP_STEP, high + dh as f32 * CROP_STEP, &mut best);
         }
     }
-    (best.1, best.2)
+    best
 }
 
 /// How far `target` is from one brightness gain of `source`: the mean absolute difference, in
@@ -259,9 +229,9 @@ fn best_axis_crop(source: &[f32], target: &[f32]) -> (f32, f32) {
 /// a clip weighs each such miss more (measured: one 74% clipped, copied at gain 1.18, scores
 /// 0.501).
 fn colour_difference(source: &[f32], target: &[f32]) -> f32 {
-    let near_clip = |planes: &[f32]| smoothed(&planes.iter().map(|&v| f32::from(v >= 250.0)).collect::<Vec<_>>());
+    let near_clip = |planes: &[f32]| smoothed(&planes.iter().map(|&v| f32::from(v >= 250.0)).collect::<Vec<_>>(), SIDE);
     let (source_clip, target_clip) = (near_clip(source), near_clip(target));
-    let (source, target) = (smoothed(source), smoothed(target));
+    let (source, target) = (smoothed(source, SIDE), smoothed(target, SIDE));
     let free = |i: usize| source_clip[i] == 0.0 && target_clip[i] == 0.0;
     let (st, ss, count) = (0..source.len())
         .filter(|&i| free(i))
@@ -297,6 +267,9 @@ const CLIP_TOLERANCE: f32 = 3.0;
 #[derive(Debug, Clone, Copy)]
 struct Framing {
     crop: CropBox,
+    /// How well the row and column means agree once cropped (the worse axis); 1 for a
+    /// search's framing, which does not look at them.
+    layout: f32,
     detail: f32,
     colour: f32,
 }
@@ -310,8 +283,8 @@ impl Framing {
     /// moved by the whole-pixel shift that best lines up the two photos' detail: the profiles
     /// cannot see the phase of a fine stripe or weave, which the detail is all about.
     fn from_profiles(source: &CloseUp, target: &CloseUp, target_detail: &[f32]) -> Self {
-        let (left, right) = best_axis_crop(&source.column_means, &target.column_means);
-        let (top, bottom) = best_axis_crop(&source.row_means, &target.row_means);
+        let (across, left, right) = best_axis_crop(&source.column_means, &target.column_means);
+        let (down, top, bottom) = best_axis_crop(&source.row_means, &target.row_means);
         let mut crop = CropBox([left, right, top, bottom]);
         let (dx, dy) = best_shift(&detail(&source.cropped(crop)), target_detail);
         let (width, height) = (1.0 - left - right, 1.0 - top - bottom);
@@ -320,6 +293,7 @@ impl Framing {
         let cropped = source.cropped(crop);
         Self {
             crop,
+            layout: across.min(down),
             detail: correlation(&detail(&cropped), target_detail),
             colour: colour_difference(&cropped, &target.planes),
         }
@@ -328,20 +302,23 @@ impl Framing {
     /// Each side nudged in turn, in shrinking steps, while the detail agrees better: the
     /// profiles see each axis alone, the detail both.
     fn refined(mut self, source: &CloseUp, target: &CloseUp, target_detail: &[f32]) -> Self {
-        for step in [0.004f32, 0.002, 0.001] {
-            for side in 0..4 {
-                for direction in [-1.0f32, 1.0] {
-                    let mut nudged = self.crop;
-                    nudged.0[side] += direction * step;
-                    let detail = correlation(&detail(&source.cropped(nudged)), target_detail);
-                    if detail > self.detail {
-                        (self.detail, self.crop) = (detail, nudged);
-                    }
-                }
-            }
-        }
+        let agreement = |crop| correlation(&detail(&source.cropped(crop)), target_detail);
+        (self.detail, self.crop) =
+            descend((self.detail, self.crop), &[0.004, 0.002, 0.001], -1.0..=1.0, false, &agreement);
         self.colour = colour_difference(&source.cropped(self.crop), &target.planes);
         self
+    }
+
+    /// The crop of `source` that [`search::searched_crop`] finds, where it finds one.
+    fn searched(source: &CloseUp, target: &CloseUp) -> Option<Self> {
+        let crop = search::searched_crop(source, target)?;
+        let cropped = source.cropped(crop);
+        Some(Self {
+            crop,
+            layout: 1.0,
+            detail: correlation(&detail(&cropped), &detail(&target.planes)),
+            colour: colour_difference(&cropped, &target.planes),
+        })
     }
 }
 
@@ -367,7 +344,8 @@ pub struct Comparison {
 /// profiles' framing is refined only where refining could make it a copy: on the bundled
 /// sample's copies refining added at most 0.22 to the agreement, so a pair more than
 /// [`MOST_REFINING_GAINS`] short is left as it is (most candidate pairs, at a tenth of the
-/// cost).
+/// cost). A pair still short whose row and column means agree is searched either way round
+/// (see `search.rs`).
 pub fn compare(a: &CloseUp, b: &CloseUp) -> Comparison {
     let (detail_a, detail_b) = (detail(&a.planes), detail(&b.planes));
     let a_framed = Framing::from_profiles(a, b, &detail_b);
@@ -377,6 +355,16 @@ pub fn compare(a: &CloseUp, b: &CloseUp) -> Comparison {
         let (source, target, target_detail) =
             if a_framed.agreement() >= b_framed.agreement() { (a, b, &detail_b) } else { (b, a, &detail_a) };
         best = best.refined(source, target, target_detail);
+    }
+    if best.agreement() < MIN_AGREEMENT && a_framed.layout.max(b_framed.layout) >= search::LAYOUT_AGREES {
+        for (source, target) in [(a, b), (b, a)] {
+            match Framing::searched(source, target) {
+                Some(searched) if searched.agreement() > best.agreement() && searched.colour <= search::MAX_COLOUR => {
+                    best = searched
+                }
+                _ => {}
+            }
+        }
     }
     Comparison { detail: best.detail, colour: best.colour }
 }
