@@ -10,8 +10,9 @@
 # photos, 360 products are about 1,750 images), whose planted copies are then scored too
 # (`divide --find-duplicates`, scripts/bench/score_duplicates.py). CATALOGUE_SEED=S draws
 # the catalogue with seed S instead (its own work folder). REPEATS=R cross-validates with
-# `--repeats R` (R times the training; the ratio printed is against one run still) and
-# NEIGHBOURS=K judges with `--neighbours K`.
+# `--repeats R` (R times the training; the ratio printed is against one run still),
+# NEIGHBOURS=K judges with `--neighbours K` and EPOCHS=E trains every model (the one run's
+# too) for E epochs instead of the demo config's.
 # usage: scripts/label_issues_bench.sh [SEEDS="1 2 3"] [FRACTION=0.06] [FOLDS=5] [PRODUCTS] [GENERATOR=sample|b]
 #        (about 2 minutes per seed on 2 cores with the sample, 9 with 384 products)
 set -euo pipefail
@@ -26,7 +27,7 @@ repeats=${REPEATS:-1}
 neighbours=${NEIGHBOURS:-0}
 scripts/setup.sh >&2
 py=.venv/bin/python
-work=target/label_issues_bench${products:+_$products}${products:+_$generator}${catalogue_seed:+_seed$catalogue_seed}${REPEATS:+_repeats$REPEATS}
+work=target/label_issues_bench${products:+_$products}${products:+_$generator}${catalogue_seed:+_seed$catalogue_seed}${REPEATS:+_repeats$REPEATS}${EPOCHS:+_epochs$EPOCHS}
 rm -rf "$work" && mkdir -p "$work"
 catalogue=image_data.csv
 images=$PWD/sample_images
@@ -48,7 +49,7 @@ if [ ${#duplicates[@]} -gt 0 ]; then
     echo "duplicates: $("$py" scripts/bench/score_duplicates.py "$work/catalogue/planted_duplicates.csv" "$work/data/duplicates.csv")"
 fi
 config_for() {
-    "$py" -c 'import json, sys; c = json.load(open("configs/demo.json")); c["paths"] = {"data_dir": sys.argv[1], "result_dir": sys.argv[2]}; c["data"].update(csv_path=sys.argv[4], base_image_path=sys.argv[5]); json.dump(c, open(sys.argv[3], "w"))' "$@" "$catalogue" "$images"
+    "$py" -c 'import json, os, sys; c = json.load(open("configs/demo.json")); c["paths"] = {"data_dir": sys.argv[1], "result_dir": sys.argv[2]}; c["data"].update(csv_path=sys.argv[4], base_image_path=sys.argv[5]); e = os.environ.get("EPOCHS"); e and c["training"].update(epochs=int(e)); json.dump(c, open(sys.argv[3], "w"))' "$@" "$catalogue" "$images"
 }
 config_for "$work/data" "$work/one_run" "$work/one_run.json"
 start=$(date +%s.%N)

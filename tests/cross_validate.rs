@@ -103,6 +103,11 @@ fn cross_validation_finds_planted_labels_as_cleanlab_does() {
     eprintln!("{found} of {} planted labels in the top {}", planted.len(), 2 * planted.len());
     assert!(found >= 13, "{found} of {} planted labels in the top {}:\n{issues:?}", planted.len(), 2 * planted.len());
     assert!(cv.join("label_issues.png").is_file());
+    let fold = |r: &Vec<String>| r[column(&header, "fold")].clone();
+    assert!(
+        issues.iter().all(|r| r[column(&header, "why")].starts_with(&format!("fold {}'s model: ", fold(r)))),
+        "{issues:?}"
+    );
 
     check_same_issues_as_cleanlab(&cv, &header, &issues);
 
@@ -389,6 +394,14 @@ fn a_repeated_cross_validation_averages_its_repeats() {
             assert!((row[column].parse::<f64>().unwrap() - expected).abs() < 1e-9, "{row:?}");
         }
     }
+
+    // Each issue says it was judged by the repeats' models together, not by one fold's.
+    let (header, issues) = read_csv(&cv.join("label_issues.csv"));
+    let why: Vec<&str> = issues.iter().map(|r| r[column(&header, "why")].as_str()).collect();
+    assert!(
+        !why.is_empty() && why.iter().all(|w| w.starts_with("its held-out models, averaged over the repeats: ")),
+        "{why:?}"
+    );
 
     // A repeat folder from another cross-validation is not averaged in.
     let copied = work.join("copied");

@@ -17,7 +17,7 @@ use image::RgbImage;
 
 mod search;
 mod shift;
-use search::descend;
+use search::{descend, GreyCloseUp};
 use shift::best_shift;
 
 /// The close-up's side in pixels.
@@ -267,9 +267,6 @@ const CLIP_TOLERANCE: f32 = 3.0;
 #[derive(Debug, Clone, Copy)]
 struct Framing {
     crop: CropBox,
-    /// How well the row and column means agree once cropped (the worse axis); 1 for a
-    /// search's framing, which does not look at them.
-    layout: f32,
     detail: f32,
     colour: f32,
 }
@@ -281,8 +278,9 @@ impl Framing {
 
     /// The crop of `source` that the row and column profiles point to, each axis alone, then
     /// moved by the whole-pixel shift that best lines up the two photos' detail: the profiles
-    /// cannot see the phase of a fine stripe or weave, which the detail is all about.
-    fn from_profiles(source: &CloseUp, target: &CloseUp, target_detail: &[f32]) -> Self {
+    /// cannot see the phase of a fine stripe or weave, which the detail is all about. Beside
+    /// it, how well the row and column means agree once cropped (the worse axis).
+    fn from_profiles(source: &CloseUp, target: &CloseUp, target_detail: &[f32]) -> (Self, f32) {
         let (across, left, right) = best_axis_crop(&source.column_means, &target.column_means);
         let (down, top, bottom) = best_axis_crop(&source.row_means, &target.row_means);
         let mut crop = CropBox([left, right, top, bottom]);
@@ -291,33 +289,35 @@ impl Framing {
         let (along_x, along_y) = (dx as f32 / SIDE as f32 * width, dy as f32 / SIDE as f32 * height);
         crop.0 = [left + along_x, right - along_x, top + along_y, bottom - along_y];
         let cropped = source.cropped(crop);
-        Self {
+        let framing = Self {
             crop,
-            layout: across.min(down),
             detail: correlation(&detail(&cropped), target_detail),
             colour: colour_difference(&cropped, &target.planes),
-        }
+        };
+        (framing, across.min(down))
     }
 
     /// Each side nudged in turn, in shrinking steps, while the detail agrees better: the
     /// profiles see each axis alone, the detail both.
     fn refined(mut self, source: &CloseUp, target: &CloseUp, target_detail: &[f32]) -> Self {
         let agreement = |crop| correlation(&detail(&source.cropped(crop)), target_detail);
-        (self.detail, self.crop) =
-            descend((self.detail, self.crop), &[0.004, 0.002, 0.001], -1.0..=1.0, false, &agreement);
+        (self.detail, self.crop) = descend((self.detail, self.crop), &[0.004, 0.002, 0.001], None, false, &agreement);
         self.colour = colour_difference(&source.cropped(self.crop), &target.planes);
         self
     }
 
     /// The crop of `source` that [`search::searched_crop`] finds, where it finds one.
-    fn searched(source: &CloseUp, target: &CloseUp) -> Option<Self> {
-        let crop = search::searched_crop(source, target)?;
-        let cropped = source.cropped(crop);
+    fn searched(
+        source: (&CloseUp, &GreyCloseUp),
+        target: (&CloseUp, &GreyCloseUp),
+        target_detail: &[f32],
+    ) -> Option<Self> {
+        let crop = search::searched_crop(source.1, target.1)?;
+        let cropped = source.0.cropped(crop);
         Some(Self {
             crop,
-            layout: 1.0,
-            detail: correlation(&detail(&cropped), &detail(&target.planes)),
-            colour: colour_difference(&cropped, &target.planes),
+            detail: correlation(&detail(&cropped), target_detail),
+            colour: colour_difference(&cropped, &target.0.planes),
         })
     }
 }
@@ -348,17 +348,20 @@ pub struct Comparison {
 /// (see `search.rs`).
 pub fn compare(a: &CloseUp, b: &CloseUp) -> Comparison {
     let (detail_a, detail_b) = (detail(&a.planes), detail(&b.planes));
-    let a_framed = Framing::from_profiles(a, b, &detail_b);
-    let b_framed = Framing::from_profiles(b, a, &detail_a);
+    let (a_framed, a_layout) = Framing::from_profiles(a, b, &detail_b);
+    let (b_framed, b_layout) = Framing::from_profiles(b, a, &detail_a);
     let mut best = if a_framed.agreement() >= b_framed.agreement() { a_framed } else { b_framed };
     if best.agreement() >= MIN_AGREEMENT - MOST_REFINING_GAINS {
         let (source, target, target_detail) =
             if a_framed.agreement() >= b_framed.agreement() { (a, b, &detail_b) } else { (b, a, &detail_a) };
         best = best.refined(source, target, target_detail);
     }
-    if best.agreement() < MIN_AGREEMENT && a_framed.layout.max(b_framed.layout) >= search::LAYOUT_AGREES {
-        for (source, target) in [(a, b), (b, a)] {
-            match Framing::searched(source, target) {
+    if best.agreement() < MIN_AGREEMENT && a_layout.max(b_layout) >= search::LAYOUT_AGREES {
+        let (grey_a, grey_b) = (GreyCloseUp::of(a), GreyCloseUp::of(b));
+        for (source, target, target_detail) in
+            [((a, &grey_a), (b, &grey_b), &detail_b), ((b, &grey_b), (a, &grey_a), &detail_a)]
+        {
+            match Framing::searched(source, target, target_detail) {
                 Some(searched) if searched.agreement() > best.agreement() && searched.colour <= search::MAX_COLOUR => {
                     best = searched
                 }

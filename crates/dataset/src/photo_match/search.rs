@@ -29,21 +29,37 @@ pub(super) const MAX_COLOUR: f32 = 0.0165;
 /// the source in turn, and of a copy and its source one is (nearly) a crop of the other.
 const MOST_INWARD: f32 = 0.15;
 
+/// A close-up in grey, with the detail a search compares against: made once per pair, as
+/// each photo is searched from and searched towards.
+pub(super) struct GreyCloseUp {
+    grey: Vec<f32>,
+    half: Vec<f32>,
+    half_detail: Vec<f32>,
+    detail: Vec<f32>,
+}
+
+impl GreyCloseUp {
+    pub(super) fn of(photo: &CloseUp) -> Self {
+        let grey = photo.grey();
+        let half = halved(&grey);
+        let (half_detail, detail) = (detail_of(&half, SIDE / 2), detail(&grey));
+        Self { grey, half, half_detail, detail }
+    }
+}
+
 /// The crop of `source` whose detail, in grey, best matches `target`'s, searched from the
 /// whole frame; `None` where the coarse search shows no promise (see [`PROMISE`]).
-pub(super) fn searched_crop(source: &CloseUp, target: &CloseUp) -> Option<CropBox> {
+pub(super) fn searched_crop(source: &GreyCloseUp, target: &GreyCloseUp) -> Option<CropBox> {
     let half_side = SIDE / 2;
-    let (grey, target_grey) = (source.grey(), target.grey());
-    let (half, target_half) = (halved(&grey), detail_of(&halved(&target_grey), half_side));
-    let coarse = |crop| correlation(&detail_of(&cropped(&half, crop, half_side), half_side), &target_half);
+    let coarse =
+        |crop| correlation(&detail_of(&cropped(&source.half, crop, half_side), half_side), &target.half_detail);
     let whole = CropBox([0.0; 4]);
-    let (promise, crop) = descend((coarse(whole), whole), &[0.02, 0.01], 0.0..=MOST_INWARD, true, &coarse);
+    let (promise, crop) = descend((coarse(whole), whole), &[0.02, 0.01], Some(0.0..=MOST_INWARD), true, &coarse);
     if promise < PROMISE {
         return None;
     }
-    let target_detail = detail(&target_grey);
-    let fine = |crop| correlation(&detail(&cropped(&grey, crop, SIDE)), &target_detail);
-    let (_, crop) = descend((fine(crop), crop), &[0.005, 0.0025, 0.001], 0.0..=MOST_INWARD, true, &fine);
+    let fine = |crop| correlation(&detail(&cropped(&source.grey, crop, SIDE)), &target.detail);
+    let (_, crop) = descend((fine(crop), crop), &[0.005, 0.0025, 0.001], Some(0.0..=MOST_INWARD), true, &fine);
     Some(crop)
 }
 
@@ -61,12 +77,12 @@ fn halved(plane: &[f32]) -> Vec<f32> {
 }
 
 /// From `start` (its agreement and crop), each side nudged in turn by each of `steps`, kept
-/// where `agreement` rises and the side stays within `bounds`: one round per step, or rounds
-/// until none rises (`until_settled`).
+/// where `agreement` rises and the side stays within `bounds` (where given): one round per
+/// step, or rounds until none rises (`until_settled`).
 pub(super) fn descend(
     start: (f32, CropBox),
     steps: &[f32],
-    bounds: std::ops::RangeInclusive<f32>,
+    bounds: Option<std::ops::RangeInclusive<f32>>,
     until_settled: bool,
     agreement: &impl Fn(CropBox) -> f32,
 ) -> (f32, CropBox) {
@@ -78,7 +94,7 @@ pub(super) fn descend(
                 for direction in [-1.0f32, 1.0] {
                     let mut nudged = crop;
                     nudged.0[side] += direction * step;
-                    if !bounds.contains(&nudged.0[side]) {
+                    if bounds.as_ref().is_some_and(|bounds| !bounds.contains(&nudged.0[side])) {
                         continue;
                     }
                     let score = agreement(nudged);

@@ -79,6 +79,7 @@ impl IssueRow {
         judgement: Judgement,
         thresholds: &[f64],
         class_names: &[String],
+        repeats: usize,
     ) -> Self {
         let Judgement { probabilities: p, neighbours, label_quality, confident_learning } = judgement;
         let suggested = (0..p.len())
@@ -87,9 +88,14 @@ impl IssueRow {
             .unwrap_or(label);
         let t = thresholds;
         let (given_name, suggested_name) = (&class_names[label], &class_names[suggested]);
+        // With repeats, the probabilities are the mean of each repeat's model that held it out.
+        let judges = match repeats {
+            1 => format!("fold {}'s model", o.image.fold),
+            _ => "its held-out models, averaged over the repeats".to_string(),
+        };
         let mut why = format!(
-            "fold {}'s model: {given_name} {:.3}, {suggested_name} {:.3}",
-            o.image.fold, o.prediction.probabilities[label], o.prediction.probabilities[suggested]
+            "{judges}: {given_name} {:.3}, {suggested_name} {:.3}",
+            o.prediction.probabilities[label], o.prediction.probabilities[suggested]
         );
         if let Some(n) = neighbours {
             why += &format!(

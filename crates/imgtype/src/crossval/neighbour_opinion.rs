@@ -28,6 +28,7 @@ pub(super) fn neighbour_shares(
     labels: &[usize],
     config: &Config,
     k: usize,
+    named: &dyn Fn(usize) -> String,
 ) -> Option<Vec<Vec<f64>>> {
     let mut embeddings: Vec<Option<Vec<f32>>> = vec![None; oof.len()];
     let mut folds: Vec<usize> = oof.iter().map(|o| o.image.fold).collect();
@@ -43,7 +44,10 @@ pub(super) fn neighbour_shares(
         match embedded {
             Ok(vectors) => rows.iter().zip(vectors).for_each(|(&i, v)| embeddings[i] = v),
             Err(e) => {
-                tracing::warn!("fold {fold}: its images cannot be embedded ({e:#}); label issues from the models' probabilities alone");
+                tracing::warn!(
+                    "{}: its images cannot be embedded ({e:#}); label issues from the models' probabilities alone",
+                    named(fold)
+                );
                 return None;
             }
         }

@@ -102,7 +102,8 @@ pub(super) fn read_repeat(dir: &Path, plan: &CvPlan, of: RepeatOf, neighbours: u
     if !unfinished.is_empty() {
         tracing::warn!("folds not finished yet{which}: {unfinished:?}; their images have no out-of-fold prediction");
     }
-    let neighbours = (neighbours > 0).then(|| repeat_neighbours(&images, &predictions, &folds, plan, neighbours));
+    let neighbours =
+        (neighbours > 0).then(|| repeat_neighbours(&images, &predictions, &folds, plan, neighbours, &named));
     Ok(RepeatResults { folds, images, predictions, neighbours: neighbours.flatten() })
 }
 
@@ -112,6 +113,7 @@ fn repeat_neighbours(
     folds: &[FoldResult],
     plan: &CvPlan,
     k: usize,
+    named: &dyn Fn(usize) -> String,
 ) -> Option<Vec<Option<Vec<f64>>>> {
     let class_names = &plan.base_config.data.class_names;
     let scored: Vec<usize> = (0..images.len()).filter(|&i| predictions[i].is_some()).collect();
@@ -123,7 +125,7 @@ fn repeat_neighbours(
         oof.iter().map(|o| class_names.iter().position(|c| *c == o.image.image_type).unwrap_or(0)).collect();
     let run_dirs: HashMap<usize, &Path> =
         folds.iter().filter(|f| f.status == "finished").filter_map(|f| Some((f.fold, f.run_dir.as_deref()?))).collect();
-    let shares = neighbour_shares(&oof, &run_dirs, &labels, &plan.base_config, k)?;
+    let shares = neighbour_shares(&oof, &run_dirs, &labels, &plan.base_config, k, named)?;
     let mut aligned = vec![None; images.len()];
     scored.iter().zip(shares).for_each(|(&i, s)| aligned[i] = Some(s));
     Some(aligned)

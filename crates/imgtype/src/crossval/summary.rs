@@ -114,7 +114,7 @@ pub fn summarize(dir: &Path, judging: Judging) -> Result<CvSummary> {
                 label_quality: quality_of(i),
                 confident_learning: found.is_issue[i],
             };
-            IssueRow::new(&oof[i], labels[i], judgement, &found.thresholds, class_names)
+            IssueRow::new(&oof[i], labels[i], judgement, &found.thresholds, class_names, plan.repeats)
         })
         .collect();
     crate::fsutil::write_csv_atomic(&dir.join("label_issues.csv"), &IssueRow::HEADER, &issues)?;
