@@ -55,7 +55,7 @@ config_for "$work/data" "$work/one_run" "$work/one_run.json"
 start=$(date +%s.%N)
 target/release/train --config "$work/one_run.json" >/dev/null 2>&1
 one_run=$(echo "$(date +%s.%N) - $start" | bc)
-echo "one training run of the demo config: ${one_run} s"
+echo "one training run of the demo config${EPOCHS:+ at $EPOCHS epochs}: ${one_run} s"
 for seed in $seeds; do
     dir="$work/seed$seed"
     "$py" scripts/bench/planted_label_issues.py plant "$work/data" "$dir/data" "$fraction" "$seed"

@@ -395,13 +395,21 @@ fn a_repeated_cross_validation_averages_its_repeats() {
         }
     }
 
-    // Each issue says it was judged by the repeats' models together, not by one fold's.
-    let (header, issues) = read_csv(&cv.join("label_issues.csv"));
-    let why: Vec<&str> = issues.iter().map(|r| r[column(&header, "why")].as_str()).collect();
-    assert!(
-        !why.is_empty() && why.iter().all(|w| w.starts_with("its held-out models, averaged over the repeats: ")),
-        "{why:?}"
-    );
+    // Each issue names the models it was judged by: here one of each repeat, averaged.
+    let fold_in = |cv: &Path| -> BTreeMap<(String, String), String> {
+        read_csv(&cv.join("images.csv")).1.into_iter().map(|r| ((r[0].clone(), r[1].clone()), r[4].clone())).collect()
+    };
+    let (fold_in_1, fold_in_2) = (fold_in(&cv), fold_in(&cv.join("repeat_2")));
+    let judged_by = |cv: &Path| -> Vec<((String, String), String)> {
+        let (header, issues) = read_csv(&cv.join("label_issues.csv"));
+        assert!(!issues.is_empty());
+        issues.into_iter().map(|r| ((r[0].clone(), r[1].clone()), r[column(&header, "why")].clone())).collect()
+    };
+    for (key, why) in judged_by(&cv) {
+        let (f1, f2) = (&fold_in_1[&key], &fold_in_2[&key]);
+        let expected = format!("its 2 held-out models (repeat 1 fold {f1}, repeat 2 fold {f2}), averaged: ");
+        assert!(why.starts_with(&expected), "{why} / {expected}");
+    }
 
     // A repeat folder from another cross-validation is not averaged in.
     let copied = work.join("copied");
@@ -430,11 +438,23 @@ fn a_repeated_cross_validation_averages_its_repeats() {
     assert!(stdout.contains("folds not finished: repeat 2 fold 2\n"), "{stdout}");
     let unfinished = &read_json(&work.join("partial/cv_results.json"))["unfinished"];
     assert_eq!(unfinished, &serde_json::json!([{ "repeat": 2, "fold": 2 }]));
+    // The images repeat 2's fold 2 held out were judged by repeat 1's model alone, and say so.
+    for (key, why) in judged_by(&work.join("partial")) {
+        let (f1, f2) = (&fold_in_1[&key], &fold_in_2[&key]);
+        let expected = match f2.as_str() {
+            "2" => format!("repeat 1 fold {f1}'s model: "),
+            _ => format!("its 2 held-out models (repeat 1 fold {f1}, repeat 2 fold {f2}), averaged: "),
+        };
+        assert!(why.starts_with(&expected), "{why} / {expected}");
+    }
     // A repeat not set up yet (its job-array member has not started): all its folds.
     std::fs::remove_dir_all(work.join("partial/repeat_2")).unwrap();
     let out = ok(run(work, TRAIN, &["--summarize", "partial"]));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("folds not finished: repeat 2 fold 1, repeat 2 fold 2, repeat 2 fold 3\n"), "{stdout}");
+    for (key, why) in judged_by(&work.join("partial")) {
+        assert!(why.starts_with(&format!("repeat 1 fold {}'s model: ", fold_in_1[&key])), "{why}");
+    }
 
     // A new folder with something in the way is refused before anything is written: a file
     // named like a repeat's folder, or a fold that already holds a run (it would pass as

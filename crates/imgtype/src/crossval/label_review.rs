@@ -7,6 +7,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::folds::FoldImage;
+use super::layout::FoldId;
 use crate::config::Config;
 use crate::eval::label_issues::LabelIssues;
 use crate::train::PredictionRow;
@@ -29,6 +30,9 @@ pub struct Confusion {
 pub(super) struct OutOfFold<'a> {
     pub(super) image: &'a FoldImage,
     pub(super) prediction: PredictionRow,
+    /// The held-out models whose probabilities `prediction` holds (their mean, with more than
+    /// one): one per repeat that scored the image.
+    pub(super) judges: Vec<FoldId>,
 }
 
 /// What was concluded about one image's label.
@@ -88,10 +92,12 @@ impl IssueRow {
             .unwrap_or(label);
         let t = thresholds;
         let (given_name, suggested_name) = (&class_names[label], &class_names[suggested]);
-        // With repeats, the probabilities are the mean of each repeat's model that held it out.
-        let judges = match repeats {
-            1 => format!("fold {}'s model", o.image.fold),
-            _ => "its held-out models, averaged over the repeats".to_string(),
+        let judges = match o.judges.as_slice() {
+            [one] => format!("{}'s model", one.label(repeats)),
+            all => {
+                let named: Vec<String> = all.iter().map(|j| j.label(repeats)).collect();
+                format!("its {} held-out models ({}), averaged", all.len(), named.join(", "))
+            }
         };
         let mut why = format!(
             "{judges}: {given_name} {:.3}, {suggested_name} {:.3}",

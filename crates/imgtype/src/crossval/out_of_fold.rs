@@ -41,6 +41,8 @@ impl FoldResult {
 
 /// One repeat's folds and, per image of its `images.csv`, its out-of-fold prediction.
 pub(super) struct RepeatResults {
+    /// Which repeat of the cross-validation this is.
+    pub repeat: usize,
     pub folds: Vec<FoldResult>,
     pub images: Vec<FoldImage>,
     pub predictions: Vec<Option<PredictionRow>>,
@@ -102,9 +104,8 @@ pub(super) fn read_repeat(dir: &Path, plan: &CvPlan, of: RepeatOf, neighbours: u
     if !unfinished.is_empty() {
         tracing::warn!("folds not finished yet{which}: {unfinished:?}; their images have no out-of-fold prediction");
     }
-    let neighbours =
-        (neighbours > 0).then(|| repeat_neighbours(&images, &predictions, &folds, plan, neighbours, &named));
-    Ok(RepeatResults { folds, images, predictions, neighbours: neighbours.flatten() })
+    let neighbours = (neighbours > 0).then(|| repeat_neighbours(&images, &predictions, &folds, plan, neighbours, of));
+    Ok(RepeatResults { repeat, folds, images, predictions, neighbours: neighbours.flatten() })
 }
 
 fn repeat_neighbours(
@@ -113,19 +114,24 @@ fn repeat_neighbours(
     folds: &[FoldResult],
     plan: &CvPlan,
     k: usize,
-    named: &dyn Fn(usize) -> String,
+    of: RepeatOf,
 ) -> Option<Vec<Option<Vec<f64>>>> {
+    let named = |fold: usize| FoldId { repeat: of.repeat, fold }.label(of.repeats);
     let class_names = &plan.base_config.data.class_names;
     let scored: Vec<usize> = (0..images.len()).filter(|&i| predictions[i].is_some()).collect();
     let oof: Vec<OutOfFold> = scored
         .iter()
-        .map(|&i| OutOfFold { image: &images[i], prediction: predictions[i].clone().expect("scored") })
+        .map(|&i| OutOfFold {
+            image: &images[i],
+            prediction: predictions[i].clone().expect("scored"),
+            judges: vec![FoldId { repeat: of.repeat, fold: images[i].fold }],
+        })
         .collect();
     let labels: Vec<usize> =
         oof.iter().map(|o| class_names.iter().position(|c| *c == o.image.image_type).unwrap_or(0)).collect();
     let run_dirs: HashMap<usize, &Path> =
         folds.iter().filter(|f| f.status == "finished").filter_map(|f| Some((f.fold, f.run_dir.as_deref()?))).collect();
-    let shares = neighbour_shares(&oof, &run_dirs, &labels, &plan.base_config, k, named)?;
+    let shares = neighbour_shares(&oof, &run_dirs, &labels, &plan.base_config, k, &named)?;
     let mut aligned = vec![None; images.len()];
     scored.iter().zip(shares).for_each(|(&i, s)| aligned[i] = Some(s));
     Some(aligned)
@@ -154,28 +160,28 @@ pub(super) fn average_repeats<'a>(
     let mut neighbours = Vec::new();
     for image in &base.images {
         let key = (image.image_path.as_str(), image.product_id.as_str());
-        let found: Vec<(&PredictionRow, Option<&Vec<f64>>)> = repeats
+        let found: Vec<(&PredictionRow, Option<&Vec<f64>>, FoldId)> = repeats
             .iter()
             .zip(&positions)
             .filter_map(|(r, at)| {
                 let i = *at.get(&key)?;
                 let shares = r.neighbours.as_ref().and_then(|n| n[i].as_ref());
-                Some((r.predictions[i].as_ref()?, shares))
+                Some((r.predictions[i].as_ref()?, shares, FoldId { repeat: r.repeat, fold: r.images[i].fold }))
             })
             .collect();
-        let Some(&(first, _)) = found.first() else { continue };
+        let Some(&(first, _, _)) = found.first() else { continue };
         let mut prediction = first.clone();
         if found.len() > 1 {
-            prediction.probabilities = mean(found.iter().map(|(p, _)| &p.probabilities));
+            prediction.probabilities = mean(found.iter().map(|(p, _, _)| &p.probabilities));
             let best = (0..prediction.probabilities.len())
                 .max_by(|&a, &b| prediction.probabilities[a].total_cmp(&prediction.probabilities[b]).then(b.cmp(&a)))
                 .unwrap_or(0);
             prediction.predicted_class = class_names[best].clone();
         }
         if with_neighbours {
-            neighbours.push(mean(found.iter().filter_map(|(_, n)| *n)));
+            neighbours.push(mean(found.iter().filter_map(|(_, n, _)| *n)));
         }
-        oof.push(OutOfFold { image, prediction });
+        oof.push(OutOfFold { image, prediction, judges: found.iter().map(|&(_, _, judge)| judge).collect() });
     }
     (oof, with_neighbours.then_some(neighbours))
 }
