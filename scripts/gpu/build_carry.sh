@@ -103,7 +103,13 @@ done
 cp "$target_dir"/{train,test,divide} "$target_dir"/examples/{bench_gpu,bench_decode} "$dest/"
 cp "$python_module" "$dest/python/imgtype/imgtype.abi3.so"
 cp crates/python/imgtype/__init__.py "$dest/python/imgtype/"
-strip "$dest"/* "$dest/python/imgtype/imgtype.abi3.so" 2>/dev/null || true
+strip "$dest"/* 2>/dev/null || true
+if [ -n "$torch_version" ]; then
+    # Only the module cargo built: strip misaligns the load segments of the one maturin built,
+    # whose rpath patchelf set, for some layouts ("ELF load command address/offset not
+    # page-aligned" on import, seen in CI).
+    strip "$dest/python/imgtype/imgtype.abi3.so"
+fi
 printf '%s\n' "${torch_version:-$(.venv/bin/python -c 'import torch; print(torch.__version__.split("+")[0])')}" > "$dest/TORCH_VERSION"
 if [ -n "$torch_version" ]; then
     # One compressed file, to travel under the device tool's 64 MiB; gpu_check.sh unpacks it.
