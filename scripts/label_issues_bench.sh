@@ -11,8 +11,9 @@
 # (`divide --find-duplicates`, scripts/bench/score_duplicates.py). CATALOGUE_SEED=S draws
 # the catalogue with seed S instead (its own work folder). REPEATS=R cross-validates with
 # `--repeats R` (R times the training; the ratio printed is against one run still),
-# NEIGHBOURS=K judges with `--neighbours K` and EPOCHS=E trains every model (the one run's
-# too) for E epochs instead of the demo config's.
+# NEIGHBOURS=K judges with `--neighbours K`, and EPOCHS=E, SIZE=PX and AUGMENTATION=PRESET
+# train every model (the one run's too) for E epochs, at PX pixels (augmentation.image_size)
+# or with that augmentation.strength (none, light, medium, strong) instead of the demo config's.
 # usage: scripts/label_issues_bench.sh [SEEDS="1 2 3"] [FRACTION=0.06] [FOLDS=5] [PRODUCTS] [GENERATOR=sample|b]
 #        (about 2 minutes per seed on 2 cores with the sample, 9 with 384 products)
 set -euo pipefail
@@ -27,7 +28,7 @@ repeats=${REPEATS:-1}
 neighbours=${NEIGHBOURS:-0}
 scripts/setup.sh >&2
 py=.venv/bin/python
-work=target/label_issues_bench${products:+_$products}${products:+_$generator}${catalogue_seed:+_seed$catalogue_seed}${REPEATS:+_repeats$REPEATS}${EPOCHS:+_epochs$EPOCHS}
+work=target/label_issues_bench${products:+_$products}${products:+_$generator}${catalogue_seed:+_seed$catalogue_seed}${REPEATS:+_repeats$REPEATS}${EPOCHS:+_epochs$EPOCHS}${SIZE:+_size$SIZE}${AUGMENTATION:+_$AUGMENTATION}
 rm -rf "$work" && mkdir -p "$work"
 catalogue=image_data.csv
 images=$PWD/sample_images
@@ -49,13 +50,13 @@ if [ ${#duplicates[@]} -gt 0 ]; then
     echo "duplicates: $("$py" scripts/bench/score_duplicates.py "$work/catalogue/planted_duplicates.csv" "$work/data/duplicates.csv")"
 fi
 config_for() {
-    "$py" -c 'import json, os, sys; c = json.load(open("configs/demo.json")); c["paths"] = {"data_dir": sys.argv[1], "result_dir": sys.argv[2]}; c["data"].update(csv_path=sys.argv[4], base_image_path=sys.argv[5]); e = os.environ.get("EPOCHS"); e and c["training"].update(epochs=int(e)); json.dump(c, open(sys.argv[3], "w"))' "$@" "$catalogue" "$images"
+    "$py" -c 'import json, os, sys; c = json.load(open("configs/demo.json")); c["paths"] = {"data_dir": sys.argv[1], "result_dir": sys.argv[2]}; c["data"].update(csv_path=sys.argv[4], base_image_path=sys.argv[5]); e = os.environ.get("EPOCHS"); e and c["training"].update(epochs=int(e)); px = os.environ.get("SIZE"); px and c["augmentation"].update(image_size=int(px)); a = os.environ.get("AUGMENTATION"); a and c["augmentation"].update(strength=a); json.dump(c, open(sys.argv[3], "w"))' "$@" "$catalogue" "$images"
 }
 config_for "$work/data" "$work/one_run" "$work/one_run.json"
 start=$(date +%s.%N)
 target/release/train --config "$work/one_run.json" >/dev/null 2>&1
 one_run=$(echo "$(date +%s.%N) - $start" | bc)
-echo "one training run of the demo config${EPOCHS:+ at $EPOCHS epochs}: ${one_run} s"
+echo "one training run of the demo config${EPOCHS:+ at $EPOCHS epochs}${SIZE:+ at $SIZE px}${AUGMENTATION:+ with $AUGMENTATION augmentation}: ${one_run} s"
 for seed in $seeds; do
     dir="$work/seed$seed"
     "$py" scripts/bench/planted_label_issues.py plant "$work/data" "$dir/data" "$fraction" "$seed"
