@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
-use imgtype_testkit::{ok, read_csv, read_json, repo_root, run, run_interrupted, sample_images};
+use imgtype_testkit::{copy_dir, ok, read_csv, read_json, repo_root, run, run_interrupted, sample_images};
 
 const TRAIN: &str = env!("CARGO_BIN_EXE_train");
 const DIVIDE: &str = env!("CARGO_BIN_EXE_divide");
@@ -62,7 +62,9 @@ fn cross_validation_finds_planted_labels_as_cleanlab_does() {
     let mut config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(repo_root().join("configs/demo.json")).unwrap()).unwrap();
     config["data"]["csv_path"] = serde_json::json!("products.csv");
-    config["data"]["base_image_path"] = serde_json::json!(sample_images());
+    // A copy of the photos: one is spoilt below.
+    copy_dir(&sample_images(), &work.join("images"));
+    config["data"]["base_image_path"] = serde_json::json!(work.join("images"));
     config["training"]["epochs"] = serde_json::json!(8);
     write_config(work, "config.json", config);
     let out = ok(run(work, TRAIN, &["--config", "config.json", "--cross-validate", "3"]));
@@ -110,6 +112,7 @@ fn cross_validation_finds_planted_labels_as_cleanlab_does() {
     );
 
     check_same_issues_as_cleanlab(&cv, &header, &issues);
+    let probabilities_alone = std::fs::read(cv.join("label_issues.csv")).unwrap();
 
     // The same folds judged again with each image's 10 nearest held-out neighbours blended in.
     let out = ok(run(work, TRAIN, &["--summarize", cv.to_str().unwrap(), "--neighbours", "10"]));
@@ -121,6 +124,23 @@ fn cross_validation_finds_planted_labels_as_cleanlab_does() {
     check_neighbours_as_torchvision(&cv);
     let found = issues.iter().take(2 * planted.len()).filter(|r| planted.contains(&(r[0].clone(), r[1].clone())));
     assert!(found.count() >= 13, "{issues:?}");
+
+    // A photo spoilt since: the neighbours cannot be had for every image, so the judgement is
+    // the models' probabilities alone, as without --neighbours, and the warning names the photo.
+    let (header, oof) = read_csv(&cv.join("oof_predictions.csv"));
+    let spoilt = &oof[0][column(&header, "image_path")];
+    std::fs::write(work.join("images").join(spoilt), b"not a photo").unwrap();
+    let out = ok(run(work, TRAIN, &["--summarize", cv.to_str().unwrap(), "--neighbours", "10"]));
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let held_out_by = format!("fold {}'s model", oof[0][column(&header, "fold")]);
+    let warning = format!(
+        "1 out-of-fold image(s) could not be read again to embed (the first, {spoilt}, held out by {held_out_by}: "
+    );
+    assert!(stderr.contains(&warning), "{warning}\n{stderr}");
+    assert!(stdout.contains("by confident learning on the models' probabilities)"), "{stdout}");
+    assert_eq!(read_json(&cv.join("cv_results.json"))["neighbours"], 0);
+    assert!(!read_csv(&cv.join("oof_predictions.csv")).0.iter().any(|h| h.starts_with("neighbours_")));
+    assert!(std::fs::read(cv.join("label_issues.csv")).unwrap() == probabilities_alone, "label_issues.csv changed");
 }
 
 /// `neighbours_<class>` are the label shares of each image's 10 nearest held-out images of its

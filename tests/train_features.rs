@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use imgtype_testkit::{ok, read_csv, repo_root, run, run_interrupted, run_python, sample_images, walk};
+use imgtype_testkit::{copy_dir, ok, read_csv, repo_root, run, run_interrupted, run_python, sample_images, walk};
 
 const TRAIN: &str = env!("CARGO_BIN_EXE_train");
 const DIVIDE: &str = env!("CARGO_BIN_EXE_divide");
@@ -336,19 +336,6 @@ fn unreadable_images_are_skipped_and_listed_or_stop_the_run() {
     {
         let image = image::open(run_dir.join(png)).unwrap_or_else(|e| panic!("{png}: {e}"));
         assert!(image.width() >= 800 && image.height() >= 300, "{png}");
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            copy_dir(&path, &target);
-        } else {
-            std::fs::copy(&path, &target).unwrap();
-        }
     }
 }
 

@@ -31,6 +31,7 @@ pub(super) fn neighbour_shares(
     named: &dyn Fn(usize) -> String,
 ) -> Option<Vec<Vec<f64>>> {
     let mut embeddings: Vec<Option<Vec<f32>>> = vec![None; oof.len()];
+    let mut unreadable: Vec<(usize, String)> = Vec::new();
     let mut folds: Vec<usize> = oof.iter().map(|o| o.image.fold).collect();
     folds.sort_unstable();
     folds.dedup();
@@ -42,7 +43,14 @@ pub(super) fn neighbour_shares(
             .context("no finished run")
             .and_then(|run| embed(&RunLayout::of(run)?.best_model(), &records, config));
         match embedded {
-            Ok(vectors) => rows.iter().zip(vectors).for_each(|(&i, v)| embeddings[i] = v),
+            Ok(vectors) => {
+                for (&i, vector) in rows.iter().zip(vectors) {
+                    match vector {
+                        Ok(v) => embeddings[i] = Some(v),
+                        Err(why) => unreadable.push((i, why)),
+                    }
+                }
+            }
             Err(e) => {
                 tracing::warn!(
                     "{}: its images cannot be embedded ({e:#}); label issues from the models' probabilities alone",
@@ -52,10 +60,12 @@ pub(super) fn neighbour_shares(
             }
         }
     }
-    let unreadable = embeddings.iter().filter(|e| e.is_none()).count();
-    if unreadable > 0 {
+    if let Some((first, why)) = unreadable.first() {
         tracing::warn!(
-            "{unreadable} out-of-fold image(s) could not be read again to embed; label issues from the models' probabilities alone"
+            "{} out-of-fold image(s) could not be read again to embed (the first, {}, held out by {}: {why}); label issues from the models' probabilities alone",
+            unreadable.len(),
+            oof[*first].image.image_path,
+            named(oof[*first].image.fold)
         );
         return None;
     }
@@ -64,9 +74,9 @@ pub(super) fn neighbour_shares(
     Some(neighbour_label_shares(&embeddings, &groups, labels, config.data.class_names.len(), k))
 }
 
-/// The pooled backbone features of each record by the model in `model_file` (on the CPU);
-/// `None` for an image that cannot be read.
-fn embed(model_file: &Path, records: &[ImageRecord], config: &Config) -> Result<Vec<Option<Vec<f32>>>> {
+/// The pooled backbone features of each record by the model in `model_file` (on the CPU), or
+/// why an image cannot be read.
+fn embed(model_file: &Path, records: &[ImageRecord], config: &Config) -> Result<Vec<Result<Vec<f32>, String>>> {
     let model = ImageTypeClassifier::load(model_file, Device::Cpu)?;
     // The config's thread count, or as many cores as other jobs leave: libtorch's spinning
     // threads beside another job would cost both.
@@ -78,8 +88,11 @@ fn embed(model_file: &Path, records: &[ImageRecord], config: &Config) -> Result<
         let refs: Vec<&ImageRecord> = chunk.iter().collect();
         let loaded =
             crate::data::batch::load_images(&refs, &source, model.input_size(), config.system.decode_threads());
-        let readable: Vec<bool> = loaded.iter().map(Result::is_ok).collect();
-        let images: Vec<image::RgbImage> = loaded.into_iter().flatten().collect();
+        let mut images: Vec<image::RgbImage> = Vec::with_capacity(loaded.len());
+        let readable: Vec<Result<(), String>> = loaded
+            .into_iter()
+            .map(|image| image.map(|image| images.push(image)).map_err(|e| format!("{e:#}")))
+            .collect();
         let mut features = if images.is_empty() {
             Vec::new().into_iter()
         } else {
@@ -89,7 +102,11 @@ fn embed(model_file: &Path, records: &[ImageRecord], config: &Config) -> Result<
             let flat = Vec::<f32>::try_from(pooled.contiguous().view([-1])).context("features to host")?;
             flat.chunks(width).map(<[f32]>::to_vec).collect::<Vec<_>>().into_iter()
         };
-        out.extend(readable.iter().map(|&ok| if ok { features.next() } else { None }));
+        out.extend(
+            readable
+                .into_iter()
+                .map(|ok| ok.and_then(|()| features.next().ok_or_else(|| "no features came back".to_string()))),
+        );
     }
     Ok(out)
 }

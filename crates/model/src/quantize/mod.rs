@@ -239,6 +239,19 @@ pub(crate) mod tests {
         measure(model, batches.len(), |i| batches[i].shallow_clone()).unwrap()
     }
 
+    /// The range follows the CPU's VNNI flags as the kernel reports them in /proc/cpuinfo
+    /// (a second reading of the same fact than the CPUID probe `for_this_cpu` makes).
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    #[test]
+    fn weight_range_follows_the_kernels_vnni_flags() {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+        let flags = cpuinfo.lines().find(|l| l.starts_with("flags")).expect("a flags line in /proc/cpuinfo");
+        let vnni = flags.split_whitespace().any(|f| f == "avx512_vnni" || f == "avx_vnni");
+        let expected = if vnni { WeightRange::Full } else { WeightRange::Reduced };
+        assert_eq!(WeightRange::for_this_cpu(), expected, "{flags}");
+        assert_eq!((WeightRange::Full.levels(), WeightRange::Reduced.levels()), (127.0, 63.0));
+    }
+
     #[test]
     fn weights_round_to_within_half_a_step_with_the_full_range_used() {
         let model = model(Backbone::EfficientNetB0);
