@@ -132,9 +132,9 @@ fn cross_validation_finds_planted_labels_as_cleanlab_does() {
     std::fs::write(work.join("images").join(spoilt), b"not a photo").unwrap();
     let out = ok(run(work, TRAIN, &["--summarize", cv.to_str().unwrap(), "--neighbours", "10"]));
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let held_out_by = format!("fold {}'s model", oof[0][column(&header, "fold")]);
+    let fold = &oof[0][column(&header, "fold")];
     let warning = format!(
-        "1 out-of-fold image(s) could not be read again to embed (the first, {spoilt}, held out by {held_out_by}: "
+        "1 out-of-fold image(s) could not be read again to embed (the first, held out in fold {fold}: {spoilt}: not an image"
     );
     assert!(stderr.contains(&warning), "{warning}\n{stderr}");
     assert!(stdout.contains("by confident learning on the models' probabilities)"), "{stdout}");

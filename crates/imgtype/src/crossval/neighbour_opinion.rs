@@ -62,9 +62,8 @@ pub(super) fn neighbour_shares(
     }
     if let Some((first, why)) = unreadable.first() {
         tracing::warn!(
-            "{} out-of-fold image(s) could not be read again to embed (the first, {}, held out by {}: {why}); label issues from the models' probabilities alone",
+            "{} out-of-fold image(s) could not be read again to embed (the first, held out in {}: {why}); label issues from the models' probabilities alone",
             unreadable.len(),
-            oof[*first].image.image_path,
             named(oof[*first].image.fold)
         );
         return None;
