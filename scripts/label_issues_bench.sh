@@ -26,6 +26,22 @@ generator=${5:-sample}
 catalogue_seed=${CATALOGUE_SEED:-}
 repeats=${REPEATS:-1}
 neighbours=${NEIGHBOURS:-0}
+# Checked before anything is made: they name the work folder that is emptied below.
+for name in CATALOGUE_SEED REPEATS NEIGHBOURS EPOCHS SIZE; do
+    value=${!name:-}
+    if [ -n "$value" ] && ! [[ "$value" =~ ^[0-9]{1,6}$ ]]; then
+        echo "error: $name=$value is not a whole number" >&2; exit 2
+    fi
+done
+case "${AUGMENTATION:-medium}" in
+    none | light | medium | strong) ;;
+    *) echo "error: AUGMENTATION=$AUGMENTATION is not a preset (none, light, medium, strong)" >&2; exit 2 ;;
+esac
+for argument in "$fraction" "$folds" "$products"; do
+    if [[ "$argument" == */* || "$argument" == *..* ]]; then
+        echo "error: argument $argument is not a number" >&2; exit 2
+    fi
+done
 scripts/setup.sh >&2
 py=.venv/bin/python
 work=target/label_issues_bench${products:+_$products}${products:+_$generator}${catalogue_seed:+_seed$catalogue_seed}${REPEATS:+_repeats$REPEATS}${EPOCHS:+_epochs$EPOCHS}${SIZE:+_size$SIZE}${AUGMENTATION:+_$AUGMENTATION}
@@ -54,7 +70,9 @@ config_for() {
 }
 config_for "$work/data" "$work/one_run" "$work/one_run.json"
 start=$(date +%s.%N)
-target/release/train --config "$work/one_run.json" >/dev/null 2>&1
+if ! target/release/train --config "$work/one_run.json" >/dev/null 2>"$work/one_run.err"; then
+    echo "error: the one training run failed ($work/one_run.err):" >&2; tail -5 "$work/one_run.err" >&2; exit 1
+fi
 one_run=$(echo "$(date +%s.%N) - $start" | bc)
 echo "one training run of the demo config${EPOCHS:+ at $EPOCHS epochs}${SIZE:+ at $SIZE px}${AUGMENTATION:+ with $AUGMENTATION augmentation}: ${one_run} s"
 for seed in $seeds; do
@@ -62,7 +80,9 @@ for seed in $seeds; do
     "$py" scripts/bench/planted_label_issues.py plant "$work/data" "$dir/data" "$fraction" "$seed"
     config_for "$dir/data" "$dir" "$dir/config.json"
     start=$(date +%s.%N)
-    target/release/train --config "$dir/config.json" --cross-validate "$folds" --repeats "$repeats" --neighbours "$neighbours" --cv-dir "$dir/cv" > "$dir/train.out" 2> "$dir/train.err"
+    if ! target/release/train --config "$dir/config.json" --cross-validate "$folds" --repeats "$repeats" --neighbours "$neighbours" --cv-dir "$dir/cv" > "$dir/train.out" 2> "$dir/train.err"; then
+        echo "error: the cross-validation failed ($dir/train.err):" >&2; tail -5 "$dir/train.err" >&2; exit 1
+    fi
     seconds=$(echo "$(date +%s.%N) - $start" | bc)
     echo "seed $seed: cross-validation ${seconds} s = $(echo "scale=2; $seconds / $one_run" | bc)x one run"
     "$py" scripts/bench/planted_label_issues.py score "$dir/cv" "$dir/data/planted.csv" | tee "$dir/score.json"

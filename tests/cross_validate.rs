@@ -114,8 +114,21 @@ fn cross_validation_finds_planted_labels_as_cleanlab_does() {
     check_same_issues_as_cleanlab(&cv, &header, &issues);
     let probabilities_alone = std::fs::read(cv.join("label_issues.csv")).unwrap();
 
+    // Interrupted while it embeds: nothing is written, the folder keeps the files it had.
+    let before: Vec<Vec<u8>> = written_by_summarize(&cv);
+    let summarize_with_neighbours = ["--summarize", cv.to_str().unwrap(), "--neighbours", "10"];
+    let (code, _, log) =
+        run_interrupted(work, TRAIN, &summarize_with_neighbours, |line| line.contains("nearest neighbours' labels"));
+    assert_eq!(code, Some(130), "{log}");
+    assert!(log.contains("interrupt received: stopping before the results are written"), "{log}");
+    assert!(
+        log.contains(&format!("interrupted before the results were written: `train --summarize {}`", cv.display())),
+        "{log}"
+    );
+    assert!(written_by_summarize(&cv) == before, "a file changed:\n{log}");
+
     // The same folds judged again with each image's 10 nearest held-out neighbours blended in.
-    let out = ok(run(work, TRAIN, &["--summarize", cv.to_str().unwrap(), "--neighbours", "10"]));
+    let out = ok(run(work, TRAIN, &summarize_with_neighbours));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("with 10 neighbours' labels"), "{stdout}");
     assert_eq!(read_json(&cv.join("cv_results.json"))["neighbours"], 10);
@@ -130,7 +143,7 @@ fn cross_validation_finds_planted_labels_as_cleanlab_does() {
     let (header, oof) = read_csv(&cv.join("oof_predictions.csv"));
     let spoilt = &oof[0][column(&header, "image_path")];
     std::fs::write(work.join("images").join(spoilt), b"not a photo").unwrap();
-    let out = ok(run(work, TRAIN, &["--summarize", cv.to_str().unwrap(), "--neighbours", "10"]));
+    let out = ok(run(work, TRAIN, &summarize_with_neighbours));
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let fold = &oof[0][column(&header, "fold")];
     let warning = format!(
@@ -141,6 +154,39 @@ fn cross_validation_finds_planted_labels_as_cleanlab_does() {
     assert_eq!(read_json(&cv.join("cv_results.json"))["neighbours"], 0);
     assert!(!read_csv(&cv.join("oof_predictions.csv")).0.iter().any(|h| h.starts_with("neighbours_")));
     assert!(std::fs::read(cv.join("label_issues.csv")).unwrap() == probabilities_alone, "label_issues.csv changed");
+
+    // Folders it cannot summarize: it says what each is not.
+    for (folder, says) in [
+        (work.join("nowhere"), "nowhere: no such folder (--summarize takes a cross-validation or sweep folder)"),
+        (cv.join("fold_1"), "fold_1 is neither a cross-validation (no cv_plan.json) nor a sweep (no sweep_plan.json)"),
+    ] {
+        let out = run(work, TRAIN, &["--summarize", folder.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(says), "{says}\n{stderr}");
+    }
+
+    // images.csv edited since the folds were dealt (a row listed twice): refused, nothing written.
+    let images_csv = std::fs::read_to_string(cv.join("images.csv")).unwrap();
+    let second_row = images_csv.lines().nth(1).unwrap();
+    let fold = second_row.split(',').nth(4).unwrap().to_string();
+    std::fs::write(cv.join("images.csv"), format!("{images_csv}{second_row}\n")).unwrap();
+    let before = written_by_summarize(&cv);
+    let out = run(work, TRAIN, &["--summarize", cv.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let planned = images.iter().filter(|row| row[4] == fold).count();
+    let says = format!("images.csv: fold {fold} lists {} images but ", planned + 1);
+    assert!(stderr.contains(&says) && stderr.contains(&format!("cv_plan.json counted {planned}: ")), "{stderr}");
+    assert!(stderr.contains("the file was changed since; start a new cross-validation"), "{stderr}");
+    assert!(written_by_summarize(&cv) == before);
+}
+
+fn written_by_summarize(cv: &Path) -> Vec<Vec<u8>> {
+    ["oof_predictions.csv", "label_issues.csv", "label_issues.png", "cv_results.json", "cv_results.csv"]
+        .iter()
+        .map(|name| std::fs::read(cv.join(name)).unwrap())
+        .collect()
 }
 
 /// `neighbours_<class>` are the label shares of each image's 10 nearest held-out images of its

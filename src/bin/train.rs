@@ -160,7 +160,10 @@ fn count(max: usize) -> RangedU64ValueParser<usize> {
 fn main() -> ExitCode {
     let args = Args::parse();
     imgtype_cli::init_logging();
-    let stop = imgtype_cli::stop_on_signals("finishing the current step, then saving a checkpoint");
+    let stop = imgtype_cli::stop_on_signals(match args.summarize {
+        Some(_) => "stopping before the results are written",
+        None => "finishing the current step, then saving a checkpoint",
+    });
     imgtype_cli::run_main(|| run(&args, stop))
 }
 
@@ -174,7 +177,7 @@ fn run(args: &Args, stop: StopFlag) -> Result<Ending> {
                     dir.display()
                 )));
             }
-            return summarize(dir, args.judging());
+            return summarize(dir, args.judging(), &stop);
         }
         Mode::Sweep(sweep) => return run_sweep(sweep, args, stop),
         Mode::CrossValidate => return cross_validate(args, None, stop),
@@ -203,9 +206,15 @@ fn stopped_in(what: &str, stopped: imgtype::Stopped) -> Ending {
     Ending::Stopped(stopped)
 }
 
-fn summarize(dir: &Path, judging: Judging) -> Result<Ending> {
+fn summarize(dir: &Path, judging: Judging, stop: &StopFlag) -> Result<Ending> {
+    if !dir.is_dir() {
+        anyhow::bail!("{}: no such folder (--summarize takes a cross-validation or sweep folder)", dir.display());
+    }
     if imgtype::crossval::is_cv_folder(dir) {
-        let summary = imgtype::crossval::summarize(dir, judging)?;
+        let summary = match imgtype::crossval::summarize(dir, judging, stop)? {
+            Outcome::Finished(summary) => summary,
+            Outcome::Stopped(stopped) => return Ok(Ending::Stopped(stopped)),
+        };
         report::print_cv_summary(dir, &summary);
     } else {
         let summary = imgtype::sweep::summarize(dir)?;

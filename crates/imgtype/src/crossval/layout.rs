@@ -147,6 +147,16 @@ pub(super) fn repeat_config(base: &Config, repeat: usize) -> Config {
     config
 }
 
+/// `images.csv`, each fold as many images as the plan counted (an edited file would judge others).
 pub(super) fn read_images(dir: &Path, plan: &CvPlan) -> Result<Vec<FoldImage>> {
-    read_images_csv(&dir.join(IMAGES_FILE), &plan.base_config.data.class_names, plan.folds)
+    let path = dir.join(IMAGES_FILE);
+    let images = read_images_csv(&path, &plan.base_config.data.class_names, plan.folds)?;
+    for (fold, &planned) in (1..=plan.folds).zip(&plan.fold_images) {
+        let listed = images.iter().filter(|i| i.fold == fold).count();
+        let what = "the file was changed since; start a new cross-validation";
+        if listed != planned {
+            bail!("{}: fold {fold} lists {listed} images but {CV_PLAN_FILE} counted {planned}: {what}", path.display());
+        }
+    }
+    Ok(images)
 }

@@ -43,14 +43,10 @@ pub(super) fn neighbour_shares(
             .context("no finished run")
             .and_then(|run| embed(&RunLayout::of(run)?.best_model(), &records, config));
         match embedded {
-            Ok(vectors) => {
-                for (&i, vector) in rows.iter().zip(vectors) {
-                    match vector {
-                        Ok(v) => embeddings[i] = Some(v),
-                        Err(why) => unreadable.push((i, why)),
-                    }
-                }
-            }
+            Ok(vectors) => rows.iter().zip(vectors).for_each(|(&i, vector)| match vector {
+                Ok(v) => embeddings[i] = Some(v),
+                Err(why) => unreadable.push((i, why)),
+            }),
             Err(e) => {
                 tracing::warn!(
                     "{}: its images cannot be embedded ({e:#}); label issues from the models' probabilities alone",

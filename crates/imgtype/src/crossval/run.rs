@@ -79,7 +79,13 @@ pub fn cross_validate(config: &Config, options: &CvOptions) -> Result<CvEnd> {
         Outcome::Finished(counts) => counts,
         Outcome::Stopped(stopped) => return Ok(Outcome::Stopped(stopped)),
     };
-    let summary = if options.member.is_none() { Some(summarize(&dir, options.judging)?) } else { None };
+    let summary = match options.member {
+        Some(_) => None,
+        None => match summarize(&dir, options.judging, &options.train.stop)? {
+            Outcome::Finished(summary) => Some(summary),
+            Outcome::Stopped(stopped) => return Ok(Outcome::Stopped(stopped)),
+        },
+    };
     Ok(Outcome::Finished(CvReport { cv_dir: dir, ran, skipped, failed, summary }))
 }
 

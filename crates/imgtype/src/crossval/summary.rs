@@ -16,6 +16,7 @@ pub use super::out_of_fold::FoldResult;
 use super::out_of_fold::{average_repeats, read_repeat, RepeatOf};
 use crate::eval::label_issues::{find_label_issues, LabelQuality};
 use crate::eval::neighbours::{blend, DEFAULT_NEIGHBOURS, NEIGHBOUR_WEIGHT};
+use crate::stop::{Outcome, StopFlag, Stopped};
 
 /// Mean and (population) standard deviation over the finished folds.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -69,13 +70,17 @@ pub struct CvSummary {
 }
 
 /// Reads every fold of the cross-validation in `dir` (of each repeat) and writes the results
-/// files.
-pub fn summarize(dir: &Path, judging: Judging) -> Result<CvSummary> {
+/// files; when `stop` is raised before they are written, writes none of them (the folder keeps
+/// the set it had, never half of a new one).
+pub fn summarize(dir: &Path, judging: Judging, stop: &StopFlag) -> Result<Outcome<CvSummary>> {
     let quality = judging.quality;
     let plan = read_plan(dir)?;
     let class_names = &plan.base_config.data.class_names;
     let mut repeats = Vec::new();
     let mut not_set_up = Vec::new();
+    if judging.neighbours > 0 {
+        tracing::info!("embedding the held-out images for their {} nearest neighbours' labels", judging.neighbours);
+    }
     for repeat in 1..=plan.repeats {
         let folder = repeat_dir(dir, repeat);
         if repeat > 1 && !is_cv_folder(&folder) {
@@ -102,6 +107,9 @@ pub fn summarize(dir: &Path, judging: Judging) -> Result<CvSummary> {
     };
     let found = find_label_issues(&judged, &labels, class_names.len());
     let quality_of = |i: usize| quality.score(&judged[i], labels[i]);
+    if stop.is_raised() {
+        return Ok(stopped_before_writing(dir));
+    }
     let oof_file = OofFile { class_names, oof: &oof, neighbours: neighbours.as_deref(), is_issue: &found.is_issue };
     oof_file.write(&dir.join("oof_predictions.csv"), quality_of)?;
     let issues: Vec<IssueRow> = found
@@ -141,7 +149,12 @@ pub fn summarize(dir: &Path, judging: Judging) -> Result<CvSummary> {
     };
     crate::fsutil::write_json_atomic(&dir.join("cv_results.json"), &summary)?;
     write_cv_results_csv(&dir.join("cv_results.csv"), &summary)?;
-    Ok(summary)
+    Ok(Outcome::Finished(summary))
+}
+
+fn stopped_before_writing(dir: &Path) -> Outcome<CvSummary> {
+    let message = format!("interrupted before the results were written: `train --summarize {}`", dir.display());
+    Outcome::Stopped(Stopped::interrupted(None, message))
 }
 
 fn class_index(class_names: &[String], name: &str) -> usize {
