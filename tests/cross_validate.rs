@@ -138,6 +138,14 @@ fn cross_validation_finds_planted_labels_as_cleanlab_does() {
     let found = issues.iter().take(2 * planted.len()).filter(|r| planted.contains(&(r[0].clone(), r[1].clone())));
     assert!(found.count() >= 13, "{issues:?}");
 
+    // More neighbours than a fold holds: each image's vote is over all the others of its fold.
+    let smallest = (1..=3).map(|f| images.iter().filter(|row| row[4] == f.to_string()).count()).min().unwrap();
+    let out = ok(run(work, TRAIN, &["--summarize", cv.to_str().unwrap(), "--neighbours", "1000"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let says =
+        format!("with 1000 neighbours' labels, at most {} in the smallest fold: all its other images)", smallest - 1);
+    assert!(stdout.contains(&says), "{says}\n{stdout}");
+
     // A photo spoilt since: the neighbours cannot be had for every image, so the judgement is
     // the models' probabilities alone, as without --neighbours, and the warning names the photo.
     let (header, oof) = read_csv(&cv.join("oof_predictions.csv"));
