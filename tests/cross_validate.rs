@@ -399,10 +399,70 @@ fn a_cross_validation_resumes_and_spreads_over_members_alike() {
     ok(run(work, TRAIN, &["--summarize", "array"]));
     assert_eq!(outcome(&work.join("array")), straight, "members + summarize, same results");
 
-    // Another number of folds in the same folder is refused.
-    let out = run(work, TRAIN, &["--config", "config.json", "--cross-validate", "4", "--cv-dir", "straight"]);
+    // A fold's predictions that are not of its images (folds swapped, a file cut to its header)
+    // leave them without a prediction, and the warning names the fold, the file and one image.
+    copy_dir(&work.join("straight"), &work.join("swapped"));
+    let (one, two) = (work.join("swapped/fold_1"), work.join("swapped/fold_2"));
+    std::fs::rename(&one, work.join("swapped/fold_x")).unwrap();
+    std::fs::rename(&two, &one).unwrap();
+    std::fs::rename(work.join("swapped/fold_x"), &two).unwrap();
+    let out = ok(run(work, TRAIN, &["--summarize", "swapped"]));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("another config, number of folds or of repeats"), "{stderr}");
+    for fold in ["fold 1", "fold 2"] {
+        let held_out = straight.0.iter().find(|r| r[0] == fold[5..]).map(|r| r[2].clone()).unwrap();
+        let line = format!(
+            "{fold}: {held_out} of its {held_out} held-out images have no row in swapped/{}/run_",
+            fold.replace(' ', "_")
+        );
+        assert!(stderr.contains(&line) && stderr.contains("/test_predictions.csv (the first: "), "{stderr}");
+    }
+    assert!(!stderr.contains("fold 3:"), "{stderr}");
+    copy_dir(&work.join("straight"), &work.join("cut"));
+    let predictions = walk(&work.join("cut/fold_3")).into_iter().find(|p| p.ends_with("test_predictions.csv")).unwrap();
+    let text = std::fs::read_to_string(&predictions).unwrap();
+    std::fs::write(&predictions, text.lines().next().unwrap()).unwrap();
+    let out = ok(run(work, TRAIN, &["--summarize", "cut"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("fold 3: {0} of its {0} held-out images have no row in", straight.0[2][2])),
+        "{stderr}"
+    );
+
+    // A label edited in images.csv is not the one the fold's model was tested with: refused,
+    // naming the row, and nothing is written.
+    copy_dir(&work.join("straight"), &work.join("relabelled"));
+    let images_csv = work.join("relabelled/images.csv");
+    let text = std::fs::read_to_string(&images_csv).unwrap();
+    let row = text.lines().position(|l| l.contains(",full_shot,")).unwrap();
+    let edited: Vec<String> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| if i == row { l.replace(",full_shot,", ",detail_shot,") } else { l.into() })
+        .collect();
+    std::fs::write(&images_csv, edited.join("\n") + "\n").unwrap();
+    let before = written_by_summarize(&work.join("relabelled"));
+    let out = run(work, TRAIN, &["--summarize", "relabelled"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let refused = format!("relabelled/images.csv: row {} (", row + 1);
+    assert!(
+        !out.status.success() && stderr.contains(&refused) && stderr.contains("is labelled detail_shot but fold "),
+        "{stderr}"
+    );
+    assert!(stderr.contains(" tested it as full_shot"), "{stderr}");
+    assert_eq!(written_by_summarize(&work.join("relabelled")), before);
+
+    // Another number of folds, or another config, in the same folder is refused, naming what differs.
+    for (folds, epochs, differs) in [
+        ("4", "2", "`folds` is 3 in straight/cv_plan.json, 4 in this command"),
+        ("3", "3", "`training.epochs` is 2 in straight/cv_plan.json, 3 in this command"),
+    ] {
+        let command =
+            ["--config", "config.json", "--cross-validate", folds, "--cv-dir", "straight", "--epochs", epochs];
+        let out = run(work, TRAIN, &command);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("straight holds another cross-validation"), "{stderr}");
+        assert!(stderr.contains(differs), "{stderr}");
+    }
 
     // So is the same command after the split files changed (a label corrected).
     let train_csv = work.join("data/train_data.csv");
@@ -486,16 +546,30 @@ fn a_repeated_cross_validation_averages_its_repeats() {
     }
 
     // A repeat folder from another cross-validation is not averaged in.
-    let copied = work.join("copied");
-    let cp = std::process::Command::new("cp").args(["-r", "cv", "copied"]).current_dir(work).status().unwrap();
-    assert!(cp.success());
-    let plan_path = copied.join("repeat_2/cv_plan.json");
-    let mut plan = read_json(&plan_path);
-    plan["base_config"]["system"]["seed"] = serde_json::json!(99);
-    std::fs::write(&plan_path, plan.to_string()).unwrap();
+    // (A copy of `cv` whose plan `plan` has `section.key` set to `value`.)
+    let edited_copy = |name: &str, plan: &str, section: &str, key: &str, value: u64| {
+        copy_dir(&cv, &work.join(name));
+        let plan_path = work.join(name).join(plan);
+        let mut plan = read_json(&plan_path);
+        plan["base_config"][section][key] = serde_json::json!(value);
+        std::fs::write(&plan_path, plan.to_string()).unwrap();
+    };
+    edited_copy("copied", "repeat_2/cv_plan.json", "system", "seed", 99);
     let out = run(work, TRAIN, &["--summarize", "copied"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("is not repeat 2 of the cross-validation"), "{stderr}");
+    assert!(
+        stderr.contains("`system.seed` is 99 in copied/repeat_2/cv_plan.json, 6 in copied/cv_plan.json"),
+        "{stderr}"
+    );
+    // An edit of the top plan is named the same way, with both files, by --summarize and --resume.
+    edited_copy("edited", "cv_plan.json", "training", "epochs", 3);
+    let differs = "`training.epochs` is 2 in edited/repeat_2/cv_plan.json, 3 in edited/cv_plan.json for repeat 2";
+    for command in [["--summarize", "edited"], ["--resume", "edited"]] {
+        let out = run(work, TRAIN, &command);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(differs), "{stderr}");
+    }
 
     // A fold not finished is named with its repeat, on the terminal and in cv_results.json.
     let cp = std::process::Command::new("cp").args(["-r", "cv", "partial"]).current_dir(work).status().unwrap();
@@ -520,6 +594,15 @@ fn a_repeated_cross_validation_averages_its_repeats() {
             _ => format!("its 2 held-out models (repeat 1 fold {f1}, repeat 2 fold {f2}), averaged: "),
         };
         assert!(why.starts_with(&expected), "{why} / {expected}");
+    }
+    // A repeat whose plan was deleted after its folds trained is refused by both, saying so
+    // (it is not one "not set up yet", and setting it up again would reuse its runs).
+    std::fs::remove_file(work.join("partial/repeat_2/cv_plan.json")).unwrap();
+    for command in [["--summarize", "partial"], ["--resume", "partial"]] {
+        let out = run(work, TRAIN, &command);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lost = "partial/repeat_2 has no cv_plan.json, yet its fold_";
+        assert!(!out.status.success() && stderr.contains(lost) && stderr.contains("was the plan deleted"), "{stderr}");
     }
     // A repeat not set up yet (its job-array member has not started): all its folds.
     std::fs::remove_dir_all(work.join("partial/repeat_2")).unwrap();
@@ -553,7 +636,10 @@ fn a_repeated_cross_validation_averages_its_repeats() {
     three[5] = "3";
     let out = run(work, TRAIN, &three);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("number of folds or of repeats"), "{stderr}");
+    assert!(
+        !out.status.success() && stderr.contains("`repeats` is 2 in cv/cv_plan.json, 3 in this command"),
+        "{stderr}"
+    );
 }
 
 /// Every file under `dir`.

@@ -216,10 +216,13 @@ fn summarize(dir: &Path, judging: Judging, stop: &StopFlag) -> Result<Ending> {
             Outcome::Stopped(stopped) => return Ok(Ending::Stopped(stopped)),
         };
         report::print_cv_summary(dir, &summary);
-    } else {
+    } else if dir.join(imgtype::sweep::PLAN_FILE).exists() {
         let summary = imgtype::sweep::summarize(dir)?;
         println!("sweep folder: {}", dir.display());
         report::print_sweep_table(&summary);
+    } else {
+        let (cv, sweep) = (imgtype::crossval::CV_PLAN_FILE, imgtype::sweep::PLAN_FILE);
+        anyhow::bail!("{} is neither a cross-validation (no {cv}) nor a sweep (no {sweep})", dir.display());
     }
     Ok(Ending::Done)
 }

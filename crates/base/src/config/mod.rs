@@ -7,6 +7,7 @@
 
 mod choices;
 mod data;
+mod diff;
 mod load;
 pub mod python_keys;
 mod validate;
@@ -18,6 +19,7 @@ pub use choices::{
     Backbone, DeviceChoice, InferenceEngineChoice, LogLevel, Metric, OptimizerKind, Precision, Scheduler, Strength,
 };
 pub use data::DataConfig;
+pub use diff::{describe_differences, differing_keys};
 pub use load::LoadedConfig;
 
 use std::collections::BTreeMap;

@@ -41,16 +41,13 @@ pub fn print_cv_summary(dir: &Path, summary: &CvSummary) {
         spread(summary.f1_macro),
         spread(summary.f1_weighted)
     );
-    let finished = summary.folds.iter().filter(|f| f.status == "finished");
-    let smallest_fold = finished.map(|f| f.held_out_images).min().unwrap_or(0);
-    let judged_on = match summary.neighbours {
-        0 => "the models' probabilities".to_string(),
+    let judged_on = match (summary.neighbours, summary.neighbours_in_smallest_fold) {
+        (0, _) => "the models' probabilities".to_string(),
         // Neighbours are the other images of one fold: K beyond them asks for more than there are.
-        k if smallest_fold > 0 && k >= smallest_fold => format!(
-            "the models' probabilities with {k} neighbours' labels, at most {} in the smallest fold: all its other images",
-            smallest_fold.saturating_sub(1)
+        (k, fewer) if fewer < k => format!(
+            "the models' probabilities with {k} neighbours' labels, at most {fewer} in the smallest fold: all its other images"
         ),
-        k => format!("the models' probabilities with {k} neighbours' labels"),
+        (k, _) => format!("the models' probabilities with {k} neighbours' labels"),
     };
     println!(
         "labels to review: {} of {} images with an out-of-fold prediction ({} by confident learning on {judged_on}), \

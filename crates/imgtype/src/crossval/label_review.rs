@@ -6,9 +6,9 @@ use std::path::Path;
 use anyhow::Result;
 use serde::Serialize;
 
-use super::folds::FoldImage;
 use super::layout::FoldId;
 use crate::config::Config;
+use crate::data::folds::FoldImage;
 use crate::eval::label_issues::LabelIssues;
 use crate::train::PredictionRow;
 

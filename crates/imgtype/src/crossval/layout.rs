@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::folds::{read_images_csv, FoldImage};
 use crate::config::Config;
+use crate::data::folds::{read_images_csv, FoldImage};
 
 pub const CV_PLAN_FILE: &str = "cv_plan.json";
 pub(super) const IMAGES_FILE: &str = "images.csv";
@@ -70,6 +70,28 @@ pub fn is_cv_folder(dir: &Path) -> bool {
     crate::fsutil::is_present(&dir.join(CV_PLAN_FILE))
 }
 
+/// A folder without a plan whose folds have begun training lost it (deleted, moved): setting it
+/// up again would take those runs for another cross-validation's.
+pub(super) fn check_plan_not_lost(dir: &Path) -> Result<()> {
+    // Sorted, so that the message names the same fold and file each time.
+    let sorted = |dir: &Path| -> Vec<String> {
+        let entries = std::fs::read_dir(dir).into_iter().flatten().flatten();
+        let mut names: Vec<String> = entries.map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        names.sort_unstable();
+        names
+    };
+    for fold in sorted(dir).into_iter().filter(|name| name.starts_with("fold_")) {
+        if let Some(begun) = sorted(&dir.join(&fold)).into_iter().find(|n| n != "data" && !n.starts_with('.')) {
+            bail!(
+                "{} has no {CV_PLAN_FILE}, yet its {fold} has begun training ({begun} is there): was the plan \
+                 deleted or moved? Put it back, or move the folder away and start again",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The plan recorded in the cross-validation folder `dir`.
 pub(super) fn read_plan(dir: &Path) -> Result<CvPlan> {
     let path = dir.join(CV_PLAN_FILE);
@@ -122,20 +144,46 @@ pub(super) fn repeat_dir(dir: &Path, repeat: usize) -> PathBuf {
 pub(super) fn read_repeat_plan(dir: &Path, first: &CvPlan, repeat: usize) -> Result<CvPlan> {
     let folder = repeat_dir(dir, repeat);
     let plan = read_plan(&folder)?;
+    let counts =
+        [("folds", plan.folds, first.folds), ("images", plan.images, first.images), ("repeats", plan.repeats, 1)];
+    let (own, firsts) = (folder.join(CV_PLAN_FILE), dir.join(CV_PLAN_FILE));
     let expected = repeat_config(&first.base_config, repeat);
-    if plan.base_config != expected
-        || plan.folds != first.folds
-        || plan.images != first.images
-        || plan.data_fingerprint != first.data_fingerprint
-        || plan.repeats != 1
-    {
+    let wanted_in = format!("{} for repeat {repeat}", firsts.display());
+    let mut what: Vec<String> =
+        differences(&plan.base_config, &expected, &counts, &own.display().to_string(), &wanted_in)
+            .into_iter()
+            .collect();
+    if plan.data_fingerprint != first.data_fingerprint {
+        what.push("it was made from other split files (`data_fingerprint`)".into());
+    }
+    if !what.is_empty() {
         bail!(
-            "{} is not repeat {repeat} of the cross-validation in {}: its config, folds or split files differ",
+            "{} is not repeat {repeat} of the cross-validation in {}: {}; one of the plans was edited, or the \
+             folder comes from another cross-validation",
             folder.display(),
-            dir.display()
+            dir.display(),
+            what.join("; ")
         );
     }
     Ok(plan)
+}
+
+/// How a plan differs from what is asked of it, key by key (`` `folds` is 5 in A, 4 in B ``,
+/// then the config's keys), or `None` when it does not.
+pub(super) fn differences(
+    found: &Config,
+    wanted: &Config,
+    counts: &[(&str, usize, usize)],
+    found_in: &str,
+    wanted_in: &str,
+) -> Option<String> {
+    let counted = counts
+        .iter()
+        .filter(|(_, f, w)| f != w)
+        .map(|(key, f, w)| format!("`{key}` is {f} in {found_in}, {w} in {wanted_in}"));
+    let parts: Vec<String> =
+        counted.chain(crate::config::describe_differences(found, found_in, wanted, wanted_in)).collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// Repeat `repeat`'s config: the fold seed and the training seed moved on by `repeat − 1`.

@@ -31,7 +31,8 @@ pub(super) fn neighbour_shares(
     named: &dyn Fn(usize) -> String,
 ) -> Option<Vec<Vec<f64>>> {
     let mut embeddings: Vec<Option<Vec<f32>>> = vec![None; oof.len()];
-    let mut unreadable: Vec<(usize, String)> = Vec::new();
+    // Unreadable images: how many, and the first with why (one is enough to say what went wrong).
+    let (mut unreadable, mut first_unreadable) = (0, None);
     let mut folds: Vec<usize> = oof.iter().map(|o| o.image.fold).collect();
     folds.sort_unstable();
     folds.dedup();
@@ -45,7 +46,10 @@ pub(super) fn neighbour_shares(
         match embedded {
             Ok(vectors) => rows.iter().zip(vectors).for_each(|(&i, vector)| match vector {
                 Ok(v) => embeddings[i] = Some(v),
-                Err(why) => unreadable.push((i, why)),
+                Err(why) => {
+                    unreadable += 1;
+                    first_unreadable.get_or_insert((i, why));
+                }
             }),
             Err(e) => {
                 tracing::warn!(
@@ -56,11 +60,10 @@ pub(super) fn neighbour_shares(
             }
         }
     }
-    if let Some((first, why)) = unreadable.first() {
+    if let Some((first, why)) = first_unreadable {
         tracing::warn!(
-            "{} out-of-fold image(s) could not be read again to embed (the first, held out in {}: {why}); label issues from the models' probabilities alone",
-            unreadable.len(),
-            named(oof[*first].image.fold)
+            "{unreadable} out-of-fold image(s) could not be read again to embed (the first, held out in {}: {why}); label issues from the models' probabilities alone",
+            named(oof[first].image.fold)
         );
         return None;
     }

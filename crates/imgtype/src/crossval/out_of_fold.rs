@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use super::folds::FoldImage;
 use super::label_review::OutOfFold;
-use super::layout::{fold_name, read_images, CvPlan, FoldId};
+use super::layout::{fold_name, read_images, CvPlan, FoldId, IMAGES_FILE};
 use super::neighbour_opinion::neighbour_shares;
+use crate::data::folds::FoldImage;
 use crate::sweep::{observed_state, Observed};
 use crate::train::{PredictionRow, RunLayout, TestPredictions};
 
@@ -65,6 +65,7 @@ pub(super) fn read_repeat(dir: &Path, plan: &CvPlan, of: RepeatOf, neighbours: u
     let named = |fold: usize| FoldId { repeat, fold }.label(repeats);
     let mut folds = Vec::new();
     let mut by_key: HashMap<(usize, String, String), PredictionRow> = HashMap::new();
+    let mut tested = Vec::new();
     for fold in 1..=plan.folds {
         let held_out = plan.fold_images[fold - 1];
         // A fold whose files cannot be read (copied, edited, damaged) is one the summary cannot
@@ -82,6 +83,7 @@ pub(super) fn read_repeat(dir: &Path, plan: &CvPlan, of: RepeatOf, neighbours: u
                     fold_predictions.class_names
                 );
             }
+            tested.push(fold);
             for row in fold_predictions.rows {
                 by_key.insert((fold, row.record.image_path.clone(), row.record.product_id.clone()), row);
             }
@@ -91,21 +93,53 @@ pub(super) fn read_repeat(dir: &Path, plan: &CvPlan, of: RepeatOf, neighbours: u
     // A row listed twice gets the one prediction of its image twice.
     let predictions: Vec<Option<PredictionRow>> =
         images.iter().map(|i| by_key.get(&(i.fold, i.image_path.clone(), i.product_id.clone())).cloned()).collect();
-    let finished: Vec<usize> = folds.iter().filter(|f| f.status == "finished").map(|f| f.fold).collect();
-    let scored = predictions.iter().filter(|p| p.is_some()).count();
-    let unscored = images.iter().filter(|i| finished.contains(&i.fold)).count() - scored;
-    let which = if repeats == 1 { String::new() } else { format!(" (repeat {repeat})") };
-    if unscored > 0 {
-        tracing::warn!(
-            "{unscored} held-out image(s) of finished folds{which} could not be read and have no out-of-fold prediction"
-        );
+    check_same_labels(&dir.join(IMAGES_FILE), &images, &predictions, &named)?;
+    for fold in folds.iter().filter(|f| tested.contains(&f.fold)) {
+        let mut missing = (0..images.len()).filter(|&i| images[i].fold == fold.fold && predictions[i].is_none());
+        if let (Some(first), Some(run)) = (missing.next(), &fold.run_dir) {
+            tracing::warn!(
+                "{}: {} of its {} held-out images have no row in {} (the first: {}): unreadable when the fold was \
+                 tested, or the file is another fold's; they have no out-of-fold prediction",
+                named(fold.fold),
+                missing.count() + 1,
+                fold.held_out_images,
+                run.join("test_predictions.csv").display(),
+                images[first].image_path
+            );
+        }
     }
+    let which = if repeats == 1 { String::new() } else { format!(" (repeat {repeat})") };
     let unfinished: Vec<usize> = folds.iter().filter(|f| f.status != "finished").map(|f| f.fold).collect();
     if !unfinished.is_empty() {
         tracing::warn!("folds not finished yet{which}: {unfinished:?}; their images have no out-of-fold prediction");
     }
     let neighbours = (neighbours > 0).then(|| repeat_neighbours(&images, &predictions, &folds, plan, neighbours, of));
     Ok(RepeatResults { repeat, folds, images, predictions, neighbours: neighbours.flatten() })
+}
+
+/// Each predicted image's label in `images.csv` is the one its fold was tested with: an edited
+/// list would judge labels no model saw.
+fn check_same_labels(
+    path: &Path,
+    images: &[FoldImage],
+    predictions: &[Option<PredictionRow>],
+    named: &dyn Fn(usize) -> String,
+) -> Result<()> {
+    for (row, (image, prediction)) in images.iter().zip(predictions).enumerate() {
+        if let Some(tested) = prediction.as_ref().filter(|p| p.record.image_type != image.image_type) {
+            bail!(
+                "{}: row {} ({}) is labelled {} but {} tested it as {}: the file was changed since; start a new \
+                 cross-validation",
+                path.display(),
+                row + 2,
+                image.image_path,
+                image.image_type,
+                named(image.fold),
+                tested.record.image_type
+            );
+        }
+    }
+    Ok(())
 }
 
 fn repeat_neighbours(

@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::folds::{assign_folds, write_fold_data, write_images_csv};
 use super::layout::{
-    fold_name, is_cv_folder, read_plan, read_repeat_plan, repeat_config, repeat_dir, CvPlan, FoldId, CV_PLAN_FILE,
-    IMAGES_FILE, MAX_FOLDS, MAX_REPEATS,
+    check_plan_not_lost, differences, fold_name, is_cv_folder, read_plan, read_repeat_plan, repeat_config, repeat_dir,
+    CvPlan, FoldId, CV_PLAN_FILE, IMAGES_FILE, MAX_FOLDS, MAX_REPEATS,
 };
 use super::summary::{summarize, CvSummary, Judging};
 use crate::config::Config;
+use crate::data::folds::{assign_folds, write_fold_data, write_images_csv};
 use crate::data::SplitName;
 use crate::stop::Outcome;
 use crate::sweep::{run_planned, Member, PlannedRun, RunCounts};
@@ -103,18 +103,15 @@ pub fn resume_cross_validation(dir: &Path, mut options: CvOptions) -> Result<CvE
 /// disk means complete folds).
 fn prepare(dir: &Path, config: &Config, folds: usize, repeats: usize) -> Result<CvPlan> {
     let data_fingerprint = data_fingerprint(&config.paths.data_dir)?;
-    let prepare_repeats = || -> Result<()> {
-        for repeat in 2..=repeats {
-            prepare(&repeat_dir(dir, repeat), &repeat_config(config, repeat), folds, 1)?;
-        }
-        Ok(())
-    };
-    if is_cv_folder(dir) {
+    let planned = is_cv_folder(dir);
+    let plan = if planned {
         let plan = read_plan(dir)?;
-        if plan.base_config != *config || plan.folds != folds || plan.repeats != repeats {
+        let counts = [("folds", plan.folds, folds), ("repeats", plan.repeats, repeats)];
+        let plan_file = dir.join(CV_PLAN_FILE).display().to_string();
+        if let Some(what) = differences(&plan.base_config, config, &counts, &plan_file, "this command") {
             bail!(
-                "{} holds a cross-validation with another config, number of folds or of repeats: continue it \
-                 with `train --resume {}`, or give this one its own folder",
+                "{} holds another cross-validation ({what}): continue it with `train --resume {}`, or give this \
+                 one its own folder",
                 dir.display(),
                 dir.display()
             );
@@ -127,28 +124,36 @@ fn prepare(dir: &Path, config: &Config, folds: usize, repeats: usize) -> Result<
                 dir.display()
             );
         }
-        prepare_repeats()?;
-        return Ok(plan);
+        plan
+    } else {
+        check_unplanned(dir)?;
+        let images = assign_folds(config, folds)?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        write_images_csv(&dir.join(IMAGES_FILE), &images)?;
+        for fold in 1..=folds {
+            write_fold_data(&dir.join(fold_name(fold)).join("data"), &images, fold)?;
+        }
+        let fold_images = (1..=folds).map(|f| images.iter().filter(|i| i.fold == f).count()).collect();
+        CvPlan { base_config: config.clone(), folds, data_fingerprint, images: images.len(), fold_images, repeats }
+    };
+    for repeat in 2..=repeats {
+        let folder = repeat_dir(dir, repeat);
+        if is_cv_folder(&folder) {
+            read_repeat_plan(dir, &plan, repeat)?;
+        } else {
+            prepare(&folder, &repeat_config(config, repeat), folds, 1)?;
+        }
     }
-    check_unplanned(dir)?;
-    let images = assign_folds(config, folds)?;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    write_images_csv(&dir.join(IMAGES_FILE), &images)?;
-    for fold in 1..=folds {
-        write_fold_data(&dir.join(fold_name(fold)).join("data"), &images, fold)?;
+    if !planned {
+        crate::fsutil::write_json_atomic(&dir.join(CV_PLAN_FILE), &plan)?;
+        tracing::info!(
+            "cross-validation in {}: {} images in {folds} folds of {:?} held-out images{}",
+            dir.display(),
+            plan.images,
+            plan.fold_images,
+            if repeats > 1 { format!(", {repeats} times with other folds") } else { String::new() }
+        );
     }
-    prepare_repeats()?;
-    let fold_images = (1..=folds).map(|f| images.iter().filter(|i| i.fold == f).count()).collect();
-    let images = images.len();
-    let plan = CvPlan { base_config: config.clone(), folds, data_fingerprint, images, fold_images, repeats };
-    crate::fsutil::write_json_atomic(&dir.join(CV_PLAN_FILE), &plan)?;
-    tracing::info!(
-        "cross-validation in {}: {} images in {folds} folds of {:?} held-out images{}",
-        dir.display(),
-        plan.images,
-        plan.fold_images,
-        if repeats > 1 { format!(", {repeats} times with other folds") } else { String::new() }
-    );
     Ok(plan)
 }
 
@@ -158,6 +163,7 @@ fn prepare(dir: &Path, config: &Config, folds: usize, repeats: usize) -> Result<
 /// refused before anything is written.
 fn check_unplanned(dir: &Path) -> Result<()> {
     let numbered = |name: &str, prefix: &str| name.strip_prefix(prefix).is_some_and(|n| n.parse::<usize>().is_ok());
+    check_plan_not_lost(dir)?;
     crate::fsutil::check_new_folder(dir, "a cross-validation folder", |name| {
         name == IMAGES_FILE || numbered(name, "fold_") || numbered(name, "repeat_")
     })?;

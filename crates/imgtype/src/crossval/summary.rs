@@ -11,11 +11,11 @@ use serde::Serialize;
 
 pub use super::label_review::Confusion;
 use super::label_review::{confusions, contact_sheet, IssueRow, Judgement, OutOfFold};
-use super::layout::{is_cv_folder, read_plan, read_repeat_plan, repeat_dir, FoldId};
+use super::layout::{check_plan_not_lost, is_cv_folder, read_plan, read_repeat_plan, repeat_dir, CvPlan, FoldId};
 pub use super::out_of_fold::FoldResult;
-use super::out_of_fold::{average_repeats, read_repeat, RepeatOf};
+use super::out_of_fold::{average_repeats, read_repeat, RepeatOf, RepeatResults};
 use crate::eval::label_issues::{find_label_issues, LabelQuality};
-use crate::eval::neighbours::{blend, DEFAULT_NEIGHBOURS, NEIGHBOUR_WEIGHT};
+use crate::eval::neighbours::{blend, neighbours_within, DEFAULT_NEIGHBOURS, NEIGHBOUR_WEIGHT};
 use crate::stop::{Outcome, StopFlag, Stopped};
 
 /// Mean and (population) standard deviation over the finished folds.
@@ -62,6 +62,9 @@ pub struct CvSummary {
     /// Neighbours blended into the probabilities confident learning judged (0: none, as
     /// asked or because some image could not be embedded) and their weight.
     pub neighbours: usize,
+    /// Neighbours each image of the smallest finished fold had: `neighbours`, or all the other
+    /// images of that fold where there are fewer.
+    pub neighbours_in_smallest_fold: usize,
     pub neighbour_weight: f64,
     /// Per class, the threshold of confident learning (mean self-confidence).
     pub class_thresholds: Vec<(String, f64)>,
@@ -76,23 +79,7 @@ pub fn summarize(dir: &Path, judging: Judging, stop: &StopFlag) -> Result<Outcom
     let quality = judging.quality;
     let plan = read_plan(dir)?;
     let class_names = &plan.base_config.data.class_names;
-    let mut repeats = Vec::new();
-    let mut not_set_up = Vec::new();
-    if judging.neighbours > 0 {
-        tracing::info!("embedding the held-out images for their {} nearest neighbours' labels", judging.neighbours);
-    }
-    for repeat in 1..=plan.repeats {
-        let folder = repeat_dir(dir, repeat);
-        if repeat > 1 && !is_cv_folder(&folder) {
-            // Not set up yet (its member has not started): as folds not finished.
-            tracing::warn!("repeat {repeat}: {} is not set up yet; its folds are not counted", folder.display());
-            not_set_up.extend((1..=plan.folds).map(|fold| FoldId { repeat, fold }));
-            continue;
-        }
-        let repeat_plan = if repeat == 1 { None } else { Some(read_repeat_plan(dir, &plan, repeat)?) };
-        let of = RepeatOf { repeat, repeats: plan.repeats };
-        repeats.push(read_repeat(&folder, repeat_plan.as_ref().unwrap_or(&plan), of, judging.neighbours)?);
-    }
+    let (repeats, not_set_up) = read_repeats(dir, &plan, judging.neighbours)?;
     let (oof, neighbours) = average_repeats(&repeats, class_names);
     let folds: Vec<FoldResult> = repeats.iter().flat_map(|r| r.folds.iter().cloned()).collect();
     let unfinished_folds = folds.iter().filter(|f| f.status != "finished").map(FoldResult::id);
@@ -130,6 +117,8 @@ pub fn summarize(dir: &Path, judging: Judging, stop: &StopFlag) -> Result<Outcom
     crate::report::draw("label_issues.png", || contact_sheet(&label_issues_png, &plan.base_config, &issues, oof.len()));
     let finished: Vec<&FoldResult> = folds.iter().filter(|f| f.status == "finished").collect();
     let spread = |figure: fn(&FoldResult) -> Option<f64>| spread(finished.iter().filter_map(|f| figure(f)));
+    let used_neighbours = if neighbours.is_some() { judging.neighbours } else { 0 };
+    let smallest_fold = finished.iter().map(|f| f.held_out_images).min().unwrap_or(0);
     let summary = CvSummary {
         accuracy: spread(|f| f.accuracy),
         f1_macro: spread(|f| f.f1_macro),
@@ -142,7 +131,8 @@ pub fn summarize(dir: &Path, judging: Judging, stop: &StopFlag) -> Result<Outcom
         label_issues: issues.len(),
         confident_learning_issues: found.is_issue.iter().filter(|&&f| f).count(),
         ranked_by: quality,
-        neighbours: if neighbours.is_some() { judging.neighbours } else { 0 },
+        neighbours: used_neighbours,
+        neighbours_in_smallest_fold: neighbours_within(used_neighbours, smallest_fold),
         neighbour_weight: if neighbours.is_some() { NEIGHBOUR_WEIGHT } else { 0.0 },
         class_thresholds: class_names.iter().cloned().zip(found.thresholds.iter().copied()).collect(),
         confusions: confusions(&found, &issues, class_names),
@@ -150,6 +140,30 @@ pub fn summarize(dir: &Path, judging: Judging, stop: &StopFlag) -> Result<Outcom
     crate::fsutil::write_json_atomic(&dir.join("cv_results.json"), &summary)?;
     write_cv_results_csv(&dir.join("cv_results.csv"), &summary)?;
     Ok(Outcome::Finished(summary))
+}
+
+/// Each repeat's folds (`neighbours` > 0: with the neighbours' shares), and the folds of the
+/// repeats not set up yet.
+fn read_repeats(dir: &Path, plan: &CvPlan, neighbours: usize) -> Result<(Vec<RepeatResults>, Vec<FoldId>)> {
+    let mut repeats = Vec::new();
+    let mut not_set_up = Vec::new();
+    if neighbours > 0 {
+        tracing::info!("embedding the held-out images for their {neighbours} nearest neighbours' labels");
+    }
+    for repeat in 1..=plan.repeats {
+        let folder = repeat_dir(dir, repeat);
+        if repeat > 1 && !is_cv_folder(&folder) {
+            check_plan_not_lost(&folder)?;
+            // Not set up yet (its member has not started): as folds not finished.
+            tracing::warn!("repeat {repeat}: {} is not set up yet; its folds are not counted", folder.display());
+            not_set_up.extend((1..=plan.folds).map(|fold| FoldId { repeat, fold }));
+            continue;
+        }
+        let repeat_plan = if repeat == 1 { None } else { Some(read_repeat_plan(dir, plan, repeat)?) };
+        let of = RepeatOf { repeat, repeats: plan.repeats };
+        repeats.push(read_repeat(&folder, repeat_plan.as_ref().unwrap_or(plan), of, neighbours)?);
+    }
+    Ok((repeats, not_set_up))
 }
 
 fn stopped_before_writing(dir: &Path) -> Outcome<CvSummary> {

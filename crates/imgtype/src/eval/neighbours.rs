@@ -53,7 +53,7 @@ pub fn neighbour_label_shares(
 /// by one matrix product per block of rows (a fold of 20,000 images takes seconds).
 fn nearest(embeddings: &[Vec<f32>], members: &[usize], k: usize) -> Vec<Vec<usize>> {
     let n = members.len() as i64;
-    let k = k.min(members.len().saturating_sub(1)) as i64;
+    let k = neighbours_within(k, members.len()) as i64;
     if k == 0 {
         return vec![Vec::new(); members.len()];
     }
@@ -72,6 +72,12 @@ fn nearest(embeddings: &[Vec<f32>], members: &[usize], k: usize) -> Vec<Vec<usiz
         out.extend(indices.chunks(k as usize).map(|row| row.iter().map(|&j| j as usize).collect()));
     }
     out
+}
+
+/// The neighbours each image of a group of `members` has when `k` are asked for: at most all
+/// the others.
+pub fn neighbours_within(k: usize, members: usize) -> usize {
+    k.min(members.saturating_sub(1))
 }
 
 /// `(1 − weight) · model + weight · neighbours`, per image.

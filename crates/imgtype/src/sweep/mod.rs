@@ -10,6 +10,7 @@ mod plan;
 mod results;
 mod run;
 
+pub use layout::PLAN_FILE;
 pub(crate) use layout::{observed_state, Observed};
 pub use plan::{apply_overrides, plan, EpochsOverride, Experiment, NamedExperiment, SweepFile};
 pub use results::{summarize, ExperimentResult, Summary};

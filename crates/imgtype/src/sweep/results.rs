@@ -48,7 +48,7 @@ pub struct Summary {
 pub fn summarize(dir: &Path) -> Result<Summary> {
     let plan_path = dir.join(PLAN_FILE);
     if !plan_path.exists() {
-        anyhow::bail!("{} is neither a cross-validation (no cv_plan.json) nor a sweep (no {PLAN_FILE})", dir.display());
+        anyhow::bail!("{} is not a sweep folder (no {PLAN_FILE})", dir.display());
     }
     let plan: PlanRecord =
         crate::fsutil::read_json(&plan_path).with_context(|| format!("{} is not a sweep plan", plan_path.display()))?;

@@ -14,14 +14,15 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
-use crate::data::duplicates::UnionFind;
-use crate::data::records::read_split_csv;
-use crate::data::{ImageRecord, SplitName};
+use imgtype_base::config::Config;
+use imgtype_images::records::read_split_csv;
+use imgtype_images::{ImageRecord, SplitName};
+
+use crate::duplicates::UnionFind;
 
 /// A row of `images.csv`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(super) struct FoldImage {
+pub struct FoldImage {
     pub image_path: String,
     pub product_id: String,
     pub image_type: String,
@@ -42,7 +43,7 @@ impl FoldImage {
 }
 
 /// Every image of `config`'s split files with its fold, in split-file order.
-pub(super) fn assign_folds(config: &Config, folds: usize) -> Result<Vec<FoldImage>> {
+pub fn assign_folds(config: &Config, folds: usize) -> Result<Vec<FoldImage>> {
     let data_dir = &config.paths.data_dir;
     let mut images = Vec::new();
     for split in SplitName::ALL {
@@ -111,7 +112,7 @@ pub(super) fn assign_folds(config: &Config, folds: usize) -> Result<Vec<FoldImag
 /// Each product's `category_name` from the product CSV; none (one stratum) when it cannot
 /// be read, with a warning.
 fn product_categories(config: &Config) -> HashMap<String, String> {
-    match crate::data::product::read_products(&config.data.csv_path) {
+    match crate::product::read_products(&config.data.csv_path) {
         Ok(table) => table.products.into_iter().map(|p| (p.id, p.category)).collect(),
         Err(e) => {
             tracing::warn!("folds not stratified by category: {e:#}");
@@ -122,7 +123,7 @@ fn product_categories(config: &Config) -> HashMap<String, String> {
 
 /// The product ids of each group of `duplicates.csv`, when `divide --find-duplicates` wrote one.
 fn duplicate_groups(path: &Path) -> Result<Vec<Vec<String>>> {
-    if !crate::fsutil::is_present(path) {
+    if !imgtype_base::fsutil::is_present(path) {
         return Ok(Vec::new());
     }
     #[derive(Deserialize)]
@@ -131,7 +132,7 @@ fn duplicate_groups(path: &Path) -> Result<Vec<Vec<String>>> {
         product_id: String,
     }
     let mut groups: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-    let mut reader = crate::fsutil::csv_reader(path, &path.display().to_string())?;
+    let mut reader = imgtype_base::fsutil::csv_reader(path, &path.display().to_string())?;
     for (index, row) in reader.deserialize::<Row>().enumerate() {
         let row = row.with_context(|| format!("{}: row {} is not valid", path.display(), index + 2))?;
         groups.entry(row.group).or_default().push(row.product_id);
@@ -139,8 +140,8 @@ fn duplicate_groups(path: &Path) -> Result<Vec<Vec<String>>> {
     Ok(groups.into_values().collect())
 }
 
-pub(super) fn write_images_csv(path: &Path, images: &[FoldImage]) -> Result<()> {
-    crate::fsutil::write_atomic_with(path, |w| {
+pub fn write_images_csv(path: &Path, images: &[FoldImage]) -> Result<()> {
+    imgtype_base::fsutil::write_atomic_with(path, |w| {
         let mut csv = csv::Writer::from_writer(w);
         images.iter().try_for_each(|image| csv.serialize(image))?;
         csv.flush()?;
@@ -149,8 +150,8 @@ pub(super) fn write_images_csv(path: &Path, images: &[FoldImage]) -> Result<()> 
 }
 
 /// `images.csv`, each row's class one of `class_names` and its fold in 1..=`folds`.
-pub(super) fn read_images_csv(path: &Path, class_names: &[String], folds: usize) -> Result<Vec<FoldImage>> {
-    let mut reader = crate::fsutil::csv_reader(path, &path.display().to_string())?;
+pub fn read_images_csv(path: &Path, class_names: &[String], folds: usize) -> Result<Vec<FoldImage>> {
+    let mut reader = imgtype_base::fsutil::csv_reader(path, &path.display().to_string())?;
     let mut images = Vec::new();
     for (index, row) in reader.deserialize::<FoldImage>().enumerate() {
         let row = row.with_context(|| format!("{}: row {} is not valid", path.display(), index + 2))?;
@@ -170,14 +171,14 @@ pub(super) fn read_images_csv(path: &Path, class_names: &[String], folds: usize)
 
 /// `data_dir/{train,validation,test}_data.csv` for fold `fold`: training on the other folds,
 /// validating and testing on this one.
-pub(super) fn write_fold_data(data_dir: &Path, images: &[FoldImage], fold: usize) -> Result<()> {
+pub fn write_fold_data(data_dir: &Path, images: &[FoldImage], fold: usize) -> Result<()> {
     std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
     let held_out: Vec<ImageRecord> = images.iter().filter(|i| i.fold == fold).map(FoldImage::record).collect();
     let training: Vec<ImageRecord> = images.iter().filter(|i| i.fold != fold).map(FoldImage::record).collect();
     for (split, records) in
         [(SplitName::Train, &training), (SplitName::Validation, &held_out), (SplitName::Test, &held_out)]
     {
-        crate::fsutil::write_atomic_with(&data_dir.join(split.file_name()), |w| {
+        imgtype_base::fsutil::write_atomic_with(&data_dir.join(split.file_name()), |w| {
             let mut csv = csv::Writer::from_writer(w);
             records.iter().try_for_each(|r| csv.serialize(r))?;
             csv.flush()?;
