@@ -183,10 +183,18 @@ fn cross_validation_finds_planted_labels_as_cleanlab_does() {
     let out = run(work, TRAIN, &["--summarize", cv.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("images.csv is not the file ") && stderr.contains("(its fingerprint differs)"), "{stderr}");
+    // A plan from before images.csv's fingerprint was kept: the folds' counts still catch it.
+    let mut plan = read_json(&cv.join("cv_plan.json"));
+    assert!(plan.as_object_mut().unwrap().remove("images_fingerprint").is_some());
+    std::fs::write(cv.join("cv_plan.json"), plan.to_string()).unwrap();
+    let out = run(work, TRAIN, &["--summarize", cv.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
     let planned = images.iter().filter(|row| row[4] == fold).count();
     let says = format!("images.csv: fold {fold} lists {} images but ", planned + 1);
     assert!(stderr.contains(&says) && stderr.contains(&format!("cv_plan.json counted {planned}: ")), "{stderr}");
-    assert!(stderr.contains("the file was changed since; start a new cross-validation"), "{stderr}");
+    assert!(stderr.contains("one of the two was changed since; start a new cross-validation"), "{stderr}");
     assert!(written_by_summarize(&cv) == before);
 }
 
@@ -428,28 +436,44 @@ fn a_cross_validation_resumes_and_spreads_over_members_alike() {
         "{stderr}"
     );
 
-    // A label edited in images.csv is not the one the fold's model was tested with: refused,
-    // naming the row, and nothing is written.
+    // An edited images.csv (a label, a product) is refused by --summarize and, before anything
+    // trains, by --resume, naming it and the plan; nothing is written.
     copy_dir(&work.join("straight"), &work.join("relabelled"));
     let images_csv = work.join("relabelled/images.csv");
     let text = std::fs::read_to_string(&images_csv).unwrap();
-    let row = text.lines().position(|l| l.contains(",full_shot,")).unwrap();
-    let edited: Vec<String> = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| if i == row { l.replace(",full_shot,", ",detail_shot,") } else { l.into() })
-        .collect();
-    std::fs::write(&images_csv, edited.join("\n") + "\n").unwrap();
+    std::fs::write(&images_csv, text.replacen(",full_shot,", ",detail_shot,", 1)).unwrap();
     let before = written_by_summarize(&work.join("relabelled"));
-    let out = run(work, TRAIN, &["--summarize", "relabelled"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let refused = format!("relabelled/images.csv: row {} (", row + 1);
-    assert!(
-        !out.status.success() && stderr.contains(&refused) && stderr.contains("is labelled detail_shot but fold "),
-        "{stderr}"
-    );
-    assert!(stderr.contains(" tested it as full_shot"), "{stderr}");
+    for command in [["--summarize", "relabelled"], ["--resume", "relabelled"]] {
+        let out = run(work, TRAIN, &command);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let refused = "relabelled/images.csv is not the file relabelled/cv_plan.json was made with";
+        assert!(!out.status.success() && stderr.contains(refused), "{stderr}");
+    }
     assert_eq!(written_by_summarize(&work.join("relabelled")), before);
+    // A fold's test_predictions.csv whose label is not images.csv's: both files are named.
+    copy_dir(&work.join("straight"), &work.join("retested"));
+    let predictions =
+        walk(&work.join("retested/fold_2")).into_iter().find(|p| p.ends_with("test_predictions.csv")).unwrap();
+    let (header, rows) = read_csv(&predictions);
+    let (path, label) = (&rows[0][column(&header, "image_path")], &rows[0][column(&header, "image_type")]);
+    let other = if label == "full_shot" { "detail_shot" } else { "full_shot" };
+    let text = std::fs::read_to_string(&predictions).unwrap();
+    std::fs::write(&predictions, text.replacen(&format!(",{label},"), &format!(",{other},"), 1)).unwrap();
+    let out = run(work, TRAIN, &["--summarize", "retested"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let named =
+        format!("{} tested {path} as {other} (fold 2), but row ", predictions.strip_prefix(work).unwrap().display());
+    assert!(!out.status.success() && stderr.contains(&named), "{stderr}");
+    assert!(stderr.contains(&format!("of retested/images.csv labels it {label}")), "{stderr}");
+    // The top plan deleted after the folds trained: refused as lost, not as a set-up cut short.
+    copy_dir(&work.join("straight"), &work.join("planless"));
+    std::fs::remove_file(work.join("planless/cv_plan.json")).unwrap();
+    for command in [["--summarize", "planless"], ["--resume", "planless"]] {
+        let out = run(work, TRAIN, &command);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lost = "planless has no cv_plan.json, yet its fold_1 has begun training";
+        assert!(!out.status.success() && stderr.contains(lost), "{stderr}");
+    }
 
     // Another number of folds, or another config, in the same folder is refused, naming what differs.
     for (folds, epochs, differs) in [

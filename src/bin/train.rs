@@ -137,6 +137,7 @@ impl Args {
             return Ok(Mode::ResumeCrossValidation(dir));
         }
         if let Some(dir) = self.resume.as_deref().filter(|dir| dir.join("images.csv").is_file()) {
+            imgtype::crossval::check_plan_not_lost(dir)?;
             anyhow::bail!(
                 "{} is a cross-validation folder whose set-up did not finish (no cv_plan.json): run the \
                  `--cross-validate K` command again with `--cv-dir {}`",
@@ -208,7 +209,8 @@ fn stopped_in(what: &str, stopped: imgtype::Stopped) -> Ending {
 
 fn summarize(dir: &Path, judging: Judging, stop: &StopFlag) -> Result<Ending> {
     if !dir.is_dir() {
-        anyhow::bail!("{}: no such folder (--summarize takes a cross-validation or sweep folder)", dir.display());
+        let what = if dir.exists() { "not a folder" } else { "no such folder" };
+        anyhow::bail!("{}: {what} (--summarize takes a cross-validation or sweep folder)", dir.display());
     }
     if imgtype::crossval::is_cv_folder(dir) {
         let summary = match imgtype::crossval::summarize(dir, judging, stop)? {
@@ -221,6 +223,7 @@ fn summarize(dir: &Path, judging: Judging, stop: &StopFlag) -> Result<Ending> {
         println!("sweep folder: {}", dir.display());
         report::print_sweep_table(&summary);
     } else {
+        imgtype::crossval::check_plan_not_lost(dir)?;
         let (cv, sweep) = (imgtype::crossval::CV_PLAN_FILE, imgtype::sweep::PLAN_FILE);
         anyhow::bail!("{} is neither a cross-validation (no {cv}) nor a sweep (no {sweep})", dir.display());
     }

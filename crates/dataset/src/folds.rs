@@ -140,33 +140,41 @@ fn duplicate_groups(path: &Path) -> Result<Vec<Vec<String>>> {
     Ok(groups.into_values().collect())
 }
 
-pub fn write_images_csv(path: &Path, images: &[FoldImage]) -> Result<()> {
-    imgtype_base::fsutil::write_atomic_with(path, |w| {
-        let mut csv = csv::Writer::from_writer(w);
-        images.iter().try_for_each(|image| csv.serialize(image))?;
-        csv.flush()?;
-        Ok(())
-    })
+/// Writes `images.csv`; the fingerprint of what was written, for the plan.
+pub fn write_images_csv(path: &Path, images: &[FoldImage]) -> Result<String> {
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    images.iter().try_for_each(|image| csv.serialize(image))?;
+    let bytes = csv.into_inner().context("images.csv in memory")?;
+    imgtype_base::fsutil::write_atomic(path, &bytes)?;
+    Ok(fingerprint(&bytes))
 }
 
-/// `images.csv`, each row's class one of `class_names` and its fold in 1..=`folds`.
-pub fn read_images_csv(path: &Path, class_names: &[String], folds: usize) -> Result<Vec<FoldImage>> {
-    let mut reader = imgtype_base::fsutil::csv_reader(path, &path.display().to_string())?;
+/// `images.csv`, each row's class one of `class_names` and its fold in 1..=`folds`; with the
+/// fingerprint of the bytes read (one read: the check and the rows are of the same file).
+pub fn read_images_csv(path: &Path, class_names: &[String], folds: usize) -> Result<(Vec<FoldImage>, String)> {
+    let label = path.display().to_string();
+    let bytes = imgtype_base::fsutil::read_capped(path, &label, imgtype_base::fsutil::CSV_FILE_CAP)?;
+    let mut reader = csv::Reader::from_reader(bytes.as_slice());
     let mut images = Vec::new();
     for (index, row) in reader.deserialize::<FoldImage>().enumerate() {
-        let row = row.with_context(|| format!("{}: row {} is not valid", path.display(), index + 2))?;
-        if !class_names.contains(&row.image_type) || !(1..=folds).contains(&row.fold) {
+        let row = row.with_context(|| format!("{label}: row {} is not valid", index + 2))?;
+        if !class_names.contains(&row.image_type) {
             bail!(
-                "{}: row {}: image_type `{}` / fold {} is not one of the classes {class_names:?} / 1..={folds}",
-                path.display(),
+                "{label}: row {}: image_type `{}` is not one of the classes {class_names:?}",
                 index + 2,
-                row.image_type,
-                row.fold
+                row.image_type
             );
+        }
+        if !(1..=folds).contains(&row.fold) {
+            bail!("{label}: row {}: fold {} is not one of 1..={folds}", index + 2, row.fold);
         }
         images.push(row);
     }
-    Ok(images)
+    Ok((images, fingerprint(&bytes)))
+}
+
+fn fingerprint(images_csv: &[u8]) -> String {
+    imgtype_base::fsutil::fingerprint([("images.csv", images_csv)])
 }
 
 /// `data_dir/{train,validation,test}_data.csv` for fold `fold`: training on the other folds,

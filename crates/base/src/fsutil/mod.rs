@@ -120,6 +120,16 @@ pub fn check_new_folder(dir: &Path, what: &str, leftover: impl Fn(&str) -> bool)
     Ok(())
 }
 
+/// SipHash (fixed keys) of named byte strings, as 16 hex digits: whether any of them changed
+/// since (not a defence against a forger; a plan records what it was made from).
+pub fn fingerprint<'a>(parts: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> String {
+    use std::hash::{Hash, Hasher};
+    #[allow(deprecated)]
+    let mut hasher = std::hash::SipHasher::new();
+    parts.into_iter().for_each(|part| part.hash(&mut hasher));
+    format!("{:016x}", hasher.finish())
+}
+
 /// An I/O error without the path std sometimes appends, so messages name only the label.
 pub fn plain_io_error(error: &std::io::Error) -> String {
     match error.raw_os_error() {

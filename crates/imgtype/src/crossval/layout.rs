@@ -29,6 +29,9 @@ pub(super) struct CvPlan {
     /// probabilities are averaged; 1 (also for a plan written before repeats).
     #[serde(default = "one_repeat")]
     pub repeats: usize,
+    /// Of `images.csv` as written (none in a plan written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images_fingerprint: Option<String>,
 }
 
 fn one_repeat() -> usize {
@@ -72,7 +75,7 @@ pub fn is_cv_folder(dir: &Path) -> bool {
 
 /// A folder without a plan whose folds have begun training lost it (deleted, moved): setting it
 /// up again would take those runs for another cross-validation's.
-pub(super) fn check_plan_not_lost(dir: &Path) -> Result<()> {
+pub fn check_plan_not_lost(dir: &Path) -> Result<()> {
     // Sorted, so that the message names the same fold and file each time.
     let sorted = |dir: &Path| -> Vec<String> {
         let entries = std::fs::read_dir(dir).into_iter().flatten().flatten();
@@ -195,15 +198,28 @@ pub(super) fn repeat_config(base: &Config, repeat: usize) -> Config {
     config
 }
 
-/// `images.csv`, each fold as many images as the plan counted (an edited file would judge others).
+/// `images.csv`, as it was written when the plan was (its fingerprint), each fold as many
+/// images as the plan counted: an edited list would judge other labels, products or folds.
 pub(super) fn read_images(dir: &Path, plan: &CvPlan) -> Result<Vec<FoldImage>> {
     let path = dir.join(IMAGES_FILE);
-    let images = read_images_csv(&path, &plan.base_config.data.class_names, plan.folds)?;
+    let (images, fingerprint) = read_images_csv(&path, &plan.base_config.data.class_names, plan.folds)?;
+    let plan_path = dir.join(CV_PLAN_FILE);
+    let what = "one of the two was changed since; start a new cross-validation";
+    if plan.images_fingerprint.as_ref().is_some_and(|planned| *planned != fingerprint) {
+        bail!(
+            "{} is not the file {} was made with (its fingerprint differs): {what}",
+            path.display(),
+            plan_path.display()
+        );
+    }
     for (fold, &planned) in (1..=plan.folds).zip(&plan.fold_images) {
         let listed = images.iter().filter(|i| i.fold == fold).count();
-        let what = "the file was changed since; start a new cross-validation";
         if listed != planned {
-            bail!("{}: fold {fold} lists {listed} images but {CV_PLAN_FILE} counted {planned}: {what}", path.display());
+            bail!(
+                "{}: fold {fold} lists {listed} images but {} counted {planned}: {what}",
+                path.display(),
+                plan_path.display()
+            );
         }
     }
     Ok(images)

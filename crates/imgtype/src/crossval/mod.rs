@@ -14,6 +14,6 @@ mod out_of_fold;
 mod run;
 mod summary;
 
-pub use layout::{is_cv_folder, FoldId, CV_PLAN_FILE, MAX_FOLDS, MAX_REPEATS};
+pub use layout::{check_plan_not_lost, is_cv_folder, FoldId, CV_PLAN_FILE, MAX_FOLDS, MAX_REPEATS};
 pub use run::{cross_validate, resume_cross_validation, CvEnd, CvOptions, CvReport};
 pub use summary::{summarize, Confusion, CvSummary, FoldResult, Judging, Spread};

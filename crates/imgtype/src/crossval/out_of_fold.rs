@@ -93,7 +93,7 @@ pub(super) fn read_repeat(dir: &Path, plan: &CvPlan, of: RepeatOf, neighbours: u
     // A row listed twice gets the one prediction of its image twice.
     let predictions: Vec<Option<PredictionRow>> =
         images.iter().map(|i| by_key.get(&(i.fold, i.image_path.clone(), i.product_id.clone())).cloned()).collect();
-    check_same_labels(&dir.join(IMAGES_FILE), &images, &predictions, &named)?;
+    check_same_labels(dir, &images, &predictions, &folds, &named)?;
     for fold in folds.iter().filter(|f| tested.contains(&f.fold)) {
         let mut missing = (0..images.len()).filter(|&i| images[i].fold == fold.fold && predictions[i].is_none());
         if let (Some(first), Some(run)) = (missing.next(), &fold.run_dir) {
@@ -117,25 +117,28 @@ pub(super) fn read_repeat(dir: &Path, plan: &CvPlan, of: RepeatOf, neighbours: u
     Ok(RepeatResults { repeat, folds, images, predictions, neighbours: neighbours.flatten() })
 }
 
-/// Each predicted image's label in `images.csv` is the one its fold was tested with: an edited
-/// list would judge labels no model saw.
+/// Each predicted image's label in `images.csv` is the one its fold was tested with: one or the
+/// other edited would judge labels no model saw.
 fn check_same_labels(
-    path: &Path,
+    dir: &Path,
     images: &[FoldImage],
     predictions: &[Option<PredictionRow>],
+    folds: &[FoldResult],
     named: &dyn Fn(usize) -> String,
 ) -> Result<()> {
     for (row, (image, prediction)) in images.iter().zip(predictions).enumerate() {
         if let Some(tested) = prediction.as_ref().filter(|p| p.record.image_type != image.image_type) {
+            let run = folds.iter().find(|f| f.fold == image.fold).and_then(|f| f.run_dir.clone()).unwrap_or_default();
             bail!(
-                "{}: row {} ({}) is labelled {} but {} tested it as {}: the file was changed since; start a new \
-                 cross-validation",
-                path.display(),
-                row + 2,
+                "{} tested {} as {} ({}), but row {} of {} labels it {}: one of the two files was changed since; \
+                 start a new cross-validation",
+                run.join("test_predictions.csv").display(),
                 image.image_path,
-                image.image_type,
+                tested.record.image_type,
                 named(image.fold),
-                tested.record.image_type
+                row + 2,
+                dir.join(IMAGES_FILE).display(),
+                image.image_type
             );
         }
     }

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::layout::{
-    check_plan_not_lost, differences, fold_name, is_cv_folder, read_plan, read_repeat_plan, repeat_config, repeat_dir,
-    CvPlan, FoldId, CV_PLAN_FILE, IMAGES_FILE, MAX_FOLDS, MAX_REPEATS,
+    check_plan_not_lost, differences, fold_name, is_cv_folder, read_images, read_plan, read_repeat_plan, repeat_config,
+    repeat_dir, CvPlan, FoldId, CV_PLAN_FILE, IMAGES_FILE, MAX_FOLDS, MAX_REPEATS,
 };
 use super::summary::{summarize, CvSummary, Judging};
 use crate::config::Config;
@@ -124,22 +124,33 @@ fn prepare(dir: &Path, config: &Config, folds: usize, repeats: usize) -> Result<
                 dir.display()
             );
         }
+        // An edited image list is refused now, not after the folds left to train have trained.
+        read_images(dir, &plan)?;
         plan
     } else {
         check_unplanned(dir)?;
         let images = assign_folds(config, folds)?;
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        write_images_csv(&dir.join(IMAGES_FILE), &images)?;
+        let images_fingerprint = Some(write_images_csv(&dir.join(IMAGES_FILE), &images)?);
         for fold in 1..=folds {
             write_fold_data(&dir.join(fold_name(fold)).join("data"), &images, fold)?;
         }
         let fold_images = (1..=folds).map(|f| images.iter().filter(|i| i.fold == f).count()).collect();
-        CvPlan { base_config: config.clone(), folds, data_fingerprint, images: images.len(), fold_images, repeats }
+        let images = images.len();
+        CvPlan {
+            base_config: config.clone(),
+            folds,
+            data_fingerprint,
+            images,
+            fold_images,
+            repeats,
+            images_fingerprint,
+        }
     };
     for repeat in 2..=repeats {
         let folder = repeat_dir(dir, repeat);
         if is_cv_folder(&folder) {
-            read_repeat_plan(dir, &plan, repeat)?;
+            read_images(&folder, &read_repeat_plan(dir, &plan, repeat)?)?;
         } else {
             prepare(&folder, &repeat_config(config, repeat), folds, 1)?;
         }
@@ -183,20 +194,18 @@ fn check_unplanned(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// SipHash (fixed keys) of the three split files and `duplicates.csv`, as 16 hex digits.
+/// The fingerprint of the three split files and `duplicates.csv`.
 fn data_fingerprint(data_dir: &Path) -> Result<String> {
-    use std::hash::{Hash, Hasher};
-    #[allow(deprecated)]
-    let mut hasher = std::hash::SipHasher::new();
+    let mut files = Vec::new();
     for name in SplitName::ALL.map(SplitName::file_name).into_iter().chain(["duplicates.csv"]) {
         let path = data_dir.join(name);
         if name == "duplicates.csv" && std::fs::symlink_metadata(&path).is_err() {
             continue;
         }
         let bytes = crate::fsutil::read_capped(&path, &path.display().to_string(), crate::fsutil::CSV_FILE_CAP)?;
-        (name, bytes).hash(&mut hasher);
+        files.push((name, bytes));
     }
-    Ok(format!("{:016x}", hasher.finish()))
+    Ok(crate::fsutil::fingerprint(files.iter().map(|(name, bytes)| (*name, bytes.as_slice()))))
 }
 
 /// Fold `fold`'s config: its split files, run folder and best-model copy inside its folder.
