@@ -9,11 +9,12 @@ use super::Config;
 const LISTED: usize = 3;
 
 /// The dotted keys (`training.epochs`) whose values differ between `a` and `b`, in the
-/// config's order, each with its two values as JSON.
-pub fn differing_keys(a: &Config, b: &Config) -> Vec<(String, Value, Value)> {
+/// config's order, each with its two values as JSON (`None`: an entry of a map the other has,
+/// as a class of `inference.class_thresholds`).
+pub fn differing_keys(a: &Config, b: &Config) -> Vec<(String, Option<Value>, Option<Value>)> {
     let (a, b) = (json(a), json(b));
     let mut found = Vec::new();
-    walk(String::new(), &a, &b, &mut found);
+    walk(String::new(), Some(&a), Some(&b), &mut found);
     found
 }
 
@@ -24,8 +25,12 @@ pub fn describe_differences(a: &Config, a_is: &str, b: &Config, b_is: &str) -> O
         return None;
     }
     let keys = differing_keys(a, b);
-    let mut parts: Vec<String> =
-        keys.iter().take(LISTED).map(|(key, x, y)| format!("`{key}` is {x} in {a_is}, {y} in {b_is}")).collect();
+    let shown = |value: &Option<Value>| value.as_ref().map_or("absent".to_string(), Value::to_string);
+    let mut parts: Vec<String> = keys
+        .iter()
+        .take(LISTED)
+        .map(|(key, x, y)| format!("`{key}` is {} in {a_is}, {} in {b_is}", shown(x), shown(y)))
+        .collect();
     match keys.len() {
         // Equal as JSON yet not as values: a NaN, which JSON writes as null.
         0 => parts.push(format!("a number that is not a number differs between {a_is} and {b_is}")),
@@ -40,17 +45,15 @@ fn json(config: &Config) -> Value {
     serde_json::to_value(config).unwrap_or(Value::Null)
 }
 
-fn walk(key: String, a: &Value, b: &Value, found: &mut Vec<(String, Value, Value)>) {
+fn walk(key: String, a: Option<&Value>, b: Option<&Value>, found: &mut Vec<(String, Option<Value>, Option<Value>)>) {
     match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            let names = x.keys().chain(y.keys().filter(|k| !x.contains_key(*k)));
-            for name in names {
+        (Some(Value::Object(x)), Some(Value::Object(y))) => {
+            for name in x.keys().chain(y.keys().filter(|k| !x.contains_key(*k))) {
                 let inner = if key.is_empty() { name.clone() } else { format!("{key}.{name}") };
-                let missing = Value::Null;
-                walk(inner, x.get(name).unwrap_or(&missing), y.get(name).unwrap_or(&missing), found);
+                walk(inner, x.get(name), y.get(name), found);
             }
         }
-        _ if a != b => found.push((key, a.clone(), b.clone())),
+        _ if a != b => found.push((key, a.cloned(), b.cloned())),
         _ => {}
     }
 }
@@ -78,9 +81,12 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#"`data.class_names` is ["care_label","detail_shot","full_shot","neck_label"] in the plan, ["x","y"] in this command"#), "{text}");
+        b.inference.class_thresholds.insert("x".into(), 0.9);
+        let text = describe_differences(&a, "A", &b, "B").unwrap();
+        assert!(text.contains("`inference.class_thresholds.x` is absent in A, 0.9 in B"), "{text}");
         b.paths.data_dir = "elsewhere".into();
         let text = describe_differences(&a, "A", &b, "B").unwrap();
-        assert!(text.ends_with("; and 1 more key(s)"), "{text}");
+        assert!(text.ends_with("; and 2 more key(s)"), "{text}");
     }
 
     #[test]
