@@ -3,11 +3,11 @@
 //! rule that turns a validation metric into a score to maximise.
 
 pub mod calibration;
-pub mod label_issues;
 mod metrics;
 pub mod neighbours;
 mod split;
 
+pub use imgtype_dataset::label_issues;
 pub use metrics::{compute_metrics, roc_auc, Averages, ClassReport, Metrics, MetricsRecord};
 pub use split::{evaluate_records, SplitEvaluation};
 

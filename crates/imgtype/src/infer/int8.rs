@@ -1,17 +1,22 @@
 //! Measuring a model's INT8 ranges on images and storing them in its model file: at the end
 //! of `train` (on training images) and by `test --model-path M --int8-calibrate CSV
-//! --output-path NEW` for a model file without them (an older one, or the Python system's).
+//! --output-path NEW` for a model file without them (an older one, or the Python system's);
+//! and, at the end of `train`, how often INT8 then decides as the run's evaluation did.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::config::Precision;
 use crate::data::csv_records::Table;
 use crate::data::{ImageRecord, ImageSource};
+use crate::eval::{evaluate_records, SplitEvaluation};
 use crate::model::input::to_normalized_batch;
 use crate::model::quantize;
 use crate::model::ImageTypeClassifier;
+use crate::score::{BatchScorer, OpenVinoEngine, ScoringSettings};
 
 /// At most this many images are measured: NNCF's default subset size, and more moves no range
 /// much (the ranges are the extremes seen, so they only grow).
@@ -100,6 +105,53 @@ pub fn calibration_records(csv_path: &Path, image_column: &str) -> Result<Vec<Im
     Ok(records)
 }
 
+/// How often INT8 decides as another precision did on the same images.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Int8Agreement {
+    /// Images both scored.
+    pub images: usize,
+    /// Of them, those INT8 gives the class the other precision gave.
+    pub same_class: usize,
+}
+
+impl Int8Agreement {
+    pub fn share(&self) -> f64 {
+        self.same_class as f64 / self.images.max(1) as f64
+    }
+
+    /// More than 2% of the images (and more than one) decided otherwise: on some trainings INT8
+    /// loses several points (README, "Agreement with fp32"), and a user should learn it of
+    /// theirs when the run ends; one image of a small split is noise.
+    pub fn loses_decisions(&self) -> bool {
+        let tolerated = (self.images as f64 * 0.02).floor().max(1.0) as usize;
+        self.images - self.same_class > tolerated
+    }
+}
+
+/// INT8 (OpenVINO, with `model`'s stored ranges) over `records`, against `reference`, another
+/// engine's or precision's evaluation of the same records.
+pub fn int8_agreement(
+    model: &ImageTypeClassifier,
+    records: &[ImageRecord],
+    reference: &SplitEvaluation,
+    source: &ImageSource,
+    settings: ScoringSettings,
+) -> Result<Int8Agreement> {
+    let ranges = model.int8_ranges().context("no INT8 ranges")?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let kind = crate::model::device::inference_kind(Precision::Int8, tch::Device::Cpu);
+    let engine = OpenVinoEngine::int8(model, ranges, kind, threads)?;
+    let scorer = BatchScorer::new(Box::new(engine), source.clone(), settings, model.class_names().len());
+    let int8 = evaluate_records(&scorer, model.class_names(), records, None, "INT8 check of the test images")?;
+    let class = |p: &[f64]| p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i);
+    let reference: HashMap<usize, Option<usize>> =
+        reference.scored.iter().zip(&reference.probabilities).map(|(&i, p)| (i, class(p))).collect();
+    let both: Vec<(Option<usize>, Option<usize>)> = (int8.scored.iter().zip(&int8.probabilities))
+        .filter_map(|(i, p)| reference.get(i).map(|&r| (r, class(p))))
+        .collect();
+    Ok(Int8Agreement { images: both.len(), same_class: both.iter().filter(|(r, q)| r == q).count() })
+}
+
 /// At most `count` of `records`, evenly spaced, in order (every class of a split sorted by
 /// product, not only the first products).
 fn spread(records: &[ImageRecord], count: usize) -> Vec<&ImageRecord> {
@@ -129,5 +181,15 @@ mod tests {
         let chosen: Vec<&str> = spread(&many, 4).iter().map(|r| r.product_id.as_str()).collect();
         assert_eq!(chosen, ["0", "250", "500", "750"]);
         assert_eq!(spread(&records(3), 300).len(), 3);
+    }
+
+    #[test]
+    fn int8_loses_decisions_beyond_two_percent_and_one_image() {
+        let agreement = |images, same_class| Int8Agreement { images, same_class };
+        assert!(!agreement(33, 33).loses_decisions() && !agreement(33, 32).loses_decisions());
+        assert!(agreement(33, 31).loses_decisions(), "2 of 33");
+        assert!(!agreement(376, 369).loses_decisions(), "7 of 376: 1.9%");
+        assert!(agreement(376, 368).loses_decisions() && agreement(376, 357).loses_decisions());
+        assert!(!agreement(0, 0).loses_decisions());
     }
 }

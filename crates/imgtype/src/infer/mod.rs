@@ -18,7 +18,9 @@ pub use imgtype_infer::*;
 
 pub use csv_mode::{run_csv, CsvReport, CsvRequest};
 pub use dataset_mode::{run_dataset, DatasetReport};
-pub use int8::{calibrate_model, calibration_records, Int8Calibration, CALIBRATION_IMAGES};
+pub use int8::{
+    calibrate_model, calibration_records, int8_agreement, Int8Agreement, Int8Calibration, CALIBRATION_IMAGES,
+};
 pub use merge::merge_shards;
 pub use shards::Shard;
 pub use thresholds::{fit_thresholds, ThresholdFit};

@@ -19,6 +19,7 @@ use crate::data::batch::SkippedImage;
 use crate::data::{ImageRecord, SplitName};
 use crate::eval::calibration::{probabilities_at, reliability_bins};
 use crate::eval::{Metrics, SplitEvaluation};
+use crate::infer::Int8Agreement;
 use crate::score::DecisionRule;
 
 /// `logs/training_results.json` and `logs/metrics.csv`, rewritten whole after every epoch.
@@ -242,6 +243,7 @@ pub(super) fn write_final_results(
     best_model: Option<&Path>,
     test: &Metrics,
     skipped_images: usize,
+    int8_test_agreement: Option<Int8Agreement>,
 ) -> Result<()> {
     let finished = FinishedRun {
         best_epoch: state.best_epoch,
@@ -255,6 +257,7 @@ pub(super) fn write_final_results(
         test_f1_weighted: test.weighted_avg.f1,
         test_roc_auc_macro: test.roc_auc_macro,
         skipped_images,
+        int8_test_agreement,
     };
     crate::fsutil::write_json_atomic(
         &folder.layout().final_results(),

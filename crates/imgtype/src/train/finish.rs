@@ -13,18 +13,44 @@ use super::selection::BestWeights;
 use super::session::Session;
 use super::state::TrainingState;
 use super::{TrainEnd, TrainOutcome};
-use crate::eval::evaluate_records;
+use crate::eval::{evaluate_records, SplitEvaluation};
+use crate::infer::{int8_agreement, Int8Agreement};
+use crate::score::ScoringSettings;
 use crate::stop::Outcome;
 
-/// Stores the best model's INT8 ranges, measured on training images, in its file. INT8 is
-/// an extra: a failure is a warning, and the model serves at every other precision.
-fn measure_int8_ranges(session: &Session, best: &Path) {
+/// Stores the best model's INT8 ranges, measured on training images, in its file, then checks
+/// INT8 against `test_eval` on the test images. INT8 is an extra: a failure is a warning, and
+/// the model serves at every other precision.
+fn measure_int8_ranges(
+    session: &Session,
+    best: &Path,
+    test_eval: &SplitEvaluation,
+    evaluated_by: &str,
+) -> Option<Int8Agreement> {
     let workers = session.config.system.decode_threads();
     let measured = crate::ImageTypeClassifier::load(best, tch::Device::Cpu)
         .and_then(|model| crate::infer::calibrate_model(model, &session.train_records, &session.source, workers, best));
     if let Err(error) = measured {
         tracing::warn!("INT8 ranges not measured ({error:#}): `test --int8-calibrate` can do it later");
+        return None;
     }
+    let checked = crate::ImageTypeClassifier::load(best, tch::Device::Cpu).and_then(|model| {
+        let settings = ScoringSettings::new(&session.config, model.input_size());
+        int8_agreement(&model, &session.test_records, test_eval, &session.source, settings)
+    });
+    let agreement = checked.map_err(|e| tracing::warn!("INT8 not checked against the test images ({e:#})")).ok()?;
+    let (agree, images) = (agreement.same_class, agreement.images);
+    let said = format!("INT8 decides as {evaluated_by} on {agree} of {images} test images");
+    if agreement.loses_decisions() {
+        tracing::warn!(
+            "{said} ({:.1}%): on this model INT8 loses decisions; compare `test --precision int8` with fp32 on \
+             your images before serving it in INT8",
+            agreement.share() * 100.0
+        );
+    } else {
+        tracing::info!("{said}");
+    }
+    Some(agreement)
 }
 
 pub(super) fn finish(session: &mut Session, mut state: TrainingState, best_weights: BestWeights) -> Result<TrainEnd> {
@@ -40,6 +66,7 @@ pub(super) fn finish(session: &mut Session, mut state: TrainingState, best_weigh
     // One inference model of the best weights scores the validation split (for the
     // temperature) and then the test split.
     let scorer = session.scorer(&session.model);
+    let evaluated_by = scorer.engine().describe();
     let calibration = calibrate::fit_on_validation(session, &scorer)?;
     let temperature = calibration.map_or(config.inference.temperature, |(t, _)| t);
     session.model.set_temperature(temperature);
@@ -68,13 +95,11 @@ pub(super) fn finish(session: &mut Session, mut state: TrainingState, best_weigh
         calibrate::store(&folder.best_model(), temperature)?;
     }
     let best_model = Some(folder.best_model()).filter(|p| p.exists());
-    if let Some(best) = &best_model {
-        measure_int8_ranges(session, best);
-    }
+    let int8 = best_model.as_ref().and_then(|best| measure_int8_ranges(session, best, &test_eval, &evaluated_by));
     if let Some(best) = best_model.as_ref().filter(|_| config.validation.save_best_model) {
         share_best_model(best, &config);
     }
-    write_final_results(folder, &state, best_model.as_deref(), &test_metrics, session.skipped)?;
+    write_final_results(folder, &state, best_model.as_deref(), &test_metrics, session.skipped, int8)?;
     state.finished = true;
     checkpoint::mark_finished(&folder.latest_checkpoint(), &state)?;
     Ok(Outcome::Finished(TrainOutcome {

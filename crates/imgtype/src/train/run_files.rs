@@ -185,6 +185,9 @@ pub struct FinishedRun {
     pub test_f1_weighted: f64,
     pub test_roc_auc_macro: Option<f64>,
     pub skipped_images: usize,
+    /// How often INT8 decided as the test evaluation did, where it could be checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub int8_test_agreement: Option<crate::infer::Int8Agreement>,
 }
 
 /// `evaluation_results.json`: the test split's evaluation at the end of training.
@@ -247,6 +250,7 @@ mod tests {
                 test_f1_weighted: 0.45,
                 test_roc_auc_macro: None,
                 skipped_images: 0,
+                int8_test_agreement: None,
             }),
         };
         let value = serde_json::to_value(&finished).unwrap();

@@ -1,7 +1,7 @@
 //! Label issues by confident learning (Northcutt et al., 2021), as `cleanlab` 2.x's
 //! `filter.find_label_issues` computes them with its defaults (`filter_by =
 //! "prune_by_noise_rate"`, one example kept per class, every confident issue returned), so
-//! that the same out-of-fold probabilities give the same images (`tests/label_issues.rs`
+//! that the same out-of-fold probabilities give the same images (`crates/imgtype/tests/label_issues.rs`
 //! checks it against cleanlab itself):
 //!
 //! 1. a threshold per class: the mean probability of the class over the images labelled with it;
