@@ -425,6 +425,16 @@ fn a_cross_validation_resumes_and_spreads_over_members_alike() {
         assert!(stderr.contains(&line) && stderr.contains("/test_predictions.csv (the first: "), "{stderr}");
     }
     assert!(!stderr.contains("fold 3:"), "{stderr}");
+    // A row listed twice: the warning says so, naming the file.
+    copy_dir(&work.join("straight"), &work.join("doubled"));
+    let predictions =
+        walk(&work.join("doubled/fold_3")).into_iter().find(|p| p.ends_with("test_predictions.csv")).unwrap();
+    let text = std::fs::read_to_string(&predictions).unwrap();
+    std::fs::write(&predictions, format!("{text}{}\n", text.lines().nth(1).unwrap())).unwrap();
+    let out = ok(run(work, TRAIN, &["--summarize", "doubled"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let file = predictions.strip_prefix(work).unwrap().display().to_string();
+    assert!(stderr.contains(&format!("fold 3: 1 row(s) of {file} repeat an image listed before")), "{stderr}");
     copy_dir(&work.join("straight"), &work.join("cut"));
     let predictions = walk(&work.join("cut/fold_3")).into_iter().find(|p| p.ends_with("test_predictions.csv")).unwrap();
     let text = std::fs::read_to_string(&predictions).unwrap();

@@ -84,8 +84,19 @@ pub(super) fn read_repeat(dir: &Path, plan: &CvPlan, of: RepeatOf, neighbours: u
                 );
             }
             tested.push(fold);
+            let rows = fold_predictions.rows.len();
             for row in fold_predictions.rows {
                 by_key.insert((fold, row.record.image_path.clone(), row.record.product_id.clone()), row);
+            }
+            let listed_again = rows - by_key.keys().filter(|(f, _, _)| *f == fold).count();
+            if listed_again > 0 {
+                let file = result.run_dir.as_ref().map(|run| run.join("test_predictions.csv")).unwrap_or_default();
+                tracing::warn!(
+                    "{}: {listed_again} row(s) of {} repeat an image listed before (the file was edited?); each \
+                     image's last row is used",
+                    named(fold),
+                    file.display()
+                );
             }
         }
         folds.push(FoldResult { repeat, ..result });
