@@ -16,7 +16,7 @@ use crate::eval::{evaluate_records, SplitEvaluation};
 use crate::model::input::to_normalized_batch;
 use crate::model::quantize;
 use crate::model::ImageTypeClassifier;
-use crate::score::{BatchScorer, OpenVinoEngine, ScoringSettings};
+use crate::score::{BatchScorer, DecisionRule, OpenVinoEngine, ScoringSettings};
 
 /// At most this many images are measured: NNCF's default subset size, and more moves no range
 /// much (the ranges are the extremes seen, so they only grow).
@@ -128,26 +128,26 @@ impl Int8Agreement {
     }
 }
 
-/// INT8 (OpenVINO, with `model`'s stored ranges) over `records`, against `reference`, another
-/// engine's or precision's evaluation of the same records.
+/// INT8 (OpenVINO, with `model`'s stored ranges, on `threads` threads, logits divided by
+/// `temperature`) over `records`, against `reference`, another engine's or precision's
+/// evaluation of the same records, each image's class chosen by `rule` as `test` chooses it.
 pub fn int8_agreement(
     model: &ImageTypeClassifier,
     records: &[ImageRecord],
     reference: &SplitEvaluation,
-    source: &ImageSource,
-    settings: ScoringSettings,
+    rule: &DecisionRule,
+    (source, settings, threads, temperature): (&ImageSource, ScoringSettings, usize, f64),
 ) -> Result<Int8Agreement> {
     let ranges = model.int8_ranges().context("no INT8 ranges")?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let kind = crate::model::device::inference_kind(Precision::Int8, tch::Device::Cpu);
-    let engine = OpenVinoEngine::int8(model, ranges, kind, threads)?;
-    let scorer = BatchScorer::new(Box::new(engine), source.clone(), settings, model.class_names().len());
+    let engine = OpenVinoEngine::int8(model, ranges, kind, threads.max(1))?;
+    let scorer = BatchScorer::new(Box::new(engine), source.clone(), settings, model.class_names().len())
+        .with_temperature(temperature);
     let int8 = evaluate_records(&scorer, model.class_names(), records, None, "INT8 check of the test images")?;
-    let class = |p: &[f64]| p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i);
-    let reference: HashMap<usize, Option<usize>> =
-        reference.scored.iter().zip(&reference.probabilities).map(|(&i, p)| (i, class(p))).collect();
-    let both: Vec<(Option<usize>, Option<usize>)> = (int8.scored.iter().zip(&int8.probabilities))
-        .filter_map(|(i, p)| reference.get(i).map(|&r| (r, class(p))))
+    let reference: HashMap<usize, usize> =
+        reference.scored.iter().zip(&reference.probabilities).map(|(&i, p)| (i, rule.decide(p))).collect();
+    let both: Vec<(usize, usize)> = (int8.scored.iter().zip(&int8.probabilities))
+        .filter_map(|(i, p)| reference.get(i).map(|&r| (r, rule.decide(p))))
         .collect();
     Ok(Int8Agreement { images: both.len(), same_class: both.iter().filter(|(r, q)| r == q).count() })
 }

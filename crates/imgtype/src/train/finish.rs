@@ -16,7 +16,7 @@ use super::{TrainEnd, TrainOutcome};
 use crate::eval::{evaluate_records, SplitEvaluation};
 use crate::infer::{int8_agreement, Int8Agreement};
 use crate::score::ScoringSettings;
-use crate::stop::Outcome;
+use crate::stop::{Outcome, StopFlag};
 
 /// Stores the best model's INT8 ranges, measured on training images, in its file, then checks
 /// INT8 against `test_eval` on the test images. INT8 is an extra: a failure is a warning, and
@@ -36,9 +36,19 @@ fn measure_int8_ranges(
     }
     let checked = crate::ImageTypeClassifier::load(best, tch::Device::Cpu).and_then(|model| {
         let settings = ScoringSettings::new(&session.config, model.input_size());
-        int8_agreement(&model, &session.test_records, test_eval, &session.source, settings)
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = session.config.system.num_threads.unwrap_or(cores);
+        // The model file's temperature: the one the test split was just evaluated with.
+        let scoring = (&session.source, settings, threads, model.config().inference.temperature);
+        int8_agreement(&model, &session.test_records, test_eval, &session.decision_rule(), scoring)
     });
-    let agreement = checked.map_err(|e| tracing::warn!("INT8 not checked against the test images ({e:#})")).ok()?;
+    let agreement = checked
+        .map_err(|e| {
+            // One line: OpenVINO's own messages span several.
+            let why = format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" ");
+            tracing::warn!("INT8 not checked against the test images ({why})");
+        })
+        .ok()?;
     let (agree, images) = (agreement.same_class, agreement.images);
     let said = format!("INT8 decides as {evaluated_by} on {agree} of {images} test images");
     if agreement.loses_decisions() {
@@ -53,7 +63,12 @@ fn measure_int8_ranges(
     Some(agreement)
 }
 
-pub(super) fn finish(session: &mut Session, mut state: TrainingState, best_weights: BestWeights) -> Result<TrainEnd> {
+pub(super) fn finish(
+    session: &mut Session,
+    mut state: TrainingState,
+    best_weights: BestWeights,
+    stop: &StopFlag,
+) -> Result<TrainEnd> {
     let config = session.config.clone();
     let folder = &session.folder;
     if config.validation.save_last_model {
@@ -95,7 +110,14 @@ pub(super) fn finish(session: &mut Session, mut state: TrainingState, best_weigh
         calibrate::store(&folder.best_model(), temperature)?;
     }
     let best_model = Some(folder.best_model()).filter(|p| p.exists());
-    let int8 = best_model.as_ref().and_then(|best| measure_int8_ranges(session, best, &test_eval, &evaluated_by));
+    let int8 = best_model.as_ref().and_then(|best| {
+        // An interrupt after the last epoch finishes the run; the INT8 extras are what it skips.
+        if stop.is_raised() {
+            tracing::info!("interrupted: INT8 ranges not measured (`test --int8-calibrate` can do it later)");
+            return None;
+        }
+        measure_int8_ranges(session, best, &test_eval, &evaluated_by)
+    });
     if let Some(best) = best_model.as_ref().filter(|_| config.validation.save_best_model) {
         share_best_model(best, &config);
     }

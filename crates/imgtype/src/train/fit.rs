@@ -74,7 +74,7 @@ pub(super) fn fit(
         }
     }
     let Fit { session, state, best_weights, .. } = fit;
-    super::finish::finish(session, state, best_weights)
+    super::finish::finish(session, state, best_weights, &options.stop)
 }
 
 impl Fit<'_> {
