@@ -218,11 +218,11 @@ fn int8_calibrate(model_path: &Path, csv: &Path, output: Option<&Path>, args: &A
     let output = imgtype::fsutil::check_output_file(&output, &[&model_file, csv])?;
     let records = imgtype::infer::calibration_records(csv, args.image_column.as_deref().unwrap_or("image_path"))?;
     let cpu = imgtype::device::resolve_device(DeviceChoice::Cpu)?;
-    let model = imgtype::ImageTypeClassifier::load(&model_file, cpu)?;
+    let mut model = imgtype::ImageTypeClassifier::load(&model_file, cpu)?;
     let mut source = imgtype::data::ImageSource::from_config(&model.config().data);
     source.set_base_path(args.image_base_path.clone());
     let workers = model.config().system.decode_threads();
-    let calibration = imgtype::infer::calibrate_model(model, &records, &source, workers, &output)?;
+    let calibration = imgtype::infer::calibrate_model(&mut model, &records, &source, workers, &output)?;
     report::print_int8_calibration(&calibration);
     Ok(Ending::Done)
 }

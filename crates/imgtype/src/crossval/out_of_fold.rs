@@ -84,13 +84,13 @@ pub(super) fn read_repeat(dir: &Path, plan: &CvPlan, of: RepeatOf, neighbours: u
                 );
             }
             tested.push(fold);
-            let rows = fold_predictions.rows.len();
+            let mut listed_again = 0;
             for row in fold_predictions.rows {
-                by_key.insert((fold, row.record.image_path.clone(), row.record.product_id.clone()), row);
+                let key = (fold, row.record.image_path.clone(), row.record.product_id.clone());
+                listed_again += usize::from(by_key.insert(key, row).is_some());
             }
-            let listed_again = rows - by_key.keys().filter(|(f, _, _)| *f == fold).count();
             if listed_again > 0 {
-                let file = result.run_dir.as_ref().map(|run| run.join("test_predictions.csv")).unwrap_or_default();
+                let file = predictions_file(&result);
                 tracing::warn!(
                     "{}: {listed_again} row(s) of {} repeat an image listed before (the file was edited?); each \
                      image's last row is used",
@@ -107,14 +107,14 @@ pub(super) fn read_repeat(dir: &Path, plan: &CvPlan, of: RepeatOf, neighbours: u
     check_same_labels(dir, &images, &predictions, &folds, &named)?;
     for fold in folds.iter().filter(|f| tested.contains(&f.fold)) {
         let mut missing = (0..images.len()).filter(|&i| images[i].fold == fold.fold && predictions[i].is_none());
-        if let (Some(first), Some(run)) = (missing.next(), &fold.run_dir) {
+        if let Some(first) = missing.next() {
             tracing::warn!(
                 "{}: {} of its {} held-out images have no row in {} (the first: {}): unreadable when the fold was \
                  tested, or the file is another fold's; they have no out-of-fold prediction",
                 named(fold.fold),
                 missing.count() + 1,
                 fold.held_out_images,
-                run.join("test_predictions.csv").display(),
+                predictions_file(fold).display(),
                 images[first].image_path
             );
         }
@@ -139,11 +139,11 @@ fn check_same_labels(
 ) -> Result<()> {
     for (row, (image, prediction)) in images.iter().zip(predictions).enumerate() {
         if let Some(tested) = prediction.as_ref().filter(|p| p.record.image_type != image.image_type) {
-            let run = folds.iter().find(|f| f.fold == image.fold).and_then(|f| f.run_dir.clone()).unwrap_or_default();
+            let file = folds.iter().find(|f| f.fold == image.fold).map(predictions_file).unwrap_or_default();
             bail!(
                 "{} tested {} as {} ({}), but row {} of {} labels it {}: one of the two files was changed since; \
                  start a new cross-validation",
-                run.join("test_predictions.csv").display(),
+                file.display(),
                 image.image_path,
                 tested.record.image_type,
                 named(image.fold),
@@ -154,6 +154,11 @@ fn check_same_labels(
         }
     }
     Ok(())
+}
+
+/// The fold's `test_predictions.csv`, in the run folder it was read from.
+fn predictions_file(fold: &FoldResult) -> PathBuf {
+    fold.run_dir.as_ref().map(|run| run.join("test_predictions.csv")).unwrap_or_default()
 }
 
 fn repeat_neighbours(

@@ -42,7 +42,7 @@ pub struct Int8Calibration {
 /// evenly over them, and writes it with the ranges to `output` (which may be the file it was
 /// loaded from: written to a temporary file, then renamed).
 pub fn calibrate_model(
-    mut model: ImageTypeClassifier,
+    model: &mut ImageTypeClassifier,
     records: &[ImageRecord],
     source: &ImageSource,
     workers: usize,

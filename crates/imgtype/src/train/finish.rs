@@ -28,20 +28,23 @@ fn measure_int8_ranges(
     evaluated_by: &str,
 ) -> Option<Int8Agreement> {
     let workers = session.config.system.decode_threads();
-    let measured = crate::ImageTypeClassifier::load(best, tch::Device::Cpu)
-        .and_then(|model| crate::infer::calibrate_model(model, &session.train_records, &session.source, workers, best));
-    if let Err(error) = measured {
-        tracing::warn!("INT8 ranges not measured ({error:#}): `test --int8-calibrate` can do it later");
-        return None;
-    }
-    let checked = crate::ImageTypeClassifier::load(best, tch::Device::Cpu).and_then(|model| {
+    let measured = crate::ImageTypeClassifier::load(best, tch::Device::Cpu).and_then(|mut model| {
+        crate::infer::calibrate_model(&mut model, &session.train_records, &session.source, workers, best)?;
+        Ok(model)
+    });
+    let model = measured
+        .map_err(|error| {
+            tracing::warn!("INT8 ranges not measured ({error:#}): `test --int8-calibrate` can do it later")
+        })
+        .ok()?;
+    let checked = {
         let settings = ScoringSettings::new(&session.config, model.input_size());
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = session.config.system.num_threads.unwrap_or(cores);
         // The model file's temperature: the one the test split was just evaluated with.
         let scoring = (&session.source, settings, threads, model.config().inference.temperature);
         int8_agreement(&model, &session.test_records, test_eval, &session.decision_rule(), scoring)
-    });
+    };
     let agreement = checked
         .map_err(|e| {
             // One line: OpenVINO's own messages span several.
