@@ -74,7 +74,7 @@ pub fn calibrate_model(
     }
     let batches: Vec<&[image::RgbImage]> = images.chunks(BATCH).collect();
     let normalized = |i: usize| crate::model::input::to_device(&to_normalized_batch(batches[i]), model.device());
-    let ranges = quantize::measure(&model, batches.len(), normalized)?;
+    let ranges = quantize::measure(model, batches.len(), normalized)?;
     let convolutions = ranges.convolutions.len();
     let measured = ranges.images;
     model.set_int8_ranges(ranges)?;
