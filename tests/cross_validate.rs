@@ -485,6 +485,31 @@ fn a_cross_validation_resumes_and_spreads_over_members_alike() {
         assert!(!out.status.success() && stderr.contains(lost), "{stderr}");
     }
 
+    // A plan edited after its folds trained (here: more epochs) is refused by --summarize and,
+    // before anything trains, by --resume, naming the run, the key and both values.
+    copy_dir(&work.join("straight"), &work.join("replanned"));
+    let plan_file = work.join("replanned/cv_plan.json");
+    let mut plan = read_json(&plan_file);
+    plan["base_config"]["training"]["epochs"] = 3.into();
+    std::fs::write(&plan_file, plan.to_string()).unwrap();
+    let before = written_by_summarize(&work.join("replanned"));
+    for command in [["--summarize", "replanned"], ["--resume", "replanned"]] {
+        let out = run(work, TRAIN, &command);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let named =
+            "was not trained as planned (`training.epochs` is 2 in its config.json, 3 in replanned/cv_plan.json)";
+        assert!(
+            !out.status.success() && stderr.contains("replanned/fold_1/run_") && stderr.contains(named),
+            "{stderr}"
+        );
+    }
+    assert_eq!(written_by_summarize(&work.join("replanned")), before);
+    // A cross-validation moved elsewhere is the same one: --resume finds every fold finished.
+    std::fs::rename(work.join("resumed"), work.join("moved")).unwrap();
+    let out = ok(run(work, TRAIN, &["--resume", "moved"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 finished earlier"));
+    assert_eq!(outcome(&work.join("moved")), straight, "moved, same results");
+
     // Another number of folds, or another config, in the same folder is refused, naming what differs.
     for (folds, epochs, differs) in [
         ("4", "2", "`folds` is 3 in straight/cv_plan.json, 4 in this command"),

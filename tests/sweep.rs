@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use imgtype_testkit::{ok, read_csv, read_json, repo_root, run, run_interrupted, sample_images};
+use imgtype_testkit::{copy_dir, ok, read_csv, read_json, repo_root, run, run_interrupted, sample_images};
 
 const TRAIN: &str = env!("CARGO_BIN_EXE_train");
 const DIVIDE: &str = env!("CARGO_BIN_EXE_divide");
@@ -134,6 +134,31 @@ fn a_sweep_runs_resumes_spreads_over_members_and_summarizes_alike() {
     }
     ok(run(work, TRAIN, &["--summarize", "array"]));
     assert_eq!(table(&work.join("array")), straight_table, "members + summarize, same table");
+
+    // Another experiment's run copied in is refused before anything trains, naming the key
+    // that differs; --summarize counts it as damaged and still ranks the others.
+    let swapped = work.join("swapped");
+    copy_dir(&straight, &swapped);
+    std::fs::remove_dir_all(swapped.join("grid_000")).unwrap();
+    copy_dir(&swapped.join("focal"), &swapped.join("grid_000"));
+    let before = std::fs::read(swapped.join("sweep_results.csv")).unwrap();
+    let out = run(work, TRAIN, &["--sweep", "sweep.json", "--sweep-dir", "swapped"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let differs = "was not trained as planned (`training.learning_rate` is 0.002 in its config.json, 0.001 in \
+                   swapped/sweep_plan.json";
+    assert!(!out.status.success() && stderr.contains("swapped/grid_000/run_") && stderr.contains(differs), "{stderr}");
+    assert_eq!(std::fs::read(swapped.join("sweep_results.csv")).unwrap(), before, "nothing ran or was written");
+    let out = ok(run(work, TRAIN, &["--summarize", "swapped"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("experiment grid_000: swapped/grid_000/run_") && stderr.contains(differs), "{stderr}");
+    let statuses: Vec<(String, String)> =
+        read_csv(&swapped.join("sweep_results.csv")).1.into_iter().map(|r| (r[0].clone(), r[1].clone())).collect();
+    assert!(statuses.contains(&("grid_000".into(), "damaged".into())), "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|(_, status)| status == "finished").count(), 2, "{statuses:?}");
+    // A sweep folder moved elsewhere is the same sweep: its runs still count.
+    std::fs::rename(work.join("array"), work.join("moved")).unwrap();
+    ok(run(work, TRAIN, &["--summarize", "moved"]));
+    assert_eq!(table(&work.join("moved")), straight_table, "moved, same table");
 }
 
 /// An experiment interrupted after its first checkpoint is resumed, not started over, also

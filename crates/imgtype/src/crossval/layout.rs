@@ -73,8 +73,9 @@ pub fn is_cv_folder(dir: &Path) -> bool {
     crate::fsutil::is_present(&dir.join(CV_PLAN_FILE))
 }
 
-/// A folder without a plan whose folds have begun training lost it (deleted, moved): setting it
-/// up again would take those runs for another cross-validation's.
+/// A folder without a plan whose folds hold what training writes (a `run_…` folder, the
+/// best-model copy's `models/`) lost it (deleted, moved): setting it up again would take those
+/// runs for another cross-validation's. Anything else in a fold is for the set-up's own check.
 pub fn check_plan_not_lost(dir: &Path) -> Result<()> {
     // Sorted, so that the message names the same fold and file each time.
     let sorted = |dir: &Path| -> Vec<String> {
@@ -84,7 +85,7 @@ pub fn check_plan_not_lost(dir: &Path) -> Result<()> {
         names
     };
     for fold in sorted(dir).into_iter().filter(|name| name.starts_with("fold_")) {
-        if let Some(begun) = sorted(&dir.join(&fold)).into_iter().find(|n| n != "data" && !n.starts_with('.')) {
+        if let Some(begun) = sorted(&dir.join(&fold)).into_iter().find(|n| n == "models" || n.starts_with("run_")) {
             bail!(
                 "{} has no {CV_PLAN_FILE}, yet its {fold} has begun training ({begun} is there): was the plan \
                  deleted or moved? Put it back, or move the folder away and start again",

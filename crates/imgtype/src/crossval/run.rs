@@ -70,6 +70,7 @@ pub fn cross_validate(config: &Config, options: &CvOptions) -> Result<CvEnd> {
                 name,
                 label: FoldId { repeat, fold }.label(plan.repeats),
                 config: fold_config(&repeat_plan.base_config, &folder, fold),
+                plan_file: folder.join(CV_PLAN_FILE),
                 description: format!("training on {} images, holding out {held_out}", plan.images - held_out),
             });
         }

@@ -150,18 +150,23 @@ fn read_repeats(dir: &Path, plan: &CvPlan, neighbours: usize) -> Result<(Vec<Rep
     if neighbours > 0 {
         tracing::info!("embedding the held-out images for their {neighbours} nearest neighbours' labels");
     }
-    for repeat in 1..=plan.repeats {
+    // Every repeat's plan is checked against the first's before any fold is read: an edited
+    // plan is named as such, not by the first run that disagrees with it.
+    let mut set_up: Vec<(usize, Option<CvPlan>)> = vec![(1, None)];
+    for repeat in 2..=plan.repeats {
         let folder = repeat_dir(dir, repeat);
-        if repeat > 1 && !is_cv_folder(&folder) {
-            check_plan_not_lost(&folder)?;
-            // Not set up yet (its member has not started): as folds not finished.
-            tracing::warn!("repeat {repeat}: {} is not set up yet; its folds are not counted", folder.display());
-            not_set_up.extend((1..=plan.folds).map(|fold| FoldId { repeat, fold }));
+        if is_cv_folder(&folder) {
+            set_up.push((repeat, Some(read_repeat_plan(dir, plan, repeat)?)));
             continue;
         }
-        let repeat_plan = if repeat == 1 { None } else { Some(read_repeat_plan(dir, plan, repeat)?) };
+        check_plan_not_lost(&folder)?;
+        // Not set up yet (its member has not started): as folds not finished.
+        tracing::warn!("repeat {repeat}: {} is not set up yet; its folds are not counted", folder.display());
+        not_set_up.extend((1..=plan.folds).map(|fold| FoldId { repeat, fold }));
+    }
+    for (repeat, repeat_plan) in set_up {
         let of = RepeatOf { repeat, repeats: plan.repeats };
-        repeats.push(read_repeat(&folder, repeat_plan.as_ref().unwrap_or(plan), of, neighbours)?);
+        repeats.push(read_repeat(&repeat_dir(dir, repeat), repeat_plan.as_ref().unwrap_or(plan), of, neighbours)?);
     }
     Ok((repeats, not_set_up))
 }

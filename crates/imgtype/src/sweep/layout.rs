@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use super::plan::NamedExperiment;
+use super::plan::{EpochsOverride, NamedExperiment};
+use crate::config::Config;
 use crate::train::{RunLayout, RunStatus};
 
 /// What the sweep folder records about its plan, so a rerun continues the same sweep and
@@ -19,6 +20,24 @@ pub(super) struct PlanRecord {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub quick_test: bool,
     pub experiments: Vec<NamedExperiment>,
+}
+
+impl PlanRecord {
+    /// An experiment's config as the plan builds it for its run: the base config, the
+    /// experiment's overrides, then `--epochs` or `--quick-test`.
+    pub fn experiment_config(&self, experiment: &NamedExperiment) -> anyhow::Result<Config> {
+        let base: Config = serde_json::from_value(self.base_config.clone()).context("`base_config`")?;
+        let mut config = super::plan::apply_overrides(&base, &experiment.overrides)?;
+        let epochs = match (self.epochs, self.quick_test) {
+            (Some(epochs), _) => Some(EpochsOverride::Epochs(epochs)),
+            (None, true) => Some(EpochsOverride::QuickTest),
+            (None, false) => None,
+        };
+        if let Some(epochs) = epochs {
+            epochs.apply(&mut config);
+        }
+        Ok(config)
+    }
 }
 
 pub const PLAN_FILE: &str = "sweep_plan.json";
@@ -109,4 +128,25 @@ pub(super) fn run_status(run: &Path) -> anyhow::Result<Option<RunStatus>> {
         return Ok(None);
     }
     Ok(Some(layout.read_final_results()?.status))
+}
+
+/// Refuses the run in `run` unless it was started with `planned` (written down in `plan_file`):
+/// its `config.json` must agree on every key but `paths`, which say where the folders were then
+/// (a sweep or cross-validation moved elsewhere still counts). A run folder copied in from
+/// another sweep or cross-validation, or a plan edited after the run began, is named key by key,
+/// never counted or resumed as the planned run.
+pub(crate) fn check_trained_as_planned(run: &Path, planned: &Config, plan_file: &Path) -> anyhow::Result<()> {
+    let mut started = RunLayout::started_config(run)?;
+    let mut planned = planned.clone();
+    started.paths = Default::default();
+    planned.paths = Default::default();
+    let plan_file = plan_file.display().to_string();
+    if let Some(what) = crate::config::describe_differences(&started, "its config.json", &planned, &plan_file) {
+        anyhow::bail!(
+            "{} was not trained as planned ({what}): the plan was edited after the run began, or the run comes \
+             from elsewhere; put the plan back, or move the run folder away to train it again",
+            run.display()
+        );
+    }
+    Ok(())
 }

@@ -60,7 +60,7 @@ pub enum EpochsOverride {
 }
 
 impl EpochsOverride {
-    fn apply(self, config: &mut Config) {
+    pub(super) fn apply(self, config: &mut Config) {
         match self {
             EpochsOverride::Epochs(epochs) => {
                 config.training.epochs = epochs;

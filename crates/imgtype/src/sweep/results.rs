@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use super::layout::{observed_state, Observed, PlanRecord, PLAN_FILE};
+use super::layout::{check_trained_as_planned, observed_state, Observed, PlanRecord, PLAN_FILE};
 use crate::train::RunLayout;
 
 #[derive(Debug, Clone, Serialize)]
@@ -58,7 +58,8 @@ pub fn summarize(dir: &Path) -> Result<Summary> {
         .map(|e| {
             // An experiment whose files cannot be read (copied, edited, damaged) is one the
             // table cannot rank; the others still are.
-            read_experiment(&dir.join(&e.name), &e.name, &e.overrides).unwrap_or_else(|error| {
+            let planned = plan.experiment_config(e).map(|config| (config, plan_path.as_path()));
+            read_experiment(&dir.join(&e.name), &e.name, &e.overrides, planned).unwrap_or_else(|error| {
                 tracing::warn!("experiment {}: {error:#}; counted as damaged", e.name);
                 ExperimentResult { status: "damaged".into(), ..empty_result(&e.name, &e.overrides) }
             })
@@ -116,6 +117,7 @@ fn read_experiment(
     dir: &Path,
     name: &str,
     overrides: &BTreeMap<String, serde_json::Value>,
+    planned: Result<(crate::Config, &Path)>,
 ) -> Result<ExperimentResult> {
     let mut result = empty_result(name, overrides);
     let observed = observed_state(dir)?;
@@ -125,6 +127,10 @@ fn read_experiment(
         Observed::Failed | Observed::Missing => return Ok(result),
     };
     let running = result.status == "running";
+    if !running {
+        let (config, plan_file) = planned.context("the plan's config for it")?;
+        check_trained_as_planned(&run, &config, plan_file)?;
+    }
     // A run just starting may not have written its config or a whole metrics table yet.
     let (layout, epochs) = match RunLayout::of(&run).and_then(|l| Ok((l.read_metrics_csv()?, l))) {
         Ok((epochs, layout)) => (layout, epochs),

@@ -6,11 +6,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::layout::{experiment_state, ExperimentState, PlanRecord, PLAN_FILE};
+use super::layout::{
+    check_trained_as_planned, experiment_state, observed_state, ExperimentState, Observed, PlanRecord, PLAN_FILE,
+};
 use super::plan::{plan, EpochsOverride, Experiment, NamedExperiment};
 use crate::config::Config;
+use crate::fsutil::is_present;
 use crate::stop::{Outcome, StopReason, Stopped};
-use crate::train::{RunFolder, TrainOptions};
+use crate::train::{RunFolder, RunLayout, TrainOptions};
 
 /// This member's share of a sweep spread over N jobs (a Kubernetes Indexed Job, a Slurm array).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +79,7 @@ pub fn run_sweep(path: &Path, options: &SweepOptions) -> Result<SweepEnd> {
             name: e.name.clone(),
             label: format!("experiment {}", e.name),
             config: experiment_config(e, &sweep_dir.join(&e.name)),
+            plan_file: sweep_dir.join(PLAN_FILE),
             description: describe(e),
         })
         .collect();
@@ -97,6 +101,8 @@ pub(crate) struct PlannedRun {
     /// How logs call it ("experiment lr_high", "fold 3").
     pub label: String,
     pub config: Config,
+    /// Where `config` is written down: its runs are checked against it.
+    pub plan_file: PathBuf,
     pub description: String,
 }
 
@@ -116,9 +122,25 @@ pub(crate) fn run_planned(
     train: &TrainOptions,
     how_to_continue: &str,
 ) -> Result<Outcome<RunCounts>> {
+    let mine = |position: usize| member.is_none_or(|m| m.runs(position));
+    // Before anything trains: a run that would be skipped as finished or resumed was started
+    // as planned.
+    for run in runs.iter().enumerate().filter(|(position, _)| mine(*position)).map(|(_, run)| run) {
+        let started = match observed_state(&root.join(&run.name)) {
+            Ok(Observed::Finished(dir)) => Some(dir),
+            Ok(Observed::Running(dir)) if RunLayout::of(&dir).is_ok_and(|l| is_present(&l.latest_checkpoint())) => {
+                Some(dir)
+            }
+            // Damage is reported below, as each run's turn comes.
+            _ => None,
+        };
+        if let Some(dir) = started {
+            check_trained_as_planned(&dir, &run.config, &run.plan_file)?;
+        }
+    }
     let mut counts = RunCounts { ran: 0, skipped: 0, failed: 0 };
     for (position, run) in runs.iter().enumerate() {
-        if member.is_some_and(|m| !m.runs(position)) {
+        if !mine(position) {
             continue;
         }
         // Held until this run ends: a second process given the same member (a replacement

@@ -53,10 +53,14 @@ impl RunLayout {
 
     /// The layout of the run folder at `dir` by its own `config.json`, without opening it.
     pub fn of(dir: &Path) -> Result<Self> {
+        Ok(Self::new(dir, &Self::started_config(dir)?))
+    }
+
+    /// The config the run folder at `dir` was started with (its `config.json`).
+    pub fn started_config(dir: &Path) -> Result<Config> {
         let path = dir.join("config.json");
         let text = crate::fsutil::read_text_capped(&path, &path.display().to_string(), crate::fsutil::JSON_FILE_CAP)?;
-        let config = Config::parse(&text).with_context(|| format!("{}", path.display()))?.config;
-        Ok(Self::new(dir, &config))
+        Ok(Config::parse(&text).with_context(|| format!("{}", path.display()))?.config)
     }
 
     pub fn dir(&self) -> &Path {
