@@ -144,12 +144,17 @@ pub fn int8_agreement(
     let scorer = BatchScorer::new(Box::new(engine), source.clone(), settings, model.class_names().len())
         .with_temperature(temperature);
     let int8 = evaluate_records(&scorer, model.class_names(), records, None, "INT8 check of the test images")?;
+    Ok(decisions_agreement(reference, &int8, rule))
+}
+
+/// Of the images both evaluations scored, how many `rule` gives the same class in each.
+fn decisions_agreement(reference: &SplitEvaluation, other: &SplitEvaluation, rule: &DecisionRule) -> Int8Agreement {
     let reference: HashMap<usize, usize> =
         reference.scored.iter().zip(&reference.probabilities).map(|(&i, p)| (i, rule.decide(p))).collect();
-    let both: Vec<(usize, usize)> = (int8.scored.iter().zip(&int8.probabilities))
+    let both: Vec<(usize, usize)> = (other.scored.iter().zip(&other.probabilities))
         .filter_map(|(i, p)| reference.get(i).map(|&r| (r, rule.decide(p))))
         .collect();
-    Ok(Int8Agreement { images: both.len(), same_class: both.iter().filter(|(r, q)| r == q).count() })
+    Int8Agreement { images: both.len(), same_class: both.iter().filter(|(r, q)| r == q).count() }
 }
 
 /// At most `count` of `records`, evenly spaced, in order (every class of a split sorted by
@@ -181,6 +186,26 @@ mod tests {
         let chosen: Vec<&str> = spread(&many, 4).iter().map(|r| r.product_id.as_str()).collect();
         assert_eq!(chosen, ["0", "250", "500", "750"]);
         assert_eq!(spread(&records(3), 300).len(), 3);
+    }
+
+    /// The check decides as `test` does: a class threshold between two evaluations' probabilities
+    /// separates decisions their argmaxes share; images only one side scored are not counted.
+    #[test]
+    fn agreement_is_of_the_rule_s_decisions_on_images_both_scored() {
+        let evaluation = |scored: Vec<usize>, probabilities: Vec<Vec<f64>>| SplitEvaluation {
+            loss: 0.0,
+            y_true: vec![0; scored.len()],
+            logits: Vec::new(),
+            unreadable: 0,
+            scored,
+            probabilities,
+        };
+        let bf16 = evaluation(vec![0, 1, 2], vec![vec![0.61, 0.39], vec![0.2, 0.8], vec![0.9, 0.1]]);
+        let int8 = evaluation(vec![0, 1, 3], vec![vec![0.59, 0.41], vec![0.3, 0.7], vec![0.5, 0.5]]);
+        let argmax = DecisionRule::from_thresholds(vec![0.0, 0.0]);
+        assert_eq!(decisions_agreement(&bf16, &int8, &argmax), Int8Agreement { images: 2, same_class: 2 });
+        let thresholded = DecisionRule::from_thresholds(vec![0.6, 0.0]);
+        assert_eq!(decisions_agreement(&bf16, &int8, &thresholded), Int8Agreement { images: 2, same_class: 1 });
     }
 
     #[test]
