@@ -363,16 +363,22 @@ fn a_cross_validation_resumes_and_spreads_over_members_alike() {
     });
     assert_eq!(code, Some(130), "{log}");
     assert!(!work.join("resumed/cv_results.csv").exists(), "no results before the folds are done");
-    let out = ok(run(work, TRAIN, &args("resumed")));
+    // Moved elsewhere first: the interrupted fold resumes with the split files and best-model
+    // copy where the folder is now, and nothing is written where it was.
+    std::fs::create_dir(work.join("elsewhere")).unwrap();
+    std::fs::rename(work.join("resumed"), work.join("elsewhere/relocated")).unwrap();
+    let out = ok(run(work, TRAIN, &["--resume", "elsewhere/relocated"]));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("1 finished earlier"), "{stdout}");
-    assert_eq!(outcome(&work.join("resumed")), straight, "resumed, same results");
+    assert_eq!(outcome(&work.join("elsewhere/relocated")), straight, "resumed, same results");
+    assert!(!work.join("resumed").exists(), "nothing written where the folder was");
+    assert!(work.join("elsewhere/relocated/fold_2/models/best_model.safetensors").is_file());
 
-    // --resume CV_DIR continues one too (here: nothing left to run).
-    let out = ok(run(work, TRAIN, &["--resume", "resumed"]));
+    // The same command continues one too (here: nothing left to run).
+    let out = ok(run(work, TRAIN, &args("elsewhere/relocated")));
     assert!(String::from_utf8_lossy(&out.stdout).contains("3 finished earlier"));
     // Its folds train on the plan's device: --device is refused, not ignored.
-    let out = run(work, TRAIN, &["--resume", "resumed", "--device", "cpu"]);
+    let out = run(work, TRAIN, &["--resume", "elsewhere/relocated", "--device", "cpu"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cv_plan.json"));
 
     // Job-array members, then --summarize.
@@ -407,24 +413,20 @@ fn a_cross_validation_resumes_and_spreads_over_members_alike() {
     ok(run(work, TRAIN, &["--summarize", "array"]));
     assert_eq!(outcome(&work.join("array")), straight, "members + summarize, same results");
 
-    // A fold's predictions that are not of its images (folds swapped, a file cut to its header)
-    // leave them without a prediction, and the warning names the fold, the file and one image.
+    // Folds swapped: each run is refused as trained for the other fold, naming where its split
+    // files were.
     copy_dir(&work.join("straight"), &work.join("swapped"));
     let (one, two) = (work.join("swapped/fold_1"), work.join("swapped/fold_2"));
     std::fs::rename(&one, work.join("swapped/fold_x")).unwrap();
     std::fs::rename(&two, &one).unwrap();
     std::fs::rename(work.join("swapped/fold_x"), &two).unwrap();
-    let out = ok(run(work, TRAIN, &["--summarize", "swapped"]));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    for fold in ["fold 1", "fold 2"] {
-        let held_out = straight.0.iter().find(|r| r[0] == fold[5..]).map(|r| r[2].clone()).unwrap();
-        let line = format!(
-            "{fold}: {held_out} of its {held_out} held-out images have no row in swapped/{}/run_",
-            fold.replace(' ', "_")
-        );
-        assert!(stderr.contains(&line) && stderr.contains("/test_predictions.csv (the first: "), "{stderr}");
+    for command in [["--summarize", "swapped"], ["--resume", "swapped"]] {
+        let out = run(work, TRAIN, &command);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let named = "was not trained as planned (`paths.data_dir` is \"straight/fold_2/data\" in its config.json, \
+                     \"swapped/fold_1/data\" in swapped/cv_plan.json";
+        assert!(!out.status.success() && stderr.contains("swapped/fold_1/run_") && stderr.contains(named), "{stderr}");
     }
-    assert!(!stderr.contains("fold 3:"), "{stderr}");
     // A row listed twice: the warning says so, naming the file.
     copy_dir(&work.join("straight"), &work.join("doubled"));
     let predictions =
@@ -504,11 +506,37 @@ fn a_cross_validation_resumes_and_spreads_over_members_alike() {
         );
     }
     assert_eq!(written_by_summarize(&work.join("replanned")), before);
-    // A cross-validation moved elsewhere is the same one: --resume finds every fold finished.
-    std::fs::rename(work.join("resumed"), work.join("moved")).unwrap();
-    let out = ok(run(work, TRAIN, &["--resume", "moved"]));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("3 finished earlier"));
-    assert_eq!(outcome(&work.join("moved")), straight, "moved, same results");
+    // A run whose config.json is gone or cut is damage: --resume refuses it, removing nothing,
+    // and --summarize counts its fold damaged.
+    copy_dir(&work.join("straight"), &work.join("unconfigured"));
+    let fold_1 = walk(&work.join("unconfigured/fold_1")).into_iter().find(|p| p.ends_with("config.json")).unwrap();
+    std::fs::write(&fold_1, "{\"data\":").unwrap();
+    let out = run(work, TRAIN, &["--resume", "unconfigured"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("its config.json cannot be read"), "{stderr}");
+    assert!(fold_1.parent().unwrap().join("final_results.json").is_file(), "the run is kept");
+    let out = ok(run(work, TRAIN, &["--summarize", "unconfigured"]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fold 1: "), "counted as damaged");
+    // An edited interrupted run beside a newer one without a checkpoint is refused before
+    // anything trains, not resumed with the edited config.
+    copy_dir(&work.join("straight"), &work.join("bypassed"));
+    let config = walk(&work.join("bypassed/fold_2")).into_iter().find(|p| p.ends_with("config.json")).unwrap();
+    let mut edited = read_json(&config);
+    edited["training"]["learning_rate"] = 0.5.into();
+    std::fs::write(&config, edited.to_string()).unwrap();
+    std::fs::remove_file(config.parent().unwrap().join("final_results.json")).unwrap();
+    let newer = work.join("bypassed/fold_2/run_20991231_000000_deadbeef");
+    std::fs::create_dir(&newer).unwrap();
+    std::fs::copy(
+        walk(&work.join("bypassed/fold_3")).into_iter().find(|p| p.ends_with("config.json")).unwrap(),
+        newer.join("config.json"),
+    )
+    .unwrap();
+    let metrics = std::fs::read(config.parent().unwrap().join("logs/metrics.csv")).unwrap();
+    let out = run(work, TRAIN, &["--resume", "bypassed"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("`training.learning_rate` is 0.5 in its config.json"), "{stderr}");
+    assert_eq!(std::fs::read(config.parent().unwrap().join("logs/metrics.csv")).unwrap(), metrics, "nothing trained");
 
     // Another number of folds, or another config, in the same folder is refused, naming what differs.
     for (folds, epochs, differs) in [

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use imgtype::{Config, ImageTypeClassifier};
-use imgtype_testkit::{ok, read_csv, repo_root, run, run_measured, sample_images};
+use imgtype_testkit::{ok, read_csv, read_json, repo_root, run, run_measured, sample_images};
 
 const TEST: &str = env!("CARGO_BIN_EXE_test");
 
@@ -131,6 +131,60 @@ fn csv_mode_keeps_every_row_and_shards_merge_back() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("gone.shard-2-of-3.csv: no such shard file"), "{stderr}");
     assert!(!dir.path().join("bad.csv").exists());
+
+    // Each finished shard has a record beside it; the merge takes only the shards of one run,
+    // as they were written.
+    let record = read_json(&dir.path().join("part.shard-1-of-3.csv.json"));
+    assert_eq!(
+        (record["shard"].as_str(), record["rows"].as_u64(), record["input_rows"].as_u64()),
+        (Some("1/3"), Some(14), Some(41))
+    );
+    let mut other_rows = sample_split_rows(40);
+    other_rows.reverse();
+    write_split_csv(&dir.path().join("other.csv"), &other_rows);
+    ok(run_test(
+        dir.path(),
+        &["--model-path", model, "--csv-path", "other.csv", "--output-path", "other_part.csv", "--shard", "1/3"],
+    ));
+    let merge_error = |shards: [&str; 3]| {
+        let mut args = vec!["--merge-shards"];
+        args.extend(shards);
+        args.extend(["--output-path", "bad.csv"]);
+        let out = run_test(dir.path(), &args);
+        assert!(!out.status.success() && !dir.path().join("bad.csv").exists());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let stderr = merge_error(["part.shard-0-of-3.csv", "other_part.shard-1-of-3.csv", "part.shard-2-of-3.csv"]);
+    assert!(
+        stderr.contains("part.shard-0-of-3.csv and other_part.shard-1-of-3.csv are not shards of one run"),
+        "{stderr}"
+    );
+    let edited = dir.path().join("part.shard-1-of-3.csv");
+    let text = std::fs::read_to_string(&edited).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.swap(1, 2);
+    std::fs::write(&edited, lines.join("\n") + "\n").unwrap();
+    let stderr = merge_error(["part.shard-0-of-3.csv", "part.shard-1-of-3.csv", "part.shard-2-of-3.csv"]);
+    assert!(stderr.contains("part.shard-1-of-3.csv changed after it was written"), "{stderr}");
+    let stderr = merge_error(["part.shard-0-of-3.csv", "part.shard-1-of-3.csv.json", "part.shard-2-of-3.csv"]);
+    assert!(
+        stderr.contains("part.shard-1-of-3.csv.json: a JSON file (a shard's record or metrics), not shard rows"),
+        "{stderr}"
+    );
+    // A shard past the input's rows holds none (a job array wider than the input).
+    ok(run_test(
+        dir.path(),
+        &["--model-path", model, "--csv-path", "input.csv", "--output-path", "wide.csv", "--shard", "45/50"],
+    ));
+    assert!(read_csv(&dir.path().join("wide.shard-45-of-50.csv")).1.is_empty());
+    // A file name may say any N: the missing shards are listed, a few of them.
+    std::fs::write(dir.path().join("x.shard-0-of-1000000000000.csv"), "").unwrap();
+    let out = run_test(dir.path(), &["--merge-shards", "x.shard-0-of-1000000000000.csv", "--output-path", "bad.csv"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("shards 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 and 999999999989 more of 1000000000000 are missing"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -184,7 +238,8 @@ fn dataset_mode_shards_merge_to_the_unsharded_results() {
         let run = entry.unwrap().path();
         for f in std::fs::read_dir(&run).unwrap() {
             let f = f.unwrap().path();
-            if f.file_name().unwrap().to_string_lossy().starts_with("inference_results.shard-") {
+            let name = f.file_name().unwrap().to_string_lossy().to_string();
+            if name.starts_with("inference_results.shard-") && name.ends_with(".csv") {
                 shard_files.push(f);
             }
         }
@@ -197,7 +252,18 @@ fn dataset_mode_shards_merge_to_the_unsharded_results() {
     let mut merge_args: Vec<&str> = vec!["--merge-shards"];
     merge_args.extend(shard_files.iter().map(|p| p.to_str().unwrap()));
     merge_args.extend(["--output-path", merged.to_str().unwrap(), "--image-base-path", images.to_str().unwrap()]);
-    ok(run_test(dir.path(), &merge_args));
+    // An output named as one of the reports written beside it is refused before anything is
+    // written (the report would replace the merged rows).
+    let mut clash = merge_args.clone();
+    let metrics = merged_dir.join("metrics.json");
+    let position = clash.iter().position(|a| *a == "--output-path").unwrap() + 1;
+    clash[position] = metrics.to_str().unwrap();
+    let out = run_test(dir.path(), &clash);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("the merge writes its metrics.json report there"), "{stderr}");
+    assert!(!metrics.exists());
+    let out = ok(run_test(dir.path(), &merge_args));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("no record"), "dataset shards have records too");
     assert_eq!(without_timing(&merged), without_timing(&whole.join("inference_results.csv")));
     for wrong in ["wrong_train.csv", "wrong_valid.csv", "wrong_test.csv"] {
         assert_eq!(

@@ -155,6 +155,22 @@ fn a_sweep_runs_resumes_spreads_over_members_and_summarizes_alike() {
         read_csv(&swapped.join("sweep_results.csv")).1.into_iter().map(|r| (r[0].clone(), r[1].clone())).collect();
     assert!(statuses.contains(&("grid_000".into(), "damaged".into())), "{statuses:?}");
     assert_eq!(statuses.iter().filter(|(_, status)| status == "finished").count(), 2, "{statuses:?}");
+    // A plan whose base config was edited: every experiment is damaged, and the earlier
+    // winner's best_config.json is removed, not left to be trained as the best.
+    let edited = work.join("edited");
+    copy_dir(&straight, &edited);
+    let mut plan = read_json(&edited.join("sweep_plan.json"));
+    plan["base_config"]["training"]["epochs"] = 3.into();
+    std::fs::write(edited.join("sweep_plan.json"), plan.to_string()).unwrap();
+    let out = ok(run(work, TRAIN, &["--summarize", "edited"]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("edited/best_config.json (an earlier winner's) removed"));
+    assert!(!edited.join("best_config.json").exists());
+    // One that is not a plan at all is refused, naming it.
+    plan["base_config"]["training"]["learning_rate"] = "0.002".into();
+    std::fs::write(edited.join("sweep_plan.json"), plan.to_string()).unwrap();
+    let out = run(work, TRAIN, &["--summarize", "edited"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("edited/sweep_plan.json is not a sweep plan"), "{stderr}");
     // A sweep folder moved elsewhere is the same sweep: its runs still count.
     std::fs::rename(work.join("array"), work.join("moved")).unwrap();
     ok(run(work, TRAIN, &["--summarize", "moved"]));

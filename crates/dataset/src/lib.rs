@@ -14,6 +14,7 @@ pub mod near_duplicates;
 pub mod photo_match;
 pub mod product;
 pub mod relabel;
+pub mod shards;
 pub mod split;
 pub mod split_summary;
 pub mod union_find;

@@ -46,6 +46,8 @@ pub struct Predictor {
     pub load_seconds: f64,
     /// The model file's path, size and modification time; "in memory" for a model built here.
     pub model_identity: String,
+    /// The model file it was loaded from (none for a model built in memory).
+    pub model_file: Option<std::path::PathBuf>,
 }
 
 impl Predictor {
@@ -80,6 +82,7 @@ impl Predictor {
         }
         let mut predictor = Self::with_settings(model, precision, engine);
         predictor.load_seconds = started.elapsed().as_secs_f64();
+        predictor.model_file = Some(path.to_path_buf());
         predictor.model_identity = match std::fs::metadata(&path) {
             Ok(meta) => {
                 let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
@@ -128,6 +131,7 @@ impl Predictor {
             confidence_threshold: config.inference.confidence_threshold,
             load_seconds: 0.0,
             model_identity: "in memory".into(),
+            model_file: None,
             trained_with: config,
         }
     }

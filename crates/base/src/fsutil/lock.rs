@@ -1,7 +1,7 @@
 //! The lock a process holds on a folder it works in.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -24,51 +24,93 @@ impl FolderLock {
     /// Takes the lock on `dir` (created if missing), or fails at once naming the process that
     /// holds it; `what` says what the caller was about to do there.
     pub fn acquire(dir: &Path, what: &str) -> Result<Self> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let path = dir.join(LOCK_FILE);
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create folder {}", dir.display()))?;
-        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+        Ok(Self { _file: lock_file(&dir.join(LOCK_FILE), dir, what)? })
+    }
+}
+
+/// An exclusive lock on one output file while a process writes it (`flock` on a hidden
+/// `.<name>.lock` beside it, removed when the lock is dropped): the same `test --shard` started
+/// twice (a job retried while the first still runs) stops at once instead of both writing it.
+#[derive(Debug)]
+pub struct OutputLock {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl OutputLock {
+    pub fn acquire(output: &Path, what: &str) -> Result<Self> {
+        let name = output.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let path = output.with_file_name(format!(".{name}.lock"));
+        // A lock file removed (by the holder that just finished) between our open and our lock
+        // is not the one that counts: take the one the name now leads to.
+        for _ in 0..5 {
+            let file = lock_file(&path, output, what)?;
+            if same_file(&file, &path) {
+                return Ok(Self { file, path });
+            }
+        }
+        anyhow::bail!("cannot lock {}: its lock file keeps changing", output.display())
+    }
+}
+
+impl Drop for OutputLock {
+    fn drop(&mut self) {
+        if same_file(&self.file, &self.path) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn same_file(file: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+/// Opens and locks the lock file `path` of `subject`, or fails naming who holds it.
+fn lock_file(path: &Path, subject: &Path, what: &str) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        anyhow::bail!("the lock file {} is a symbolic link; remove it (a lock file is never a link)", path.display());
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot open the lock file {}: {}", path.display(), plain_io_error(&e)))?;
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        anyhow::bail!("the lock file {} is not a regular file", path.display());
+    }
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = read_at_most(&file, "the lock file", ByteCap { max_bytes: 4096, name: "4 KiB" })
+                .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_string())
+                .unwrap_or_default();
+            let holder = if holder.is_empty() { "another process".to_string() } else { holder };
             anyhow::bail!(
-                "the lock file {} is a symbolic link; remove it (a lock file is never a link)",
-                path.display()
+                "{} is in use by {holder}; not {what} there (nothing was changed): wait for it to end, or stop it first",
+                subject.display()
             );
         }
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| anyhow::anyhow!("cannot open the lock file {}: {}", path.display(), plain_io_error(&e)))?;
-        if !file.metadata().is_ok_and(|m| m.is_file()) {
-            anyhow::bail!("the lock file {} is not a regular file", path.display());
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
         }
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let holder = read_at_most(&file, "the lock file", ByteCap { max_bytes: 4096, name: "4 KiB" })
-                    .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_string())
-                    .unwrap_or_default();
-                let holder = if holder.is_empty() { "another process".to_string() } else { holder };
-                anyhow::bail!(
-                    "{} is in use by {holder}; not {what} there (nothing was changed): wait for it to end, or stop it first",
-                    dir.display()
-                );
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("cannot lock {}", path.display()));
-            }
-        }
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        let holder = format!(
-            "process {} on {} since {}\n",
-            std::process::id(),
-            host.trim(),
-            chrono::Local::now().format("%Y-%m-%d %H:%M:%S")
-        );
-        // Who holds it, for the message another process gives; the lock is what counts.
-        let _ = file.set_len(0).and_then(|()| file.write_all(holder.as_bytes()));
-        Ok(Self { _file: file })
     }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let holder = format!(
+        "process {} on {} since {}\n",
+        std::process::id(),
+        host.trim(),
+        chrono::Local::now().format("%Y-%m-%d %H:%M:%S")
+    );
+    // Who holds it, for the message another process gives; the lock is what counts.
+    let _ = file.set_len(0).and_then(|()| file.write_all(holder.as_bytes()));
+    Ok(file)
 }

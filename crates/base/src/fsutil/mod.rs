@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 mod lock;
 mod read;
 
-pub use lock::{FolderLock, LOCK_FILE};
+pub use lock::{FolderLock, OutputLock, LOCK_FILE};
 pub use read::*;
 
 fn parent_of(path: &Path) -> PathBuf {
@@ -272,6 +272,23 @@ mod tests {
         let other = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink("/etc/hostname", other.path().join(LOCK_FILE)).unwrap();
         assert!(FolderLock::acquire(other.path(), "training").is_err());
+    }
+
+    #[test]
+    fn an_output_lock_is_held_once_and_its_file_removed_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("out.shard-1-of-3.csv");
+        let first = OutputLock::acquire(&output, "writing to it").unwrap();
+        let lock_file = dir.path().join(".out.shard-1-of-3.csv.lock");
+        assert!(lock_file.is_file());
+        let err = OutputLock::acquire(&output, "writing to it").unwrap_err().to_string();
+        assert!(
+            err.contains("out.shard-1-of-3.csv is in use by process") && err.contains("not writing to it"),
+            "{err}"
+        );
+        drop(first);
+        assert!(!lock_file.exists(), "no lock file left beside the output");
+        drop(OutputLock::acquire(&output, "writing to it").unwrap());
     }
 
     #[test]

@@ -225,3 +225,13 @@ pub(super) fn read_images(dir: &Path, plan: &CvPlan) -> Result<Vec<FoldImage>> {
     }
     Ok(images)
 }
+
+/// Fold `fold`'s config: its split files, run folder and best-model copy inside its folder.
+pub(super) fn fold_config(base: &Config, dir: &Path, fold: usize) -> Config {
+    let mut config = base.clone();
+    let fold_dir = dir.join(fold_name(fold));
+    config.paths.data_dir = fold_dir.join("data");
+    config.paths.model_dir = fold_dir.join("models");
+    config.paths.result_dir = fold_dir;
+    config
+}

@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 use super::label_review::OutOfFold;
-use super::layout::{fold_name, read_images, CvPlan, FoldId, CV_PLAN_FILE, IMAGES_FILE};
+use super::layout::{fold_config, fold_name, read_images, CvPlan, FoldId, CV_PLAN_FILE, IMAGES_FILE};
 use super::neighbour_opinion::neighbour_shares;
 use crate::data::folds::FoldImage;
 use crate::sweep::{check_trained_as_planned, observed_state, Observed};
@@ -76,7 +76,7 @@ pub(super) fn read_repeat(dir: &Path, plan: &CvPlan, of: RepeatOf, neighbours: u
             (FoldResult { status: "damaged".into(), ..empty_fold_result(fold, held_out) }, None)
         });
         if let Some(run) = result.run_dir.as_ref().filter(|_| result.status == "finished") {
-            check_trained_as_planned(run, &plan.base_config, &dir.join(CV_PLAN_FILE))?;
+            check_trained_as_planned(run, &fold_config(&plan.base_config, dir, fold), &dir.join(CV_PLAN_FILE), dir)?;
         }
         if let Some(fold_predictions) = fold_predictions {
             if fold_predictions.class_names != *class_names {

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::layout::{
-    check_plan_not_lost, differences, fold_name, is_cv_folder, read_images, read_plan, read_repeat_plan, repeat_config,
-    repeat_dir, CvPlan, FoldId, CV_PLAN_FILE, IMAGES_FILE, MAX_FOLDS, MAX_REPEATS,
+    check_plan_not_lost, differences, fold_config, fold_name, is_cv_folder, read_images, read_plan, read_repeat_plan,
+    repeat_config, repeat_dir, CvPlan, FoldId, CV_PLAN_FILE, IMAGES_FILE, MAX_FOLDS, MAX_REPEATS,
 };
 use super::summary::{summarize, CvSummary, Judging};
 use crate::config::Config;
@@ -207,14 +207,4 @@ fn data_fingerprint(data_dir: &Path) -> Result<String> {
         files.push((name, bytes));
     }
     Ok(crate::fsutil::fingerprint(files.iter().map(|(name, bytes)| (*name, bytes.as_slice()))))
-}
-
-/// Fold `fold`'s config: its split files, run folder and best-model copy inside its folder.
-fn fold_config(base: &Config, dir: &Path, fold: usize) -> Config {
-    let mut config = base.clone();
-    let fold_dir = dir.join(fold_name(fold));
-    config.paths.data_dir = fold_dir.join("data");
-    config.paths.model_dir = fold_dir.join("models");
-    config.paths.result_dir = fold_dir;
-    config
 }

@@ -23,7 +23,7 @@ use serde::Serialize;
 use super::columns::{correct_value, prediction_header, prediction_values, timing_and_error};
 use super::csv_partial::{partial_paths, EarlierRows, MadeWith, PartialOutput};
 use super::prefetch::prefetched;
-use super::shards::{shard_file_name, Shard};
+use super::shards::{self, shard_file_name, Shard};
 use super::timing::TimingSummary;
 use super::LoadedBatch;
 use super::{Prediction, Predictor};
@@ -63,6 +63,7 @@ pub fn run_csv(predictor: &Predictor, request: &CsvRequest, stop: &StopFlag) -> 
     let output = crate::fsutil::check_output_file(&output, &[csv_path])?;
     let partial_path = partial_paths(&output).0;
     crate::fsutil::check_output_file(&partial_path, &[csv_path])?;
+    let _lock = crate::fsutil::OutputLock::acquire(&output, "writing to it")?;
     let open = || -> Result<InputReader> {
         let label = format!("CSV {}", csv_path.display());
         let file = crate::fsutil::open_capped(csv_path, &label, crate::fsutil::STREAM_FILE_CAP)?;
@@ -84,8 +85,8 @@ pub fn run_csv(predictor: &Predictor, request: &CsvRequest, stop: &StopFlag) -> 
     let made_with =
         MadeWith { model: &predictor.model_identity, settings: &settings, class_names: predictor.class_names() };
     let earlier = EarlierRows::read(&output, &header, &made_with)?;
-    let shard_rows = first_pass(&mut reader, &columns, request.shard, &earlier)?;
-    if shard_rows == 0 {
+    let (shard_rows, input_rows) = first_pass(&mut reader, &columns, request.shard, &earlier)?;
+    if input_rows == 0 {
         bail!("{}: the CSV has a header but no rows", csv_path.display());
     }
     let resumed_rows = earlier.paths.len();
@@ -114,6 +115,10 @@ pub fn run_csv(predictor: &Predictor, request: &CsvRequest, stop: &StopFlag) -> 
         Ok(ControlFlow::Continue(())) => {}
     }
     partial.finish(&output)?;
+    if let Some(shard) = request.shard {
+        let made_from = shard_made_from(predictor, &[csv_path], &format!("image column `{}`", request.image_column))?;
+        shard.write_record(&output, made_from, input_rows)?;
+    }
     let timing = TimingSummary::new(
         per_image_ms,
         started.elapsed().as_secs_f64(),
@@ -127,14 +132,22 @@ pub fn run_csv(predictor: &Predictor, request: &CsvRequest, stop: &StopFlag) -> 
     Ok(Outcome::Finished(CsvReport { output_path: output, rows: shard_rows, resumed_rows, failed, timing }))
 }
 
-/// A first, cheap pass: counts this shard's data rows (the progress total) and checks
+/// What a shard's rows come from, the same for every shard of one run: the model file's and the
+/// inputs' bytes (not their paths: an array's jobs may mount them elsewhere) and `settings`.
+pub(super) fn shard_made_from(predictor: &Predictor, inputs: &[&Path], settings: &str) -> Result<String> {
+    let model = predictor.model_file.as_deref().map(shards::file_fingerprint).transpose()?;
+    let inputs: Vec<String> = inputs.iter().map(|path| shards::file_fingerprint(path)).collect::<Result<_>>()?;
+    Ok(format!("model {}, input {}, {settings}", model.as_deref().unwrap_or("in memory"), inputs.join(" ")))
+}
+
+/// A first, cheap pass: counts this shard's data rows (the progress total) and the input's, and checks
 /// that the rows an interrupted run finished are this input's first rows.
 fn first_pass(
     reader: &mut InputReader,
     columns: &InputColumns,
     shard: Option<Shard>,
     earlier: &EarlierRows,
-) -> Result<usize> {
+) -> Result<(usize, usize)> {
     let (mut index, mut rows) = (0, 0);
     while let Some(row) = reader.next()? {
         if shard.is_none_or(|s| s.includes(index)) {
@@ -152,7 +165,7 @@ fn first_pass(
             earlier.paths.len()
         );
     }
-    Ok(rows)
+    Ok((rows, index))
 }
 
 /// Where the input's columns are, and so which columns the output has.

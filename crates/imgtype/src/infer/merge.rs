@@ -14,8 +14,9 @@ use crate::data::ImageSource;
 /// order one unsharded run writes them. For whole-dataset results (a `split` column),
 /// the wrong-prediction CSVs and contact sheets and `metrics.json` are written beside it.
 pub fn merge_shards(inputs: &[PathBuf], output: &Path, source: &ImageSource) -> Result<usize> {
-    let shards = complete_shard_set(inputs)?;
-    let output = &crate::fsutil::check_output_file(output, &shards.iter().map(|p| p.as_path()).collect::<Vec<_>>())?;
+    let shards = checked_shards(inputs)?;
+    let output = &crate::fsutil::check_output_file(output, &shards)?;
+    let _lock = crate::fsutil::OutputLock::acquire(output, "merging shards into it")?;
     let count = shards.len();
     // Read line by line with bounded rows, as any CSV: a damaged shard is an error naming its
     // row, never a field that grows with the file.
@@ -33,6 +34,13 @@ pub fn merge_shards(inputs: &[PathBuf], output: &Path, source: &ImageSource) -> 
         readers.push((reader, *path));
     }
     let header = header.expect("at least one shard");
+    let reports = header.iter().any(|h| h == b"split");
+    if reports {
+        check_report_paths(output, &shards)?;
+        if source.base_path().is_none() {
+            tracing::warn!("no --image-base-path: the merged contact sheets show no images, only their paths");
+        }
+    }
     let next_row = |reader: &mut RecordReader<_>, path: &Path| -> Result<Option<csv::ByteRecord>> {
         match reader.next()? {
             Some(InputRecord { problem: Some(problem), .. }) => bail!("{}: {problem}", path.display()),
@@ -47,20 +55,22 @@ pub fn merge_shards(inputs: &[PathBuf], output: &Path, source: &ImageSource) -> 
     crate::fsutil::write_atomic_with(output, |w| {
         let mut writer = csv::Writer::from_writer(w);
         writer.write_byte_record(&header)?;
-        loop {
+        let ended = loop {
             let (reader, path) = &mut readers[written % count];
             match next_row(reader, path)? {
                 Some(row) => {
                     writer.write_byte_record(&row)?;
                     written += 1;
                 }
-                None => break,
+                None => break *path,
             }
-        }
+        };
         for (reader, path) in &mut readers {
             if next_row(reader, path)?.is_some() {
                 bail!(
-                    "{} has more rows than its place in the interleaving allows (shards of different runs?)",
+                    "{} ended before {} did, where one unsharded run would go on: one was cut or edited, or they \
+                     come from different runs",
+                    ended.display(),
                     path.display()
                 );
             }
@@ -68,28 +78,86 @@ pub fn merge_shards(inputs: &[PathBuf], output: &Path, source: &ImageSource) -> 
         writer.flush()?;
         Ok(())
     })?;
-    if header.iter().any(|h| h == b"split") {
+    if reports {
         let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         write_split_reports(dir, output, None, source)?;
     }
     Ok(written)
 }
 
+/// The shard files in shard order: a complete set, checked against their records.
+fn checked_shards(inputs: &[PathBuf]) -> Result<Vec<&Path>> {
+    let shards = complete_shard_set(inputs)?;
+    let unrecorded = super::shards::check_records(&shards)?;
+    if let Some(first) = unrecorded.first() {
+        tracing::warn!(
+            "{} of the {} shards have no record beside them (the first: {}; written by an older version, or the \
+             record removed): not checked to be of one run, as written",
+            unrecorded.len(),
+            shards.len(),
+            first.display()
+        );
+    }
+    Ok(shards.into_iter().map(|(_, path)| path).collect())
+}
+
+/// The report files a merge of whole-dataset results writes beside `output`: checked before
+/// anything is written (one of them named as the output would replace the merged rows).
+fn check_report_paths(output: &Path, shards: &[&Path]) -> Result<()> {
+    let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut inputs = shards.to_vec();
+    inputs.push(output);
+    let wrong = crate::data::SplitName::ALL
+        .into_iter()
+        .flat_map(|split| ["csv", "png"].map(|ext| format!("wrong_{}.{ext}", split.short())));
+    for name in wrong.chain(["metrics.json".to_string()]) {
+        let report = dir.join(&name);
+        if output.file_name() == Some(std::ffi::OsStr::new(&name)) {
+            bail!(
+                "--output-path {}: the merge writes its {name} report there; name the output otherwise",
+                output.display()
+            );
+        }
+        if crate::fsutil::check_output_file(&report, &inputs)? != report {
+            bail!(
+                "{} is a symbolic link: the merge writes its reports beside the output as files of their own",
+                report.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The shard files in shard order, once each of 0..N is there exactly once.
-fn complete_shard_set(inputs: &[PathBuf]) -> Result<Vec<&PathBuf>> {
+fn complete_shard_set(inputs: &[PathBuf]) -> Result<Vec<(Shard, &Path)>> {
     if inputs.is_empty() {
         bail!("no shard files to merge");
     }
-    let mut shards: Vec<(Shard, &PathBuf)> = Vec::new();
+    let mut shards: Vec<(Shard, &Path)> = Vec::new();
     for path in inputs {
         if std::fs::symlink_metadata(path).is_err() {
             bail!("{}: no such shard file", path.display());
         }
+        let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        if name.ends_with(".partial") || name.ends_with(".partial.json") {
+            bail!("{}: an unfinished shard; run its command again to finish it", path.display());
+        }
+        if name.ends_with(".json") {
+            bail!(
+                "{}: a JSON file (a shard's record or metrics), not shard rows; give the shard CSV files",
+                path.display()
+            );
+        }
         let shard = shard_of_file(path)
             .ok_or_else(|| anyhow!("{}: name does not say its shard (expected *.shard-K-of-N.*)", path.display()))?;
-        shards.push((shard, path));
+        shards.push((shard, path.as_path()));
     }
-    let count = shards[0].0.count;
+    // The N most files say: one odd file is the one named.
+    let count = shards
+        .iter()
+        .map(|(s, _)| s.count)
+        .max_by_key(|&n| (shards.iter().filter(|(s, _)| s.count == n).count(), std::cmp::Reverse(n)))
+        .expect("at least one shard");
     shards.sort_by_key(|(s, _)| s.index);
     for (shard, path) in &shards {
         if shard.count != count {
@@ -106,10 +174,17 @@ fn complete_shard_set(inputs: &[PathBuf]) -> Result<Vec<&PathBuf>> {
             );
         }
     }
-    let missing: Vec<String> =
-        (0..count).filter(|k| !shards.iter().any(|(s, _)| s.index == *k)).map(|k| k.to_string()).collect();
-    if !missing.is_empty() {
-        bail!("shard {} of {count} is missing", missing.join(", "));
+    // Found lazily: N comes from a file name and may be huge.
+    let mut missing = (0..count).filter(|k| !shards.iter().any(|(s, _)| s.index == *k));
+    let listed: Vec<String> = missing.by_ref().take(10).map(|k| k.to_string()).collect();
+    if !listed.is_empty() {
+        match count - shards.len() {
+            1 => bail!("shard {} of {count} is missing", listed[0]),
+            n if n > listed.len() => {
+                bail!("shards {} and {} more of {count} are missing", listed.join(", "), n - listed.len())
+            }
+            _ => bail!("shards {} of {count} are missing", listed.join(", ")),
+        }
     }
-    Ok(shards.into_iter().map(|(_, path)| path).collect())
+    Ok(shards)
 }

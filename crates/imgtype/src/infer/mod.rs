@@ -9,7 +9,7 @@ mod dataset_mode;
 mod int8;
 mod merge;
 mod prefetch;
-mod shards;
+use imgtype_dataset::shards;
 mod thresholds;
 mod timing;
 mod wrong_predictions;

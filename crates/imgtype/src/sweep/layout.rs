@@ -25,9 +25,9 @@ pub(super) struct PlanRecord {
 impl PlanRecord {
     /// An experiment's config as the plan builds it for its run: the base config, the
     /// experiment's overrides, then `--epochs` or `--quick-test`.
-    pub fn experiment_config(&self, experiment: &NamedExperiment) -> anyhow::Result<Config> {
-        let base: Config = serde_json::from_value(self.base_config.clone()).context("`base_config`")?;
-        let mut config = super::plan::apply_overrides(&base, &experiment.overrides)?;
+    pub fn experiment_config(&self, experiment: &NamedExperiment, dir: &Path) -> anyhow::Result<Config> {
+        let mut config = super::plan::apply_overrides(&self.base()?, &experiment.overrides)?;
+        place_experiment(&mut config, dir);
         let epochs = match (self.epochs, self.quick_test) {
             (Some(epochs), _) => Some(EpochsOverride::Epochs(epochs)),
             (None, true) => Some(EpochsOverride::QuickTest),
@@ -38,6 +38,17 @@ impl PlanRecord {
         }
         Ok(config)
     }
+
+    /// The base config every experiment starts from.
+    pub fn base(&self) -> anyhow::Result<Config> {
+        serde_json::from_value(self.base_config.clone()).context("`base_config` is not a config")
+    }
+}
+
+/// An experiment's run folder and best-model copy, inside its folder `dir` of the sweep folder.
+pub(super) fn place_experiment(config: &mut Config, dir: &Path) {
+    config.paths.result_dir = dir.to_path_buf();
+    config.paths.model_dir = dir.join("models");
 }
 
 pub const PLAN_FILE: &str = "sweep_plan.json";
@@ -123,25 +134,45 @@ fn run_folders(dir: &Path) -> Vec<PathBuf> {
 /// interrupted, or its folder not yet written); an error when that file is there but cannot be
 /// read (copied, edited, damaged), so that nobody takes such a run for one still at work.
 pub(super) fn run_status(run: &Path) -> anyhow::Result<Option<RunStatus>> {
-    let Ok(layout) = RunLayout::of(run) else { return Ok(None) };
+    let layout = match RunLayout::of(run) {
+        Ok(layout) => layout,
+        // A folder just made, its config not written yet (a member at work), holds no file;
+        // one that does lost its config (deleted, cut, edited), and is damage, not a run
+        // to remove and start over.
+        Err(error) if holds_a_file(run, 3) => return Err(error.context("its config.json cannot be read")),
+        Err(_) => return Ok(None),
+    };
     if !crate::fsutil::is_present(&layout.final_results()) {
         return Ok(None);
     }
     Ok(Some(layout.read_final_results()?.status))
 }
 
-/// Refuses the run in `run` unless it was started with `planned` (written down in `plan_file`):
-/// its `config.json` must agree on every key but `paths`, which say where the folders were then
-/// (a sweep or cross-validation moved elsewhere still counts). A run folder copied in from
-/// another sweep or cross-validation, or a plan edited after the run began, is named key by key,
-/// never counted or resumed as the planned run.
-pub(crate) fn check_trained_as_planned(run: &Path, planned: &Config, plan_file: &Path) -> anyhow::Result<()> {
+/// Refuses the run in `run` unless it was started with `planned` (written down in `plan_file`
+/// of the sweep or cross-validation folder `root`): its `config.json` must agree on every key.
+/// A path inside `root` (a fold's split files, the run's own folder) is compared by where it
+/// leads inside its folder, since the folder may have been moved; one outside it (a sweep's
+/// split files) as it is. A run folder copied in from another fold, experiment or plan, or a
+/// plan edited after the run began, is named key by key, never counted or resumed as planned.
+pub(crate) fn check_trained_as_planned(
+    run: &Path,
+    planned: &Config,
+    plan_file: &Path,
+    root: &Path,
+) -> anyhow::Result<()> {
     let mut started = RunLayout::started_config(run)?;
-    let mut planned = planned.clone();
-    started.paths = Default::default();
-    planned.paths = Default::default();
+    let planned_paths = &planned.paths;
+    for (theirs, ours) in [
+        (&mut started.paths.data_dir, &planned_paths.data_dir),
+        (&mut started.paths.model_dir, &planned_paths.model_dir),
+        (&mut started.paths.result_dir, &planned_paths.result_dir),
+    ] {
+        if ours.strip_prefix(root).is_ok_and(|inside| theirs.ends_with(inside) && !inside.as_os_str().is_empty()) {
+            *theirs = ours.clone();
+        }
+    }
     let plan_file = plan_file.display().to_string();
-    if let Some(what) = crate::config::describe_differences(&started, "its config.json", &planned, &plan_file) {
+    if let Some(what) = crate::config::describe_differences(&started, "its config.json", planned, &plan_file) {
         anyhow::bail!(
             "{} was not trained as planned ({what}): the plan was edited after the run began, or the run comes \
              from elsewhere; put the plan back, or move the run folder away to train it again",
@@ -149,4 +180,67 @@ pub(crate) fn check_trained_as_planned(run: &Path, planned: &Config, plan_file: 
         );
     }
     Ok(())
+}
+
+/// [`check_trained_as_planned`] for every run in the experiment or fold folder `dir` that would be
+/// skipped as finished or resumed; damage is left for the caller to report.
+pub(crate) fn check_runs_as_planned(dir: &Path, planned: &Config, plan_file: &Path, root: &Path) -> anyhow::Result<()> {
+    for run in run_folders(dir) {
+        let resumable = || RunLayout::of(&run).is_ok_and(|l| crate::fsutil::is_present(&l.latest_checkpoint()));
+        match run_status(&run) {
+            Ok(Some(RunStatus::Finished)) => {}
+            Ok(None) if resumable() => {}
+            _ => continue,
+        }
+        check_trained_as_planned(&run, planned, plan_file, root)?;
+    }
+    Ok(())
+}
+
+/// Whether `dir` or a folder below it (at most `depth` levels, links not followed) holds anything
+/// but folders.
+fn holds_a_file(dir: &Path, depth: usize) -> bool {
+    std::fs::read_dir(dir).into_iter().flatten().flatten().any(|entry| match entry.file_type() {
+        Ok(kind) if kind.is_dir() => depth > 0 && holds_a_file(&entry.path(), depth - 1),
+        _ => true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run folder in `root/<experiment>/` started with `config`.
+    fn started(root: &Path, experiment: &str, config: &Config) -> PathBuf {
+        let run = root.join(experiment).join("run_20260101_000000_00000000");
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::write(run.join("config.json"), config.to_json_pretty()).unwrap();
+        run
+    }
+
+    fn placed(root: &Path, experiment: &str) -> Config {
+        let mut config = Config::default();
+        config.paths.data_dir = PathBuf::from("data");
+        place_experiment(&mut config, &root.join(experiment));
+        config
+    }
+
+    #[test]
+    fn paths_inside_the_folder_are_compared_where_they_lead_and_others_as_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let (before, now) = (dir.path().join("sweep"), dir.path().join("elsewhere/moved"));
+        let plan = now.join(PLAN_FILE);
+        // Moved: its own folders differ only by where the sweep folder is.
+        let run = started(&now, "a", &placed(&before, "a"));
+        check_trained_as_planned(&run, &placed(&now, "a"), &plan, &now).unwrap();
+        // Another experiment's run, or one trained on other split files, is refused.
+        let run = started(&now, "b", &placed(&before, "a"));
+        let error = format!("{:#}", check_trained_as_planned(&run, &placed(&now, "b"), &plan, &now).unwrap_err());
+        assert!(error.contains("`paths.model_dir`"), "{error}");
+        let mut other_data = placed(&before, "c");
+        other_data.paths.data_dir = PathBuf::from("other_data");
+        let run = started(&now, "c", &other_data);
+        let error = format!("{:#}", check_trained_as_planned(&run, &placed(&now, "c"), &plan, &now).unwrap_err());
+        assert!(error.contains("`paths.data_dir` is \"other_data\" in its config.json, \"data\" in"), "{error}");
+    }
 }

@@ -52,14 +52,16 @@ pub fn summarize(dir: &Path) -> Result<Summary> {
     }
     let plan: PlanRecord =
         crate::fsutil::read_json(&plan_path).with_context(|| format!("{} is not a sweep plan", plan_path.display()))?;
+    let base = plan.base().with_context(|| format!("{} is not a sweep plan", plan_path.display()))?;
     let mut results: Vec<ExperimentResult> = plan
         .experiments
         .iter()
         .map(|e| {
             // An experiment whose files cannot be read (copied, edited, damaged) is one the
             // table cannot rank; the others still are.
-            let planned = plan.experiment_config(e).map(|config| (config, plan_path.as_path()));
-            read_experiment(&dir.join(&e.name), &e.name, &e.overrides, planned).unwrap_or_else(|error| {
+            let folder = dir.join(&e.name);
+            let planned = plan.experiment_config(e, &folder).map(|config| (config, plan_path.as_path(), dir));
+            read_experiment(&folder, &e.name, &e.overrides, planned).unwrap_or_else(|error| {
                 tracing::warn!("experiment {}: {error:#}; counted as damaged", e.name);
                 ExperimentResult { status: "damaged".into(), ..empty_result(&e.name, &e.overrides) }
             })
@@ -80,14 +82,18 @@ pub fn summarize(dir: &Path) -> Result<Summary> {
     let missing: Vec<String> = results.iter().filter(|r| r.status != "finished").map(|r| r.name.clone()).collect();
     let best = results.first().filter(|r| r.status == "finished").map(|r| r.name.clone());
     write_tables(dir, &results)?;
+    let best_config = dir.join("best_config.json");
     if let Some(winner) = results.first().filter(|r| r.status == "finished") {
-        let base: crate::Config = serde_json::from_value(plan.base_config.clone())?;
         let json = super::plan::overridden_json(&base, &winner.overrides)?;
-        crate::fsutil::write_atomic(&dir.join("best_config.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+        crate::fsutil::write_atomic(&best_config, serde_json::to_string_pretty(&json)?.as_bytes())?;
+    } else if crate::fsutil::is_present(&best_config) {
+        // An earlier summary's winner, no longer one: not left to be trained as the best.
+        std::fs::remove_file(&best_config).with_context(|| format!("cannot remove {}", best_config.display()))?;
+        tracing::warn!("no experiment has finished: {} (an earlier winner's) removed", best_config.display());
     }
     crate::report::draw("sweep_comparison.png", || comparison_picture(&dir.join("sweep_comparison.png"), &results));
     if !missing.is_empty() {
-        tracing::warn!("not finished yet: {}", missing.join(", "));
+        tracing::warn!("not finished (or damaged): {}", missing.join(", "));
     }
     Ok(Summary { results, missing, best })
 }
@@ -117,7 +123,7 @@ fn read_experiment(
     dir: &Path,
     name: &str,
     overrides: &BTreeMap<String, serde_json::Value>,
-    planned: Result<(crate::Config, &Path)>,
+    planned: Result<(crate::Config, &Path, &Path)>,
 ) -> Result<ExperimentResult> {
     let mut result = empty_result(name, overrides);
     let observed = observed_state(dir)?;
@@ -128,8 +134,8 @@ fn read_experiment(
     };
     let running = result.status == "running";
     if !running {
-        let (config, plan_file) = planned.context("the plan's config for it")?;
-        check_trained_as_planned(&run, &config, plan_file)?;
+        let (config, plan_file, root) = planned.context("the plan's config for it")?;
+        check_trained_as_planned(&run, &config, plan_file, root)?;
     }
     // A run just starting may not have written its config or a whole metrics table yet.
     let (layout, epochs) = match RunLayout::of(&run).and_then(|l| Ok((l.read_metrics_csv()?, l))) {

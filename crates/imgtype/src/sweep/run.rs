@@ -6,14 +6,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::layout::{
-    check_trained_as_planned, experiment_state, observed_state, ExperimentState, Observed, PlanRecord, PLAN_FILE,
-};
+use super::layout::{check_runs_as_planned, experiment_state, ExperimentState, PlanRecord, PLAN_FILE};
 use super::plan::{plan, EpochsOverride, Experiment, NamedExperiment};
 use crate::config::Config;
-use crate::fsutil::is_present;
 use crate::stop::{Outcome, StopReason, Stopped};
-use crate::train::{RunFolder, RunLayout, TrainOptions};
+use crate::train::{RunFolder, TrainOptions};
 
 /// This member's share of a sweep spread over N jobs (a Kubernetes Indexed Job, a Slurm array).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,20 +120,10 @@ pub(crate) fn run_planned(
     how_to_continue: &str,
 ) -> Result<Outcome<RunCounts>> {
     let mine = |position: usize| member.is_none_or(|m| m.runs(position));
-    // Before anything trains: a run that would be skipped as finished or resumed was started
-    // as planned.
+    // Before anything trains: every run that would be skipped as finished or resumed was
+    // started as planned.
     for run in runs.iter().enumerate().filter(|(position, _)| mine(*position)).map(|(_, run)| run) {
-        let started = match observed_state(&root.join(&run.name)) {
-            Ok(Observed::Finished(dir)) => Some(dir),
-            Ok(Observed::Running(dir)) if RunLayout::of(&dir).is_ok_and(|l| is_present(&l.latest_checkpoint())) => {
-                Some(dir)
-            }
-            // Damage is reported below, as each run's turn comes.
-            _ => None,
-        };
-        if let Some(dir) = started {
-            check_trained_as_planned(&dir, &run.config, &run.plan_file)?;
-        }
+        check_runs_as_planned(&root.join(&run.name), &run.config, &run.plan_file, root)?;
     }
     let mut counts = RunCounts { ran: 0, skipped: 0, failed: 0 };
     for (position, run) in runs.iter().enumerate() {
@@ -154,7 +141,7 @@ pub(crate) fn run_planned(
             }
             ExperimentState::Resumable(dir) => {
                 tracing::info!("{}: resuming {}", run.label, dir.display());
-                RunFolder::reopen(&dir)?
+                RunFolder::reopen(&dir)?.placed_as(&run.config)
             }
             ExperimentState::Fresh => {
                 tracing::info!("{} ({}/{}): {}", run.label, position + 1, runs.len(), run.description);
@@ -190,8 +177,7 @@ fn describe(experiment: &Experiment) -> String {
 /// The experiment's config, with its run folder and best-model copy inside its own folder.
 fn experiment_config(experiment: &Experiment, dir: &Path) -> Config {
     let mut config = experiment.config.clone();
-    config.paths.result_dir = dir.to_path_buf();
-    config.paths.model_dir = dir.join("models");
+    super::layout::place_experiment(&mut config, dir);
     config
 }
 

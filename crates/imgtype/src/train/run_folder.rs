@@ -106,6 +106,20 @@ impl RunFolder {
         Self::reopen_on(dir, None)
     }
 
+    /// A sweep's or cross-validation's run resumed where its folder is now: its split files,
+    /// best-model copy and results folder are where `planned` (its plan, read from that folder)
+    /// says, not where its config.json says they were before the folder was moved or copied.
+    pub fn placed_as(mut self, planned: &Config) -> Self {
+        let (now, before) = (&planned.paths, &mut self.config.paths);
+        if (&before.data_dir, &before.model_dir) != (&now.data_dir, &now.model_dir) {
+            tracing::info!("the folder moved: split files now from {}", now.data_dir.display());
+            before.data_dir = now.data_dir.clone();
+            before.model_dir = now.model_dir.clone();
+            before.result_dir = now.result_dir.clone();
+        }
+        self
+    }
+
     /// As [`Self::reopen`], training on `device` instead of the run's `system.device` when given
     /// (a run started on a GPU finishes on the CPU, or the reverse); the run's config.json keeps
     /// what it was started with.
