@@ -54,6 +54,12 @@ fn usage_errors_exit_2_and_write_nothing() {
         (TEST, &["--model-path", "model.safetensors", "--image-path", "a.jpg", "--output-dir", "out"], "--output-dir"),
         (TEST, &["--model-path", "model.safetensors", "--export-onnx", "m.onnx", "--engine", "libtorch"], "--engine"),
         (TEST, &["--merge-shards", "p.shard-0-of-2.csv", "--output-path", "p.csv", "--device", "cpu"], "--device"),
+        (TEST, &["--merge-shards", "p.shard-0-of-2.csv", "--output-path", "p.csv", "--strict"], "--strict"),
+        (
+            TEST,
+            &["--merge-shards", "p.shard-0-of-2.csv", "--output-path", "p.csv", "--model-path", "m"],
+            "--model-path",
+        ),
         (TEST, &["--model-path", "model.safetensors", "--json"], "--json"),
         (
             TEST,

@@ -498,6 +498,10 @@ fn a_cross_validation_resumes_and_spreads_over_members_alike() {
     for command in [["--summarize", "replanned"], ["--resume", "replanned"]] {
         let out = run(work, TRAIN, &command);
         let stderr = String::from_utf8_lossy(&out.stderr);
+        if command[0] == "--resume" {
+            // Every run refused is named, not one per try.
+            assert!(stderr.contains("; 2 other run(s) likewise: replanned/fold_2/run_"), "{stderr}");
+        }
         let named =
             "was not trained as planned (`training.epochs` is 2 in its config.json, 3 in replanned/cv_plan.json)";
         assert!(

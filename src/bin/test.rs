@@ -19,7 +19,7 @@ use imgtype_cli::Ending;
 #[command(group(ArgGroup::new("image_csv").args(["csv_path", "int8_calibrate"])))]
 struct Args {
     /// Model file (.safetensors) or a run folder holding model/best_model.safetensors
-    #[arg(long, required_unless_present = "merge_shards")]
+    #[arg(long, required_unless_present = "merge_shards", conflicts_with = "merge_shards")]
     model_path: Option<PathBuf>,
     /// Predict one image and print the result
     #[arg(long, conflicts_with = "csv_path")]
@@ -56,7 +56,7 @@ struct Args {
     #[arg(long, requires = "json_work")]
     json: bool,
     /// CSV mode: exit with status 1 when any row is an ERROR row (all rows are still written)
-    #[arg(long, requires = "csv_path", conflicts_with_all = ["image_path", "int8_calibrate"])]
+    #[arg(long, requires = "csv_path", conflicts_with_all = ["image_path", "int8_calibrate", "merge_shards"])]
     strict: bool,
     /// Fit per-class thresholds on the validation split (maximising the model's validation
     /// metric), report validation and test figures before and after, and write the model with

@@ -85,7 +85,9 @@ pub fn check_plan_not_lost(dir: &Path) -> Result<()> {
         names
     };
     for fold in sorted(dir).into_iter().filter(|name| name.starts_with("fold_")) {
-        if let Some(begun) = sorted(&dir.join(&fold)).into_iter().find(|n| n == "models" || n.starts_with("run_")) {
+        let entries = sorted(&dir.join(&fold));
+        let run = entries.iter().find(|n| n.starts_with("run_"));
+        if let Some(begun) = run.or_else(|| entries.iter().find(|n| *n == "models")) {
             bail!(
                 "{} has no {CV_PLAN_FILE}, yet its {fold} has begun training ({begun} is there): was the plan \
                  deleted or moved? Put it back, or move the folder away and start again",

@@ -182,9 +182,16 @@ pub(crate) fn check_trained_as_planned(
     Ok(())
 }
 
-/// [`check_trained_as_planned`] for every run in the experiment or fold folder `dir` that would be
-/// skipped as finished or resumed; damage is left for the caller to report.
-pub(crate) fn check_runs_as_planned(dir: &Path, planned: &Config, plan_file: &Path, root: &Path) -> anyhow::Result<()> {
+/// The runs in the experiment or fold folder `dir` that would be skipped as finished or resumed
+/// yet were not started as planned ([`check_trained_as_planned`]), each with why; damage is left
+/// for the caller to report.
+pub(crate) fn runs_not_as_planned(
+    dir: &Path,
+    planned: &Config,
+    plan_file: &Path,
+    root: &Path,
+) -> Vec<(PathBuf, anyhow::Error)> {
+    let mut refused = Vec::new();
     for run in run_folders(dir) {
         let resumable = || RunLayout::of(&run).is_ok_and(|l| crate::fsutil::is_present(&l.latest_checkpoint()));
         match run_status(&run) {
@@ -192,9 +199,11 @@ pub(crate) fn check_runs_as_planned(dir: &Path, planned: &Config, plan_file: &Pa
             Ok(None) if resumable() => {}
             _ => continue,
         }
-        check_trained_as_planned(&run, planned, plan_file, root)?;
+        if let Err(error) = check_trained_as_planned(&run, planned, plan_file, root) {
+            refused.push((run, error));
+        }
     }
-    Ok(())
+    refused
 }
 
 /// Whether `dir` or a folder below it (at most `depth` levels, links not followed) holds anything

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::layout::{check_runs_as_planned, experiment_state, ExperimentState, PlanRecord, PLAN_FILE};
+use super::layout::{experiment_state, runs_not_as_planned, ExperimentState, PlanRecord, PLAN_FILE};
 use super::plan::{plan, EpochsOverride, Experiment, NamedExperiment};
 use crate::config::Config;
 use crate::stop::{Outcome, StopReason, Stopped};
@@ -122,8 +122,18 @@ pub(crate) fn run_planned(
     let mine = |position: usize| member.is_none_or(|m| m.runs(position));
     // Before anything trains: every run that would be skipped as finished or resumed was
     // started as planned.
-    for run in runs.iter().enumerate().filter(|(position, _)| mine(*position)).map(|(_, run)| run) {
-        check_runs_as_planned(&root.join(&run.name), &run.config, &run.plan_file, root)?;
+    let refused: Vec<(PathBuf, anyhow::Error)> = runs
+        .iter()
+        .enumerate()
+        .filter(|(position, _)| mine(*position))
+        .flat_map(|(_, run)| runs_not_as_planned(&root.join(&run.name), &run.config, &run.plan_file, root))
+        .collect();
+    if let Some((_, first)) = refused.first() {
+        let others: Vec<String> = refused[1..].iter().map(|(run, _)| run.display().to_string()).collect();
+        match others.len() {
+            0 => bail!("{first:#}"),
+            n => bail!("{first:#}; {n} other run(s) likewise: {}", others.join(", ")),
+        }
     }
     let mut counts = RunCounts { ran: 0, skipped: 0, failed: 0 };
     for (position, run) in runs.iter().enumerate() {
