@@ -115,5 +115,29 @@ pub(super) fn correct_value(outcome: &Result<Prediction, String>, true_class: &s
 
 /// `inference_ms` and `error`, the last columns of every row.
 pub(super) fn timing_and_error(outcome: &Result<Prediction, String>, ms: f64) -> [String; 2] {
-    [format!("{ms:.3}"), outcome.as_ref().err().cloned().unwrap_or_default()]
+    // Cut: a reason naming a path of near a mebibyte would make a row longer than any CSV reader
+    // here (a merge of the shards) reads back.
+    const MOST: usize = 4096;
+    let mut error = outcome.as_ref().err().cloned().unwrap_or_default();
+    if error.len() > MOST {
+        let cut = (0..=MOST).rev().find(|&i| error.is_char_boundary(i)).unwrap_or(0);
+        error.truncate(cut);
+        error.push_str("… (cut)");
+    }
+    [format!("{ms:.3}"), error]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_reason_is_cut_on_a_character_boundary() {
+        let reason = format!("cannot open image {}: No such file", "é".repeat(300_000));
+        let [_, error] = timing_and_error(&Err(reason.clone()), 1.0);
+        assert!(error.len() <= 4096 + "… (cut)".len() && error.ends_with("… (cut)"), "{}", error.len());
+        assert!(reason.starts_with(error.trim_end_matches("… (cut)")));
+        let [_, short] = timing_and_error(&Err("gone".into()), 1.0);
+        assert_eq!(short, "gone");
+    }
 }

@@ -41,12 +41,17 @@ pub fn merge_shards(inputs: &[PathBuf], output: &Path, source: &ImageSource) -> 
             tracing::warn!("no --image-base-path: the merged contact sheets show no images, only their paths");
         }
     }
-    let next_row = |reader: &mut RecordReader<_>, path: &Path| -> Result<Option<csv::ByteRecord>> {
+    // `line`: the line of the shard file the row would be on, had each row one line.
+    let next_row = |reader: &mut RecordReader<_>, path: &Path, line: usize| -> Result<Option<csv::ByteRecord>> {
         match reader.next()? {
             Some(InputRecord { problem: Some(problem), .. }) => bail!("{}: {problem}", path.display()),
-            Some(InputRecord { record, .. }) if record.len() != header.len() => {
-                bail!("{}: a row of {} fields, the header has {}", path.display(), record.len(), header.len())
-            }
+            Some(InputRecord { record, .. }) if record.len() != header.len() => bail!(
+                "{}: data row {} has {} fields, the header {}",
+                path.display(),
+                line - 1,
+                record.len(),
+                header.len()
+            ),
             Some(InputRecord { record, .. }) => Ok(Some(record)),
             None => Ok(None),
         }
@@ -57,7 +62,7 @@ pub fn merge_shards(inputs: &[PathBuf], output: &Path, source: &ImageSource) -> 
         writer.write_byte_record(&header)?;
         let ended = loop {
             let (reader, path) = &mut readers[written % count];
-            match next_row(reader, path)? {
+            match next_row(reader, path, written / count + 2)? {
                 Some(row) => {
                     writer.write_byte_record(&row)?;
                     written += 1;
@@ -65,8 +70,9 @@ pub fn merge_shards(inputs: &[PathBuf], output: &Path, source: &ImageSource) -> 
                 None => break *path,
             }
         };
-        for (reader, path) in &mut readers {
-            if next_row(reader, path)?.is_some() {
+        for (shard, (reader, path)) in readers.iter_mut().enumerate() {
+            let read = written / count + usize::from(shard < written % count);
+            if next_row(reader, path, read + 2)?.is_some() {
                 bail!(
                     "{} ended before {} did, where one unsharded run would go on: one was cut or edited, or they \
                      come from different runs",
