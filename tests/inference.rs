@@ -171,6 +171,28 @@ fn csv_mode_keeps_every_row_and_shards_merge_back() {
         stderr.contains("part.shard-1-of-3.csv.json: a JSON file (a shard's record or metrics), not shard rows"),
         "{stderr}"
     );
+    // A shard's record is an input of the merge, never its output.
+    let out = run_test(
+        dir.path(),
+        &[
+            "--merge-shards",
+            "part.shard-0-of-3.csv",
+            "part.shard-2-of-3.csv",
+            "--output-path",
+            "part.shard-0-of-3.csv.json",
+        ],
+    );
+    assert!(!out.status.success() && read_json(&dir.path().join("part.shard-0-of-3.csv.json"))["shard"] == "0/3");
+    // An output name whose shards the merge would not read back is refused before anything runs.
+    let out = run_test(
+        dir.path(),
+        &["--model-path", model, "--csv-path", "input.csv", "--output-path", "p.json", "--shard", "0/2"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("p.shard-0-of-2.json: --merge-shards would not read this name back"),
+        "{stderr}"
+    );
     // A shard past the input's rows holds none (a job array wider than the input).
     ok(run_test(
         dir.path(),

@@ -6,6 +6,7 @@
 //! And the same rule dealt into folds for `train --cross-validate` (`folds`), whose held-out
 //! probabilities tell which labels look wrong (`label_issues`: confident learning).
 
+pub mod csv_partial;
 pub mod csv_records;
 pub mod duplicates;
 pub mod folds;

@@ -83,7 +83,14 @@ pub struct ShardRecord {
     pub rows: usize,
     /// Of the shard file's bytes as written.
     pub fingerprint: String,
+    /// How its images were read and scored (engine, number format, image folder): shards of one
+    /// run may differ here (machines of an array, mounts), so a difference is only warned about.
+    #[serde(default)]
+    pub settings: String,
 }
+
+/// Longest `made_from` or `settings` this tool writes, by far: a longer one is not a record.
+const RECORD_TEXT_CAP: usize = 4096;
 
 /// Where `shard_file`'s record is.
 pub fn record_path(shard_file: &Path) -> PathBuf {
@@ -94,19 +101,41 @@ pub fn record_path(shard_file: &Path) -> PathBuf {
 
 /// SipHash of a file's bytes, read in blocks (a shard, a model, an input CSV of any size).
 pub fn file_fingerprint(path: &Path) -> Result<String> {
-    use std::hash::Hasher;
     let label = path.display().to_string();
-    let mut file = imgtype_base::fsutil::open_capped(path, &label, imgtype_base::fsutil::STREAM_FILE_CAP)?;
+    let file = imgtype_base::fsutil::open_capped(path, &label, imgtype_base::fsutil::STREAM_FILE_CAP)?;
+    fingerprint_of(file, &label)
+}
+
+/// SipHash of what `reader` holds, read to its end.
+pub fn fingerprint_of(mut reader: impl Read, label: &str) -> Result<String> {
+    use std::hash::Hasher;
     #[allow(deprecated)]
     let mut hasher = std::hash::SipHasher::new();
     let mut block = vec![0u8; 1 << 16];
     loop {
-        let read = file.read(&mut block).with_context(|| format!("cannot read {label}"))?;
+        let read = reader.read(&mut block).with_context(|| format!("cannot read {label}"))?;
         if read == 0 {
             return Ok(format!("{:016x}", hasher.finish()));
         }
         hasher.write(&block[..read]);
     }
+}
+
+/// Refuses a name for `shard`'s file that the merge would not read back as that shard: one
+/// ending in `.json` or `.partial` (taken for a record, an unfinished file) or with another
+/// `.shard-` tag after this one.
+pub fn check_shard_name(file: &Path, shard: Shard) -> Result<()> {
+    let name = file.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    if name.ends_with(".json") || name.ends_with(".partial") || shard_of_file(file) != Some(shard) {
+        bail!(
+            "{}: --merge-shards would not read this name back as shard {}/{}; give --output-path another name \
+             (as results.csv)",
+            file.display(),
+            shard.index,
+            shard.count
+        );
+    }
+    Ok(())
 }
 
 impl Shard {
@@ -116,44 +145,61 @@ impl Shard {
     }
 
     /// Writes the record of the finished `shard_file`.
-    pub fn write_record(&self, shard_file: &Path, made_from: String, input_rows: usize) -> Result<()> {
+    pub fn write_record(
+        &self,
+        shard_file: &Path,
+        made_from: String,
+        settings: String,
+        input_rows: usize,
+    ) -> Result<()> {
         let record = ShardRecord {
             shard: format!("{}/{}", self.index, self.count),
             made_from,
             input_rows,
             rows: self.rows_of(input_rows),
             fingerprint: file_fingerprint(shard_file)?,
+            settings,
         };
         imgtype_base::fsutil::write_json_atomic(&record_path(shard_file), &record)
     }
 }
 
-/// Checks `shards` (each with the shard its name says) against their records: each as written,
-/// of the shard its name says, and all of one run. Returns the shards without a record
-/// (written before records were kept, or the record removed): those cannot be checked.
-pub fn check_records<'a>(shards: &[(Shard, &'a Path)]) -> Result<Vec<&'a Path>> {
-    let mut unrecorded = Vec::new();
+/// Checks `shards` (each with the shard its name says and the fingerprint of the bytes the merge
+/// reads) against their records: each as written, of the shard its name says, and all of one
+/// run. Returns the shards without a record (written before records were kept, the record
+/// removed, or not a shard's results): those cannot be checked.
+pub fn check_records<'a>(shards: &[(Shard, &'a Path, String)]) -> Result<Vec<&'a Path>> {
+    let (mut unrecorded, mut warned) = (Vec::new(), false);
     let mut first: Option<(ShardRecord, &Path)> = None;
-    for &(shard, path) in shards {
+    for (shard, path, fingerprint) in shards {
         let record_file = record_path(path);
         if !imgtype_base::fsutil::is_present(&record_file) {
-            unrecorded.push(path);
+            unrecorded.push(*path);
             continue;
         }
         let record: ShardRecord = imgtype_base::fsutil::read_json(&record_file)
             .with_context(|| format!("{} is not the record of a shard", record_file.display()))?;
+        if record.made_from.len() > RECORD_TEXT_CAP || record.settings.len() > RECORD_TEXT_CAP {
+            bail!("{} is not the record of a shard (a field far longer than this tool writes)", record_file.display());
+        }
         let named = format!("{}/{}", shard.index, shard.count);
-        if record.shard != named || record.rows != shard.rows_of(record.input_rows) {
+        if record.shard != named {
             bail!(
-                "{}: its record {} says shard {} with {} of {} rows; the file is named as shard {named} (renamed?)",
+                "{}: its record {} is of shard {}, the file is named as shard {named}: renamed, or the record copied",
                 path.display(),
                 record_file.display(),
-                record.shard,
+                record.shard
+            );
+        }
+        if record.rows != shard.rows_of(record.input_rows) {
+            bail!(
+                "{}: its record says {} of {} input rows, which shard {named} cannot hold: the record was edited",
+                record_file.display(),
                 record.rows,
                 record.input_rows
             );
         }
-        if file_fingerprint(path)? != record.fingerprint {
+        if *fingerprint != record.fingerprint {
             bail!(
                 "{} changed after it was written (its bytes are not those {} records): run its shard again",
                 path.display(),
@@ -172,6 +218,16 @@ pub fn check_records<'a>(shards: &[(Shard, &'a Path)]) -> Result<Vec<&'a Path>> 
                 record.made_from,
                 record.input_rows
             ),
+            Some((one, other)) if one.settings != record.settings && !warned => {
+                warned = true;
+                tracing::warn!(
+                    "{} and {} were predicted with other settings ({} / {}): their figures may differ",
+                    other.display(),
+                    path.display(),
+                    one.settings,
+                    record.settings
+                )
+            }
             Some(_) => {}
         }
     }

@@ -42,6 +42,9 @@ impl OutputLock {
     pub fn acquire(output: &Path, what: &str) -> Result<Self> {
         let name = output.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
         let path = output.with_file_name(format!(".{name}.lock"));
+        if let Some(folder) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(folder).with_context(|| format!("cannot create folder {}", folder.display()))?;
+        }
         // A lock file removed (by the holder that just finished) between our open and our lock
         // is not the one that counts: take the one the name now leads to.
         for _ in 0..5 {
@@ -84,8 +87,16 @@ fn lock_file(path: &Path, subject: &Path, what: &str) -> Result<std::fs::File> {
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOFOLLOW)
         .open(path)
         .map_err(|e| anyhow::anyhow!("cannot open the lock file {}: {}", path.display(), plain_io_error(&e)))?;
-    if !file.metadata().is_ok_and(|m| m.is_file()) {
-        anyhow::bail!("the lock file {} is not a regular file", path.display());
+    match file.metadata() {
+        Ok(meta) if !meta.is_file() => anyhow::bail!("the lock file {} is not a regular file", path.display()),
+        // Another name for the same file (a hard link): writing who holds the lock would
+        // overwrite that file.
+        Ok(meta) if std::os::unix::fs::MetadataExt::nlink(&meta) > 1 => anyhow::bail!(
+            "the lock file {} has another name (a hard link to another file); remove it (a lock file is never a link)",
+            path.display()
+        ),
+        Ok(_) => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
     match file.try_lock() {
         Ok(()) => {}

@@ -289,6 +289,13 @@ mod tests {
         drop(first);
         assert!(!lock_file.exists(), "no lock file left beside the output");
         drop(OutputLock::acquire(&output, "writing to it").unwrap());
+        // A lock file that is another name of a user's file is refused, the file untouched.
+        std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+        std::fs::hard_link(dir.path().join("notes.txt"), &lock_file).unwrap();
+        assert!(OutputLock::acquire(&output, "writing to it").unwrap_err().to_string().contains("hard link"));
+        assert_eq!(std::fs::read_to_string(dir.path().join("notes.txt")).unwrap(), "mine");
+        // A missing folder is made, as the output's would be.
+        drop(OutputLock::acquire(&dir.path().join("new/out.csv"), "writing to it").unwrap());
     }
 
     #[test]

@@ -21,7 +21,6 @@ use csv::ByteRecord;
 use serde::Serialize;
 
 use super::columns::{correct_value, prediction_header, prediction_values, timing_and_error};
-use super::csv_partial::{partial_paths, EarlierRows, MadeWith, PartialOutput};
 use super::prefetch::prefetched;
 use super::shards::{self, shard_file_name, Shard};
 use super::timing::TimingSummary;
@@ -30,6 +29,7 @@ use super::{Prediction, Predictor};
 use crate::data::csv_records::{InputRecord, RecordReader};
 use crate::data::ImageRecord;
 use crate::stop::{Outcome, StopFlag, Stopped};
+use imgtype_dataset::csv_partial::{partial_paths, EarlierRows, MadeWith, PartialOutput};
 
 type InputReader = RecordReader<BufReader<std::io::Take<File>>>;
 
@@ -60,6 +60,9 @@ pub struct CsvReport {
 pub fn run_csv(predictor: &Predictor, request: &CsvRequest, stop: &StopFlag) -> Result<Outcome<CsvReport>> {
     let csv_path = request.csv_path;
     let output = shard_file_name(request.output_path, request.shard);
+    if let Some(shard) = request.shard {
+        shards::check_shard_name(&output, shard)?;
+    }
     let output = crate::fsutil::check_output_file(&output, &[csv_path])?;
     let partial_path = partial_paths(&output).0;
     crate::fsutil::check_output_file(&partial_path, &[csv_path])?;
@@ -117,7 +120,7 @@ pub fn run_csv(predictor: &Predictor, request: &CsvRequest, stop: &StopFlag) -> 
     partial.finish(&output)?;
     if let Some(shard) = request.shard {
         let made_from = shard_made_from(predictor, &[csv_path], &format!("image column `{}`", request.image_column))?;
-        shard.write_record(&output, made_from, input_rows)?;
+        shard.write_record(&output, made_from, shard_settings(predictor), input_rows)?;
     }
     let timing = TimingSummary::new(
         per_image_ms,
@@ -138,6 +141,12 @@ pub(super) fn shard_made_from(predictor: &Predictor, inputs: &[&Path], settings:
     let model = predictor.model_file.as_deref().map(shards::file_fingerprint).transpose()?;
     let inputs: Vec<String> = inputs.iter().map(|path| shards::file_fingerprint(path)).collect::<Result<_>>()?;
     Ok(format!("model {}, input {}, {settings}", model.as_deref().unwrap_or("in memory"), inputs.join(" ")))
+}
+
+/// How a shard's images were read and scored; the shards of one run may differ here.
+pub(super) fn shard_settings(predictor: &Predictor) -> String {
+    let base = predictor.source().base_path().map_or_else(|| "(none)".to_string(), |p| p.display().to_string());
+    format!("{}, image folder {base}", predictor.engine_description())
 }
 
 /// A first, cheap pass: counts this shard's data rows (the progress total) and the input's, and checks

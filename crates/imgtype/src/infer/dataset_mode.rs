@@ -54,7 +54,13 @@ pub fn run_dataset(
             let files: Vec<PathBuf> = SplitName::ALL.iter().map(|split| data_dir.join(split.file_name())).collect();
             let files: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
             let made_from = super::csv_mode::shard_made_from(predictor, &files, "the split files")?;
-            shard.write_record(&results_path, made_from, splits.iter().map(|(_, records)| records.len()).sum())?;
+            let settings = super::csv_mode::shard_settings(predictor);
+            shard.write_record(
+                &results_path,
+                made_from,
+                settings,
+                splits.iter().map(|(_, records)| records.len()).sum(),
+            )?;
         }
         crate::fsutil::write_json_atomic(&shard_file_name(&dir.join("timing.json"), shard), &timing)?;
         let (accuracy, failed) = write_split_reports(dir, &results_path, shard, predictor.source())?;

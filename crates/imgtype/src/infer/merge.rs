@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 use super::shards::{shard_of_file, Shard};
 use super::wrong_predictions::write_split_reports;
@@ -14,17 +14,20 @@ use crate::data::ImageSource;
 /// order one unsharded run writes them. For whole-dataset results (a `split` column),
 /// the wrong-prediction CSVs and contact sheets and `metrics.json` are written beside it.
 pub fn merge_shards(inputs: &[PathBuf], output: &Path, source: &ImageSource) -> Result<usize> {
-    let shards = checked_shards(inputs)?;
-    let output = &crate::fsutil::check_output_file(output, &shards)?;
+    let set = complete_shard_set(inputs)?;
+    let shards: Vec<&Path> = set.iter().map(|(_, path)| *path).collect();
+    let records: Vec<PathBuf> = shards.iter().map(|path| super::shards::record_path(path)).collect();
+    let inputs: Vec<&Path> = shards.iter().copied().chain(records.iter().map(PathBuf::as_path)).collect();
+    let output = &crate::fsutil::check_output_file(output, &inputs)?;
     let _lock = crate::fsutil::OutputLock::acquire(output, "merging shards into it")?;
+    let files = opened_and_checked(&set)?;
     let count = shards.len();
     // Read line by line with bounded rows, as any CSV: a damaged shard is an error naming its
     // row, never a field that grows with the file.
     let mut readers = Vec::new();
     let mut header: Option<csv::ByteRecord> = None;
-    for path in &shards {
+    for (path, file) in shards.iter().zip(files) {
         let label = path.display().to_string();
-        let file = crate::fsutil::open_capped(path, &label, crate::fsutil::STREAM_FILE_CAP)?;
         let mut reader = RecordReader::new(std::io::BufReader::new(file), label);
         let this = reader.header()?.ok_or_else(|| anyhow!("{}: empty (no header row)", path.display()))?;
         match &header {
@@ -91,20 +94,30 @@ pub fn merge_shards(inputs: &[PathBuf], output: &Path, source: &ImageSource) -> 
     Ok(written)
 }
 
-/// The shard files in shard order: a complete set, checked against their records.
-fn checked_shards(inputs: &[PathBuf]) -> Result<Vec<&Path>> {
-    let shards = complete_shard_set(inputs)?;
-    let unrecorded = super::shards::check_records(&shards)?;
+/// The shard files, each opened once and checked against its record by the bytes then read: a
+/// shard replaced while the merge runs is not read unchecked.
+fn opened_and_checked(shards: &[(Shard, &Path)]) -> Result<Vec<std::io::Take<std::fs::File>>> {
+    use std::io::Seek;
+    let (mut files, mut fingerprints) = (Vec::new(), Vec::new());
+    for &(shard, path) in shards {
+        let label = path.display().to_string();
+        let mut file = crate::fsutil::open_capped(path, &label, crate::fsutil::STREAM_FILE_CAP)?;
+        fingerprints.push((shard, path, super::shards::fingerprint_of(&mut file, &label)?));
+        file.get_mut().rewind().with_context(|| format!("cannot read {label}"))?;
+        file.set_limit(crate::fsutil::STREAM_FILE_CAP.max_bytes);
+        files.push(file);
+    }
+    let unrecorded = super::shards::check_records(&fingerprints)?;
     if let Some(first) = unrecorded.first() {
         tracing::warn!(
-            "{} of the {} shards have no record beside them (the first: {}; written by an older version, or the \
-             record removed): not checked to be of one run, as written",
+            "{} of the {} shards have no record beside them (the first: {}; written before records were kept, the \
+             record removed, or not a shard's results): not checked to be of one run, as written",
             unrecorded.len(),
             shards.len(),
             first.display()
         );
     }
-    Ok(shards.into_iter().map(|(_, path)| path).collect())
+    Ok(files)
 }
 
 /// The report files a merge of whole-dataset results writes beside `output`: checked before
@@ -147,6 +160,9 @@ fn complete_shard_set(inputs: &[PathBuf]) -> Result<Vec<(Shard, &Path)>> {
         let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
         if name.ends_with(".partial") || name.ends_with(".partial.json") {
             bail!("{}: an unfinished shard; run its command again to finish it", path.display());
+        }
+        if name.starts_with("wrong_") || name.ends_with(".png") {
+            bail!("{}: a report of a sharded run, not its results; merge its inference_results shards", path.display());
         }
         if name.ends_with(".json") {
             bail!(

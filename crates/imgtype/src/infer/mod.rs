@@ -4,15 +4,15 @@
 
 mod columns;
 mod csv_mode;
-mod csv_partial;
 mod dataset_mode;
 mod int8;
 mod merge;
 mod prefetch;
-use imgtype_dataset::shards;
 mod thresholds;
 mod timing;
 mod wrong_predictions;
+
+use imgtype_dataset::shards;
 
 pub use imgtype_infer::*;
 

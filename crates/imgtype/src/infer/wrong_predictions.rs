@@ -90,12 +90,25 @@ fn read_results(results_path: &Path) -> Result<Results> {
         else {
             bail!("{}: row {}: class not among {:?}", results_path.display(), index + 2, class_names);
         };
-        let number = |column: usize| row.get(column).unwrap_or("0").parse().unwrap_or(0.0);
+        let number = |column: usize| -> Result<f64> {
+            let text = row.get(column).unwrap_or("");
+            match text.parse::<f64>() {
+                Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
+                _ => bail!(
+                    "{}: row {}: `{}` is `{text}`, not a probability",
+                    results_path.display(),
+                    index + 2,
+                    header.get(column).map_or("?", String::as_str)
+                ),
+            }
+        };
         entry.y_true.push(t);
         entry.y_pred.push(p);
-        entry.probabilities.push((0..class_names.len()).map(|c| number(columns.probability(c))).collect());
+        entry
+            .probabilities
+            .push((0..class_names.len()).map(|c| number(columns.probability(c))).collect::<Result<_>>()?);
         if t != p {
-            let confidence = number(DatasetColumns::CONFIDENCE);
+            let confidence = number(DatasetColumns::CONFIDENCE)?;
             entry.wrong.push(WrongRow { confidence, values: row.iter().map(String::from).collect() });
         }
     }

@@ -13,7 +13,7 @@ use csv::ByteRecord;
 /// `O.partial` (and beside it `O.partial.json`, the model it was made with): the output so
 /// far. Rows reach the file batch by batch; a kill can cut the last one short, which a
 /// rerun drops.
-pub(super) fn partial_paths(output: &Path) -> (PathBuf, PathBuf) {
+pub fn partial_paths(output: &Path) -> (PathBuf, PathBuf) {
     let mut name = output.as_os_str().to_owned();
     name.push(".partial");
     let partial = PathBuf::from(name);
@@ -23,24 +23,28 @@ pub(super) fn partial_paths(output: &Path) -> (PathBuf, PathBuf) {
 }
 
 /// What an earlier run must have shared with this one for its rows to be taken over.
-pub(super) struct MadeWith<'a> {
+pub struct MadeWith<'a> {
     /// The model file (path, size, modification time).
-    pub(super) model: &'a str,
+    pub model: &'a str,
     /// What decides which image a row's path means: the image column and the base folder.
-    pub(super) settings: &'a str,
+    pub settings: &'a str,
     /// The classes a row may name (besides ERROR).
-    pub(super) class_names: &'a [String],
+    pub class_names: &'a [String],
 }
 
 impl MadeWith<'_> {
     /// Fails unless the sidecar says `partial` was made with this model and these settings.
     fn check_sidecar(&self, partial: &Path, sidecar: &Path) -> Result<()> {
-        let recorded = if !crate::fsutil::is_present(sidecar) {
+        let recorded = if !imgtype_base::fsutil::is_present(sidecar) {
             Ok(None)
         } else {
-            crate::fsutil::read_text_capped(sidecar, &sidecar.display().to_string(), crate::fsutil::JSON_FILE_CAP)
-                .and_then(|text| Ok(serde_json::from_str::<serde_json::Value>(&text)?))
-                .map(|v| Some((v["model"].as_str().map(String::from), v["settings"].as_str().map(String::from))))
+            imgtype_base::fsutil::read_text_capped(
+                sidecar,
+                &sidecar.display().to_string(),
+                imgtype_base::fsutil::JSON_FILE_CAP,
+            )
+            .and_then(|text| Ok(serde_json::from_str::<serde_json::Value>(&text)?))
+            .map(|v| Some((v["model"].as_str().map(String::from), v["settings"].as_str().map(String::from))))
         };
         let (model, settings) = recorded
             .map_err(|e| {
@@ -72,25 +76,26 @@ impl MadeWith<'_> {
 }
 
 /// The complete rows an interrupted run left in `O.partial`.
-pub(super) struct EarlierRows {
-    pub(super) path: PathBuf,
+pub struct EarlierRows {
+    pub path: PathBuf,
     /// The image path of each complete row, to check they are this input's.
-    pub(super) paths: Vec<Vec<u8>>,
+    pub paths: Vec<Vec<u8>>,
     /// ERROR rows among them.
-    pub(super) failed: usize,
+    pub failed: usize,
     /// Length of the file up to the end of its last complete row; 0: start the file over.
     end: u64,
 }
 
 impl EarlierRows {
-    pub(super) fn read(output: &Path, header: &[String], made_with_now: &MadeWith) -> Result<Self> {
+    pub fn read(output: &Path, header: &[String], made_with_now: &MadeWith) -> Result<Self> {
         let (path, sidecar) = partial_paths(output);
         let mut earlier = Self { path: path.clone(), paths: Vec::new(), failed: 0, end: 0 };
         if std::fs::symlink_metadata(&path).is_err() {
             return Ok(earlier);
         }
         let label = path.display().to_string();
-        let (file, metadata) = crate::fsutil::open_regular_file(&path, &label, crate::fsutil::STREAM_FILE_CAP)?;
+        let (file, metadata) =
+            imgtype_base::fsutil::open_regular_file(&path, &label, imgtype_base::fsutil::STREAM_FILE_CAP)?;
         if metadata.len() == 0 {
             return Ok(earlier);
         }
@@ -98,7 +103,7 @@ impl EarlierRows {
         made_with_now.check_sidecar(&path, &sidecar)?;
         // Read as a stream: each row read back is compared with its bytes in the file (read
         // again through a second handle), so memory does not grow with the file.
-        let (raw, _) = crate::fsutil::open_regular_file(&path, &label, crate::fsutil::STREAM_FILE_CAP)?;
+        let (raw, _) = imgtype_base::fsutil::open_regular_file(&path, &label, imgtype_base::fsutil::STREAM_FILE_CAP)?;
         let file_bytes = |start: u64, end: u64| -> Option<Vec<u8>> {
             use std::os::unix::fs::FileExt;
             let mut buffer = vec![0u8; usize::try_from(end - start).ok()?];
@@ -157,7 +162,7 @@ impl EarlierRows {
     }
 
     /// Fails when row `index` done earlier was for another image than this input's.
-    pub(super) fn check_row(&self, index: usize, raw_path: &[u8]) -> Result<()> {
+    pub fn check_row(&self, index: usize, raw_path: &[u8]) -> Result<()> {
         if self.paths[index] != raw_path {
             bail!(
                 "{} holds predictions for other images (its row {} is `{}`, this input's is `{}`); delete it to \
@@ -179,23 +184,23 @@ fn encode(record: &ByteRecord) -> Vec<u8> {
     writer.into_inner().expect("writing to memory")
 }
 
-pub(super) struct PartialOutput {
-    pub(super) path: PathBuf,
+pub struct PartialOutput {
+    pub path: PathBuf,
     sidecar: PathBuf,
     writer: csv::Writer<BufWriter<File>>,
     /// Rows in the file.
-    pub(super) written: usize,
+    pub written: usize,
 }
 
 impl PartialOutput {
     /// Opens `O.partial` after the complete rows of `earlier`, or starts it with `header`.
-    pub(super) fn open(output: &Path, header: &[String], earlier: &EarlierRows, made_with: &MadeWith) -> Result<Self> {
+    pub fn open(output: &Path, header: &[String], earlier: &EarlierRows, made_with: &MadeWith) -> Result<Self> {
         let (path, sidecar) = partial_paths(output);
         let failed = |e| anyhow::Error::new(e).context(format!("cannot write {}", path.display()));
         if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create folder {}", dir.display()))?;
         }
-        crate::fsutil::write_json_atomic(
+        imgtype_base::fsutil::write_json_atomic(
             &sidecar,
             &serde_json::json!({"model": made_with.model, "settings": made_with.settings}),
         )?;
@@ -209,24 +214,24 @@ impl PartialOutput {
         Ok(Self { path, sidecar, writer, written: earlier.paths.len() })
     }
 
-    pub(super) fn write_row(&mut self, values: &[Vec<u8>]) -> Result<()> {
+    pub fn write_row(&mut self, values: &[Vec<u8>]) -> Result<()> {
         self.writer.write_record(values).with_context(|| format!("cannot write {}", self.path.display()))?;
         self.written += 1;
         Ok(())
     }
 
     /// Hands the rows so far to the operating system, so a kill loses at most a batch.
-    pub(super) fn flush(&mut self) -> Result<()> {
+    pub fn flush(&mut self) -> Result<()> {
         self.writer.flush().with_context(|| format!("cannot write {}", self.path.display()))
     }
 
     /// Flushes to disk and renames the finished file to `output`.
-    pub(super) fn finish(mut self, output: &Path) -> Result<()> {
+    pub fn finish(mut self, output: &Path) -> Result<()> {
         self.flush()?;
         let file =
             self.writer.into_inner().map_err(|e| anyhow::anyhow!("cannot write {}: {e}", self.path.display()))?;
         let file = file.into_inner().map_err(|e| anyhow::anyhow!("cannot write {}: {e}", self.path.display()))?;
-        crate::fsutil::sync_to_disk(&file, &self.path)?;
+        imgtype_base::fsutil::sync_to_disk(&file, &self.path)?;
         std::fs::rename(&self.path, output)
             .with_context(|| format!("cannot move the finished {} to {}", self.path.display(), output.display()))?;
         let _ = std::fs::remove_file(&self.sidecar);
