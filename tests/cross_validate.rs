@@ -521,6 +521,19 @@ fn a_cross_validation_resumes_and_spreads_over_members_alike() {
     assert!(fold_1.parent().unwrap().join("final_results.json").is_file(), "the run is kept");
     let out = ok(run(work, TRAIN, &["--summarize", "unconfigured"]));
     assert!(String::from_utf8_lossy(&out.stderr).contains("fold 1: "), "counted as damaged");
+    // A fold's run trained on other split files (another cross-validation's, the same config)
+    // is refused, naming the folder whose files it was not trained on.
+    copy_dir(&work.join("straight"), &work.join("otherdata"));
+    let train_csv = work.join("otherdata/fold_2/data/train_data.csv");
+    let text = std::fs::read_to_string(&train_csv).unwrap();
+    std::fs::write(&train_csv, text.lines().take(text.lines().count() - 1).collect::<Vec<_>>().join("\n") + "\n")
+        .unwrap();
+    for command in [["--summarize", "otherdata"], ["--resume", "otherdata"]] {
+        let out = run(work, TRAIN, &command);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let named = "was trained on other split files than otherdata/fold_2/data holds";
+        assert!(!out.status.success() && stderr.contains(named), "{stderr}");
+    }
     // An edited interrupted run beside a newer one without a checkpoint is refused before
     // anything trains, not resumed with the edited config.
     copy_dir(&work.join("straight"), &work.join("bypassed"));

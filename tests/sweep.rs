@@ -165,7 +165,14 @@ fn a_sweep_runs_resumes_spreads_over_members_and_summarizes_alike() {
     let out = ok(run(work, TRAIN, &["--summarize", "edited"]));
     assert!(String::from_utf8_lossy(&out.stderr).contains("edited/best_config.json (an earlier winner's) removed"));
     assert!(!edited.join("best_config.json").exists());
-    // One that is not a plan at all is refused, naming it.
+    // One that is not a plan at all is refused, naming it: a value out of range, or of a wrong type.
+    plan["base_config"]["training"]["epochs"] = 1_000_000.into();
+    std::fs::write(edited.join("sweep_plan.json"), plan.to_string()).unwrap();
+    let out = run(work, TRAIN, &["--summarize", "edited"]);
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("edited/sweep_plan.json is not a sweep plan")
+    );
     plan["base_config"]["training"]["learning_rate"] = "0.002".into();
     std::fs::write(edited.join("sweep_plan.json"), plan.to_string()).unwrap();
     let out = run(work, TRAIN, &["--summarize", "edited"]);

@@ -14,7 +14,6 @@ use super::layout::{
 use super::summary::{summarize, CvSummary, Judging};
 use crate::config::Config;
 use crate::data::folds::{assign_folds, write_fold_data, write_images_csv};
-use crate::data::SplitName;
 use crate::stop::Outcome;
 use crate::sweep::{run_planned, Member, PlannedRun, RunCounts};
 use crate::train::TrainOptions;
@@ -103,7 +102,7 @@ pub fn resume_cross_validation(dir: &Path, mut options: CvOptions) -> Result<CvE
 /// the folds assigned and written, then each repeat's folder, the plan last (so a plan on
 /// disk means complete folds).
 fn prepare(dir: &Path, config: &Config, folds: usize, repeats: usize) -> Result<CvPlan> {
-    let data_fingerprint = data_fingerprint(&config.paths.data_dir)?;
+    let data_fingerprint = crate::train::split_files_fingerprint(&config.paths.data_dir, &["duplicates.csv"])?;
     let planned = is_cv_folder(dir);
     let plan = if planned {
         let plan = read_plan(dir)?;
@@ -193,18 +192,4 @@ fn check_unplanned(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The fingerprint of the three split files and `duplicates.csv`.
-fn data_fingerprint(data_dir: &Path) -> Result<String> {
-    let mut files = Vec::new();
-    for name in SplitName::ALL.map(SplitName::file_name).into_iter().chain(["duplicates.csv"]) {
-        let path = data_dir.join(name);
-        if name == "duplicates.csv" && std::fs::symlink_metadata(&path).is_err() {
-            continue;
-        }
-        let bytes = crate::fsutil::read_capped(&path, &path.display().to_string(), crate::fsutil::CSV_FILE_CAP)?;
-        files.push((name, bytes));
-    }
-    Ok(crate::fsutil::fingerprint(files.iter().map(|(name, bytes)| (*name, bytes.as_slice()))))
 }

@@ -139,7 +139,11 @@ pub(super) fn run_status(run: &Path) -> anyhow::Result<Option<RunStatus>> {
         // A folder just made, its config not written yet (a member at work), holds no file;
         // one that does lost its config (deleted, cut, edited), and is damage, not a run
         // to remove and start over.
-        Err(error) if holds_a_file(run, 3) => return Err(error.context("its config.json cannot be read")),
+        Err(error) if holds_a_file(run, 32) => {
+            return Err(error.context(
+                "its config.json cannot be read: put it back, or move the run folder away to train the run again",
+            ))
+        }
         Err(_) => return Ok(None),
     };
     if !crate::fsutil::is_present(&layout.final_results()) {
@@ -179,6 +183,19 @@ pub(crate) fn check_trained_as_planned(
             run.display()
         );
     }
+    let data = &planned.paths.data_dir;
+    if let Some(trained_on) = crate::train::trained_on(run) {
+        if crate::train::split_files_fingerprint(data, &[])? != trained_on {
+            anyhow::bail!(
+                "{} was trained on other split files than {} holds (changed since, the run comes from another sweep \
+                 or cross-validation, or `{}` is relative to another working folder); move the run folder away to \
+                 train it again",
+                run.display(),
+                data.display(),
+                data.display()
+            );
+        }
+    }
     Ok(())
 }
 
@@ -197,7 +214,13 @@ pub(crate) fn runs_not_as_planned(
         match run_status(&run) {
             Ok(Some(RunStatus::Finished)) => {}
             Ok(None) if resumable() => {}
-            _ => continue,
+            Ok(_) => continue,
+            // Damage stops the command before anything trains, as it would at the run's turn.
+            Err(error) => {
+                let error = error.context(format!("{}: not resumed or replaced", run.display()));
+                refused.push((run, error));
+                continue;
+            }
         }
         if let Err(error) = check_trained_as_planned(&run, planned, plan_file, root) {
             refused.push((run, error));
@@ -206,12 +229,13 @@ pub(crate) fn runs_not_as_planned(
     refused
 }
 
-/// Whether `dir` or a folder below it (at most `depth` levels, links not followed) holds anything
-/// but folders.
+/// Whether `dir` or a folder below it (links not followed) holds anything but folders, its lock
+/// and temp files; a tree deeper than `depth` counts as holding something.
 fn holds_a_file(dir: &Path, depth: usize) -> bool {
+    let ours = |name: &str| name == crate::fsutil::LOCK_FILE || name.starts_with(crate::fsutil::TEMP_PREFIX);
     std::fs::read_dir(dir).into_iter().flatten().flatten().any(|entry| match entry.file_type() {
-        Ok(kind) if kind.is_dir() => depth > 0 && holds_a_file(&entry.path(), depth - 1),
-        _ => true,
+        Ok(kind) if kind.is_dir() => depth == 0 || holds_a_file(&entry.path(), depth - 1),
+        _ => !ours(&entry.file_name().to_string_lossy()),
     })
 }
 

@@ -52,7 +52,8 @@ pub fn summarize(dir: &Path) -> Result<Summary> {
     }
     let plan: PlanRecord =
         crate::fsutil::read_json(&plan_path).with_context(|| format!("{} is not a sweep plan", plan_path.display()))?;
-    let base = plan.base().with_context(|| format!("{} is not a sweep plan", plan_path.display()))?;
+    let base = plan.base().and_then(|base| base.validate().map(|()| base));
+    let base = base.with_context(|| format!("{} is not a sweep plan", plan_path.display()))?;
     let mut results: Vec<ExperimentResult> = plan
         .experiments
         .iter()

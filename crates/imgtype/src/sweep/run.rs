@@ -151,7 +151,7 @@ pub(crate) fn run_planned(
             }
             ExperimentState::Resumable(dir) => {
                 tracing::info!("{}: resuming {}", run.label, dir.display());
-                RunFolder::reopen(&dir)?.placed_as(&run.config)
+                RunFolder::reopen(&dir)?
             }
             ExperimentState::Fresh => {
                 tracing::info!("{} ({}/{}): {}", run.label, position + 1, runs.len(), run.description);

@@ -25,6 +25,7 @@ pub mod schedule;
 mod selection;
 mod session;
 mod splits;
+pub use splits::split_files_fingerprint;
 mod state;
 mod tensorboard;
 mod test_predictions;
@@ -38,7 +39,7 @@ pub use ema::{ema_decay_after, Ema};
 pub use run_files::{
     CalibrationReport, EvaluationResults, FinalResults, FinishedRun, RunLayout, RunStatus, TrainingResults,
 };
-pub use run_folder::RunFolder;
+pub use run_folder::{trained_on, RunFolder};
 pub use state::{EpochRecord, TrainingState};
 pub use test_predictions::{PredictionRow, TestPredictions};
 

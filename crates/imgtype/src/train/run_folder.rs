@@ -19,6 +19,32 @@ pub struct RunFolder {
     _lock: crate::fsutil::FolderLock,
 }
 
+/// A run folder moved or copied since it began (with its sweep or cross-validation, or from
+/// another working folder): the folder it lies in now is its results folder, and the paths that
+/// lay inside the old one (a fold's split files, an experiment's best-model copy) lie inside
+/// the new one; the run never reads or writes where it was.
+fn follow_the_folder(config: &mut Config, dir: &Path) {
+    let now = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let before = config.paths.result_dir.clone();
+    let same = |a: &Path, b: &Path| a == b || a.canonicalize().is_ok_and(|a| b.canonicalize().is_ok_and(|b| a == b));
+    if same(&before, now) {
+        return;
+    }
+    for path in [&mut config.paths.data_dir, &mut config.paths.model_dir] {
+        if let Ok(inside) = path.strip_prefix(&before) {
+            *path = now.join(inside);
+        }
+    }
+    config.paths.result_dir = now.to_path_buf();
+    tracing::info!(
+        "{} lies in {}, not in {} where it began: its split files are read from {}",
+        dir.display(),
+        now.display(),
+        before.display(),
+        config.paths.data_dir.display()
+    );
+}
+
 #[derive(Serialize, Deserialize)]
 struct RunMetadata {
     run_id: String,
@@ -44,6 +70,16 @@ struct RunMetadata {
     git_commit: Option<String>,
     #[serde(default)]
     resumed_at: Vec<String>,
+    /// Of the split files it trains on ([`super::split_files_fingerprint`]); none in a run
+    /// from before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    split_files: Option<String>,
+}
+
+/// The fingerprint of the split files the run in `dir` began with, when its metadata keeps it.
+pub fn trained_on(dir: &Path) -> Option<String> {
+    let metadata: RunMetadata = crate::fsutil::read_json(&dir.join("run_metadata.json")).ok()?;
+    metadata.split_files
 }
 
 impl RunFolder {
@@ -95,6 +131,7 @@ impl RunFolder {
                 host: host_name(),
                 git_commit: git_commit(),
                 resumed_at: Vec::new(),
+                split_files: super::split_files_fingerprint(&config.paths.data_dir, &[]).ok(),
             },
         )?;
         Ok(folder)
@@ -104,20 +141,6 @@ impl RunFolder {
     /// in its metadata. Fails when there is no checkpoint to resume from.
     pub fn reopen(dir: &Path) -> Result<Self> {
         Self::reopen_on(dir, None)
-    }
-
-    /// A sweep's or cross-validation's run resumed where its folder is now: its split files,
-    /// best-model copy and results folder are where `planned` (its plan, read from that folder)
-    /// says, not where its config.json says they were before the folder was moved or copied.
-    pub fn placed_as(mut self, planned: &Config) -> Self {
-        let (now, before) = (&planned.paths, &mut self.config.paths);
-        if (&before.data_dir, &before.model_dir) != (&now.data_dir, &now.model_dir) {
-            tracing::info!("the folder moved: split files now from {}", now.data_dir.display());
-            before.data_dir = now.data_dir.clone();
-            before.model_dir = now.model_dir.clone();
-            before.result_dir = now.result_dir.clone();
-        }
-        self
     }
 
     /// As [`Self::reopen`], training on `device` instead of the run's `system.device` when given
@@ -130,6 +153,7 @@ impl RunFolder {
         }
         let lock = crate::fsutil::FolderLock::acquire(dir, "resuming its training")?;
         let mut config = Config::load(&config_path)?;
+        follow_the_folder(&mut config, dir);
         if let Some(device) = device.filter(|d| *d != config.system.device) {
             tracing::info!("resuming on {device} (the run was started with system.device {})", config.system.device);
             config.system.device = device;
@@ -227,4 +251,36 @@ fn host_name() -> Option<String> {
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()))
         .filter(|h| !h.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_moved_run_reads_and_writes_where_its_folder_is_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old_fold, new_fold) = (dir.path().join("cv/fold_1"), dir.path().join("elsewhere/cv/fold_1"));
+        std::fs::create_dir_all(new_fold.join("run_x")).unwrap();
+        let mut config = Config::default();
+        config.paths.result_dir = old_fold.clone();
+        config.paths.data_dir = old_fold.join("data");
+        config.paths.model_dir = old_fold.join("models");
+        let outside = dir.path().join("shared_models");
+        let mut kept = config.clone();
+        kept.paths.model_dir = outside.clone();
+        follow_the_folder(&mut config, &new_fold.join("run_x"));
+        assert_eq!(config.paths.result_dir, new_fold);
+        assert_eq!((config.paths.data_dir, config.paths.model_dir), (new_fold.join("data"), new_fold.join("models")));
+        // A path outside the old folder stays as it is.
+        follow_the_folder(&mut kept, &new_fold.join("run_x"));
+        assert_eq!(kept.paths.model_dir, outside);
+        // Where it began, nothing changes.
+        std::fs::create_dir_all(old_fold.join("run_y")).unwrap();
+        let mut unmoved = Config::default();
+        unmoved.paths.result_dir = old_fold.clone();
+        unmoved.paths.data_dir = PathBuf::from("data");
+        follow_the_folder(&mut unmoved, &old_fold.join("run_y"));
+        assert_eq!((unmoved.paths.result_dir, unmoved.paths.data_dir), (old_fold, PathBuf::from("data")));
+    }
 }

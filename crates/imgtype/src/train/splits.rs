@@ -3,6 +3,8 @@
 //! `data.max_bad_image_ratio`), counted per class. Screening reads headers and structure, not
 //! pixels, where that proves an image readable; a resumed run reuses its first screening.
 
+use std::path::Path;
+
 use anyhow::{bail, Result};
 
 use crate::config::Config;
@@ -68,6 +70,21 @@ pub(super) fn load_splits(
 
 /// A class without training images can never be learnt: an error unless allowed. Missing
 /// from validation or test, it only leaves its metrics empty: a warning.
+/// The fingerprint of the three split files in `data_dir` and of those of `optional` that are
+/// there (`duplicates.csv`): what a run or cross-validation was made from.
+pub fn split_files_fingerprint(data_dir: &Path, optional: &[&str]) -> Result<String> {
+    let mut files = Vec::new();
+    for name in SplitName::ALL.map(SplitName::file_name).into_iter().chain(optional.iter().copied()) {
+        let path = data_dir.join(name);
+        if optional.contains(&name) && std::fs::symlink_metadata(&path).is_err() {
+            continue;
+        }
+        let bytes = crate::fsutil::read_capped(&path, &path.display().to_string(), crate::fsutil::CSV_FILE_CAP)?;
+        files.push((name, bytes));
+    }
+    Ok(crate::fsutil::fingerprint(files.iter().map(|(name, bytes)| (*name, bytes.as_slice()))))
+}
+
 fn check_every_class_present(split: SplitName, counts: &[usize], config: &Config) -> Result<()> {
     for (class, _) in config.data.class_names.iter().zip(counts).filter(|(_, &n)| n == 0) {
         if split == SplitName::Train && !config.data.allow_empty_train_classes {
