@@ -200,8 +200,8 @@ pub(crate) fn check_trained_as_planned(
 }
 
 /// The runs in the experiment or fold folder `dir` that would be skipped as finished or resumed
-/// yet were not started as planned ([`check_trained_as_planned`]), each with why; damage is left
-/// for the caller to report.
+/// yet were not started as planned ([`check_trained_as_planned`]), and those whose files are
+/// damaged, each with why.
 pub(crate) fn runs_not_as_planned(
     dir: &Path,
     planned: &Config,
