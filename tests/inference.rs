@@ -431,6 +431,18 @@ fn an_interrupted_csv_run_keeps_its_rows_and_the_same_command_finishes_it() {
     let kept = partial.lines().count() - 1;
     assert!((160..4000).contains(&kept), "{kept} rows kept");
 
+    // Another version of the input (a label changed, the same image paths): its rows are not
+    // taken over, and the partial file is left as it was.
+    let input = std::fs::read_to_string(dir.path().join("input.csv")).unwrap();
+    std::fs::write(dir.path().join("input.csv"), input.replacen(",full_shot", ",care_label", 1)).unwrap();
+    let refused = run_test(dir.path(), &args);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("resumed.csv.partial was made with other settings"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(dir.path().join("resumed.csv.partial")).unwrap(), partial);
+    std::fs::write(dir.path().join("input.csv"), input).unwrap();
     let resumed = ok(run_test(dir.path(), &args));
     assert!(String::from_utf8_lossy(&resumed.stderr).contains(&format!("{kept} of 4000 rows were done before")));
     assert_eq!(without_timing(&dir.path().join("resumed.csv")), without_timing(&dir.path().join("straight.csv")));

@@ -70,6 +70,16 @@ fn stop_and_resume_equals_an_uninterrupted_run() {
     let resumed_dir = run_dir_from(work, &paused.stdout);
     assert_eq!(metrics_rows(&resumed_dir).len(), 2);
     assert!(!resumed_dir.join("evaluation_results.json").exists());
+    // Other split files (divided again, edited) are refused before anything is recorded; the
+    // run goes on once they are back.
+    let train_csv = work.join("data/train_data.csv");
+    let original = std::fs::read(&train_csv).unwrap();
+    std::fs::write(&train_csv, [original.as_slice(), b"\n"].concat()).unwrap();
+    let refused = run(work, TRAIN, &["--resume", resumed_dir.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("are not those the run began with"), "{stderr}");
+    assert!(!resumed_dir.join("final_results.json").exists(), "nothing recorded");
+    std::fs::write(&train_csv, original).unwrap();
     let resumed = ok(run(work, TRAIN, &["--resume", resumed_dir.to_str().unwrap()]));
     assert!(String::from_utf8_lossy(&resumed.stdout).contains("test accuracy:"));
 

@@ -1,6 +1,6 @@
 //! The lock a process holds on a folder it works in.
 
-use std::io::Write;
+use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -73,6 +73,12 @@ fn same_file(file: &std::fs::File, path: &Path) -> bool {
     }
 }
 
+/// Empty (just made, or left by a kill before it was written) or naming a holder as a lock does.
+fn holds_a_holder(file: &std::fs::File) -> bool {
+    read_at_most(file, "the lock file", ByteCap { max_bytes: 4096, name: "4 KiB" })
+        .is_ok_and(|bytes| bytes.is_empty() || bytes.starts_with(b"process "))
+}
+
 /// Opens and locks the lock file `path` of `subject`, or fails naming who holds it.
 fn lock_file(path: &Path, subject: &Path, what: &str) -> Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -99,6 +105,10 @@ fn lock_file(path: &Path, subject: &Path, what: &str) -> Result<std::fs::File> {
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
     match file.try_lock() {
+        // A file of that name that a lock never wrote (a user's notes) is not ours to empty.
+        Ok(()) if !holds_a_holder(&file) => {
+            anyhow::bail!("{} is there and is not a lock file of this tool; move it away", path.display())
+        }
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
             let holder = read_at_most(&file, "the lock file", ByteCap { max_bytes: 4096, name: "4 KiB" })
@@ -122,6 +132,6 @@ fn lock_file(path: &Path, subject: &Path, what: &str) -> Result<std::fs::File> {
         chrono::Local::now().format("%Y-%m-%d %H:%M:%S")
     );
     // Who holds it, for the message another process gives; the lock is what counts.
-    let _ = file.set_len(0).and_then(|()| file.write_all(holder.as_bytes()));
+    let _ = file.rewind().and_then(|()| file.set_len(0)).and_then(|()| file.write_all(holder.as_bytes()));
     Ok(file)
 }

@@ -144,8 +144,13 @@ pub fn plain_io_error(error: &std::io::Error) -> String {
 /// symbolic link is written through: the file it points to is replaced, the link stays.
 pub fn check_output_file(path: &Path, inputs: &[&Path]) -> Result<PathBuf> {
     use std::os::unix::fs::MetadataExt;
+    use std::path::Component;
     if path.as_os_str() == "-" {
         anyhow::bail!("output path `-`: results are written to a file (resumable, renamed when complete), not to standard output; give a file path");
+    }
+    let text = path.as_os_str().to_string_lossy();
+    if text.ends_with('/') || matches!(path.components().next_back(), Some(Component::ParentDir | Component::CurDir)) {
+        anyhow::bail!("output path {}: names a folder, not a file; give a file path", path.display());
     }
     let target = match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(path.to_path_buf()),
@@ -294,6 +299,21 @@ mod tests {
         std::fs::hard_link(dir.path().join("notes.txt"), &lock_file).unwrap();
         assert!(OutputLock::acquire(&output, "writing to it").unwrap_err().to_string().contains("hard link"));
         assert_eq!(std::fs::read_to_string(dir.path().join("notes.txt")).unwrap(), "mine");
+        std::fs::remove_file(&lock_file).unwrap();
+        // A user's file of the lock's name is not emptied; a stale lock (a kill) is taken over.
+        std::fs::write(&lock_file, "my notes").unwrap();
+        assert!(OutputLock::acquire(&output, "writing to it").unwrap_err().to_string().contains("not a lock file"));
+        assert_eq!(std::fs::read_to_string(&lock_file).unwrap(), "my notes");
+        std::fs::write(&lock_file, "process 1 on elsewhere since 2026-01-01 00:00:00\n").unwrap();
+        let taken = OutputLock::acquire(&output, "writing to it").unwrap();
+        let holder = std::fs::read_to_string(&lock_file).unwrap();
+        assert!(holder.starts_with(&format!("process {} on", std::process::id())), "{holder:?}");
+        drop(taken);
+        assert!(check_output_file(&dir.path().join("out.csv/"), &[])
+            .unwrap_err()
+            .to_string()
+            .contains("names a folder"));
+        assert!(check_output_file(&dir.path().join("new/.."), &[]).is_err());
         // A missing folder is made, as the output's would be.
         drop(OutputLock::acquire(&dir.path().join("new/out.csv"), "writing to it").unwrap());
     }

@@ -12,7 +12,7 @@ use super::label_review::OutOfFold;
 use super::layout::{fold_config, fold_name, read_images, CvPlan, FoldId, CV_PLAN_FILE, IMAGES_FILE};
 use super::neighbour_opinion::neighbour_shares;
 use crate::data::folds::FoldImage;
-use crate::sweep::{check_trained_as_planned, observed_state, Observed};
+use crate::sweep::{observed_state, runs_not_as_planned, Observed};
 use crate::train::{PredictionRow, RunLayout, TestPredictions};
 
 #[derive(Debug, Clone, Serialize)]
@@ -75,8 +75,13 @@ pub(super) fn read_repeat(dir: &Path, plan: &CvPlan, of: RepeatOf, neighbours: u
             tracing::warn!("{}: {e:#}; counted as damaged", named(fold));
             (FoldResult { status: "damaged".into(), ..empty_fold_result(fold, held_out) }, None)
         });
-        if let Some(run) = result.run_dir.as_ref().filter(|_| result.status == "finished") {
-            check_trained_as_planned(run, &fold_config(&plan.base_config, dir, fold), &dir.join(CV_PLAN_FILE), dir)?;
+        if result.status == "finished" {
+            // Every run of the fold, as a resume would check them, not only the one counted.
+            let planned = fold_config(&plan.base_config, dir, fold);
+            let refused = runs_not_as_planned(&dir.join(fold_name(fold)), &planned, &dir.join(CV_PLAN_FILE), dir);
+            if let Some((_, error)) = refused.into_iter().next() {
+                return Err(error);
+            }
         }
         if let Some(fold_predictions) = fold_predictions {
             if fold_predictions.class_names != *class_names {

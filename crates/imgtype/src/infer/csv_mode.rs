@@ -80,11 +80,7 @@ pub fn run_csv(predictor: &Predictor, request: &CsvRequest, stop: &StopFlag) -> 
     let columns =
         InputColumns::find(&headers, request.image_column, &predictor.trained_with().data.target_column, csv_path)?;
     let header = columns.output_header(predictor.class_names());
-    let settings = format!(
-        "image column `{}`, image base {}",
-        request.image_column,
-        predictor.source().base_path().map_or_else(|| "(none)".to_string(), |p| p.display().to_string())
-    );
+    let (settings, made_from) = what_it_is_made_from(predictor, request)?;
     let made_with =
         MadeWith { model: &predictor.model_identity, settings: &settings, class_names: predictor.class_names() };
     let earlier = EarlierRows::read(&output, &header, &made_with)?;
@@ -118,8 +114,7 @@ pub fn run_csv(predictor: &Predictor, request: &CsvRequest, stop: &StopFlag) -> 
         Ok(ControlFlow::Continue(())) => {}
     }
     partial.finish(&output)?;
-    if let Some(shard) = request.shard {
-        let made_from = shard_made_from(predictor, &[csv_path], &format!("image column `{}`", request.image_column))?;
+    if let (Some(shard), Some(made_from)) = (request.shard, made_from) {
         shard.write_record(&output, made_from, shard_settings(predictor), input_rows)?;
     }
     let timing = TimingSummary::new(
@@ -136,11 +131,22 @@ pub fn run_csv(predictor: &Predictor, request: &CsvRequest, stop: &StopFlag) -> 
 }
 
 /// What a shard's rows come from, the same for every shard of one run: the model file's and the
-/// inputs' bytes (not their paths: an array's jobs may mount them elsewhere) and `settings`.
-pub(super) fn shard_made_from(predictor: &Predictor, inputs: &[&Path], settings: &str) -> Result<String> {
+/// input's bytes (`input`, their fingerprint; not their paths: an array's jobs may mount them
+/// elsewhere) and `settings`, taken before predicting.
+pub(super) fn shard_made_from(predictor: &Predictor, input: &str, settings: &str) -> Result<String> {
     let model = predictor.model_file.as_deref().map(shards::file_fingerprint).transpose()?;
-    let inputs: Vec<String> = inputs.iter().map(|path| shards::file_fingerprint(path)).collect::<Result<_>>()?;
-    Ok(format!("model {}, input {}, {settings}", model.as_deref().unwrap_or("in memory"), inputs.join(" ")))
+    Ok(format!("model {}, input {input}, {settings}", model.as_deref().unwrap_or("in memory")))
+}
+
+/// What the rows of this request depend on, taken from the bytes about to be read: the settings
+/// an interrupted run's rows must share to be taken over (so rows of another version of the
+/// input, a label changed, are not), and for a shard what its record says it was made from.
+fn what_it_is_made_from(predictor: &Predictor, request: &CsvRequest) -> Result<(String, Option<String>)> {
+    let input = shards::file_fingerprint(request.csv_path)?;
+    let column = format!("image column `{}`", request.image_column);
+    let made_from = request.shard.map(|_| shard_made_from(predictor, &input, &column)).transpose()?;
+    let base = predictor.source().base_path().map_or_else(|| "(none)".to_string(), |p| p.display().to_string());
+    Ok((format!("{column}, image base {base}, input {input}"), made_from))
 }
 
 /// How a shard's images were read and scored; the shards of one run may differ here.

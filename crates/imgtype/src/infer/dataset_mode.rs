@@ -44,16 +44,23 @@ pub fn run_dataset(
     for split in SplitName::ALL {
         splits.push((split, read_split_csv(&data_dir.join(split.file_name()), &class_names)?));
     }
+    // Taken before predicting: a record names what was read, not what lies there afterwards.
+    let made_from = match shard {
+        Some(_) => {
+            let files: Vec<PathBuf> = SplitName::ALL.iter().map(|split| data_dir.join(split.file_name())).collect();
+            let inputs: Vec<String> =
+                files.iter().map(|f| super::shards::file_fingerprint(f)).collect::<Result<_>>()?;
+            Some(super::csv_mode::shard_made_from(predictor, &inputs.join(" "), "the split files")?)
+        }
+        None => None,
+    };
     let staged = with_staged_run_dir(output_root, |dir| {
         let results_path = shard_file_name(&dir.join("inference_results.csv"), shard);
         let Some(timing) = predict_splits(predictor, &splits, &results_path, shard, stop)? else {
             return Ok(None);
         };
         timing.log();
-        if let Some(shard) = shard {
-            let files: Vec<PathBuf> = SplitName::ALL.iter().map(|split| data_dir.join(split.file_name())).collect();
-            let files: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
-            let made_from = super::csv_mode::shard_made_from(predictor, &files, "the split files")?;
+        if let (Some(shard), Some(made_from)) = (shard, made_from.clone()) {
             let settings = super::csv_mode::shard_settings(predictor);
             shard.write_record(
                 &results_path,

@@ -60,17 +60,17 @@ pub(crate) enum ExperimentState {
 }
 
 /// Where an experiment's folder stands, for running it (the caller holds the experiment
-/// folder's lock). Run folders that failed, or stopped before their first checkpoint, are
-/// removed: the experiment starts over; one that another process holds (a `train --resume`
-/// of it) is never removed: that is an error.
+/// folder's lock). A run with a checkpoint, failed or not, is resumed from it; run folders that
+/// stopped (or failed) before their first checkpoint are removed: the experiment starts over;
+/// one that another process holds (a `train --resume` of it) is never removed: that is an error.
 pub(crate) fn experiment_state(dir: &Path) -> anyhow::Result<ExperimentState> {
     let mut state = ExperimentState::Fresh;
     for run in run_folders(dir) {
         match run_status(&run).with_context(|| format!("{}: not resumed or replaced", run.display()))? {
             Some(RunStatus::Finished) => return Ok(ExperimentState::Finished(run)),
-            None if RunLayout::of(&run).is_ok_and(|layout| crate::fsutil::is_present(&layout.latest_checkpoint())) => {
-                state = ExperimentState::Resumable(run);
-            }
+            // A run that failed after a checkpoint (a resume that could not read its split files,
+            // a divergence) goes on from it: its epochs are not thrown away.
+            None | Some(RunStatus::Failed) if has_checkpoint(&run) => state = ExperimentState::Resumable(run),
             _ => {
                 let _lock = crate::fsutil::FolderLock::acquire(&run, "removing it")?;
                 tracing::warn!("removing {}: it failed or stopped before its first checkpoint", run.display());
@@ -79,6 +79,10 @@ pub(crate) fn experiment_state(dir: &Path) -> anyhow::Result<ExperimentState> {
         }
     }
     Ok(state)
+}
+
+fn has_checkpoint(run: &Path) -> bool {
+    RunLayout::of(run).is_ok_and(|layout| crate::fsutil::is_present(&layout.latest_checkpoint()))
 }
 
 /// What a summary sees in an experiment's folder; unlike [`experiment_state`] it removes
@@ -210,10 +214,9 @@ pub(crate) fn runs_not_as_planned(
 ) -> Vec<(PathBuf, anyhow::Error)> {
     let mut refused = Vec::new();
     for run in run_folders(dir) {
-        let resumable = || RunLayout::of(&run).is_ok_and(|l| crate::fsutil::is_present(&l.latest_checkpoint()));
         match run_status(&run) {
             Ok(Some(RunStatus::Finished)) => {}
-            Ok(None) if resumable() => {}
+            Ok(None | Some(RunStatus::Failed)) if has_checkpoint(&run) => {}
             Ok(_) => continue,
             // Damage stops the command before anything trains, as it would at the run's turn.
             Err(error) => {

@@ -11,7 +11,7 @@ mod results;
 mod run;
 
 pub use layout::PLAN_FILE;
-pub(crate) use layout::{check_trained_as_planned, observed_state, Observed};
+pub(crate) use layout::{observed_state, runs_not_as_planned, Observed};
 pub use plan::{apply_overrides, plan, EpochsOverride, Experiment, NamedExperiment, SweepFile};
 pub use results::{summarize, ExperimentResult, Summary};
 pub(crate) use run::{run_planned, PlannedRun, RunCounts};

@@ -54,6 +54,14 @@ pub fn summarize(dir: &Path) -> Result<Summary> {
         crate::fsutil::read_json(&plan_path).with_context(|| format!("{} is not a sweep plan", plan_path.display()))?;
     let base = plan.base().and_then(|base| base.validate().map(|()| base));
     let base = base.with_context(|| format!("{} is not a sweep plan", plan_path.display()))?;
+    // Split files that cannot be read here would count every experiment damaged and replace
+    // the results: a summary from another working folder than the sweep's is refused instead.
+    crate::train::split_files_fingerprint(&base.paths.data_dir, &[]).with_context(|| {
+        format!(
+            "the sweep's split files (`paths.data_dir` {}, relative to the folder the sweep was started in)",
+            base.paths.data_dir.display()
+        )
+    })?;
     let mut results: Vec<ExperimentResult> = plan
         .experiments
         .iter()

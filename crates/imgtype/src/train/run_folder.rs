@@ -45,6 +45,22 @@ fn follow_the_folder(config: &mut Config, dir: &Path) {
     );
 }
 
+/// A run goes on with the split files it began with: other ones (divided again, edited, or the
+/// same relative `paths.data_dir` in another working folder) would mix two splits in one model.
+fn check_same_split_files(dir: &Path, data_dir: &Path) -> Result<()> {
+    let Some(began) = trained_on(dir) else { return Ok(()) };
+    let where_ = || format!("{}: the split files in {}", dir.display(), data_dir.display());
+    if super::split_files_fingerprint(data_dir, &[]).with_context(where_)? != began {
+        bail!(
+            "{} are not those the run began with (divided again, edited, or `{}` relative to another working \
+             folder): resume it from the folder it was started in, or start a new run",
+            where_(),
+            data_dir.display()
+        );
+    }
+    Ok(())
+}
+
 #[derive(Serialize, Deserialize)]
 struct RunMetadata {
     run_id: String,
@@ -154,6 +170,7 @@ impl RunFolder {
         let lock = crate::fsutil::FolderLock::acquire(dir, "resuming its training")?;
         let mut config = Config::load(&config_path)?;
         follow_the_folder(&mut config, dir);
+        check_same_split_files(dir, &config.paths.data_dir)?;
         if let Some(device) = device.filter(|d| *d != config.system.device) {
             tracing::info!("resuming on {device} (the run was started with system.device {})", config.system.device);
             config.system.device = device;
