@@ -331,6 +331,17 @@ fn tiny_setup() -> tempfile::TempDir {
     dir
 }
 
+/// `train --summarize DIR` and `train --resume DIR` (run in `work`) both fail, each saying all of
+/// `needles`; their stderr, in that order.
+fn refused_by_summarize_and_resume(work: &Path, dir: &str, needles: &[&str]) -> [String; 2] {
+    ["--summarize", "--resume"].map(|command| {
+        let out = run(work, TRAIN, &[command, dir]);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success() && needles.iter().all(|n| stderr.contains(n)), "{command} {dir}: {stderr}");
+        stderr
+    })
+}
+
 /// What a cross-validation's results say, without timings.
 fn outcome(cv: &Path) -> (Vec<Vec<String>>, Vec<Vec<String>>, BTreeMap<String, String>) {
     let (header, table) = read_csv(&cv.join("cv_results.csv"));
@@ -420,13 +431,9 @@ fn a_cross_validation_resumes_and_spreads_over_members_alike() {
     std::fs::rename(&one, work.join("swapped/fold_x")).unwrap();
     std::fs::rename(&two, &one).unwrap();
     std::fs::rename(work.join("swapped/fold_x"), &two).unwrap();
-    for command in [["--summarize", "swapped"], ["--resume", "swapped"]] {
-        let out = run(work, TRAIN, &command);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let named = "was not trained as planned (`paths.data_dir` is \"straight/fold_2/data\" in its config.json, \
-                     \"swapped/fold_1/data\" in swapped/cv_plan.json";
-        assert!(!out.status.success() && stderr.contains("swapped/fold_1/run_") && stderr.contains(named), "{stderr}");
-    }
+    let named = "was not trained as planned (`paths.data_dir` is \"straight/fold_2/data\" in its config.json, \
+                 \"swapped/fold_1/data\" in swapped/cv_plan.json";
+    refused_by_summarize_and_resume(work, "swapped", &["swapped/fold_1/run_", named]);
     // A row listed twice: the warning says so, naming the file.
     copy_dir(&work.join("straight"), &work.join("doubled"));
     let predictions =
@@ -455,12 +462,8 @@ fn a_cross_validation_resumes_and_spreads_over_members_alike() {
     let text = std::fs::read_to_string(&images_csv).unwrap();
     std::fs::write(&images_csv, text.replacen(",full_shot,", ",detail_shot,", 1)).unwrap();
     let before = written_by_summarize(&work.join("relabelled"));
-    for command in [["--summarize", "relabelled"], ["--resume", "relabelled"]] {
-        let out = run(work, TRAIN, &command);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let refused = "relabelled/images.csv is not the file relabelled/cv_plan.json was made with";
-        assert!(!out.status.success() && stderr.contains(refused), "{stderr}");
-    }
+    let refused = "relabelled/images.csv is not the file relabelled/cv_plan.json was made with";
+    refused_by_summarize_and_resume(work, "relabelled", &[refused]);
     assert_eq!(written_by_summarize(&work.join("relabelled")), before);
     // A fold's test_predictions.csv whose label is not images.csv's: both files are named.
     copy_dir(&work.join("straight"), &work.join("retested"));
@@ -480,12 +483,11 @@ fn a_cross_validation_resumes_and_spreads_over_members_alike() {
     // The top plan deleted after the folds trained: refused as lost, not as a set-up cut short.
     copy_dir(&work.join("straight"), &work.join("planless"));
     std::fs::remove_file(work.join("planless/cv_plan.json")).unwrap();
-    for command in [["--summarize", "planless"], ["--resume", "planless"]] {
-        let out = run(work, TRAIN, &command);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let lost = "planless has no cv_plan.json, yet its fold_1 has begun training";
-        assert!(!out.status.success() && stderr.contains(lost), "{stderr}");
-    }
+    refused_by_summarize_and_resume(
+        work,
+        "planless",
+        &["planless has no cv_plan.json, yet its fold_1 has begun training"],
+    );
 
     // A plan edited after its folds trained (here: more epochs) is refused by --summarize and,
     // before anything trains, by --resume, naming the run, the key and both values.
@@ -495,20 +497,10 @@ fn a_cross_validation_resumes_and_spreads_over_members_alike() {
     plan["base_config"]["training"]["epochs"] = 3.into();
     std::fs::write(&plan_file, plan.to_string()).unwrap();
     let before = written_by_summarize(&work.join("replanned"));
-    for command in [["--summarize", "replanned"], ["--resume", "replanned"]] {
-        let out = run(work, TRAIN, &command);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if command[0] == "--resume" {
-            // Every run refused is named, not one per try.
-            assert!(stderr.contains("; 2 other run(s) likewise: replanned/fold_2/run_"), "{stderr}");
-        }
-        let named =
-            "was not trained as planned (`training.epochs` is 2 in its config.json, 3 in replanned/cv_plan.json)";
-        assert!(
-            !out.status.success() && stderr.contains("replanned/fold_1/run_") && stderr.contains(named),
-            "{stderr}"
-        );
-    }
+    let named = "was not trained as planned (`training.epochs` is 2 in its config.json, 3 in replanned/cv_plan.json)";
+    let [_, resumed] = refused_by_summarize_and_resume(work, "replanned", &["replanned/fold_1/run_", named]);
+    // Every run refused is named, not one per try.
+    assert!(resumed.contains("; 2 other run(s) likewise: replanned/fold_2/run_"), "{resumed}");
     assert_eq!(written_by_summarize(&work.join("replanned")), before);
     // A run whose config.json is gone or cut is damage: --resume refuses it, removing nothing,
     // and --summarize counts its fold damaged.
@@ -528,12 +520,11 @@ fn a_cross_validation_resumes_and_spreads_over_members_alike() {
     let text = std::fs::read_to_string(&train_csv).unwrap();
     std::fs::write(&train_csv, text.lines().take(text.lines().count() - 1).collect::<Vec<_>>().join("\n") + "\n")
         .unwrap();
-    for command in [["--summarize", "otherdata"], ["--resume", "otherdata"]] {
-        let out = run(work, TRAIN, &command);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let named = "was trained on other split files than otherdata/fold_2/data holds";
-        assert!(!out.status.success() && stderr.contains(named), "{stderr}");
-    }
+    refused_by_summarize_and_resume(
+        work,
+        "otherdata",
+        &["was trained on other split files than otherdata/fold_2/data holds"],
+    );
     // An edited interrupted run beside a newer one without a checkpoint is refused before
     // anything trains, not resumed with the edited config.
     copy_dir(&work.join("straight"), &work.join("bypassed"));
@@ -669,11 +660,7 @@ fn a_repeated_cross_validation_averages_its_repeats() {
     // An edit of the top plan is named the same way, with both files, by --summarize and --resume.
     edited_copy("edited", "cv_plan.json", "training", "epochs", 3);
     let differs = "`training.epochs` is 2 in edited/repeat_2/cv_plan.json, 3 in edited/cv_plan.json for repeat 2";
-    for command in [["--summarize", "edited"], ["--resume", "edited"]] {
-        let out = run(work, TRAIN, &command);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && stderr.contains(differs), "{stderr}");
-    }
+    refused_by_summarize_and_resume(work, "edited", &[differs]);
 
     // A fold not finished is named with its repeat, on the terminal and in cv_results.json.
     let cp = std::process::Command::new("cp").args(["-r", "cv", "partial"]).current_dir(work).status().unwrap();
@@ -702,12 +689,8 @@ fn a_repeated_cross_validation_averages_its_repeats() {
     // A repeat whose plan was deleted after its folds trained is refused by both, saying so
     // (it is not one "not set up yet", and setting it up again would reuse its runs).
     std::fs::remove_file(work.join("partial/repeat_2/cv_plan.json")).unwrap();
-    for command in [["--summarize", "partial"], ["--resume", "partial"]] {
-        let out = run(work, TRAIN, &command);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let lost = "partial/repeat_2 has no cv_plan.json, yet its fold_";
-        assert!(!out.status.success() && stderr.contains(lost) && stderr.contains("was the plan deleted"), "{stderr}");
-    }
+    let lost = "partial/repeat_2 has no cv_plan.json, yet its fold_";
+    refused_by_summarize_and_resume(work, "partial", &[lost, "was the plan deleted"]);
     // A repeat not set up yet (its job-array member has not started): all its folds.
     std::fs::remove_dir_all(work.join("partial/repeat_2")).unwrap();
     let out = ok(run(work, TRAIN, &["--summarize", "partial"]));

@@ -188,17 +188,15 @@ pub(crate) fn check_trained_as_planned(
         );
     }
     let data = &planned.paths.data_dir;
-    if let Some(trained_on) = crate::train::trained_on(run) {
-        if crate::train::split_files_fingerprint(data, &[])? != trained_on {
-            anyhow::bail!(
-                "{} was trained on other split files than {} holds (changed since, the run comes from another sweep \
-                 or cross-validation, or `{}` is relative to another working folder); move the run folder away to \
-                 train it again",
-                run.display(),
-                data.display(),
-                data.display()
-            );
-        }
+    if crate::train::began_with_other_split_files(run, data)? {
+        anyhow::bail!(
+            "{} was trained on other split files than {} holds (changed since, the run comes from another sweep or \
+             cross-validation, or `{}` is relative to another working folder); move the run folder away to train \
+             it again",
+            run.display(),
+            data.display(),
+            data.display()
+        );
     }
     Ok(())
 }

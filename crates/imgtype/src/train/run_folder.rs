@@ -48,9 +48,8 @@ fn follow_the_folder(config: &mut Config, dir: &Path) {
 /// A run goes on with the split files it began with: other ones (divided again, edited, or the
 /// same relative `paths.data_dir` in another working folder) would mix two splits in one model.
 fn check_same_split_files(dir: &Path, data_dir: &Path) -> Result<()> {
-    let Some(began) = trained_on(dir) else { return Ok(()) };
     let where_ = || format!("{}: the split files in {}", dir.display(), data_dir.display());
-    if super::split_files_fingerprint(data_dir, &[]).with_context(where_)? != began {
+    if began_with_other_split_files(dir, data_dir).with_context(where_)? {
         bail!(
             "{} are not those the run began with (divided again, edited, or `{}` relative to another working \
              folder): resume it from the folder it was started in, or start a new run",
@@ -92,10 +91,14 @@ struct RunMetadata {
     split_files: Option<String>,
 }
 
-/// The fingerprint of the split files the run in `dir` began with, when its metadata keeps it.
-pub fn trained_on(dir: &Path) -> Option<String> {
-    let metadata: RunMetadata = crate::fsutil::read_json(&dir.join("run_metadata.json")).ok()?;
-    metadata.split_files
+/// Whether the run in `dir` began with other split files than `data_dir` holds now (false when
+/// its metadata does not keep theirs: a run from before it was kept).
+pub fn began_with_other_split_files(dir: &Path, data_dir: &Path) -> Result<bool> {
+    let metadata: Option<RunMetadata> = crate::fsutil::read_json(&dir.join("run_metadata.json")).ok();
+    match metadata.and_then(|m| m.split_files) {
+        Some(began) => Ok(super::split_files_fingerprint(data_dir, &[])? != began),
+        None => Ok(false),
+    }
 }
 
 impl RunFolder {
