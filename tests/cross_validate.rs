@@ -424,16 +424,28 @@ fn a_cross_validation_resumes_and_spreads_over_members_alike() {
     ok(run(work, TRAIN, &["--summarize", "array"]));
     assert_eq!(outcome(&work.join("array")), straight, "members + summarize, same results");
 
-    // Folds swapped: each run is refused as trained for the other fold, naming where its split
-    // files were.
+    // Folds swapped: their split files are refused as the other fold's.
     copy_dir(&work.join("straight"), &work.join("swapped"));
-    let (one, two) = (work.join("swapped/fold_1"), work.join("swapped/fold_2"));
-    std::fs::rename(&one, work.join("swapped/fold_x")).unwrap();
-    std::fs::rename(&two, &one).unwrap();
-    std::fs::rename(work.join("swapped/fold_x"), &two).unwrap();
+    let swap = |a: &Path, b: &Path| {
+        let aside = a.with_extension("aside");
+        std::fs::rename(a, &aside).unwrap();
+        std::fs::rename(b, a).unwrap();
+        std::fs::rename(&aside, b).unwrap();
+    };
+    swap(&work.join("swapped/fold_1"), &work.join("swapped/fold_2"));
+    let named = "swapped/fold_1/data/train_data.csv holds what images.csv deals fold 2, not fold 1";
+    refused_by_summarize_and_resume(work, "swapped", &[named]);
+    // Only their runs swapped: each run is refused as trained for the other fold, naming where
+    // its split files were.
+    copy_dir(&work.join("straight"), &work.join("swapped_runs"));
+    let run_in = |fold: &str| walk(&work.join(fold)).into_iter().find(|p| p.ends_with("config.json")).unwrap();
+    let (one, two) = (run_in("swapped_runs/fold_1"), run_in("swapped_runs/fold_2"));
+    let (one, two) = (one.parent().unwrap(), two.parent().unwrap());
+    std::fs::rename(one, work.join("swapped_runs/fold_2").join(one.file_name().unwrap())).unwrap();
+    std::fs::rename(two, work.join("swapped_runs/fold_1").join(two.file_name().unwrap())).unwrap();
     let named = "was not trained as planned (`paths.data_dir` is \"straight/fold_2/data\" in its config.json, \
-                 \"swapped/fold_1/data\" in swapped/cv_plan.json";
-    refused_by_summarize_and_resume(work, "swapped", &["swapped/fold_1/run_", named]);
+                 \"swapped_runs/fold_1/data\" in swapped_runs/cv_plan.json";
+    refused_by_summarize_and_resume(work, "swapped_runs", &["swapped_runs/fold_1/run_", named]);
     // A row listed twice: the warning says so, naming the file.
     copy_dir(&work.join("straight"), &work.join("doubled"));
     let predictions =
@@ -513,18 +525,46 @@ fn a_cross_validation_resumes_and_spreads_over_members_alike() {
     assert!(fold_1.parent().unwrap().join("final_results.json").is_file(), "the run is kept");
     let out = ok(run(work, TRAIN, &["--summarize", "unconfigured"]));
     assert!(String::from_utf8_lossy(&out.stderr).contains("fold 1: "), "counted as damaged");
-    // A fold's run trained on other split files (another cross-validation's, the same config)
-    // is refused, naming the folder whose files it was not trained on.
+    // A fold's split file edited by hand (a row cut, a label changed) is not what images.csv
+    // deals the fold: refused by --summarize and, before anything trains, by --resume, naming
+    // the file and the row.
     copy_dir(&work.join("straight"), &work.join("otherdata"));
     let train_csv = work.join("otherdata/fold_2/data/train_data.csv");
     let text = std::fs::read_to_string(&train_csv).unwrap();
-    std::fs::write(&train_csv, text.lines().take(text.lines().count() - 1).collect::<Vec<_>>().join("\n") + "\n")
-        .unwrap();
+    let rows = text.lines().count() - 1;
+    std::fs::write(&train_csv, text.lines().take(rows).collect::<Vec<_>>().join("\n") + "\n").unwrap();
+    let cut =
+        format!("otherdata/fold_2/data/train_data.csv lists {} images, but images.csv deals fold 2 {rows}", rows - 1);
+    refused_by_summarize_and_resume(work, "otherdata", &[&cut, "put them back as images.csv has them"]);
+    let relabelled = text.replacen(",full_shot\n", ",detail_shot\n", 1);
+    assert_ne!(relabelled, text);
+    std::fs::write(&train_csv, &relabelled).unwrap();
+    let row = relabelled.lines().position(|l| l.ends_with(",detail_shot")).unwrap() + 1;
+    let named = format!("otherdata/fold_2/data/train_data.csv: row {row} is `");
+    let before = written_by_summarize(&work.join("otherdata"));
+    refused_by_summarize_and_resume(work, "otherdata", &[&named, "but images.csv deals fold 2 `"]);
+    assert_eq!(written_by_summarize(&work.join("otherdata")), before);
+    // The same rows in other bytes (CRLF line ends) are images.csv's, but not the bytes the
+    // fold's run trained on: refused, naming the folder whose files it was not trained on.
+    std::fs::write(&train_csv, text.replace('\n', "\r\n")).unwrap();
     refused_by_summarize_and_resume(
         work,
         "otherdata",
         &["was trained on other split files than otherdata/fold_2/data holds"],
     );
+    // A deleted fold file: --summarize says it is missing; --resume writes it again from
+    // images.csv, byte for byte, and trains nothing.
+    copy_dir(&work.join("straight"), &work.join("unfiled"));
+    let test_csv = work.join("unfiled/fold_3/data/test_data.csv");
+    let original = std::fs::read(&test_csv).unwrap();
+    std::fs::remove_file(&test_csv).unwrap();
+    let out = run(work, TRAIN, &["--summarize", "unfiled"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("unfiled/fold_3/data/test_data.csv is missing"), "{stderr}");
+    let out = ok(run(work, TRAIN, &["--resume", "unfiled"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 finished earlier"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("test_data.csv was missing: written again from"));
+    assert_eq!(std::fs::read(&test_csv).unwrap(), original);
     // An edited interrupted run beside a newer one without a checkpoint is refused before
     // anything trains, not resumed with the edited config.
     copy_dir(&work.join("straight"), &work.join("bypassed"));

@@ -177,23 +177,99 @@ fn fingerprint(images_csv: &[u8]) -> String {
     imgtype_base::fsutil::fingerprint([("images.csv", images_csv)])
 }
 
+/// What fold `fold`'s split files hold: training on the other folds, validating and testing
+/// on this one.
+fn fold_split_records(images: &[FoldImage], fold: usize) -> [(SplitName, Vec<ImageRecord>); 3] {
+    let held_out: Vec<ImageRecord> = images.iter().filter(|i| i.fold == fold).map(FoldImage::record).collect();
+    let training: Vec<ImageRecord> = images.iter().filter(|i| i.fold != fold).map(FoldImage::record).collect();
+    [(SplitName::Train, training), (SplitName::Validation, held_out.clone()), (SplitName::Test, held_out)]
+}
+
+fn write_split_records(path: &Path, records: &[ImageRecord]) -> Result<()> {
+    imgtype_base::fsutil::write_atomic_with(path, |w| {
+        let mut csv = csv::Writer::from_writer(w);
+        records.iter().try_for_each(|r| csv.serialize(r))?;
+        csv.flush()?;
+        Ok(())
+    })
+}
+
 /// `data_dir/{train,validation,test}_data.csv` for fold `fold`: training on the other folds,
 /// validating and testing on this one.
 pub fn write_fold_data(data_dir: &Path, images: &[FoldImage], fold: usize) -> Result<()> {
     std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
-    let held_out: Vec<ImageRecord> = images.iter().filter(|i| i.fold == fold).map(FoldImage::record).collect();
-    let training: Vec<ImageRecord> = images.iter().filter(|i| i.fold != fold).map(FoldImage::record).collect();
-    for (split, records) in
-        [(SplitName::Train, &training), (SplitName::Validation, &held_out), (SplitName::Test, &held_out)]
-    {
-        imgtype_base::fsutil::write_atomic_with(&data_dir.join(split.file_name()), |w| {
-            let mut csv = csv::Writer::from_writer(w);
-            records.iter().try_for_each(|r| csv.serialize(r))?;
-            csv.flush()?;
-            Ok(())
-        })?;
+    for (split, records) in fold_split_records(images, fold) {
+        write_split_records(&data_dir.join(split.file_name()), &records)?;
     }
     Ok(())
+}
+
+/// Fold `fold`'s split files in `data_dir` hold, row by row, what `images` (`images.csv`) deals
+/// it: a file edited by hand would train, or be judged, on other images or labels than the
+/// plan's. With `restore_missing`, a file that is not there is written again from `images`
+/// (its paths returned); otherwise it is an error.
+pub fn check_fold_data(
+    data_dir: &Path,
+    images: &[FoldImage],
+    fold: usize,
+    class_names: &[String],
+    restore_missing: bool,
+) -> Result<Vec<std::path::PathBuf>> {
+    let mut restored = Vec::new();
+    for (split, dealt) in fold_split_records(images, fold) {
+        let path = data_dir.join(split.file_name());
+        if !imgtype_base::fsutil::is_present(&path) {
+            if !restore_missing {
+                bail!(
+                    "{} is missing (deleted?): it is written from images.csv when training continues",
+                    path.display()
+                );
+            }
+            std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+            write_split_records(&path, &dealt)?;
+            restored.push(path);
+            continue;
+        }
+        const EDITED: &str = "the fold's split files were edited; put them back as images.csv has them (a deleted \
+                              one is written again), or start a new cross-validation";
+        let found = read_split_csv(&path, class_names)?;
+        if found == dealt {
+            continue;
+        }
+        let dealt_to =
+            |other: usize| fold_split_records(images, other).into_iter().any(|(s, r)| s == split && r == found);
+        if let Some(other) = (1..=images.iter().map(|i| i.fold).max().unwrap_or(0)).find(|&o| o != fold && dealt_to(o))
+        {
+            bail!(
+                "{} holds what images.csv deals fold {other}, not fold {fold}: folds swapped, or copied from one \
+                 another? Put each fold's files back, or start a new cross-validation",
+                path.display()
+            );
+        }
+        if let Some(row) = found.iter().zip(&dealt).position(|(f, d)| f != d) {
+            let (f, d) = (&found[row], &dealt[row]);
+            bail!(
+                "{}: row {} is `{},{},{}`, but images.csv deals fold {fold} `{},{},{}` there: {EDITED}",
+                path.display(),
+                row + 2,
+                f.product_id,
+                f.image_path,
+                f.image_type,
+                d.product_id,
+                d.image_path,
+                d.image_type
+            );
+        }
+        if found.len() != dealt.len() {
+            bail!(
+                "{} lists {} images, but images.csv deals fold {fold} {} there: {EDITED}",
+                path.display(),
+                found.len(),
+                dealt.len()
+            );
+        }
+    }
+    Ok(restored)
 }
 
 #[cfg(test)]

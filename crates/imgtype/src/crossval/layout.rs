@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::data::folds::{read_images_csv, FoldImage};
+use crate::data::folds::{check_fold_data, read_images_csv, FoldImage};
 
 pub const CV_PLAN_FILE: &str = "cv_plan.json";
 pub(super) const IMAGES_FILE: &str = "images.csv";
@@ -226,6 +226,19 @@ pub(super) fn read_images(dir: &Path, plan: &CvPlan) -> Result<Vec<FoldImage>> {
         }
     }
     Ok(images)
+}
+
+/// Each fold's split files are what `images` deals it (see [`check_fold_data`]); with
+/// `restore_missing` (training continues), a deleted one is written again.
+pub(super) fn check_folds_data(dir: &Path, plan: &CvPlan, images: &[FoldImage], restore_missing: bool) -> Result<()> {
+    for fold in 1..=plan.folds {
+        let data_dir = dir.join(fold_name(fold)).join("data");
+        let class_names = &plan.base_config.data.class_names;
+        for path in check_fold_data(&data_dir, images, fold, class_names, restore_missing)? {
+            tracing::info!("{} was missing: written again from {}", path.display(), dir.join(IMAGES_FILE).display());
+        }
+    }
+    Ok(())
 }
 
 /// Fold `fold`'s config: its split files, run folder and best-model copy inside its folder.

@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 use super::label_review::OutOfFold;
-use super::layout::{fold_config, fold_name, read_images, CvPlan, FoldId, CV_PLAN_FILE, IMAGES_FILE};
+use super::layout::{check_folds_data, fold_config, fold_name, read_images, CvPlan, FoldId, CV_PLAN_FILE, IMAGES_FILE};
 use super::neighbour_opinion::neighbour_shares;
 use crate::data::folds::FoldImage;
 use crate::sweep::{observed_state, runs_not_as_planned, Observed};
@@ -61,6 +61,7 @@ pub(super) struct RepeatOf {
 pub(super) fn read_repeat(dir: &Path, plan: &CvPlan, of: RepeatOf, neighbours: usize) -> Result<RepeatResults> {
     let RepeatOf { repeat, repeats } = of;
     let images = read_images(dir, plan)?;
+    check_folds_data(dir, plan, &images, false)?;
     let class_names = &plan.base_config.data.class_names;
     let named = |fold: usize| FoldId { repeat, fold }.label(repeats);
     let mut folds = Vec::new();

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::layout::{
-    check_plan_not_lost, differences, fold_config, fold_name, is_cv_folder, read_images, read_plan, read_repeat_plan,
-    repeat_config, repeat_dir, CvPlan, FoldId, CV_PLAN_FILE, IMAGES_FILE, MAX_FOLDS, MAX_REPEATS,
+    check_folds_data, check_plan_not_lost, differences, fold_config, fold_name, is_cv_folder, read_images, read_plan,
+    read_repeat_plan, repeat_config, repeat_dir, CvPlan, FoldId, CV_PLAN_FILE, IMAGES_FILE, MAX_FOLDS, MAX_REPEATS,
 };
 use super::summary::{summarize, CvSummary, Judging};
 use crate::config::Config;
@@ -128,8 +128,8 @@ fn prepare(dir: &Path, config: &Config, folds: usize, repeats: usize) -> Result<
                 dir.display()
             );
         }
-        // An edited image list is refused now, not after the folds left to train have trained.
-        read_images(dir, &plan)?;
+        // An edited image list or fold file is refused now, not after the folds left to train have trained.
+        check_folds_data(dir, &plan, &read_images(dir, &plan)?, true)?;
         plan
     } else {
         check_unplanned(dir)?;
@@ -154,7 +154,8 @@ fn prepare(dir: &Path, config: &Config, folds: usize, repeats: usize) -> Result<
     for repeat in 2..=repeats {
         let folder = repeat_dir(dir, repeat);
         if is_cv_folder(&folder) {
-            read_images(&folder, &read_repeat_plan(dir, &plan, repeat)?)?;
+            let repeat_plan = read_repeat_plan(dir, &plan, repeat)?;
+            check_folds_data(&folder, &repeat_plan, &read_images(&folder, &repeat_plan)?, true)?;
         } else {
             prepare(&folder, &repeat_config(config, repeat), folds, 1)?;
         }
