@@ -1,6 +1,7 @@
 //! `test` as a user runs it: CSV mode with unreadable rows, sharding and merging
 //! (CSV and whole-dataset modes), bad inputs, and flat memory over large CSVs.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -294,6 +295,34 @@ fn dataset_mode_shards_merge_to_the_unsharded_results() {
             "{wrong}"
         );
     }
+    // Every merge into the folder writes the same report names: a second one, into another
+    // output, while the first writes them, is refused before anything is written.
+    let reports_lock = imgtype::fsutil::OutputLock::acquire(&metrics, "a merge's reports").unwrap();
+    let other = merged_dir.join("other_results.csv");
+    let mut second = merge_args.clone();
+    second[position] = other.to_str().unwrap();
+    let out = run_test(dir.path(), &second);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("metrics.json is in use by process"), "{stderr}");
+    assert!(!other.exists());
+    drop(reports_lock);
+    // A merge that fails (a shard cut) leaves the earlier output and its reports as they were.
+    let files_in = |dir: &Path| -> BTreeMap<PathBuf, Vec<u8>> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| (p.clone(), std::fs::read(p).unwrap()))
+            .collect()
+    };
+    let written = files_in(&merged_dir);
+    let cut = dir.path().join("cut").join(shard_files[1].file_name().unwrap());
+    std::fs::create_dir_all(cut.parent().unwrap()).unwrap();
+    let text = std::fs::read_to_string(&shard_files[1]).unwrap();
+    std::fs::write(&cut, &text[..text.len() - text.lines().last().unwrap().len() - 1]).unwrap();
+    let mut failing = merge_args.clone();
+    failing[2] = cut.to_str().unwrap();
+    assert!(!run_test(dir.path(), &failing).status.success());
+    assert!(files_in(&merged_dir) == written, "the earlier merge's files are as they were");
 }
 
 #[test]

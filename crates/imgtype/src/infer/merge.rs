@@ -9,6 +9,7 @@ use super::shards::{shard_of_file, Shard};
 use super::wrong_predictions::write_split_reports;
 use crate::data::csv_records::{InputRecord, RecordReader};
 use crate::data::ImageSource;
+use crate::fsutil::OutputLock;
 
 /// Interleaves `*.shard-K-of-N.*` files (all K of one N) into `output`: the rows in the
 /// order one unsharded run writes them. For whole-dataset results (a `split` column),
@@ -19,7 +20,7 @@ pub fn merge_shards(inputs: &[PathBuf], output: &Path, source: &ImageSource) -> 
     let records: Vec<PathBuf> = shards.iter().map(|path| super::shards::record_path(path)).collect();
     let inputs: Vec<&Path> = shards.iter().copied().chain(records.iter().map(PathBuf::as_path)).collect();
     let output = &crate::fsutil::check_output_file(output, &inputs)?;
-    let _lock = crate::fsutil::OutputLock::acquire(output, "merging shards into it")?;
+    let _lock = OutputLock::acquire(output, "merging shards into it")?;
     let files = opened_and_checked(&set)?;
     let count = shards.len();
     // Read line by line with bounded rows, as any CSV: a damaged shard is an error naming its
@@ -38,12 +39,11 @@ pub fn merge_shards(inputs: &[PathBuf], output: &Path, source: &ImageSource) -> 
     }
     let header = header.expect("at least one shard");
     let reports = header.iter().any(|h| h == b"split");
-    if reports {
-        check_report_paths(output, &shards)?;
-        if source.base_path().is_none() {
-            tracing::warn!("no --image-base-path: the merged contact sheets show no images, only their paths");
-        }
-    }
+    let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let _reports_lock = match reports {
+        true => Some(prepare_reports(output, dir, &shards, source)?),
+        false => None,
+    };
     // `line`: the line of the shard file the row would be on, had each row one line.
     let next_row = |reader: &mut RecordReader<_>, path: &Path, line: usize| -> Result<Option<csv::ByteRecord>> {
         match reader.next()? {
@@ -85,10 +85,14 @@ pub fn merge_shards(inputs: &[PathBuf], output: &Path, source: &ImageSource) -> 
             }
         }
         writer.flush()?;
+        if reports {
+            // They describe the output about to be replaced: a merge stopped before writing
+            // its own leaves none rather than another merge's beside its rows.
+            remove_reports(dir)?;
+        }
         Ok(())
     })?;
     if reports {
-        let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         write_split_reports(dir, output, None, source)?;
     }
     Ok(written)
@@ -120,16 +124,44 @@ fn opened_and_checked(shards: &[(Shard, &Path)]) -> Result<Vec<std::io::Take<std
     Ok(files)
 }
 
+/// The names of the report files a merge of whole-dataset results writes beside its output.
+fn report_names() -> impl Iterator<Item = String> {
+    let wrong = crate::data::SplitName::ALL
+        .into_iter()
+        .flat_map(|split| ["csv", "png"].map(|ext| format!("wrong_{}.{ext}", split.short())));
+    wrong.chain(["metrics.json".to_string()])
+}
+
+fn remove_reports(dir: &Path) -> Result<()> {
+    for report in report_names().map(|name| dir.join(name)) {
+        match std::fs::remove_file(&report) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot remove the earlier report {}", report.display()))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The lock on the merge's report files in `dir`, once their paths are checked: every merge
+/// into one folder writes the same report names, so one at a time.
+fn prepare_reports(output: &Path, dir: &Path, shards: &[&Path], source: &ImageSource) -> Result<OutputLock> {
+    check_report_paths(output, shards)?;
+    let lock = OutputLock::acquire(&dir.join("metrics.json"), "writing a merge's reports")?;
+    if source.base_path().is_none() {
+        tracing::warn!("no --image-base-path: the merged contact sheets show no images, only their paths");
+    }
+    Ok(lock)
+}
+
 /// The report files a merge of whole-dataset results writes beside `output`: checked before
 /// anything is written (one of them named as the output would replace the merged rows).
 fn check_report_paths(output: &Path, shards: &[&Path]) -> Result<()> {
     let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut inputs = shards.to_vec();
     inputs.push(output);
-    let wrong = crate::data::SplitName::ALL
-        .into_iter()
-        .flat_map(|split| ["csv", "png"].map(|ext| format!("wrong_{}.{ext}", split.short())));
-    for name in wrong.chain(["metrics.json".to_string()]) {
+    for name in report_names() {
         let report = dir.join(&name);
         if output.file_name() == Some(std::ffi::OsStr::new(&name)) {
             bail!(
