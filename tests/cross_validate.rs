@@ -525,6 +525,17 @@ fn a_cross_validation_resumes_and_spreads_over_members_alike() {
     assert!(fold_1.parent().unwrap().join("final_results.json").is_file(), "the run is kept");
     let out = ok(run(work, TRAIN, &["--summarize", "unconfigured"]));
     assert!(String::from_utf8_lossy(&out.stderr).contains("fold 1: "), "counted as damaged");
+    // A run whose run_metadata.json is cut cannot say which split files it began with: refused
+    // by both, not taken as a run from before they were recorded.
+    copy_dir(&work.join("straight"), &work.join("unrecorded"));
+    let metadata =
+        walk(&work.join("unrecorded/fold_3")).into_iter().find(|p| p.ends_with("run_metadata.json")).unwrap();
+    std::fs::write(&metadata, "{\"run_id\":").unwrap();
+    refused_by_summarize_and_resume(
+        work,
+        "unrecorded",
+        &["run_metadata.json cannot be read (deleted, cut or edited?)"],
+    );
     // A fold's split file edited by hand (a row cut, a label changed) is not what images.csv
     // deals the fold: refused by --summarize and, before anything trains, by --resume, naming
     // the file and the row.
@@ -552,15 +563,15 @@ fn a_cross_validation_resumes_and_spreads_over_members_alike() {
         "otherdata",
         &["was trained on other split files than otherdata/fold_2/data holds"],
     );
-    // A deleted fold file: --summarize says it is missing; --resume writes it again from
-    // images.csv, byte for byte, and trains nothing.
+    // A deleted fold file: --summarize cannot check the fold's runs without it; --resume writes
+    // it again from images.csv, byte for byte, and trains nothing.
     copy_dir(&work.join("straight"), &work.join("unfiled"));
     let test_csv = work.join("unfiled/fold_3/data/test_data.csv");
     let original = std::fs::read(&test_csv).unwrap();
     std::fs::remove_file(&test_csv).unwrap();
     let out = run(work, TRAIN, &["--summarize", "unfiled"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("unfiled/fold_3/data/test_data.csv is missing"), "{stderr}");
+    assert!(!out.status.success() && stderr.contains("unfiled/fold_3/data/test_data.csv"), "{stderr}");
     let out = ok(run(work, TRAIN, &["--resume", "unfiled"]));
     assert!(String::from_utf8_lossy(&out.stdout).contains("3 finished earlier"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("test_data.csv was missing: written again from"));

@@ -207,7 +207,7 @@ pub fn write_fold_data(data_dir: &Path, images: &[FoldImage], fold: usize) -> Re
 /// Fold `fold`'s split files in `data_dir` hold, row by row, what `images` (`images.csv`) deals
 /// it: a file edited by hand would train, or be judged, on other images or labels than the
 /// plan's. With `restore_missing`, a file that is not there is written again from `images`
-/// (its paths returned); otherwise it is an error.
+/// (its paths returned); otherwise it is left to whoever reads it.
 pub fn check_fold_data(
     data_dir: &Path,
     images: &[FoldImage],
@@ -220,10 +220,7 @@ pub fn check_fold_data(
         let path = data_dir.join(split.file_name());
         if !imgtype_base::fsutil::is_present(&path) {
             if !restore_missing {
-                bail!(
-                    "{} is missing (deleted?): it is written from images.csv when training continues",
-                    path.display()
-                );
+                continue;
             }
             std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
             write_split_records(&path, &dealt)?;

@@ -229,7 +229,8 @@ pub(super) fn read_images(dir: &Path, plan: &CvPlan) -> Result<Vec<FoldImage>> {
 }
 
 /// Each fold's split files are what `images` deals it (see [`check_fold_data`]); with
-/// `restore_missing` (training continues), a deleted one is written again.
+/// `restore_missing` (training continues), a deleted one is written again, otherwise (a
+/// summary) it is only missing for the check of the fold's runs, should it have any.
 pub(super) fn check_folds_data(dir: &Path, plan: &CvPlan, images: &[FoldImage], restore_missing: bool) -> Result<()> {
     for fold in 1..=plan.folds {
         let data_dir = dir.join(fold_name(fold)).join("data");

@@ -92,12 +92,18 @@ struct RunMetadata {
 }
 
 /// Whether the run in `dir` began with other split files than `data_dir` holds now (false when
-/// its metadata does not keep theirs: a run from before it was kept).
+/// its metadata does not keep theirs: a run from before it was kept, or the Python system's).
+/// Metadata that is missing or cannot be read is damage, not a run without a record.
 pub fn began_with_other_split_files(dir: &Path, data_dir: &Path) -> Result<bool> {
-    let metadata: Option<RunMetadata> = crate::fsutil::read_json(&dir.join("run_metadata.json")).ok();
-    match metadata.and_then(|m| m.split_files) {
-        Some(began) => Ok(super::split_files_fingerprint(data_dir, &[])? != began),
-        None => Ok(false),
+    let path = dir.join("run_metadata.json");
+    let damaged = || {
+        format!("{} cannot be read (deleted, cut or edited?), so the split files the run began with are unknown; move the run folder away to train it again", path.display())
+    };
+    let metadata: serde_json::Value = crate::fsutil::read_json(&path).with_context(damaged)?;
+    match metadata.get("split_files") {
+        Some(serde_json::Value::String(began)) => Ok(super::split_files_fingerprint(data_dir, &[])? != *began),
+        None if metadata.is_object() => Ok(false),
+        _ => Err(anyhow::anyhow!("`split_files` is not a fingerprint")).with_context(damaged),
     }
 }
 
