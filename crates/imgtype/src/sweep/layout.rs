@@ -249,6 +249,8 @@ mod tests {
         let run = root.join(experiment).join("run_20260101_000000_00000000");
         std::fs::create_dir_all(&run).unwrap();
         std::fs::write(run.join("config.json"), config.to_json_pretty()).unwrap();
+        // As a run from before split files were recorded: only the config is compared.
+        std::fs::write(run.join("run_metadata.json"), r#"{"run_id": "run_20260101_000000_00000000"}"#).unwrap();
         run
     }
 
