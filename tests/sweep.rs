@@ -118,6 +118,12 @@ fn a_sweep_runs_resumes_spreads_over_members_and_summarizes_alike() {
         experiments_started == 2 && line.contains("epoch 1/2 1/")
     });
     assert_eq!(code, Some(130), "{log}");
+    // `train --resume` takes a run folder: given the sweep folder, it says how a sweep goes on.
+    let out = run(work, TRAIN, &["--resume", "resumed"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let says = "resumed is a sweep folder, not a run folder: a sweep continues when its command runs again (`train \
+                --sweep FILE --sweep-dir resumed`)";
+    assert!(!out.status.success() && stderr.contains(says), "{stderr}");
     let out = ok(run(work, TRAIN, &["--sweep", "sweep.json", "--sweep-dir", "resumed"]));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("1 finished earlier"), "{stdout}");

@@ -145,6 +145,14 @@ impl Args {
                 dir.display()
             );
         }
+        if let Some(dir) = self.resume.as_deref().filter(|dir| dir.join(imgtype::sweep::PLAN_FILE).is_file()) {
+            anyhow::bail!(
+                "{} is a sweep folder, not a run folder: a sweep continues when its command runs again (`train \
+                 --sweep FILE --sweep-dir {}`); `train --resume` takes one of its experiments' run folders",
+                dir.display(),
+                dir.display()
+            );
+        }
         Ok(match (&self.resume, self.cross_validate) {
             (_, Some(_)) => Mode::CrossValidate,
             (Some(dir), None) => Mode::Resume(dir),
