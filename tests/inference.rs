@@ -160,6 +160,27 @@ fn csv_mode_keeps_every_row_and_shards_merge_back() {
         stderr.contains("part.shard-0-of-3.csv and other_part.shard-1-of-3.csv are not shards of one run"),
         "{stderr}"
     );
+    // A shard without a record among recorded ones (its record removed, a file from elsewhere)
+    // cannot be told to be of the same run: refused.
+    std::fs::create_dir_all(dir.path().join("bare")).unwrap();
+    std::fs::copy(dir.path().join("part.shard-2-of-3.csv"), dir.path().join("bare/part.shard-2-of-3.csv")).unwrap();
+    let stderr = merge_error(["part.shard-0-of-3.csv", "part.shard-1-of-3.csv", "bare/part.shard-2-of-3.csv"]);
+    assert!(
+        stderr.contains("bare/part.shard-2-of-3.csv has no record beside it, but part.shard-0-of-3.csv has"),
+        "{stderr}"
+    );
+    // None with a record (shards of an older version): merged, with a warning that says so.
+    for k in [0, 1] {
+        let name = format!("part.shard-{k}-of-3.csv");
+        std::fs::copy(dir.path().join(&name), dir.path().join("bare").join(name)).unwrap();
+    }
+    let bare: Vec<String> = (0..3).map(|k| format!("bare/part.shard-{k}-of-3.csv")).collect();
+    let mut args = vec!["--merge-shards"];
+    args.extend(bare.iter().map(String::as_str));
+    args.extend(["--output-path", "bare/merged.csv"]);
+    let out = ok(run_test(dir.path(), &args));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("none of the 3 shards has a record beside it"));
+    assert_eq!(without_timing(&dir.path().join("bare/merged.csv")), without_timing(&dir.path().join("merged.csv")));
     let edited = dir.path().join("part.shard-1-of-3.csv");
     let text = std::fs::read_to_string(&edited).unwrap();
     let mut lines: Vec<&str> = text.lines().collect();

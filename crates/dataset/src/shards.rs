@@ -166,8 +166,8 @@ impl Shard {
 
 /// Checks `shards` (each with the shard its name says and the fingerprint of the bytes the merge
 /// reads) against their records: each as written, of the shard its name says, and all of one
-/// run. Returns the shards without a record (written before records were kept, the record
-/// removed, or not a shard's results): those cannot be checked.
+/// run. Returns the shards without a record when none has one (written before records were
+/// kept): those cannot be checked. Some with and some without is refused.
 pub fn check_records<'a>(shards: &[(Shard, &'a Path, String)]) -> Result<Vec<&'a Path>> {
     let (mut unrecorded, mut warned) = (Vec::new(), false);
     let mut first: Option<(ShardRecord, &Path)> = None;
@@ -230,6 +230,16 @@ pub fn check_records<'a>(shards: &[(Shard, &'a Path, String)]) -> Result<Vec<&'a
             }
             Some(_) => {}
         }
+    }
+    // Every shard of a run writes its record: one without, beside recorded ones, is a file
+    // from elsewhere or a record removed, and cannot be told to be of the same run.
+    if let (Some((_, recorded)), Some(bare)) = (&first, unrecorded.first()) {
+        bail!(
+            "{} has no record beside it, but {} has: every shard of one run has one (the record was removed, or the \
+             file comes from another run or an older version); run its shard again",
+            bare.display(),
+            recorded.display()
+        );
     }
     Ok(unrecorded)
 }

@@ -112,13 +112,11 @@ fn opened_and_checked(shards: &[(Shard, &Path)]) -> Result<Vec<std::io::Take<std
         files.push(file);
     }
     let unrecorded = super::shards::check_records(&fingerprints)?;
-    if let Some(first) = unrecorded.first() {
+    if !unrecorded.is_empty() {
         tracing::warn!(
-            "{} of the {} shards have no record beside them (the first: {}; written before records were kept, the \
-             record removed, or not a shard's results): not checked to be of one run, as written",
-            unrecorded.len(),
-            shards.len(),
-            first.display()
+            "none of the {} shards has a record beside it (written before records were kept, or not a shard's \
+             results): not checked to be of one run, as written",
+            shards.len()
         );
     }
     Ok(files)
