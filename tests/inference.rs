@@ -181,6 +181,32 @@ fn csv_mode_keeps_every_row_and_shards_merge_back() {
     let out = ok(run_test(dir.path(), &args));
     assert!(String::from_utf8_lossy(&out.stderr).contains("none of the 3 shards has a record beside it"));
     assert_eq!(without_timing(&dir.path().join("bare/merged.csv")), without_timing(&dir.path().join("merged.csv")));
+    // A shard output that is a symbolic link is written through; its record lies beside the
+    // name the merge is given, so the merge checks it.
+    std::fs::create_dir_all(dir.path().join("target")).unwrap();
+    std::fs::write(dir.path().join("target/first.csv"), "old\n").unwrap();
+    std::os::unix::fs::symlink("target/first.csv", dir.path().join("linked.shard-0-of-3.csv")).unwrap();
+    ok(run_test(
+        dir.path(),
+        &["--model-path", model, "--csv-path", "input.csv", "--output-path", "linked.csv", "--shard", "0/3"],
+    ));
+    assert!(
+        dir.path().join("linked.shard-0-of-3.csv.json").is_file()
+            && dir.path().join("linked.shard-0-of-3.csv").is_symlink()
+    );
+    let out = ok(run_test(
+        dir.path(),
+        &[
+            "--merge-shards",
+            "linked.shard-0-of-3.csv",
+            "part.shard-1-of-3.csv",
+            "part.shard-2-of-3.csv",
+            "--output-path",
+            "linked_merged.csv",
+        ],
+    ));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("record"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(without_timing(&dir.path().join("linked_merged.csv")), without_timing(&dir.path().join("merged.csv")));
     let edited = dir.path().join("part.shard-1-of-3.csv");
     let text = std::fs::read_to_string(&edited).unwrap();
     let mut lines: Vec<&str> = text.lines().collect();

@@ -59,11 +59,11 @@ pub struct CsvReport {
 /// between batches, its rows kept in the `.partial` file for the same command to continue.
 pub fn run_csv(predictor: &Predictor, request: &CsvRequest, stop: &StopFlag) -> Result<Outcome<CsvReport>> {
     let csv_path = request.csv_path;
-    let output = shard_file_name(request.output_path, request.shard);
+    let named = shard_file_name(request.output_path, request.shard);
     if let Some(shard) = request.shard {
-        shards::check_shard_name(&output, shard)?;
+        shards::check_shard_name(&named, shard)?;
     }
-    let output = crate::fsutil::check_output_file(&output, &[csv_path])?;
+    let output = crate::fsutil::check_output_file(&named, &[csv_path])?;
     let partial_path = partial_paths(&output).0;
     crate::fsutil::check_output_file(&partial_path, &[csv_path])?;
     let _lock = crate::fsutil::OutputLock::acquire(&output, "writing to it")?;
@@ -115,7 +115,8 @@ pub fn run_csv(predictor: &Predictor, request: &CsvRequest, stop: &StopFlag) -> 
     }
     partial.finish(&output)?;
     if let (Some(shard), Some(made_from)) = (request.shard, made_from) {
-        shard.write_record(&output, made_from, shard_settings(predictor), input_rows)?;
+        // Beside the name the merge is given (a link's, when the output is one), not its target.
+        shard.write_record(&named, made_from, shard_settings(predictor), input_rows)?;
     }
     let timing = TimingSummary::new(
         per_image_ms,
