@@ -657,3 +657,55 @@ fn cuda_test_runs_libtorch_and_predicts_as_the_cpu() {
     println!("CUDA bf16 decides as CPU fp32 on {agree} of 48 images");
     assert!(agree >= 45, "{agree} of 48");
 }
+
+/// A lock file left by another user's process that ended (one this user may read but not
+/// write) is replaced, not a "Permission denied"; one a live process holds names that process.
+#[test]
+fn another_users_stale_lock_is_replaced_and_a_live_one_named() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_model(dir.path());
+    write_split_csv(&dir.path().join("input.csv"), &sample_split_rows(5));
+    let lock = dir.path().join(".out.csv.lock");
+    std::fs::write(&lock, "process 1 on elsewhere since 2026-01-01 00:00:00\n").unwrap();
+    std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o444)).unwrap();
+    // Root writes any file: as root, the command runs without its capabilities, as another
+    // user's would.
+    let root = std::fs::metadata(&lock).unwrap().uid() == 0;
+    let without_capabilities =
+        ["--securebits", "+noroot,+noroot_locked", "--bounding-set", "-all", "--inh-caps", "-all"];
+    if root
+        && !std::process::Command::new("setpriv")
+            .args(without_capabilities)
+            .arg("true")
+            .status()
+            .is_ok_and(|s| s.success())
+    {
+        eprintln!("skipped: running as root, and setpriv cannot drop capabilities here");
+        return;
+    }
+    let run_as_another_user = || -> Output {
+        let mut command = match root {
+            true => {
+                let mut c = std::process::Command::new("setpriv");
+                c.args(without_capabilities).arg(TEST);
+                c
+            }
+            false => std::process::Command::new(TEST),
+        };
+        let args = ["--model-path", model.to_str().unwrap(), "--csv-path", "input.csv", "--output-path", "out.csv"];
+        command.current_dir(dir.path()).args(args).output().unwrap()
+    };
+    let live = std::fs::File::open(&lock).unwrap();
+    live.try_lock().unwrap();
+    let out = run_as_another_user();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("out.csv is in use by process 1 on elsewhere"), "{stderr}");
+    assert!(!dir.path().join("out.csv").exists());
+    drop(live);
+    let out = ok(run_as_another_user());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("another user's lock file, left by a process that ended"), "{stderr}");
+    assert_eq!(read_csv(&dir.path().join("out.csv")).1.len(), 5);
+    assert!(!lock.exists(), "the lock goes when the command ends");
+}

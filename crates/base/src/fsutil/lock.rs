@@ -25,7 +25,7 @@ impl FolderLock {
     /// holds it; `what` says what the caller was about to do there.
     pub fn acquire(dir: &Path, what: &str) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create folder {}", dir.display()))?;
-        Ok(Self { _file: lock_file(&dir.join(LOCK_FILE), dir, what)? })
+        Ok(Self { _file: lock_by_name(&dir.join(LOCK_FILE), dir, what)? })
     }
 }
 
@@ -45,16 +45,21 @@ impl OutputLock {
         if let Some(folder) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(folder).with_context(|| format!("cannot create folder {}", folder.display()))?;
         }
-        // A lock file removed (by the holder that just finished) between our open and our lock
-        // is not the one that counts: take the one the name now leads to.
-        for _ in 0..5 {
-            let file = lock_file(&path, output, what)?;
-            if same_file(&file, &path) {
-                return Ok(Self { file, path });
-            }
-        }
-        anyhow::bail!("cannot lock {}: its lock file keeps changing", output.display())
+        Ok(Self { file: lock_by_name(&path, output, what)?, path })
     }
+}
+
+/// Locks the file `path` leads to once it is locked: a lock file removed (by the holder that
+/// just finished, or as another user's stale one) between our open and our lock is not the
+/// one that counts, so the one the name now leads to is taken.
+fn lock_by_name(path: &Path, subject: &Path, what: &str) -> Result<std::fs::File> {
+    for _ in 0..5 {
+        let file = lock_file(path, subject, what)?;
+        if same_file(&file, path) {
+            return Ok(file);
+        }
+    }
+    anyhow::bail!("cannot lock {}: its lock file keeps changing", subject.display())
 }
 
 impl Drop for OutputLock {
@@ -85,14 +90,30 @@ fn lock_file(path: &Path, subject: &Path, what: &str) -> Result<std::fs::File> {
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
         anyhow::bail!("the lock file {} is a symbolic link; remove it (a lock file is never a link)", path.display());
     }
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| anyhow::anyhow!("cannot open the lock file {}: {}", path.display(), plain_io_error(&e)))?;
+    let open = |write: bool| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(write)
+            .create(write)
+            .truncate(false)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(|e| anyhow::anyhow!("cannot open the lock file {}: {}", path.display(), plain_io_error(&e)))
+    };
+    // Held until ours is made: see `replace_others_stale_lock`.
+    let mut _others = None;
+    let mut file = match open(true) {
+        Ok(file) => file,
+        Err(error) => match open(false) {
+            // Readable but not writable: another user's lock file.
+            Ok(others) if others.metadata().is_ok_and(|m| m.is_file()) => {
+                replace_others_stale_lock(&others, path, subject, what)?;
+                _others = Some(others);
+                open(true)?
+            }
+            _ => return Err(error),
+        },
+    };
     match file.metadata() {
         Ok(meta) if !meta.is_file() => anyhow::bail!("the lock file {} is not a regular file", path.display()),
         // Another name for the same file (a hard link): writing who holds the lock would
@@ -110,16 +131,7 @@ fn lock_file(path: &Path, subject: &Path, what: &str) -> Result<std::fs::File> {
             anyhow::bail!("{} is there and is not a lock file of this tool; move it away", path.display())
         }
         Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let holder = read_at_most(&file, "the lock file", ByteCap { max_bytes: 4096, name: "4 KiB" })
-                .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_string())
-                .unwrap_or_default();
-            let holder = if holder.is_empty() { "another process".to_string() } else { holder };
-            anyhow::bail!(
-                "{} is in use by {holder}; not {what} there (nothing was changed): wait for it to end, or stop it first",
-                subject.display()
-            );
-        }
+        Err(std::fs::TryLockError::WouldBlock) => return Err(in_use(&file, subject, what)),
         Err(std::fs::TryLockError::Error(e)) => {
             return Err(e).with_context(|| format!("cannot lock {}", path.display()));
         }
@@ -134,4 +146,42 @@ fn lock_file(path: &Path, subject: &Path, what: &str) -> Result<std::fs::File> {
     // Who holds it, for the message another process gives; the lock is what counts.
     let _ = file.rewind().and_then(|()| file.set_len(0)).and_then(|()| file.write_all(holder.as_bytes()));
     Ok(file)
+}
+
+/// Says who holds the lock in `file` on `subject`.
+fn in_use(file: &std::fs::File, subject: &Path, what: &str) -> anyhow::Error {
+    let holder = read_at_most(file, "the lock file", ByteCap { max_bytes: 4096, name: "4 KiB" })
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_string())
+        .unwrap_or_default();
+    let holder = if holder.is_empty() { "another process".to_string() } else { holder };
+    anyhow::anyhow!(
+        "{} is in use by {holder}; not {what} there (nothing was changed): wait for it to end, or stop it first",
+        subject.display()
+    )
+}
+
+/// A lock file we may read but not write: another user's. Held by a live process, that process
+/// is named; otherwise it was left by one that ended, and is removed (the folder is ours to
+/// write in) while `others` holds its lock, so that a process which opened it before and locks
+/// it after us finds that its name now leads to ours (`lock_by_name`), and tries again.
+fn replace_others_stale_lock(others: &std::fs::File, path: &Path, subject: &Path, what: &str) -> Result<()> {
+    match others.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Err(in_use(others, subject, what)),
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+    if !holds_a_holder(others) {
+        anyhow::bail!("{} is there and is not a lock file of this tool; move it away", path.display());
+    }
+    std::fs::remove_file(path).map_err(|e| {
+        anyhow::anyhow!(
+            "the lock file {} is another user's, left by a process that ended, and cannot be removed ({}): remove it",
+            path.display(),
+            plain_io_error(&e)
+        )
+    })?;
+    tracing::info!("removed {}: another user's lock file, left by a process that ended", path.display());
+    Ok(())
 }
