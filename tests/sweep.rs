@@ -161,6 +161,17 @@ fn a_sweep_runs_resumes_spreads_over_members_and_summarizes_alike() {
         read_csv(&swapped.join("sweep_results.csv")).1.into_iter().map(|r| (r[0].clone(), r[1].clone())).collect();
     assert!(statuses.contains(&("grid_000".into(), "damaged".into())), "{statuses:?}");
     assert_eq!(statuses.iter().filter(|(_, status)| status == "finished").count(), 2, "{statuses:?}");
+    // A run not as planned beside the one counted (here a later finished run copied in from
+    // another experiment) makes the experiment damaged too, as it would stop a rerun.
+    let hidden = work.join("hidden");
+    copy_dir(&straight, &hidden);
+    copy_dir(&run_folder_of(&hidden.join("grid_000")), &hidden.join("focal/run_29991231_000000_deadbeef"));
+    let out = ok(run(work, TRAIN, &["--summarize", "hidden"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let named = "experiment focal: hidden/focal/run_29991231_000000_deadbeef was not trained as planned";
+    assert!(stderr.contains(named), "{stderr}");
+    let statuses = read_csv(&hidden.join("sweep_results.csv")).1;
+    assert!(statuses.iter().any(|r| r[0] == "focal" && r[1] == "damaged"), "{statuses:?}");
     // A plan whose base config was edited: every experiment is damaged, and the earlier
     // winner's best_config.json is removed, not left to be trained as the best.
     let edited = work.join("edited");

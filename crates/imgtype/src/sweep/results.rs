@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use super::layout::{check_trained_as_planned, observed_state, Observed, PlanRecord, PLAN_FILE};
+use super::layout::{observed_state, runs_not_as_planned, Observed, PlanRecord, PLAN_FILE};
 use crate::train::RunLayout;
 
 #[derive(Debug, Clone, Serialize)]
@@ -144,7 +144,10 @@ fn read_experiment(
     let running = result.status == "running";
     if !running {
         let (config, plan_file, root) = planned.context("the plan's config for it")?;
-        check_trained_as_planned(&run, &config, plan_file, root)?;
+        // Every run of the experiment, as a rerun would check them, not only the one counted.
+        if let Some((_, error)) = runs_not_as_planned(dir, &config, plan_file, root).into_iter().next() {
+            return Err(error);
+        }
     }
     // A run just starting may not have written its config or a whole metrics table yet.
     let (layout, epochs) = match RunLayout::of(&run).and_then(|l| Ok((l.read_metrics_csv()?, l))) {
