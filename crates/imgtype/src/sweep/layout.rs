@@ -70,7 +70,7 @@ pub(crate) fn experiment_state(dir: &Path) -> anyhow::Result<ExperimentState> {
             Some(RunStatus::Finished) => return Ok(ExperimentState::Finished(run)),
             // A run that failed after a checkpoint (a resume that could not read its split files,
             // a divergence) goes on from it: its epochs are not thrown away.
-            None | Some(RunStatus::Failed) if has_checkpoint(&run) => state = ExperimentState::Resumable(run),
+            status if is_kept(status, &run) => state = ExperimentState::Resumable(run),
             _ => {
                 let _lock = crate::fsutil::FolderLock::acquire(&run, "removing it")?;
                 tracing::warn!("removing {}: it failed or stopped before its first checkpoint", run.display());
@@ -81,8 +81,11 @@ pub(crate) fn experiment_state(dir: &Path) -> anyhow::Result<ExperimentState> {
     Ok(state)
 }
 
-fn has_checkpoint(run: &Path) -> bool {
-    RunLayout::of(run).is_ok_and(|layout| crate::fsutil::is_present(&layout.latest_checkpoint()))
+/// Whether a rerun keeps the run `run` that ended as `status`: skipped as finished, or resumed
+/// from its checkpoint (others are removed, the experiment or fold starting over).
+fn is_kept(status: Option<RunStatus>, run: &Path) -> bool {
+    status == Some(RunStatus::Finished)
+        || RunLayout::of(run).is_ok_and(|layout| crate::fsutil::is_present(&layout.latest_checkpoint()))
 }
 
 /// What a summary sees in an experiment's folder; unlike [`experiment_state`] it removes
@@ -213,8 +216,7 @@ pub(crate) fn runs_not_as_planned(
     let mut refused = Vec::new();
     for run in run_folders(dir) {
         match run_status(&run) {
-            Ok(Some(RunStatus::Finished)) => {}
-            Ok(None | Some(RunStatus::Failed)) if has_checkpoint(&run) => {}
+            Ok(status) if is_kept(status, &run) => {}
             Ok(_) => continue,
             // Damage stops the command before anything trains, as it would at the run's turn.
             Err(error) => {
