@@ -45,7 +45,9 @@ impl OutputLock {
         if let Some(folder) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(folder).with_context(|| format!("cannot create folder {}", folder.display()))?;
         }
-        Ok(Self { file: lock_by_name(&path, output, what)?, path })
+        let lock = Self { file: lock_by_name(&path, output, what)?, path };
+        super::remove_interrupted_writes_of(output);
+        Ok(lock)
     }
 }
 
@@ -184,4 +186,48 @@ fn replace_others_stale_lock(others: &std::fs::File, path: &Path, subject: &Path
     })?;
     tracing::info!("removed {}: another user's lock file, left by a process that ended", path.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An interrupted write of the locked output leaves a temp file named after it: the next
+    /// holder of the lock removes it, and nothing of another output's (a longer name sharing
+    /// the beginning, another file's temp files).
+    #[test]
+    fn the_lock_holder_removes_its_outputs_interrupted_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("out.csv");
+        let failed = super::super::write_atomic_with(&output, |w| {
+            w.write_all(b"half")?;
+            anyhow::bail!("killed")
+        });
+        assert!(failed.is_err());
+        let left = ".tmp-out.csv-a1B2c3";
+        let others = [".tmp-out.csv-b-a1B2c3", ".tmp-other.csv-a1B2c3", ".tmp-out.csv-a1B2c", "notes.txt"];
+        for name in others.iter().chain([&left]) {
+            std::fs::write(dir.path().join(name), "x").unwrap();
+        }
+        let lock = OutputLock::acquire(&output, "testing").unwrap();
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        names.sort();
+        let mut expected: Vec<String> = others.iter().map(|n| n.to_string()).chain([".out.csv.lock".into()]).collect();
+        expected.sort();
+        assert_eq!(names, expected);
+        drop(lock);
+        // A write's own temp file is named after its target.
+        super::super::write_atomic_with(&output, |w| {
+            let names = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name());
+            let temp: Vec<String> = names
+                .map(|n| n.to_string_lossy().into())
+                .filter(|n: &String| n.starts_with(".tmp-out.csv-") && n.len() == 19)
+                .collect();
+            assert_eq!(temp.len(), 1, "{temp:?}");
+            w.write_all(b"whole").map_err(Into::into)
+        })
+        .unwrap();
+        assert_eq!(std::fs::read(&output).unwrap(), b"whole");
+    }
 }
