@@ -555,9 +555,19 @@ fn a_cross_validation_resumes_and_spreads_over_members_alike() {
     let before = written_by_summarize(&work.join("otherdata"));
     refused_by_summarize_and_resume(work, "otherdata", &[&named, "but images.csv deals fold 2 `"]);
     assert_eq!(written_by_summarize(&work.join("otherdata")), before);
-    // The same rows in other bytes (CRLF line ends) are images.csv's, but not the bytes the
-    // fold's run trained on: refused, naming the folder whose files it was not trained on.
+    // The same rows in other bytes (CRLF line ends) would be recorded by a run as other split
+    // files than those written again from images.csv: refused too.
     std::fs::write(&train_csv, text.replace('\n', "\r\n")).unwrap();
+    let named = "otherdata/fold_2/data/train_data.csv holds the rows images.csv deals fold 2, but not as they were \
+                 written";
+    refused_by_summarize_and_resume(work, "otherdata", &[named]);
+    // The fold's files as dealt, but its run recorded others (trained before they were put
+    // back): refused, naming the folder whose files it was not trained on.
+    std::fs::write(&train_csv, &text).unwrap();
+    let metadata = walk(&work.join("otherdata/fold_2")).into_iter().find(|p| p.ends_with("run_metadata.json")).unwrap();
+    let mut recorded = read_json(&metadata);
+    recorded["split_files"] = "0123456789abcdef".into();
+    std::fs::write(&metadata, recorded.to_string()).unwrap();
     refused_by_summarize_and_resume(
         work,
         "otherdata",

@@ -118,12 +118,23 @@ fn a_sweep_runs_resumes_spreads_over_members_and_summarizes_alike() {
         experiments_started == 2 && line.contains("epoch 1/2 1/")
     });
     assert_eq!(code, Some(130), "{log}");
-    // `train --resume` takes a run folder: given the sweep folder, it says how a sweep goes on.
-    let out = run(work, TRAIN, &["--resume", "resumed"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let says = "resumed is a sweep folder, not a run folder: a sweep continues when its command runs again (`train \
-                --sweep FILE --sweep-dir resumed`)";
-    assert!(!out.status.success() && stderr.contains(says), "{stderr}");
+    // `train --resume` of the sweep folder continues it from its plan, without the sweep file,
+    // on the plan's device and to the end.
+    copy_dir(&work.join("resumed"), &work.join("resumed_from_plan"));
+    for (option, value) in [("--device", "cpu"), ("--stop-after", "1")] {
+        let out = run(work, TRAIN, &["--resume", "resumed_from_plan", option, value]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(&format!("{option} with --resume of a sweep folder")),
+            "{stderr}"
+        );
+    }
+    std::fs::rename(work.join("sweep.json"), work.join("sweep.json.aside")).unwrap();
+    let out = ok(run(work, TRAIN, &["--resume", "resumed_from_plan"]));
+    std::fs::rename(work.join("sweep.json.aside"), work.join("sweep.json")).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("1 finished earlier"), "{stdout}");
+    assert_eq!(table(&work.join("resumed_from_plan")), straight_table, "resumed from its plan, same table");
     let out = ok(run(work, TRAIN, &["--sweep", "sweep.json", "--sweep-dir", "resumed"]));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("1 finished earlier"), "{stdout}");

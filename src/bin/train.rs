@@ -24,7 +24,8 @@ struct Args {
     /// Config file (defaults to ./config.json when present, else built-in defaults)
     #[arg(long, conflicts_with = "resume")]
     config: Option<PathBuf>,
-    /// Continue an interrupted run from its latest checkpoint, in its own folder
+    /// Continue an interrupted run from its latest checkpoint, in its own folder; given a sweep's
+    /// or a cross-validation's folder, continue it with the plan it records
     #[arg(long, value_name = "RUN_DIR")]
     resume: Option<PathBuf>,
     /// Short run: 5 epochs, patience 3, 2 frozen epochs (each experiment of a sweep alike)
@@ -52,8 +53,8 @@ struct Args {
     /// With --sweep: its folder (default tuning_results/<sweep file name>/)
     #[arg(long, value_name = "DIR", requires = "sweep")]
     sweep_dir: Option<PathBuf>,
-    /// With --sweep or --cross-validate: run only experiments (folds) i with i mod N = K (a job
-    /// array's member K of N)
+    /// With --sweep, --cross-validate or --resume of their folders: run only experiments (folds)
+    /// i with i mod N = K (a job array's member K of N)
     #[arg(long, value_name = "K/N", requires = "array_work")]
     member: Option<imgtype::sweep::Member>,
     /// Train K models on product-grouped folds of every image of the three split files, each
@@ -95,6 +96,7 @@ enum Mode<'a> {
     Sweep(&'a Path),
     CrossValidate,
     ResumeCrossValidation(&'a Path),
+    ResumeSweep(&'a Path),
     Resume(&'a Path),
     New,
 }
@@ -117,9 +119,11 @@ impl Args {
             return Ok(Mode::Sweep(sweep));
         }
         let resumed_cv = self.resume.as_deref().filter(|dir| imgtype::crossval::is_cv_folder(dir));
-        if self.member.is_some() && self.sweep.is_none() && self.cross_validate.is_none() && resumed_cv.is_none() {
+        let resumed_sweep = self.resume.as_deref().filter(|dir| dir.join(imgtype::sweep::PLAN_FILE).is_file());
+        let resumed_batch = resumed_cv.or(resumed_sweep);
+        if self.member.is_some() && self.sweep.is_none() && self.cross_validate.is_none() && resumed_batch.is_none() {
             return Err(usage_error(
-                "--member is for --sweep and --cross-validate (and --resume of a cross-validation folder)",
+                "--member is for --sweep and --cross-validate (and --resume of a sweep or cross-validation folder)",
             ));
         }
         if self.member.is_some() && self.cross_validate.is_some() && self.cv_dir.is_none() {
@@ -127,28 +131,34 @@ impl Args {
                 "--member with --cross-validate needs --cv-dir: every member of the job array must use one folder",
             ));
         }
-        if let Some(dir) = resumed_cv {
+        if let Some(dir) = resumed_batch {
+            let what = if resumed_cv.is_some() { "a cross-validation" } else { "a sweep" };
+            let (file, unit) = match resumed_cv {
+                Some(_) => (imgtype::crossval::CV_PLAN_FILE, "folds"),
+                None => (imgtype::sweep::PLAN_FILE, "experiments"),
+            };
             if self.device.is_some() {
-                return Err(usage_error(
-                    "--device with --resume of a cross-validation folder: its folds train on the device its \
-                     cv_plan.json names; resume without --device",
-                ));
+                return Err(usage_error(format!(
+                    "--device with --resume of {what} folder: its {unit} train on the device its {file} names; \
+                     resume without --device"
+                )));
             }
-            return Ok(Mode::ResumeCrossValidation(dir));
+            if self.stop_after.is_some() {
+                return Err(usage_error(format!(
+                    "--stop-after with --resume of {what} folder: it is for one run; stop {what} with Ctrl-C (or \
+                     SIGTERM) and `--resume` it again"
+                )));
+            }
+            return Ok(match resumed_cv {
+                Some(_) => Mode::ResumeCrossValidation(dir),
+                None => Mode::ResumeSweep(dir),
+            });
         }
         if let Some(dir) = self.resume.as_deref().filter(|dir| dir.join("images.csv").is_file()) {
             imgtype::crossval::check_plan_not_lost(dir)?;
             anyhow::bail!(
                 "{} is a cross-validation folder whose set-up did not finish (no cv_plan.json): run the \
                  `--cross-validate K` command again with `--cv-dir {}`",
-                dir.display(),
-                dir.display()
-            );
-        }
-        if let Some(dir) = self.resume.as_deref().filter(|dir| dir.join(imgtype::sweep::PLAN_FILE).is_file()) {
-            anyhow::bail!(
-                "{} is a sweep folder, not a run folder: a sweep continues when its command runs again (`train \
-                 --sweep FILE --sweep-dir {}`); `train --resume` takes one of its experiments' run folders",
                 dir.display(),
                 dir.display()
             );
@@ -188,7 +198,8 @@ fn run(args: &Args, stop: StopFlag) -> Result<Ending> {
             }
             return summarize(dir, args.judging(), &stop);
         }
-        Mode::Sweep(sweep) => return run_sweep(sweep, args, stop),
+        Mode::Sweep(sweep) => return run_sweep(Sweep::File(sweep), args, stop),
+        Mode::ResumeSweep(dir) => return run_sweep(Sweep::Folder(dir), args, stop),
         Mode::CrossValidate => return cross_validate(args, None, stop),
         Mode::ResumeCrossValidation(dir) => return cross_validate(args, Some(dir), stop),
         Mode::Resume(run_dir) => RunFolder::reopen_on(run_dir, args.device)?,
@@ -238,7 +249,13 @@ fn summarize(dir: &Path, judging: Judging, stop: &StopFlag) -> Result<Ending> {
     Ok(Ending::Done)
 }
 
-fn run_sweep(sweep: &Path, args: &Args, stop: StopFlag) -> Result<Ending> {
+/// A sweep to run: from its sweep file, or continued from its folder's plan.
+enum Sweep<'a> {
+    File(&'a Path),
+    Folder(&'a Path),
+}
+
+fn run_sweep(sweep: Sweep, args: &Args, stop: StopFlag) -> Result<Ending> {
     use imgtype::sweep::{EpochsOverride, SweepOptions, SweepReport};
     let epochs = match (args.quick_test, args.epochs) {
         (true, _) => Some(EpochsOverride::QuickTest),
@@ -251,7 +268,11 @@ fn run_sweep(sweep: &Path, args: &Args, stop: StopFlag) -> Result<Ending> {
         sweep_dir: args.sweep_dir.clone(),
         train: TrainOptions { stop_after_epochs: None, stop },
     };
-    match imgtype::sweep::run_sweep(sweep, &options)? {
+    let end = match sweep {
+        Sweep::File(file) => imgtype::sweep::run_sweep(file, &options)?,
+        Sweep::Folder(dir) => imgtype::sweep::resume_sweep(dir, &options)?,
+    };
+    match end {
         Outcome::Finished(SweepReport { sweep_dir, ran, skipped, failed, summary }) => {
             println!("sweep folder: {}", sweep_dir.display());
             println!("{ran} experiment(s) run, {skipped} finished earlier, {failed} failed");
@@ -261,7 +282,9 @@ fn run_sweep(sweep: &Path, args: &Args, stop: StopFlag) -> Result<Ending> {
             }
             if failed > 0 {
                 anyhow::bail!(
-                    "{failed} experiment(s) failed (see their run folders); run the same command to retry them"
+                    "{failed} experiment(s) failed (see their run folders); the same command, or `train --resume {}`, \
+                     retries them",
+                    sweep_dir.display()
                 );
             }
             Ok(Ending::Done)

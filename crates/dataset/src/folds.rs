@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use imgtype_base::config::Config;
-use imgtype_images::records::read_split_csv;
+use imgtype_images::records::{read_split_csv, split_records};
 use imgtype_images::{ImageRecord, SplitName};
 
 use crate::duplicates::UnionFind;
@@ -185,13 +185,15 @@ fn fold_split_records(images: &[FoldImage], fold: usize) -> [(SplitName, Vec<Ima
     [(SplitName::Train, training), (SplitName::Validation, held_out.clone()), (SplitName::Test, held_out)]
 }
 
+/// The bytes of a split file of `records`, as a fold's are written.
+fn split_file_bytes(records: &[ImageRecord]) -> Result<Vec<u8>> {
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    records.iter().try_for_each(|r| csv.serialize(r))?;
+    csv.into_inner().context("a split file in memory")
+}
+
 fn write_split_records(path: &Path, records: &[ImageRecord]) -> Result<()> {
-    imgtype_base::fsutil::write_atomic_with(path, |w| {
-        let mut csv = csv::Writer::from_writer(w);
-        records.iter().try_for_each(|r| csv.serialize(r))?;
-        csv.flush()?;
-        Ok(())
-    })
+    imgtype_base::fsutil::write_atomic(path, &split_file_bytes(records)?)
 }
 
 /// `data_dir/{train,validation,test}_data.csv` for fold `fold`: training on the other folds,
@@ -204,10 +206,12 @@ pub fn write_fold_data(data_dir: &Path, images: &[FoldImage], fold: usize) -> Re
     Ok(())
 }
 
-/// Fold `fold`'s split files in `data_dir` hold, row by row, what `images` (`images.csv`) deals
-/// it: a file edited by hand would train, or be judged, on other images or labels than the
-/// plan's. With `restore_missing`, a file that is not there is written again from `images`
-/// (its paths returned); otherwise it is left to whoever reads it.
+/// Fold `fold`'s split files in `data_dir` are, byte for byte, what `images` (`images.csv`)
+/// deals it: a file edited by hand would train, or be judged, on other images or labels than
+/// the plan's, and one with the same rows in other bytes would be recorded by its run as other
+/// split files than the one written again should it be deleted. With `restore_missing`, a
+/// file that is not there is written again from `images` (its paths returned); otherwise it is
+/// left to whoever reads it.
 pub fn check_fold_data(
     data_dir: &Path,
     images: &[FoldImage],
@@ -229,9 +233,19 @@ pub fn check_fold_data(
         }
         const EDITED: &str = "the fold's split files were edited; put them back as images.csv has them (a deleted \
                               one is written again), or start a new cross-validation";
-        let found = read_split_csv(&path, class_names)?;
-        if found == dealt {
+        let label = format!("split CSV {}", path.display());
+        let bytes = imgtype_base::fsutil::read_capped(&path, &label, imgtype_base::fsutil::CSV_FILE_CAP)?;
+        if bytes == split_file_bytes(&dealt)? {
             continue;
+        }
+        let found = split_records(csv::Reader::from_reader(bytes.as_slice()), &path, class_names)?;
+        if found == dealt {
+            bail!(
+                "{} holds the rows images.csv deals fold {fold}, but not as they were written (line ends, quoting, \
+                 columns or a byte-order mark changed): a run would record other split files than the fold's; delete \
+                 it and it is written again from images.csv",
+                path.display()
+            );
         }
         let dealt_to =
             |other: usize| fold_split_records(images, other).into_iter().any(|(s, r)| s == split && r == found);

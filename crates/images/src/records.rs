@@ -50,7 +50,16 @@ impl SplitName {
 
 /// Reads a split CSV; every `image_type` must be one of `class_names`.
 pub fn read_split_csv(path: &Path, class_names: &[String]) -> Result<Vec<ImageRecord>> {
-    let mut reader = imgtype_base::fsutil::csv_reader(path, &format!("split CSV {}", path.display()))?;
+    let reader = imgtype_base::fsutil::csv_reader(path, &format!("split CSV {}", path.display()))?;
+    split_records(reader, path, class_names)
+}
+
+/// The records of the split CSV `path` whose bytes `reader` reads, checked as [`read_split_csv`] does.
+pub fn split_records<R: std::io::Read>(
+    mut reader: csv::Reader<R>,
+    path: &Path,
+    class_names: &[String],
+) -> Result<Vec<ImageRecord>> {
     let headers = reader.headers().with_context(|| format!("{}: cannot read the header row", path.display()))?.clone();
     for needed in ["product_id", "image_path", "image_type"] {
         if !headers.iter().any(|h| h == needed) {

@@ -53,15 +53,42 @@ impl OutputLock {
 
 /// Locks the file `path` leads to once it is locked: a lock file removed (by the holder that
 /// just finished, or as another user's stale one) between our open and our lock is not the
-/// one that counts, so the one the name now leads to is taken.
+/// one that counts, so the one the name now leads to is taken. A lock file that names no
+/// holder yet, or a process of this machine that has ended, is being taken over by its new
+/// holder (between its lock and its name) or replaced: it is looked at again before the
+/// holder is named.
 fn lock_by_name(path: &Path, subject: &Path, what: &str) -> Result<std::fs::File> {
-    for _ in 0..5 {
-        let file = lock_file(path, subject, what)?;
-        if same_file(&file, path) {
-            return Ok(file);
+    let mut taken_over = None;
+    for _ in 0..20 {
+        match lock_file(path)? {
+            Attempt::Locked(file) if same_file(&file, path) => return Ok(file),
+            Attempt::Locked(_) => {}
+            Attempt::Held(holder) if holder.is_empty() || names_an_ended_process(&holder) => {
+                taken_over = Some(holder);
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Attempt::Held(holder) => return Err(in_use(&holder, subject, what)),
         }
     }
-    anyhow::bail!("cannot lock {}: its lock file keeps changing", subject.display())
+    match taken_over {
+        Some(holder) => Err(in_use(&holder, subject, what)),
+        None => anyhow::bail!("cannot lock {}: its lock file keeps changing", subject.display()),
+    }
+}
+
+/// What one try at a lock file found.
+enum Attempt {
+    Locked(std::fs::File),
+    /// Held by another process; what its lock file says of it.
+    Held(String),
+}
+
+/// Whether `holder` (a lock file's text) names a process of this machine that has ended.
+fn names_an_ended_process(holder: &str) -> bool {
+    let Some((pid, rest)) = holder.strip_prefix("process ").and_then(|t| t.split_once(" on ")) else { return false };
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let on_this_machine = rest.split_once(" since ").is_some_and(|(h, _)| h == host.trim());
+    on_this_machine && pid.parse::<u32>().is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
 }
 
 impl Drop for OutputLock {
@@ -86,8 +113,8 @@ fn holds_a_holder(file: &std::fs::File) -> bool {
         .is_ok_and(|bytes| bytes.is_empty() || bytes.starts_with(b"process "))
 }
 
-/// Opens and locks the lock file `path` of `subject`, or fails naming who holds it.
-fn lock_file(path: &Path, subject: &Path, what: &str) -> Result<std::fs::File> {
+/// Opens and locks the lock file `path`, or says who holds it.
+fn lock_file(path: &Path) -> Result<Attempt> {
     use std::os::unix::fs::OpenOptionsExt;
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
         anyhow::bail!("the lock file {} is a symbolic link; remove it (a lock file is never a link)", path.display());
@@ -109,7 +136,9 @@ fn lock_file(path: &Path, subject: &Path, what: &str) -> Result<std::fs::File> {
         Err(error) => match open(false) {
             // Readable but not writable: another user's lock file.
             Ok(others) if others.metadata().is_ok_and(|m| m.is_file()) => {
-                replace_others_stale_lock(&others, path, subject, what)?;
+                if let Some(holder) = replace_others_stale_lock(&others, path)? {
+                    return Ok(Attempt::Held(holder));
+                }
                 _others = Some(others);
                 open(true)?
             }
@@ -133,7 +162,7 @@ fn lock_file(path: &Path, subject: &Path, what: &str) -> Result<std::fs::File> {
             anyhow::bail!("{} is there and is not a lock file of this tool; move it away", path.display())
         }
         Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => return Err(in_use(&file, subject, what)),
+        Err(std::fs::TryLockError::WouldBlock) => return Ok(Attempt::Held(holder_of(&file))),
         Err(std::fs::TryLockError::Error(e)) => {
             return Err(e).with_context(|| format!("cannot lock {}", path.display()));
         }
@@ -147,29 +176,36 @@ fn lock_file(path: &Path, subject: &Path, what: &str) -> Result<std::fs::File> {
     );
     // Who holds it, for the message another process gives; the lock is what counts.
     let _ = file.rewind().and_then(|()| file.set_len(0)).and_then(|()| file.write_all(holder.as_bytes()));
-    Ok(file)
+    Ok(Attempt::Locked(file))
 }
 
-/// Says who holds the lock in `file` on `subject`.
-fn in_use(file: &std::fs::File, subject: &Path, what: &str) -> anyhow::Error {
-    let holder = read_at_most(file, "the lock file", ByteCap { max_bytes: 4096, name: "4 KiB" })
+/// What the lock file `file` says of its holder.
+fn holder_of(file: &std::fs::File) -> String {
+    read_at_most(file, "the lock file", ByteCap { max_bytes: 4096, name: "4 KiB" })
         .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_string())
-        .unwrap_or_default();
-    let holder = if holder.is_empty() { "another process".to_string() } else { holder };
+        .unwrap_or_default()
+}
+
+fn in_use(holder: &str, subject: &Path, what: &str) -> anyhow::Error {
+    let holder = match holder {
+        "" => "another process".to_string(),
+        named if names_an_ended_process(named) => format!("another process (taking over from {named}, which ended)"),
+        named => named.to_string(),
+    };
     anyhow::anyhow!(
         "{} is in use by {holder}; not {what} there (nothing was changed): wait for it to end, or stop it first",
         subject.display()
     )
 }
 
-/// A lock file we may read but not write: another user's. Held by a live process, that process
-/// is named; otherwise it was left by one that ended, and is removed (the folder is ours to
+/// A lock file we may read but not write: another user's. Held by a live process, what it says
+/// of that process is returned; otherwise it was left by one that ended, and is removed (the folder is ours to
 /// write in) while `others` holds its lock, so that a process which opened it before and locks
 /// it after us finds that its name now leads to ours (`lock_by_name`), and tries again.
-fn replace_others_stale_lock(others: &std::fs::File, path: &Path, subject: &Path, what: &str) -> Result<()> {
+fn replace_others_stale_lock(others: &std::fs::File, path: &Path) -> Result<Option<String>> {
     match others.try_lock() {
         Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => return Err(in_use(others, subject, what)),
+        Err(std::fs::TryLockError::WouldBlock) => return Ok(Some(holder_of(others))),
         Err(std::fs::TryLockError::Error(e)) => {
             return Err(e).with_context(|| format!("cannot lock {}", path.display()))
         }
@@ -185,7 +221,7 @@ fn replace_others_stale_lock(others: &std::fs::File, path: &Path, subject: &Path
         )
     })?;
     tracing::info!("removed {}: another user's lock file, left by a process that ended", path.display());
-    Ok(())
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -229,5 +265,35 @@ mod tests {
         })
         .unwrap();
         assert_eq!(std::fs::read(&output).unwrap(), b"whole");
+    }
+
+    /// A holder between taking the lock and writing its name leaves the name of a process that
+    /// has ended in the lock file: that is looked at again, and the holder named once it has
+    /// written its name, never the ended process as if it held the lock.
+    #[test]
+    fn a_lock_being_taken_over_names_its_new_holder_not_the_ended_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("out.csv");
+        let lock_path = dir.path().join(".out.csv.lock");
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        let ended = format!("process 4999999 on {} since 2026-01-01 00:00:00\n", host.trim());
+        std::fs::write(&lock_path, &ended).unwrap();
+        let holder = std::fs::OpenOptions::new().read(true).write(true).open(&lock_path).unwrap();
+        holder.try_lock().unwrap();
+        let error = OutputLock::acquire(&output, "testing").unwrap_err().to_string();
+        assert!(error.contains("in use by another process (taking over from process 4999999"), "{error}");
+        let writer = std::thread::spawn({
+            let mut holder = holder.try_clone().unwrap();
+            move || {
+                std::thread::sleep(std::time::Duration::from_millis(30));
+                holder.set_len(0).unwrap();
+                holder.write_all(b"process 1 on elsewhere since 2026-12-07 00:00:00\n").unwrap();
+            }
+        });
+        let error = OutputLock::acquire(&output, "testing").unwrap_err().to_string();
+        writer.join().unwrap();
+        assert!(error.contains("in use by process 1 on elsewhere"), "{error}");
+        drop(holder);
+        drop(OutputLock::acquire(&output, "testing").unwrap());
     }
 }

@@ -39,6 +39,20 @@ impl PlanRecord {
         Ok(config)
     }
 
+    /// The plan recorded in the sweep folder `dir`, its base config a valid config.
+    pub fn read(dir: &Path) -> anyhow::Result<Self> {
+        let path = dir.join(PLAN_FILE);
+        if !crate::fsutil::is_present(&path) {
+            anyhow::bail!("{} is not a sweep folder (no {PLAN_FILE})", dir.display());
+        }
+        let plan: Self =
+            crate::fsutil::read_json(&path).with_context(|| format!("{} is not a sweep plan", path.display()))?;
+        plan.base()
+            .and_then(|base| base.validate())
+            .with_context(|| format!("{} is not a sweep plan", path.display()))?;
+        Ok(plan)
+    }
+
     /// The base config every experiment starts from.
     pub fn base(&self) -> anyhow::Result<Config> {
         serde_json::from_value(self.base_config.clone()).context("`base_config` is not a config")

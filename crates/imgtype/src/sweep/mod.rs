@@ -14,5 +14,5 @@ pub use layout::PLAN_FILE;
 pub(crate) use layout::{observed_state, runs_not_as_planned, Observed};
 pub use plan::{apply_overrides, plan, EpochsOverride, Experiment, NamedExperiment, SweepFile};
 pub use results::{summarize, ExperimentResult, Summary};
+pub use run::{resume_sweep, run_sweep, Member, SweepEnd, SweepOptions, SweepReport};
 pub(crate) use run::{run_planned, PlannedRun, RunCounts};
-pub use run::{run_sweep, Member, SweepEnd, SweepOptions, SweepReport};

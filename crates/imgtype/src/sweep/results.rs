@@ -47,13 +47,8 @@ pub struct Summary {
 /// Reads every experiment of the sweep in `dir` and writes the results files.
 pub fn summarize(dir: &Path) -> Result<Summary> {
     let plan_path = dir.join(PLAN_FILE);
-    if !plan_path.exists() {
-        anyhow::bail!("{} is not a sweep folder (no {PLAN_FILE})", dir.display());
-    }
-    let plan: PlanRecord =
-        crate::fsutil::read_json(&plan_path).with_context(|| format!("{} is not a sweep plan", plan_path.display()))?;
-    let base = plan.base().and_then(|base| base.validate().map(|()| base));
-    let base = base.with_context(|| format!("{} is not a sweep plan", plan_path.display()))?;
+    let plan = PlanRecord::read(dir)?;
+    let base = plan.base()?;
     // Split files that cannot be read here would count every experiment damaged and replace
     // the results: a summary from another working folder than the sweep's is refused instead.
     crate::train::split_files_fingerprint(&base.paths.data_dir, &[]).with_context(|| {

@@ -2,9 +2,11 @@
 //! ones skipped and an interrupted one resumed from its checkpoint when the same command
 //! runs again; `--member K/N` runs experiments i with i mod N = K, for a job array.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use serde_json::Value;
 
 use super::layout::{experiment_state, runs_not_as_planned, ExperimentState, PlanRecord, PLAN_FILE};
 use super::plan::{plan, EpochsOverride, Experiment, NamedExperiment};
@@ -72,17 +74,37 @@ pub fn run_sweep(path: &Path, options: &SweepOptions) -> Result<SweepEnd> {
     record_plan(&sweep_dir, &base, options.epochs, &experiments)?;
     let runs: Vec<PlannedRun> = experiments
         .iter()
-        .map(|e| PlannedRun {
-            name: e.name.clone(),
-            label: format!("experiment {}", e.name),
-            config: experiment_config(e, &sweep_dir.join(&e.name)),
-            plan_file: sweep_dir.join(PLAN_FILE),
-            description: describe(e),
-        })
+        .map(|e| planned_run(&sweep_dir, &e.name, &e.overrides, experiment_config(e, &sweep_dir.join(&e.name))))
         .collect();
-    let how = "run the same command to continue";
-    let RunCounts { ran, skipped, failed } = match run_planned(&sweep_dir, &runs, options.member, &options.train, how)?
-    {
+    run_experiments(sweep_dir, &runs, options, "run the same command to continue")
+}
+
+/// Continues the sweep in `dir` with the plan it records (`sweep_plan.json`), without its sweep
+/// file: what a rerun of its command would do.
+pub fn resume_sweep(dir: &Path, options: &SweepOptions) -> Result<SweepEnd> {
+    let plan = PlanRecord::read(dir)?;
+    let runs = plan
+        .experiments
+        .iter()
+        .map(|e| Ok(planned_run(dir, &e.name, &e.overrides, plan.experiment_config(e, &dir.join(&e.name))?)))
+        .collect::<Result<Vec<PlannedRun>>>()?;
+    let how = format!("continue with `train --resume {}`", dir.display());
+    run_experiments(dir.to_path_buf(), &runs, options, &how)
+}
+
+fn planned_run(sweep_dir: &Path, name: &str, overrides: &BTreeMap<String, Value>, config: Config) -> PlannedRun {
+    PlannedRun {
+        name: name.to_string(),
+        label: format!("experiment {name}"),
+        config,
+        plan_file: sweep_dir.join(PLAN_FILE),
+        description: describe(overrides),
+    }
+}
+
+/// This member's experiments of the sweep in `sweep_dir`, then, when not a member, the summary.
+fn run_experiments(sweep_dir: PathBuf, runs: &[PlannedRun], options: &SweepOptions, how: &str) -> Result<SweepEnd> {
+    let RunCounts { ran, skipped, failed } = match run_planned(&sweep_dir, runs, options.member, &options.train, how)? {
         Outcome::Finished(counts) => counts,
         Outcome::Stopped(stopped) => return Ok(Outcome::Stopped(stopped)),
     };
@@ -177,11 +199,11 @@ pub(crate) fn run_planned(
     Ok(Outcome::Finished(counts))
 }
 
-fn describe(experiment: &Experiment) -> String {
-    if experiment.overrides.is_empty() {
+fn describe(overrides: &BTreeMap<String, Value>) -> String {
+    if overrides.is_empty() {
         return "the base config".into();
     }
-    experiment.overrides.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+    overrides.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
 }
 
 /// The experiment's config, with its run folder and best-model copy inside its own folder.
