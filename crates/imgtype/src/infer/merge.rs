@@ -23,21 +23,7 @@ pub fn merge_shards(inputs: &[PathBuf], output: &Path, source: &ImageSource) -> 
     let _lock = OutputLock::acquire(output, "merging shards into it")?;
     let files = opened_and_checked(&set)?;
     let count = shards.len();
-    // Read line by line with bounded rows, as any CSV: a damaged shard is an error naming its
-    // row, never a field that grows with the file.
-    let mut readers = Vec::new();
-    let mut header: Option<csv::ByteRecord> = None;
-    for (path, file) in shards.iter().zip(files) {
-        let label = path.display().to_string();
-        let mut reader = RecordReader::new(std::io::BufReader::new(file), label);
-        let this = reader.header()?.ok_or_else(|| anyhow!("{}: empty (no header row)", path.display()))?;
-        match &header {
-            Some(h) if *h != this => bail!("{}: columns differ from the other shards", path.display()),
-            _ => header = Some(this),
-        }
-        readers.push((reader, *path));
-    }
-    let header = header.expect("at least one shard");
+    let (mut readers, header) = shard_readers(&shards, files)?;
     let reports = header.iter().any(|h| h == b"split");
     let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let _reports_lock = match reports {
@@ -96,6 +82,30 @@ pub fn merge_shards(inputs: &[PathBuf], output: &Path, source: &ImageSource) -> 
         write_split_reports(dir, output, None, source)?;
     }
     Ok(written)
+}
+
+type ShardReader<'a> = (RecordReader<std::io::BufReader<std::io::Take<std::fs::File>>>, &'a Path);
+
+/// A reader of each shard, past its header, and the header they share. Read line by line with
+/// bounded rows, as any CSV: a damaged shard is an error naming its row, never a field that
+/// grows with the file.
+fn shard_readers<'a>(
+    shards: &[&'a Path],
+    files: Vec<std::io::Take<std::fs::File>>,
+) -> Result<(Vec<ShardReader<'a>>, csv::ByteRecord)> {
+    let mut readers = Vec::new();
+    let mut header: Option<csv::ByteRecord> = None;
+    for (path, file) in shards.iter().zip(files) {
+        let label = path.display().to_string();
+        let mut reader = RecordReader::new(std::io::BufReader::new(file), label);
+        let this = reader.header()?.ok_or_else(|| anyhow!("{}: empty (no header row)", path.display()))?;
+        match &header {
+            Some(h) if *h != this => bail!("{}: columns differ from the other shards", path.display()),
+            _ => header = Some(this),
+        }
+        readers.push((reader, *path));
+    }
+    Ok((readers, header.expect("at least one shard")))
 }
 
 /// The shard files, each opened once and checked against its record by the bytes then read: a
