@@ -241,6 +241,21 @@ fn csv_mode_keeps_every_row_and_shards_merge_back() {
         !out.status.success() && stderr.contains("p.shard-0-of-2.json: --merge-shards would not read this name back"),
         "{stderr}"
     );
+    // An output named as another output's working file (its `.partial` or that file's record,
+    // a lock, a temp file) or as a shard's record is refused before anything runs: another
+    // command may be writing it.
+    for (name, says) in [
+        ("p.csv.partial", "named as a working file of this tool"),
+        ("p.csv.partial.json", "named as a working file of this tool"),
+        (".p.csv.lock", "named as a working file of this tool"),
+        (".tmp-p.csv-abcdef", "named as a working file of this tool"),
+        ("p.shard-0-of-2.csv.json", "named as a shard's record"),
+    ] {
+        let out = run_test(dir.path(), &["--model-path", model, "--csv-path", "input.csv", "--output-path", name]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(says), "{name}: {stderr}");
+        assert!(!dir.path().join(name).exists(), "{name}");
+    }
     // A shard past the input's rows holds none (a job array wider than the input).
     ok(run_test(
         dir.path(),

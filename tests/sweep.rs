@@ -135,6 +135,43 @@ fn a_sweep_runs_resumes_spreads_over_members_and_summarizes_alike() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("1 finished earlier"), "{stdout}");
     assert_eq!(table(&work.join("resumed_from_plan")), straight_table, "resumed from its plan, same table");
+    // A plan edited so that it would train outside its folder, or over its own files, is
+    // refused before anything runs, naming the plan and what is wrong.
+    let plan = read_json(&work.join("resumed_from_plan/sweep_plan.json"));
+    std::fs::create_dir_all(work.join("userres/run_20260101_000000_deadbeef")).unwrap();
+    std::fs::write(work.join("userres/run_20260101_000000_deadbeef/notes.txt"), "precious").unwrap();
+    for (edit, says) in [
+        ("../userres", "experiment name `../userres` must be letters, digits"),
+        ("..", "experiment name `..` must be letters"),
+        ("sweep_results.csv", "experiment name `sweep_results.csv` is the name of a file the sweep folder holds"),
+        ("grid_000", "two experiments are named `grid_000`"),
+        ("epochs=0", "`epochs` is 0, not between 1 and 100000"),
+    ] {
+        let mut edited = plan.clone();
+        match edit.strip_prefix("epochs=") {
+            Some(epochs) => edited["epochs"] = epochs.parse::<u64>().unwrap().into(),
+            None => edited["experiments"][0]["name"] = edit.into(),
+        }
+        std::fs::create_dir_all(work.join("edited_plan")).unwrap();
+        std::fs::write(work.join("edited_plan/sweep_plan.json"), edited.to_string()).unwrap();
+        let out = run(work, TRAIN, &["--resume", "edited_plan"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("edited_plan/sweep_plan.json is not a sweep plan"),
+            "{stderr}"
+        );
+        assert!(stderr.contains(says), "{edit}: {stderr}");
+        assert_eq!(std::fs::read_dir(work.join("edited_plan")).unwrap().count(), 1, "{edit}: nothing written");
+    }
+    assert!(work.join("userres/run_20260101_000000_deadbeef/notes.txt").is_file());
+    // An experiment's folder that is a link out of the sweep folder is refused: its runs would
+    // be trained or removed there.
+    std::fs::write(work.join("edited_plan/sweep_plan.json"), plan.to_string()).unwrap();
+    std::os::unix::fs::symlink("../userres", work.join("edited_plan/focal")).unwrap();
+    let out = run(work, TRAIN, &["--resume", "edited_plan"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("edited_plan/focal is a symbolic link"), "{stderr}");
+    assert!(work.join("userres/run_20260101_000000_deadbeef/notes.txt").is_file());
     let out = ok(run(work, TRAIN, &["--sweep", "sweep.json", "--sweep-dir", "resumed"]));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("1 finished earlier"), "{stdout}");

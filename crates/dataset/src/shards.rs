@@ -138,6 +138,16 @@ pub fn check_shard_name(file: &Path, shard: Shard) -> Result<()> {
     Ok(())
 }
 
+/// An output named as a shard's record (`*.shard-K-of-N.*.json`) would replace the record of
+/// a shard that may be written beside it.
+pub fn check_not_a_record(file: &Path) -> Result<()> {
+    let name = file.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    if name.strip_suffix(".json").is_some_and(|shard| shard_of_file(Path::new(shard)).is_some()) {
+        bail!("{}: named as a shard's record, which a sharded run writes there; give another name", file.display());
+    }
+    Ok(())
+}
+
 impl Shard {
     /// Data rows this shard holds of an input of `input_rows`.
     pub fn rows_of(&self, input_rows: usize) -> usize {
@@ -242,6 +252,70 @@ pub fn check_records<'a>(shards: &[(Shard, &'a Path, String)]) -> Result<Vec<&'a
         );
     }
     Ok(unrecorded)
+}
+
+/// The shard files in shard order, once each of 0..N is there exactly once.
+pub fn complete_shard_set(inputs: &[PathBuf]) -> Result<Vec<(Shard, &Path)>> {
+    if inputs.is_empty() {
+        bail!("no shard files to merge");
+    }
+    let mut shards: Vec<(Shard, &Path)> = Vec::new();
+    for path in inputs {
+        if std::fs::symlink_metadata(path).is_err() {
+            bail!("{}: no such shard file", path.display());
+        }
+        let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        if name.ends_with(".partial") || name.ends_with(".partial.json") {
+            bail!("{}: an unfinished shard; run its command again to finish it", path.display());
+        }
+        if name.starts_with("wrong_") || name.ends_with(".png") {
+            bail!("{}: a report of a sharded run, not its results; merge its inference_results shards", path.display());
+        }
+        if name.ends_with(".json") {
+            bail!(
+                "{}: a JSON file (a shard's record or metrics), not shard rows; give the shard CSV files",
+                path.display()
+            );
+        }
+        let shard = shard_of_file(path)
+            .ok_or_else(|| anyhow!("{}: name does not say its shard (expected *.shard-K-of-N.*)", path.display()))?;
+        shards.push((shard, path.as_path()));
+    }
+    // The N most files say: one odd file is the one named.
+    let count = shards
+        .iter()
+        .map(|(s, _)| s.count)
+        .max_by_key(|&n| (shards.iter().filter(|(s, _)| s.count == n).count(), std::cmp::Reverse(n)))
+        .expect("at least one shard");
+    shards.sort_by_key(|(s, _)| s.index);
+    for (shard, path) in &shards {
+        if shard.count != count {
+            bail!("{} is one of {} shards, the others of {count}", path.display(), shard.count);
+        }
+    }
+    for pair in shards.windows(2) {
+        if pair[0].0.index == pair[1].0.index {
+            bail!(
+                "shard {} of {count} is given twice ({}, {})",
+                pair[0].0.index,
+                pair[0].1.display(),
+                pair[1].1.display()
+            );
+        }
+    }
+    // Found lazily: N comes from a file name and may be huge.
+    let mut missing = (0..count).filter(|k| !shards.iter().any(|(s, _)| s.index == *k));
+    let listed: Vec<String> = missing.by_ref().take(10).map(|k| k.to_string()).collect();
+    if !listed.is_empty() {
+        match count - shards.len() {
+            1 => bail!("shard {} of {count} is missing", listed[0]),
+            n if n > listed.len() => {
+                bail!("shards {} and {} more of {count} are missing", listed.join(", "), n - listed.len())
+            }
+            _ => bail!("shards {} of {count} are missing", listed.join(", ")),
+        }
+    }
+    Ok(shards)
 }
 
 #[cfg(test)]

@@ -177,6 +177,22 @@ pub fn plain_io_error(error: &std::io::Error) -> String {
 /// a regular file), and so is one of `inputs` (the output would replace its input). A
 /// symbolic link is written through: the file it points to is replaced, the link stays.
 pub fn check_output_file(path: &Path, inputs: &[&Path]) -> Result<PathBuf> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let working = [".partial", ".partial.json"].iter().any(|end| name.ends_with(end))
+        || name.starts_with(TEMP_PREFIX)
+        || (name.starts_with('.') && name.ends_with(".lock"));
+    if working {
+        anyhow::bail!(
+            "output path {}: named as a working file of this tool (an unfinished output's `.partial` or its record, a \
+             temp file, a lock), which another command may be writing; give another name",
+            path.display()
+        );
+    }
+    check_output_target(path, inputs)
+}
+
+/// As [`check_output_file`], for a working file of the output being written (its `.partial`).
+pub fn check_output_target(path: &Path, inputs: &[&Path]) -> Result<PathBuf> {
     use std::os::unix::fs::MetadataExt;
     use std::path::Component;
     if path.as_os_str() == "-" {

@@ -60,12 +60,13 @@ pub struct CsvReport {
 pub fn run_csv(predictor: &Predictor, request: &CsvRequest, stop: &StopFlag) -> Result<Outcome<CsvReport>> {
     let csv_path = request.csv_path;
     let named = shard_file_name(request.output_path, request.shard);
-    if let Some(shard) = request.shard {
-        shards::check_shard_name(&named, shard)?;
+    match request.shard {
+        Some(shard) => shards::check_shard_name(&named, shard)?,
+        None => shards::check_not_a_record(&named)?,
     }
     let output = crate::fsutil::check_output_file(&named, &[csv_path])?;
     let partial_path = partial_paths(&output).0;
-    crate::fsutil::check_output_file(&partial_path, &[csv_path])?;
+    crate::fsutil::check_output_target(&partial_path, &[csv_path])?;
     let _lock = crate::fsutil::OutputLock::acquire(&output, "writing to it")?;
     let open = || -> Result<InputReader> {
         let label = format!("CSV {}", csv_path.display());

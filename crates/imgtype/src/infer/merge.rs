@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::shards::{shard_of_file, Shard};
+use super::shards::Shard;
 use super::wrong_predictions::write_split_reports;
 use crate::data::csv_records::{InputRecord, RecordReader};
 use crate::data::ImageSource;
@@ -15,10 +15,11 @@ use crate::fsutil::OutputLock;
 /// order one unsharded run writes them. For whole-dataset results (a `split` column),
 /// the wrong-prediction CSVs and contact sheets and `metrics.json` are written beside it.
 pub fn merge_shards(inputs: &[PathBuf], output: &Path, source: &ImageSource) -> Result<usize> {
-    let set = complete_shard_set(inputs)?;
+    let set = super::shards::complete_shard_set(inputs)?;
     let shards: Vec<&Path> = set.iter().map(|(_, path)| *path).collect();
     let records: Vec<PathBuf> = shards.iter().map(|path| super::shards::record_path(path)).collect();
     let inputs: Vec<&Path> = shards.iter().copied().chain(records.iter().map(PathBuf::as_path)).collect();
+    super::shards::check_not_a_record(output)?;
     let output = &crate::fsutil::check_output_file(output, &inputs)?;
     let _lock = OutputLock::acquire(output, "merging shards into it")?;
     let files = opened_and_checked(&set)?;
@@ -185,68 +186,4 @@ fn check_report_paths(output: &Path, shards: &[&Path]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The shard files in shard order, once each of 0..N is there exactly once.
-fn complete_shard_set(inputs: &[PathBuf]) -> Result<Vec<(Shard, &Path)>> {
-    if inputs.is_empty() {
-        bail!("no shard files to merge");
-    }
-    let mut shards: Vec<(Shard, &Path)> = Vec::new();
-    for path in inputs {
-        if std::fs::symlink_metadata(path).is_err() {
-            bail!("{}: no such shard file", path.display());
-        }
-        let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-        if name.ends_with(".partial") || name.ends_with(".partial.json") {
-            bail!("{}: an unfinished shard; run its command again to finish it", path.display());
-        }
-        if name.starts_with("wrong_") || name.ends_with(".png") {
-            bail!("{}: a report of a sharded run, not its results; merge its inference_results shards", path.display());
-        }
-        if name.ends_with(".json") {
-            bail!(
-                "{}: a JSON file (a shard's record or metrics), not shard rows; give the shard CSV files",
-                path.display()
-            );
-        }
-        let shard = shard_of_file(path)
-            .ok_or_else(|| anyhow!("{}: name does not say its shard (expected *.shard-K-of-N.*)", path.display()))?;
-        shards.push((shard, path.as_path()));
-    }
-    // The N most files say: one odd file is the one named.
-    let count = shards
-        .iter()
-        .map(|(s, _)| s.count)
-        .max_by_key(|&n| (shards.iter().filter(|(s, _)| s.count == n).count(), std::cmp::Reverse(n)))
-        .expect("at least one shard");
-    shards.sort_by_key(|(s, _)| s.index);
-    for (shard, path) in &shards {
-        if shard.count != count {
-            bail!("{} is one of {} shards, the others of {count}", path.display(), shard.count);
-        }
-    }
-    for pair in shards.windows(2) {
-        if pair[0].0.index == pair[1].0.index {
-            bail!(
-                "shard {} of {count} is given twice ({}, {})",
-                pair[0].0.index,
-                pair[0].1.display(),
-                pair[1].1.display()
-            );
-        }
-    }
-    // Found lazily: N comes from a file name and may be huge.
-    let mut missing = (0..count).filter(|k| !shards.iter().any(|(s, _)| s.index == *k));
-    let listed: Vec<String> = missing.by_ref().take(10).map(|k| k.to_string()).collect();
-    if !listed.is_empty() {
-        match count - shards.len() {
-            1 => bail!("shard {} of {count} is missing", listed[0]),
-            n if n > listed.len() => {
-                bail!("shards {} and {} more of {count} are missing", listed.join(", "), n - listed.len())
-            }
-            _ => bail!("shards {} of {count} are missing", listed.join(", ")),
-        }
-    }
-    Ok(shards)
 }

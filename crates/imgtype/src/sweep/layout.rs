@@ -47,10 +47,18 @@ impl PlanRecord {
         }
         let plan: Self =
             crate::fsutil::read_json(&path).with_context(|| format!("{} is not a sweep plan", path.display()))?;
-        plan.base()
-            .and_then(|base| base.validate())
-            .with_context(|| format!("{} is not a sweep plan", path.display()))?;
+        plan.check().with_context(|| format!("{} is not a sweep plan", path.display()))?;
         Ok(plan)
+    }
+
+    /// What `--sweep` checks of its file holds of the plan: an edited or damaged plan is refused
+    /// before anything runs, never an experiment folder outside the sweep folder.
+    fn check(&self) -> anyhow::Result<()> {
+        self.base()?.validate()?;
+        if let Some(epochs) = self.epochs.filter(|e| !(1..=crate::config::MAX_EPOCHS).contains(e)) {
+            anyhow::bail!("`epochs` is {epochs}, not between 1 and {}", crate::config::MAX_EPOCHS);
+        }
+        super::plan::check_experiment_names(self.experiments.iter().map(|e| e.name.as_str()))
     }
 
     /// The base config every experiment starts from.

@@ -85,13 +85,9 @@ pub fn plan(path: &Path, epochs: Option<EpochsOverride>) -> Result<(SweepFile, C
     if named.is_empty() {
         bail!("{}: no experiments (give `experiments`, `grid`, or both)", path.display());
     }
-    let mut seen = std::collections::HashSet::new();
+    check_experiment_names(named.iter().map(|e| e.name.as_str())).with_context(|| format!("{}", path.display()))?;
     let mut experiments = Vec::with_capacity(named.len());
     for experiment in named {
-        check_name(&experiment.name).with_context(|| format!("{}", path.display()))?;
-        if !seen.insert(experiment.name.clone()) {
-            bail!("{}: two experiments are named `{}`", path.display(), experiment.name);
-        }
         let mut config = apply_overrides(&base, &experiment.overrides)
             .with_context(|| format!("{}: experiment `{}`", path.display(), experiment.name))?;
         if let Some(epochs) = epochs {
@@ -102,11 +98,29 @@ pub fn plan(path: &Path, epochs: Option<EpochsOverride>) -> Result<(SweepFile, C
     Ok((sweep, base, experiments))
 }
 
-/// Names become folder names: letters, digits, `-`, `_`, `.`, `=` only.
-fn check_name(name: &str) -> Result<()> {
+/// The files a sweep folder holds beside its experiments' folders.
+const SWEEP_FILES: [&str; 5] =
+    ["sweep_plan.json", "sweep_results.csv", "sweep_results.json", "best_config.json", "sweep_comparison.png"];
+
+/// Names become folder names of the sweep folder: letters, digits, `-`, `_`, `.`, `=` only,
+/// not starting with `.` (so never `..`), each once, none a file the sweep folder holds.
+pub(super) fn check_experiment_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<()> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || "-_.=".contains(c);
-    if name.is_empty() || name.starts_with('.') || !name.chars().all(allowed) {
-        bail!("experiment name `{name}` must be letters, digits, `-`, `_`, `.` or `=` (it names a folder)");
+    let mut seen = std::collections::HashSet::new();
+    for name in names {
+        if name.is_empty() || name.starts_with('.') || !name.chars().all(allowed) || name.len() > 200 {
+            bail!(
+                "experiment name `{}` must be letters, digits, `-`, `_`, `.` or `=`, not starting with `.` (it names \
+                 a folder)",
+                name.escape_debug()
+            );
+        }
+        if SWEEP_FILES.contains(&name) {
+            bail!("experiment name `{name}` is the name of a file the sweep folder holds");
+        }
+        if !seen.insert(name) {
+            bail!("two experiments are named `{name}`");
+        }
     }
     Ok(())
 }

@@ -142,6 +142,19 @@ pub(crate) fn run_planned(
     how_to_continue: &str,
 ) -> Result<Outcome<RunCounts>> {
     let mine = |position: usize| member.is_none_or(|m| m.runs(position));
+    // A run's folder is one of `root`'s own: through a link, its runs would be trained, resumed
+    // or removed elsewhere.
+    for run in runs {
+        let folder = root.join(&run.name);
+        if std::fs::symlink_metadata(&folder).is_ok_and(|m| m.file_type().is_symlink()) {
+            bail!(
+                "{} is a symbolic link: {}'s folder must be a folder of {} itself; put the folder there",
+                folder.display(),
+                run.label,
+                root.display()
+            );
+        }
+    }
     // Before anything trains: every run that would be skipped as finished or resumed was
     // started as planned.
     let refused: Vec<(PathBuf, anyhow::Error)> = runs
