@@ -18,5 +18,5 @@ mod remote;
 pub mod source;
 mod tiff_strips;
 
-pub use records::{read_split_csv, ImageRecord, SplitName};
+pub use records::{read_split_csv, split_records, ImageRecord, SplitName};
 pub use source::{ImageSource, SourcePolicy};

@@ -6,4 +6,4 @@ pub mod augment;
 
 pub use imgtype_dataset::{csv_records, duplicates, folds, near_duplicates, product, relabel, split, union_find};
 pub use imgtype_images::{batch, decode, image, records, source};
-pub use imgtype_images::{read_split_csv, ImageRecord, ImageSource, SourcePolicy, SplitName};
+pub use imgtype_images::{read_split_csv, split_records, ImageRecord, ImageSource, SourcePolicy, SplitName};

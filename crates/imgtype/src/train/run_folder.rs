@@ -95,14 +95,23 @@ struct RunMetadata {
 /// its metadata does not keep theirs: a run from before it was kept, or the Python system's).
 /// Metadata that is missing or cannot be read is damage, not a run without a record.
 pub fn began_with_other_split_files(dir: &Path, data_dir: &Path) -> Result<bool> {
+    Ok(match recorded_split_files(dir)? {
+        Some(began) => super::split_files_fingerprint(data_dir, &[])? != began,
+        None => false,
+    })
+}
+
+/// The fingerprint of the split files the run in `dir` began with; none when its metadata does
+/// not keep it (see [`began_with_other_split_files`]).
+pub(super) fn recorded_split_files(dir: &Path) -> Result<Option<String>> {
     let path = dir.join("run_metadata.json");
     let damaged = || {
         format!("{} cannot be read (deleted, cut or edited?), so the split files the run began with are unknown; move the run folder away to train it again", path.display())
     };
     let metadata: serde_json::Value = crate::fsutil::read_json(&path).with_context(damaged)?;
     match metadata.get("split_files") {
-        Some(serde_json::Value::String(began)) => Ok(super::split_files_fingerprint(data_dir, &[])? != *began),
-        None if metadata.is_object() => Ok(false),
+        Some(serde_json::Value::String(began)) => Ok(Some(began.clone())),
+        None if metadata.is_object() => Ok(None),
         _ => Err(anyhow::anyhow!("`split_files` is not a fingerprint")).with_context(damaged),
     }
 }
@@ -115,7 +124,7 @@ impl RunFolder {
         // Inputs that can be checked cheaply are, before a folder exists to be left behind.
         let device = crate::device::resolve_device(config.system.device)?;
         crate::threads::apply_config(&config.system);
-        super::splits::read_splits(config)?;
+        let (_, split_files) = super::splits::read_splits(config)?;
         crate::data::ImageSource::from_config(&config.data).check_configured()?;
         let weights = crate::model::pretrained::resolve_weights_file(&config.model)?;
         // The copy of the best model a run leaves in `paths.model_dir` must not replace a file
@@ -156,7 +165,7 @@ impl RunFolder {
                 host: host_name(),
                 git_commit: git_commit(),
                 resumed_at: Vec::new(),
-                split_files: super::split_files_fingerprint(&config.paths.data_dir, &[]).ok(),
+                split_files: Some(split_files),
             },
         )?;
         Ok(folder)

@@ -52,7 +52,8 @@ impl Session {
         if let Some(earlier) = &earlier {
             tracing::info!("reusing the first start's screening ({} image(s) left out)", earlier.len());
         }
-        let splits = load_splits(&config, &source, earlier)?;
+        let recorded = super::run_folder::recorded_split_files(folder.dir())?;
+        let splits = load_splits(&config, &source, earlier, recorded.as_deref())?;
         super::artifacts::write_skipped(&skipped_csv, &splits.skipped)?;
         let model = build_model(&config, device, folder.is_resumed())?;
         let t = &config.training;

@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 use crate::config::Config;
 use crate::data::batch::{check_images, SkippedImage};
 use crate::data::records::class_indices;
-use crate::data::{read_split_csv, ImageRecord, ImageSource, SplitName};
+use crate::data::{split_records, ImageRecord, ImageSource, SplitName};
 
 pub(super) struct Splits {
     pub train: Vec<ImageRecord>,
@@ -22,32 +22,51 @@ pub(super) struct Splits {
 }
 
 /// Reads the three split CSVs; fails when one is missing, malformed, lists an unknown
-/// class or is empty. Cheap: run before a run folder is created.
-pub(super) fn read_splits(config: &Config) -> Result<Vec<(SplitName, Vec<ImageRecord>)>> {
+/// class or is empty. Cheap: run before a run folder is created. With the fingerprint of the
+/// bytes the records come from ([`split_files_fingerprint`]): one read, so that what a run
+/// records is what it trains on.
+pub(super) fn read_splits(config: &Config) -> Result<(Vec<(SplitName, Vec<ImageRecord>)>, String)> {
     let mut splits = Vec::new();
+    let mut files = Vec::new();
     for split in SplitName::ALL {
         let path = config.paths.data_dir.join(split.file_name());
-        let records = read_split_csv(&path, &config.data.class_names)?;
+        let label = format!("split CSV {}", path.display());
+        let bytes = crate::fsutil::read_capped(&path, &label, crate::fsutil::CSV_FILE_CAP)?;
+        let records = split_records(csv::Reader::from_reader(bytes.as_slice()), &path, &config.data.class_names)?;
         if records.is_empty() {
             bail!("{} split is empty ({}); run `divide` first", split.as_str(), path.display());
         }
         splits.push((split, records));
+        files.push((split.file_name(), bytes));
     }
-    Ok(splits)
+    let fingerprint = crate::fsutil::fingerprint(files.iter().map(|(name, bytes)| (*name, bytes.as_slice())));
+    Ok((splits, fingerprint))
 }
 
 /// The splits, screened now or, for a resumed run, as its first start screened them
 /// (`earlier_screening`: the skipped images it listed).
+/// `recorded`: the fingerprint of the split files the run recorded when it began (none for a
+/// run from before it was kept); files that are not those now (changed since, even between the
+/// run's start and this read) are refused, never trained on under the recorded fingerprint.
 pub(super) fn load_splits(
     config: &Config,
     source: &ImageSource,
     earlier_screening: Option<Vec<(SplitName, SkippedImage)>>,
+    recorded: Option<&str>,
 ) -> Result<Splits> {
     let class_names = &config.data.class_names;
     let reuse = earlier_screening.is_some();
     let mut skipped = earlier_screening.unwrap_or_default();
     let mut loaded = Vec::new();
-    for (split, records) in read_splits(config)? {
+    let (splits, fingerprint) = read_splits(config)?;
+    if recorded.is_some_and(|recorded| recorded != fingerprint) {
+        bail!(
+            "the split files in {} are not those the run recorded when it began (changed while it started, or \
+             since): not trained on; start a new run",
+            config.paths.data_dir.display()
+        );
+    }
+    for (split, records) in splits {
         let records = if reuse {
             let left_out: std::collections::HashSet<&str> =
                 skipped.iter().filter(|(s, _)| *s == split).map(|(_, i)| i.image_path.as_str()).collect();
@@ -142,4 +161,35 @@ fn screen_images(
         );
     }
     Ok(kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a run trains on is what it recorded: split files that changed after the run began
+    /// (here between the recording and the load) are refused, not trained on under the
+    /// recorded fingerprint.
+    #[test]
+    fn split_files_other_than_those_recorded_are_not_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.paths.data_dir = dir.path().to_path_buf();
+        config.data.allow_empty_train_classes = true;
+        let class = &config.data.class_names[0];
+        for split in SplitName::ALL {
+            let rows = format!("product_id,image_path,image_type\nP1,a.jpg,{class}\nP2,b.jpg,{class}\n");
+            std::fs::write(dir.path().join(split.file_name()), rows).unwrap();
+        }
+        let (_, recorded) = read_splits(&config).unwrap();
+        assert_eq!(recorded, split_files_fingerprint(dir.path(), &[]).unwrap(), "one fingerprint, however read");
+        let source = ImageSource::from_config(&config.data);
+        let load = |recorded: Option<&str>| load_splits(&config, &source, Some(Vec::new()), recorded);
+        assert_eq!(load(Some(&recorded)).unwrap().train.len(), 2);
+        let train = dir.path().join("train_data.csv");
+        std::fs::write(&train, format!("product_id,image_path,image_type\nP1,a.jpg,{class}\n")).unwrap();
+        let error = load(Some(&recorded)).err().unwrap().to_string();
+        assert!(error.contains("are not those the run recorded when it began"), "{error}");
+        assert_eq!(load(None).unwrap().train.len(), 1, "a run from before the fingerprint was kept");
+    }
 }
