@@ -21,11 +21,14 @@ pub(super) struct Splits {
     pub skipped: Vec<(SplitName, SkippedImage)>,
 }
 
+/// Each split's records, and the fingerprint of the split files they were read from.
+type SplitRecords = (Vec<(SplitName, Vec<ImageRecord>)>, String);
+
 /// Reads the three split CSVs; fails when one is missing, malformed, lists an unknown
 /// class or is empty. Cheap: run before a run folder is created. With the fingerprint of the
 /// bytes the records come from ([`split_files_fingerprint`]): one read, so that what a run
 /// records is what it trains on.
-pub(super) fn read_splits(config: &Config) -> Result<(Vec<(SplitName, Vec<ImageRecord>)>, String)> {
+pub(super) fn read_splits(config: &Config) -> Result<SplitRecords> {
     let mut splits = Vec::new();
     let mut files = Vec::new();
     for split in SplitName::ALL {
