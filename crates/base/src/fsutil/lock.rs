@@ -46,8 +46,29 @@ impl OutputLock {
             std::fs::create_dir_all(folder).with_context(|| format!("cannot create folder {}", folder.display()))?;
         }
         let lock = Self { file: lock_by_name(&path, output, what)?, path };
-        super::remove_interrupted_writes_of(output);
+        remove_interrupted_writes_of(output);
         Ok(lock)
+    }
+}
+
+/// Removes the temp files an interrupted write of `path` left beside it; only for the holder of
+/// `path`'s [`OutputLock`], the one process that writes it. Names cut in the temp name are
+/// left alone (another long name may share the cut).
+fn remove_interrupted_writes_of(path: &Path) {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if name.len() > super::TEMP_NAME_CAP {
+        return;
+    }
+    let prefix = super::temp_prefix(path);
+    let Ok(entries) = std::fs::read_dir(super::parent_of(path)) else { return };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let rest = file_name.strip_prefix(&prefix);
+        let ours =
+            rest.is_some_and(|r| r.len() == super::TEMP_RANDOM_CHARS && r.chars().all(|c| c.is_ascii_alphanumeric()));
+        if ours && entry.file_type().is_ok_and(|t| t.is_file()) && std::fs::remove_file(entry.path()).is_ok() {
+            tracing::info!("removed {}, left by an interrupted write of {}", entry.path().display(), path.display());
+        }
     }
 }
 

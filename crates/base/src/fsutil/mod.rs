@@ -15,7 +15,7 @@ mod read;
 pub use lock::{FolderLock, OutputLock, LOCK_FILE};
 pub use read::*;
 
-fn parent_of(path: &Path) -> PathBuf {
+pub(crate) fn parent_of(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -75,37 +75,17 @@ pub fn sync_to_disk(file: &std::fs::File, path: &Path) -> Result<()> {
 /// Temp files of unfinished writes start with this (`remove_stale_temp_files` finds them).
 pub const TEMP_PREFIX: &str = ".tmp-";
 
-const TEMP_RANDOM_CHARS: usize = 6;
+pub(crate) const TEMP_RANDOM_CHARS: usize = 6;
 
 /// Longest target name a temp file's name repeats (a file name has at most 255 bytes).
-const TEMP_NAME_CAP: usize = 120;
+pub(crate) const TEMP_NAME_CAP: usize = 120;
 
 /// `.tmp-<name>-` for a target named `name` (cut when long), so that the one process that
 /// writes a file (holding its [`OutputLock`]) can tell its own earlier, interrupted temp files.
-fn temp_prefix(path: &Path) -> String {
+pub(crate) fn temp_prefix(path: &Path) -> String {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let cut = name.char_indices().map(|(i, c)| i + c.len_utf8()).take_while(|&end| end <= TEMP_NAME_CAP).last();
     format!("{TEMP_PREFIX}{}-", &name[..cut.unwrap_or(0)])
-}
-
-/// Removes the temp files an interrupted write of `path` left beside it; only for the holder of
-/// `path`'s [`OutputLock`], the one process that writes it. Names cut in the temp name are
-/// left alone (another long name may share the cut).
-pub(crate) fn remove_interrupted_writes_of(path: &Path) {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    if name.len() > TEMP_NAME_CAP {
-        return;
-    }
-    let prefix = temp_prefix(path);
-    let Ok(entries) = std::fs::read_dir(parent_of(path)) else { return };
-    for entry in entries.flatten() {
-        let file_name = entry.file_name().to_string_lossy().into_owned();
-        let rest = file_name.strip_prefix(&prefix);
-        let ours = rest.is_some_and(|r| r.len() == TEMP_RANDOM_CHARS && r.chars().all(|c| c.is_ascii_alphanumeric()));
-        if ours && entry.file_type().is_ok_and(|t| t.is_file()) && std::fs::remove_file(entry.path()).is_ok() {
-            tracing::info!("removed {}, left by an interrupted write of {}", entry.path().display(), path.display());
-        }
-    }
 }
 
 /// Read-write for everyone, less what the umask takes away, as `File::create` gives.

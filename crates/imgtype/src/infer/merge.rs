@@ -156,7 +156,7 @@ fn remove_reports(dir: &Path) -> Result<()> {
 /// The lock on the merge's report files in `dir`, once their paths are checked: every merge
 /// into one folder writes the same report names, so one at a time.
 fn prepare_reports(output: &Path, dir: &Path, shards: &[&Path], source: &ImageSource) -> Result<OutputLock> {
-    check_report_paths(output, shards)?;
+    check_report_paths(output, dir, shards)?;
     let lock = OutputLock::acquire(&dir.join("metrics.json"), "writing a merge's reports")?;
     if source.base_path().is_none() {
         tracing::warn!("no --image-base-path: the merged contact sheets show no images, only their paths");
@@ -164,10 +164,9 @@ fn prepare_reports(output: &Path, dir: &Path, shards: &[&Path], source: &ImageSo
     Ok(lock)
 }
 
-/// The report files a merge of whole-dataset results writes beside `output`: checked before
+/// The report files a merge of whole-dataset results writes in `dir`, beside `output`: checked before
 /// anything is written (one of them named as the output would replace the merged rows).
-fn check_report_paths(output: &Path, shards: &[&Path]) -> Result<()> {
-    let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+fn check_report_paths(output: &Path, dir: &Path, shards: &[&Path]) -> Result<()> {
     let mut inputs = shards.to_vec();
     inputs.push(output);
     for name in report_names() {
