@@ -192,6 +192,16 @@ fn split_file_bytes(records: &[ImageRecord]) -> Result<Vec<u8>> {
     csv.into_inner().context("a split file in memory")
 }
 
+/// The fingerprint of fold `fold`'s split files as `images` deals them (what a run reading
+/// them records, see `read_splits`).
+pub fn fold_split_files_fingerprint(images: &[FoldImage], fold: usize) -> Result<String> {
+    let files = fold_split_records(images, fold)
+        .into_iter()
+        .map(|(split, records)| Ok((split.file_name(), split_file_bytes(&records)?)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(imgtype_base::fsutil::fingerprint(files.iter().map(|(name, bytes)| (*name, bytes.as_slice()))))
+}
+
 fn write_split_records(path: &Path, records: &[ImageRecord]) -> Result<()> {
     imgtype_base::fsutil::write_atomic(path, &split_file_bytes(records)?)
 }

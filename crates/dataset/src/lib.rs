@@ -3,11 +3,13 @@
 //! records (`product`), reviewed corrections (`relabel`), and the leak-free split (`split`),
 //! in which products sharing a photo are linked by `duplicates` (near-duplicates by
 //! `near_duplicates`, confirmed by `photo_match`; clusters by `union_find`) and kept in one split.
-//! And the same rule dealt into folds for `train --cross-validate` (`folds`), whose held-out
+//! And the same rule dealt into folds for `train --cross-validate` (`folds`, in a folder laid out
+//! as `cv_folder` says), whose held-out
 //! probabilities tell which labels look wrong (`label_issues`: confident learning).
 
 pub mod csv_partial;
 pub mod csv_records;
+pub mod cv_folder;
 pub mod duplicates;
 pub mod folds;
 pub mod label_issues;

@@ -13,7 +13,7 @@ use super::layout::{
 };
 use super::summary::{summarize, CvSummary, Judging};
 use crate::config::Config;
-use crate::data::folds::{assign_folds, write_fold_data, write_images_csv};
+use crate::data::folds::{assign_folds, fold_split_files_fingerprint, write_fold_data, write_images_csv};
 use crate::stop::Outcome;
 use crate::sweep::{run_planned, Member, PlannedRun, RunCounts};
 use crate::train::TrainOptions;
@@ -58,9 +58,10 @@ pub fn cross_validate(config: &Config, options: &CvOptions) -> Result<CvEnd> {
         // Each repeat's plan was prepared above; the first is the folder's own.
         let repeat_plan = if repeat == 1 { None } else { Some(read_repeat_plan(&dir, &plan, repeat)?) };
         let repeat_plan = repeat_plan.as_ref().unwrap_or(&plan);
+        let folder = repeat_dir(&dir, repeat);
+        let images = read_images(&folder, repeat_plan)?;
         for fold in 1..=plan.folds {
             let held_out = repeat_plan.fold_images[fold - 1];
-            let folder = repeat_dir(&dir, repeat);
             let name = match repeat {
                 1 => fold_name(fold),
                 r => format!("repeat_{r}/{}", fold_name(fold)),
@@ -71,6 +72,7 @@ pub fn cross_validate(config: &Config, options: &CvOptions) -> Result<CvEnd> {
                 config: fold_config(&repeat_plan.base_config, &folder, fold),
                 plan_file: folder.join(CV_PLAN_FILE),
                 description: format!("training on {} images, holding out {held_out}", plan.images - held_out),
+                split_files: Some(fold_split_files_fingerprint(&images, fold)?),
             });
         }
     }

@@ -99,6 +99,7 @@ fn planned_run(sweep_dir: &Path, name: &str, overrides: &BTreeMap<String, Value>
         config,
         plan_file: sweep_dir.join(PLAN_FILE),
         description: describe(overrides),
+        split_files: None,
     }
 }
 
@@ -123,6 +124,10 @@ pub(crate) struct PlannedRun {
     /// Where `config` is written down: its runs are checked against it.
     pub plan_file: PathBuf,
     pub description: String,
+    /// The fingerprint its split files must have (a fold's, as `images.csv` deals them): checked
+    /// within the run's own read of them, so a file changed after the plan's check is never
+    /// trained on. None: whatever `paths.data_dir` holds (a sweep's experiment).
+    pub split_files: Option<String>,
 }
 
 pub(crate) struct RunCounts {
@@ -142,6 +147,63 @@ pub(crate) fn run_planned(
     how_to_continue: &str,
 ) -> Result<Outcome<RunCounts>> {
     let mine = |position: usize| member.is_none_or(|m| m.runs(position));
+    check_runs_to_continue(root, runs, mine)?;
+    let mut counts = RunCounts { ran: 0, skipped: 0, failed: 0 };
+    for (position, run) in runs.iter().enumerate() {
+        if !mine(position) {
+            continue;
+        }
+        // Held until this run ends: a second process given the same member (a replacement
+        // pod while the old one still runs) stops here instead of removing a live run folder.
+        let _lock = crate::fsutil::FolderLock::acquire(&root.join(&run.name), &format!("running {}", run.label))?;
+        let folder = match experiment_state(&root.join(&run.name))? {
+            ExperimentState::Finished(dir) => {
+                tracing::info!("{}: finished earlier ({}), skipped", run.label, dir.display());
+                counts.skipped += 1;
+                continue;
+            }
+            ExperimentState::Resumable(dir) => {
+                tracing::info!("{}: resuming {}", run.label, dir.display());
+                let folder = RunFolder::reopen(&dir)?;
+                if let Some(planned) = &run.split_files {
+                    folder
+                        .check_planned_split_files(planned)
+                        .with_context(|| format!("{}: {}", run.label, dir.display()))?;
+                }
+                folder
+            }
+            ExperimentState::Fresh => {
+                tracing::info!("{} ({}/{}): {}", run.label, position + 1, runs.len(), run.description);
+                match &run.split_files {
+                    Some(planned) => {
+                        RunFolder::create_planned(&run.config, planned).with_context(|| run.label.clone())?
+                    }
+                    None => RunFolder::create(&run.config, None)?,
+                }
+            }
+        };
+        match crate::train::train(folder, train) {
+            Ok(Outcome::Finished(_)) => counts.ran += 1,
+            Ok(Outcome::Stopped(Stopped { reason: StopReason::Interrupted, .. })) => {
+                let message = format!("interrupted in {}; {how_to_continue}", run.label);
+                return Ok(Outcome::Stopped(Stopped::interrupted(Some(root.to_path_buf()), message)));
+            }
+            Ok(Outcome::Stopped(Stopped { reason: StopReason::StopAfter, .. })) => {
+                bail!("{} paused: --stop-after is not for sweeps or cross-validation", run.label)
+            }
+            Err(e) => {
+                // Its run folder records the failure; the next runs still go ahead.
+                tracing::error!("{} failed: {e:#}", run.label);
+                counts.failed += 1;
+            }
+        }
+    }
+    Ok(Outcome::Finished(counts))
+}
+
+/// Before anything trains: each run's folder is one of `root`'s own, and each of this member's
+/// runs that would be skipped as finished or resumed was started as planned.
+fn check_runs_to_continue(root: &Path, runs: &[PlannedRun], mine: impl Fn(usize) -> bool) -> Result<()> {
     // A run's folder is one of `root`'s own: through a link, its runs would be trained, resumed
     // or removed elsewhere.
     for run in runs {
@@ -170,46 +232,7 @@ pub(crate) fn run_planned(
             n => bail!("{first:#}; {n} other run(s) likewise: {}", others.join(", ")),
         }
     }
-    let mut counts = RunCounts { ran: 0, skipped: 0, failed: 0 };
-    for (position, run) in runs.iter().enumerate() {
-        if !mine(position) {
-            continue;
-        }
-        // Held until this run ends: a second process given the same member (a replacement
-        // pod while the old one still runs) stops here instead of removing a live run folder.
-        let _lock = crate::fsutil::FolderLock::acquire(&root.join(&run.name), &format!("running {}", run.label))?;
-        let folder = match experiment_state(&root.join(&run.name))? {
-            ExperimentState::Finished(dir) => {
-                tracing::info!("{}: finished earlier ({}), skipped", run.label, dir.display());
-                counts.skipped += 1;
-                continue;
-            }
-            ExperimentState::Resumable(dir) => {
-                tracing::info!("{}: resuming {}", run.label, dir.display());
-                RunFolder::reopen(&dir)?
-            }
-            ExperimentState::Fresh => {
-                tracing::info!("{} ({}/{}): {}", run.label, position + 1, runs.len(), run.description);
-                RunFolder::create(&run.config, None)?
-            }
-        };
-        match crate::train::train(folder, train) {
-            Ok(Outcome::Finished(_)) => counts.ran += 1,
-            Ok(Outcome::Stopped(Stopped { reason: StopReason::Interrupted, .. })) => {
-                let message = format!("interrupted in {}; {how_to_continue}", run.label);
-                return Ok(Outcome::Stopped(Stopped::interrupted(Some(root.to_path_buf()), message)));
-            }
-            Ok(Outcome::Stopped(Stopped { reason: StopReason::StopAfter, .. })) => {
-                bail!("{} paused: --stop-after is not for sweeps or cross-validation", run.label)
-            }
-            Err(e) => {
-                // Its run folder records the failure; the next runs still go ahead.
-                tracing::error!("{} failed: {e:#}", run.label);
-                counts.failed += 1;
-            }
-        }
-    }
-    Ok(Outcome::Finished(counts))
+    Ok(())
 }
 
 fn describe(overrides: &BTreeMap<String, Value>) -> String {
@@ -256,4 +279,52 @@ fn record_plan(dir: &Path, base: &Config, epochs: Option<EpochsOverride>, experi
     crate::fsutil::check_new_folder(dir, "a sweep folder", |_| false)?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create sweep folder {}", dir.display()))?;
     crate::fsutil::write_json_atomic(&path, &record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::SplitName;
+
+    /// A fold whose split files change after the plan's check (by hand, even while the command
+    /// starts) is refused within its run's own read of them, before a run folder exists.
+    #[test]
+    fn a_planned_run_is_refused_split_files_other_than_its_plan_deals_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("cv");
+        let mut config = Config::default();
+        config.paths.data_dir = root.join("fold_1/data");
+        config.paths.result_dir = root.join("fold_1");
+        config.paths.model_dir = root.join("fold_1/models");
+        config.model.pretrained = false;
+        std::fs::create_dir_all(&config.paths.data_dir).unwrap();
+        let class = &config.data.class_names[0];
+        let write = |product: &str| {
+            for split in SplitName::ALL {
+                let rows = format!("product_id,image_path,image_type\n{product},{product}.jpg,{class}\n");
+                std::fs::write(config.paths.data_dir.join(split.file_name()), rows).unwrap();
+            }
+        };
+        write("p1");
+        let planned = crate::train::split_files_fingerprint(&config.paths.data_dir, &[]).unwrap();
+        write("p2");
+        let run = PlannedRun {
+            name: "fold_1".into(),
+            label: "fold 1".into(),
+            config: config.clone(),
+            plan_file: root.join("cv_plan.json"),
+            description: String::new(),
+            split_files: Some(planned.clone()),
+        };
+        let error = run_planned(&root, &[run], None, &TrainOptions::default(), "").err().expect("refused");
+        let message = format!("{error:#}");
+        assert!(message.contains("fold 1") && message.contains("are not those its plan deals this run"), "{message}");
+        let runs = std::fs::read_dir(root.join("fold_1")).unwrap().flatten();
+        assert!(runs.filter(|e| e.file_name().to_string_lossy().starts_with("run_")).next().is_none());
+        // The files the plan deals are taken.
+        write("p1");
+        let folder = RunFolder::create_planned(&config, &planned).unwrap();
+        folder.check_planned_split_files(&planned).unwrap();
+        assert!(folder.check_planned_split_files("another").is_err());
+    }
 }

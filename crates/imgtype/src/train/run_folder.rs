@@ -121,10 +121,24 @@ impl RunFolder {
     /// `config_file`, when there was one) with `model/`, the logs and checkpoints folders,
     /// `config.json` and `run_metadata.json`.
     pub fn create(config: &Config, config_file: Option<&Path>) -> Result<Self> {
+        Self::create_from(config, config_file, None)
+    }
+
+    /// As [`Self::create`], for a run of a plan whose split files must be those fingerprinted
+    /// `planned` (a cross-validation fold's, as `images.csv` deals them): files changed after
+    /// the plan's check, even while the command starts, are refused before the run begins.
+    pub fn create_planned(config: &Config, planned: &str) -> Result<Self> {
+        Self::create_from(config, None, Some(planned))
+    }
+
+    fn create_from(config: &Config, config_file: Option<&Path>, planned: Option<&str>) -> Result<Self> {
         // Inputs that can be checked cheaply are, before a folder exists to be left behind.
         let device = crate::device::resolve_device(config.system.device)?;
         crate::threads::apply_config(&config.system);
         let (_, split_files) = super::splits::read_splits(config)?;
+        if planned.is_some_and(|planned| planned != split_files) {
+            return Err(not_as_planned(&config.paths.data_dir));
+        }
         crate::data::ImageSource::from_config(&config.data).check_configured()?;
         let weights = crate::model::pretrained::resolve_weights_file(&config.model)?;
         // The copy of the best model a run leaves in `paths.model_dir` must not replace a file
@@ -169,6 +183,15 @@ impl RunFolder {
             },
         )?;
         Ok(folder)
+    }
+
+    /// A reopened run of a plan began with the split files fingerprinted `planned` (see
+    /// [`Self::create_planned`]); a run from before split files were recorded is taken as it is.
+    pub fn check_planned_split_files(&self, planned: &str) -> Result<()> {
+        match recorded_split_files(self.dir())? {
+            Some(began) if began != planned => Err(not_as_planned(&self.config.paths.data_dir)),
+            _ => Ok(()),
+        }
     }
 
     /// Reopens an interrupted run with its own `config.json`, and records the resume time
@@ -266,6 +289,14 @@ impl RunFolder {
     pub fn last_model(&self) -> PathBuf {
         self.layout.last_model()
     }
+}
+
+fn not_as_planned(data_dir: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the split files in {} are not those its plan deals this run (changed since they were checked, or while \
+         the command started): not trained on; put them back as the plan has them",
+        data_dir.display()
+    )
 }
 
 fn kind_name(kind: tch::Kind) -> &'static str {

@@ -8,15 +8,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
-use crate::data::folds::{check_fold_data, read_images_csv, FoldImage};
+use crate::folds::{check_fold_data, read_images_csv, FoldImage};
+use imgtype_base::config::Config;
 
 pub const CV_PLAN_FILE: &str = "cv_plan.json";
-pub(super) const IMAGES_FILE: &str = "images.csv";
+pub const IMAGES_FILE: &str = "images.csv";
 
 /// `cv_plan.json`: what a rerun must match to continue the same cross-validation.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
-pub(super) struct CvPlan {
+pub struct CvPlan {
     pub base_config: Config,
     pub folds: usize,
     /// Of the split files and `duplicates.csv` the folds were made from: a rerun after they
@@ -47,7 +47,7 @@ pub const MAX_FOLDS: usize = 100;
 impl CvPlan {
     /// The plan's numbers agree with each other and its config is valid: a folder copied,
     /// edited or damaged is one error line, never an index out of bounds later.
-    pub(super) fn check(&self) -> Result<()> {
+    pub fn check(&self) -> Result<()> {
         if !(2..=MAX_FOLDS).contains(&self.folds) {
             bail!("`folds` is {}, not between 2 and {MAX_FOLDS}", self.folds);
         }
@@ -70,7 +70,7 @@ impl CvPlan {
 }
 
 pub fn is_cv_folder(dir: &Path) -> bool {
-    crate::fsutil::is_present(&dir.join(CV_PLAN_FILE))
+    imgtype_base::fsutil::is_present(&dir.join(CV_PLAN_FILE))
 }
 
 /// A folder without a plan whose folds hold what training writes (a `run_…` folder, the
@@ -99,18 +99,18 @@ pub fn check_plan_not_lost(dir: &Path) -> Result<()> {
 }
 
 /// The plan recorded in the cross-validation folder `dir`.
-pub(super) fn read_plan(dir: &Path) -> Result<CvPlan> {
+pub fn read_plan(dir: &Path) -> Result<CvPlan> {
     let path = dir.join(CV_PLAN_FILE);
     if !path.exists() {
         bail!("{} is not a cross-validation folder (no {CV_PLAN_FILE})", dir.display());
     }
-    let plan: CvPlan = crate::fsutil::read_json(&path)
+    let plan: CvPlan = imgtype_base::fsutil::read_json(&path)
         .with_context(|| format!("{} is not a cross-validation plan", path.display()))?;
     plan.check().with_context(|| format!("{}: the plan does not add up (edited or damaged?)", path.display()))?;
     Ok(plan)
 }
 
-pub(super) fn fold_name(fold: usize) -> String {
+pub fn fold_name(fold: usize) -> String {
     format!("fold_{fold}")
 }
 
@@ -137,7 +137,7 @@ impl FoldId {
 }
 
 /// Repeat `repeat`'s cross-validation folder: the folder itself for the first.
-pub(super) fn repeat_dir(dir: &Path, repeat: usize) -> PathBuf {
+pub fn repeat_dir(dir: &Path, repeat: usize) -> PathBuf {
     match repeat {
         1 => dir.to_path_buf(),
         r => dir.join(format!("repeat_{r}")),
@@ -147,7 +147,7 @@ pub(super) fn repeat_dir(dir: &Path, repeat: usize) -> PathBuf {
 /// Repeat `repeat`'s plan, read from its folder and checked against the first's: the same
 /// images, folds and split files, and the config [`repeat_config`] makes of the first's (a
 /// folder copied in from another cross-validation is refused, not averaged in).
-pub(super) fn read_repeat_plan(dir: &Path, first: &CvPlan, repeat: usize) -> Result<CvPlan> {
+pub fn read_repeat_plan(dir: &Path, first: &CvPlan, repeat: usize) -> Result<CvPlan> {
     let folder = repeat_dir(dir, repeat);
     let plan = read_plan(&folder)?;
     let counts =
@@ -176,7 +176,7 @@ pub(super) fn read_repeat_plan(dir: &Path, first: &CvPlan, repeat: usize) -> Res
 
 /// How a plan differs from what is asked of it, key by key (`` `folds` is 5 in A, 4 in B ``,
 /// then the config's keys), or `None` when it does not.
-pub(super) fn differences(
+pub fn differences(
     found: &Config,
     wanted: &Config,
     counts: &[(&str, usize, usize)],
@@ -188,12 +188,12 @@ pub(super) fn differences(
         .filter(|(_, f, w)| f != w)
         .map(|(key, f, w)| format!("`{key}` is {f} in {found_in}, {w} in {wanted_in}"));
     let parts: Vec<String> =
-        counted.chain(crate::config::describe_differences(found, found_in, wanted, wanted_in)).collect();
+        counted.chain(imgtype_base::config::describe_differences(found, found_in, wanted, wanted_in)).collect();
     (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// Repeat `repeat`'s config: the fold seed and the training seed moved on by `repeat − 1`.
-pub(super) fn repeat_config(base: &Config, repeat: usize) -> Config {
+pub fn repeat_config(base: &Config, repeat: usize) -> Config {
     let mut config = base.clone();
     let step = repeat as u64 - 1;
     config.data.random_state = config.data.random_state.wrapping_add(step);
@@ -203,7 +203,7 @@ pub(super) fn repeat_config(base: &Config, repeat: usize) -> Config {
 
 /// `images.csv`, as it was written when the plan was (its fingerprint), each fold as many
 /// images as the plan counted: an edited list would judge other labels, products or folds.
-pub(super) fn read_images(dir: &Path, plan: &CvPlan) -> Result<Vec<FoldImage>> {
+pub fn read_images(dir: &Path, plan: &CvPlan) -> Result<Vec<FoldImage>> {
     let path = dir.join(IMAGES_FILE);
     let (images, fingerprint) = read_images_csv(&path, &plan.base_config.data.class_names, plan.folds)?;
     let plan_path = dir.join(CV_PLAN_FILE);
@@ -231,7 +231,7 @@ pub(super) fn read_images(dir: &Path, plan: &CvPlan) -> Result<Vec<FoldImage>> {
 /// Each fold's split files are what `images` deals it (see [`check_fold_data`]); with
 /// `restore_missing` (training continues), a deleted one is written again, otherwise (a
 /// summary) it is only missing for the check of the fold's runs, should it have any.
-pub(super) fn check_folds_data(dir: &Path, plan: &CvPlan, images: &[FoldImage], restore_missing: bool) -> Result<()> {
+pub fn check_folds_data(dir: &Path, plan: &CvPlan, images: &[FoldImage], restore_missing: bool) -> Result<()> {
     for fold in 1..=plan.folds {
         let data_dir = dir.join(fold_name(fold)).join("data");
         let class_names = &plan.base_config.data.class_names;
@@ -243,7 +243,7 @@ pub(super) fn check_folds_data(dir: &Path, plan: &CvPlan, images: &[FoldImage], 
 }
 
 /// Fold `fold`'s config: its split files, run folder and best-model copy inside its folder.
-pub(super) fn fold_config(base: &Config, dir: &Path, fold: usize) -> Config {
+pub fn fold_config(base: &Config, dir: &Path, fold: usize) -> Config {
     let mut config = base.clone();
     let fold_dir = dir.join(fold_name(fold));
     config.paths.data_dir = fold_dir.join("data");
