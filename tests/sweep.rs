@@ -3,6 +3,7 @@
 //! job-array members plus `--summarize`, give the same table as one straight run; a bad
 //! dotted key is refused before anything runs.
 
+use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 
 use imgtype_testkit::{copy_dir, ok, read_csv, read_json, repo_root, run, run_interrupted, sample_images};
@@ -164,6 +165,15 @@ fn a_sweep_runs_resumes_spreads_over_members_and_summarizes_alike() {
         assert_eq!(std::fs::read_dir(work.join("edited_plan")).unwrap().count(), 1, "{edit}: nothing written");
     }
     assert!(work.join("userres/run_20260101_000000_deadbeef/notes.txt").is_file());
+    // A plan that is no regular file (a FIFO) is named, not taken for a run folder without one.
+    std::fs::remove_file(work.join("edited_plan/sweep_plan.json")).unwrap();
+    let fifo = std::ffi::CString::new(work.join("edited_plan/sweep_plan.json").into_os_string().into_vec()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let out = run(work, TRAIN, &["--resume", "edited_plan"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("edited_plan/sweep_plan.json is not a sweep plan"), "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+    std::fs::remove_file(work.join("edited_plan/sweep_plan.json")).unwrap();
     // An experiment's folder that is a link out of the sweep folder is refused: its runs would
     // be trained or removed there.
     std::fs::write(work.join("edited_plan/sweep_plan.json"), plan.to_string()).unwrap();

@@ -119,7 +119,8 @@ impl Args {
             return Ok(Mode::Sweep(sweep));
         }
         let resumed_cv = self.resume.as_deref().filter(|dir| imgtype::crossval::is_cv_folder(dir));
-        let resumed_sweep = self.resume.as_deref().filter(|dir| dir.join(imgtype::sweep::PLAN_FILE).is_file());
+        let resumed_sweep =
+            self.resume.as_deref().filter(|dir| imgtype::fsutil::is_present(&dir.join(imgtype::sweep::PLAN_FILE)));
         let resumed_batch = resumed_cv.or(resumed_sweep);
         if self.member.is_some() && self.sweep.is_none() && self.cross_validate.is_none() && resumed_batch.is_none() {
             return Err(usage_error(
@@ -154,7 +155,7 @@ impl Args {
                 None => Mode::ResumeSweep(dir),
             });
         }
-        if let Some(dir) = self.resume.as_deref().filter(|dir| dir.join("images.csv").is_file()) {
+        if let Some(dir) = self.resume.as_deref().filter(|dir| imgtype::fsutil::is_present(&dir.join("images.csv"))) {
             imgtype::crossval::check_plan_not_lost(dir)?;
             anyhow::bail!(
                 "{} is a cross-validation folder whose set-up did not finish (no cv_plan.json): run the \
