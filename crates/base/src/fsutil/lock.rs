@@ -52,13 +52,8 @@ impl OutputLock {
 }
 
 /// Removes the temp files an interrupted write of `path` left beside it; only for the holder of
-/// `path`'s [`OutputLock`], the one process that writes it. Names cut in the temp name are
-/// left alone (another long name may share the cut).
+/// `path`'s [`OutputLock`], the one process that writes it.
 fn remove_interrupted_writes_of(path: &Path) {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    if name.len() > super::TEMP_NAME_CAP {
-        return;
-    }
     let prefix = super::temp_prefix(path);
     let Ok(entries) = std::fs::read_dir(super::parent_of(path)) else { return };
     for entry in entries.flatten() {
@@ -247,6 +242,7 @@ fn replace_others_stale_lock(others: &std::fs::File, path: &Path) -> Result<Opti
 
 #[cfg(test)]
 mod tests {
+    use super::super::{TEMP_NAME_CAP, TEMP_PREFIX, TEMP_RANDOM_CHARS};
     use super::*;
 
     /// An interrupted write of the locked output leaves a temp file named after it: the next
@@ -286,6 +282,32 @@ mod tests {
         })
         .unwrap();
         assert_eq!(std::fs::read(&output).unwrap(), b"whole");
+    }
+
+    /// Long names are cut in temp names, tagged with the whole name's fingerprint: the holder
+    /// of a long output's lock removes its interrupted writes, not those of another long output
+    /// whose name begins alike.
+    #[test]
+    fn the_lock_holder_of_a_long_named_output_removes_only_its_own_interrupted_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (long, twin) = (format!("{}-a.csv", "x".repeat(190)), format!("{}-b.csv", "x".repeat(190)));
+        // What a killed write of each leaves.
+        for name in [&long, &twin] {
+            let temp = format!("{}a1B2c3", super::super::temp_prefix(&dir.path().join(name)));
+            std::fs::write(dir.path().join(temp), "half").unwrap();
+        }
+        let temp_files = || -> Vec<String> {
+            let names = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into());
+            names.filter(|n: &String| n.starts_with(TEMP_PREFIX)).collect()
+        };
+        assert_eq!(temp_files().len(), 2, "{:?}", temp_files());
+        assert!(temp_files().iter().all(|n| n.len() <= TEMP_PREFIX.len() + TEMP_NAME_CAP + 1 + TEMP_RANDOM_CHARS));
+        let twins =
+            temp_files().into_iter().filter(|n| n.starts_with(&super::super::temp_prefix(&dir.path().join(&twin))));
+        let twins: Vec<String> = twins.collect();
+        assert_eq!(twins.len(), 1);
+        let _lock = OutputLock::acquire(&dir.path().join(&long), "testing").unwrap();
+        assert_eq!(temp_files(), twins, "the long output's own temp file removed, its twin's kept");
     }
 
     /// A holder between taking the lock and writing its name leaves the name of a process that

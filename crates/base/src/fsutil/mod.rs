@@ -80,12 +80,18 @@ pub(crate) const TEMP_RANDOM_CHARS: usize = 6;
 /// Longest target name a temp file's name repeats (a file name has at most 255 bytes).
 pub(crate) const TEMP_NAME_CAP: usize = 120;
 
-/// `.tmp-<name>-` for a target named `name` (cut when long), so that the one process that
-/// writes a file (holding its [`OutputLock`]) can tell its own earlier, interrupted temp files.
+/// `.tmp-<name>-` for a target named `name`, so that the one process that writes a file
+/// (holding its [`OutputLock`]) can tell its own earlier, interrupted temp files. A long name
+/// is cut and tagged with its fingerprint (`.tmp-<start>~<16 hex>-`): its own still.
 pub(crate) fn temp_prefix(path: &Path) -> String {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let cut = name.char_indices().map(|(i, c)| i + c.len_utf8()).take_while(|&end| end <= TEMP_NAME_CAP).last();
-    format!("{TEMP_PREFIX}{}-", &name[..cut.unwrap_or(0)])
+    if name.len() <= TEMP_NAME_CAP {
+        return format!("{TEMP_PREFIX}{name}-");
+    }
+    let kept = TEMP_NAME_CAP - 17;
+    let cut = name.char_indices().map(|(i, c)| i + c.len_utf8()).take_while(|&end| end <= kept).last();
+    let tag = fingerprint([("temp file of", name.as_bytes())]);
+    format!("{TEMP_PREFIX}{}~{tag}-", &name[..cut.unwrap_or(0)])
 }
 
 /// Read-write for everyone, less what the umask takes away, as `File::create` gives.
