@@ -136,6 +136,14 @@ fn a_sweep_runs_resumes_spreads_over_members_and_summarizes_alike() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("1 finished earlier"), "{stdout}");
     assert_eq!(table(&work.join("resumed_from_plan")), straight_table, "resumed from its plan, same table");
+    // Resumed from another working folder, the plan's relative `paths.data_dir` leads elsewhere:
+    // refused, saying where it was looked for.
+    std::fs::create_dir_all(work.join("elsewhere")).unwrap();
+    let out = run(&work.join("elsewhere"), TRAIN, &["--resume", "../resumed_from_plan"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let elsewhere = work.join("elsewhere").canonicalize().unwrap();
+    let says = format!("the split files in data (relative to the working folder {})", elsewhere.display());
+    assert!(!out.status.success() && stderr.contains(&says), "{stderr}");
     // A plan edited so that it would train outside its folder, or over its own files, is
     // refused before anything runs, naming the plan and what is wrong.
     let plan = read_json(&work.join("resumed_from_plan/sweep_plan.json"));

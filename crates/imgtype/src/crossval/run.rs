@@ -106,8 +106,8 @@ pub fn resume_cross_validation(dir: &Path, mut options: CvOptions) -> Result<CvE
 fn prepare(dir: &Path, config: &Config, folds: usize, repeats: usize) -> Result<CvPlan> {
     let data_fingerprint = crate::train::split_files_fingerprint(&config.paths.data_dir, &["duplicates.csv"])
         .with_context(|| {
-            let data = config.paths.data_dir.display();
-            format!("the split files the folds are dealt from (`paths.data_dir` {data}, relative to the folder train was started in)")
+            let data = crate::train::data_dir_named(&config.paths.data_dir);
+            format!("the split files the folds are dealt from (`paths.data_dir` {data})")
         })?;
     let planned = is_cv_folder(dir);
     let plan = if planned {

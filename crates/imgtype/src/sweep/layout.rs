@@ -213,7 +213,8 @@ pub(crate) fn check_trained_as_planned(
         );
     }
     let data = &planned.paths.data_dir;
-    if crate::train::began_with_other_split_files(run, data)? {
+    let split_files = || format!("{}: the split files in {}", run.display(), crate::train::data_dir_named(data));
+    if crate::train::began_with_other_split_files(run, data).with_context(split_files)? {
         anyhow::bail!(
             "{} was trained on other split files than {} holds (changed since, the run comes from another sweep or \
              cross-validation, or `{}` is relative to another working folder); move the run folder away to train \

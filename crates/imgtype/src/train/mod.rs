@@ -39,7 +39,7 @@ pub use ema::{ema_decay_after, Ema};
 pub use run_files::{
     CalibrationReport, EvaluationResults, FinalResults, FinishedRun, RunLayout, RunStatus, TrainingResults,
 };
-pub use run_folder::{began_with_other_split_files, RunFolder};
+pub use run_folder::{began_with_other_split_files, data_dir_named, RunFolder};
 pub use state::{EpochRecord, TrainingState};
 pub use test_predictions::{PredictionRow, TestPredictions};
 

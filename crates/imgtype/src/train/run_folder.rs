@@ -45,10 +45,21 @@ fn follow_the_folder(config: &mut Config, dir: &Path) {
     );
 }
 
+/// `paths.data_dir` as a message names it: a relative one with the working folder it is read in
+/// (a sweep resumed from another folder reads another `data/`).
+pub fn data_dir_named(data_dir: &Path) -> String {
+    match std::env::current_dir() {
+        Ok(working) if data_dir.is_relative() => {
+            format!("{} (relative to the working folder {})", data_dir.display(), working.display())
+        }
+        _ => data_dir.display().to_string(),
+    }
+}
+
 /// A run goes on with the split files it began with: other ones (divided again, edited, or the
 /// same relative `paths.data_dir` in another working folder) would mix two splits in one model.
 fn check_same_split_files(dir: &Path, data_dir: &Path) -> Result<()> {
-    let where_ = || format!("{}: the split files in {}", dir.display(), data_dir.display());
+    let where_ = || format!("{}: the split files in {}", dir.display(), data_dir_named(data_dir));
     if began_with_other_split_files(dir, data_dir).with_context(where_)? {
         bail!(
             "{} are not those the run began with (divided again, edited, or `{}` relative to another working \
