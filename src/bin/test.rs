@@ -216,6 +216,7 @@ fn int8_calibrate(model_path: &Path, csv: &Path, output: Option<&Path>, args: &A
     let model_file = imgtype::infer::resolve_model_path(model_path)?;
     let output = output.map(Path::to_path_buf).unwrap_or_else(|| beside(&model_file, "int8"));
     let output = imgtype::fsutil::check_output_file(&output, &[&model_file, csv])?;
+    imgtype::fsutil::check_replaceable(&output, imgtype::fsutil::Replaceable::Safetensors)?;
     let records = imgtype::infer::calibration_records(csv, args.image_column.as_deref().unwrap_or("image_path"))?;
     let cpu = imgtype::device::resolve_device(DeviceChoice::Cpu)?;
     let mut model = imgtype::ImageTypeClassifier::load(&model_file, cpu)?;

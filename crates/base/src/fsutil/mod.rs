@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 mod lock;
+mod output;
 mod read;
 
 pub use lock::{FolderLock, OutputLock, LOCK_FILE};
+pub use output::{check_output_file, check_output_target, check_replaceable, Replaceable};
 pub use read::*;
 
 pub(crate) fn parent_of(path: &Path) -> PathBuf {
@@ -156,66 +158,6 @@ pub fn plain_io_error(error: &std::io::Error) -> String {
         Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
         None => error.kind().to_string(),
     }
-}
-
-/// Where an output file named `path` is to be written, checked before any work is done:
-/// a folder, a device, a FIFO or a socket is refused (an atomic write would replace it with
-/// a regular file), and so is one of `inputs` (the output would replace its input). A
-/// symbolic link is written through: the file it points to is replaced, the link stays.
-pub fn check_output_file(path: &Path, inputs: &[&Path]) -> Result<PathBuf> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let working = [".partial", ".partial.json"].iter().any(|end| name.ends_with(end))
-        || name.starts_with(TEMP_PREFIX)
-        || (name.starts_with('.') && name.ends_with(".lock"));
-    if working {
-        anyhow::bail!(
-            "output path {}: named as a working file of this tool (an unfinished output's `.partial` or its record, a \
-             temp file, a lock), which another command may be writing; give another name",
-            path.display()
-        );
-    }
-    check_output_target(path, inputs)
-}
-
-/// As [`check_output_file`], for a working file of the output being written (its `.partial`).
-pub fn check_output_target(path: &Path, inputs: &[&Path]) -> Result<PathBuf> {
-    use std::os::unix::fs::MetadataExt;
-    use std::path::Component;
-    if path.as_os_str() == "-" {
-        anyhow::bail!("output path `-`: results are written to a file (resumable, renamed when complete), not to standard output; give a file path");
-    }
-    let text = path.as_os_str().to_string_lossy();
-    if text.ends_with('/') || matches!(path.components().next_back(), Some(Component::ParentDir | Component::CurDir)) {
-        anyhow::bail!("output path {}: names a folder, not a file; give a file path", path.display());
-    }
-    let target = match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(path.to_path_buf()),
-        Err(e) => return Err(e).with_context(|| format!("cannot use output path {}", path.display())),
-        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path)
-            .map_err(|_| anyhow::anyhow!("output path {} is a symbolic link to a missing file", path.display()))?,
-        Ok(_) => path.to_path_buf(),
-    };
-    let metadata = std::fs::metadata(&target).with_context(|| format!("cannot use output path {}", path.display()))?;
-    if metadata.is_dir() {
-        anyhow::bail!("output path {} is a folder: give the path of a file to write", path.display());
-    }
-    if !metadata.is_file() {
-        anyhow::bail!(
-            "output path {} is not a regular file (a device, FIFO or socket): give the path of a file to write",
-            path.display()
-        );
-    }
-    for input in inputs {
-        let same = std::fs::metadata(input).is_ok_and(|i| (i.dev(), i.ino()) == (metadata.dev(), metadata.ino()));
-        if same {
-            anyhow::bail!(
-                "output path {} is the input {}: writing would replace it; give another output path",
-                path.display(),
-                input.display()
-            );
-        }
-    }
-    Ok(target)
 }
 
 pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {

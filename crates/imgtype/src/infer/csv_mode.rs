@@ -64,9 +64,11 @@ pub fn run_csv(predictor: &Predictor, request: &CsvRequest, stop: &StopFlag) -> 
         Some(shard) => shards::check_shard_name(&named, shard)?,
         None => shards::check_not_a_record(&named)?,
     }
-    let output = crate::fsutil::check_output_file(&named, &[csv_path])?;
+    let inputs: Vec<&Path> = [csv_path].into_iter().chain(predictor.model_file.as_deref()).collect();
+    let output = crate::fsutil::check_output_file(&named, &inputs)?;
+    crate::fsutil::check_replaceable(&output, crate::fsutil::Replaceable::PredictionsCsv)?;
     let partial_path = partial_paths(&output).0;
-    crate::fsutil::check_output_target(&partial_path, &[csv_path])?;
+    crate::fsutil::check_output_target(&partial_path, &inputs)?;
     let _lock = crate::fsutil::OutputLock::acquire(&output, "writing to it")?;
     let open = || -> Result<InputReader> {
         let label = format!("CSV {}", csv_path.display());

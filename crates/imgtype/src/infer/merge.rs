@@ -21,6 +21,7 @@ pub fn merge_shards(inputs: &[PathBuf], output: &Path, source: &ImageSource) -> 
     let inputs: Vec<&Path> = shards.iter().copied().chain(records.iter().map(PathBuf::as_path)).collect();
     super::shards::check_not_a_record(output)?;
     let output = &crate::fsutil::check_output_file(output, &inputs)?;
+    crate::fsutil::check_replaceable(output, crate::fsutil::Replaceable::PredictionsCsv)?;
     let _lock = OutputLock::acquire(output, "merging shards into it")?;
     let files = opened_and_checked(&set)?;
     let count = shards.len();

@@ -55,7 +55,10 @@ pub fn fit_thresholds(
     data_dir: &Path,
     output: &Path,
 ) -> Result<ThresholdFit> {
-    let output = &crate::fsutil::check_output_file(output, &[model_path])?;
+    let split_files = SplitName::ALL.map(|split| data_dir.join(split.file_name()));
+    let inputs: Vec<&Path> = [model_path].into_iter().chain(split_files.iter().map(PathBuf::as_path)).collect();
+    let output = &crate::fsutil::check_output_file(output, &inputs)?;
+    crate::fsutil::check_replaceable(output, crate::fsutil::Replaceable::Safetensors)?;
     let class_names = predictor.class_names().to_vec();
     // The model's `validation.metric`; F1 weighted for `val_loss`, which thresholds do not change.
     let metric = match predictor.trained_with().validation.metric {

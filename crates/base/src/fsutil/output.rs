@@ -1,0 +1,129 @@
+//! Where an output may be written: checked before any work is done, so that a command never
+//! replaces its own input, a working file of another command, or a user's file that is not
+//! what it writes.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::TEMP_PREFIX;
+
+/// Where an output file named `path` is to be written, checked before any work is done:
+/// a folder, a device, a FIFO or a socket is refused (an atomic write would replace it with
+/// a regular file), and so is one of `inputs` (the output would replace its input). A
+/// symbolic link is written through: the file it points to is replaced, the link stays.
+pub fn check_output_file(path: &Path, inputs: &[&Path]) -> Result<PathBuf> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let working = [".partial", ".partial.json"].iter().any(|end| name.ends_with(end))
+        || name.starts_with(TEMP_PREFIX)
+        || (name.starts_with('.') && name.ends_with(".lock"));
+    if working {
+        anyhow::bail!(
+            "output path {}: named as a working file of this tool (an unfinished output's `.partial` or its record, a \
+             temp file, a lock), which another command may be writing; give another name",
+            path.display()
+        );
+    }
+    check_output_target(path, inputs)
+}
+
+/// As [`check_output_file`], for a working file of the output being written (its `.partial`).
+pub fn check_output_target(path: &Path, inputs: &[&Path]) -> Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Component;
+    if path.as_os_str() == "-" {
+        anyhow::bail!("output path `-`: results are written to a file (resumable, renamed when complete), not to standard output; give a file path");
+    }
+    let text = path.as_os_str().to_string_lossy();
+    if text.ends_with('/') || matches!(path.components().next_back(), Some(Component::ParentDir | Component::CurDir)) {
+        anyhow::bail!("output path {}: names a folder, not a file; give a file path", path.display());
+    }
+    let target = match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(path.to_path_buf()),
+        Err(e) => return Err(e).with_context(|| format!("cannot use output path {}", path.display())),
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path)
+            .map_err(|_| anyhow::anyhow!("output path {} is a symbolic link to a missing file", path.display()))?,
+        Ok(_) => path.to_path_buf(),
+    };
+    let metadata = std::fs::metadata(&target).with_context(|| format!("cannot use output path {}", path.display()))?;
+    if metadata.is_dir() {
+        anyhow::bail!("output path {} is a folder: give the path of a file to write", path.display());
+    }
+    if !metadata.is_file() {
+        anyhow::bail!(
+            "output path {} is not a regular file (a device, FIFO or socket): give the path of a file to write",
+            path.display()
+        );
+    }
+    for input in inputs {
+        let same = std::fs::metadata(input).is_ok_and(|i| (i.dev(), i.ino()) == (metadata.dev(), metadata.ino()));
+        if same {
+            anyhow::bail!(
+                "output path {} is the input {}: writing would replace it; give another output path",
+                path.display(),
+                input.display()
+            );
+        }
+    }
+    Ok(target)
+}
+
+/// What a command writes, and so the only kind of existing file it may replace at its output
+/// path: a file of another kind there is a user's (the model it runs, an image or split file it
+/// reads, anything given by mistake), never written over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replaceable {
+    /// A CSV whose header has a `predicted_class` column (predictions `test` wrote before).
+    PredictionsCsv,
+    /// A safetensors file (a model file).
+    Safetensors,
+}
+
+impl Replaceable {
+    fn describe(self) -> &'static str {
+        match self {
+            Replaceable::PredictionsCsv => "a predictions CSV (no `predicted_class` column in its first line)",
+            Replaceable::Safetensors => "a safetensors model file",
+        }
+    }
+
+    fn matches(self, head: &[u8]) -> bool {
+        match self {
+            Replaceable::PredictionsCsv => {
+                let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(head);
+                let mut header = csv::ByteRecord::new();
+                reader.read_byte_record(&mut header).unwrap_or(false)
+                    && header.iter().any(|field| {
+                        let field = field.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(field);
+                        field.trim_ascii() == b"predicted_class"
+                    })
+            }
+            // An 8-byte little-endian header length, then the JSON header.
+            Replaceable::Safetensors => head.len() > 8 && head[8] == b'{',
+        }
+    }
+}
+
+/// An existing, non-empty file at the output `path` (as [`check_output_file`] returned it) is
+/// `kind`, which the command writes: anything else is refused before any work is done.
+pub fn check_replaceable(path: &Path, kind: Replaceable) -> Result<()> {
+    let Ok((file, _)) = super::open_regular_file(
+        path,
+        &path.display().to_string(),
+        super::ByteCap { max_bytes: u64::MAX, name: "no limit" },
+    ) else {
+        return Ok(());
+    };
+    let mut head = Vec::new();
+    file.take(64 * 1024).read_to_end(&mut head).with_context(|| format!("cannot read {}", path.display()))?;
+    if !head.is_empty() && !kind.matches(&head) {
+        anyhow::bail!(
+            "output path {} holds a file that is not {}: writing would replace it; give another output path, or move \
+             that file away",
+            path.display(),
+            kind.describe()
+        );
+    }
+    Ok(())
+}

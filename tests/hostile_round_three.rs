@@ -1,0 +1,93 @@
+//! The third hostile round, each case first seen breaking `main`: outputs given as the files a
+//! command reads (its model, an image its CSV lists, the split files thresholds are fitted
+//! on), which were replaced with exit status 0. Every one is now one `error:` line before any
+//! work, and the file is as it was.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use imgtype::{Config, ImageTypeClassifier};
+use imgtype_testkit::{ok, run, sample_images};
+
+const TEST: &str = env!("CARGO_BIN_EXE_test");
+
+/// An untrained model at 32 px over the bundled images.
+fn write_model(dir: &Path) -> PathBuf {
+    let mut config = Config::default();
+    config.augmentation.image_size = 32;
+    config.inference.batch_size = 16;
+    config.data.base_image_path = Some(dir.to_path_buf());
+    let path = dir.join("model.safetensors");
+    ImageTypeClassifier::new(&config, tch::Device::Cpu).save(&path).unwrap();
+    path
+}
+
+/// The first bundled photo, copied into `dir` as `photo.jpg`.
+fn copy_photo(dir: &Path) -> PathBuf {
+    let folder = sample_images().join("product/unhashed");
+    let mut names: Vec<PathBuf> = std::fs::read_dir(folder).unwrap().map(|e| e.unwrap().path()).collect();
+    names.sort();
+    let photo = dir.join("photo.jpg");
+    std::fs::copy(&names[0], &photo).unwrap();
+    photo
+}
+
+/// `test` in `dir` with `args` is refused with one `error:` line saying all of `needles`.
+fn refused(dir: &Path, args: &[&str], needles: &[&str]) {
+    let out: Output = run(dir, TEST, args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+    assert!(needles.iter().all(|n| stderr.contains(n)), "{args:?}: {stderr}");
+}
+
+#[test]
+fn an_output_path_never_replaces_a_file_the_command_reads_or_a_users_other_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let model = write_model(work);
+    let photo = copy_photo(work);
+    std::fs::write(work.join("in.csv"), "image_path\nphoto.jpg\n").unwrap();
+    std::fs::write(work.join("notes.txt"), "my notes\n").unwrap();
+    std::os::unix::fs::symlink("model.safetensors", work.join("link.csv")).unwrap();
+    let kept = |path: &Path| std::fs::read(path).unwrap();
+    let (model_bytes, photo_bytes) = (kept(&model), kept(&photo));
+    fn csv_mode(output: &str) -> [&str; 6] {
+        ["--model-path", "model.safetensors", "--csv-path", "in.csv", "--output-path", output]
+    }
+    // The model it runs, directly or through a link: named as the input.
+    refused(work, &csv_mode("model.safetensors"), &["is the input model.safetensors"]);
+    refused(work, &csv_mode("link.csv"), &["link.csv is the input model.safetensors"]);
+    // An image its CSV lists, a user's other file: not what CSV mode writes.
+    for output in ["photo.jpg", "notes.txt"] {
+        refused(
+            work,
+            &csv_mode(output),
+            &[&format!("output path {output} holds a file that is not a predictions CSV")],
+        );
+    }
+    assert_eq!((kept(&model), kept(&photo)), (model_bytes.clone(), photo_bytes));
+    assert_eq!(kept(&work.join("notes.txt")), b"my notes\n");
+    // Its own earlier predictions are replaced, as before.
+    ok(run(work, TEST, &csv_mode("out.csv")));
+    ok(run(work, TEST, &csv_mode("out.csv")));
+
+    // Thresholds fitted on split files are never written over them, nor over a CSV.
+    std::fs::create_dir_all(work.join("data")).unwrap();
+    for split in ["train", "validation", "test"] {
+        std::fs::write(work.join(format!("data/{split}_data.csv")), "product_id,image_path,image_type\n").unwrap();
+    }
+    std::os::unix::fs::symlink("data/validation_data.csv", work.join("val_link.safetensors")).unwrap();
+    fn fit(output: &str) -> [&str; 7] {
+        ["--model-path", "model.safetensors", "--fit-thresholds", "--data-dir", "data", "--output-path", output]
+    }
+    refused(work, &fit("data/test_data.csv"), &["is the input data/test_data.csv"]);
+    refused(work, &fit("val_link.safetensors"), &["is the input data/validation_data.csv"]);
+    refused(work, &fit("out.csv"), &["out.csv holds a file that is not a safetensors model file"]);
+    for split in ["train", "validation", "test"] {
+        assert_eq!(kept(&work.join(format!("data/{split}_data.csv"))), b"product_id,image_path,image_type\n");
+    }
+    // INT8 ranges are written to a model file, never over the predictions.
+    let calibrate = ["--model-path", "model.safetensors", "--int8-calibrate", "in.csv", "--output-path", "out.csv"];
+    refused(work, &calibrate, &["out.csv holds a file that is not a safetensors model file"]);
+    assert_eq!(kept(&model), model_bytes);
+}
