@@ -157,7 +157,9 @@ fn output_paths_are_checked_before_any_prediction() {
         imgtype_testkit::walk(dir.path()).into_iter().filter(|p| p.to_string_lossy().contains(".partial")).collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
-    std::fs::write(dir.path().join("old.csv"), "old").unwrap();
+    // An earlier output, written through a link again.
+    std::fs::write(dir.path().join("old.csv"), "image_path,predicted_class,confidence\nold.jpg,full_shot,0.9\n")
+        .unwrap();
     std::os::unix::fs::symlink("old.csv", dir.path().join("out_link.csv")).unwrap();
     ok(run(dir.path(), TEST, &["--model-path", model, "--csv-path", "in.csv", "--output-path", "out_link.csv"]));
     assert!(std::fs::symlink_metadata(dir.path().join("out_link.csv")).unwrap().file_type().is_symlink());

@@ -10,6 +10,7 @@ use imgtype::{Config, ImageTypeClassifier};
 use imgtype_testkit::{ok, run, sample_images};
 
 const TEST: &str = env!("CARGO_BIN_EXE_test");
+const TRAIN: &str = env!("CARGO_BIN_EXE_train");
 
 /// An untrained model at 32 px over the bundled images.
 fn write_model(dir: &Path) -> PathBuf {
@@ -67,6 +68,11 @@ fn an_output_path_never_replaces_a_file_the_command_reads_or_a_users_other_file(
     }
     assert_eq!((kept(&model), kept(&photo)), (model_bytes.clone(), photo_bytes));
     assert_eq!(kept(&work.join("notes.txt")), b"my notes\n");
+    // A name whose working files would be too long for the file system is refused before any
+    // work, saying so (it failed after predicting, naming the `.partial.json`).
+    let long = format!("{}.csv", "p".repeat(240));
+    refused(work, &csv_mode(&long), &["its file name has 244 bytes", "at most 242 bytes"]);
+    ok(run(work, TEST, &csv_mode(&format!("{}.csv", "p".repeat(238)))));
     // Its own earlier predictions are replaced, as before.
     ok(run(work, TEST, &csv_mode("out.csv")));
     ok(run(work, TEST, &csv_mode("out.csv")));
@@ -90,4 +96,33 @@ fn an_output_path_never_replaces_a_file_the_command_reads_or_a_users_other_file(
     let calibrate = ["--model-path", "model.safetensors", "--int8-calibrate", "in.csv", "--output-path", "out.csv"];
     refused(work, &calibrate, &["out.csv holds a file that is not a safetensors model file"]);
     assert_eq!(kept(&model), model_bytes);
+}
+
+/// `train` on split files whose train split lacks a class stops before a run folder exists,
+/// as the README's failure table says (one was left behind, holding a failed run).
+#[test]
+fn a_class_without_training_images_is_refused_before_a_run_folder_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    std::fs::create_dir_all(work.join("data")).unwrap();
+    let rows = |classes: &[&str]| -> String {
+        let rows: Vec<String> = classes.iter().enumerate().map(|(i, c)| format!("P{i},p{i}.jpg,{c}\n")).collect();
+        format!("product_id,image_path,image_type\n{}", rows.concat())
+    };
+    let all = ["care_label", "detail_shot", "full_shot", "neck_label"];
+    std::fs::write(work.join("data/train_data.csv"), rows(&all[..3])).unwrap();
+    std::fs::write(work.join("data/validation_data.csv"), rows(&all)).unwrap();
+    std::fs::write(work.join("data/test_data.csv"), rows(&all)).unwrap();
+    let config = serde_json::json!({
+        "data": {"base_image_path": sample_images()},
+        "model": {"pretrained": false, "backbone": "mobilenet_v3_small"},
+        "system": {"device": "cpu"}
+    });
+    std::fs::write(work.join("config.json"), config.to_string()).unwrap();
+    let out = run(work, TRAIN, &["--config", "config.json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the train split has no `neck_label` image"), "{stderr}");
+    let results: Vec<_> = std::fs::read_dir(work.join("results")).map(|d| d.flatten().collect()).unwrap_or_default();
+    assert!(results.is_empty(), "{results:?}");
 }

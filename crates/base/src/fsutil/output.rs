@@ -18,6 +18,17 @@ pub fn check_output_file(path: &Path, inputs: &[&Path]) -> Result<PathBuf> {
     let working = [".partial", ".partial.json"].iter().any(|end| name.ends_with(end))
         || name.starts_with(TEMP_PREFIX)
         || (name.starts_with('.') && name.ends_with(".lock"));
+    // The working files beside an output repeat its name (`<name>.partial.json` the longest).
+    const LONGEST_NAME: usize = 255 - ".partial.json".len();
+    let name_bytes = path.file_name().map_or(0, |n| n.len());
+    if name_bytes > LONGEST_NAME {
+        anyhow::bail!(
+            "output path {}: its file name has {} bytes, and the working files written beside it (`<name>.partial.json`) \
+             would be over the 255 bytes a file name may have; give a name of at most {LONGEST_NAME} bytes",
+            path.display(),
+            name_bytes
+        );
+    }
     if working {
         anyhow::bail!(
             "output path {}: named as a working file of this tool (an unfinished output's `.partial` or its record, a \

@@ -146,7 +146,7 @@ impl RunFolder {
         // Inputs that can be checked cheaply are, before a folder exists to be left behind.
         let device = crate::device::resolve_device(config.system.device)?;
         crate::threads::apply_config(&config.system);
-        let (_, split_files) = super::splits::read_splits(config)?;
+        let (splits, split_files) = super::splits::read_splits(config)?;
         if planned.is_some_and(|planned| planned != split_files) {
             return Err(not_as_planned(&config.paths.data_dir));
         }
@@ -164,6 +164,7 @@ impl RunFolder {
         let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
         crate::fsutil::check_output_file(&super::artifacts::shared_best_model(config), &inputs)
             .context("paths.model_dir")?;
+        super::splits::check_train_classes(&splits, config)?;
         let log_dir = config.paths.log_dir.to_string_lossy().to_string();
         let checkpoint_dir = config.paths.checkpoint_dir.to_string_lossy().to_string();
         let dir = crate::rundir::create_run_dir(&config.paths.result_dir, &["model", &log_dir, &checkpoint_dir])?;

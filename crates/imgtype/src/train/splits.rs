@@ -46,6 +46,18 @@ pub(super) fn read_splits(config: &Config) -> Result<SplitRecords> {
     Ok((splits, fingerprint))
 }
 
+/// A class without a single training image is refused before a run folder exists; after
+/// screening, [`load_splits`] refuses one whose images could not all be read.
+pub(super) fn check_train_classes(splits: &[(SplitName, Vec<ImageRecord>)], config: &Config) -> Result<()> {
+    let train = splits.iter().find(|(split, _)| *split == SplitName::Train).map(|(_, records)| records);
+    match train {
+        Some(train) if !config.data.allow_empty_train_classes => {
+            check_every_class_present(SplitName::Train, &count_per_class(train, &config.data.class_names)?, config)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The splits, screened now or, for a resumed run, as its first start screened them
 /// (`earlier_screening`: the skipped images it listed).
 /// `recorded`: the fingerprint of the split files the run recorded when it began (none for a
