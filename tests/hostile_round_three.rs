@@ -11,6 +11,7 @@ use imgtype_testkit::{ok, run, sample_images};
 
 const TEST: &str = env!("CARGO_BIN_EXE_test");
 const TRAIN: &str = env!("CARGO_BIN_EXE_train");
+const DIVIDE: &str = env!("CARGO_BIN_EXE_divide");
 
 /// An untrained model at 32 px over the bundled images.
 fn write_model(dir: &Path) -> PathBuf {
@@ -125,4 +126,56 @@ fn a_class_without_training_images_is_refused_before_a_run_folder_exists() {
     assert!(stderr.contains("the train split has no `neck_label` image"), "{stderr}");
     let results: Vec<_> = std::fs::read_dir(work.join("results")).map(|d| d.flatten().collect()).unwrap_or_default();
     assert!(results.is_empty(), "{results:?}");
+}
+
+/// A `divide` killed while it replaces the split files leaves some new and some old (a train
+/// split from one random state, validation and test from another: thousands of products in two
+/// splits), which `train` took. The folder is now marked until `divide` finishes: every reader
+/// of split files refuses it, and the next `divide` finishes it and removes the killed one's
+/// temp files.
+#[test]
+fn a_killed_divide_leaves_split_files_nothing_trains_on_until_divide_runs_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let mut csv = String::from("id,category_name,main_image,back_image,text_tag_image,neck_tag_image,other\n");
+    for n in 0..60_000 {
+        csv.push_str(&format!("p{n},c{},m{n}.jpg,b{n}.jpg,t{n}.jpg,k{n}.jpg,\n", n % 7));
+    }
+    std::fs::write(work.join("products.csv"), csv).unwrap();
+    let divide = |seed: &str| {
+        std::process::Command::new(DIVIDE)
+            .current_dir(work)
+            .args(["--input-file", "products.csv", "--output-dir", "data", "--random-state", seed])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    assert!(divide("1").wait().unwrap().success());
+    let marker = work.join("data/.divide-unfinished");
+    assert!(!marker.exists(), "a finished divide leaves no mark");
+    let mut child = divide("2");
+    let started = std::time::Instant::now();
+    while !marker.exists() && started.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(marker.exists(), "killed before it finished");
+    let config = serde_json::json!({"data": {"base_image_path": "."}, "model": {"pretrained": false}});
+    std::fs::write(work.join("config.json"), config.to_string()).unwrap();
+    let out = run(work, TRAIN, &["--config", "config.json", "--data-dir", "data"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("a `divide` into data did not finish (it left .divide-unfinished there)"), "{stderr}");
+    assert!(!work.join("results").exists());
+    // Run again, it finishes: no mark, none of the killed one's temp files, the files of one split.
+    assert!(divide("2").wait().unwrap().success());
+    let names: Vec<String> = std::fs::read_dir(work.join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+    let summary = imgtype_testkit::read_json(&work.join("data/data_split_summary.json"));
+    assert_eq!(summary["split_info"]["random_state"], 2);
 }

@@ -184,7 +184,7 @@ fn csv_mode_keeps_every_row_and_shards_merge_back() {
     // A shard output that is a symbolic link is written through; its record lies beside the
     // name the merge is given, so the merge checks it.
     std::fs::create_dir_all(dir.path().join("target")).unwrap();
-    std::fs::write(dir.path().join("target/first.csv"), "old\n").unwrap();
+    std::fs::write(dir.path().join("target/first.csv"), "image_path,predicted_class\nold.jpg,full_shot\n").unwrap();
     std::os::unix::fs::symlink("target/first.csv", dir.path().join("linked.shard-0-of-3.csv")).unwrap();
     ok(run_test(
         dir.path(),

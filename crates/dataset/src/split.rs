@@ -18,7 +18,8 @@ use super::duplicates::{self, duplicate_groups, linked_products};
 use super::product::{image_records, read_products, Product, Split};
 use super::relabel::{apply_corrections, read_corrections};
 pub use super::split_summary::{Counts, DroppedImage, SplitInfo, SplitSummary};
-use imgtype_images::records::SplitName;
+use imgtype_base::fsutil::OutputLock;
+use imgtype_images::records::{SplitName, DIVIDE_UNFINISHED};
 
 /// Categories smaller than this are pooled and split at random.
 pub const MIN_STRATIFIED_PRODUCTS: usize = 3;
@@ -202,6 +203,8 @@ pub fn divide(options: &DivideOptions) -> Result<SplitSummary> {
     let split = split_linked_products(&products, &clusters, ratios, options.random_state);
     verify_no_leak(&split)?;
     warn_about_empty_splits(&split, ratios, products.len(), clusters.len());
+    let _locks = lock_outputs(&options.output_dir)?;
+    let unfinished = Unfinished::begin(&options.output_dir)?;
     let tables = write_split_files(&split, &options.output_dir)?;
     let duplicates = match options.find_duplicates {
         Some(_) => Some(duplicates::report(&products, &groups, &split, &options.output_dir)?),
@@ -224,6 +227,7 @@ pub fn divide(options: &DivideOptions) -> Result<SplitSummary> {
         duplicates,
     };
     imgtype_base::fsutil::write_json_atomic(&options.output_dir.join(SUMMARY_FILE), &summary)?;
+    unfinished.finish()?;
     Ok(summary)
 }
 
@@ -237,12 +241,43 @@ fn check_outputs(options: &DivideOptions) -> Result<()> {
         .chain(options.relabel.as_deref())
         .chain(options.config_file.as_deref())
         .collect();
-    let names = SplitName::ALL.map(SplitName::file_name).into_iter().chain([SUMMARY_FILE, duplicates::REPORT_FILE]);
-    for name in names {
+    for name in output_files() {
         imgtype_base::fsutil::check_output_file(&options.output_dir.join(name), &inputs)
             .with_context(|| format!("divide writes {name} into the output folder {}", options.output_dir.display()))?;
     }
     Ok(())
+}
+
+/// What `divide` writes into its output folder (or removes: a stale `duplicates.csv`).
+fn output_files() -> impl Iterator<Item = &'static str> {
+    SplitName::ALL.map(SplitName::file_name).into_iter().chain([SUMMARY_FILE, duplicates::REPORT_FILE])
+}
+
+/// Locks what `divide` writes until it ends: a second `divide` into the folder stops at once,
+/// and the temp files a killed one left are removed.
+fn lock_outputs(output_dir: &Path) -> Result<Vec<OutputLock>> {
+    output_files().map(|name| OutputLock::acquire(&output_dir.join(name), "dividing into it")).collect()
+}
+
+/// Marks `output_dir` as holding a split set being replaced, until [`Self::finish`]: a
+/// `divide` that stops between its files leaves some new and some old, and every reader of
+/// split files refuses them ([`DIVIDE_UNFINISHED`]) until `divide` runs again.
+struct Unfinished(std::path::PathBuf);
+
+impl Unfinished {
+    fn begin(output_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(output_dir)
+            .with_context(|| format!("cannot create output folder {}", output_dir.display()))?;
+        let marker = output_dir.join(DIVIDE_UNFINISHED);
+        let began = chrono::Local::now().to_rfc3339();
+        let text = format!("a divide into this folder began at {began} and has not finished; run divide again\n");
+        imgtype_base::fsutil::write_atomic(&marker, text.as_bytes())?;
+        Ok(Self(marker))
+    }
+
+    fn finish(self) -> Result<()> {
+        std::fs::remove_file(&self.0).with_context(|| format!("cannot remove {}", self.0.display()))
+    }
 }
 
 /// A split the ratios ask for that came out empty, or far from its ratio, said once: it

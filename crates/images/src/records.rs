@@ -54,12 +54,26 @@ pub fn read_split_csv(path: &Path, class_names: &[String]) -> Result<Vec<ImageRe
     split_records(reader, path, class_names)
 }
 
+/// Left in a split folder by `divide` while it replaces the split files, removed once its
+/// summary is written: a folder holding it has some files of the new split and some of the
+/// old, which would put products in two splits.
+pub const DIVIDE_UNFINISHED: &str = ".divide-unfinished";
+
 /// The records of the split CSV `path` whose bytes `reader` reads, checked as [`read_split_csv`] does.
 pub fn split_records<R: std::io::Read>(
     mut reader: csv::Reader<R>,
     path: &Path,
     class_names: &[String],
 ) -> Result<Vec<ImageRecord>> {
+    let folder = path.parent().unwrap_or(Path::new(""));
+    if imgtype_base::fsutil::is_present(&folder.join(DIVIDE_UNFINISHED)) {
+        bail!(
+            "{}: a `divide` into {} did not finish (it left {DIVIDE_UNFINISHED} there), so its split files are part \
+             new and part old, which would put products in two splits; run divide again",
+            path.display(),
+            if folder.as_os_str().is_empty() { Path::new(".") } else { folder }.display()
+        );
+    }
     let headers = reader.headers().with_context(|| format!("{}: cannot read the header row", path.display()))?.clone();
     for needed in ["product_id", "image_path", "image_type"] {
         if !headers.iter().any(|h| h == needed) {
