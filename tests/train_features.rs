@@ -131,6 +131,21 @@ fn stop_and_resume_equals_an_uninterrupted_run() {
     let test_points = series("test/accuracy");
     assert_eq!(test_points.len(), 1);
     assert!((test_points[0][1].as_f64().unwrap() - accuracy).abs() < 1e-6);
+
+    // A finished run whose final_results.json was removed (or recorded a failed resume) is not
+    // stuck: `--resume` evaluates it again from its checkpoint, with the same figures.
+    let final_results = resumed_dir.join("final_results.json");
+    let before = imgtype_testkit::read_json(&final_results);
+    std::fs::remove_file(&final_results).unwrap();
+    let out = ok(run(work, TRAIN, &["--resume", resumed_dir.to_str().unwrap()]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("its final evaluation is done again"));
+    let after = imgtype_testkit::read_json(&final_results);
+    for key in ["status", "best_epoch", "epochs_run", "test_accuracy", "test_f1_weighted"] {
+        assert_eq!(before[key], after[key], "{key}: {before} vs {after}");
+    }
+    assert_eq!(eval(&resumed_dir)["metrics"]["confusion_matrix"], ea["metrics"]["confusion_matrix"]);
+    let out = run(work, TRAIN, &["--resume", resumed_dir.to_str().unwrap()]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("already finished"));
 }
 
 /// The files of a run folder, relative to it; each invocation's own TensorBoard event file

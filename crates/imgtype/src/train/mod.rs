@@ -32,7 +32,7 @@ mod test_predictions;
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 pub use ema::{ema_decay_after, Ema};
@@ -92,7 +92,16 @@ fn start_or_resume(folder: RunFolder, options: &TrainOptions) -> Result<TrainEnd
         ema.updates = restored.state.ema_updates;
     }
     if restored.state.finished {
-        bail!("{}: this run already finished", session.folder.dir().display());
+        // Reopening refused a run whose final_results.json says it finished: here that file
+        // was removed or spoilt after the run finished. Its final evaluation is done again from
+        // the checkpoint's best weights, as the run did it, rather than the run lost.
+        tracing::warn!(
+            "{}: the run finished, but its final_results.json is missing or not a finished run's: its final \
+             evaluation is done again",
+            session.folder.dir().display()
+        );
+        let state = TrainingState { finished: false, ..restored.state.clone() };
+        return fit::fit(&mut session, state, Some(restored), options);
     }
     tracing::info!(
         "resuming {} at epoch {} batch {}",
