@@ -421,8 +421,16 @@ fn a_cross_validation_resumes_and_spreads_over_members_alike() {
             assert!(text.contains("folds not finished: fold 2, fold 3"), "{text}");
         }
     }
+    // What a summary killed while writing leaves is removed by the next one.
+    std::fs::write(work.join("array/.tmp-label_issues.csv-a1B2c3"), "half").unwrap();
     ok(run(work, TRAIN, &["--summarize", "array"]));
     assert_eq!(outcome(&work.join("array")), straight, "members + summarize, same results");
+    let hidden: Vec<String> = std::fs::read_dir(work.join("array"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "{hidden:?}");
 
     // Folds swapped: their split files are refused as the other fold's.
     copy_dir(&work.join("straight"), &work.join("swapped"));

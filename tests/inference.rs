@@ -562,6 +562,26 @@ fn an_interrupted_dataset_run_leaves_nothing_behind() {
     assert!(log.contains("interrupted"), "{log}");
     let left: Vec<_> = std::fs::read_dir(dir.path().join("results")).unwrap().collect();
     assert!(left.is_empty(), "no partial results folder: {left:?}");
+
+    // A staging folder a killed `test` left is removed by the next run; one a live `test`
+    // holds is not, and the results folder holds no lock file.
+    let results = dir.path().join("results");
+    let (killed, live) = (results.join(".run_20260101_000000_0badc0de.partial"), results.join(".run_live.partial"));
+    std::fs::create_dir_all(&killed).unwrap();
+    std::fs::write(killed.join("inference_results.csv"), "half").unwrap();
+    let _held = imgtype::fsutil::FolderLock::acquire(&live, "predicting into it").unwrap();
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for folder in [&killed, &live] {
+        std::fs::File::open(folder).unwrap().set_modified(an_hour_ago).unwrap();
+    }
+    write_split_csv(&data.join("train_data.csv"), &keys);
+    let out = ok(run_test(dir.path(), &args));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("left by an interrupted `test`"));
+    assert!(!killed.exists() && live.exists());
+    let finished =
+        std::fs::read_dir(&results).unwrap().map(|e| e.unwrap().path()).find(|p| !p.ends_with(".run_live.partial"));
+    let finished = finished.expect("a results folder");
+    assert!(finished.join("inference_results.csv").is_file() && !finished.join(".imgtype.lock").exists());
 }
 
 /// `test --export-onnx`: the model file as ONNX, which onnxruntime and OpenVINO run to our

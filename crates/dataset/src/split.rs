@@ -18,7 +18,6 @@ use super::duplicates::{self, duplicate_groups, linked_products};
 use super::product::{image_records, read_products, Product, Split};
 use super::relabel::{apply_corrections, read_corrections};
 pub use super::split_summary::{Counts, DroppedImage, SplitInfo, SplitSummary};
-use imgtype_base::fsutil::OutputLock;
 use imgtype_images::records::{SplitName, DIVIDE_UNFINISHED};
 
 /// Categories smaller than this are pooled and split at random.
@@ -203,7 +202,9 @@ pub fn divide(options: &DivideOptions) -> Result<SplitSummary> {
     let split = split_linked_products(&products, &clusters, ratios, options.random_state);
     verify_no_leak(&split)?;
     warn_about_empty_splits(&split, ratios, products.len(), clusters.len());
-    let _locks = lock_outputs(&options.output_dir)?;
+    // Until it ends: a second `divide` into the folder stops at once; a killed one's temp files go.
+    let outputs: Vec<&str> = output_files().collect();
+    let _locks = imgtype_base::fsutil::lock_outputs(&options.output_dir, &outputs, "dividing into it")?;
     let unfinished = Unfinished::begin(&options.output_dir)?;
     let tables = write_split_files(&split, &options.output_dir)?;
     let duplicates = match options.find_duplicates {
@@ -251,12 +252,6 @@ fn check_outputs(options: &DivideOptions) -> Result<()> {
 /// What `divide` writes into its output folder (or removes: a stale `duplicates.csv`).
 fn output_files() -> impl Iterator<Item = &'static str> {
     SplitName::ALL.map(SplitName::file_name).into_iter().chain([SUMMARY_FILE, duplicates::REPORT_FILE])
-}
-
-/// Locks what `divide` writes until it ends: a second `divide` into the folder stops at once,
-/// and the temp files a killed one left are removed.
-fn lock_outputs(output_dir: &Path) -> Result<Vec<OutputLock>> {
-    output_files().map(|name| OutputLock::acquire(&output_dir.join(name), "dividing into it")).collect()
 }
 
 /// Marks `output_dir` as holding a split set being replaced, until [`Self::finish`]: a

@@ -51,6 +51,12 @@ impl OutputLock {
     }
 }
 
+/// [`OutputLock`]s on the files `names` in `dir`, which one command writes as a set (a
+/// summary, a split): a second one stops at once, and a killed one's temp files are removed.
+pub fn lock_outputs(dir: &Path, names: &[&str], what: &str) -> Result<Vec<OutputLock>> {
+    names.iter().map(|name| OutputLock::acquire(&dir.join(name), what)).collect()
+}
+
 /// Removes the temp files an interrupted write of `path` left beside it; only for the holder of
 /// `path`'s [`OutputLock`], the one process that writes it.
 fn remove_interrupted_writes_of(path: &Path) {

@@ -13,7 +13,7 @@ mod lock;
 mod output;
 mod read;
 
-pub use lock::{FolderLock, OutputLock, LOCK_FILE};
+pub use lock::{lock_outputs, FolderLock, OutputLock, LOCK_FILE};
 pub use output::{check_output_file, check_output_target, check_replaceable, Replaceable};
 pub use read::*;
 

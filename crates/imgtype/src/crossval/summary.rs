@@ -72,6 +72,10 @@ pub struct CvSummary {
     pub confusions: Vec<Confusion>,
 }
 
+/// What a summary writes into the cross-validation folder.
+const SUMMARY_FILES: [&str; 5] =
+    ["oof_predictions.csv", "label_issues.csv", "label_issues.png", "cv_results.json", "cv_results.csv"];
+
 /// Reads every fold of the cross-validation in `dir` (of each repeat) and writes the results
 /// files; when `stop` is raised before they are written, writes none of them (the folder keeps
 /// the set it had, never half of a new one).
@@ -97,6 +101,7 @@ pub fn summarize(dir: &Path, judging: Judging, stop: &StopFlag) -> Result<Outcom
     if stop.is_raised() {
         return Ok(stopped_before_writing(dir));
     }
+    let _locks = crate::fsutil::lock_outputs(dir, &SUMMARY_FILES, "writing a summary into it")?;
     let oof_file = OofFile { class_names, oof: &oof, neighbours: neighbours.as_deref(), is_issue: &found.is_issue };
     oof_file.write(&dir.join("oof_predictions.csv"), quality_of)?;
     let issues: Vec<IssueRow> = found

@@ -83,12 +83,18 @@ pub fn run_dataset(
 
 /// Creates `root/run_…` only when `fill` completes: it writes into a hidden staging folder
 /// that is renamed at the end, or removed on error or when `fill` stops early (`None`).
+/// The staging folder is locked while it fills, so the next run can tell one a killed `test`
+/// left (and removes it) from one at work.
 fn with_staged_run_dir<T>(root: &Path, fill: impl FnOnce(&Path) -> Result<Option<T>>) -> Result<Option<(PathBuf, T)>> {
+    remove_abandoned_staging(root);
     let name = crate::rundir::run_name();
     let staging = root.join(format!(".{name}.partial"));
-    std::fs::create_dir_all(&staging).with_context(|| format!("cannot create {}", staging.display()))?;
+    let _lock = crate::fsutil::FolderLock::acquire(&staging, "predicting into it")?;
     match fill(&staging) {
         Ok(Some(value)) => {
+            // Not part of the results; the folder is renamed at once (and just modified, so
+            // no other `test` takes it for abandoned meanwhile).
+            let _ = std::fs::remove_file(staging.join(crate::fsutil::LOCK_FILE));
             let final_dir = root.join(&name);
             std::fs::rename(&staging, &final_dir)
                 .with_context(|| format!("cannot move results to {}", final_dir.display()))?;
@@ -97,6 +103,28 @@ fn with_staged_run_dir<T>(root: &Path, fill: impl FnOnce(&Path) -> Result<Option
         outcome => {
             let _ = std::fs::remove_dir_all(&staging);
             outcome.map(|_| None)
+        }
+    }
+}
+
+/// Removes the staging folders in `root` that no `test` holds (killed, or stopped by a second
+/// signal) and that are over a minute old (not one being created, before its lock is taken).
+fn remove_abandoned_staging(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let old = entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+        let abandoned = name.starts_with(".run_")
+            && name.ends_with(".partial")
+            && entry.file_type().is_ok_and(|t| t.is_dir())
+            && old.is_some_and(|age| age.as_secs() > 60);
+        let Some(_lock) =
+            abandoned.then(|| crate::fsutil::FolderLock::acquire(&entry.path(), "removing it").ok()).flatten()
+        else {
+            continue;
+        };
+        if std::fs::remove_dir_all(entry.path()).is_ok() {
+            tracing::info!("removed {}, left by an interrupted `test`", entry.path().display());
         }
     }
 }

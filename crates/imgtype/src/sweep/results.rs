@@ -85,6 +85,8 @@ pub fn summarize(dir: &Path) -> Result<Summary> {
     });
     let missing: Vec<String> = results.iter().filter(|r| r.status != "finished").map(|r| r.name.clone()).collect();
     let best = results.first().filter(|r| r.status == "finished").map(|r| r.name.clone());
+    let files = ["sweep_results.json", "sweep_results.csv", "best_config.json", "sweep_comparison.png"];
+    let _locks = crate::fsutil::lock_outputs(dir, &files, "writing a summary into it")?;
     write_tables(dir, &results)?;
     let best_config = dir.join("best_config.json");
     if let Some(winner) = results.first().filter(|r| r.status == "finished") {
