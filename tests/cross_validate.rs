@@ -470,10 +470,15 @@ fn a_cross_validation_resumes_and_spreads_over_members_alike() {
     std::fs::write(&predictions, text.lines().next().unwrap()).unwrap();
     let out = ok(run(work, TRAIN, &["--summarize", "cut"]));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(&format!("fold 3: {0} of its {0} held-out images have no row in", straight.0[2][2])),
-        "{stderr}"
-    );
+    let says = format!("fold 3: none of its {} held-out images has a row in", straight.0[2][2]);
+    assert!(stderr.contains(&says) && stderr.contains("counted as damaged"), "{stderr}");
+    // Its figures are not counted without the predictions they come from, nor when the file
+    // is gone.
+    assert_eq!(outcome(&work.join("cut")).0[2][1], "damaged");
+    std::fs::remove_file(&predictions).unwrap();
+    let out = ok(run(work, TRAIN, &["--summarize", "cut"]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("counted as damaged"));
+    assert_eq!(outcome(&work.join("cut")).0[2][1], "damaged");
 
     // An edited images.csv (a label, a product) is refused by --summarize and, before anything
     // trains, by --resume, naming it and the plan; nothing is written.
@@ -485,6 +490,42 @@ fn a_cross_validation_resumes_and_spreads_over_members_alike() {
     let refused = "relabelled/images.csv is not the file relabelled/cv_plan.json was made with";
     refused_by_summarize_and_resume(work, "relabelled", &[refused]);
     assert_eq!(written_by_summarize(&work.join("relabelled")), before);
+    // With a plan that keeps no fingerprint of images.csv (an older one, or the key deleted),
+    // an edited label or an image moved to another fold (the folds' counts kept) is still
+    // refused by --resume before anything trains: images.csv is checked against the split
+    // files it was dealt from.
+    for (folder, edit) in [("unsealed_label", "label"), ("unsealed_fold", "fold")] {
+        copy_dir(&work.join("straight"), &work.join(folder));
+        let plan_file = work.join(folder).join("cv_plan.json");
+        let mut plan = read_json(&plan_file);
+        plan.as_object_mut().unwrap().remove("images_fingerprint");
+        std::fs::write(&plan_file, plan.to_string()).unwrap();
+        let images_csv = work.join(folder).join("images.csv");
+        let text = std::fs::read_to_string(&images_csv).unwrap();
+        let mut rows: Vec<Vec<String>> = text.lines().map(|l| l.split(',').map(String::from).collect()).collect();
+        let says = match edit {
+            "label" => {
+                let row = rows.iter().position(|r| r[2] == "full_shot").unwrap();
+                rows[row][2] = "detail_shot".into();
+                format!("{folder}/images.csv: row {} is not `", row + 1)
+            }
+            _ => {
+                // An image of a product with several, and one of another fold, trade folds.
+                let many = |r: &Vec<String>| rows.iter().filter(|o| o[1] == r[1]).count() > 1;
+                let a = (1..rows.len()).find(|&i| many(&rows[i])).unwrap();
+                let b = (1..rows.len()).find(|&i| rows[i][4] != rows[a][4]).unwrap();
+                let (fold_a, fold_b) = (rows[a][4].clone(), rows[b][4].clone());
+                (rows[a][4], rows[b][4]) = (fold_b, fold_a);
+                "so a model would be tested on what it trained on".to_string()
+            }
+        };
+        let edited: Vec<String> = rows.iter().map(|r| r.join(",")).collect();
+        std::fs::write(&images_csv, edited.join("\n") + "\n").unwrap();
+        let out = run(work, TRAIN, &["--resume", folder]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(&says), "{edit}: {stderr}");
+        assert!(stderr.contains("images.csv was edited since the folds were dealt"), "{stderr}");
+    }
     // A fold's test_predictions.csv whose label is not images.csv's: both files are named.
     copy_dir(&work.join("straight"), &work.join("retested"));
     let predictions =

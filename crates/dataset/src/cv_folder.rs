@@ -251,3 +251,64 @@ pub fn fold_config(base: &Config, dir: &Path, fold: usize) -> Config {
     config.paths.result_dir = fold_dir;
     config
 }
+
+/// `images` (`images.csv` in `dir`) lists, in order, every image of `config`'s split files
+/// with its label and split, and keeps each product, with those it shares a photo with or is
+/// linked to by `duplicates.csv`, in one fold: what [`crate::folds::assign_folds`] deals. Checked
+/// without the fingerprint a plan keeps of it (an older plan has none, or it was deleted): an
+/// edited list would train and judge other labels than the split files hold, or leak a
+/// product between training and held-out images.
+pub fn check_dealt_from_splits(dir: &Path, images: &[FoldImage], config: &Config) -> Result<()> {
+    let images_file = dir.join(IMAGES_FILE);
+    let edited = "images.csv was edited since the folds were dealt; start a new cross-validation";
+    let data_dir = &config.paths.data_dir;
+    let mut row = 0;
+    for split in imgtype_images::SplitName::ALL {
+        let path = data_dir.join(split.file_name());
+        for record in imgtype_images::read_split_csv(&path, &config.data.class_names)? {
+            let listed = images.get(row).map(|image| (image.record(), image.split.as_str()));
+            if listed.as_ref() != Some(&(record.clone(), split.as_str())) {
+                bail!(
+                    "{}: row {} is not `{},{},{}` of {}, as the folds were dealt: {edited}",
+                    images_file.display(),
+                    row + 2,
+                    record.product_id,
+                    record.image_path,
+                    record.image_type,
+                    path.display()
+                );
+            }
+            row += 1;
+        }
+    }
+    if images.len() != row {
+        bail!("{}: lists {} images, but the split files hold {row}: {edited}", images_file.display(), images.len());
+    }
+    let mut fold_of: std::collections::HashMap<(&str, &str), usize> = std::collections::HashMap::new();
+    for image in images {
+        for key in [("product", image.product_id.as_str()), ("photo", image.image_path.as_str())] {
+            let fold = *fold_of.entry(key).or_insert(image.fold);
+            if fold != image.fold {
+                bail!(
+                    "{}: {} `{}` is in fold {fold} and in fold {}, so a model would be tested on what it trained on: \
+                     {edited}",
+                    images_file.display(),
+                    key.0,
+                    key.1,
+                    image.fold
+                );
+            }
+        }
+    }
+    for group in crate::folds::duplicate_groups(&data_dir.join("duplicates.csv"))? {
+        let folds: Vec<usize> = group.iter().filter_map(|id| fold_of.get(&("product", id.as_str())).copied()).collect();
+        if folds.windows(2).any(|pair| pair[0] != pair[1]) {
+            bail!(
+                "{}: products {} share photos (duplicates.csv) but are in folds {folds:?}: {edited}",
+                images_file.display(),
+                group.join(", ")
+            );
+        }
+    }
+    Ok(())
+}

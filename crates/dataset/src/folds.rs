@@ -122,7 +122,7 @@ fn product_categories(config: &Config) -> HashMap<String, String> {
 }
 
 /// The product ids of each group of `duplicates.csv`, when `divide --find-duplicates` wrote one.
-fn duplicate_groups(path: &Path) -> Result<Vec<Vec<String>>> {
+pub(crate) fn duplicate_groups(path: &Path) -> Result<Vec<Vec<String>>> {
     if !imgtype_base::fsutil::is_present(path) {
         return Ok(Vec::new());
     }

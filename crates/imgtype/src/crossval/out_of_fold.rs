@@ -71,7 +71,7 @@ pub(super) fn read_repeat(dir: &Path, plan: &CvPlan, of: RepeatOf, neighbours: u
         let held_out = plan.fold_images[fold - 1];
         // A fold whose files cannot be read (copied, edited, damaged) is one the summary cannot
         // count; the others still are.
-        let read = read_fold(&dir.join(fold_name(fold)), fold, held_out, &named(fold));
+        let read = read_fold(&dir.join(fold_name(fold)), fold, held_out);
         let (result, fold_predictions) = read.unwrap_or_else(|e| {
             tracing::warn!("{}: {e:#}; counted as damaged", named(fold));
             (FoldResult { status: "damaged".into(), ..empty_fold_result(fold, held_out) }, None)
@@ -114,9 +114,20 @@ pub(super) fn read_repeat(dir: &Path, plan: &CvPlan, of: RepeatOf, neighbours: u
     let predictions: Vec<Option<PredictionRow>> =
         images.iter().map(|i| by_key.get(&(i.fold, i.image_path.clone(), i.product_id.clone())).cloned()).collect();
     check_same_labels(dir, &images, &predictions, &folds, &named)?;
+    let mut no_row_of_its_own = Vec::new();
     for fold in folds.iter().filter(|f| tested.contains(&f.fold)) {
-        let mut missing = (0..images.len()).filter(|&i| images[i].fold == fold.fold && predictions[i].is_none());
-        if let Some(first) = missing.next() {
+        let held_out = (0..images.len()).filter(|&i| images[i].fold == fold.fold);
+        let mut missing = held_out.filter(|&i| predictions[i].is_none()).peekable();
+        if missing.peek().is_some() && missing.clone().count() == fold.held_out_images {
+            tracing::warn!(
+                "{}: none of its {} held-out images has a row in {}: the file is another fold's or was emptied; \
+                 counted as damaged",
+                named(fold.fold),
+                fold.held_out_images,
+                predictions_file(fold).display()
+            );
+            no_row_of_its_own.push(fold.fold);
+        } else if let Some(first) = missing.next() {
             tracing::warn!(
                 "{}: {} of its {} held-out images have no row in {} (the first: {}): unreadable when the fold was \
                  tested, or the file is another fold's; they have no out-of-fold prediction",
@@ -127,6 +138,9 @@ pub(super) fn read_repeat(dir: &Path, plan: &CvPlan, of: RepeatOf, neighbours: u
                 images[first].image_path
             );
         }
+    }
+    for fold in folds.iter_mut().filter(|f| no_row_of_its_own.contains(&f.fold)) {
+        *fold = FoldResult { repeat, status: "damaged".into(), ..empty_fold_result(fold.fold, fold.held_out_images) };
     }
     let which = if repeats == 1 { String::new() } else { format!(" (repeat {repeat})") };
     let unfinished: Vec<usize> = folds.iter().filter(|f| f.status != "finished").map(|f| f.fold).collect();
@@ -280,7 +294,7 @@ fn empty_fold_result(fold: usize, held_out: usize) -> FoldResult {
 }
 
 /// `label`: how warnings name it ("fold 2", "repeat 2 fold 2").
-fn read_fold(dir: &Path, fold: usize, held_out: usize, label: &str) -> Result<(FoldResult, Option<TestPredictions>)> {
+fn read_fold(dir: &Path, fold: usize, held_out: usize) -> Result<(FoldResult, Option<TestPredictions>)> {
     let mut result = empty_fold_result(fold, held_out);
     let observed = observed_state(dir)?;
     result.status = observed.status().into();
@@ -302,15 +316,9 @@ fn read_fold(dir: &Path, fold: usize, held_out: usize, label: &str) -> Result<(F
     result.f1_macro = Some(metrics.macro_avg.f1);
     result.f1_weighted = Some(metrics.weighted_avg.f1);
     result.roc_auc_macro = metrics.roc_auc_macro;
-    // A diverged model's NaN probabilities are refused when read: its images then get no
-    // out-of-fold prediction, and the other folds still count.
-    let predictions = match layout.read_test_predictions() {
-        Ok(predictions) => Some(predictions),
-        Err(e) => {
-            tracing::warn!("{label}: {e:#}; its images get no out-of-fold prediction");
-            None
-        }
-    };
+    // Unreadable (removed, a diverged model's NaN probabilities): the fold is damaged, its
+    // figures not counted without the predictions they come from; the other folds still count.
+    let predictions = layout.read_test_predictions()?;
     result.run_dir = Some(run);
-    Ok((result, predictions))
+    Ok((result, Some(predictions)))
 }

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::layout::{
-    check_folds_data, check_plan_not_lost, differences, fold_config, fold_name, is_cv_folder, read_images, read_plan,
-    read_repeat_plan, repeat_config, repeat_dir, CvPlan, FoldId, CV_PLAN_FILE, IMAGES_FILE, MAX_FOLDS, MAX_REPEATS,
+    check_dealt_from_splits, check_folds_data, check_plan_not_lost, differences, fold_config, fold_name, is_cv_folder,
+    read_images, read_plan, read_repeat_plan, repeat_config, repeat_dir, CvPlan, FoldId, CV_PLAN_FILE, IMAGES_FILE,
+    MAX_FOLDS, MAX_REPEATS,
 };
 use super::summary::{summarize, CvSummary, Judging};
 use crate::config::Config;
@@ -131,7 +132,9 @@ fn prepare(dir: &Path, config: &Config, folds: usize, repeats: usize) -> Result<
             );
         }
         // An edited image list or fold file is refused now, not after the folds left to train have trained.
-        check_folds_data(dir, &plan, &read_images(dir, &plan)?, true)?;
+        let images = read_images(dir, &plan)?;
+        check_dealt_from_splits(dir, &images, config)?;
+        check_folds_data(dir, &plan, &images, true)?;
         plan
     } else {
         check_unplanned(dir)?;
@@ -157,7 +160,9 @@ fn prepare(dir: &Path, config: &Config, folds: usize, repeats: usize) -> Result<
         let folder = repeat_dir(dir, repeat);
         if is_cv_folder(&folder) {
             let repeat_plan = read_repeat_plan(dir, &plan, repeat)?;
-            check_folds_data(&folder, &repeat_plan, &read_images(&folder, &repeat_plan)?, true)?;
+            let images = read_images(&folder, &repeat_plan)?;
+            check_dealt_from_splits(&folder, &images, config)?;
+            check_folds_data(&folder, &repeat_plan, &images, true)?;
         } else {
             prepare(&folder, &repeat_config(config, repeat), folds, 1)?;
         }
