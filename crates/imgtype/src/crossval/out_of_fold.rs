@@ -114,6 +114,28 @@ pub(super) fn read_repeat(dir: &Path, plan: &CvPlan, of: RepeatOf, neighbours: u
     let predictions: Vec<Option<PredictionRow>> =
         images.iter().map(|i| by_key.get(&(i.fold, i.image_path.clone(), i.product_id.clone())).cloned()).collect();
     check_same_labels(dir, &images, &predictions, &folds, &named)?;
+    let no_row_of_its_own = check_rows_per_fold(&images, &predictions, &folds, &tested, &named);
+    for fold in folds.iter_mut().filter(|f| no_row_of_its_own.contains(&f.fold)) {
+        *fold = FoldResult { repeat, status: "damaged".into(), ..empty_fold_result(fold.fold, fold.held_out_images) };
+    }
+    let which = if repeats == 1 { String::new() } else { format!(" (repeat {repeat})") };
+    let unfinished: Vec<usize> = folds.iter().filter(|f| f.status != "finished").map(|f| f.fold).collect();
+    if !unfinished.is_empty() {
+        tracing::warn!("folds not finished yet{which}: {unfinished:?}; their images have no out-of-fold prediction");
+    }
+    let neighbours = (neighbours > 0).then(|| repeat_neighbours(&images, &predictions, &folds, plan, neighbours, of));
+    Ok(RepeatResults { repeat, folds, images, predictions, neighbours: neighbours.flatten() })
+}
+
+/// Warns of the tested folds' held-out images without a prediction row; returns the folds with
+/// none at all (their file another fold's, or emptied), which are not counted.
+fn check_rows_per_fold(
+    images: &[FoldImage],
+    predictions: &[Option<PredictionRow>],
+    folds: &[FoldResult],
+    tested: &[usize],
+    named: &dyn Fn(usize) -> String,
+) -> Vec<usize> {
     let mut no_row_of_its_own = Vec::new();
     for fold in folds.iter().filter(|f| tested.contains(&f.fold)) {
         let held_out = (0..images.len()).filter(|&i| images[i].fold == fold.fold);
@@ -139,16 +161,7 @@ pub(super) fn read_repeat(dir: &Path, plan: &CvPlan, of: RepeatOf, neighbours: u
             );
         }
     }
-    for fold in folds.iter_mut().filter(|f| no_row_of_its_own.contains(&f.fold)) {
-        *fold = FoldResult { repeat, status: "damaged".into(), ..empty_fold_result(fold.fold, fold.held_out_images) };
-    }
-    let which = if repeats == 1 { String::new() } else { format!(" (repeat {repeat})") };
-    let unfinished: Vec<usize> = folds.iter().filter(|f| f.status != "finished").map(|f| f.fold).collect();
-    if !unfinished.is_empty() {
-        tracing::warn!("folds not finished yet{which}: {unfinished:?}; their images have no out-of-fold prediction");
-    }
-    let neighbours = (neighbours > 0).then(|| repeat_neighbours(&images, &predictions, &folds, plan, neighbours, of));
-    Ok(RepeatResults { repeat, folds, images, predictions, neighbours: neighbours.flatten() })
+    no_row_of_its_own
 }
 
 /// Each predicted image's label in `images.csv` is the one its fold was tested with: one or the
