@@ -77,6 +77,19 @@ fn an_output_path_never_replaces_a_file_the_command_reads_or_a_users_other_file(
     // Its own earlier predictions are replaced, as before.
     ok(run(work, TEST, &csv_mode("out.csv")));
     ok(run(work, TEST, &csv_mode("out.csv")));
+    // A label that is not one of the model's classes is unknown, not a wrong prediction.
+    std::fs::write(
+        work.join("labelled.csv"),
+        "image_path,image_type\nphoto.jpg,bogus\nphoto.jpg,\nphoto.jpg,full_shot\n",
+    )
+    .unwrap();
+    let args = ["--model-path", "model.safetensors", "--csv-path", "labelled.csv", "--output-path", "labelled_out.csv"];
+    ok(run(work, TEST, &args));
+    let (header, rows) = imgtype_testkit::read_csv(&work.join("labelled_out.csv"));
+    let correct = header.iter().position(|h| h == "correct").unwrap();
+    let predicted = header.iter().position(|h| h == "predicted_class").unwrap();
+    assert_eq!((rows[0][correct].as_str(), rows[1][correct].as_str()), ("", ""));
+    assert_eq!(rows[2][correct], (rows[2][predicted] == "full_shot").to_string());
 
     // Thresholds fitted on split files are never written over them, nor over a CSV.
     std::fs::create_dir_all(work.join("data")).unwrap();

@@ -73,7 +73,7 @@ impl DatasetColumns {
             record.image_type.clone(),
         ];
         values.extend(prediction_values(outcome, predictor));
-        values.push(correct_value(outcome, &record.image_type));
+        values.push(correct_value(outcome, &record.image_type, predictor.class_names()));
         values.extend(timing_and_error(outcome, ms));
         values
     }
@@ -105,11 +105,12 @@ pub(super) fn prediction_values(outcome: &Result<Prediction, String>, predictor:
     }
 }
 
-/// `correct`: whether the prediction is `true_class`; blank for an image that failed.
-pub(super) fn correct_value(outcome: &Result<Prediction, String>, true_class: &str) -> String {
+/// `correct`: whether the prediction is `true_class`; blank for an image that failed, and for
+/// a label that is not one of `class_names` (empty, `ERROR`, a typo): unknown, not wrong.
+pub(super) fn correct_value(outcome: &Result<Prediction, String>, true_class: &str, class_names: &[String]) -> String {
     match outcome {
-        Ok(p) => (p.predicted_class == true_class).to_string(),
-        Err(_) => String::new(),
+        Ok(p) if class_names.iter().any(|c| c == true_class) => (p.predicted_class == true_class).to_string(),
+        _ => String::new(),
     }
 }
 

@@ -288,7 +288,7 @@ impl InputColumns {
         }
         let mut rest = prediction_values(outcome, predictor);
         if self.label.is_some() {
-            rest.push(correct_value(outcome, &record.image_type));
+            rest.push(correct_value(outcome, &record.image_type, predictor.class_names()));
         }
         rest.extend(timing_and_error(outcome, ms));
         values.extend(rest.into_iter().map(String::into_bytes));
