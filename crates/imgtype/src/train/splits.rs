@@ -74,6 +74,14 @@ pub(super) fn load_splits(
     let mut skipped = earlier_screening.unwrap_or_default();
     let mut loaded = Vec::new();
     let (splits, fingerprint) = read_splits(config)?;
+    let shared = products_in_two_splits(&splits);
+    if let Some(first) = shared.first() {
+        tracing::warn!(
+            "{} product(s) are in the train split and in validation or test (the first: {first}): the figures will \
+             look better than they are; `divide` keeps each product in one split",
+            shared.len()
+        );
+    }
     if recorded.is_some_and(|recorded| recorded != fingerprint) {
         bail!(
             "the split files in {} are not those the run recorded when it began (changed while it started, or \
@@ -100,6 +108,18 @@ pub(super) fn load_splits(
     }
     let [(train, train_counts), (validation, _), (test, _)]: [_; 3] = loaded.try_into().ok().expect("three splits");
     Ok(Splits { train, train_counts, validation, test, skipped })
+}
+
+/// The products of the train split also in another: split files made or edited by hand may
+/// list them, and a model judged on images of products it trained on looks better than it is
+/// (said, not refused: files from elsewhere are taken as they are).
+fn products_in_two_splits(splits: &[(SplitName, Vec<ImageRecord>)]) -> Vec<&str> {
+    let products = |wanted: &dyn Fn(SplitName) -> bool| -> std::collections::BTreeSet<&str> {
+        let records = splits.iter().filter(|(split, _)| wanted(*split)).flat_map(|(_, records)| records);
+        records.map(|r| r.product_id.as_str()).collect()
+    };
+    let train = products(&|split| split == SplitName::Train);
+    products(&|split| split != SplitName::Train).intersection(&train).copied().collect()
 }
 
 /// A class without training images can never be learnt: an error unless allowed. Missing
@@ -181,6 +201,23 @@ fn screen_images(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn products_in_the_train_split_and_another_are_found() {
+        let record = |product: &str| ImageRecord {
+            product_id: product.into(),
+            image_path: format!("{product}.jpg"),
+            image_type: "full_shot".into(),
+        };
+        let splits = vec![
+            (SplitName::Train, vec![record("a"), record("b"), record("c")]),
+            (SplitName::Validation, vec![record("c"), record("d")]),
+            (SplitName::Test, vec![record("a"), record("d")]),
+        ];
+        assert_eq!(products_in_two_splits(&splits), ["a", "c"]);
+        // Validation and test may share (a cross-validation fold holds one out for both).
+        assert!(products_in_two_splits(&splits[1..]).is_empty());
+    }
 
     /// What a run trains on is what it recorded: split files that changed after the run began
     /// (here between the recording and the load) are refused, not trained on under the
