@@ -297,6 +297,7 @@ mod tests {
         config.paths.result_dir = root.join("fold_1");
         config.paths.model_dir = root.join("fold_1/models");
         config.model.pretrained = false;
+        config.data.allow_empty_train_classes = true;
         std::fs::create_dir_all(&config.paths.data_dir).unwrap();
         let class = &config.data.class_names[0];
         let write = |product: &str| {
