@@ -67,7 +67,20 @@ fn an_output_path_never_replaces_a_file_the_command_reads_or_a_users_other_file(
             &[&format!("output path {output} holds a file that is not a predictions CSV")],
         );
     }
+    // An archive holding an earlier output (a tar: NUL bytes, then its header) is not one.
+    let tar = b"preds.csv\0\0\0\0image_path,predicted_class\n\0\0";
+    std::fs::write(work.join("backup.tar"), tar).unwrap();
+    refused(work, &csv_mode("backup.tar"), &["backup.tar holds a file that is not a predictions CSV"]);
+    // An ONNX export replaces only an ONNX model.
+    for output in ["photo.jpg", "notes.txt"] {
+        let args = ["--model-path", "model.safetensors", "--export-onnx", output];
+        refused(work, &args, &[&format!("output path {output} holds a file that is not an ONNX model")]);
+    }
+    for _ in 0..2 {
+        ok(run(work, TEST, &["--model-path", "model.safetensors", "--export-onnx", "model.onnx"]));
+    }
     assert_eq!((kept(&model), kept(&photo)), (model_bytes.clone(), photo_bytes));
+    assert_eq!(kept(&work.join("backup.tar")), tar);
     assert_eq!(kept(&work.join("notes.txt")), b"my notes\n");
     // A name whose working files would be too long for the file system is refused before any
     // work, saying so (it failed after predicting, naming the `.partial.json`).

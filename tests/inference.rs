@@ -570,16 +570,20 @@ fn an_interrupted_dataset_run_leaves_nothing_behind() {
     std::fs::create_dir_all(&killed).unwrap();
     std::fs::write(killed.join("inference_results.csv"), "half").unwrap();
     let _held = imgtype::fsutil::FolderLock::acquire(&live, "predicting into it").unwrap();
+    // A user's folders: named otherwise, or holding a folder (`test` writes files only).
+    let users = [results.join(".run_backup.partial"), results.join(".run_20260101_000000_deadbeef.partial")];
+    std::fs::create_dir_all(&users[0]).unwrap();
+    std::fs::create_dir_all(users[1].join("thesis")).unwrap();
     let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-    for folder in [&killed, &live] {
+    for folder in [&killed, &live, &users[0], &users[1]] {
         std::fs::File::open(folder).unwrap().set_modified(an_hour_ago).unwrap();
     }
     write_split_csv(&data.join("train_data.csv"), &keys);
     let out = ok(run_test(dir.path(), &args));
     assert!(String::from_utf8_lossy(&out.stderr).contains("left by an interrupted `test`"));
-    assert!(!killed.exists() && live.exists());
-    let finished =
-        std::fs::read_dir(&results).unwrap().map(|e| e.unwrap().path()).find(|p| !p.ends_with(".run_live.partial"));
+    assert!(!killed.exists() && live.exists() && users.iter().all(|u| u.exists()));
+    let visible = |p: &PathBuf| !p.file_name().unwrap().to_string_lossy().starts_with('.');
+    let finished = std::fs::read_dir(&results).unwrap().map(|e| e.unwrap().path()).find(visible);
     let finished = finished.expect("a results folder");
     assert!(finished.join("inference_results.csv").is_file() && !finished.join(".imgtype.lock").exists());
 }

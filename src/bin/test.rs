@@ -157,6 +157,7 @@ fn run(args: &Args) -> Result<Ending> {
         Mode::ExportOnnx { model, output } => {
             let model_file = imgtype::infer::resolve_model_path(model)?;
             let output = imgtype::fsutil::check_output_file(output, &[&model_file])?;
+            imgtype::fsutil::check_replaceable(&output, imgtype::fsutil::Replaceable::Onnx)?;
             let int8 = match args.precision {
                 None | Some(Precision::Fp32) => false,
                 Some(Precision::Int8) => true,

@@ -89,6 +89,8 @@ pub enum Replaceable {
     PredictionsCsv,
     /// A safetensors file (a model file).
     Safetensors,
+    /// An ONNX model (a protobuf `ModelProto` that begins with its `ir_version`, as exporters write it).
+    Onnx,
 }
 
 impl Replaceable {
@@ -96,11 +98,14 @@ impl Replaceable {
         match self {
             Replaceable::PredictionsCsv => "a predictions CSV (no `predicted_class` column in its first line)",
             Replaceable::Safetensors => "a safetensors model file",
+            Replaceable::Onnx => "an ONNX model",
         }
     }
 
     fn matches(self, head: &[u8]) -> bool {
         match self {
+            // Text: a file with a NUL byte (an archive, a database) is not one, whatever its bytes spell.
+            Replaceable::PredictionsCsv if head.contains(&0) => false,
             Replaceable::PredictionsCsv => {
                 let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(head);
                 let mut header = csv::ByteRecord::new();
@@ -112,6 +117,13 @@ impl Replaceable {
             }
             // An 8-byte little-endian header length, then the JSON header.
             Replaceable::Safetensors => head.len() > 8 && head[8] == b'{',
+            // Field 1 (`ir_version`, a small varint), then another field of `ModelProto` (2–8, length-delimited or varint).
+            Replaceable::Onnx => {
+                head.len() > 2
+                    && head[0] == 0x08
+                    && head[1] < 0x80
+                    && [0x12, 0x1a, 0x22, 0x28, 0x32, 0x3a, 0x42].contains(&head[2])
+            }
         }
     }
 }

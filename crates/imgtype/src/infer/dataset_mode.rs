@@ -108,16 +108,22 @@ fn with_staged_run_dir<T>(root: &Path, fill: impl FnOnce(&Path) -> Result<Option
 }
 
 /// Removes the staging folders in `root` that no `test` holds (killed, or stopped by a second
-/// signal) and that are over a minute old (not one being created, before its lock is taken).
+/// signal) and that are over a minute old (not one being created, before its lock is taken):
+/// only a folder named as `test` names them (`.run_YYYYMMDD_HHMMSS_<8 hex>.partial`) that holds
+/// files alone, as `test` writes them; anything else is a user's.
 fn remove_abandoned_staging(root: &Path) {
     let Ok(entries) = std::fs::read_dir(root) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let old = entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
-        let abandoned = name.starts_with(".run_")
-            && name.ends_with(".partial")
+        let files_only = || {
+            let inside = std::fs::read_dir(entry.path()).into_iter().flatten().flatten();
+            inside.into_iter().all(|f| f.file_type().is_ok_and(|t| t.is_file()))
+        };
+        let abandoned = name.strip_prefix('.').and_then(|n| n.strip_suffix(".partial")).is_some_and(is_run_name)
             && entry.file_type().is_ok_and(|t| t.is_dir())
-            && old.is_some_and(|age| age.as_secs() > 60);
+            && old.is_some_and(|age| age.as_secs() > 60)
+            && files_only();
         let Some(_lock) =
             abandoned.then(|| crate::fsutil::FolderLock::acquire(&entry.path(), "removing it").ok()).flatten()
         else {
@@ -127,6 +133,14 @@ fn remove_abandoned_staging(root: &Path) {
             tracing::info!("removed {}, left by an interrupted `test`", entry.path().display());
         }
     }
+}
+
+/// `run_YYYYMMDD_HHMMSS_<8 hex>`, as [`crate::rundir::run_name`] names a folder.
+fn is_run_name(name: &str) -> bool {
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    let parts: Vec<&str> = name.split('_').collect();
+    matches!(parts.as_slice(), ["run", date, time, id]
+        if digits(date, 8) && digits(time, 6) && id.len() == 8 && id.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Predicts this shard's rows of every split into `results_path`, batch by batch; the next
