@@ -194,6 +194,16 @@ fn a_killed_divide_leaves_split_files_nothing_trains_on_until_divide_runs_again(
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("a `divide` into data did not finish (it left .divide-unfinished there)"), "{stderr}");
     assert!(!work.join("results").exists());
+    // A folder of links to the marked folder's files is refused too.
+    std::fs::create_dir_all(work.join("linked")).unwrap();
+    for split in ["train", "validation", "test"] {
+        let name = format!("{split}_data.csv");
+        std::os::unix::fs::symlink(format!("../data/{name}"), work.join("linked").join(&name)).unwrap();
+    }
+    let out = run(work, TRAIN, &["--config", "config.json", "--data-dir", "linked"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let says = format!("a `divide` into {} did not finish", work.join("data").canonicalize().unwrap().display());
+    assert!(out.status.code() == Some(1) && stderr.contains(&says), "{stderr}");
     // Run again, it finishes: no mark, none of the killed one's temp files, the files of one split.
     assert!(divide("2").wait().unwrap().success());
     let names: Vec<String> = std::fs::read_dir(work.join("data"))
@@ -204,4 +214,35 @@ fn a_killed_divide_leaves_split_files_nothing_trains_on_until_divide_runs_again(
     assert!(names.is_empty(), "{names:?}");
     let summary = imgtype_testkit::read_json(&work.join("data/data_split_summary.json"));
     assert_eq!(summary["split_info"]["random_state"], 2);
+}
+
+/// A file put at the output path while the rows are made (after the check before any work) is
+/// not replaced either: the output is checked again before the finished rows are renamed to it,
+/// and they are kept in the `.partial`.
+#[test]
+fn a_file_put_at_the_output_path_while_predicting_is_not_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    write_model(work);
+    copy_photo(work);
+    std::fs::write(work.join("in.csv"), format!("image_path\n{}", "photo.jpg\n".repeat(6000))).unwrap();
+    let mut child = std::process::Command::new(TEST)
+        .current_dir(work)
+        .args(["--model-path", "model.safetensors", "--csv-path", "in.csv", "--output-path", "race.csv"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !work.join("race.csv.partial").exists() && started.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    std::fs::write(work.join("race.csv"), "my notes\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("race.csv holds a file that is not a predictions CSV"), "{stderr}");
+    assert!(stderr.contains("the predictions are kept in race.csv.partial"), "{stderr}");
+    assert_eq!(std::fs::read(work.join("race.csv")).unwrap(), b"my notes\n");
+    let kept = std::fs::read_to_string(work.join("race.csv.partial")).unwrap();
+    assert_eq!(kept.lines().count(), 6001);
 }

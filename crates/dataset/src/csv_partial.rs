@@ -232,6 +232,9 @@ impl PartialOutput {
             self.writer.into_inner().map_err(|e| anyhow::anyhow!("cannot write {}: {e}", self.path.display()))?;
         let file = file.into_inner().map_err(|e| anyhow::anyhow!("cannot write {}: {e}", self.path.display()))?;
         imgtype_base::fsutil::sync_to_disk(&file, &self.path)?;
+        // Checked again: a file put there while the rows were made is not replaced either.
+        imgtype_base::fsutil::check_replaceable(output, imgtype_base::fsutil::Replaceable::PredictionsCsv)
+            .with_context(|| format!("the predictions are kept in {}", self.path.display()))?;
         std::fs::rename(&self.path, output)
             .with_context(|| format!("cannot move the finished {} to {}", self.path.display(), output.display()))?;
         let _ = std::fs::remove_file(&self.sidecar);

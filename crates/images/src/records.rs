@@ -1,6 +1,6 @@
 //! Split CSVs (`product_id,image_path,image_type`), as `divide` writes them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -65,13 +65,22 @@ pub fn split_records<R: std::io::Read>(
     path: &Path,
     class_names: &[String],
 ) -> Result<Vec<ImageRecord>> {
-    let folder = path.parent().unwrap_or(Path::new(""));
-    if imgtype_base::fsutil::is_present(&folder.join(DIVIDE_UNFINISHED)) {
+    let folder = match path.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() => folder.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    // Also where a linked split file lies: a folder of links to a marked folder's files.
+    let linked_from = std::fs::canonicalize(path).ok().and_then(|file| file.parent().map(Path::to_path_buf));
+    let marked = [Some(folder), linked_from]
+        .into_iter()
+        .flatten()
+        .find(|f| imgtype_base::fsutil::is_present(&f.join(DIVIDE_UNFINISHED)));
+    if let Some(folder) = marked {
         bail!(
             "{}: a `divide` into {} did not finish (it left {DIVIDE_UNFINISHED} there), so its split files are part \
              new and part old, which would put products in two splits; run divide again",
             path.display(),
-            if folder.as_os_str().is_empty() { Path::new(".") } else { folder }.display()
+            folder.display()
         );
     }
     let headers = reader.headers().with_context(|| format!("{}: cannot read the header row", path.display()))?.clone();

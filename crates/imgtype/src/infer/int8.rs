@@ -78,6 +78,8 @@ pub fn calibrate_model(
     let convolutions = ranges.convolutions.len();
     let measured = ranges.images;
     model.set_int8_ranges(ranges)?;
+    // Checked again: a file put there while the ranges were measured is not replaced either.
+    crate::fsutil::check_replaceable(output, crate::fsutil::Replaceable::Safetensors)?;
     model
         .save(output)
         .with_context(|| format!("cannot write the model with its INT8 ranges to {}", output.display()))?;

@@ -92,6 +92,8 @@ pub fn fit_thresholds(
     let fitted: BTreeMap<String, f64> =
         class_names.iter().zip(&thresholds).filter(|(_, &t)| t > 0.0).map(|(name, &t)| (name.clone(), t)).collect();
     model.set_class_thresholds(fitted.clone());
+    // Checked again: a file put there while the splits were scored is not replaced either.
+    crate::fsutil::check_replaceable(output, crate::fsutil::Replaceable::Safetensors)?;
     model.save(output)?;
     Ok(ThresholdFit {
         metric: serde_json::to_value(metric).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
