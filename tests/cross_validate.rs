@@ -574,6 +574,17 @@ fn a_cross_validation_resumes_and_spreads_over_members_alike() {
     assert!(fold_1.parent().unwrap().join("final_results.json").is_file(), "the run is kept");
     let out = ok(run(work, TRAIN, &["--summarize", "unconfigured"]));
     assert!(String::from_utf8_lossy(&out.stderr).contains("fold 1: "), "counted as damaged");
+    // A finished run whose checkpoints and final_results.json are gone still holds its models:
+    // refused as damage, never removed as a run that stopped before its first checkpoint.
+    copy_dir(&work.join("straight"), &work.join("unpointed"));
+    let results = walk(&work.join("unpointed/fold_1")).into_iter().find(|p| p.ends_with("final_results.json")).unwrap();
+    let run_dir = results.parent().unwrap().to_path_buf();
+    std::fs::remove_file(&results).unwrap();
+    std::fs::remove_dir_all(run_dir.join("checkpoints")).unwrap();
+    let out = run(work, TRAIN, &["--resume", "unpointed"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("holds a trained model"), "{stderr}");
+    assert!(run_dir.join("model").is_dir(), "the run is kept");
     // A run whose run_metadata.json is cut cannot say which split files it began with: refused
     // by both, not taken as a run from before they were recorded.
     copy_dir(&work.join("straight"), &work.join("unrecorded"));

@@ -95,6 +95,17 @@ pub(crate) fn experiment_state(dir: &Path) -> anyhow::Result<ExperimentState> {
             status if is_kept(status, &run) => state = ExperimentState::Resumable(run),
             _ => {
                 let _lock = crate::fsutil::FolderLock::acquire(&run, "removing it")?;
+                // A model is saved after a checkpoint: one without it lost files, never removed.
+                let models = RunLayout::of(&run).map(|l| [l.best_model(), l.last_model()]).into_iter().flatten();
+                if let Some(model) = models.into_iter().find(|m| m.exists()) {
+                    anyhow::bail!(
+                        "{} holds a trained model ({}) but no checkpoint to resume from and no finished \
+                         final_results.json: its files were removed or moved; put them back, or move the run folder \
+                         away to train again",
+                        run.display(),
+                        model.display()
+                    );
+                }
                 tracing::warn!("removing {}: it failed or stopped before its first checkpoint", run.display());
                 let _ = std::fs::remove_dir_all(&run);
             }
