@@ -574,6 +574,20 @@ fn a_cross_validation_resumes_and_spreads_over_members_alike() {
     assert!(fold_1.parent().unwrap().join("final_results.json").is_file(), "the run is kept");
     let out = ok(run(work, TRAIN, &["--summarize", "unconfigured"]));
     assert!(String::from_utf8_lossy(&out.stderr).contains("fold 1: "), "counted as damaged");
+    // A fold tested on more than its held-out images (its test split edited, the run's
+    // recorded split files too): its figures are not counted.
+    copy_dir(&work.join("straight"), &work.join("overtested"));
+    let predictions =
+        walk(&work.join("overtested/fold_1")).into_iter().find(|p| p.ends_with("test_predictions.csv")).unwrap();
+    let others =
+        walk(&work.join("overtested/fold_2")).into_iter().find(|p| p.ends_with("test_predictions.csv")).unwrap();
+    let text = std::fs::read_to_string(&predictions).unwrap();
+    let extra: String = std::fs::read_to_string(&others).unwrap().lines().skip(1).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&predictions, format!("{text}{extra}")).unwrap();
+    let out = ok(run(work, TRAIN, &["--summarize", "overtested"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("fold 1: ") && stderr.contains("are not its held-out images"), "{stderr}");
+    assert_eq!(outcome(&work.join("overtested")).0[0][1], "damaged");
     // A finished run whose checkpoints and final_results.json are gone still holds its models:
     // refused as damage, never removed as a run that stopped before its first checkpoint.
     copy_dir(&work.join("straight"), &work.join("unpointed"));

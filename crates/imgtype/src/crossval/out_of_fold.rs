@@ -111,13 +111,15 @@ pub(super) fn read_repeat(dir: &Path, plan: &CvPlan, of: RepeatOf, neighbours: u
         folds.push(FoldResult { repeat, ..result });
     }
     // A row listed twice gets the one prediction of its image twice.
-    let predictions: Vec<Option<PredictionRow>> =
+    let mut predictions: Vec<Option<PredictionRow>> =
         images.iter().map(|i| by_key.get(&(i.fold, i.image_path.clone(), i.product_id.clone())).cloned()).collect();
     check_same_labels(dir, &images, &predictions, &folds, &named)?;
-    let no_row_of_its_own = check_rows_per_fold(&images, &predictions, &folds, &tested, &named);
-    for fold in folds.iter_mut().filter(|f| no_row_of_its_own.contains(&f.fold)) {
+    let damaged_folds = check_rows_per_fold(&images, &predictions, &folds, (&tested, &by_key), &named);
+    for fold in folds.iter_mut().filter(|f| damaged_folds.contains(&f.fold)) {
         *fold = FoldResult { repeat, status: "damaged".into(), ..empty_fold_result(fold.fold, fold.held_out_images) };
     }
+    // Nor are its predictions: what its model trained on is not known.
+    images.iter().zip(&mut predictions).filter(|(i, _)| damaged_folds.contains(&i.fold)).for_each(|(_, p)| *p = None);
     let which = if repeats == 1 { String::new() } else { format!(" (repeat {repeat})") };
     let unfinished: Vec<usize> = folds.iter().filter(|f| f.status != "finished").map(|f| f.fold).collect();
     if !unfinished.is_empty() {
@@ -127,20 +129,32 @@ pub(super) fn read_repeat(dir: &Path, plan: &CvPlan, of: RepeatOf, neighbours: u
     Ok(RepeatResults { repeat, folds, images, predictions, neighbours: neighbours.flatten() })
 }
 
-/// Warns of the tested folds' held-out images without a prediction row; returns the folds with
-/// none at all (their file another fold's, or emptied), which are not counted.
+/// Warns of the tested folds' held-out images without a prediction row; returns the folds that
+/// are not counted: with rows for images they did not hold out (tested on others), or with none
+/// of their own (their file another fold's, or emptied).
 fn check_rows_per_fold(
     images: &[FoldImage],
     predictions: &[Option<PredictionRow>],
     folds: &[FoldResult],
-    tested: &[usize],
+    (tested, listed): (&[usize], &HashMap<(usize, String, String), PredictionRow>),
     named: &dyn Fn(usize) -> String,
 ) -> Vec<usize> {
-    let mut no_row_of_its_own = Vec::new();
+    let mut damaged_folds = Vec::new();
     for fold in folds.iter().filter(|f| tested.contains(&f.fold)) {
         let held_out = (0..images.len()).filter(|&i| images[i].fold == fold.fold);
         let mut missing = held_out.filter(|&i| predictions[i].is_none()).peekable();
-        if missing.peek().is_some() && missing.clone().count() == fold.held_out_images {
+        let rows = listed.keys().filter(|(f, _, _)| *f == fold.fold).count();
+        let others = rows.saturating_sub(fold.held_out_images - missing.clone().count());
+        if others > 0 {
+            // Its figures come from a test split of other images than it held out.
+            tracing::warn!(
+                "{}: {others} row(s) of {} are not its held-out images: it was tested on other images (its test split \
+                 edited?); counted as damaged",
+                named(fold.fold),
+                predictions_file(fold).display()
+            );
+            damaged_folds.push(fold.fold);
+        } else if missing.peek().is_some() && missing.clone().count() == fold.held_out_images {
             tracing::warn!(
                 "{}: none of its {} held-out images has a row in {}: the file is another fold's or was emptied; \
                  counted as damaged",
@@ -148,7 +162,7 @@ fn check_rows_per_fold(
                 fold.held_out_images,
                 predictions_file(fold).display()
             );
-            no_row_of_its_own.push(fold.fold);
+            damaged_folds.push(fold.fold);
         } else if let Some(first) = missing.next() {
             tracing::warn!(
                 "{}: {} of its {} held-out images have no row in {} (the first: {}): unreadable when the fold was \
@@ -161,7 +175,7 @@ fn check_rows_per_fold(
             );
         }
     }
-    no_row_of_its_own
+    damaged_folds
 }
 
 /// Each predicted image's label in `images.csv` is the one its fold was tested with: one or the
