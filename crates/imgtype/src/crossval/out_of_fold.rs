@@ -65,7 +65,7 @@ pub(super) fn read_repeat(dir: &Path, plan: &CvPlan, of: RepeatOf, neighbours: u
     let class_names = &plan.base_config.data.class_names;
     let named = |fold: usize| FoldId { repeat, fold }.label(repeats);
     let mut folds = Vec::new();
-    let mut by_key: HashMap<(usize, String, String), PredictionRow> = HashMap::new();
+    let mut by_key: RowsByImage = HashMap::new();
     let mut tested = Vec::new();
     for fold in 1..=plan.folds {
         let held_out = plan.fold_images[fold - 1];
@@ -129,6 +129,9 @@ pub(super) fn read_repeat(dir: &Path, plan: &CvPlan, of: RepeatOf, neighbours: u
     Ok(RepeatResults { repeat, folds, images, predictions, neighbours: neighbours.flatten() })
 }
 
+/// The folds' prediction rows by fold, image path and product.
+type RowsByImage = HashMap<(usize, String, String), PredictionRow>;
+
 /// Warns of the tested folds' held-out images without a prediction row; returns the folds that
 /// are not counted: with rows for images they did not hold out (tested on others), or with none
 /// of their own (their file another fold's, or emptied).
@@ -136,7 +139,7 @@ fn check_rows_per_fold(
     images: &[FoldImage],
     predictions: &[Option<PredictionRow>],
     folds: &[FoldResult],
-    (tested, listed): (&[usize], &HashMap<(usize, String, String), PredictionRow>),
+    (tested, listed): (&[usize], &RowsByImage),
     named: &dyn Fn(usize) -> String,
 ) -> Vec<usize> {
     let mut damaged_folds = Vec::new();
