@@ -423,6 +423,8 @@ fn a_cross_validation_resumes_and_spreads_over_members_alike() {
     }
     // What a summary killed while writing leaves is removed by the next one.
     std::fs::write(work.join("array/.tmp-label_issues.csv-a1B2c3"), "half").unwrap();
+    std::fs::create_dir_all(work.join("array/.staging")).unwrap();
+    std::fs::write(work.join("array/.staging/cv_results.csv"), "half of a new set").unwrap();
     ok(run(work, TRAIN, &["--summarize", "array"]));
     assert_eq!(outcome(&work.join("array")), straight, "members + summarize, same results");
     let hidden: Vec<String> = std::fs::read_dir(work.join("array"))

@@ -14,7 +14,7 @@ mod output;
 mod read;
 
 pub use lock::{lock_outputs, FolderLock, OutputLock, LOCK_FILE};
-pub use output::{check_output_file, check_output_target, check_replaceable, Replaceable};
+pub use output::{check_output_file, check_output_target, check_replaceable, Replaceable, StagedFiles};
 pub use read::*;
 
 pub(crate) fn parent_of(path: &Path) -> PathBuf {

@@ -150,3 +150,71 @@ pub fn check_replaceable(path: &Path, kind: Replaceable) -> Result<()> {
     }
     Ok(())
 }
+
+/// Files of a set (a summary) written into a hidden folder beside their folder, then moved in
+/// one after the other at once: a command killed while it writes them leaves the set the
+/// folder had, never part of a new one. For the holder of the files' locks
+/// ([`super::lock_outputs`]): the staging folder a killed one left is removed.
+pub struct StagedFiles {
+    staging: PathBuf,
+    dir: PathBuf,
+    names: Vec<String>,
+}
+
+impl StagedFiles {
+    pub fn begin(dir: &Path, names: &[&str]) -> Result<Self> {
+        let staging = dir.join(".staging");
+        match std::fs::remove_dir_all(&staging) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot remove {}, left by a killed write", staging.display()))
+            }
+            _ => {}
+        }
+        std::fs::create_dir(&staging).with_context(|| format!("cannot create {}", staging.display()))?;
+        Ok(Self { staging, dir: dir.to_path_buf(), names: names.iter().map(|n| n.to_string()).collect() })
+    }
+
+    /// Where the file `name` of the set is written.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.staging.join(name)
+    }
+
+    /// Moves in the files written (one not written, as a picture that failed, is left as it was).
+    pub fn move_in(self) -> Result<()> {
+        for name in self.names.iter().filter(|name| self.path(name).is_file()) {
+            let target = self.dir.join(name);
+            std::fs::rename(self.path(name), &target)
+                .with_context(|| format!("cannot move in {}", target.display()))?;
+        }
+        let _ = std::fs::remove_dir_all(&self.staging);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nothing of a set moves in until all of it is written; what a killed writer staged is
+    /// removed by the next.
+    #[test]
+    fn staged_files_move_in_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = ["a.csv", "b.json", "c.png"];
+        for name in names {
+            std::fs::write(dir.path().join(name), "old").unwrap();
+        }
+        std::fs::create_dir(dir.path().join(".staging")).unwrap();
+        std::fs::write(dir.path().join(".staging/a.csv"), "killed").unwrap();
+        let staged = StagedFiles::begin(dir.path(), &names).unwrap();
+        assert!(!staged.path("a.csv").exists(), "a killed writer's file is gone");
+        std::fs::write(staged.path("a.csv"), "new").unwrap();
+        std::fs::write(staged.path("b.json"), "new").unwrap();
+        let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+        assert_eq!((read("a.csv"), read("b.json")), ("old".into(), "old".into()));
+        staged.move_in().unwrap();
+        // c.png was not written this time (a picture that failed): left as it was.
+        assert_eq!((read("a.csv"), read("b.json"), read("c.png")), ("new".into(), "new".into(), "old".into()));
+        assert!(!dir.path().join(".staging").exists());
+    }
+}

@@ -102,8 +102,10 @@ pub fn summarize(dir: &Path, judging: Judging, stop: &StopFlag) -> Result<Outcom
         return Ok(stopped_before_writing(dir));
     }
     let _locks = crate::fsutil::lock_outputs(dir, &SUMMARY_FILES, "writing a summary into it")?;
+    // A summary killed while it writes (the contact sheet takes seconds) leaves the set it had.
+    let staged = crate::fsutil::StagedFiles::begin(dir, &SUMMARY_FILES)?;
     let oof_file = OofFile { class_names, oof: &oof, neighbours: neighbours.as_deref(), is_issue: &found.is_issue };
-    oof_file.write(&dir.join("oof_predictions.csv"), quality_of)?;
+    oof_file.write(&staged.path("oof_predictions.csv"), quality_of)?;
     let issues: Vec<IssueRow> = found
         .for_review(&judged, &labels, quality)
         .iter()
@@ -117,8 +119,8 @@ pub fn summarize(dir: &Path, judging: Judging, stop: &StopFlag) -> Result<Outcom
             IssueRow::new(&oof[i], labels[i], judgement, &found.thresholds, class_names, plan.repeats)
         })
         .collect();
-    crate::fsutil::write_csv_atomic(&dir.join("label_issues.csv"), &IssueRow::HEADER, &issues)?;
-    let label_issues_png = dir.join("label_issues.png");
+    crate::fsutil::write_csv_atomic(&staged.path("label_issues.csv"), &IssueRow::HEADER, &issues)?;
+    let label_issues_png = staged.path("label_issues.png");
     crate::report::draw("label_issues.png", || contact_sheet(&label_issues_png, &plan.base_config, &issues, oof.len()));
     let finished: Vec<&FoldResult> = folds.iter().filter(|f| f.status == "finished").collect();
     let spread = |figure: fn(&FoldResult) -> Option<f64>| spread(finished.iter().filter_map(|f| figure(f)));
@@ -142,8 +144,9 @@ pub fn summarize(dir: &Path, judging: Judging, stop: &StopFlag) -> Result<Outcom
         class_thresholds: class_names.iter().cloned().zip(found.thresholds.iter().copied()).collect(),
         confusions: confusions(&found, &issues, class_names),
     };
-    crate::fsutil::write_json_atomic(&dir.join("cv_results.json"), &summary)?;
-    write_cv_results_csv(&dir.join("cv_results.csv"), &summary)?;
+    crate::fsutil::write_json_atomic(&staged.path("cv_results.json"), &summary)?;
+    write_cv_results_csv(&staged.path("cv_results.csv"), &summary)?;
+    staged.move_in()?;
     Ok(Outcome::Finished(summary))
 }
 
