@@ -261,8 +261,6 @@ struct Unfinished(std::path::PathBuf);
 
 impl Unfinished {
     fn begin(output_dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(output_dir)
-            .with_context(|| format!("cannot create output folder {}", output_dir.display()))?;
         let marker = output_dir.join(DIVIDE_UNFINISHED);
         let began = chrono::Local::now().to_rfc3339();
         let text = format!("a divide into this folder began at {began} and has not finished; run divide again\n");

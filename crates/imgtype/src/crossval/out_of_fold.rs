@@ -145,9 +145,10 @@ fn check_rows_per_fold(
     let mut damaged_folds = Vec::new();
     for fold in folds.iter().filter(|f| tested.contains(&f.fold)) {
         let held_out = (0..images.len()).filter(|&i| images[i].fold == fold.fold);
-        let mut missing = held_out.filter(|&i| predictions[i].is_none()).peekable();
+        let mut missing = held_out.filter(|&i| predictions[i].is_none());
+        let missing_count = missing.clone().count();
         let rows = listed.keys().filter(|(f, _, _)| *f == fold.fold).count();
-        let others = rows.saturating_sub(fold.held_out_images - missing.clone().count());
+        let others = rows.saturating_sub(fold.held_out_images - missing_count);
         if others > 0 {
             // Its figures come from a test split of other images than it held out.
             tracing::warn!(
@@ -157,7 +158,7 @@ fn check_rows_per_fold(
                 predictions_file(fold).display()
             );
             damaged_folds.push(fold.fold);
-        } else if missing.peek().is_some() && missing.clone().count() == fold.held_out_images {
+        } else if missing_count > 0 && missing_count == fold.held_out_images {
             tracing::warn!(
                 "{}: none of its {} held-out images has a row in {}: the file is another fold's or was emptied; \
                  counted as damaged",
@@ -171,7 +172,7 @@ fn check_rows_per_fold(
                 "{}: {} of its {} held-out images have no row in {} (the first: {}): unreadable when the fold was \
                  tested, or the file is another fold's; they have no out-of-fold prediction",
                 named(fold.fold),
-                missing.count() + 1,
+                missing_count,
                 fold.held_out_images,
                 predictions_file(fold).display(),
                 images[first].image_path

@@ -117,8 +117,8 @@ fn remove_abandoned_staging(root: &Path) {
         let name = entry.file_name().to_string_lossy().into_owned();
         let old = entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
         let files_only = || {
-            let inside = std::fs::read_dir(entry.path()).into_iter().flatten().flatten();
-            inside.into_iter().all(|f| f.file_type().is_ok_and(|t| t.is_file()))
+            let mut inside = std::fs::read_dir(entry.path()).into_iter().flatten().flatten();
+            inside.all(|f| f.file_type().is_ok_and(|t| t.is_file()))
         };
         let abandoned = name.strip_prefix('.').and_then(|n| n.strip_suffix(".partial")).is_some_and(is_run_name)
             && entry.file_type().is_ok_and(|t| t.is_dir())
